@@ -1,0 +1,75 @@
+"""The one live view of a search: trials done and left, the rung, the best so far, elapsed
+time and an estimate of what is left (rich ``Live`` on a terminal, one plain line per event
+otherwise, e.g. in CI logs or when piped)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from edgekd.halving import HalvingEvent
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def describe(event: HalvingEvent) -> str:
+    """One line for an event (also the text of the live panel)."""
+    rung = event.rung
+    best = f"{event.best[0]} val {event.best[1]:.4f}" if event.best else "-"
+    head = (f"rung {rung.index + 1}/{len(event.rungs)} ({rung.keep} trials x {rung.epochs} ep) | "
+            f"trials {event.done}/{event.total} done, {event.total - event.done} left | "
+            f"best {best} | elapsed {_clock(event.elapsed_s)} | left ~{_clock(event.eta_s)}")
+    if event.kind == "trial" and event.result is not None:
+        how = "resumed" if event.skipped else "trained"
+        return f"{head} | {how} {event.trial_id}: val {float(event.result['val_acc']):.4f}"
+    if event.kind == "done":
+        return f"search done in {_clock(event.elapsed_s)}: best {best}"
+    return head
+
+
+class SearchProgress:
+    """Context manager that renders :class:`HalvingEvent` s; pass ``.update`` as ``on_event``."""
+
+    def __init__(self, enabled: bool = True, stream: TextIO | None = None) -> None:
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.live: Any = None
+        self.lines: list[str] = []
+
+    def __enter__(self) -> "SearchProgress":
+        if self.enabled and self.stream.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live("starting the search...", console=Console(file=self.stream),
+                             refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+            self.live = None
+
+    def update(self, event: HalvingEvent) -> None:
+        line = describe(event)
+        self.lines.append(line)
+        if not self.enabled:
+            return
+        if self.live is not None:
+            from rich.table import Table
+
+            table = Table.grid(padding=(0, 1))
+            for text in line.split(" | "):
+                table.add_row(text)
+            recent = [ln.split(" | ")[-1] for ln in self.lines[-4:] if "val " in ln.split(" | ")[-1]]
+            for text in recent:
+                table.add_row(f"[dim]{text}[/dim]")
+            self.live.update(table)
+        else:
+            print(line, file=self.stream, flush=True)

@@ -1,0 +1,121 @@
+"""Successive halving: the schedule, the promotion rule, and resume through the run folder.
+
+Training is replaced by a deterministic learning-curve function here so that the scheduler's
+own logic (what is trained, what is promoted, what is skipped on resume) is tested in
+milliseconds; the real trainer runs in test_compress.py / test_resume.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from edgekd.errors import EdgekdError
+from edgekd.fileio import atomic_write_json
+from edgekd.halving import (HalvingConfig, SuccessiveHalving, TrialJob, epochs_spent,
+                            plan_rungs, promote)
+from edgekd.rundir import RunDir
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 9, 10, 27, 40])
+@pytest.mark.parametrize("eta", [2, 3, 4])
+def test_plan_shape(n: int, eta: int) -> None:
+    config = HalvingConfig(eta=eta, min_epochs=1, max_epochs=8, finalists=1)
+    rungs = plan_rungs(n, config)
+    assert rungs[0].keep == n and rungs[0].epochs == (1 if len(rungs) > 1 else 8)
+    assert rungs[-1].epochs == 8
+    for before, after in zip(rungs, rungs[1:]):
+        assert after.keep < before.keep and after.epochs > before.epochs
+    assert [r.index for r in rungs] == list(range(len(rungs)))
+    # continuing from checkpoints never costs more than training everybody fully
+    assert epochs_spent(rungs) <= n * 8
+
+
+def test_plan_nine_candidates_eta_three() -> None:
+    rungs = plan_rungs(9, HalvingConfig(eta=3, min_epochs=1, max_epochs=9))
+    assert [(r.keep, r.epochs) for r in rungs] == [(9, 1), (3, 3), (1, 9)]
+    assert epochs_spent(rungs) == 9 * 1 + 3 * 2 + 1 * 6
+
+
+def test_bad_config_is_one_line_error() -> None:
+    with pytest.raises(EdgekdError, match="eta"):
+        HalvingConfig(eta=1)
+    with pytest.raises(EdgekdError, match="epochs"):
+        HalvingConfig(min_epochs=5, max_epochs=2)
+
+
+def test_promote_ties_follow_search_order() -> None:
+    results = {"a": {"val_acc": 0.9}, "b": {"val_acc": 0.95}, "c": {"val_acc": 0.9}}
+    assert promote(results, ["c", "b", "a"], 2) == ["b", "c"]
+    assert promote(results, ["a", "b", "c"], 2) == ["b", "a"]
+
+
+# ----------------------------------------------------------------------------- scheduler
+QUALITY = {f"c{i}": q for i, q in enumerate([0.50, 0.80, 0.65, 0.95, 0.70, 0.60, 0.75, 0.55, 0.90])}
+
+
+def learning_curve(trial_id: str, epochs: int) -> float:
+    """A saturating curve whose ranking is stable from 1 epoch on."""
+    return QUALITY[trial_id] * (1 - 0.5 ** epochs)
+
+
+class CurveExecutor:
+    """Trains on the learning curve and writes result.json like the real trainer does."""
+
+    def __init__(self, run: RunDir, fail_after: int | None = None) -> None:
+        self.folder, self.fail_after, self.jobs = run, fail_after, []
+
+    def run(self, jobs, on_done) -> None:
+        for job in jobs:
+            if self.fail_after is not None and len(self.jobs) >= self.fail_after:
+                raise KeyboardInterrupt("killed")
+            self.jobs.append((job.rung, job.trial_id))
+            result = {"val_acc": learning_curve(job.trial_id, job.epochs),
+                      "epochs_done": job.epochs, "job_seconds": 0.01}
+            atomic_write_json(self.folder.trial(job.trial_id) / "result.json", result)
+            on_done(job, result)
+
+
+def _scheduler(run: RunDir, events: list) -> SuccessiveHalving:
+    def make_job(tid, rung):
+        return TrialJob(tid, rung.index, rung.epochs)
+    return SuccessiveHalving(HalvingConfig(eta=3, min_epochs=1, max_epochs=9), make_job, run,
+                             events.append)
+
+
+def test_scheduler_finds_the_best_and_spends_the_planned_epochs(tmp_path) -> None:
+    run, events = RunDir(tmp_path), []
+    executor = CurveExecutor(run)
+    result = _scheduler(run, events).run(list(QUALITY), executor)
+    assert result.finalists == ["c3"]
+    assert result.survivors[1] == ["c3", "c8", "c1"]
+    assert result.epochs_spent == epochs_spent(result.rungs) == 21
+    assert len(executor.jobs) == sum(r.keep for r in result.rungs)
+    assert events[-1].kind == "done" and events[-1].done == events[-1].total
+    assert events[-1].best == ("c3", learning_curve("c3", 9))
+
+
+def test_killed_scheduler_resumes_without_retraining(tmp_path) -> None:
+    ref_run = RunDir(tmp_path / "ref")
+    reference = _scheduler(ref_run, []).run(list(QUALITY), CurveExecutor(ref_run))
+
+    for kill_at in (4, 9, 11, 12):  # inside rung 0, at its end, inside rung 1, at the last rung
+        folder = tmp_path / f"kill{kill_at}"
+        first = CurveExecutor(RunDir(folder), fail_after=kill_at)
+        with pytest.raises(KeyboardInterrupt):
+            _scheduler(RunDir(folder), []).run(list(QUALITY), first)
+        second = CurveExecutor(RunDir(folder))
+        resumed = _scheduler(RunDir(folder), []).run(list(QUALITY), second)
+        assert not set(first.jobs) & set(second.jobs), "a finished trial was trained again"
+        assert len(first.jobs) + len(second.jobs) == len(reference.trained)
+        assert resumed.finalists == reference.finalists
+        assert resumed.survivors == reference.survivors
+        assert resumed.results == reference.results
+
+
+def test_result_json_without_log_line_counts_as_done(tmp_path) -> None:
+    """Killed after the trial wrote result.json but before halving.jsonl got its line."""
+    run = RunDir(tmp_path)
+    atomic_write_json(run.trial("c0") / "result.json", {"val_acc": 0.3, "epochs_done": 1})
+    assert run.rung_result(0, "c0", 1) == {"val_acc": 0.3, "epochs_done": 1}
+    assert run.rung_result(1, "c0", 3) is None
+    assert RunDir(tmp_path).rung_records()[0]["trial"] == "c0"
