@@ -1,0 +1,297 @@
+"""Device profiles: what a target device can do and what a student must fit into.
+
+A profile is a TOML file (the shipped ones live in the top-level ``profiles/`` folder, installed
+as the package ``edgekd.device_profiles``)::
+
+    name = "jetson-orin-nano-8gb"
+    kind = "jetson"                 # cpu | gpu | jetson
+    description = "..."
+
+    [hardware]                      # datasheet peaks, used by the roofline latency model
+    fp32_tflops = 1.28              # TFLOP/s, FP32 (CUDA cores or CPU SIMD)
+    fp16_tflops = 10.2              # TFLOP/s, FP16 (dense tensor cores)
+    int8_tops = 20.5                # TOP/s, INT8 (dense, i.e. half the "sparse" marketing figure)
+    memory_bandwidth_gbs = 68.0     # GB/s, DRAM
+    dla_cores = 0                   # NVDLA engines (Jetson only)
+    layer_overhead_us = 15.0        # fixed cost per layer (kernel launch, op dispatch)
+
+    [budget]                        # defaults; CLI flags override them (DeviceProfile.with_budget)
+    latency_ms = 0.5                # per batch
+    batch = 1
+    macs = 2_000_000                # multiply-accumulates per sample
+
+    [runtime]
+    backend = "ort"                 # ort (ONNX Runtime) | trt (TensorRT)
+    precision = "fp16"              # fp32 | fp16 | int8
+    workspace_mb = 1024             # TensorRT builder workspace
+
+Every key is required and unknown keys are errors, so a typo never silently falls back to a
+default. Any problem is raised as one :class:`~edgekd.errors.EdgekdError` line that names the
+file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekd.errors import EdgekdError
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+KINDS = ("cpu", "gpu", "jetson")
+BACKENDS = ("ort", "trt")
+PRECISIONS = ("fp32", "fp16", "int8")
+#: Backends that need an NVIDIA GPU (so a ``cpu`` profile cannot use them).
+GPU_BACKENDS = ("trt",)
+#: The package that holds the shipped ``*.toml`` files (the repo's ``profiles/`` folder).
+SHIPPED_PACKAGE = "edgekd.device_profiles"
+DEFAULT_PROFILE = "host-cpu"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _positive(unit: str) -> Any:
+    """A numeric field that must be > 0."""
+    return field(metadata={"min": 0, "strict": True, "unit": unit})
+
+
+def _non_negative(unit: str) -> Any:
+    """A numeric field that must be >= 0."""
+    return field(metadata={"min": 0, "strict": False, "unit": unit})
+
+
+def _choice(choices: tuple[str, ...]) -> Any:
+    return field(metadata={"choices": choices})
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """Datasheet peaks of the device (dense figures; sparse marketing numbers are halved)."""
+
+    fp32_tflops: float = _positive("TFLOP/s")
+    fp16_tflops: float = _positive("TFLOP/s")
+    int8_tops: float = _positive("TOP/s")
+    memory_bandwidth_gbs: float = _positive("GB/s")
+    dla_cores: int = _non_negative("engines")
+    layer_overhead_us: float = _non_negative("us/layer")
+
+    def peak_ops(self, precision: str) -> float:
+        """Peak arithmetic rate in operations per second (1 MAC = 2 ops) at ``precision``."""
+        per_precision = {"fp32": self.fp32_tflops, "fp16": self.fp16_tflops, "int8": self.int8_tops}
+        if precision not in per_precision:
+            raise EdgekdError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        return per_precision[precision] * 1e12
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a student must fit: latency per batch of ``batch`` samples, and MACs per sample."""
+
+    latency_ms: float = _positive("ms")
+    batch: int = _positive("samples")
+    macs: int = _positive("MACs/sample")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How the model is run on the device."""
+
+    backend: str = _choice(BACKENDS)
+    precision: str = _choice(PRECISIONS)
+    workspace_mb: int = _positive("MB")
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """One target device: its hardware, default budget and runtime. ``source`` = where it came from."""
+
+    name: str
+    kind: str = _choice(KINDS)
+    description: str
+    hardware: Hardware
+    budget: Budget
+    runtime: Runtime
+    source: str = ""
+
+    def with_budget(self, latency_ms: float | None = None, macs: int | None = None,
+                    batch: int | None = None) -> DeviceProfile:
+        """A copy with some budget values replaced (how CLI flags override the profile).
+
+        The new values are validated like the file's (positive; ``macs`` and ``batch``
+        integers), so ``--latency-ms -1`` fails with the same kind of one-line error.
+        """
+        overrides = {"latency_ms": latency_ms, "macs": macs, "batch": batch}
+        values = dataclasses.asdict(self.budget)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        where = f"budget override for profile '{self.name}'"
+        return dataclasses.replace(self, budget=_build(Budget, values, "budget", where))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON-ready), ``source`` included; inverse of :meth:`from_dict`."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> DeviceProfile:
+        """Rebuild a profile from :meth:`to_dict` output (e.g. a run's ``run.json``), validated."""
+        data = dict(data)
+        origin = source or str(data.pop("source", "") or "<dict>")
+        data.pop("source", None)
+        return _profile_from_mapping(data, origin, f"profile '{origin}'")
+
+
+# --------------------------------------------------------------------------- validation
+_SECTIONS: dict[str, type] = {"hardware": Hardware, "budget": Budget, "runtime": Runtime}
+_SCALARS: tuple[str, ...] = ("name", "kind", "description")
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", str: "string", int: "integer", float: "number",
+            dict: "table", list: "array"}.get(type(value), type(value).__name__)
+
+
+def _check_value(value: Any, f: dataclasses.Field, key: str, where: str) -> Any:
+    """Check one scalar against its dataclass field (type + bounds/choices); return it typed."""
+    expected = f.type if isinstance(f.type, str) else f.type.__name__
+    got = f"got {_type_name(value)} {value!r}"
+    if expected == "str":
+        if not isinstance(value, str):
+            raise EdgekdError(f"{where}: key '{key}' must be a string, {got}: quote it")
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise EdgekdError(f"{where}: key '{key}' is {value!r}: use one of "
+                              f"{', '.join(repr(c) for c in choices)}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise EdgekdError(f"{where}: key '{key}' must be a number, {got}: "
+                          "write a plain number without quotes")
+    if expected == "int":
+        if isinstance(value, float):
+            raise EdgekdError(f"{where}: key '{key}' must be an integer, {got}: "
+                              "write a whole number such as 2_000_000")
+    else:
+        if not math.isfinite(value):
+            raise EdgekdError(f"{where}: key '{key}' must be a finite number, {got}")
+        value = float(value)
+    if "min" in f.metadata:
+        low, strict = f.metadata["min"], f.metadata["strict"]
+        if value < low or (strict and value == low):
+            bound = f"> {low}" if strict else f">= {low}"
+            raise EdgekdError(f"{where}: key '{key}' must be {bound}, got {value!r}: "
+                              f"set a value {bound} ({f.metadata['unit']})")
+    return value
+
+
+def _check_keys(table: Any, allowed: list[str], section: str, where: str) -> None:
+    prefix = f"{section}." if section else ""
+    if not isinstance(table, dict):
+        raise EdgekdError(f"{where}: '{section}' must be a table, got {_type_name(table)}: "
+                          f"write it as a [{section}] section")
+    unknown = [k for k in table if k not in allowed]
+    if unknown:
+        raise EdgekdError(f"{where}: unknown key '{prefix}{unknown[0]}': remove it or check the "
+                          f"spelling (allowed: {', '.join(allowed)})")
+    missing = [k for k in allowed if k not in table]
+    if missing:
+        raise EdgekdError(f"{where}: missing key '{prefix}{missing[0]}': add it "
+                          f"(see 'edgekd profiles show {DEFAULT_PROFILE}' for a complete profile)")
+
+
+def _build(cls: type, table: Any, section: str, where: str) -> Any:
+    """Validate a TOML table against the dataclass ``cls`` and build it."""
+    fields = dataclasses.fields(cls)
+    _check_keys(table, [f.name for f in fields], section, where)
+    return cls(**{f.name: _check_value(table[f.name], f, f"{section}.{f.name}", where)
+                  for f in fields})
+
+
+def _profile_from_mapping(data: dict[str, Any], origin: str, where: str) -> DeviceProfile:
+    _check_keys(data, [*_SCALARS, *_SECTIONS], "", where)
+    scalars = {f.name: f for f in dataclasses.fields(DeviceProfile) if f.name in _SCALARS}
+    values = {k: _check_value(data[k], scalars[k], k, where) for k in _SCALARS}
+    if not _NAME_RE.match(values["name"]):
+        raise EdgekdError(f"{where}: key 'name' is {values['name']!r}: use only letters, digits, "
+                          "'.', '_' and '-' (it becomes part of file names)")
+    sections = {k: _build(cls, data[k], k, where) for k, cls in _SECTIONS.items()}
+    profile = DeviceProfile(**values, **sections, source=origin)
+    if profile.runtime.backend in GPU_BACKENDS and profile.kind == "cpu":
+        raise EdgekdError(f"{where}: key 'runtime.backend' is {profile.runtime.backend!r} but "
+                          "kind is 'cpu': TensorRT needs an NVIDIA GPU, use backend = \"ort\"")
+    return profile
+
+
+def parse_profile(text: str, origin: str) -> DeviceProfile:
+    """Parse and validate profile TOML ``text``; ``origin`` names it in error messages."""
+    where = f"profile '{origin}'"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise EdgekdError(f"{where}: invalid TOML: {error}: fix the syntax there") from error
+    return _profile_from_mapping(data, origin, where)
+
+
+# --------------------------------------------------------------------------- loading
+def _shipped_dir() -> Traversable:
+    return resources.files(SHIPPED_PACKAGE)
+
+
+def available_profiles() -> list[str]:
+    """Names of the shipped profiles (the ``*.toml`` files in ``edgekd.device_profiles``)."""
+    return sorted(entry.name[: -len(".toml")] for entry in _shipped_dir().iterdir()
+                  if entry.name.endswith(".toml") and entry.is_file())
+
+
+def _read_text(resource: Traversable | Path, origin: str) -> str:
+    try:
+        return resource.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise EdgekdError(f"profile '{origin}': not UTF-8 text ({error.reason} at byte "
+                          f"{error.start}): save it as UTF-8") from error
+    except OSError as error:
+        raise EdgekdError(f"profile '{origin}': cannot read it ({error.strerror}): "
+                          "check the path and its permissions") from error
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.endswith(".toml") or "/" in text or os.sep in text
+
+
+def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
+    """Load a shipped profile by name (``"jetson-orin-nano-8gb"``) or a user's ``.toml`` file.
+
+    A value ending in ``.toml`` or containing a path separator is a file; otherwise a shipped
+    name is tried first, then an existing file of that name. Unknown names list the choices.
+    """
+    text = os.fspath(name_or_path)
+    names = available_profiles()
+    choices = ", ".join(names)
+    if not _looks_like_path(text) and text in names:
+        shipped = _shipped_dir() / f"{text}.toml"
+        return parse_profile(_read_text(shipped, str(shipped)), str(shipped))
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise EdgekdError(f"profile '{text}' is a directory: give a .toml file or one of: {choices}")
+    if path.is_file():
+        return parse_profile(_read_text(path, str(path)), str(path))
+    if _looks_like_path(text):
+        raise EdgekdError(f"profile file '{text}' not found: give an existing .toml file "
+                          f"or one of: {choices}")
+    raise EdgekdError(f"unknown profile '{text}': use one of: {choices} (or a path to a .toml file)")
+
+
+def shipped_profiles() -> list[DeviceProfile]:
+    """Every shipped profile, loaded and validated, in name order."""
+    return [load_profile(name) for name in available_profiles()]
