@@ -88,29 +88,49 @@ def profiles() -> None:
     """
 
 
+def _print_view(view: Any) -> None:
+    """Print a profile view: JSON text as is, a rich renderable through a wide-enough console."""
+    if isinstance(view, str):
+        click.echo(view)
+    else:
+        from edgekd.profile_view import make_console
+
+        make_console().print(view)
+
+
 @profiles.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the profiles as a JSON list.")
 @verbose_option
-def profiles_list() -> None:
-    """Print a table of the shipped device profiles.
+def profiles_list(as_json: bool) -> None:
+    """Print a table of the shipped device profiles: peak FP32/FP16/INT8 throughput, memory
+    bandwidth, default budget (latency at a batch, MACs per sample) and runtime.
 
     \b
     Example:
         edgekd profiles list
+        edgekd profiles list --json > profiles.json
     """
-    not_built("profiles list")
+    from edgekd.profile_view import list_profiles
+
+    _print_view(list_profiles(as_json=as_json))
 
 
 @profiles.command("show")
 @click.argument("name_or_path")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
 @verbose_option
-def profiles_show(name_or_path: str) -> None:
-    """Print one profile: hardware, default budget and runtime.
+def profiles_show(name_or_path: str, as_json: bool) -> None:
+    """Print one profile (a shipped NAME or a PATH to a .toml file): hardware, default budget
+    and runtime. A user file is validated exactly like the shipped ones.
 
     \b
     Example:
         edgekd profiles show jetson-orin-nano-8gb
+        edgekd profiles show ./my-device.toml --json
     """
-    not_built("profiles show")
+    from edgekd.profile_view import show_profile
+
+    _print_view(show_profile(name_or_path, as_json=as_json))
 
 
 # --------------------------------------------------------------------------- search

@@ -48,7 +48,7 @@ def parse_count(text: str | int) -> int:
     rounded = round(value)
     if abs(value - rounded) > 1e-6 * max(1.0, abs(value)):
         raise EdgekdError(f"count {text!r} is not a whole number ({value:g}): "
-                          "give e.g. 1.5K rather than 1.2345K")
+                          "give a whole count, e.g. 1.5K or 1234")
     return int(rounded)
 
 
