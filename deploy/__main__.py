@@ -1,0 +1,161 @@
+"""``python -m deploy build | bench | profile | check`` — the torch-free deploy kit's CLI.
+
+Runs with only numpy plus onnxruntime (ORT backend) or TensorRT 10 + cuda-python (TRT
+backend): no torch, no edgekd, no click. Bad input prints one line ``error: ...`` and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from deploy.errors import DeployError
+
+INT8_ROUTE = (
+    "INT8 uses explicit quantization (Q/DQ): with --calib, the ONNX model is first quantized "
+    "by ONNX Runtime's quantize_static (QDQ format, symmetric int8 activations and per-channel "
+    "weights, the form TensorRT's explicit-quantization path reads) using the calibration "
+    "images, then built with the INT8 flag; a model that already has Q/DQ nodes (e.g. the "
+    "bundle's model.int8.onnx) needs no --calib. Why: TensorRT 10 deprecates the implicit "
+    "IInt8EntropyCalibrator2 route, and a Q/DQ model can be checked with ONNX Runtime on the "
+    "host before it reaches the device. Quantizing here needs 'onnx' and 'onnxruntime'.")
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(p) for p in text.lower().replace(",", "x").split("x") if p)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad shape '{text}': write it as 1x1x28x28") from None
+    if not dims or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"bad shape '{text}': write it as 1x1x28x28")
+    return dims
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy",
+        description="edgekd's on-device kit: build TensorRT engines, benchmark, profile and "
+                    "check ONNX models or engines. Needs numpy plus onnxruntime and/or "
+                    "TensorRT 10 with cuda-python; never torch.",
+        epilog="Example: python -m deploy build model.onnx --fp16 && "
+               "python -m deploy bench model.engine --batch 1 --out m.json")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="build a TensorRT engine from an ONNX model",
+                       description="Build model.engine (+ model.engine.json) with the TensorRT 10 "
+                                   "builder. " + INT8_ROUTE,
+                       epilog="Example: python -m deploy build model.onnx --fp16 "
+                              "--timing-cache timing.cache")
+    b.add_argument("model", help="the ONNX model")
+    b.add_argument("--out", help="engine path (default: MODEL with suffix .engine)")
+    b.add_argument("--fp16", action="store_true", help="allow FP16 kernels")
+    b.add_argument("--int8", action="store_true", help="INT8 (explicit Q/DQ; see above)")
+    b.add_argument("--calib", help="calibration .npz (uint8 images 'x') for --int8")
+    b.add_argument("--workspace-mb", type=_positive, default=1024,
+                   help="builder workspace memory pool limit in MiB (default 1024)")
+    b.add_argument("--timing-cache", help="timing cache file: loaded if present, saved after")
+    b.add_argument("--dla", type=int, default=None, metavar="CORE",
+                   help="build for DLA core N (Jetson Xavier/Orin) with GPU fallback")
+    b.add_argument("--min", type=_shape, help="min input shape for a dynamic batch, e.g. 1x1x28x28")
+    b.add_argument("--opt", type=_shape, help="optimal input shape, e.g. 8x1x28x28")
+    b.add_argument("--max", type=_shape, help="max input shape, e.g. 32x1x28x28")
+
+    for name, text in (("bench", "time a model -> Measurement JSON"),
+                       ("profile", "per-layer times -> profile JSON")):
+        p = sub.add_parser(name, help=text, description=text + ".",
+                           epilog=f"Example: python -m deploy {name} model.onnx --batch 1 "
+                                  f"--out {name}.json")
+        p.add_argument("model", help="an .onnx model (ONNX Runtime) or an .engine (TensorRT)")
+        p.add_argument("--backend", choices=("ort", "trt"),
+                       help="default: trt for .engine/.plan, ort otherwise")
+        p.add_argument("--provider", choices=("cpu", "cuda"), default="cpu",
+                       help="ONNX Runtime execution provider (default cpu)")
+        p.add_argument("--threads", type=int, default=0,
+                       help="ONNX Runtime intra-op threads (0 = one per core)")
+        p.add_argument("--batch", type=_positive, default=1)
+        p.add_argument("--warmup", type=int, default=10 if name == "bench" else 5)
+        p.add_argument("--iters", type=_positive, default=50 if name == "bench" else 20)
+        p.add_argument("--out", help="JSON file to write (default: derived from the model name)")
+
+    c = sub.add_parser("check", help="accuracy on labelled data + agreement with the ONNX outputs",
+                       description="Run the model on --data (uint8 images, normalised with the "
+                                   "model's own metadata, or float32 already normalised) and "
+                                   "print accuracy and agreement with reference logits (the "
+                                   "npz's 'logits', or --reference MODEL.onnx run by ONNX Runtime).",
+                       epilog="Example: python -m deploy check model.engine --data val.npz")
+    c.add_argument("model")
+    c.add_argument("--data", required=True, help=".npz with 'x' (N,C,H,W) and 'y'; optional 'logits'")
+    c.add_argument("--backend", choices=("ort", "trt"))
+    c.add_argument("--provider", choices=("cpu", "cuda"), default="cpu")
+    c.add_argument("--batch", type=_positive, default=None,
+                   help="batch size (default: the model's fixed batch, else 64)")
+    c.add_argument("--reference", help="ONNX model whose outputs are the reference")
+    c.add_argument("--out", help="write the check result as JSON here")
+    return parser
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        from deploy.bench import bench, default_out, format_line, write_json
+
+        measurement = bench(args.model, backend=args.backend, batch=args.batch,
+                            warmup=args.warmup, iters=args.iters, provider=args.provider,
+                            threads=args.threads)
+        out = write_json(Path(args.out) if args.out else default_out(measurement), measurement)
+        print(format_line(measurement))
+        print(f"wrote {out}")
+    elif args.command == "profile":
+        from deploy.bench import write_json
+        from deploy.profile import format_table, profile
+
+        result = profile(args.model, backend=args.backend, batch=args.batch, warmup=args.warmup,
+                         iters=args.iters, provider=args.provider, threads=args.threads)
+        out = Path(args.out) if args.out else Path(f"{Path(args.model).stem}.{result['backend']}.profile.json")
+        write_json(out, result)
+        print(format_table(result))
+        print(f"wrote {out}")
+    elif args.command == "check":
+        from deploy.bench import write_json
+        from deploy.check import check, format_check
+
+        result = check(args.model, args.data, backend=args.backend, provider=args.provider,
+                       batch=args.batch, reference=args.reference)
+        print(format_check(result))
+        if args.out:
+            write_json(args.out, result)
+            print(f"wrote {args.out}")
+    elif args.command == "build":
+        from deploy.build import BuildOptions, build_engine
+
+        options = BuildOptions(fp16=args.fp16, int8=args.int8, calib=args.calib,
+                               workspace_mb=args.workspace_mb, timing_cache=args.timing_cache,
+                               dla_core=args.dla, min_shape=args.min, opt_shape=args.opt,
+                               max_shape=args.max)
+        engine = build_engine(args.model, args.out, options)
+        print(f"wrote {engine} (+ {engine.name}.json)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except DeployError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

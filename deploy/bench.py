@@ -1,0 +1,95 @@
+"""``python -m deploy bench``: latency of one model on this machine -> the Measurement JSON.
+
+The Measurement (DESIGN.md) holds the model file and its sha256, backend, provider,
+precision, batch, device name, runtime versions, warm-up and iteration counts, latency
+statistics in ms (mean, median, p90, p99, min, max, std, mad; see deploy.timing),
+throughput in samples/s (batch / median) and when it was taken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from deploy.runners import open_runner
+from deploy.timing import summarize, time_callable
+
+from deploy import MEASUREMENT_FORMAT
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as JSON atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(obj, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def model_fields(runner: Any) -> dict[str, Any]:
+    """The fields that identify the measured model in a Measurement or a profile."""
+    return {
+        "model": runner.path.name,
+        "model_path": str(runner.path.resolve()),
+        "sha256": sha256_file(runner.path),
+        "model_id": runner.metadata.get("edgekd.id"),
+        "profile": runner.metadata.get("edgekd.profile"),
+        "input_shape": list(runner.sample_shape),
+    }
+
+
+def bench(model: str | Path, *, backend: str | None = None, batch: int = 1, warmup: int = 10,
+          iters: int = 50, provider: str = "cpu", threads: int = 0) -> dict[str, Any]:
+    """Measure ``model`` and return the Measurement dict (see the module docstring)."""
+    runner = open_runner(model, backend, provider=provider, threads=threads, batch=batch)
+    runner.prepare(runner.random_feed(batch))
+    samples = time_callable(runner.run_prepared, warmup=warmup, iters=iters)
+    latency, throughput = summarize(samples, batch)
+    return {
+        "format": MEASUREMENT_FORMAT,
+        **model_fields(runner),
+        **runner.describe(),
+        "batch": batch,
+        "warmup": warmup,
+        "iterations": iters,
+        "latency_ms": latency,
+        "throughput": throughput,
+        "timing": ("perf_counter around ONNX Runtime's synchronous run" if runner.backend == "ort"
+                   else "perf_counter around execute_async_v3 + cudaStreamSynchronize"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def default_out(measurement: dict[str, Any]) -> Path:
+    stem = Path(measurement["model"]).stem
+    return Path(f"{stem}.{measurement['backend']}.{measurement['precision']}.b{measurement['batch']}.json")
+
+
+def format_line(m: dict[str, Any]) -> str:
+    lat = m["latency_ms"]
+    return (f"{m['model']} [{m['backend']} {m['precision']} batch {m['batch']}] on {m['device']}: "
+            f"median {lat['median']:.3f} ms, p90 {lat['p90']:.3f}, p99 {lat['p99']:.3f}, "
+            f"min {lat['min']:.3f}, mean {lat['mean']:.3f} +- {lat['std']:.3f}; "
+            f"{m['throughput']:.1f} samples/s")

@@ -1,0 +1,114 @@
+"""Read an ONNX file's header (IR version, opsets, ``metadata_props``) without the ``onnx``
+package: the device may have only numpy and TensorRT.
+
+An ONNX file is a serialized ``ModelProto`` (protocol buffers). Its top-level fields used
+here are ``ir_version`` (1, varint), ``producer_name`` (2, string), ``graph`` (7, message:
+skipped by its length), ``opset_import`` (8, repeated ``OperatorSetIdProto`` {domain=1,
+version=2}) and ``metadata_props`` (14, repeated ``StringStringEntryProto`` {key=1,
+value=2}). The wire format: each field starts with a varint key ``field << 3 | wire_type``;
+wire type 0 is a varint, 1 is 8 bytes, 2 is a varint length + bytes, 5 is 4 bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deploy.errors import DeployError
+
+_VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
+
+
+@dataclass(frozen=True)
+class OnnxHeader:
+    ir_version: int
+    producer: str
+    opsets: dict[str, int]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def normalization(self) -> tuple[list[float], list[float]] | None:
+        """``(mean, std)`` from ``edgekd.normalization`` metadata, or None when absent."""
+        raw = self.metadata.get("edgekd.normalization")
+        if not raw:
+            return None
+        norm = json.loads(raw)
+        return [float(v) for v in norm["mean"]], [float(v) for v in norm["std"]]
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(buf: bytes):
+    """Yield ``(field_number, wire_type, value)``; value is an int or a bytes slice."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ValueError("field number 0")
+        if wire == _VARINT:
+            value, pos = _varint(buf, pos)
+        elif wire == _FIXED64:
+            value, pos = buf[pos:pos + 8], pos + 8
+        elif wire == _LENGTH:
+            length, pos = _varint(buf, pos)
+            if pos + length > len(buf):
+                raise ValueError("truncated field")
+            value, pos = buf[pos:pos + length], pos + length
+        elif wire == _FIXED32:
+            value, pos = buf[pos:pos + 4], pos + 4
+        else:
+            raise ValueError(f"wire type {wire}")
+        yield number, wire, value
+
+
+def _pair(buf: bytes) -> dict[int, object]:
+    return {number: value for number, _wire, value in _fields(buf)}
+
+
+def parse_onnx_header(data: bytes) -> OnnxHeader:
+    """Parse the top-level ``ModelProto`` fields; ValueError when ``data`` is not ONNX."""
+    ir_version, producer, has_graph = 0, "", False
+    opsets: dict[str, int] = {}
+    metadata: dict[str, str] = {}
+    for number, wire, value in _fields(data):
+        if number == 1 and wire == _VARINT:
+            ir_version = int(value)
+        elif number == 2 and wire == _LENGTH:
+            producer = bytes(value).decode("utf-8", "replace")
+        elif number == 7 and wire == _LENGTH:
+            has_graph = True
+        elif number == 8 and wire == _LENGTH:
+            entry = _pair(value)
+            opsets[bytes(entry.get(1, b"")).decode()] = int(entry.get(2, 0))
+        elif number == 14 and wire == _LENGTH:
+            entry = _pair(value)
+            metadata[bytes(entry.get(1, b"")).decode()] = bytes(entry.get(2, b"")).decode()
+    if not ir_version or not has_graph:
+        raise ValueError("no ir_version or graph")
+    return OnnxHeader(ir_version, producer, opsets, metadata)
+
+
+def read_onnx_header(path: str | Path) -> OnnxHeader:
+    """The header of the ONNX file at ``path``; DeployError for a missing or non-ONNX file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeployError(f"model file '{path}' not found: check the path")
+    try:
+        return parse_onnx_header(path.read_bytes())
+    except (ValueError, IndexError, UnicodeDecodeError) as error:
+        raise DeployError(f"'{path}' is not an ONNX model ({error}): pass a .onnx file "
+                          "exported by 'edgekd export' or a TensorRT .engine") from None

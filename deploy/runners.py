@@ -1,0 +1,451 @@
+"""Inference runners with one contract: ``infer(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]``.
+
+* :class:`OrtRunner` — ONNX Runtime on its CPU or CUDA execution provider.
+* :class:`TrtRunner` — a serialized TensorRT 10 engine through the name-based tensor API
+  (``num_io_tensors``, ``get_tensor_name``, ``get_tensor_mode``, ``set_input_shape``,
+  ``set_tensor_address``, ``execute_async_v3`` on a CUDA stream), with device memory from
+  cuda-python. The engine's TensorRT version is checked on load.
+
+Each runner also exposes ``prepare(feed)`` + ``run_prepared()`` so that the timing routine
+times exactly one synchronous inference (for TensorRT: enqueue + stream synchronise, inputs
+already on the device), and a description (``backend``, ``precision``, ``device``,
+``versions``) for the Measurement JSON. ``tensorrt`` and the CUDA binding are imported
+lazily, inside :class:`TrtRunner`, so the ONNX Runtime path needs neither.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploy.errors import DeployError
+from deploy.onnxmeta import OnnxHeader, read_onnx_header
+from deploy.system import board_name, cpu_name, package_version, versions
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def sidecar_path(engine_path: str | Path) -> Path:
+    """``model.engine`` -> ``model.engine.json``: what ``deploy build`` knew about the engine
+    (TensorRT version, precision, the ONNX file's metadata such as the normalisation)."""
+    return Path(str(engine_path) + ".json")
+
+
+def backend_for(path: str | Path, backend: str | None = None) -> str:
+    """``backend`` if given, else "trt" for .engine/.plan/.trt files and "ort" otherwise."""
+    if backend:
+        if backend not in ("ort", "trt"):
+            raise DeployError(f"unknown backend '{backend}': use ort or trt")
+        return backend
+    return "trt" if Path(path).suffix.lower() in ENGINE_SUFFIXES else "ort"
+
+
+def open_runner(path: str | Path, backend: str | None = None, *, provider: str = "cpu",
+                threads: int = 0, batch: int | None = None) -> "OrtRunner | TrtRunner":
+    """Open ``path`` with the runner for ``backend`` (guessed from the suffix when None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeployError(f"model file '{path}' not found: check the path")
+    if backend_for(path, backend) == "trt":
+        if path.suffix.lower() == ".onnx":
+            raise DeployError(f"'{path}' is an ONNX model and --backend trt needs an engine: "
+                              f"build one first: python -m deploy build {path}")
+        return TrtRunner(path, batch=batch)
+    return OrtRunner(path, provider=provider, threads=threads)
+
+
+class _Runner:
+    """What both runners share: the input description and the feed checks."""
+
+    backend = ""
+    input_name: str
+    input_shape: tuple[int | None, ...]   # (batch, C, H, W); None where dynamic
+    output_names: list[str]
+    metadata: dict[str, str]
+    precision: str
+    device: str
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one sample, e.g. (C, H, W)."""
+        return tuple(int(d) for d in self.input_shape[1:])  # type: ignore[arg-type]
+
+    @property
+    def fixed_batch(self) -> int | None:
+        return self.input_shape[0]
+
+    def check_batch(self, batch: int) -> None:
+        if batch < 1:
+            raise DeployError(f"batch {batch}: use a batch of at least 1")
+        if self.fixed_batch is not None and batch != self.fixed_batch:
+            raise DeployError(f"model has a fixed batch of {self.fixed_batch}, asked for {batch}: "
+                              "use that batch, or export with 'edgekd export --dynamic-batch'")
+
+    def random_feed(self, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+        """A standard-normal float32 input of shape (batch, C, H, W)."""
+        self.check_batch(batch)
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((batch, *self.sample_shape)).astype(np.float32)
+        return {self.input_name: x}
+
+    def check_feed(self, feed: dict[str, np.ndarray]) -> None:
+        if set(feed) != {self.input_name}:
+            raise DeployError(f"feed has tensors {sorted(feed)}, the model takes "
+                              f"['{self.input_name}']: name the input '{self.input_name}'")
+        x = feed[self.input_name]
+        if tuple(x.shape[1:]) != self.sample_shape:
+            raise DeployError(f"input shape {tuple(x.shape[1:])} does not match the model's "
+                              f"{self.sample_shape}: pass data shaped (N, "
+                              f"{', '.join(map(str, self.sample_shape))})")
+        self.check_batch(int(x.shape[0]))
+
+    def describe(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- ONNX Runtime
+class OrtRunner(_Runner):
+    """An ONNX model in an ONNX Runtime ``InferenceSession``.
+
+    ``provider`` is "cpu" or "cuda" (CUDA falls back to CPU for nodes it lacks);
+    ``threads`` sets ``intra_op_num_threads`` (0 = ONNX Runtime's default: one per core).
+    ``profile_prefix`` turns on ONNX Runtime's per-node profiler (see deploy.profile).
+    """
+
+    backend = "ort"
+
+    def __init__(self, path: str | Path, *, provider: str = "cpu", threads: int = 0,
+                 profile_prefix: str | None = None) -> None:
+        self.path = Path(path)
+        self.header: OnnxHeader = read_onnx_header(self.path)  # missing / not ONNX -> DeployError
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise DeployError("onnxruntime is not installed: pip install onnxruntime (or "
+                              "onnxruntime-gpu), or use --backend trt with an engine") from None
+        if provider not in ORT_PROVIDERS:
+            raise DeployError(f"unknown provider '{provider}': use cpu or cuda")
+        wanted = ORT_PROVIDERS[provider]
+        if wanted not in ort.get_available_providers():
+            raise DeployError(f"ONNX Runtime here has no {wanted} (it has "
+                              f"{', '.join(ort.get_available_providers())}): install "
+                              "onnxruntime-gpu or use --provider cpu")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(0, int(threads))
+        options.log_severity_level = 3
+        if profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
+        providers = [wanted] + (["CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [])
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as error:  # ORT raises its own Fail/InvalidGraph types
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise DeployError(f"ONNX Runtime cannot load '{self.path}': {message}") from None
+        self.ort_version = ort.__version__
+        self.provider = provider
+        self.threads = int(threads)
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise DeployError(f"'{self.path}' has {len(inputs)} inputs: the deploy kit runs "
+                              "single-input classifiers")
+        self.input_name = inputs[0].name
+        self.input_shape = tuple(d if isinstance(d, int) and d > 0 else None
+                                 for d in inputs[0].shape)
+        if len(self.input_shape) < 2 or any(d is None for d in self.input_shape[1:]):
+            raise DeployError(f"'{self.path}' input shape {inputs[0].shape}: only the batch "
+                              "dimension may be dynamic")
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.precision = self.metadata.get("edgekd.precision", "fp32")
+        self.device = cpu_name() if provider == "cpu" else f"CUDA GPU via ONNX Runtime ({cpu_name()} host)"
+        self._prepared: dict[str, np.ndarray] | None = None
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.check_feed(feed)
+        x = np.ascontiguousarray(feed[self.input_name], dtype=np.float32)
+        outputs = self.session.run(self.output_names, {self.input_name: x})
+        return dict(zip(self.output_names, outputs))
+
+    def prepare(self, feed: dict[str, np.ndarray]) -> None:
+        self.check_feed(feed)
+        self._prepared = {self.input_name: np.ascontiguousarray(feed[self.input_name],
+                                                                dtype=np.float32)}
+
+    def run_prepared(self) -> None:
+        self.session.run(self.output_names, self._prepared)
+
+    def end_profiling(self) -> str:
+        return self.session.end_profiling()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "ort",
+            "provider": ORT_PROVIDERS[self.provider],
+            "threads": self.threads,
+            "precision": self.precision,
+            "device": board_name() or self.device,
+            "device_kind": "cpu" if self.provider == "cpu" else "gpu",
+            "versions": versions(onnxruntime=self.ort_version),
+        }
+
+
+# --------------------------------------------------------------------------- TensorRT
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise DeployError("TensorRT is not installed here: use a device with TensorRT 10 "
+                          "(JetPack 6, or pip install tensorrt), or --backend ort") from None
+    major = int(trt.__version__.split(".")[0])
+    if major < 10:
+        raise DeployError(f"TensorRT {trt.__version__} is too old: the deploy kit needs TensorRT 10")
+    return trt
+
+
+def import_cudart():
+    """cuda-python's runtime API: ``cuda.bindings.runtime`` (cuda-python >= 12.6) or the
+    older ``cuda.cudart``."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart  # type: ignore[no-redef]
+        except ImportError:
+            raise DeployError("the CUDA Python binding is missing: pip install cuda-python") from None
+    return cudart
+
+
+class Cuda:
+    """The few CUDA runtime calls the TensorRT runner needs, with errors turned into
+    DeployError. cuda-python returns ``(error, value...)`` tuples."""
+
+    def __init__(self) -> None:
+        self.rt = import_cudart()
+
+    def call(self, result: Any) -> Any:
+        err, *values = result if isinstance(result, tuple) else (result,)
+        if err != self.rt.cudaError_t.cudaSuccess:
+            name = self.rt.cudaGetErrorName(err)[1]
+            raise DeployError(f"CUDA error {name.decode() if isinstance(name, bytes) else name}: "
+                              "check that a GPU is visible (nvidia-smi / tegrastats)")
+        if not values:
+            return None
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def device_name(self) -> str:
+        device = self.call(self.rt.cudaGetDevice())
+        props = self.call(self.rt.cudaGetDeviceProperties(device))
+        name = props.name
+        return (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).rstrip("\x00")
+
+    def versions(self) -> dict[str, str]:
+        def dotted(v: int) -> str:
+            return f"{v // 1000}.{(v % 1000) // 10}"
+        return {"cuda_runtime": dotted(self.call(self.rt.cudaRuntimeGetVersion())),
+                "cuda_driver": dotted(self.call(self.rt.cudaDriverGetVersion()))}
+
+    def malloc(self, nbytes: int) -> int:
+        return int(self.call(self.rt.cudaMalloc(max(1, nbytes))))
+
+    def free(self, pointer: int) -> None:
+        self.call(self.rt.cudaFree(pointer))
+
+    def stream(self) -> Any:
+        return self.call(self.rt.cudaStreamCreate())
+
+    def sync(self, stream: Any) -> None:
+        self.call(self.rt.cudaStreamSynchronize(stream))
+
+    def h2d(self, pointer: int, array: np.ndarray, stream: Any) -> None:
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self.call(self.rt.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes, kind, stream))
+
+    def d2h(self, array: np.ndarray, pointer: int, stream: Any) -> None:
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self.call(self.rt.cudaMemcpyAsync(array.ctypes.data, pointer, array.nbytes, kind, stream))
+
+
+def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
+    path = sidecar_path(engine_path)
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise DeployError(f"'{path}' is not valid JSON: delete it and rebuild the engine") from None
+
+
+class TrtRunner(_Runner):
+    """A serialized TensorRT 10 engine (from ``python -m deploy build``).
+
+    On load the engine's TensorRT version (recorded by ``deploy build`` next to the engine)
+    is compared with the installed one, and ``Runtime.deserialize_cuda_engine`` returning
+    None (another version, another GPU, or a corrupt file) becomes one clear error.
+    """
+
+    backend = "trt"
+
+    def __init__(self, path: str | Path, *, batch: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DeployError(f"engine file '{self.path}' not found: check the path")
+        self.info = read_sidecar(self.path)
+        built_with = self.info.get("tensorrt")
+        try:
+            trt = import_tensorrt()
+        except DeployError:
+            if not built_with:
+                raise
+            raise DeployError(f"engine '{self.path.name}' was built with TensorRT {built_with} and "
+                              "TensorRT is not installed here: run it where that version is, or "
+                              "rebuild it on this device: python -m deploy build model.onnx") from None
+        self.trt = trt
+        if built_with and built_with != trt.__version__:
+            raise DeployError(f"engine '{self.path.name}' was built with TensorRT {built_with}, "
+                              f"this device has TensorRT {trt.__version__}: rebuild it here "
+                              "with: python -m deploy build model.onnx")
+        self.cuda = Cuda()
+        self.logger = _collecting_logger(trt)
+        self.runtime = trt.Runtime(self.logger)
+        engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
+            detail = "; ".join(self.logger.errors[-2:]) or "no details"
+            raise DeployError(f"TensorRT {trt.__version__} cannot load engine '{self.path.name}' "
+                              f"({detail}): it was built by another TensorRT version or for "
+                              "another GPU, or is not an engine; rebuild it on this device with: "
+                              "python -m deploy build model.onnx")
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        if len(inputs) != 1:
+            raise DeployError(f"engine has {len(inputs)} inputs: the deploy kit runs "
+                              "single-input classifiers")
+        self.input_name = inputs[0]
+        self.output_names = [n for n in names if n not in inputs]
+        shape = tuple(engine.get_tensor_shape(self.input_name))
+        self.input_shape = tuple(d if d > 0 else None for d in shape)
+        if self.input_shape[0] is None:
+            low, _opt, high = engine.get_tensor_profile_shape(self.input_name, 0)
+            self.batch_range = (int(low[0]), int(high[0]))
+        else:
+            self.batch_range = (self.input_shape[0], self.input_shape[0])
+        self.metadata = dict(self.info.get("metadata", {}))
+        self.precision = str(self.info.get("precision", "unknown"))
+        self.device = self.cuda.device_name()
+        self.stream = self.cuda.stream()
+        self._buffers: dict[str, tuple[int, np.ndarray]] = {}
+        self._batch: int | None = None
+        if batch is not None:
+            self._allocate(batch)
+
+    def check_batch(self, batch: int) -> None:
+        low, high = self.batch_range
+        if not low <= batch <= high:
+            raise DeployError(f"engine accepts a batch from {low} to {high}, asked for {batch}: "
+                              "rebuild it with --min/--opt/--max shapes that cover it")
+
+    def _allocate(self, batch: int) -> None:
+        """Set the input shape for ``batch`` and (re)allocate device + host buffers."""
+        if batch == self._batch:
+            return
+        self.check_batch(batch)
+        self._free()
+        trt = self.trt
+        if not self.context.set_input_shape(self.input_name, (batch, *self.sample_shape)):
+            raise DeployError(f"TensorRT rejected input shape {(batch, *self.sample_shape)}")
+        for name in [self.input_name, *self.output_names]:
+            shape = tuple(self.context.get_tensor_shape(name))
+            host = np.empty(shape, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
+            pointer = self.cuda.malloc(host.nbytes)
+            self._buffers[name] = (pointer, host)
+            self.context.set_tensor_address(name, pointer)
+        self._batch = batch
+
+    def _free(self) -> None:
+        for pointer, _host in self._buffers.values():
+            self.cuda.free(pointer)
+        self._buffers.clear()
+        self._batch = None
+
+    def prepare(self, feed: dict[str, np.ndarray]) -> None:
+        """Copy the input to the device (the timed part is then enqueue + synchronise)."""
+        self.check_feed(feed)
+        x = feed[self.input_name]
+        self._allocate(int(x.shape[0]))
+        pointer, host = self._buffers[self.input_name]
+        host[...] = x
+        self.cuda.h2d(pointer, host, self.stream)
+        self.cuda.sync(self.stream)
+
+    def run_prepared(self) -> None:
+        if not self.context.execute_async_v3(int(self.stream)):
+            raise DeployError("TensorRT execute_async_v3 failed: see the TensorRT log above")
+        self.cuda.sync(self.stream)
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.prepare(feed)
+        if not self.context.execute_async_v3(int(self.stream)):
+            raise DeployError("TensorRT execute_async_v3 failed: see the TensorRT log above")
+        for name in self.output_names:
+            pointer, host = self._buffers[name]
+            self.cuda.d2h(host, pointer, self.stream)
+        self.cuda.sync(self.stream)
+        return {name: self._buffers[name][1].copy() for name in self.output_names}
+
+    def layer_types(self) -> dict[str, str]:
+        """Layer name -> layer type from the engine inspector (engines are built with
+        detailed profiling verbosity, so the JSON carries ``LayerType``)."""
+        trt = self.trt
+        inspector = self.engine.create_engine_inspector()
+        try:
+            info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        except ValueError:
+            return {}
+        types: dict[str, str] = {}
+        for layer in info.get("Layers", []):
+            if isinstance(layer, dict):
+                types[str(layer.get("Name"))] = str(layer.get("LayerType", "unknown"))
+        return types
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "trt",
+            "provider": "TensorRT",
+            "precision": self.precision,
+            "device": f"{board_name()} ({self.device})" if board_name() else self.device,
+            "device_kind": "gpu",
+            "dla_core": self.info.get("dla_core"),
+            "versions": versions(tensorrt=self.trt.__version__,
+                                 cuda_python=package_version("cuda-python"),
+                                 **self.cuda.versions()),
+        }
+
+    def __del__(self) -> None:  # release device memory when the runner goes away
+        try:
+            self._free()
+        except Exception:
+            pass
+
+
+def _collecting_logger(trt: Any) -> Any:
+    """A ``trt.ILogger`` that prints warnings and keeps error messages for our one line."""
+
+    class CollectingLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
+                self.errors.append(" ".join(str(msg).split()))
+            elif severity == trt.ILogger.Severity.WARNING:
+                print(f"[TensorRT] {msg}", file=sys.stderr)
+
+    return CollectingLogger()

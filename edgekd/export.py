@@ -1,0 +1,318 @@
+"""ONNX export with a checker pass, a parity check against PyTorch, and optional simplification.
+
+Exporter and opset: ``torch.onnx.export(..., dynamo=True)`` (the ``torch.export``-based
+exporter; the TorchScript exporter is deprecated since torch 2.9) at **opset 18**. Why 18:
+it is the dynamo exporter's native opset (asking it for 17 needs a version conversion that
+fails on these CNNs' ``ReduceMean``), and TensorRT 10's ONNX parser (onnx-tensorrt) supports
+opsets 9 through 20+, so 18 builds everywhere TensorRT 10 runs, JetPack 6 included. The
+dynamo exporter also folds BatchNorm into the convolutions. A model the dynamo exporter
+cannot capture (data-dependent control flow in a user's teacher) falls back to the
+TorchScript exporter, and ``opset < 18`` selects it directly; the exporter used is recorded
+in the metadata (``edgekd.exporter``).
+
+Batch: static (``batch``) by default, which is what TensorRT optimises best; a dynamic
+batch ``(min, opt, max)`` exports a symbolic batch dimension that ``deploy build`` turns
+into an optimisation profile.
+
+Parity (:func:`check_parity`): the exported graph run by ONNX Runtime (through the deploy
+kit's own runner) against PyTorch eager on at least 256 real, normalised samples:
+``max |logits_onnx - logits_torch| <= 1e-4`` (fp32) and 100% top-1 agreement; a failure is
+an :class:`EdgekdError` that prints both numbers.
+
+Simplification: onnxslim (optional), kept only when the simplified graph passes the checker
+and the same parity check; otherwise the plain export is kept and the reason is recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgekd import __version__
+from edgekd.errors import EdgekdError
+from edgekd.fileio import atomic_write_bytes
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+    import torch
+
+DEFAULT_OPSET = 18
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+PARITY_ATOL = 1e-4
+MIN_PARITY_SAMPLES = 256
+TORCH_BATCH = 256
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """ONNX Runtime vs PyTorch on the same ``samples`` inputs."""
+
+    samples: int
+    max_abs_diff: float
+    top1_agreement: float
+    atol: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.atol and self.top1_agreement == 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+    def describe(self) -> str:
+        return (f"max |logits difference| {self.max_abs_diff:.3g} (limit {self.atol:g}), "
+                f"top-1 agreement {100 * self.top1_agreement:.2f}% on {self.samples} samples")
+
+
+# --------------------------------------------------------------------------- parity
+def torch_logits(model: "torch.nn.Module", x_float32: np.ndarray,
+                 batch_size: int = TORCH_BATCH) -> np.ndarray:
+    """PyTorch eager outputs of ``model`` (eval mode, no grad, CPU) on ``x_float32``."""
+    import torch
+
+    model.eval()
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(x_float32), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(x_float32[start:start + batch_size]))
+            chunks.append(model(x).float().cpu().numpy())
+    return np.concatenate(chunks)
+
+
+def onnx_logits(onnx_path: str | Path, x_float32: np.ndarray, *, threads: int = 0) -> np.ndarray:
+    """ONNX Runtime (CPU) outputs of ``onnx_path`` through the deploy kit's runner, in chunks
+    of the model's batch (a static-batch model gets its last chunk padded)."""
+    from deploy.errors import DeployError
+    from deploy.runners import OrtRunner
+
+    try:
+        runner = OrtRunner(onnx_path, provider="cpu", threads=threads)
+        return run_batched(runner, x_float32)
+    except DeployError as error:
+        raise EdgekdError(str(error)) from None
+
+
+def run_batched(runner: Any, x: np.ndarray, batch_size: int = TORCH_BATCH) -> np.ndarray:
+    """The first output of ``runner.infer`` over ``x`` in chunks (padding a fixed batch)."""
+    step = runner.fixed_batch or batch_size
+    outputs = []
+    for start in range(0, len(x), step):
+        chunk = x[start:start + step]
+        n = len(chunk)
+        if runner.fixed_batch and n < step:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
+        result = runner.infer({runner.input_name: chunk})
+        outputs.append(result[runner.output_names[0]][:n])
+    return np.concatenate(outputs)
+
+
+def compare_logits(reference: np.ndarray, candidate: np.ndarray,
+                   atol: float = PARITY_ATOL) -> ParityReport:
+    if reference.shape != candidate.shape:
+        raise EdgekdError(f"ONNX output shape {candidate.shape} differs from PyTorch's "
+                          f"{reference.shape}: the export is broken; report it with --verbose")
+    diff = float(np.max(np.abs(reference.astype(np.float64) - candidate.astype(np.float64))))
+    agree = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
+    return ParityReport(samples=len(reference), max_abs_diff=diff, top1_agreement=agree, atol=atol)
+
+
+def check_parity(model: "torch.nn.Module", onnx_path: str | Path, x_float32: np.ndarray, *,
+                 atol: float = PARITY_ATOL, min_samples: int = MIN_PARITY_SAMPLES) -> ParityReport:
+    """Run ``onnx_path`` (ONNX Runtime CPU) and ``model`` (PyTorch) on ``x_float32`` (real,
+    normalised samples, ``(N, C, H, W)``); raise :class:`EdgekdError` with the numbers unless
+    ``max|diff| <= atol`` and top-1 agreement is 100%."""
+    x = np.ascontiguousarray(x_float32, dtype=np.float32)
+    if len(x) < min_samples:
+        raise EdgekdError(f"parity needs at least {min_samples} samples, got {len(x)}: "
+                          "give a data set whose test split has more images")
+    report = compare_logits(torch_logits(model, x), onnx_logits(onnx_path, x), atol)
+    if not report.passed:
+        raise EdgekdError(f"ONNX parity failed for '{Path(onnx_path).name}': {report.describe()}; "
+                          "the exported graph does not compute what PyTorch does: re-export "
+                          "without --simplify, or report it with --verbose")
+    return report
+
+
+def parity_inputs(dataset: Any, n: int = MIN_PARITY_SAMPLES) -> np.ndarray:
+    """The first ``n`` test images of ``dataset`` (an ImageDataset), normalised, float32."""
+    from edgekd.data import to_tensor
+
+    x = dataset.x_test[:n]
+    if len(x) < n:
+        x = np.concatenate([x, dataset.x_train[: n - len(x)]])
+    return to_tensor(x, dataset.normalization).numpy()
+
+
+# --------------------------------------------------------------------------- export
+def _example_and_shapes(input_shape: tuple[int, ...], batch: int,
+                        dynamic_batch: tuple[int, int, int] | None) -> tuple[Any, Any]:
+    import torch
+
+    if dynamic_batch is None:
+        if batch < 1:
+            raise EdgekdError(f"batch {batch}: use a batch of at least 1")
+        return torch.randn(batch, *input_shape), None
+    low, opt, high = (int(v) for v in dynamic_batch)
+    if not 1 <= low <= opt <= high:
+        raise EdgekdError(f"dynamic batch {dynamic_batch}: need 1 <= MIN <= OPT <= MAX, "
+                          "e.g. --dynamic-batch 1,8,32")
+    # torch.export specialises a dimension whose example size is 1, so trace with >= 2.
+    example = max(2, opt)
+    return torch.randn(example, *input_shape), (low, high)
+
+
+def _torch_export(model: "torch.nn.Module", example: "torch.Tensor", path: Path, opset: int,
+                  bounds: tuple[int, int] | None) -> str:
+    """Export to ``path``; return the exporter used ("dynamo" or "torchscript")."""
+    import torch
+
+    errors: list[str] = []
+    quiet = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
+        warnings.simplefilter("ignore")
+        if opset >= DEFAULT_OPSET:
+            dynamic_shapes = None
+            if bounds is not None:
+                low, high = bounds
+                batch_dim = torch.export.Dim("batch", min=max(1, low), max=high)
+                dynamic_shapes = ({0: batch_dim},)
+            try:
+                torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=opset,
+                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                  dynamic_shapes=dynamic_shapes, external_data=False,
+                                  verbose=False)
+                return "dynamo"
+            except Exception as error:  # noqa: BLE001 - any capture failure -> fallback
+                errors.append(f"dynamo: {str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__}")
+        try:
+            dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if bounds else None
+            torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes=dynamic_axes, do_constant_folding=True)
+            return "torchscript"
+        except Exception as error:  # noqa: BLE001
+            errors.append(f"torchscript: {str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__}")
+    raise EdgekdError(f"cannot export the model to ONNX ({'; '.join(errors)}): make its forward "
+                      "traceable (no data-dependent Python control flow), or rerun with --verbose")
+
+
+def _metadata_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def set_metadata(model_proto: "onnx.ModelProto", metadata: dict[str, Any]) -> None:
+    """Set (replace) ``metadata_props`` entries; non-string values are stored as JSON."""
+    import onnx
+
+    merged = {p.key: p.value for p in model_proto.metadata_props}
+    merged.update({k: _metadata_value(v) for k, v in metadata.items() if v is not None})
+    del model_proto.metadata_props[:]
+    onnx.helper.set_model_props(model_proto, merged)
+
+
+def read_metadata(onnx_path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file (read without loading the graph)."""
+    from deploy.errors import DeployError
+    from deploy.onnxmeta import read_onnx_header
+
+    try:
+        return dict(read_onnx_header(onnx_path).metadata)
+    except DeployError as error:
+        raise EdgekdError(str(error)) from None
+
+
+def _check_model(model_proto: "onnx.ModelProto", what: str) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(model_proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        first = str(error).strip().splitlines()[0][:200]
+        raise EdgekdError(f"onnx.checker rejects the {what} ({first}): report it with --verbose") from None
+
+
+def _simplify(model_proto: "onnx.ModelProto") -> tuple["onnx.ModelProto | None", str]:
+    """onnxslim's simplified copy, or (None, why not)."""
+    try:
+        import onnxslim
+    except ImportError:
+        return None, "skipped: onnxslim is not installed (pip install 'edgekd[simplify]')"
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return onnxslim.slim(model_proto), ""
+    except Exception as error:  # noqa: BLE001 - a simplifier failure keeps the plain export
+        return None, f"skipped: onnxslim failed ({str(error).strip()[:120]})"
+
+
+def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: str | Path, *,
+                batch: int = 1, dynamic_batch: tuple[int, int, int] | None = None,
+                opset: int = DEFAULT_OPSET, metadata: dict[str, Any] | None = None,
+                simplify: bool = False, parity_x: np.ndarray | None = None) -> Path:
+    """Export ``model`` (one ``(N, *input_shape)`` float input named "input", output
+    "logits") to ``path`` atomically; see the module docstring for exporter, opset, batch,
+    parity and simplification. ``metadata`` goes into ``metadata_props`` (non-strings as
+    JSON) with ``edgekd.version``, ``edgekd.opset``, ``edgekd.exporter``, ``edgekd.batch``,
+    ``edgekd.parity`` and ``edgekd.simplified``. With ``parity_x`` the export is checked
+    against PyTorch (:func:`check_parity`) and a failure raises."""
+    import onnx
+    import torch
+
+    path = Path(path)
+    input_shape = tuple(int(v) for v in input_shape)
+    model = model.eval().cpu()
+    example, bounds = _example_and_shapes(input_shape, batch, dynamic_batch)
+    if parity_x is not None and tuple(parity_x.shape[1:]) != input_shape:
+        raise EdgekdError(f"parity samples of shape {tuple(parity_x.shape[1:])} do not match the "
+                          f"model input {input_shape}: pass data of the model's input shape")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with torch.no_grad():
+            exporter = _torch_export(model, example, tmp, opset, bounds)
+        proto = onnx.load(str(tmp))
+        set_metadata(proto, {
+            **(metadata or {}),
+            "edgekd.version": __version__,
+            "edgekd.opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset),
+            "edgekd.exporter": exporter,
+            "edgekd.batch": {"static": batch} if bounds is None else
+                            {"min": dynamic_batch[0], "opt": dynamic_batch[1], "max": dynamic_batch[2]},
+        })
+        _check_model(proto, "exported model")
+        tmp.write_bytes(proto.SerializeToString())
+        report = check_parity(model, tmp, parity_x) if parity_x is not None else None
+        simplified = "no"
+        if simplify:
+            slim, why = _simplify(proto)
+            simplified = why
+            if slim is not None:
+                set_metadata(slim, {p.key: p.value for p in proto.metadata_props})
+                slim_tmp = tmp.with_suffix(".slim.onnx")
+                try:
+                    _check_model(slim, "simplified model")
+                    slim_tmp.write_bytes(slim.SerializeToString())
+                    if parity_x is not None:
+                        report = check_parity(model, slim_tmp, parity_x)
+                    proto, simplified = slim, "yes (onnxslim)"
+                except EdgekdError as error:
+                    simplified = f"rejected: {error}"
+                finally:
+                    slim_tmp.unlink(missing_ok=True)
+        set_metadata(proto, {"edgekd.simplified": simplified,
+                             "edgekd.parity": report.to_dict() if report else "not checked"})
+        atomic_write_bytes(path, proto.SerializeToString())
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
