@@ -275,6 +275,12 @@ def _module_classes() -> tuple[type, type]:
     import torch
     from torch import nn
 
+    class Add(nn.Module):
+        """``a + b`` as a module, so the residual sum shows up as a layer in cost tables."""
+
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return a + b
+
     class BasicBlock(nn.Module):
         """He et al. 2016 basic block: conv-BN-ReLU-conv-BN + shortcut, then ReLU."""
 
@@ -291,11 +297,12 @@ def _module_classes() -> tuple[type, type]:
                     nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
             else:
                 self.shortcut = nn.Identity()
+            self.add = Add()
             self.relu = nn.ReLU()
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-            return self.relu(out + self.shortcut(x))
+            return self.relu(self.add(out, self.shortcut(x)))
 
     class StudentNet(nn.Module):
         """``features`` (blocks) -> global average ``pool`` -> ``bottleneck`` -> ``head``."""
@@ -309,14 +316,7 @@ def _module_classes() -> tuple[type, type]:
                 else:
                     blocks.append(_conv_bn_relu(cin, cout, spec.kernel, stride))
             self.features = nn.Sequential(*blocks)
-            self.pool = nn.AdaptiveAvgPool2d(1)
-            width = spec.stages[-1].width
-            if spec.bottleneck:
-                self.bottleneck: nn.Module = nn.Linear(width, spec.bottleneck, bias=False)
-                width = spec.bottleneck
-            else:
-                self.bottleneck = nn.Identity()
-            self.head = nn.Linear(width, spec.classes)
+            self.pool, self.bottleneck, self.head = _head_modules(spec)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             x = self.pool(self.features(x))
@@ -324,6 +324,30 @@ def _module_classes() -> tuple[type, type]:
 
     _BASIC_BLOCK, _STUDENT_NET = BasicBlock, StudentNet
     return BasicBlock, StudentNet
+
+
+def _head_modules(spec: StudentSpec) -> tuple["nn.Module", "nn.Module", "nn.Module"]:
+    """Global average pool, the low-rank bottleneck (or Identity) and the linear head."""
+    from torch import nn
+
+    width = spec.stages[-1].width
+    bottleneck: nn.Module = nn.Identity()
+    if spec.bottleneck:
+        bottleneck = nn.Linear(width, spec.bottleneck, bias=False)
+        width = spec.bottleneck
+    return nn.AdaptiveAvgPool2d(1), bottleneck, nn.Linear(width, spec.classes)
+
+
+def build_head(spec: StudentSpec) -> "nn.Sequential":
+    """Everything after ``features`` as one module with the same names (``pool``,
+    ``bottleneck``, ``head``) as in :func:`build`; :mod:`edgekd.cost` costs it on its own."""
+    from collections import OrderedDict
+
+    from torch import nn
+
+    pool, bottleneck, head = _head_modules(spec)
+    return nn.Sequential(OrderedDict(pool=pool, flatten=nn.Flatten(), bottleneck=bottleneck,
+                                     head=head))
 
 
 _BASIC_BLOCK: Any = None

@@ -1,0 +1,485 @@
+"""Cost of a student: MACs and parameters, a per-layer table, and latency in three forms.
+
+**MACs** come from :class:`torch.utils.flop_counter.FlopCounterMode` (MACs = FLOPs / 2: the
+counter charges 2 FLOPs per multiply-accumulate of convolutions and matrix products), read per
+module from its per-module breakdown, on meta tensors where possible. There is no hand-written
+per-layer MAC formula here. A spec's cost is assembled from the costs of its blocks, each
+counted once by FlopCounterMode and cached by the block's signature (kind, channels, kernel,
+stride, input size) in memory and optionally in a JSON file, so thousands of specs cost
+seconds; the spec total is cached per spec id.
+
+**Layers.** :func:`module_cost` lists the layers that cost time on an inference engine:
+``conv``, ``depthwise`` (groups == in_channels), ``linear``, ``pool``, ``add`` (the residual
+sum) and ``elementwise`` (other activations). BatchNorm and ReLU are not separate layers: ONNX
+Runtime and TensorRT fold BN into the conv and fuse the ReLU. Operations written as functions
+outside modules (e.g. torchvision ResNet's ``out += identity``) are not seen.
+
+**Latency**, always carried with its label (:class:`LatencyEstimate`):
+
+* ``predicted`` (roofline): per layer ``max(MACs / peak, bytes moved / bandwidth) + overhead``
+  summed over layers, where peak = the profile's rate at its runtime precision (1 MAC = 2 ops),
+  bytes moved = (input + output activations) * batch + weights, at the precision's bytes per
+  element, and overhead = the profile's ``layer_overhead_us``.
+* ``calibrated``: the linear model ``t = c + sum_k (a_k * C_k + m_k * M_k + o_k * N_k)`` where,
+  for layer kind ``k``, ``C_k`` / ``M_k`` are the ideal compute / memory times of its layers (the
+  roofline terms above), ``N_k`` the number of its layers; ``1 / a_k`` is the kind's compute
+  efficiency, ``1 / m_k`` its memory efficiency, ``o_k`` its per-layer overhead and ``c`` the
+  per-inference overhead. The coefficients are fitted by non-negative least squares on relative
+  error (each row divided by its measured time) to a table of measurements, separately per batch
+  when there are enough rows, saved as JSON and reused (:class:`Calibration`).
+* ``measured``: export to ONNX and time with the deploy kit on this host
+  (:func:`measured_latency`, through :func:`edgekd.measure.measure_onnx`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from edgekd.errors import EdgekdError
+from edgekd.fileio import atomic_write_json
+from edgekd.space import StudentSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    from torch import nn
+
+    from edgekd.profiles import DeviceProfile, Hardware
+
+KINDS: tuple[str, ...] = ("conv", "depthwise", "linear", "pool", "add", "elementwise")
+LABELS: tuple[str, ...] = ("measured", "predicted", "calibrated")
+BYTES_PER_ELEMENT: dict[str, int] = {"fp32": 4, "fp16": 2, "int8": 1}
+CALIBRATION_FORMAT = "edgekd.calibration/1"
+COST_CACHE_FORMAT = "edgekd.cost-cache/1"
+
+
+# ---------------------------------------------------------------------------- layers
+@dataclass(frozen=True)
+class Layer:
+    """One costed layer, per sample (batch 1): MACs, activation elements in/out, weights."""
+
+    name: str
+    kind: str
+    macs: int
+    in_elems: int
+    out_elems: int
+    weights: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """MACs and parameters per sample, and the layer table."""
+
+    macs: int
+    params: int
+    layers: tuple[Layer, ...]
+
+
+def _layer_kind(module: "nn.Module") -> str | None:
+    """The cost kind of a leaf module, or None when it is free or fused into its producer."""
+    from torch import nn
+    from torch.nn.modules import batchnorm, conv, dropout, pooling
+
+    if isinstance(module, conv._ConvNd):
+        depthwise = module.groups > 1 and module.groups == module.in_channels
+        return "depthwise" if depthwise else "conv"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, (pooling._AvgPoolNd, pooling._MaxPoolNd, pooling._AdaptiveAvgPoolNd,
+                           pooling._AdaptiveMaxPoolNd)):
+        return "pool"
+    if type(module).__name__ == "Add":
+        return "add"
+    fused_or_free = (batchnorm._BatchNorm, nn.ReLU, nn.ReLU6, nn.Identity, nn.Flatten,
+                     dropout._DropoutNd)
+    if isinstance(module, fused_or_free):
+        return None
+    return "elementwise"
+
+
+def _numel(value: Any) -> int:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.numel()
+    if isinstance(value, (tuple, list)):
+        return sum(_numel(v) for v in value)
+    return 0
+
+
+def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
+    """Count ``model`` at batch 1 on an input of shape ``input_shape`` (C, H, W).
+
+    A model whose parameters live on the meta device is run on a meta tensor (free);
+    otherwise on a zero CPU tensor, in eval mode and without gradients (the mode is restored).
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    tensors = [*model.parameters(), *model.buffers()]
+    device = "meta" if tensors and all(t.is_meta for t in tensors) else "cpu"
+    params = sum(p.numel() for p in model.parameters())
+    calls: list[tuple[str, str, int, int, int]] = []
+
+    def recorder(name: str, kind: str, weights: int):
+        def hook(_module: Any, inputs: Any, output: Any) -> None:
+            calls.append((name, kind, _numel(inputs), _numel(output), weights))
+        return hook
+
+    handles = []
+    for name, module in model.named_modules():
+        if next(module.children(), None) is not None:
+            continue
+        kind = _layer_kind(module)
+        if kind is not None:
+            weights = sum(p.numel() for p in module.parameters(recurse=False))
+            handles.append(module.register_forward_hook(recorder(name, kind, weights)))
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(1, *input_shape, device=device)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    except RuntimeError as error:
+        raise EdgekdError(f"cannot run the model on an input of shape 1x"
+                          f"{'x'.join(map(str, input_shape))} ({str(error).splitlines()[0]}): "
+                          "check --input") from None
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    counts = counter.get_flop_counts()
+    root = type(model).__name__
+    flops_of = {key: sum(ops.values()) for key, ops in counts.items()}
+    n_calls: dict[str, int] = {}
+    for name, *_ in calls:
+        n_calls[name] = n_calls.get(name, 0) + 1
+    layers = tuple(
+        Layer(name, kind, int(flops_of.get(f"{root}.{name}", 0) // 2 // n_calls[name]),
+              inp, out, weights)
+        for name, kind, inp, out, weights in calls
+    )
+    total_macs = int(flops_of.get("Global", 0) // 2)
+    return ModelCost(macs=total_macs, params=params, layers=layers)
+
+
+# ---------------------------------------------------------------------------- spec costs
+_BLOCK_COSTS: dict[str, ModelCost] = {}
+_SPEC_COSTS: dict[str, ModelCost] = {}
+
+
+def _block_key(kind: str, cin: int, cout: int, kernel: int, stride: int, h: int, w: int) -> str:
+    return f"{kind}:{cin}:{cout}:{kernel}:{stride}:{h}:{w}"
+
+
+def _cost_of(key: str, make: Any, input_shape: Sequence[int]) -> ModelCost:
+    cost = _BLOCK_COSTS.get(key)
+    if cost is None:
+        import torch
+
+        with torch.device("meta"):
+            module = make()
+        cost = _BLOCK_COSTS[key] = module_cost(module, input_shape)
+    return cost
+
+
+def spec_cost(spec: StudentSpec) -> ModelCost:
+    """MACs, params and layer table of ``build(spec)``, assembled from cached block costs.
+
+    Layer names are the module names inside ``build(spec)`` (``features.3.conv`` ...), and
+    the result equals ``module_cost(build(spec), spec.input)`` (a test checks it).
+    """
+    cached = _SPEC_COSTS.get(spec.id)
+    if cached is not None:
+        return cached
+    from edgekd.space import build_block, build_head
+
+    shapes = [spec.input, *spec.feature_shapes()]
+    layers: list[Layer] = []
+    macs = params = 0
+    for i, (kind, cin, cout, stride) in enumerate(spec.block_plan()):
+        _, h, w = shapes[i]
+        key = _block_key(kind, cin, cout, spec.kernel, stride, h, w)
+        cost = _cost_of(key, lambda: build_block(kind, cin, cout, spec.kernel, stride), shapes[i])
+        prefix = f"features.{i}."
+        layers += [Layer(prefix + layer.name, layer.kind, layer.macs, layer.in_elems,
+                         layer.out_elems, layer.weights) for layer in cost.layers]
+        macs, params = macs + cost.macs, params + cost.params
+    last = shapes[-1]
+    key = f"head:{last[0]}:{last[1]}:{last[2]}:{spec.bottleneck}:{spec.classes}"
+    cost = _cost_of(key, lambda: build_head(spec), last)
+    layers += [layer for layer in cost.layers]
+    result = ModelCost(macs + cost.macs, params + cost.params, tuple(layers))
+    _SPEC_COSTS[spec.id] = result
+    return result
+
+
+def macs_params(model_or_spec: "StudentSpec | nn.Module",
+                input_shape: Sequence[int] | None = None) -> tuple[int, int]:
+    """``(MACs per sample, parameters)`` of a spec (cached per id) or of a module
+    (``input_shape`` = (C, H, W) required)."""
+    if isinstance(model_or_spec, StudentSpec):
+        cost = spec_cost(model_or_spec)
+    else:
+        if input_shape is None:
+            raise ValueError("macs_params(model) needs input_shape=(C, H, W)")
+        cost = module_cost(model_or_spec, tuple(input_shape))
+    return cost.macs, cost.params
+
+
+def load_cost_cache(path: str | Path) -> int:
+    """Load block costs saved by :func:`save_cost_cache` (if the file exists and was written
+    by the same torch version); returns how many were loaded. A bad file is ignored."""
+    import torch
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != COST_CACHE_FORMAT or data.get("torch") != torch.__version__:
+            return 0
+        loaded = {key: ModelCost(v["macs"], v["params"], tuple(Layer(**layer) for layer in v["layers"]))
+                  for key, v in data["blocks"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    for key, cost in loaded.items():
+        _BLOCK_COSTS.setdefault(key, cost)
+    return len(loaded)
+
+
+def save_cost_cache(path: str | Path) -> Path:
+    """Save every block cost counted so far (atomically), keyed by block signature."""
+    import torch
+
+    blocks = {key: {"macs": c.macs, "params": c.params, "layers": [layer.to_dict() for layer in c.layers]}
+              for key, c in sorted(_BLOCK_COSTS.items())}
+    return atomic_write_json(path, {"format": COST_CACHE_FORMAT, "torch": torch.__version__,
+                                    "blocks": blocks})
+
+
+# ---------------------------------------------------------------------------- latency
+@dataclass(frozen=True)
+class LatencyEstimate:
+    """A latency in milliseconds for one batch, with where it came from."""
+
+    ms: float
+    label: str
+    batch: int
+
+    def __post_init__(self) -> None:
+        if self.label not in LABELS:
+            raise ValueError(f"latency label {self.label!r} not in {LABELS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ms": self.ms, "label": self.label, "batch": self.batch}
+
+    def __str__(self) -> str:
+        return f"{self.ms:.4g} ms ({self.label})"
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """The hardware figures the latency model uses, at one precision."""
+
+    peak_macs_per_s: float
+    bandwidth_bytes_per_s: float
+    bytes_per_element: int
+    layer_overhead_ms: float
+
+    @classmethod
+    def of(cls, hardware: "Hardware", precision: str) -> "Roofline":
+        if precision not in BYTES_PER_ELEMENT:
+            raise EdgekdError(f"unknown precision {precision!r}: use one of "
+                              f"{', '.join(BYTES_PER_ELEMENT)}")
+        return cls(peak_macs_per_s=hardware.peak_ops(precision) / 2,
+                   bandwidth_bytes_per_s=hardware.memory_bandwidth_gbs * 1e9,
+                   bytes_per_element=BYTES_PER_ELEMENT[precision],
+                   layer_overhead_ms=hardware.layer_overhead_us / 1e3)
+
+    def compute_ms(self, layer: Layer, batch: int) -> float:
+        return 1e3 * layer.macs * batch / self.peak_macs_per_s
+
+    def memory_ms(self, layer: Layer, batch: int) -> float:
+        elements = (layer.in_elems + layer.out_elems) * batch + layer.weights
+        return 1e3 * elements * self.bytes_per_element / self.bandwidth_bytes_per_s
+
+
+def _layers_of(model: "StudentSpec | ModelCost | Sequence[Layer]") -> Sequence[Layer]:
+    if isinstance(model, StudentSpec):
+        return spec_cost(model).layers
+    if isinstance(model, ModelCost):
+        return model.layers
+    return model
+
+
+def predict_latency(model: "StudentSpec | ModelCost | Sequence[Layer]", profile: "DeviceProfile",
+                    batch: int | None = None) -> LatencyEstimate:
+    """Roofline prediction: sum over layers of max(compute, memory) + per-layer overhead."""
+    batch = batch or profile.budget.batch
+    roof = Roofline.of(profile.hardware, profile.runtime.precision)
+    ms = sum(max(roof.compute_ms(layer, batch), roof.memory_ms(layer, batch)) + roof.layer_overhead_ms
+             for layer in _layers_of(model))
+    return LatencyEstimate(ms=ms, label="predicted", batch=batch)
+
+
+def feature_names() -> list[str]:
+    """Columns of :func:`latency_features`: per kind compute ms, memory ms, layer count; then 1."""
+    return [f"{k}.{term}" for k in KINDS for term in ("compute", "memory", "count")] + ["intercept"]
+
+
+def latency_features(layers: Sequence[Layer], roof: Roofline, batch: int) -> list[float]:
+    """One row of the calibration design matrix (see the module docstring)."""
+    row = {name: 0.0 for name in feature_names()}
+    for layer in layers:
+        row[f"{layer.kind}.compute"] += roof.compute_ms(layer, batch)
+        row[f"{layer.kind}.memory"] += roof.memory_ms(layer, batch)
+        row[f"{layer.kind}.count"] += 1.0
+    row["intercept"] = 1.0
+    return list(row.values())
+
+
+@dataclass
+class Calibration:
+    """Fitted coefficients of the calibrated latency model (see the module docstring).
+
+    ``fits`` maps a batch size (as a string, for JSON) or ``"all"`` to a coefficient dict
+    keyed by :func:`feature_names`. ``hardware`` and ``precision`` are the figures the features
+    were computed with, so a saved calibration predicts the same way wherever it is loaded.
+    """
+
+    profile: str
+    precision: str
+    hardware: dict[str, float]
+    fits: dict[str, dict[str, float]]
+    samples: dict[str, int] = field(default_factory=dict)
+    source: str = ""
+
+    def roofline(self) -> Roofline:
+        from edgekd.profiles import Hardware
+
+        return Roofline.of(Hardware(**self.hardware), self.precision)
+
+    def coefficients(self, batch: int) -> dict[str, float]:
+        return self.fits.get(str(batch)) or self.fits["all"]
+
+    def predict_ms(self, model: "StudentSpec | ModelCost | Sequence[Layer]", batch: int) -> float:
+        coef = self.coefficients(batch)
+        row = latency_features(_layers_of(model), self.roofline(), batch)
+        return float(sum(c * x for c, x in zip((coef.get(n, 0.0) for n in feature_names()), row)))
+
+    def predict(self, model: "StudentSpec | ModelCost | Sequence[Layer]", batch: int) -> LatencyEstimate:
+        return LatencyEstimate(ms=self.predict_ms(model, batch), label="calibrated", batch=batch)
+
+    def efficiencies(self, batch: int | str = "all") -> dict[str, float]:
+        """Compute efficiency per kind (1 / a_k; inf when the fit found no compute cost)."""
+        coef = self.fits.get(str(batch)) or self.fits["all"]
+        return {k: (1.0 / coef[f"{k}.compute"] if coef.get(f"{k}.compute") else float("inf"))
+                for k in KINDS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": CALIBRATION_FORMAT, **dataclasses.asdict(self)}
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Calibration":
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise EdgekdError(f"calibration file {path} not found: check the path, or run "
+                              "benchmarks/latency_predictor.py / `edgekd search --measure` to make one") from None
+        except (OSError, ValueError) as error:
+            raise EdgekdError(f"calibration file {path} is not valid JSON ({error}): "
+                              "recreate it") from None
+        if not isinstance(data, dict) or data.pop("format", None) != CALIBRATION_FORMAT:
+            raise EdgekdError(f"calibration file {path} is not an edgekd calibration "
+                              f"(format {CALIBRATION_FORMAT}): recreate it")
+        try:
+            calibration = cls(**data)
+            calibration.roofline()
+            if "all" not in calibration.fits:
+                raise KeyError("all")
+        except (TypeError, KeyError, EdgekdError) as error:
+            raise EdgekdError(f"calibration file {path} is malformed ({error}): recreate it") from None
+        return calibration
+
+
+def _nnls_relative(rows: "np.ndarray", measured: "np.ndarray") -> "np.ndarray":
+    """Non-negative least squares on relative error: min ||(A x - y) / y||, x >= 0."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    used = np.flatnonzero(np.abs(rows).sum(axis=0) > 0)
+    scale = rows[:, used].max(axis=0)  # column scaling for conditioning
+    solution, _ = nnls(rows[:, used] / scale / measured[:, None], np.ones_like(measured),
+                       maxiter=50 * rows.shape[1])
+    coef = np.zeros(rows.shape[1])
+    coef[used] = solution / scale
+    return coef
+
+
+def fit_calibration(table: Iterable[tuple["StudentSpec | ModelCost | Sequence[Layer]", int, float]],
+                    profile: "DeviceProfile", *, min_rows_per_batch: int | None = None,
+                    source: str = "") -> Calibration:
+    """Fit the calibrated latency model to ``table`` rows ``(model, batch, measured_ms)``.
+
+    One fit on all rows (``"all"``) and one per batch size that has at least
+    ``min_rows_per_batch`` rows (default: twice the number of non-zero feature columns).
+    """
+    import numpy as np
+
+    roof = Roofline.of(profile.hardware, profile.runtime.precision)
+    rows, batches, measured = [], [], []
+    for model, batch, ms in table:
+        if not ms > 0:
+            raise EdgekdError(f"calibration: measured latency {ms} ms is not positive: "
+                              "drop that measurement")
+        rows.append(latency_features(_layers_of(model), roof, batch))
+        batches.append(batch)
+        measured.append(ms)
+    if not rows:
+        raise EdgekdError("calibration: the measurement table is empty: measure some models first")
+    a, y, b = np.asarray(rows, dtype=float), np.asarray(measured, dtype=float), np.asarray(batches)
+    names = feature_names()
+    active = int((np.abs(a).sum(axis=0) > 0).sum())
+    min_rows = min_rows_per_batch if min_rows_per_batch is not None else 2 * active
+    fits = {"all": dict(zip(names, map(float, _nnls_relative(a, y))))}
+    samples = {"all": len(y)}
+    for batch in sorted(set(batches)):
+        mask = b == batch
+        if mask.sum() >= min_rows and len(set(batches)) > 1:
+            fits[str(batch)] = dict(zip(names, map(float, _nnls_relative(a[mask], y[mask]))))
+            samples[str(batch)] = int(mask.sum())
+    return Calibration(profile=profile.name, precision=profile.runtime.precision,
+                       hardware=dataclasses.asdict(profile.hardware), fits=fits,
+                       samples=samples, source=source)
+
+
+# ---------------------------------------------------------------------------- measured
+def measured_latency(spec: StudentSpec, out_dir: str | Path, *, batch: int = 1,
+                     warmup: int = 10, iters: int = 50, statistic: str = "median") -> LatencyEstimate:
+    """Export ``build(spec)`` (fresh weights: latency does not depend on their values) to
+    ``out_dir/ID.onnx`` and time it on this host with the deploy kit; the Measurement JSON is
+    written beside it as ``out_dir/ID-b{batch}.json``."""
+    import torch
+
+    from edgekd.export import export_onnx
+    from edgekd.measure import measure_onnx
+    from edgekd.space import build
+
+    out_dir = Path(out_dir)
+    onnx_path = out_dir / f"{spec.id}.onnx"
+    if not onnx_path.exists():
+        torch.manual_seed(0)
+        model = build(spec).eval()
+        export_onnx(model, spec.input, onnx_path, batch=batch, dynamic_batch=(1, batch, max(batch, 64)),
+                    metadata={"edgekd.spec": spec.to_json()})
+    result = measure_onnx(onnx_path, batch=batch, warmup=warmup, iters=iters,
+                          out=out_dir / f"{spec.id}-b{batch}.json")
+    return LatencyEstimate(ms=float(result["latency_ms"][statistic]), label="measured", batch=batch)

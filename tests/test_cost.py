@@ -1,0 +1,187 @@
+"""Cost model: MACs/params (FlopCounterMode, checked against thop), the layer table, the
+roofline prediction and the least-squares calibration."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+
+import pytest
+import torch
+from torch import nn
+
+import edgekd.cost as cost
+from edgekd.cost import (KINDS, Calibration, Layer, ModelCost, feature_names, fit_calibration,
+                         macs_params, module_cost, predict_latency, spec_cost)
+from edgekd.errors import EdgekdError
+from edgekd.profiles import load_profile
+from edgekd.space import Stage, StudentSpec, build
+
+STUDENTS = [
+    StudentSpec("plain", (1, 28, 28), 10, (Stage(8, 3, 1), Stage(16, 3, 2))),
+    StudentSpec("residual", (3, 32, 32), 100, (Stage(16, 2, 1), Stage(32, 1, 2), Stage(64, 1, 2))),
+    StudentSpec("plain", (3, 32, 32), 10, (Stage(12, 2, 1), Stage(24, 5, 2)), kernel=5, bottleneck=6),
+]
+
+
+@pytest.fixture(scope="module")
+def host():
+    return load_profile("host-cpu")
+
+
+@pytest.mark.parametrize("spec", STUDENTS, ids=lambda s: s.describe())
+def test_spec_cost_from_cached_blocks_equals_whole_model_count(spec: StudentSpec) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build(spec)
+    with FlopCounterMode(display=False) as counter:
+        model.eval()(torch.zeros(1, *spec.input))
+    assembled = spec_cost(spec)
+    assert assembled.macs == counter.get_total_flops() // 2
+    assert assembled.params == sum(p.numel() for p in model.parameters())
+    assert assembled == module_cost(model, spec.input)
+    assert macs_params(spec) == (assembled.macs, assembled.params)
+    kinds = [layer.kind for layer in assembled.layers]
+    convs = sum(1 for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert kinds.count("conv") == convs and kinds.count("pool") == 1
+    assert kinds.count("linear") == (2 if spec.bottleneck else 1)
+    assert kinds.count("add") == (sum(s.depth for s in spec.stages) if spec.family == "residual" else 0)
+
+
+def _thop_conv_linear_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """thop's count restricted to conv and linear layers.
+
+    thop also charges BatchNorm (2 ops per element), pooling and softmax, which are not
+    multiply-accumulates; FlopCounterMode counts only the MAC ops (convolution, mm/addmm).
+    Zeroing thop's other hooks compares like with like; both then ignore biases.
+    """
+    import thop
+    from thop.vision.basic_hooks import zero_ops
+
+    free = {t: zero_ops for t in (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid,
+                                  nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.Dropout,
+                                  nn.Identity, nn.Flatten)}
+    macs, _ = thop.profile(model, inputs=(torch.zeros(1, *input_shape),), custom_ops=free,
+                           verbose=False)
+    return int(macs)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "student0", "student1", "student2"])
+def test_macs_agree_with_thop_within_one_percent(name: str) -> None:
+    import torchvision
+
+    if name.startswith("student"):
+        spec = STUDENTS[int(name[-1])]
+        model, shape = build(spec), spec.input
+    else:
+        model, shape = getattr(torchvision.models, name)(weights=None), (3, 224, 224)
+    ours, params = macs_params(model.eval(), shape)
+    theirs = _thop_conv_linear_macs(model, shape)
+    assert abs(ours - theirs) <= 0.01 * theirs, (ours, theirs)
+    assert params == sum(p.numel() for p in model.parameters())
+
+
+def test_module_cost_keeps_mode_and_statistics() -> None:
+    model = build(STUDENTS[0]).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    module_cost(model, STUDENTS[0].input)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(EdgekdError, match="check --input"):
+        module_cost(model, (3, 28, 28))  # the student takes one channel
+
+
+def test_roofline_prediction(host) -> None:
+    roof = cost.Roofline.of(host.hardware, "fp32")
+    heavy = Layer("fc", "linear", macs=10**9, in_elems=1000, out_elems=1000, weights=1000)
+    light = Layer("pool", "pool", macs=0, in_elems=10**7, out_elems=10, weights=0)
+    peak_macs = host.hardware.fp32_tflops * 1e12 / 2
+    overhead = host.hardware.layer_overhead_us / 1e3
+    # compute-bound: 1 GMAC at the peak MAC rate; memory-bound: 40 MB at the bandwidth
+    assert predict_latency([heavy], host, 1).ms == pytest.approx(1e3 * 1e9 / peak_macs + overhead)
+    expected = 1e3 * (10**7 + 10) * 4 / (host.hardware.memory_bandwidth_gbs * 1e9) + overhead
+    assert predict_latency([light], host, 1).ms == pytest.approx(expected)
+    assert roof.memory_ms(light, 2) == pytest.approx(2 * roof.memory_ms(light, 1), rel=1e-5)
+    estimate = predict_latency(STUDENTS[0], host)
+    assert estimate.label == "predicted" and estimate.batch == host.budget.batch
+    assert predict_latency(STUDENTS[0], host, 32).ms > estimate.ms
+    fp16 = dataclasses.replace(host, runtime=dataclasses.replace(host.runtime, precision="fp16"))
+    assert predict_latency([light], fp16, 1).ms < predict_latency([light], host, 1).ms
+
+
+def _synthetic_table(rng: random.Random, n: int) -> list[list[Layer]]:
+    """Random layer tables in which every kind's count, MACs and bytes vary independently."""
+    tables = []
+    for _ in range(n):
+        layers = []
+        for kind in KINDS:
+            for j in range(rng.randint(0, 6)):
+                macs = 0 if kind in ("pool", "add", "elementwise") else rng.randint(10**4, 10**7)
+                layers.append(Layer(f"{kind}{j}", kind, macs, rng.randint(10**3, 10**6),
+                                    rng.randint(10**3, 10**6), rng.randint(0, 10**5)))
+        tables.append(layers)
+    return tables
+
+
+def test_calibration_recovers_known_coefficients(host, tmp_path) -> None:
+    rng = random.Random(0)
+    truth = {name: 0.0 for name in feature_names()}
+    for kind in KINDS:
+        truth[f"{kind}.compute"] = 0.0 if kind in ("pool", "add", "elementwise") else rng.uniform(1.5, 6)
+        truth[f"{kind}.memory"] = rng.uniform(0.5, 3)
+        truth[f"{kind}.count"] = rng.uniform(0.001, 0.02)  # 1-20 us per layer
+    truth["intercept"] = 0.03
+    roof = cost.Roofline.of(host.hardware, host.runtime.precision)
+    tables = _synthetic_table(rng, 160)
+
+    def true_ms(layers: list[Layer], batch: int) -> float:
+        row = cost.latency_features(layers, roof, batch)
+        return sum(truth[n] * x for n, x in zip(feature_names(), row))
+
+    rows = [(layers, batch, true_ms(layers, batch)) for layers in tables for batch in (1, 8)]
+    calibration = fit_calibration(rows, host)
+    assert set(calibration.fits) == {"all", "1", "8"}
+    for name, value in truth.items():
+        assert calibration.fits["all"][name] == pytest.approx(value, rel=1e-4, abs=1e-9), name
+    # with 3% multiplicative noise, the fit still predicts held-out tables within a few percent
+    noisy = [(layers, batch, ms * rng.uniform(0.97, 1.03)) for layers, batch, ms in rows]
+    noisy_fit = fit_calibration(noisy, host)
+    for layers in _synthetic_table(rng, 20):
+        assert noisy_fit.predict_ms(layers, 1) == pytest.approx(true_ms(layers, 1), rel=0.05)
+    # saved and reloaded, it predicts the same, labelled "calibrated"
+    path = calibration.save(tmp_path / "calibration-host-cpu.json")
+    again = Calibration.load(path)
+    estimate = again.predict(tables[0], 8)
+    assert estimate.label == "calibrated"
+    assert estimate.ms == pytest.approx(calibration.predict_ms(tables[0], 8))
+    assert again.efficiencies()["conv"] == pytest.approx(1 / truth["conv.compute"], rel=1e-4)
+
+
+def test_calibration_errors(host, tmp_path) -> None:
+    with pytest.raises(EdgekdError, match="not found"):
+        Calibration.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(EdgekdError, match="not valid JSON"):
+        Calibration.load(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(EdgekdError, match="not an edgekd calibration"):
+        Calibration.load(tmp_path / "other.json")
+    with pytest.raises(EdgekdError, match="empty"):
+        fit_calibration([], host)
+    with pytest.raises(EdgekdError, match="not positive"):
+        fit_calibration([(STUDENTS[0], 1, 0.0)], host)
+
+
+def test_cost_cache_round_trip(tmp_path) -> None:
+    for spec in STUDENTS:
+        spec_cost(spec)
+    path = cost.save_cost_cache(tmp_path / "blocks.json")
+    saved = dict(cost._BLOCK_COSTS)
+    cost._BLOCK_COSTS.clear()
+    cost._SPEC_COSTS.clear()
+    assert cost.load_cost_cache(path) == len(saved)
+    assert cost._BLOCK_COSTS == saved
+    assert isinstance(spec_cost(STUDENTS[1]), ModelCost)
+    (tmp_path / "torn.json").write_text('{"format": "edgekd.cost-cache/1", "blo')
+    assert cost.load_cost_cache(tmp_path / "torn.json") == 0
