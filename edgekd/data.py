@@ -1,0 +1,586 @@
+"""Data sets, transfer sets and the teacher-output cache.
+
+Every data set becomes an :class:`ImageDataset`: uint8 images laid out ``(N, C, H, W)``,
+int64 labels in ``0..classes-1``, the class names, and the :class:`Normalization` computed
+on the train split (per-channel mean and standard deviation of ``x / 255``). The
+normalisation travels with the student checkpoint and the ONNX metadata, so export and the
+on-device kit feed the model exactly what it was trained on:
+``x_float = (x_uint8 / 255 - mean[c]) / std[c]``.
+
+Accepted data specs (:func:`load_dataset`):
+
+- ``None`` or ``"mnist-subset"``: the MNIST subset shipped inside the package
+  (``edgekd/assets/mnist_subset.npz``): the first 10,000 training images of MNIST (the
+  shuffled-with-seed-0 train split of the archive built from the MIT-licensed PNG copy
+  ``rasbt/mnist-pngs``) and 2,000 test images sampled at random (seed 0) from the 10,000
+  MNIST test images; 28x28 grayscale, classes ``'0'..'9'``. See ``edgekd/assets/README.md``.
+- a ``.npz`` file with ``x_train``, ``y_train``, ``x_test``, ``y_test`` and optionally
+  ``classes``. Images may be uint8 (0..255) or float (0..1 or 0..255), laid out
+  ``(N, H, W)`` (grayscale), ``(N, H, W, C)`` or ``(N, C, H, W)``.
+- an image folder ``DIR/train/<class>/*.png|jpg|...`` and ``DIR/test/<class>/*`` (or
+  ``DIR/val/<class>/*``), read with Pillow and resized to one size (``image_size``, or the
+  first training image's size).
+- ``"torchvision:NAME:ROOT"``, e.g. ``torchvision:CIFAR10:~/data``: a torchvision data set
+  that is already on disk. edgekd never downloads at run time.
+
+A transfer set (:func:`load_transfer_set`) is unlabeled images that the teacher labels with
+its logits (Ba & Caruana 2014, "Do Deep Nets Really Need to be Deep?"): an ``.npz`` with key
+``x`` (or ``x_train``) or a folder of images; labels, if any, are ignored.
+
+:func:`teacher_logits` computes a teacher's logits on uint8 images once and caches them on
+disk as ``{cache_dir}/{teacher_fp[:16]}-{data_fp[:16]}.npy``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from edgekd.errors import EdgekdError
+from edgekd.fileio import atomic_write_bytes
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+SHIPPED_SUBSET = "mnist-subset"
+TORCHVISION_PREFIX = "torchvision:"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+MAX_CHANNELS = 4  # an axis of at most this size is taken as the channel axis
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+_STATS_CHUNK = 4096  # images per chunk when computing mean/std (bounded memory)
+_MIN_STD = 1e-6  # a constant channel gets std 1 instead of a division by ~0
+DATA_HELP = ("'mnist-subset' (default), a .npz with x_train/y_train/x_test/y_test, "
+             "an image folder DIR/train/<class>/ + DIR/test/<class>/, or 'torchvision:NAME:ROOT'")
+
+
+# --------------------------------------------------------------------------- normalisation
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel statistics of ``x / 255`` on the train split: ``(x/255 - mean) / std``."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != len(self.std) or not self.mean:
+            raise EdgekdError(f"normalization has {len(self.mean)} means and {len(self.std)} stds: "
+                              "give one mean and one std per channel")
+        if any(s <= 0 for s in self.std):
+            raise EdgekdError(f"normalization std {list(self.std)} has a value <= 0: "
+                              "every std must be positive")
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Normalization":
+        try:
+            return cls(mean=tuple(float(v) for v in data["mean"]),
+                       std=tuple(float(v) for v in data["std"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise EdgekdError(f"normalization {data!r} is malformed ({error}): "
+                              "expected {'mean': [..], 'std': [..]} with one number per channel") from None
+
+    @classmethod
+    def from_images(cls, x_uint8: np.ndarray) -> "Normalization":
+        """Mean and (population) std per channel of ``x/255`` over an ``(N, C, H, W)`` array,
+        accumulated in float64 over chunks so a large set never needs a float copy."""
+        channels = x_uint8.shape[1]
+        total = np.zeros(channels, dtype=np.float64)
+        total_sq = np.zeros(channels, dtype=np.float64)
+        for start in range(0, len(x_uint8), _STATS_CHUNK):
+            chunk = x_uint8[start:start + _STATS_CHUNK].astype(np.float64) / 255.0
+            total += chunk.sum(axis=(0, 2, 3))
+            total_sq += np.square(chunk).sum(axis=(0, 2, 3))
+        count = x_uint8.shape[0] * x_uint8.shape[2] * x_uint8.shape[3]
+        mean = total / count
+        std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+        std = np.where(std < _MIN_STD, 1.0, std)
+        return cls(mean=tuple(round(float(m), 6) for m in mean),
+                   std=tuple(round(float(s), 6) for s in std))
+
+
+# --------------------------------------------------------------------------- the data set
+@dataclass
+class ImageDataset:
+    """A labelled image classification set, uint8 ``(N, C, H, W)`` with int64 labels."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: list[str]
+    normalization: Normalization
+    source: str
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        return tuple(int(v) for v in self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def fingerprint(self) -> str:
+        """sha256 of the four arrays (dtype, shape, bytes) and the class names; cached."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for array in (self.x_train, self.y_train, self.x_test, self.y_test):
+                _update_digest(digest, array)
+            digest.update(json.dumps(list(self.classes)).encode("utf-8"))
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary for run.json and reports."""
+        return {"name": self.name, "source": self.source, "input_shape": list(self.input_shape),
+                "classes": list(self.classes), "train": int(len(self.y_train)),
+                "test": int(len(self.y_test)), "normalization": self.normalization.to_dict(),
+                "fingerprint": self.fingerprint()}
+
+
+def _update_digest(digest: "hashlib._Hash", array: np.ndarray) -> None:
+    array = np.ascontiguousarray(array)
+    digest.update(f"{array.dtype.str}{array.shape}".encode("ascii"))
+    digest.update(array.tobytes())
+
+
+def array_fingerprint(x: np.ndarray, *extra: Any) -> str:
+    """sha256 of an array's dtype, shape and bytes, plus the JSON of ``extra`` values."""
+    digest = hashlib.sha256()
+    _update_digest(digest, x)
+    if extra:
+        digest.update(json.dumps(extra, sort_keys=True, default=str).encode("utf-8"))
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- loading
+def load_dataset(spec: str | None = None, *, image_size: int | Sequence[int] | None = None
+                 ) -> ImageDataset:
+    """Load a data set from a spec (see the module docstring) and compute its normalisation.
+
+    ``image_size`` (an int or ``(H, W)``) applies to image folders only.
+    """
+    if spec is None or spec == SHIPPED_SUBSET:
+        return _load_npz(shipped_subset_path(), name=SHIPPED_SUBSET, source=SHIPPED_SUBSET)
+    if spec.startswith(TORCHVISION_PREFIX):
+        return _load_torchvision(spec)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise EdgekdError(f"data '{spec}': no such file or directory; pass {DATA_HELP}")
+    if path.is_dir():
+        return _load_image_folder(path, image_size=image_size)
+    if path.suffix.lower() == ".npz" or zipfile.is_zipfile(path):
+        return _load_npz(path, name=path.stem, source=str(path))
+    raise EdgekdError(f"data '{spec}': unsupported file type '{path.suffix}'; pass {DATA_HELP}")
+
+
+def shipped_subset_path() -> Path:
+    """Path of the MNIST subset shipped in ``edgekd/assets``."""
+    from importlib.resources import files
+
+    return Path(str(files("edgekd.assets").joinpath("mnist_subset.npz")))
+
+
+def _open_npz(path: Path) -> Any:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise EdgekdError(f"data '{path}': cannot read it as a .npz archive ({error}); "
+                          "write it with numpy.savez or numpy.savez_compressed") from None
+
+
+def _npz_array(archive: Any, key: str, path: Path) -> np.ndarray:
+    if key not in archive.files:
+        raise EdgekdError(f"data '{path}': the .npz has no array '{key}' (it has "
+                          f"{', '.join(archive.files) or 'none'}); save x_train, y_train, x_test, "
+                          "y_test (and optionally classes)")
+    try:
+        return archive[key]
+    except ValueError as error:  # object arrays need pickle, which we refuse
+        raise EdgekdError(f"data '{path}': array '{key}' cannot be read without pickle ({error}); "
+                          "store numbers and strings as plain numpy arrays, not Python objects") from None
+
+
+def _load_npz(path: Path, *, name: str, source: str) -> ImageDataset:
+    with _open_npz(path) as archive:
+        arrays = {key: _npz_array(archive, key, path) for key in NPZ_KEYS}
+        classes = ([str(c) for c in _npz_array(archive, "classes", path).tolist()]
+                   if "classes" in archive.files else None)
+    where = f"data '{path}'"
+    return make_dataset(name=name, source=source, classes=classes, where=where,
+                        x_train=arrays["x_train"], y_train=arrays["y_train"],
+                        x_test=arrays["x_test"], y_test=arrays["y_test"])
+
+
+def make_dataset(*, name: str, source: str, x_train: np.ndarray, y_train: np.ndarray,
+                 x_test: np.ndarray, y_test: np.ndarray, classes: Sequence[str] | None = None,
+                 where: str | None = None) -> ImageDataset:
+    """Validate and normalise raw arrays into an :class:`ImageDataset`.
+
+    Images are converted to uint8 ``(N, C, H, W)``; labels to int64 and checked against the
+    class list (default: ``'0'..str(max label)``); the normalisation is computed on x_train.
+    """
+    where = where or f"data '{source}'"
+    xs = {"x_train": as_uint8_nchw(x_train, f"{where}: x_train"),
+          "x_test": as_uint8_nchw(x_test, f"{where}: x_test")}
+    ys = {"y_train": _as_labels(y_train, f"{where}: y_train"),
+          "y_test": _as_labels(y_test, f"{where}: y_test")}
+    for split in ("train", "test"):
+        n_x, n_y = len(xs[f"x_{split}"]), len(ys[f"y_{split}"])
+        if n_x != n_y:
+            raise EdgekdError(f"{where}: x_{split} has {n_x} images but y_{split} has {n_y} labels; "
+                              "give exactly one label per image")
+        if n_x == 0:
+            raise EdgekdError(f"{where}: the {split} split is empty; give at least one image")
+    if xs["x_train"].shape[1:] != xs["x_test"].shape[1:]:
+        raise EdgekdError(f"{where}: train images are {_shape_text(xs['x_train'].shape[1:])} but "
+                          f"test images are {_shape_text(xs['x_test'].shape[1:])}; "
+                          "use one image size and channel count for both splits")
+    top = int(max(ys["y_train"].max(), ys["y_test"].max()))
+    names = [str(i) for i in range(top + 1)] if classes is None else [str(c) for c in classes]
+    if not names:
+        raise EdgekdError(f"{where}: the class list is empty; give one name per class")
+    for key, labels in ys.items():
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= len(names):
+            raise EdgekdError(f"{where}: {key} has labels {low}..{high} outside 0..{len(names) - 1} "
+                              f"({len(names)} classes); labels must index the class list")
+    return ImageDataset(name=name, x_train=xs["x_train"], y_train=ys["y_train"],
+                        x_test=xs["x_test"], y_test=ys["y_test"], classes=names,
+                        normalization=Normalization.from_images(xs["x_train"]), source=source)
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "x".join(str(int(v)) for v in shape)
+
+
+def as_uint8_nchw(x: Any, what: str) -> np.ndarray:
+    """Convert images to uint8 ``(N, C, H, W)``.
+
+    Layouts: ``(N, H, W)`` (grayscale), ``(N, H, W, C)`` or ``(N, C, H, W)`` with C <= 4
+    (the channel axis is the one of size <= 4; ``(N, C, H, W)`` wins a tie). Values: uint8 or
+    integers in 0..255 as they are; floats in 0..1 are scaled by 255, floats in 0..255 are
+    rounded. Negative or larger values mean the images are already normalised: an error.
+    """
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4:
+        channels_first = x.shape[1] <= MAX_CHANNELS
+        channels_last = x.shape[3] <= MAX_CHANNELS
+        if channels_last and not channels_first:
+            x = x.transpose(0, 3, 1, 2)
+        elif not channels_first:
+            raise EdgekdError(f"{what} has shape {x.shape}: cannot tell the channel axis; "
+                              f"store images as (N, H, W), (N, H, W, C) or (N, C, H, W) with C <= {MAX_CHANNELS}")
+    else:
+        raise EdgekdError(f"{what} has shape {x.shape}: expected images (N, H, W), (N, H, W, C) "
+                          "or (N, C, H, W)")
+    if x.dtype == np.uint8:
+        return np.ascontiguousarray(x)
+    if x.dtype == np.bool_ or not np.issubdtype(x.dtype, np.number):
+        raise EdgekdError(f"{what} has dtype {x.dtype}: store pixel values as uint8 (0..255) "
+                          "or floats (0..1)")
+    if x.size == 0:
+        return np.ascontiguousarray(x.astype(np.uint8))
+    low, high = float(x.min()), float(x.max())
+    if low < 0 or high > 255 or not np.isfinite(high):
+        raise EdgekdError(f"{what} has values {low:g}..{high:g}: store raw pixels (uint8 0..255 or "
+                          "floats 0..1), not normalised images; edgekd computes the normalisation")
+    if np.issubdtype(x.dtype, np.floating) and high <= 1.0:
+        x = x * 255.0
+    return np.ascontiguousarray(np.clip(np.rint(x), 0, 255).astype(np.uint8))
+
+
+def _as_labels(y: Any, what: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise EdgekdError(f"{what} has shape {y.shape}: labels must be one class index per image "
+                          "(shape (N,)), not one-hot vectors")
+    if y.size and np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
+        y = y.astype(np.int64)
+    if y.size and not np.issubdtype(y.dtype, np.integer):
+        raise EdgekdError(f"{what} has dtype {y.dtype}: labels must be integer class indices")
+    return np.ascontiguousarray(y.astype(np.int64))
+
+
+# --------------------------------------------------------------------------- image folders
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _size_hw(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    if isinstance(image_size, int):
+        size = (image_size, image_size)
+    else:
+        size = tuple(int(v) for v in image_size)
+    if len(size) != 2 or min(size) <= 0:
+        raise EdgekdError(f"image size {image_size!r} is invalid: give one positive int or H,W")
+    return size  # type: ignore[return-value]
+
+
+def read_images(paths: Sequence[Path], *, size_hw: tuple[int, int] | None = None,
+                channels: int | None = None) -> np.ndarray:
+    """Read image files with Pillow into uint8 ``(N, C, H, W)``.
+
+    All images are resized (bilinear) to ``size_hw`` (default: the first image's size).
+    ``channels`` forces 1 (grayscale) or 3 (RGB); by default the set is grayscale when every
+    image is, otherwise RGB (grayscale images are then repeated over the three channels).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if channels not in (None, 1, 3):
+        raise EdgekdError(f"cannot read images as {channels} channels: use 1 (grayscale) or 3 (RGB)")
+    arrays: list[np.ndarray] = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                gray = image.mode in _GRAY_MODES if channels is None else channels == 1
+                image = image.convert("L" if gray else "RGB")
+                if size_hw is None:
+                    size_hw = (image.height, image.width)
+                if (image.height, image.width) != size_hw:
+                    image = image.resize((size_hw[1], size_hw[0]), Image.Resampling.BILINEAR)
+                array = np.asarray(image, dtype=np.uint8)
+        except (OSError, UnidentifiedImageError, ValueError) as error:
+            raise EdgekdError(f"image '{path}' cannot be read ({error}); remove or replace it") from None
+        arrays.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
+    if any(a.shape[0] == 3 for a in arrays):
+        arrays = [np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a for a in arrays]
+    return np.stack(arrays) if arrays else np.zeros((0, channels or 1, 0, 0), dtype=np.uint8)
+
+
+def _load_image_folder(root: Path, *, image_size: int | Sequence[int] | None) -> ImageDataset:
+    train_dir = root / "train"
+    test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
+    if not train_dir.is_dir() or test_dir is None:
+        raise EdgekdError(f"data '{root}': an image folder needs {root}/train/<class>/ and "
+                          f"{root}/test/<class>/ (or val/); create them with one subfolder per class")
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise EdgekdError(f"data '{root}': {train_dir} has no class subfolders; put the images "
+                          f"of each class in {train_dir}/<class>/")
+    unknown = sorted(p.name for p in test_dir.iterdir()
+                     if p.is_dir() and not p.name.startswith(".") and p.name not in classes)
+    if unknown:
+        raise EdgekdError(f"data '{root}': {test_dir} has classes {unknown} that {train_dir} does "
+                          "not have; use the same class folders in both splits")
+    splits: dict[str, tuple[list[Path], list[int]]] = {}
+    for split, folder in (("train", train_dir), ("test", test_dir)):
+        paths: list[Path] = []
+        labels: list[int] = []
+        for index, name in enumerate(classes):
+            found = _list_images(folder / name) if (folder / name).is_dir() else []
+            if split == "train" and not found:
+                raise EdgekdError(f"data '{root}': class folder {folder / name} has no images "
+                                  f"({', '.join(IMAGE_SUFFIXES)}); add images or remove the folder")
+            paths += found
+            labels += [index] * len(found)
+        if not paths:
+            raise EdgekdError(f"data '{root}': {folder} has no images; put images in {folder}/<class>/")
+        splits[split] = (paths, labels)
+    size_hw = _size_hw(image_size)
+    if size_hw is None:
+        size_hw = read_images(splits["train"][0][:1]).shape[2:]  # the first image's size
+    x_train = read_images(splits["train"][0], size_hw=size_hw)
+    x_test = read_images(splits["test"][0], size_hw=size_hw, channels=x_train.shape[1])
+    if x_train.shape[1] != x_test.shape[1]:  # RGB test images with a grayscale train split
+        raise EdgekdError(f"data '{root}': train images are grayscale but some test images are "
+                          "colour; use one colour mode for both splits")
+    return make_dataset(name=root.name, source=str(root), classes=classes, where=f"data '{root}'",
+                        x_train=x_train, y_train=np.array(splits["train"][1], dtype=np.int64),
+                        x_test=x_test, y_test=np.array(splits["test"][1], dtype=np.int64))
+
+
+# --------------------------------------------------------------------------- torchvision
+def _load_torchvision(spec: str) -> ImageDataset:
+    parts = spec[len(TORCHVISION_PREFIX):].split(":", 1)
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        raise EdgekdError(f"data '{spec}': expected 'torchvision:NAME:ROOT', "
+                          "e.g. 'torchvision:MNIST:~/data'")
+    name, root = parts[0], str(Path(parts[1]).expanduser())
+    import torchvision.datasets as tvd
+
+    factory = getattr(tvd, name, None)
+    if not isinstance(factory, type):
+        known = ", ".join(n for n in ("MNIST", "FashionMNIST", "KMNIST", "CIFAR10", "CIFAR100", "SVHN"))
+        raise EdgekdError(f"data '{spec}': torchvision has no data set '{name}'; use one of {known} "
+                          "(names are case-sensitive)")
+    splits = {}
+    for train in (True, False):
+        kwargs: dict[str, Any] = ({"split": "train" if train else "test"} if name == "SVHN"
+                                  else {"train": train})
+        try:
+            splits[train] = factory(root, download=False, **kwargs)
+        except (RuntimeError, FileNotFoundError, OSError) as error:
+            raise EdgekdError(
+                f"data '{spec}': torchvision {name} is not in '{root}' ({str(error).splitlines()[0]}); "
+                "edgekd never downloads at run time: download it once with python -c \"import "
+                f"torchvision; torchvision.datasets.{name}('{root}', download=True)\" (and train=False "
+                "for the test split), then rerun") from None
+        except TypeError as error:
+            raise EdgekdError(f"data '{spec}': torchvision {name} is not a simple train/test data "
+                              f"set ({error}); export it to a .npz or an image folder instead") from None
+    arrays = {train: _torchvision_arrays(ds, f"data '{spec}'") for train, ds in splits.items()}
+    classes = getattr(splits[True], "classes", None)
+    return make_dataset(name=name, source=spec, classes=classes, where=f"data '{spec}'",
+                        x_train=arrays[True][0], y_train=arrays[True][1],
+                        x_test=arrays[False][0], y_test=arrays[False][1])
+
+
+def _torchvision_arrays(ds: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of a torchvision set: its in-memory ``data`` / ``targets`` (or
+    ``labels``) when it has them, else each item's PIL image read one by one."""
+    data = getattr(ds, "data", None)
+    labels = getattr(ds, "targets", getattr(ds, "labels", None))
+    if data is not None and labels is not None:
+        to_numpy = (lambda v: v.numpy() if hasattr(v, "numpy") else np.asarray(v))
+        return as_uint8_nchw(to_numpy(data), f"{where}: images"), np.asarray(to_numpy(labels))
+    images, targets = [], []
+    for image, target in ds:
+        images.append(np.asarray(image))
+        targets.append(int(target))
+    return as_uint8_nchw(np.stack(images), f"{where}: images"), np.asarray(targets)
+
+
+# --------------------------------------------------------------------------- splits, tensors
+def split_train_val(n_train: int, val_fraction: float = 0.1, seed: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(n_train)`` into sorted train and validation indices (a seeded random
+    permutation; ``round(n_train * val_fraction)`` validation images, at least one when the
+    fraction is positive)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise EdgekdError(f"validation fraction {val_fraction} is outside [0, 1): use e.g. 0.1")
+    n_val = int(round(n_train * val_fraction))
+    if val_fraction > 0:
+        n_val = max(n_val, 1)
+    if n_val >= n_train:
+        raise EdgekdError(f"cannot hold out {n_val} validation images from {n_train}: "
+                          "use more training data or a smaller validation fraction")
+    order = np.random.default_rng(seed).permutation(n_train)
+    return np.sort(order[n_val:]).astype(np.int64), np.sort(order[:n_val]).astype(np.int64)
+
+
+def to_tensor(x_uint8: np.ndarray, norm: Normalization) -> "torch.Tensor":
+    """uint8 ``(N, C, H, W)`` -> float32 tensor ``(x/255 - mean[c]) / std[c]``."""
+    import torch
+
+    if x_uint8.ndim != 4 or x_uint8.shape[1] != norm.channels:
+        raise EdgekdError(f"images of shape {tuple(x_uint8.shape)} do not match a {norm.channels}-channel "
+                          "normalization: expected (N, C, H, W) with C = the data's channels")
+    x = torch.from_numpy(np.ascontiguousarray(x_uint8)).to(torch.float32).div_(255.0)
+    mean = torch.tensor(norm.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return x.sub_(mean).div_(std)
+
+
+# --------------------------------------------------------------------------- transfer sets
+def load_transfer_set(path: str | Path, *, input_shape: Sequence[int] | None = None) -> np.ndarray:
+    """Unlabeled transfer images as uint8 ``(N, C, H, W)`` (Ba & Caruana 2014).
+
+    ``path`` is an ``.npz`` with key ``x`` (or ``x_train``), or a folder searched recursively
+    for images (class subfolders and labels are ignored). With ``input_shape`` ``(C, H, W)``
+    folder images are read at that size and channel count, and an npz must match it.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise EdgekdError(f"transfer set '{path}': no such file or directory; pass a .npz with "
+                          "array 'x' or a folder of images")
+    if path.is_dir():
+        files = _list_images(path)
+        if not files:
+            raise EdgekdError(f"transfer set '{path}': the folder has no images "
+                              f"({', '.join(IMAGE_SUFFIXES)}); add images or pass a .npz")
+        shape = tuple(input_shape) if input_shape is not None else None
+        x = read_images(files, size_hw=tuple(shape[1:]) if shape else None,  # type: ignore[arg-type]
+                        channels=shape[0] if shape else None)
+    else:
+        with _open_npz(path) as archive:
+            key = next((k for k in ("x", "x_train") if k in archive.files), None)
+            if key is None:
+                raise EdgekdError(f"transfer set '{path}': the .npz has no array 'x' or 'x_train' "
+                                  f"(it has {', '.join(archive.files) or 'none'}); save the images as 'x'")
+            x = as_uint8_nchw(_npz_array(archive, key, path), f"transfer set '{path}': {key}")
+    if len(x) == 0:
+        raise EdgekdError(f"transfer set '{path}' is empty: give at least one image")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        raise EdgekdError(f"transfer set '{path}' has images {_shape_text(x.shape[1:])} but the data "
+                          f"is {_shape_text(input_shape)}; give transfer images of the data's size "
+                          "and channel count")
+    return x
+
+
+# --------------------------------------------------------------------------- teacher logits
+def teacher_logits(teacher: "torch.nn.Module", x_uint8: np.ndarray, norm: Normalization, *,
+                   cache_dir: Path | None, teacher_fp: str, batch_size: int = 512) -> np.ndarray:
+    """The teacher's logits on uint8 images, float32 ``(N, classes)``, cached on disk.
+
+    The cache file is ``{cache_dir}/{teacher_fp[:16]}-{data_fp[:16]}.npy`` where ``data_fp``
+    hashes the images and the normalisation; it is written atomically and reused when present
+    (a file of the wrong shape or a corrupt one is recomputed). ``cache_dir=None`` disables
+    the cache. The teacher runs in eval mode under ``torch.inference_mode`` on its own device.
+    """
+    cache_file = None
+    if cache_dir is not None:
+        data_fp = array_fingerprint(x_uint8, norm.to_dict())
+        cache_file = Path(cache_dir) / f"{teacher_fp[:16]}-{data_fp[:16]}.npy"
+        cached = _read_cached_logits(cache_file, len(x_uint8))
+        if cached is not None:
+            return cached
+    logits = _compute_logits(teacher, x_uint8, norm, batch_size)
+    if cache_file is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, logits, allow_pickle=False)
+        atomic_write_bytes(cache_file, buffer.getvalue())
+    return logits
+
+
+def _read_cached_logits(path: Path, n: int) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    try:
+        logits = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if logits.ndim != 2 or len(logits) != n or logits.dtype != np.float32:
+        return None
+    return logits
+
+
+def _compute_logits(teacher: "torch.nn.Module", x_uint8: np.ndarray, norm: Normalization,
+                    batch_size: int) -> np.ndarray:
+    import torch
+
+    param = next(iter(teacher.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = teacher.training
+    teacher.eval()
+    outputs = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(x_uint8), batch_size):
+                batch = to_tensor(x_uint8[start:start + batch_size], norm).to(device)
+                outputs.append(teacher(batch).float().cpu().numpy())
+    finally:
+        teacher.train(was_training)
+    return np.ascontiguousarray(np.concatenate(outputs).astype(np.float32))
