@@ -8,6 +8,7 @@ is shown too. Heavy libraries are imported inside the commands, so ``edgekd --he
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 import traceback
 from typing import Any, Callable
 
@@ -173,18 +174,109 @@ def measure() -> None:
 
 # --------------------------------------------------------------------------- report
 @cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--measurements", "-m", "measurements", multiple=True,
+              type=click.Path(path_type=Path),
+              help="Measurement JSON from 'python -m deploy bench' on the device (repeatable).")
 @verbose_option
-def report() -> None:
-    """Rebuild a run's report, merging measurements brought back from a device."""
-    not_built("report")
+def report(run_dir: Path, measurements: tuple[Path, ...]) -> None:
+    """Rebuild a run's report (summary.json, report.md, report.html, plots) from its files,
+    merging latencies measured on the target device.
+
+    \b
+    Example:
+        edgekd report runs/default
+        edgekd report runs/orin --measurements orin-bench/*.json
+    """
+    from edgekd.report import headline, write_report
+
+    summary = write_report(run_dir, measurements)
+    click.echo(headline(summary))
+    click.echo(f"report: {run_dir / 'report' / 'report.html'} (and report.md, summary.json)")
 
 
 # --------------------------------------------------------------------------- compress
 @cli.command()
+@click.option("--profile", "-p", default=None, help="Device profile name or .toml path [host-cpu].")
+@click.option("--teacher", "-t", default=None,
+              help="Teacher: 'builtin' (default), a state_dict/TorchScript/torch.export file.")
+@click.option("--arch", default=None, help="Architecture of a state_dict teacher (e.g. resnet18).")
+@click.option("--trust-code", is_flag=True, help="Allow teacher formats that run code.")
+@click.option("--data", "-d", default=None, help="Data: mnist-subset (default), .npz, folder, torchvision:NAME:ROOT.")
+@click.option("--max-macs", default=None, help="MACs budget per image, e.g. 1.5M [profile's].")
+@click.option("--latency-ms", type=float, default=None, help="Latency budget in ms [profile's].")
+@click.option("--batch", type=int, default=None, help="Batch of the latency budget [profile's].")
+@click.option("--candidates", "-n", type=int, default=6, show_default=True,
+              help="Students shortlisted for successive halving.")
+@click.option("--epochs", "-e", type=int, default=4, show_default=True,
+              help="Epochs of the final training (the last rung).")
+@click.option("--min-epochs", type=int, default=1, show_default=True,
+              help="Epochs of the first rung (fitnet: at least --hint-epochs + 1).")
+@click.option("--hint-epochs", type=int, default=1, show_default=True,
+              help="FitNets stage-1 (hint) epochs of every fitnet trial.")
+@click.option("--eta", type=int, default=3, show_default=True, help="Keep the best 1/eta per rung.")
+@click.option("--rungs", type=int, default=None, help="Number of rungs [until the finalists].")
+@click.option("--finalists", type=int, default=1, show_default=True, help="Students of the last rung.")
+@click.option("--method", type=click.Choice(["fitnet", "kd", "scratch", "mimic"]), default="fitnet",
+              show_default=True, help="Training method of the search.")
+@click.option("--baselines", is_flag=True, help="Also train the winner with scratch/kd/fitnet (ablation).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--ray-address", default=None, help="Join this Ray cluster (else start a local one).")
+@click.option("--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance [all].")
+@click.option("--gpus-per-trial", type=float, default=0.0, show_default=True,
+              help="GPUs each Ray trial asks for.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
+              help="Run folder [runs/default with no inputs given, else runs/PROFILE-DATA-TEACHER].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (after a crash or kill).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-train-samples", type=int, default=None, help="Train on at most this many images.")
+@click.option("--batch-size", type=int, default=None, help="Training batch size [trainer's].")
+@click.option("--measure-iters", type=int, default=50, show_default=True,
+              help="Timed iterations per latency measurement.")
+@click.option("--no-bundle", is_flag=True, help="Skip the device bundle.")
+@click.option("--no-progress", is_flag=True, help="No live view (plain log lines instead).")
 @verbose_option
-def compress() -> None:
-    """Search, train, export, measure and report in one command."""
-    not_built("compress")
+def compress(profile: str | None, teacher: str | None, arch: str | None, trust_code: bool,
+             data: str | None, max_macs: str | None, latency_ms: float | None, batch: int | None,
+             candidates: int, epochs: int, min_epochs: int, hint_epochs: int, eta: int,
+             rungs: int | None,
+             finalists: int, method: str, baselines: bool, executor: str,
+             ray_address: str | None, ray_cpus: int | None, gpus_per_trial: float,
+             out: Path | None, resume: bool, seed: int, max_train_samples: int | None,
+             batch_size: int | None, measure_iters: int, no_bundle: bool,
+             no_progress: bool) -> None:
+    """Search, train (successive halving), export, measure and report in one command.
+
+    With no options it runs the embedded default: the shipped MNIST subset, the built-in
+    teacher and the host-cpu profile, into runs/default. Rerun with --resume after a crash.
+
+    \b
+    Example:
+        edgekd compress
+        edgekd compress --resume
+        edgekd compress --profile jetson-orin-nano-8gb --teacher teacher.pt --arch resnet18 \\
+            --data data.npz --latency-ms 0.5 --baselines --out runs/orin
+        edgekd compress --executor ray --ray-address auto --candidates 27 --epochs 9
+    """
+    from edgekd.pipeline import CompressConfig, compress as run_compress
+    from edgekd.units import parse_count
+
+    config = CompressConfig(
+        profile=profile, teacher=teacher, arch=arch, trust_code=trust_code, data=data,
+        max_macs=parse_count(max_macs) if max_macs is not None else None,
+        latency_ms=latency_ms, batch=batch, candidates=candidates, epochs=epochs,
+        min_epochs=min_epochs, hint_epochs=hint_epochs, eta=eta, rungs=rungs, finalists=finalists, method=method,
+        baselines=baselines, executor=executor, ray_address=ray_address, ray_cpus=ray_cpus,
+        gpus_per_trial=gpus_per_trial, out=out, resume=resume, seed=seed,
+        max_train_samples=max_train_samples, batch_size=batch_size, measure_iters=measure_iters,
+        bundle=not no_bundle, progress=not no_progress, command=["edgekd", *sys.argv[1:]])
+    result = run_compress(config)
+    click.echo(result.headline)
+    click.echo(f"report: {result.report_html} (and {result.report_md.name}, summary.json)")
+    if result.bundle is not None:
+        click.echo(f"bundle: {result.bundle}")
+    click.echo(f"run folder: {result.run_dir} ({'resumed' if result.resumed else 'new'}, "
+               f"{result.seconds:.0f} s)")
 
 
 def main(argv: list[str] | None = None) -> None:

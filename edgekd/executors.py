@@ -1,0 +1,171 @@
+"""Executors run the trials the scheduler (:class:`edgekd.halving.SuccessiveHalving`) hands
+them; the scheduler and the run folder are the same for both.
+
+* :class:`LocalExecutor` trains in this process, one trial after the other, straight into
+  ``trials/ID/`` (the trainer checkpoints every epoch there, so a kill loses one epoch).
+* :class:`RayExecutor` runs every trial as a Ray task with a CPU/GPU request and
+  ``max_retries``. Workers need no shared filesystem: the driver sends the trial's files
+  (checkpoint to continue from, metrics so far) with the task, the worker trains in a
+  temporary folder and returns every file as bytes with the result, and the DRIVER writes
+  them into the run folder atomically. ``address`` joins an existing cluster (every node needs
+  edgekd installed); without it a local Ray instance starts with ``num_cpus``.
+
+A trial is ``train_student(spec, teachers, dataset, TrainConfig(**config), out_dir)`` from
+:mod:`edgekd.distill`; what it returns to the scheduler is its result.json plus
+``job_seconds`` (wall time of this job, for the ETA).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from edgekd.errors import EdgekdError
+from edgekd.fileio import atomic_write_json, read_json
+from edgekd.halving import TrialJob
+from edgekd.rundir import RunDir
+
+#: Files of a trial folder that travel between driver and worker.
+TRIAL_FILES = ("spec.json", "metrics.jsonl", "checkpoint.pt", "result.json")
+#: result.json fields that name a worker's paths or its clock; not part of the rung record.
+_LOCAL_FIELDS = ("checkpoint", "seconds")
+
+
+@dataclass
+class TrialContext:
+    """What every trial of a run shares: the teachers, the data and their fingerprints."""
+
+    teachers: list[Any]
+    dataset: Any
+    teacher_fps: list[str] = field(default_factory=list)
+
+
+def trial_payload(spec: dict, config: dict) -> dict[str, Any]:
+    """The job payload: the student spec (dict) and the TrainConfig fields (dict)."""
+    return {"spec": spec, "config": config}
+
+
+def train_trial(payload: dict[str, Any], context: TrialContext, out_dir: Path, *,
+                progress: bool = False) -> dict[str, Any]:
+    """Train one trial into ``out_dir`` (continuing from its checkpoint if there is one)."""
+    from edgekd.distill import TrainConfig, train_student
+    from edgekd.space import StudentSpec
+
+    started = time.monotonic()
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / "spec.json", payload["spec"])
+    train_student(StudentSpec.from_dict(payload["spec"]), list(context.teachers), context.dataset,
+                  TrainConfig(**payload["config"]), out_dir, teacher_fps=context.teacher_fps,
+                  progress=progress)
+    result = {k: v for k, v in read_json(out_dir / "result.json").items() if k not in _LOCAL_FIELDS}
+    result["job_seconds"] = round(time.monotonic() - started, 3)
+    return result
+
+
+class LocalExecutor:
+    """Trains every job in this process, in order."""
+
+    name = "local"
+
+    def __init__(self, run: RunDir, context: TrialContext) -> None:
+        self.folder, self.context = run, context
+
+    def run(self, jobs: list[TrialJob], on_done: Callable[[TrialJob, dict], None]) -> None:
+        for job in jobs:
+            on_done(job, train_trial(job.payload, self.context, self.folder.trial(job.trial_id)))
+
+    def close(self) -> None:
+        pass
+
+
+def _ray_trial(payload: dict[str, Any], context: TrialContext, files: dict[str, bytes],
+               threads: int) -> dict[str, Any]:
+    """The Ray task: train in a temporary folder and send every file back as bytes."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    with tempfile.TemporaryDirectory(prefix="edgekd-trial-") as tmp:
+        folder = Path(tmp)
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        result = train_trial(payload, context, folder)
+        back = {name: (folder / name).read_bytes() for name in TRIAL_FILES if (folder / name).exists()}
+    return {"result": result, "files": back}
+
+
+class RayExecutor:
+    """Runs jobs as Ray tasks (``num_cpus``/``num_gpus`` per trial, ``max_retries``)."""
+
+    name = "ray"
+
+    def __init__(self, run: RunDir, context: TrialContext, *, address: str | None = None,
+                 num_cpus: int | None = None, cpus_per_trial: float = 1, gpus_per_trial: float = 0,
+                 max_retries: int = 2) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise EdgekdError("--executor ray needs Ray: pip install 'edgekd[ray]' "
+                              "(or use --executor local)") from None
+        self.ray, self.folder, self.context = ray, run, context
+        self.cpus_per_trial, self.gpus_per_trial = cpus_per_trial, gpus_per_trial
+        self.max_retries = max_retries
+        self._started_here = False
+        if not ray.is_initialized():
+            try:
+                if address:
+                    ray.init(address=address, log_to_driver=False)
+                else:
+                    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as error:
+                where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+                raise EdgekdError(f"could not start or join {where} ({error}): check "
+                                  "--ray-address, or use --executor local") from None
+            self._started_here = True
+        self._context_ref = ray.put(context)
+
+    def run(self, jobs: list[TrialJob], on_done: Callable[[TrialJob, dict], None]) -> None:
+        ray = self.ray
+        task = ray.remote(_ray_trial).options(num_cpus=self.cpus_per_trial,
+                                              num_gpus=self.gpus_per_trial,
+                                              max_retries=self.max_retries)
+        pending: dict[Any, TrialJob] = {}
+        for job in jobs:
+            folder = self.folder.trial(job.trial_id)
+            files = {n: (folder / n).read_bytes() for n in TRIAL_FILES if (folder / n).exists()}
+            files.pop("result.json", None)  # the worker writes a fresh one
+            ref = task.remote(job.payload, self._context_ref, files, int(max(1, self.cpus_per_trial)))
+            pending[ref] = job
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(ready[0])
+                try:
+                    out = ray.get(ready[0])
+                except ray.exceptions.RayTaskError as error:
+                    cause = getattr(error, "cause", None)
+                    if isinstance(cause, EdgekdError):
+                        raise cause from None
+                    raise
+                self.folder.write_trial_files(job.trial_id, out["files"])
+                on_done(job, out["result"])
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        if self._started_here:
+            self.ray.shutdown()
+
+
+def make_executor(kind: str, run: RunDir, context: TrialContext, *, address: str | None = None,
+                  num_cpus: int | None = None, gpus_per_trial: float = 0) -> Any:
+    """``local`` or ``ray`` (see the classes); anything else is a one-line error."""
+    if kind == "local":
+        return LocalExecutor(run, context)
+    if kind == "ray":
+        return RayExecutor(run, context, address=address, num_cpus=num_cpus,
+                           gpus_per_trial=gpus_per_trial)
+    raise EdgekdError(f"unknown executor {kind!r}: use local or ray")

@@ -1,0 +1,345 @@
+"""``edgekd compress``: the whole pipeline in one call, resumable from its run folder.
+
+    profile + teacher + data
+      -> search (every student within the budget; shortlist the first ``candidates``)
+      -> successive halving (edgekd.halving; local or Ray executor, edgekd.executors)
+      -> final training of the finalists (the last rung) [+ baselines: scratch / kd / fitnet]
+      -> export every trained student and the teacher to ONNX, parity-checked
+      -> latency: measured on this host (deploy kit); on the target profile measured later
+         (``edgekd report --measurements``) or predicted/calibrated by the cost model
+      -> report (edgekd.report) -> bundle of the winner for the device (edgekd.export)
+
+Every stage writes its files into the run folder (edgekd.rundir) and skips work whose files
+are already there, so ``--resume`` after a kill continues where the run stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import EdgekdError
+from edgekd.fileio import atomic_write_json, read_json, sha256_file, write_jsonl
+from edgekd.halving import HalvingConfig, Rung, SuccessiveHalving, TrialJob, epochs_spent
+from edgekd.rundir import RunDir, default_out, identity, open_run
+
+METHODS = ("fitnet", "kd", "scratch", "mimic")
+#: The ablation block: the winner's architecture trained with each of these methods.
+ABLATION_METHODS = ("scratch", "kd", "fitnet")
+BASELINE_RUNG = -1  # rung index under which baseline trials are recorded in halving.jsonl
+
+
+@dataclass
+class CompressConfig:
+    """Everything ``edgekd compress`` takes. ``None`` means: the profile's or the default."""
+
+    profile: str | None = None
+    teacher: str | None = None
+    arch: str | None = None
+    trust_code: bool = False
+    data: str | None = None
+    max_macs: int | None = None
+    latency_ms: float | None = None
+    batch: int | None = None
+    candidates: int = 6
+    epochs: int = 4
+    min_epochs: int = 1
+    hint_epochs: int = 1
+    eta: int = 3
+    finalists: int = 1
+    rungs: int | None = None
+    method: str = "fitnet"
+    baselines: bool = False
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_cpus: int | None = None
+    gpus_per_trial: float = 0.0
+    out: Path | None = None
+    resume: bool = False
+    seed: int = 0
+    max_train_samples: int | None = None
+    batch_size: int | None = None
+    measure_warmup: int = 10
+    measure_iters: int = 50
+    bundle: bool = True
+    progress: bool = True
+    command: list[str] | None = None
+
+    def identity_config(self) -> dict[str, Any]:
+        """The settings that change the results (not: executor, output, measuring, progress)."""
+        keys = ("candidates", "epochs", "min_epochs", "hint_epochs", "eta", "finalists", "rungs",
+                "method", "max_train_samples", "batch_size", "arch")
+        return {key: getattr(self, key) for key in keys}
+
+    def halving(self) -> HalvingConfig:
+        """The schedule; with fitnet every rung must reach past the hint stage, so the first
+        rung trains at least ``hint_epochs + 1`` epochs (one of them with KD)."""
+        low = self.min_epochs
+        if self.method == "fitnet":
+            if self.epochs <= self.hint_epochs:
+                raise EdgekdError(f"--epochs {self.epochs} leaves no KD epoch after "
+                                  f"{self.hint_epochs} hint epoch(s): use --epochs "
+                                  f"{self.hint_epochs + 1} or more")
+            low = max(low, self.hint_epochs + 1)
+        return HalvingConfig(eta=self.eta, min_epochs=min(low, self.epochs),
+                             max_epochs=self.epochs, finalists=self.finalists, rungs=self.rungs)
+
+
+@dataclass
+class Summary:
+    """What ``compress`` returns: where things are, the summary dict and the headline."""
+
+    run_dir: Path
+    report_md: Path
+    report_html: Path
+    summary: dict
+    headline: str
+    bundle: Path | None
+    resumed: bool
+    seconds: float
+    trained: list[tuple[int, str]] = field(default_factory=list)
+
+
+# ============================================================================ inputs
+@dataclass
+class Inputs:
+    profile: Any
+    dataset: Any
+    teacher: Any
+    teacher_fp: str
+
+
+def load_inputs(config: CompressConfig) -> Inputs:
+    """Profile (with budget overrides), data and teacher, checked against each other."""
+    from edgekd.data import load_dataset
+    from edgekd.profiles import load_profile
+    from edgekd.teachers import check_teacher, load_teacher, model_fingerprint
+
+    if config.method not in METHODS:
+        raise EdgekdError(f"unknown method {config.method!r}: use one of {', '.join(METHODS)}")
+    profile = load_profile(config.profile or "host-cpu").with_budget(
+        latency_ms=config.latency_ms, macs=config.max_macs, batch=config.batch)
+    dataset = load_dataset(config.data)
+    teacher = load_teacher(config.teacher, arch=config.arch, num_classes=dataset.num_classes,
+                           trust_code=config.trust_code, dataset=dataset)
+    check_teacher(teacher, dataset.input_shape, dataset.num_classes)
+    return Inputs(profile, dataset, teacher, model_fingerprint(teacher))
+
+
+def run_identity(config: CompressConfig, inputs: Inputs) -> dict:
+    profile = inputs.profile.to_dict()
+    budget = profile.pop("budget")
+    profile.pop("source", None)
+    return identity(
+        teacher={"name": config.teacher or "builtin", "fingerprint": inputs.teacher_fp},
+        data={"name": inputs.dataset.name, "fingerprint": inputs.dataset.fingerprint()},
+        profile=profile, budget=budget, seed=config.seed, config=config.identity_config())
+
+
+# ============================================================================ search
+def search_stage(config: CompressConfig, inputs: Inputs, run: RunDir) -> tuple[list[dict], dict]:
+    """Enumerate and filter students (edgekd.search); write candidates.jsonl; shortlist."""
+    from edgekd.search import search_candidates
+
+    found = search_candidates(inputs.dataset.input_shape, inputs.dataset.num_classes,
+                              inputs.profile)
+    rows = [_candidate_row(c) for c in found.candidates]
+    write_jsonl(run.candidates, rows)
+    shortlist = [r for r in rows if r["in_budget"]][: config.candidates]
+    return shortlist, {"candidates_enumerated": found.enumerated,
+                       "candidates_in_budget": sum(r["in_budget"] for r in rows)}
+
+
+def _candidate_row(candidate: Any) -> dict:
+    latency = candidate.latency
+    return {"id": candidate.spec.id, "spec": candidate.spec.to_dict(), "depth": candidate.spec.depth,
+            "macs": int(candidate.macs), "params": int(candidate.params),
+            "predicted_latency": {"ms": float(latency.ms), "label": latency.label,
+                                  "batch": int(getattr(latency, "batch", 1))},
+            "in_budget": bool(candidate.in_budget)}
+
+
+# ============================================================================ training
+def train_config(config: CompressConfig, method: str, epochs: int) -> dict[str, Any]:
+    """The TrainConfig fields of one trial (edgekd.distill.TrainConfig defaults elsewhere)."""
+    values: dict[str, Any] = {"method": method, "epochs": epochs, "seed": config.seed,
+                              "max_train_samples": config.max_train_samples,
+                              "hint_epochs": config.hint_epochs}
+    if config.batch_size is not None:
+        values["batch_size"] = config.batch_size
+    return values
+
+
+def halving_stage(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[dict],
+                  executor: Any, on_event: Any) -> Any:
+    from edgekd.executors import trial_payload
+
+    specs = {row["id"]: row["spec"] for row in shortlist}
+
+    def make_job(trial_id: str, rung: Rung) -> TrialJob:
+        return TrialJob(trial_id, rung.index, rung.epochs, trial_payload(
+            specs[trial_id], train_config(config, config.method, rung.epochs)))
+
+    scheduler = SuccessiveHalving(config.halving(), make_job, run, on_event)
+    return scheduler.run([row["id"] for row in shortlist], executor)
+
+
+def baseline_stage(config: CompressConfig, run: RunDir, winner: dict, executor: Any) -> dict[str, str]:
+    """Train the winner's architecture with the other ablation methods; returns method -> trial."""
+    from edgekd.executors import trial_payload
+
+    trials = {config.method: winner["id"]}
+    jobs = []
+    for method in ABLATION_METHODS:
+        if method == config.method:
+            continue
+        trial_id = f"{winner['id']}-{method}"
+        trials[method] = trial_id
+        if run.rung_result(BASELINE_RUNG, trial_id, config.epochs) is None:
+            jobs.append(TrialJob(trial_id, BASELINE_RUNG, config.epochs, trial_payload(
+                winner["spec"], train_config(config, method, config.epochs))))
+    if jobs:
+        executor.run(jobs, lambda job, result: run.record_rung(BASELINE_RUNG, job.trial_id,
+                                                                job.epochs, result))
+    return trials
+
+
+# ============================================================================ export + measure
+def teacher_stage(inputs: Inputs, run: RunDir) -> dict:
+    """teacher.json (MACs, params, test accuracy, predicted target latency) and teacher.onnx."""
+    from edgekd.cost import module_cost, predict_latency
+    from edgekd.teachers import accuracy
+
+    path = run.root / "teacher.json"
+    if path.exists() and read_json(path).get("fingerprint") == inputs.teacher_fp:
+        info = read_json(path)
+    else:
+        data = inputs.dataset
+        cost = module_cost(inputs.teacher, data.input_shape)
+        latency = predict_latency(cost, inputs.profile)
+        info = {"fingerprint": inputs.teacher_fp, "macs": int(cost.macs), "params": int(cost.params),
+                "test_acc": accuracy(inputs.teacher, data.x_test, data.y_test, data.normalization),
+                "predicted_latency": {"ms": float(latency.ms), "label": latency.label,
+                                      "batch": inputs.profile.budget.batch}}
+        atomic_write_json(path, info)
+    _export(inputs.teacher, "teacher", inputs, run, source_sha=inputs.teacher_fp)
+    return info
+
+
+def _export(model: Any, name: str, inputs: Inputs, run: RunDir, *, source_sha: str) -> Path:
+    """export/NAME.onnx with a parity check; skipped when export/NAME.json says the same
+    weights were exported already (so measurements brought back still match its sha256)."""
+    from edgekd.export import export_onnx, parity_inputs
+
+    onnx_path = run.export / f"{name}.onnx"
+    marker = run.export / f"{name}.json"
+    if onnx_path.exists() and marker.exists():
+        done = read_json(marker)
+        if done.get("source_sha256") == source_sha and done.get("onnx_sha256") == sha256_file(onnx_path):
+            return onnx_path
+    export_onnx(model, inputs.dataset.input_shape, onnx_path, batch=inputs.profile.budget.batch,
+                metadata={"edgekd.model": name, "edgekd.classes": list(inputs.dataset.classes)},
+                parity_x=parity_inputs(inputs.dataset))
+    atomic_write_json(marker, {"source_sha256": source_sha, "onnx_sha256": sha256_file(onnx_path)})
+    return onnx_path
+
+
+def export_stage(inputs: Inputs, run: RunDir, trial_ids: list[str]) -> list[Path]:
+    from edgekd.checkpoint import load_student
+
+    paths = []
+    for trial_id in trial_ids:
+        checkpoint = run.trial(trial_id) / "checkpoint.pt"
+        model, _ = load_student(checkpoint)
+        paths.append(_export(model, trial_id, inputs, run, source_sha=sha256_file(checkpoint)))
+    return paths
+
+
+def measure_stage(config: CompressConfig, inputs: Inputs, run: RunDir, names: list[str]) -> None:
+    """measurements/host-NAME.json for each exported model (skipped when already measured)."""
+    from edgekd.measure import measure_onnx
+
+    for name in names:
+        onnx_path = run.export / f"{name}.onnx"
+        out = run.measurements / f"host-{name}.json"
+        if out.exists() and read_json(out).get("sha256") == sha256_file(onnx_path):
+            continue
+        measure_onnx(onnx_path, batch=inputs.profile.budget.batch, backend="ort",
+                     warmup=config.measure_warmup, iters=config.measure_iters, out=out)
+
+
+def bundle_stage(inputs: Inputs, run: RunDir, winner_trial: str) -> Path:
+    from edgekd.export import make_bundle
+
+    return make_bundle(run.export / f"{winner_trial}.onnx", inputs.profile, run.bundle)
+
+
+# ============================================================================ the command
+def compress(config: CompressConfig) -> Summary:
+    """Run (or resume) the whole pipeline and return where the report is."""
+    from edgekd.executors import TrialContext, make_executor
+    from edgekd.progress import SearchProgress
+    from edgekd.report import headline, write_report
+
+    started = time.monotonic()
+    inputs = load_inputs(config)
+    out = Path(config.out) if config.out else default_out(config.profile, config.data, config.teacher)
+    run, resumed = open_run(out, run_identity(config, inputs), resume=config.resume,
+                            command=config.command if config.command is not None else sys.argv)
+    timing: dict[str, float] = {}
+
+    shortlist, counts = search_stage(config, inputs, run)
+    if not shortlist:
+        raise EdgekdError("no candidate meets the budget: relax --max-macs / --latency-ms")
+    mark = time.monotonic()
+    context = TrialContext([inputs.teacher], inputs.dataset, [inputs.teacher_fp])
+    executor = make_executor(config.executor, run, context, address=config.ray_address,
+                             num_cpus=config.ray_cpus, gpus_per_trial=config.gpus_per_trial)
+    try:
+        with SearchProgress(enabled=config.progress) as progress:
+            outcome = halving_stage(config, inputs, run, shortlist, executor, progress.update)
+        by_id = {row["id"]: row for row in shortlist}
+        winner = by_id[outcome.finalists[0]]
+        baselines = baseline_stage(config, run, winner, executor) if config.baselines else None
+    finally:
+        executor.close()
+    timing["training_s"] = round(time.monotonic() - mark, 2)
+
+    trials = [{"trial": tid, "candidate": tid, "method": config.method,
+               "rung": max(i for i, alive in enumerate(outcome.survivors) if tid in alive)}
+              for tid in (row["id"] for row in shortlist) if tid in outcome.results]
+    for method, trial_id in (baselines or {}).items():
+        if trial_id != winner["id"]:
+            trials.append({"trial": trial_id, "candidate": winner["id"], "method": method,
+                           "role": "baseline"})
+    mark = time.monotonic()
+    teacher_stage(inputs, run)
+    export_stage(inputs, run, [t["trial"] for t in trials])
+    timing["export_s"] = round(time.monotonic() - mark, 2)
+    mark = time.monotonic()
+    measure_stage(config, inputs, run, ["teacher"] + [t["trial"] for t in trials])
+    timing["measure_s"] = round(time.monotonic() - mark, 2)
+    rungs = outcome.rungs
+    atomic_write_json(run.root / "search.json", {
+        **counts,
+        "shortlist": [row["id"] for row in shortlist],
+        "rungs": [dataclasses.asdict(r) for r in rungs],
+        "survivors": outcome.survivors,
+        "finalists": outcome.finalists,
+        "winner": winner["id"],
+        "epochs_spent": epochs_spent(rungs),
+        "epochs_full": len(shortlist) * config.epochs,
+        "baselines": baselines,
+        "trials": trials,
+        "target_is_host": inputs.profile.name == "host-cpu",
+        "timing": timing,
+    })
+    summary = write_report(run.root)
+    bundle = bundle_stage(inputs, run, winner["id"]) if config.bundle else None
+    return Summary(run.root, run.report / "report.md", run.report / "report.html", summary,
+                   headline(summary), bundle, resumed, time.monotonic() - started,
+                   outcome.trained)

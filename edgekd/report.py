@@ -1,0 +1,525 @@
+"""The trade-off report of a run: summary.json, report.md, report.html and the plots.
+
+Everything is rebuilt from the run folder's files (see :mod:`edgekd.rundir`), so
+``edgekd report RUN --measurements FILE...`` can merge latencies measured on the device
+later:
+
+* ``search.json``      the halving outcome the pipeline wrote (rungs, finalists, winner, baselines)
+* ``teacher.json``     the teacher's MACs, params, test accuracy, predicted target latency
+* ``candidates.jsonl`` each student's spec, MACs, params and predicted target latency
+* ``trials/ID/``       result.json (accuracy, epochs) and metrics.jsonl (training curves)
+* ``export/ID.onnx``   the exported models (size; sha256 to match measurements)
+* ``measurements/``    ``host-*.json`` measured on this host; ``target-*.json`` brought back
+  from the device (Measurement JSON from ``python -m deploy bench``)
+
+Every latency carries a label: ``measured`` (from a Measurement file), ``calibrated`` or
+``predicted`` (from the cost model, :mod:`edgekd.cost`). Speed-up over the teacher divides
+the teacher's latency by the student's, both taken the same way (same device and label kind).
+
+The table follows Ultralytics' benchmark table: one row per trained student with id, depth,
+MACs, params, size MB, accuracy, latency ms + label, FPS (= 1000 * batch / latency_ms) and
+speed-up, plus the method. The Pareto front keeps the students that no other student beats
+on both accuracy (higher) and latency (lower).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import shutil
+from pathlib import Path
+from typing import Any, Iterable
+
+from edgekd.errors import EdgekdError
+from edgekd.fileio import (atomic_write_bytes, atomic_write_json, atomic_write_text, read_json,
+                           read_jsonl, sha256_file)
+from edgekd.rundir import RunDir
+
+SUMMARY_FORMAT = "edgekd.summary/1"
+#: Keys whose values depend on the clock or the machine's load; :func:`deterministic_view`
+#: drops them so two runs with the same seed on CPU compare equal.
+VOLATILE_KEYS = frozenset({"latency", "fps", "speedup", "timing", "seconds", "job_seconds",
+                           "created", "measurement_files"})
+PLOTS = ("accuracy_vs_latency", "accuracy_vs_macs", "training_curves")
+
+
+# ============================================================================ summary
+def _measurements(run: RunDir) -> dict[str, dict[str, dict]]:
+    """``{"host"|"target": {sha256: measurement}}`` from measurements/*.json."""
+    found: dict[str, dict[str, dict]] = {"host": {}, "target": {}}
+    if not run.measurements.exists():
+        return found
+    for path in sorted(run.measurements.glob("*.json")):
+        where = "host" if path.name.startswith("host-") else "target"
+        try:
+            record = read_json(path)
+            sha = record["sha256"]
+            float(record["latency_ms"]["median"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise EdgekdError(f"{path} is not a deploy-kit Measurement JSON (needs sha256 and "
+                              "latency_ms.median): remove it or measure again") from None
+        found[where][sha] = record
+    return found
+
+
+def _latency_from(measurement: dict) -> dict[str, Any]:
+    return {"ms": float(measurement["latency_ms"]["median"]), "label": "measured",
+            "device": measurement.get("device", "?"), "backend": measurement.get("backend", "?"),
+            "precision": measurement.get("precision", "fp32"),
+            "batch": int(measurement.get("batch", 1))}
+
+
+def _model_latency(onnx: Path | None, measured: dict[str, dict[str, dict]],
+                   predicted: dict | None, target_is_host: bool) -> dict[str, dict | None]:
+    sha = sha256_file(onnx) if onnx is not None and onnx.exists() else None
+    host = _latency_from(measured["host"][sha]) if sha in measured["host"] else None
+    if sha in measured["target"]:
+        target = _latency_from(measured["target"][sha])
+    elif target_is_host and host is not None:
+        target = dict(host)
+    elif predicted:
+        target = {"ms": float(predicted["ms"]), "label": predicted.get("label", "predicted"),
+                  "device": predicted.get("device", "model"), "batch": int(predicted.get("batch", 1))}
+    else:
+        target = None
+    return {"host": host, "target": target}
+
+
+def _speed(latency: dict[str, dict | None], teacher: dict[str, dict | None]) -> dict[str, Any]:
+    fps, speedup = {}, {}
+    for where in ("host", "target"):
+        mine, theirs = latency.get(where), teacher.get(where)
+        fps[where] = None if not mine else round(1000.0 * mine.get("batch", 1) / mine["ms"], 1)
+        same_kind = mine and theirs and (mine["label"] == "measured") == (theirs["label"] == "measured")
+        speedup[where] = round(theirs["ms"] / mine["ms"], 2) if same_kind and mine["ms"] > 0 else None
+    return {"fps": fps, "speedup": speedup}
+
+
+def _curve(trial: Path) -> list[dict]:
+    rows = []
+    for record in read_jsonl(trial / "metrics.jsonl"):
+        if "val_acc" in record and "epoch" in record:
+            rows.append({"epoch": int(record["epoch"]), "val_acc": float(record["val_acc"]),
+                         "stage": record.get("stage", "train")})
+    return rows
+
+
+def build_summary(run_root: str | Path) -> dict[str, Any]:
+    """Read the run folder and return the summary (also what summary.json holds)."""
+    run = RunDir(Path(run_root))
+    manifest = run.manifest()
+    search_path = run.root / "search.json"
+    if not search_path.exists():
+        raise EdgekdError(f"{run.root} has no search.json yet: finish the run with "
+                          f"'edgekd compress --out {run.root} --resume' first")
+    search = read_json(search_path)
+    teacher_info = read_json(run.root / "teacher.json")
+    candidates = {c["id"]: c for c in read_jsonl(run.candidates)}
+    measured = _measurements(run)
+    identity = manifest["identity"]
+    target_is_host = bool(search.get("target_is_host"))
+
+    teacher_onnx = run.export / "teacher.onnx"
+    teacher_latency = _model_latency(teacher_onnx, measured, teacher_info.get("predicted_latency"),
+                                     target_is_host)
+    teacher = {key: teacher_info.get(key) for key in ("macs", "params", "test_acc", "source")}
+    teacher.update(size_mb=_size_mb(teacher_onnx, teacher_info.get("params")),
+                   latency=teacher_latency)
+
+    students = []
+    for entry in search["trials"]:
+        trial_id, cid = entry["trial"], entry["candidate"]
+        result_path = run.trial(trial_id) / "result.json"
+        if not result_path.exists():
+            continue
+        result = read_json(result_path)
+        candidate = candidates.get(cid, {})
+        onnx = run.export / f"{trial_id}.onnx"
+        latency = _model_latency(onnx, measured, candidate.get("predicted_latency"), target_is_host)
+        students.append({
+            "trial": trial_id, "id": cid, "role": entry.get("role", "search"),
+            "method": entry["method"], "rung": entry.get("rung"),
+            "depth": candidate.get("depth"), "macs": candidate.get("macs"),
+            "params": candidate.get("params"), "spec": candidate.get("spec"),
+            "size_mb": _size_mb(onnx, candidate.get("params")),
+            "epochs": int(result.get("epochs_done", 0)),
+            "val_acc": float(result["val_acc"]), "test_acc": float(result["test_acc"]),
+            "latency": latency, **_speed(latency, teacher_latency),
+            "curve": _curve(run.trial(trial_id)),
+            "exported": onnx.exists(),
+        })
+    if not students:
+        raise EdgekdError(f"{run.root} has no finished trial: resume the run first")
+    pareto = pareto_front([(s["trial"], _target_ms(s), s["test_acc"]) for s in students])
+    for student in students:
+        student["pareto"] = student["trial"] in pareto
+    ablation = None
+    if search.get("baselines"):
+        by_trial = {s["trial"]: s for s in students}
+        ablation = [{"method": method, "trial": trial, "test_acc": by_trial[trial]["test_acc"],
+                     "val_acc": by_trial[trial]["val_acc"], "epochs": by_trial[trial]["epochs"]}
+                    for method, trial in search["baselines"].items() if trial in by_trial]
+    return {
+        "format": SUMMARY_FORMAT,
+        "run": {"folder": run.root.name, "profile": identity["profile"].get("name"),
+                "profile_kind": identity["profile"].get("kind"), "budget": identity["budget"],
+                "data": identity["data"], "teacher": identity["teacher"],
+                "seed": identity["seed"], "config": identity["config"],
+                "command": manifest.get("command"), "versions": manifest.get("versions")},
+        "search": {key: search.get(key) for key in
+                   ("rungs", "survivors", "finalists", "epochs_spent", "epochs_full", "winner",
+                    "candidates_enumerated", "candidates_in_budget", "shortlist", "target_is_host")},
+        "teacher": teacher,
+        "students": students,
+        "winner": search["winner"],
+        "ablation": ablation,
+        "measurement_files": sorted(p.name for p in run.measurements.glob("*.json"))
+        if run.measurements.exists() else [],
+        "timing": search.get("timing", {}),
+    }
+
+
+def _size_mb(onnx: Path, params: int | None) -> float | None:
+    if onnx.exists():
+        size = onnx.stat().st_size
+        data = onnx.with_name(onnx.name + ".data")
+        if data.exists():
+            size += data.stat().st_size
+        return round(size / 1e6, 3)
+    return None if params is None else round(params * 4 / 1e6, 3)
+
+
+def _target_ms(student: dict) -> float | None:
+    target = student["latency"].get("target") or student["latency"].get("host")
+    return None if target is None else target["ms"]
+
+
+def pareto_front(points: Iterable[tuple[str, float | None, float]]) -> list[str]:
+    """Names of the points not dominated by another (lower-or-equal latency and
+    higher-or-equal accuracy, one strictly). Points without a latency are left out."""
+    valid = [(name, ms, acc) for name, ms, acc in points if ms is not None]
+    front = []
+    for name, ms, acc in valid:
+        dominated = any((m <= ms and a >= acc) and (m < ms or a > acc) for _, m, a in valid)
+        if not dominated:
+            front.append(name)
+    return front
+
+
+def deterministic_view(summary: dict) -> Any:
+    """The summary without clock- and load-dependent values (latency, FPS, speed-up,
+    seconds, timestamps): what two runs with the same seed on CPU must agree on."""
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in VOLATILE_KEYS}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+    view = strip(summary)
+    view["run"].pop("command", None)
+    return view
+
+
+# ============================================================================ tables
+def _fmt_count(value: int | None) -> str:
+    if value is None:
+        return "-"
+    from edgekd.units import format_count
+
+    return format_count(int(value))
+
+
+def _fmt_latency(latency: dict | None) -> str:
+    if not latency:
+        return "-"
+    return f"{latency['ms']:.3f} ({latency['label']})"
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+TABLE_HEADER = ("id", "method", "depth", "MACs", "params", "size MB", "epochs", "top-1 acc", "Pareto",
+                "host ms", "host FPS", "host speed-up", "target ms", "target FPS",
+                "target speed-up")
+
+
+def table_rows(summary: dict) -> list[list[str]]:
+    """The benchmark table: the teacher first, then every trained student, best first."""
+    teacher = summary["teacher"]
+    rows = [["teacher", "-", "-", _fmt_count(teacher["macs"]), _fmt_count(teacher["params"]),
+             _fmt(teacher["size_mb"], ".3f"), "-", _fmt(teacher["test_acc"], ".4f"), "-",
+             _fmt_latency(teacher["latency"]["host"]), _fps(teacher["latency"]["host"]), "1.00x",
+             _fmt_latency(teacher["latency"]["target"]), _fps(teacher["latency"]["target"]),
+             "1.00x"]]
+    students = sorted(summary["students"], key=lambda s: (-s["test_acc"], s["trial"]))
+    for s in students:
+        mark = " *" if s["trial"] == summary["winner"] else ""
+        rows.append([f"{s['trial']}{mark}", s["method"], _fmt(s["depth"]), _fmt_count(s["macs"]),
+                     _fmt_count(s["params"]), _fmt(s["size_mb"], ".3f"), str(s["epochs"]),
+                     f"{s['test_acc']:.4f}", "yes" if s["pareto"] else "",
+                     _fmt_latency(s["latency"]["host"]),
+                     _fmt(s["fps"]["host"]), _x(s["speedup"]["host"]),
+                     _fmt_latency(s["latency"]["target"]), _fmt(s["fps"]["target"]),
+                     _x(s["speedup"]["target"])])
+    return rows
+
+
+def _fps(latency: dict | None) -> str:
+    return "-" if not latency else f"{1000.0 * latency.get('batch', 1) / latency['ms']:.1f}"
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def headline(summary: dict) -> str:
+    """One paragraph: teacher vs winner, accuracy and latency, speed-up."""
+    teacher = summary["teacher"]
+    winner = next(s for s in summary["students"] if s["trial"] == summary["winner"])
+    parts = [f"teacher: acc {teacher['test_acc']:.4f}, {_fmt_count(teacher['macs'])} MACs, "
+             f"host {_fmt_latency(teacher['latency']['host'])} ms",
+             f"student {winner['trial']} ({winner['method']}, depth {winner['depth']}): "
+             f"acc {winner['test_acc']:.4f}, {_fmt_count(winner['macs'])} MACs, "
+             f"host {_fmt_latency(winner['latency']['host'])} ms"]
+    speed = winner["speedup"]["host"]
+    line = f"speed-up on this host: {_x(speed)}"
+    target = winner["latency"]["target"]
+    if target and summary["run"]["profile"] and not summary["search"].get("target_is_host"):
+        line += (f"; on {summary['run']['profile']}: {_fmt_latency(target)} ms, "
+                 f"speed-up {_x(winner['speedup']['target'])}")
+    parts.append(line)
+    return "\n".join(parts)
+
+
+def markdown(summary: dict) -> str:
+    run, search = summary["run"], summary["search"]
+    budget = run["budget"]
+    lines = [f"# edgekd report: {run['folder']}", "",
+             f"Profile **{run['profile']}** ({run['profile_kind']}), budget: "
+             f"latency {budget.get('latency_ms')} ms at batch {budget.get('batch')}, "
+             f"MACs {_fmt_count(budget.get('macs'))}. Data: {run['data'].get('name')} "
+             f"(`{str(run['data'].get('fingerprint'))[:12]}`), teacher: "
+             f"{run['teacher'].get('name') or run['teacher'].get('source')} "
+             f"(`{str(run['teacher'].get('fingerprint'))[:12]}`), seed {run['seed']}.", "",
+             "```", headline(summary), "```", "",
+             "## Students", "",
+             "Latency labels: *measured* by the deploy kit, *calibrated* or *predicted* by the "
+             "cost model. Speed-up = teacher latency / student latency, taken the same way. "
+             "`*` marks the winner.", ""]
+    lines += _md_table(TABLE_HEADER, table_rows(summary))
+    lines += ["", "## Search", "",
+              f"Candidates enumerated: {search.get('candidates_enumerated')}, within budget: "
+              f"{search.get('candidates_in_budget')}, shortlisted: {len(search.get('shortlist') or [])}. "
+              f"Successive halving trained {search.get('epochs_spent')} epochs in all, against "
+              f"{search.get('epochs_full')} to train the whole shortlist fully.", ""]
+    rung_rows = [[str(i + 1), str(r["keep"]), str(r["epochs"]), ", ".join(search["survivors"][i])]
+                 for i, r in enumerate(search.get("rungs") or [])]
+    lines += _md_table(("rung", "trials", "epochs", "trained"), rung_rows)
+    if summary.get("ablation"):
+        lines += ["", "## Ablation (the winner's architecture, other training methods)", ""]
+        lines += _md_table(("method", "trial", "epochs", "val acc", "test acc"),
+                           [[a["method"], a["trial"], str(a["epochs"]), f"{a['val_acc']:.4f}",
+                             f"{a['test_acc']:.4f}"] for a in summary["ablation"]])
+    lines += ["", "## Plots", ""] + [f"![{name}]({name}.png)" for name in PLOTS] + [""]
+    return "\n".join(lines)
+
+
+def _md_table(header: Iterable[str], rows: list[list[str]]) -> list[str]:
+    header = list(header)
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out
+
+
+# ============================================================================ plots
+def plots(summary: dict) -> dict[str, bytes]:
+    """PNG bytes of the three plots (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure
+
+    del plt  # Figure objects need no pyplot state
+    out: dict[str, bytes] = {}
+    students = summary["students"]
+    teacher = summary["teacher"]
+    target_name = summary["run"]["profile"]
+
+    # accuracy vs latency with the Pareto front, the teacher and the budget
+    fig = Figure(figsize=(7, 4.5), dpi=110)
+    ax = fig.add_subplot()
+    labels = sorted({(s["latency"]["target"] or {}).get("label", "none") for s in students})
+    markers = {"measured": "o", "calibrated": "s", "predicted": "^", "none": "x"}
+    for label in labels:
+        pts = [(_target_ms(s), s["test_acc"]) for s in students
+               if (s["latency"]["target"] or {}).get("label", "none") == label and _target_ms(s)]
+        if pts:
+            ax.scatter(*zip(*pts), marker=markers.get(label, "o"), label=f"students ({label})",
+                       alpha=0.75)
+    front = sorted((_target_ms(s), s["test_acc"]) for s in students if s["pareto"])
+    if front:
+        ax.step(*zip(*front), where="post", color="tab:red", lw=1.2, label="Pareto front")
+    winner = next(s for s in students if s["trial"] == summary["winner"])
+    if _target_ms(winner):
+        ax.scatter([_target_ms(winner)], [winner["test_acc"]], s=160, facecolors="none",
+                   edgecolors="tab:red", lw=1.5, label=f"winner {winner['trial']}")
+    t_lat = teacher["latency"]["target"] or teacher["latency"]["host"]
+    if t_lat and teacher["test_acc"] is not None:
+        ax.scatter([t_lat["ms"]], [teacher["test_acc"]], marker="*", s=220, color="black",
+                   label=f"teacher ({t_lat['label']})")
+    budget_ms = summary["run"]["budget"].get("latency_ms")
+    if budget_ms:
+        ax.axvline(budget_ms, color="tab:gray", ls="--", lw=1, label=f"budget {budget_ms} ms")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"latency on {target_name} (ms, batch {summary['run']['budget'].get('batch', 1)})")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("accuracy vs latency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    out["accuracy_vs_latency"] = _png(fig)
+
+    # accuracy vs MACs
+    fig = Figure(figsize=(7, 4.5), dpi=110)
+    ax = fig.add_subplot()
+    by_method: dict[str, list] = {}
+    for s in students:
+        if s["macs"]:
+            by_method.setdefault(s["method"], []).append((s["macs"], s["test_acc"]))
+    for method, pts in sorted(by_method.items()):
+        ax.scatter(*zip(*pts), label=f"students ({method})", alpha=0.75)
+    if teacher["macs"] and teacher["test_acc"] is not None:
+        ax.scatter([teacher["macs"]], [teacher["test_acc"]], marker="*", s=220, color="black",
+                   label="teacher")
+    budget_macs = summary["run"]["budget"].get("macs")
+    if budget_macs:
+        ax.axvline(budget_macs, color="tab:gray", ls="--", lw=1, label="MACs budget")
+    ax.set_xscale("log")
+    ax.set_xlabel("MACs per image")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("accuracy vs MACs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    out["accuracy_vs_macs"] = _png(fig)
+
+    # training curves of the finalists (and baselines)
+    fig = Figure(figsize=(7, 4.5), dpi=110)
+    ax = fig.add_subplot()
+    finalists = set(summary["search"].get("finalists") or []) | {
+        a["trial"] for a in summary.get("ablation") or []}
+    drawn = 0
+    for s in students:
+        if s["trial"] in finalists and s["curve"]:
+            ax.plot([c["epoch"] for c in s["curve"]], [c["val_acc"] for c in s["curve"]],
+                    marker=".", label=f"{s['trial']} ({s['method']})")
+            drawn += 1
+    if not drawn:
+        ax.text(0.5, 0.5, "no training curves recorded", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("training curves of the finalists")
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=7, loc="lower right")
+    out["training_curves"] = _png(fig)
+    return out
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+# ============================================================================ HTML
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;
+padding:3px 7px;text-align:right}th{background:#f2f2f2}td:first-child,td:nth-child(2){text-align:left}
+pre{background:#f7f7f7;padding:.8em}img{max-width:100%;margin:.5em 0;border:1px solid #eee}"""
+
+
+def to_html(summary: dict, images: dict[str, bytes], markdown_text: str) -> str:
+    """A self-contained page: inline CSS, tables, plots as base64 PNG; no script, no URL."""
+    del markdown_text
+    run = summary["run"]
+    esc = html.escape
+
+    def table(header: Iterable[str], rows: list[list[str]]) -> str:
+        head = "".join(f"<th>{esc(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>"
+                       for row in rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
+             f"<title>edgekd report: {esc(run['folder'])}</title><style>{_CSS}</style></head><body>",
+             f"<h1>edgekd report: {esc(run['folder'])}</h1>",
+             f"<p>Profile <b>{esc(str(run['profile']))}</b>, budget {esc(str(run['budget']))}, "
+             f"seed {esc(str(run['seed']))}.</p>",
+             f"<pre>{esc(headline(summary))}</pre>", "<h2>Students</h2>",
+             "<p>Latency labels: measured by the deploy kit, calibrated or predicted by the cost "
+             "model. * marks the winner.</p>", table(TABLE_HEADER, table_rows(summary))]
+    if summary.get("ablation"):
+        parts += ["<h2>Ablation</h2>",
+                  table(("method", "trial", "epochs", "val acc", "test acc"),
+                        [[a["method"], a["trial"], a["epochs"], f"{a['val_acc']:.4f}",
+                          f"{a['test_acc']:.4f}"] for a in summary["ablation"]])]
+    parts.append("<h2>Plots</h2>")
+    for name in PLOTS:
+        data = base64.b64encode(images[name]).decode("ascii")
+        parts.append(f"<figure><img alt=\"{name}\" src=\"data:image/png;base64,{data}\">"
+                     f"<figcaption>{esc(name.replace('_', ' '))}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+# ============================================================================ entry points
+def merge_measurements(run_root: str | Path, files: Iterable[str | Path]) -> list[Path]:
+    """Copy device Measurement JSON files into ``measurements/target-*.json`` (checked first)."""
+    run = RunDir(Path(run_root))
+    copied = []
+    for file in files:
+        path = Path(file)
+        if not path.is_file():
+            raise EdgekdError(f"measurement file {path} does not exist: pass the JSON written by "
+                              "'python -m deploy bench' on the device")
+        try:
+            record = read_json(path)
+            record["sha256"], float(record["latency_ms"]["median"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise EdgekdError(f"{path} is not a deploy-kit Measurement JSON (needs sha256 and "
+                              "latency_ms.median): pass the file 'python -m deploy bench' wrote") from None
+        name = path.name if path.name.startswith("target-") else f"target-{path.name}"
+        destination = run.measurements / name
+        atomic_write_bytes(destination, path.read_bytes())
+        copied.append(destination)
+    return copied
+
+
+def write_report(run_root: str | Path, measurements: Iterable[str | Path] = ()) -> dict:
+    """Rebuild summary.json, report.md, report.html and the PNGs of a run from its files."""
+    run = RunDir(Path(run_root))
+    if not run.root.is_dir():
+        raise EdgekdError(f"run folder {run.root} does not exist: pass runs/NAME of a compress run")
+    merge_measurements(run.root, measurements)
+    summary = build_summary(run.root)
+    images = plots(summary)
+    run.report.mkdir(parents=True, exist_ok=True)
+    for name, data in images.items():
+        atomic_write_bytes(run.report / f"{name}.png", data)
+    text = markdown(summary)
+    atomic_write_json(run.report / "summary.json", summary)
+    atomic_write_text(run.report / "report.md", text)
+    atomic_write_text(run.report / "report.html", to_html(summary, images, text))
+    return summary
+
+
+def copy_plot(run_root: str | Path, name: str, destination: str | Path) -> Path:
+    """Copy one plot of a run (e.g. for the README's docs/pareto.png)."""
+    source = RunDir(Path(run_root)).report / f"{name}.png"
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, destination)
+    return destination

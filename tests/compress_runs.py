@@ -1,0 +1,93 @@
+"""Tiny real inputs for the ``edgekd compress`` tests, and one reference run per test session.
+
+The data is a slice of the shipped MNIST subset (real images), the teacher the built-in CNN
+trained for two epochs on it (a real, if weak, teacher), the budget the host-cpu profile's
+latency with a MACs cap that leaves a few dozen students. Training runs on a few hundred
+samples for 1-2 epochs: small, but every stage runs for real.
+
+The reference run (:func:`reference_run`) is made once per pytest process and shared by
+test_compress.py, test_resume.py, test_ray_executor.py, test_report.py and
+test_report_html.py (each copies it before changing anything).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.fileio import read_json
+
+REPO = Path(__file__).resolve().parents[1]
+#: The tiny search: 3 shortlisted students, rungs (3 x 1 epoch) then (1 x 2 epochs).
+TINY = ["--candidates", "3", "--epochs", "3", "--eta", "3", "--max-train-samples", "1500",
+        "--batch-size", "32", "--max-macs", "1M", "--measure-iters", "20", "--seed", "0",
+        "--no-progress"]
+TEACHER_EPOCHS = 2
+_MEMO: dict[str, Path] = {}
+
+
+def tiny_inputs(base: Path) -> tuple[Path, Path]:
+    """``(data.npz, teacher.pt)`` under ``base`` (made once per folder)."""
+    data_path, teacher_path = base / "tiny.npz", base / "teacher.pt"
+    if data_path.exists() and teacher_path.exists():
+        return data_path, teacher_path
+    from edgekd.data import load_dataset
+    from edgekd.teachers import builtin_teacher, builtin_teacher_path, TeacherRecipe
+
+    full = load_dataset(None)
+    np.savez(data_path, x_train=full.x_train[:2000], y_train=full.y_train[:2000],
+             x_test=full.x_test[:500], y_test=full.y_test[:500],
+             classes=np.array(full.classes))
+    tiny = load_dataset(str(data_path))
+    builtin_teacher(tiny, cache_dir=base / "cache", epochs=TEACHER_EPOCHS, progress=False)
+    cached = builtin_teacher_path(tiny, TeacherRecipe(epochs=TEACHER_EPOCHS), cache_dir=base / "cache")
+    shutil.copyfile(cached, teacher_path)
+    return data_path, teacher_path
+
+
+def compress_args(data: Path, teacher: Path, out: Path, *extra: str) -> list[str]:
+    return ["compress", "--data", str(data), "--teacher", str(teacher), "--out", str(out),
+            *TINY, *extra]
+
+
+def cli_env(base: Path) -> dict[str, str]:
+    """The environment of a compress subprocess: its own cache folder, 2 threads at most."""
+    env = dict(os.environ)
+    env["EDGEKD_CACHE_DIR"] = str(base / "cache")
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
+def run_cli(args: list[str], base: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgekd", *args], cwd=base, env=cli_env(base),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def shared_base(factory) -> Path:
+    """One folder per pytest process holding the tiny inputs and the teacher cache."""
+    if "base" not in _MEMO:
+        _MEMO["base"] = factory.mktemp("compress")
+        tiny_inputs(_MEMO["base"])
+    return _MEMO["base"]
+
+
+def reference_run(factory) -> Path:
+    """The uninterrupted tiny run (local executor), made once per pytest process."""
+    if "ref" not in _MEMO:
+        base = shared_base(factory)
+        data, teacher = tiny_inputs(base)
+        out = base / "runs" / "ref"
+        proc = run_cli(compress_args(data, teacher, out), base)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        (base / "stdout.txt").write_text(proc.stdout)
+        _MEMO["ref"] = out
+    return _MEMO["ref"]
+
+
+def summary_of(run: Path) -> dict:
+    return read_json(run / "report" / "summary.json")
