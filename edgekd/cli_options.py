@@ -1,0 +1,110 @@
+"""Shared click options for the teacher and the data, so every command spells them alike.
+
+Usage in a command::
+
+    @cli.command()
+    @teacher_options
+    @data_option
+    @verbose_option
+    def train(teacher, arch, trust_code, data, image_size, ...):
+        dataset = resolve_data(data, image_size)
+        teachers = resolve_teachers(teacher, arch, trust_code, dataset)
+
+``teacher`` and ``arch`` arrive as tuples (both options can be repeated: several teachers
+form an ensemble). Light: importing this module imports neither torch nor numpy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import click
+
+from edgekd.errors import EdgekdError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from edgekd.data import ImageDataset
+
+TEACHER_OPTION_HELP = (
+    "The teacher to compress. Omit it (or 'builtin') for the built-in CNN trained on the shipped "
+    "MNIST subset (cached after the first run). Otherwise: a TorchScript file, a torch.export "
+    "program (.pt2), a state_dict file (needs --arch), an edgekd checkpoint, or a Python entry "
+    "point 'pkg.module:function' (needs --trust-code). Repeat it for an ensemble of teachers.")
+ARCH_OPTION_HELP = (
+    "Architecture for a state_dict --teacher: a torchvision model name (resnet18, "
+    "mobilenet_v3_small, ...; built with num_classes = the data's classes), 'edgekd:builtin-cnn', "
+    "or 'pkg.module:function' (needs --trust-code). Give it once for all teachers or once per "
+    "--teacher, in order.")
+TRUST_CODE_HELP = (
+    "Allow running code that comes with the teacher: import an entry point, or unpickle a "
+    "whole saved model (torch.save(model)). Only for files and code you trust.")
+DATA_OPTION_HELP = (
+    "Training data: 'mnist-subset' (default, shipped), a .npz with x_train/y_train/x_test/y_test "
+    "(uint8 or float images, NHW, NHWC or NCHW; optional classes), an image folder "
+    "DIR/train/<class>/* + DIR/test/<class>/* (or val/), or 'torchvision:NAME:ROOT' for a "
+    "torchvision set already downloaded (edgekd never downloads).")
+IMAGE_SIZE_HELP = "Resize image-folder data to this size: N or HxW (default: the first image's size)."
+
+
+def _parse_image_size(_ctx: click.Context, _param: click.Parameter, value: str | None
+                      ) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    parts = value.lower().replace(",", "x").split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not N or HxW, e.g. 32 or 32x48") from None
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) <= 0:
+        raise click.BadParameter(f"'{value}' is not N or HxW with positive numbers, e.g. 32x48")
+    return size  # type: ignore[return-value]
+
+
+def teacher_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--teacher`` (repeatable), ``--arch`` (repeatable) and ``--trust-code``."""
+    func = click.option("--trust-code", is_flag=True, default=False, help=TRUST_CODE_HELP)(func)
+    func = click.option("--arch", "arch", multiple=True, metavar="ARCH", help=ARCH_OPTION_HELP)(func)
+    return click.option("--teacher", "teacher", multiple=True, metavar="SOURCE",
+                        help=TEACHER_OPTION_HELP)(func)
+
+
+def data_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--data`` and ``--image-size``."""
+    func = click.option("--image-size", callback=_parse_image_size, metavar="N|HxW",
+                        help=IMAGE_SIZE_HELP)(func)
+    return click.option("--data", "data", default=None, metavar="SPEC",
+                        help=DATA_OPTION_HELP)(func)
+
+
+def resolve_data(data: str | None, image_size: tuple[int, int] | None = None) -> "ImageDataset":
+    """The data set named by ``--data`` / ``--image-size``."""
+    from edgekd.data import load_dataset
+
+    return load_dataset(data, image_size=image_size)
+
+
+def pair_arches(teachers: tuple[str, ...], arches: tuple[str, ...]) -> list[tuple[str | None, str | None]]:
+    """Pair each ``--teacher`` with its ``--arch`` (none, one for all, or one each);
+    no ``--teacher`` means the built-in teacher."""
+    sources: tuple[str | None, ...] = teachers or (None,)
+    if len(arches) not in (0, 1, len(sources)):
+        raise EdgekdError(f"got {len(arches)} --arch for {len(sources)} --teacher: give --arch once "
+                          "for all teachers or once per teacher, in the same order")
+    paired = list(arches) * len(sources) if len(arches) == 1 else list(arches) or [None] * len(sources)
+    return list(zip(sources, paired))
+
+
+def resolve_teachers(teachers: tuple[str, ...], arches: tuple[str, ...], trust_code: bool,
+                     dataset: "ImageDataset") -> list[tuple["nn.Module", str]]:
+    """Load every teacher (checked against ``dataset``); returns (model, fingerprint) pairs."""
+    from edgekd.teachers import load_teacher, model_fingerprint
+
+    loaded = []
+    for source, arch in pair_arches(teachers, arches):
+        model = load_teacher(source, arch=arch, trust_code=trust_code, dataset=dataset)
+        loaded.append((model, model_fingerprint(model)))
+    return loaded
