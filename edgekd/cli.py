@@ -136,10 +136,64 @@ def profiles_show(name_or_path: str, as_json: bool) -> None:
 
 # --------------------------------------------------------------------------- search
 @cli.command()
+@click.option("--profile", "profile_name", default="host-cpu", show_default=True,
+              help="Device profile: a shipped name (edgekd profiles list) or a .toml path.")
+@click.option("--input", "input_text", default="1x28x28", show_default=True,
+              help="Input shape CxHxW.")
+@click.option("--classes", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Number of output classes.")
+@click.option("--max-macs", default=None,
+              help="MAC budget per sample, with K/M/G suffix (default: the profile's).")
+@click.option("--latency-ms", default=None, type=float,
+              help="Latency budget in ms at the profile's batch (default: the profile's).")
+@click.option("--family", default="plain,residual", show_default=True,
+              help="Student families, comma-separated.")
+@click.option("--max-depth", default=19, show_default=True, type=click.IntRange(min=3),
+              help="Deepest student to enumerate, in conv layers.")
+@click.option("--shortlist", default=8, show_default=True, type=click.IntRange(min=1),
+              help="How many students to shortlist for training (spread over depths).")
+@click.option("--measure", is_flag=True,
+              help="Measure the shortlisted students on this host (host-cpu profile only).")
+@click.option("--calibration", type=click.Path(dir_okay=False), default=None,
+              help="Calibration JSON (from benchmarks/latency_predictor.py) to use instead of "
+                   "the raw roofline prediction.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Output folder for candidates.jsonl and search.json "
+                   "[default: runs/search-PROFILE].")
 @verbose_option
-def search() -> None:
-    """Enumerate thin, deep students that fit a device budget."""
-    not_built("search")
+def search(profile_name: str, input_text: str, classes: int, max_macs: str | None,
+           latency_ms: float | None, family: str, max_depth: int, shortlist: int, measure: bool,
+           calibration: str | None, out_dir: str | None) -> None:
+    """Enumerate thin, deep students that fit a device budget (MACs and latency), find the
+    Pareto front over latency, parameters and depth, and shortlist students for training.
+    Prints the shortlist and writes every feasible student to OUT/candidates.jsonl; each
+    latency is labelled measured, calibrated or predicted.
+
+    \b
+    Example:
+        edgekd search --profile host-cpu --input 1x28x28 --classes 10 --max-macs 2M --out runs/s
+        edgekd search --profile jetson-orin-nano-8gb --input 3x32x32 --classes 100 \\
+            --latency-ms 0.5 --family plain --shortlist 6
+        edgekd search --max-macs 1.5M --measure --out runs/host
+    """
+    from pathlib import Path
+
+    from edgekd.profiles import load_profile
+    from edgekd.search import default_cost_cache, format_search, search_candidates
+    from edgekd.space import SpaceConfig
+    from edgekd.units import parse_count, parse_shape
+
+    profile = load_profile(profile_name)
+    families = tuple(f.strip() for f in family.split(",") if f.strip())
+    space = SpaceConfig(families=families, max_depth=max_depth)
+    out = Path(out_dir) if out_dir else Path("runs") / f"search-{profile.name}"
+    result = search_candidates(
+        profile, parse_shape(input_text), classes,
+        max_macs=parse_count(max_macs) if max_macs is not None else None,
+        latency_ms=latency_ms, families=families, shortlist=shortlist, measure=measure,
+        calibration=calibration, out_dir=out, space=space,
+        progress=lambda text: click.echo(text, err=True), cost_cache=default_cost_cache())
+    click.echo(format_search(result))
 
 
 # --------------------------------------------------------------------------- train
@@ -234,7 +288,9 @@ def report(run_dir: Path, measurements: tuple[Path, ...]) -> None:
 @click.option("--measure-iters", type=int, default=50, show_default=True,
               help="Timed iterations per latency measurement.")
 @click.option("--no-bundle", is_flag=True, help="Skip the device bundle.")
-@click.option("--no-progress", is_flag=True, help="No live view (plain log lines instead).")
+@click.option("--no-progress", is_flag=True,
+              help="Print nothing during the search (default: a live view on a terminal, "
+                   "else one line per trial).")
 @verbose_option
 def compress(profile: str | None, teacher: str | None, arch: str | None, trust_code: bool,
              data: str | None, max_macs: str | None, latency_ms: float | None, batch: int | None,

@@ -189,6 +189,33 @@ def _cost_of(key: str, make: Any, input_shape: Sequence[int]) -> ModelCost:
     return cost
 
 
+def _spec_parts(spec: StudentSpec) -> list[tuple[str, ModelCost]]:
+    """``(name prefix, cost)`` of each block of ``build(spec)`` and of its head, cached."""
+    from edgekd.space import build_block, build_head
+
+    shapes = [spec.input, *spec.feature_shapes()]
+    parts = []
+    for i, (kind, cin, cout, stride) in enumerate(spec.block_plan()):
+        _, h, w = shapes[i]
+        key = _block_key(kind, cin, cout, spec.kernel, stride, h, w)
+        parts.append((f"features.{i}.", _cost_of(
+            key, lambda: build_block(kind, cin, cout, spec.kernel, stride), shapes[i])))
+    last = shapes[-1]
+    key = f"head:{last[0]}:{last[1]}:{last[2]}:{spec.bottleneck}:{spec.classes}"
+    parts.append(("", _cost_of(key, lambda: build_head(spec), last)))
+    return parts
+
+
+def spec_totals(spec: StudentSpec) -> tuple[int, int]:
+    """``(MACs, params)`` of ``build(spec)`` without assembling the layer table (fast path
+    for filtering thousands of specs by their MAC budget)."""
+    cached = _SPEC_COSTS.get(spec.id)
+    if cached is not None:
+        return cached.macs, cached.params
+    parts = _spec_parts(spec)
+    return sum(c.macs for _, c in parts), sum(c.params for _, c in parts)
+
+
 def spec_cost(spec: StudentSpec) -> ModelCost:
     """MACs, params and layer table of ``build(spec)``, assembled from cached block costs.
 
@@ -198,24 +225,12 @@ def spec_cost(spec: StudentSpec) -> ModelCost:
     cached = _SPEC_COSTS.get(spec.id)
     if cached is not None:
         return cached
-    from edgekd.space import build_block, build_head
-
-    shapes = [spec.input, *spec.feature_shapes()]
+    parts = _spec_parts(spec)
     layers: list[Layer] = []
-    macs = params = 0
-    for i, (kind, cin, cout, stride) in enumerate(spec.block_plan()):
-        _, h, w = shapes[i]
-        key = _block_key(kind, cin, cout, spec.kernel, stride, h, w)
-        cost = _cost_of(key, lambda: build_block(kind, cin, cout, spec.kernel, stride), shapes[i])
-        prefix = f"features.{i}."
+    for prefix, cost in parts:
         layers += [Layer(prefix + layer.name, layer.kind, layer.macs, layer.in_elems,
                          layer.out_elems, layer.weights) for layer in cost.layers]
-        macs, params = macs + cost.macs, params + cost.params
-    last = shapes[-1]
-    key = f"head:{last[0]}:{last[1]}:{last[2]}:{spec.bottleneck}:{spec.classes}"
-    cost = _cost_of(key, lambda: build_head(spec), last)
-    layers += [layer for layer in cost.layers]
-    result = ModelCost(macs + cost.macs, params + cost.params, tuple(layers))
+    result = ModelCost(sum(c.macs for _, c in parts), sum(c.params for _, c in parts), tuple(layers))
     _SPEC_COSTS[spec.id] = result
     return result
 

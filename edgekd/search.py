@@ -1,0 +1,351 @@
+"""Budgeted student search: enumerate the space, cost every candidate, keep those that fit
+the device budget, find the Pareto front and shortlist students for training.
+
+* **Budget.** A candidate is feasible when ``MACs <= max_macs`` (per sample) and its latency
+  at the profile's budget batch is ``<= latency_ms``. Both default to the profile's budget.
+  The latency is *calibrated* when a calibration is given (or found as
+  ``OUT/calibration-PROFILE.json``), else *predicted* (roofline); with ``measure=True`` (host
+  profile only) the shortlisted candidates are *measured* on this host and a candidate whose
+  measured latency breaks the budget is replaced by the next one. Every latency carries its
+  label.
+* **Pareto front** over (latency, parameters, depth): lower latency, and for the same cost more
+  parameters and more depth (FitNets: at a fixed multiply budget the deeper, more capable
+  student wins once hints make it trainable). A candidate is on the front when no other
+  candidate is at least as good on all three and strictly better on one.
+* **Shortlist** of N for training that spans depths: N depths spread evenly over the feasible
+  depth range; at each, the candidate with the most MACs that fits (Pareto members first),
+  i.e. the most capable student of that depth; remaining places go round-robin over depths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+from edgekd.cost import (Calibration, LatencyEstimate, measured_latency, predict_latency,
+                         spec_cost, spec_totals)
+from edgekd.errors import EdgekdError
+from edgekd.fileio import atomic_write_json, write_jsonl
+from edgekd.space import FAMILIES, SpaceConfig, StudentSpec, enumerate_specs
+from edgekd.units import format_count
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekd.profiles import DeviceProfile
+
+HOST_PROFILE = "host-cpu"
+COST_CACHE_NAME = "cost-blocks.json"
+
+
+@dataclass
+class Candidate:
+    """One enumerated student with its cost; ``latency`` is at the budget batch."""
+
+    spec: StudentSpec
+    macs: int
+    params: int
+    latency: LatencyEstimate | None  # None: not estimated (over the MAC budget)
+    estimate: LatencyEstimate | None = None  # the predicted/calibrated value when measured
+    pareto: bool = False
+    shortlisted: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def depth(self) -> int:
+        return self.spec.depth
+
+    def to_record(self) -> dict[str, Any]:
+        """The candidates.jsonl line."""
+        record = {
+            "id": self.id, "spec": self.spec.to_dict(), "family": self.spec.family,
+            "macs": self.macs, "params": self.params, "depth": self.depth,
+            "widths": list(self.spec.widths), "guided_layer": self.spec.guided_layer,
+            "latency": self.latency.to_dict() if self.latency else None, "pareto": self.pareto,
+            "shortlisted": self.shortlisted,
+        }
+        if self.estimate is not None:
+            record["latency_estimate"] = self.estimate.to_dict()
+        return record
+
+
+@dataclass
+class SearchResult:
+    """What :func:`search_candidates` found (lists share the same Candidate objects)."""
+
+    candidates: list[Candidate]  # every enumerated student
+    feasible: list[Candidate]  # within both budgets, sorted by latency
+    pareto: list[Candidate]
+    shortlist: list[Candidate]
+    max_macs: int
+    latency_ms: float
+    batch: int
+    profile: str
+    latency_label: str
+    seconds: float
+    out_dir: Path | None = None
+    calibration: str | None = None
+    measured: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile, "max_macs": self.max_macs, "latency_ms": self.latency_ms,
+            "batch": self.batch, "latency_label": self.latency_label,
+            "calibration": self.calibration, "enumerated": len(self.candidates),
+            "feasible": len(self.feasible), "pareto": len(self.pareto),
+            "shortlist": [c.id for c in self.shortlist], "measured": self.measured,
+            "seconds": round(self.seconds, 3),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+# ---------------------------------------------------------------------------- Pareto
+def pareto_mask(points: Sequence[Sequence[float]], senses: Sequence[str]) -> list[bool]:
+    """True for the points no other point dominates. ``senses[j]`` is "min" or "max".
+
+    ``a`` dominates ``b`` when ``a`` is at least as good on every objective and strictly
+    better on one. Vectorised in chunks: O(n^2) comparisons, fine for ~10^4 points.
+    """
+    import numpy as np
+
+    if not len(points):
+        return []
+    sign = np.array([1.0 if s == "min" else -1.0 for s in senses])
+    if not set(senses) <= {"min", "max"}:
+        raise ValueError(f"senses must be 'min' or 'max', got {senses}")
+    x = np.asarray(points, dtype=float) * sign  # now every objective is minimised
+    dominated = np.zeros(len(x), dtype=bool)
+    chunk = max(1, 2_000_000 // max(1, len(x)))
+    for start in range(0, len(x), chunk):
+        b = x[start:start + chunk, None, :]  # (c, 1, k): the points being tested
+        no_worse = (x[None, :, :] <= b).all(axis=2)
+        better = (x[None, :, :] < b).any(axis=2)
+        dominated[start:start + chunk] = (no_worse & better).any(axis=1)
+    return (~dominated).tolist()
+
+
+def pareto_front(candidates: Sequence[Candidate], by: str = "latency") -> list[Candidate]:
+    """Candidates on the front of (``by`` = "latency" or "macs": min; params: max; depth: max)."""
+    cost = (lambda c: c.latency.ms) if by == "latency" else (lambda c: c.macs)
+    points = [(cost(c), c.params, c.depth) for c in candidates]
+    return [c for c, keep in zip(candidates, pareto_mask(points, ("min", "max", "max"))) if keep]
+
+
+# ---------------------------------------------------------------------------- shortlist
+def _spread(values: list[int], n: int) -> list[int]:
+    """``n`` of ``values`` (sorted, distinct) spread evenly from the smallest to the largest."""
+    if n >= len(values):
+        return list(values)
+    if n == 1:
+        return [values[-1]]
+    picks = {values[round(i * (len(values) - 1) / (n - 1))] for i in range(n)}
+    return sorted(picks)
+
+
+def select_shortlist(feasible: Sequence[Candidate], n: int) -> list[Candidate]:
+    """N candidates spanning depths; per depth the most capable first (see module docstring)."""
+    if n <= 0 or not feasible:
+        return []
+    by_depth: dict[int, list[Candidate]] = {}
+    for c in feasible:
+        by_depth.setdefault(c.depth, []).append(c)
+    for group in by_depth.values():
+        group.sort(key=lambda c: (not c.pareto, -c.macs, -c.params, c.id))
+    depths = sorted(by_depth)
+    order = _spread(depths, n) + [d for d in reversed(depths) if d not in _spread(depths, n)]
+    chosen: list[Candidate] = []
+    rank = 0
+    while len(chosen) < n and any(rank < len(by_depth[d]) for d in depths):
+        for d in order:
+            if rank < len(by_depth[d]) and len(chosen) < n:
+                chosen.append(by_depth[d][rank])
+        rank += 1
+    return sorted(chosen, key=lambda c: (c.depth, c.macs))
+
+
+# ---------------------------------------------------------------------------- search
+def default_cost_cache() -> Path:
+    from edgekd.cache import cache_root
+
+    return cache_root() / COST_CACHE_NAME
+
+
+def _resolve_calibration(calibration: Calibration | str | Path | None, profile: "DeviceProfile",
+                         out_dir: Path | None) -> tuple[Calibration | None, str | None]:
+    if isinstance(calibration, Calibration):
+        return calibration, calibration.source or "given"
+    if calibration is not None:
+        return Calibration.load(calibration), str(calibration)
+    if out_dir is not None:
+        saved = out_dir / f"calibration-{profile.name}.json"
+        if saved.is_file():
+            return Calibration.load(saved), str(saved)
+    return None, None
+
+
+def _infeasible_message(smallest: Candidate, fastest: Candidate | None, max_macs: int,
+                        latency_ms: float, batch: int) -> str:
+    text = (f"no student fits MACs <= {format_count(max_macs)} and latency <= {latency_ms:g} ms "
+            f"(batch {batch}): the smallest candidate needs {format_count(smallest.macs)} MACs "
+            f"and {smallest.latency.ms:.3g} ms ({smallest.latency.label})")
+    if fastest is not None and fastest is not smallest:
+        text += (f", the fastest within the MAC budget {format_count(fastest.macs)} MACs and "
+                 f"{fastest.latency.ms:.3g} ms ({fastest.latency.label})")
+    return text + "; raise the budget (--max-macs / --latency-ms) or pick a larger profile"
+
+
+def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], classes: int, *,
+                      max_macs: int | None = None, latency_ms: float | None = None,
+                      families: Iterable[str] = FAMILIES, shortlist: int = 8,
+                      measure: bool = False, calibration: Calibration | str | Path | None = None,
+                      out_dir: str | Path | None = None, space: SpaceConfig | None = None,
+                      cost_cache: str | Path | None = None,
+                      progress: Callable[[str], None] | None = None) -> SearchResult:
+    """Enumerate, cost, filter by budget, find the Pareto front and shortlist.
+
+    ``max_macs`` / ``latency_ms`` override the profile's budget. With ``out_dir`` the feasible
+    candidates go to ``out_dir/candidates.jsonl`` and a summary to ``out_dir/search.json``
+    (measurements, when ``measure``, to ``out_dir/search/``). ``cost_cache`` is a JSON file of
+    block costs reused across runs. Raises EdgekdError when nothing fits.
+    """
+    from edgekd import cost as cost_module
+
+    started = time.perf_counter()
+    say = progress or (lambda _text: None)
+    profile = profile.with_budget(latency_ms=latency_ms, macs=max_macs)
+    budget = profile.budget
+    out = Path(out_dir) if out_dir is not None else None
+    if measure and profile.name != HOST_PROFILE:
+        raise EdgekdError(f"--measure times students on this host, but profile '{profile.name}' "
+                          f"is another device: drop --measure or use --profile {HOST_PROFILE}")
+    families = tuple(families)
+    space = dataclasses.replace(space or SpaceConfig(), families=families)
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) != 3:
+        raise EdgekdError(f"input shape {shape} is not CxHxW: give e.g. --input 1x28x28")
+    calib, calib_source = _resolve_calibration(calibration, profile, out)
+    timings: dict[str, float] = {}
+
+    tick = time.perf_counter()
+    specs = enumerate_specs(shape, classes, space)
+    timings["enumerate"] = time.perf_counter() - tick
+    say(f"enumerated {len(specs)} students in {timings['enumerate']:.1f} s")
+
+    tick = time.perf_counter()
+    if cost_cache is not None:
+        cost_module.load_cost_cache(cost_cache)
+    blocks_before = len(cost_module._BLOCK_COSTS)
+    candidates = []
+    for spec in specs:  # MACs and params first: cheap, and they decide most of the filtering
+        macs, params = spec_totals(spec)
+        candidates.append(Candidate(spec, macs, params, None))
+
+    def estimate(c: Candidate) -> LatencyEstimate:
+        if c.latency is None:
+            layers = spec_cost(c.spec)
+            c.latency = (calib.predict(layers, budget.batch) if calib is not None
+                         else predict_latency(layers, profile, budget.batch))
+        return c.latency
+
+    within_macs = [c for c in candidates if c.macs <= budget.macs]
+    for c in within_macs:
+        estimate(c)
+    if cost_cache is not None and len(cost_module._BLOCK_COSTS) > blocks_before:
+        try:
+            cost_module.save_cost_cache(cost_cache)
+        except OSError:
+            pass  # a cache that cannot be written only costs time on the next run
+    timings["cost"] = time.perf_counter() - tick
+    say(f"costed {len(candidates)} students ({len(within_macs)} within the MAC budget, "
+        f"latency estimated for those) in {timings['cost']:.1f} s")
+
+    def infeasible() -> EdgekdError:
+        smallest = min(candidates, key=lambda c: (c.macs, c.id))
+        estimate(smallest)
+        fastest = min((c for c in within_macs if c.latency is not None),
+                      key=lambda c: (c.latency.ms, c.macs), default=None)
+        return EdgekdError(_infeasible_message(smallest, fastest, budget.macs,
+                                               budget.latency_ms, budget.batch))
+
+    feasible = [c for c in within_macs if c.latency.ms <= budget.latency_ms]
+    if not feasible:
+        raise infeasible()
+
+    measured, measured_shortlist = 0, []
+    if measure:
+        feasible, measured_shortlist, measured = _measure_shortlist(
+            feasible, shortlist, budget.latency_ms, budget.batch, (out or Path(".")) / "search", say)
+        if not feasible:
+            raise infeasible()
+    tick = time.perf_counter()
+    feasible.sort(key=lambda c: (c.latency.ms, c.macs, c.id))
+    front = pareto_front(feasible)
+    for c in front:
+        c.pareto = True
+    timings["pareto"] = time.perf_counter() - tick
+    # with --measure the shortlist is the set of measured survivors
+    chosen = measured_shortlist if measure else select_shortlist(feasible, shortlist)
+    for c in chosen:
+        c.shortlisted = True
+    label = "measured" if measure else ("calibrated" if calib is not None else "predicted")
+    result = SearchResult(candidates=candidates, feasible=feasible, pareto=front, shortlist=chosen,
+                          max_macs=budget.macs, latency_ms=budget.latency_ms, batch=budget.batch,
+                          profile=profile.name, latency_label=label,
+                          seconds=time.perf_counter() - started, out_dir=out,
+                          calibration=calib_source, measured=measured, timings=timings)
+    if out is not None:
+        write_jsonl(out / "candidates.jsonl", (c.to_record() for c in feasible))
+        atomic_write_json(out / "search.json", {**result.summary(), "profile_detail": profile.to_dict(),
+                                                "input": list(shape), "classes": classes,
+                                                "families": list(families)})
+    return result
+
+
+def _measure_shortlist(feasible: list[Candidate], n: int, latency_ms: float, batch: int,
+                       workdir: Path, say: Callable[[str], None]
+                       ) -> tuple[list[Candidate], list[Candidate], int]:
+    """Measure the shortlisted candidates on the host; drop the ones over budget and shortlist
+    again until ``n`` measured candidates fit or nothing is left (at most 3n measurements).
+    Returns the candidates still feasible, the measured shortlist and the measurement count."""
+    remaining = list(feasible)
+    measured = 0
+    chosen = select_shortlist(remaining, n)
+    while measured < 3 * max(n, 1):
+        todo = [c for c in chosen if c.latency.label != "measured"]
+        if not todo:
+            break
+        for c in todo:
+            say(f"measuring {c.id} ({c.spec.describe()}) at batch {batch}")
+            c.estimate = c.latency
+            c.latency = measured_latency(c.spec, workdir, batch=batch)
+            measured += 1
+        remaining = [c for c in remaining if c.latency.ms <= latency_ms]
+        chosen = select_shortlist(remaining, n)
+    return remaining, [c for c in chosen if c.latency.label == "measured"], measured
+
+
+# ---------------------------------------------------------------------------- printing
+def format_search(result: SearchResult) -> str:
+    """The shortlist as a table plus a summary (plain text, for the CLI)."""
+    header = ("id", "family", "depth", "widths", "MACs", "params", "latency", "pareto")
+    rows = [(c.id, c.spec.family, str(c.depth), "-".join(map(str, c.spec.widths)),
+             format_count(c.macs), format_count(c.params),
+             f"{c.latency.ms:.4f} ms {c.latency.label}", "yes" if c.pareto else "")
+            for c in result.shortlist]
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    line = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
+    lines = [f"budget ({result.profile}): MACs <= {format_count(result.max_macs)}, latency <= "
+             f"{result.latency_ms:g} ms at batch {result.batch} "
+             f"({result.latency_label}{', ' + result.calibration if result.calibration else ''})",
+             f"{len(result.candidates)} students enumerated, {len(result.feasible)} fit, "
+             f"{len(result.pareto)} on the Pareto front (latency, params, depth); "
+             f"shortlist of {len(result.shortlist)}:",
+             "", line(header), line(tuple("-" * w for w in widths)), *map(line, rows)]
+    if result.out_dir is not None:
+        lines += ["", f"wrote {result.out_dir / 'candidates.jsonl'} and {result.out_dir / 'search.json'}"]
+    return "\n".join(lines)
