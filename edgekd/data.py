@@ -113,7 +113,7 @@ class Normalization:
 
 
 # --------------------------------------------------------------------------- the data set
-@dataclass
+@dataclass(eq=False)  # arrays: compare fingerprints, not fields
 class ImageDataset:
     """A labelled image classification set, uint8 ``(N, C, H, W)`` with int64 labels."""
 

@@ -245,6 +245,9 @@ def load_teacher(source: str | None, *, arch: str | None = None, num_classes: in
         num_classes = dataset.num_classes
     input_shape = tuple(dataset.input_shape) if dataset is not None else None
     if source is None or source == BUILTIN:
+        if arch is not None and arch != BUILTIN_ARCH:
+            raise EdgekdError(f"--arch {arch} was given without --teacher: pass the weights file "
+                              "with --teacher, or drop --arch to use the built-in teacher")
         model = builtin_teacher(dataset)
     elif _ENTRY_POINT.match(source) and not Path(source).exists():
         model = _call_entry_point(source, trust_code=trust_code)
@@ -493,6 +496,13 @@ def check_teacher(model: nn.Module, input_shape: Sequence[int], num_classes: int
         with torch.inference_mode():
             output = model(torch.zeros((2, *[int(v) for v in input_shape])))
     except Exception as error:  # noqa: BLE001 - any failure of the forward pass is the mismatch
+        # TorchScript / torch.export teachers hide their layers: read the first conv's weight
+        weight = next((p for p in model.parameters() if p.dim() == 4), None)
+        if weight is not None and weight.shape[1] != channels:
+            raise EdgekdError(
+                f"teacher does not accept input {shape_text}: its first convolution takes "
+                f"{weight.shape[1]} channels but the data has {channels}"
+                f"{_channel_hint(int(weight.shape[1]), channels)}") from None
         raise EdgekdError(f"teacher does not accept input {shape_text}: {_short(error)}; use a "
                           "teacher trained on images of this size and channel count") from None
     if not isinstance(output, torch.Tensor):
@@ -503,8 +513,8 @@ def check_teacher(model: nn.Module, input_shape: Sequence[int], num_classes: int
                           "(batch, classes) logits; use a classification model")
     if output.shape[1] != num_classes:
         raise EdgekdError(f"teacher outputs {output.shape[1]} classes but the data has {num_classes}; "
-                          "use a teacher trained on these classes (or pass the matching --arch "
-                          "head when loading a state_dict)")
+                          f"use a teacher trained on these {num_classes} classes, or check that "
+                          "--data is the data the teacher was trained on")
 
 
 def _channel_hint(teacher_channels: int, data_channels: int) -> str:
@@ -533,5 +543,10 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 def _short(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
+    """One short line from an exception; for TorchScript's multi-line interpreter errors, the
+    last line (the underlying error) instead of the generic first one."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and "TorchScript interpreter" in lines[0]:
+        lines = [lines[-1].removeprefix("RuntimeError: ")]
+    text = " ".join(" ".join(lines).split()) or type(error).__name__
     return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS - 3] + "..."

@@ -86,6 +86,8 @@ def test_torchscript_round_trip(tmp_path: Path, resnet: nn.Module, rgb: ImageDat
     loaded = load_teacher(str(tmp_path / "t.pt"), dataset=rgb)
     _same_outputs(resnet, loaded, batch)
     assert model_fingerprint(loaded) == sha256_file(tmp_path / "t.pt")
+    with pytest.raises(EdgekdError, match="takes 3 channels but the data has 1; the data is grayscale"):
+        check_teacher(loaded, (1, 28, 28), 10)  # the layers are hidden, the message is not
 
 
 def test_torch_export_round_trip_with_a_static_batch(tmp_path: Path, resnet: nn.Module,
@@ -172,6 +174,8 @@ def test_state_dict_mismatches_say_what_differs(tmp_path: Path, resnet: nn.Modul
         load_teacher(str(tmp_path / "w.pth"))
     with pytest.raises(EdgekdError, match="no such file"):
         load_teacher(str(tmp_path / "nope.pth"))
+    with pytest.raises(EdgekdError, match="without --teacher"):
+        load_teacher(None, arch="resnet18")
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
     with pytest.raises(EdgekdError, match="not a readable PyTorch file"):
         load_teacher(str(tmp_path / "junk.pt"))
