@@ -49,11 +49,17 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 def model_fields(runner: Any) -> dict[str, Any]:
-    """The fields that identify the measured model in a Measurement or a profile."""
+    """The fields that identify the measured model in a Measurement or a profile. ``sha256``
+    is the ONNX file's: for an engine, the one ``deploy build`` was given (recorded in its
+    ``.engine.json``), so device figures map back onto the host's export."""
+    own_sha = sha256_file(runner.path)
+    info = getattr(runner, "info", {})  # a TensorRT engine's .engine.json
     return {
         "model": runner.path.name,
         "model_path": str(runner.path.resolve()),
-        "sha256": sha256_file(runner.path),
+        # an engine is identified by the ONNX file it was built from (what the host exported)
+        "sha256": info.get("onnx_sha256", own_sha),
+        "file_sha256": own_sha,
         "model_id": runner.metadata.get("edgekd.id"),
         "profile": runner.metadata.get("edgekd.profile"),
         "input_shape": list(runner.sample_shape),

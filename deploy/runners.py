@@ -59,6 +59,24 @@ def open_runner(path: str | Path, backend: str | None = None, *, provider: str =
     return OrtRunner(path, provider=provider, threads=threads)
 
 
+def run_batched(runner: "OrtRunner | TrtRunner", x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The first output of ``runner.infer`` over ``x`` in chunks of the model's fixed batch,
+    else of ``batch_size`` (at most the engine's max); a short last chunk is padded by
+    repeating its last sample and the padding's outputs are dropped."""
+    low, high = getattr(runner, "batch_range", (1, batch_size))
+    step = runner.fixed_batch or min(batch_size, high)
+    outputs = []
+    for start in range(0, len(x), step):
+        chunk = x[start:start + step]
+        n = len(chunk)
+        size = step if runner.fixed_batch else max(n, low)
+        if n < size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - n, axis=0)])
+        result = runner.infer({runner.input_name: chunk})
+        outputs.append(result[runner.output_names[0]][:n])
+    return np.concatenate(outputs)
+
+
 class _Runner:
     """What both runners share: the input description and the feed checks."""
 

@@ -93,27 +93,13 @@ def onnx_logits(onnx_path: str | Path, x_float32: np.ndarray, *, threads: int = 
     """ONNX Runtime (CPU) outputs of ``onnx_path`` through the deploy kit's runner, in chunks
     of the model's batch (a static-batch model gets its last chunk padded)."""
     from deploy.errors import DeployError
-    from deploy.runners import OrtRunner
+    from deploy.runners import OrtRunner, run_batched
 
     try:
         runner = OrtRunner(onnx_path, provider="cpu", threads=threads)
         return run_batched(runner, x_float32)
     except DeployError as error:
         raise EdgekdError(str(error)) from None
-
-
-def run_batched(runner: Any, x: np.ndarray, batch_size: int = TORCH_BATCH) -> np.ndarray:
-    """The first output of ``runner.infer`` over ``x`` in chunks (padding a fixed batch)."""
-    step = runner.fixed_batch or batch_size
-    outputs = []
-    for start in range(0, len(x), step):
-        chunk = x[start:start + step]
-        n = len(chunk)
-        if runner.fixed_batch and n < step:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
-        result = runner.infer({runner.input_name: chunk})
-        outputs.append(result[runner.output_names[0]][:n])
-    return np.concatenate(outputs)
 
 
 def compare_logits(reference: np.ndarray, candidate: np.ndarray,
@@ -143,14 +129,16 @@ def check_parity(model: "torch.nn.Module", onnx_path: str | Path, x_float32: np.
     return report
 
 
-def parity_inputs(dataset: Any, n: int = MIN_PARITY_SAMPLES) -> np.ndarray:
-    """The first ``n`` test images of ``dataset`` (an ImageDataset), normalised, float32."""
+def parity_inputs(dataset: Any, n: int = MIN_PARITY_SAMPLES, normalization: Any = None) -> np.ndarray:
+    """The first ``n`` test images of ``dataset`` (an ImageDataset; topped up from the train
+    split when the test split is smaller), normalised with ``normalization`` (default: the
+    data set's), float32."""
     from edgekd.data import to_tensor
 
     x = dataset.x_test[:n]
     if len(x) < n:
         x = np.concatenate([x, dataset.x_train[: n - len(x)]])
-    return to_tensor(x, dataset.normalization).numpy()
+    return to_tensor(x, normalization or dataset.normalization).numpy()
 
 
 # --------------------------------------------------------------------------- export
@@ -316,3 +304,34 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: st
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def student_metadata(*, spec: Any = None, classes: list[str] | None = None,
+                     input_shape: tuple[int, ...] | None = None, normalization: Any = None,
+                     accuracy: float | None = None, profile: str | None = None,
+                     model_id: str | None = None, method: str | None = None) -> dict[str, Any]:
+    """The standard ``metadata_props`` of an edgekd export (``edgekd.version`` is added by
+    :func:`export_onnx`). ``deploy check`` reads ``edgekd.normalization`` to normalise uint8
+    images on the device; ``deploy bench`` copies ``edgekd.id`` and ``edgekd.profile`` into
+    the Measurement."""
+    norm = normalization.to_dict() if hasattr(normalization, "to_dict") else normalization
+    spec_dict = spec.to_dict() if hasattr(spec, "to_dict") else spec
+    return {
+        "edgekd.spec": spec_dict,
+        "edgekd.id": model_id,
+        "edgekd.classes": list(classes) if classes is not None else None,
+        "edgekd.input_shape": list(input_shape) if input_shape is not None else None,
+        "edgekd.normalization": norm,
+        "edgekd.accuracy": accuracy,
+        "edgekd.profile": profile,
+        "edgekd.method": method,
+    }
+
+
+def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dataset: Any,
+                normalization: Any = None, **options: Any) -> Path:
+    """The device bundle (see :mod:`edgekd.bundle`)."""
+    from edgekd.bundle import make_bundle as _make_bundle
+
+    return _make_bundle(onnx_path, out_dir, profile=profile, dataset=dataset,
+                        normalization=normalization, **options)

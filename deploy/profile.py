@@ -1,0 +1,132 @@
+"""``python -m deploy profile``: per-layer times of one model -> the layer-profile JSON.
+
+Format (read by the search's latency calibration)::
+
+    {"format": "edgekd.layer-profile/1", "model", "sha256", "backend", "batch", "device",
+     "layers": [{"name", "op_type", "ms"}, ...], "total_ms", "latency_ms", "iterations", ...}
+
+``layers`` are the kernels the runtime actually executes, in execution order (ONNX Runtime
+and TensorRT both fuse, e.g. Conv+ReLU is one layer), each with the median over
+``iters`` runs of its time in ms; ``total_ms`` is their sum; ``latency_ms`` is the median
+end-to-end time of the same runs (the difference is the runtime's per-inference overhead).
+
+* ONNX Runtime: ``SessionOptions.enable_profiling``; the Chrome-trace JSON it writes has one
+  ``cat == "Node"`` event per kernel run (``dur`` in us, ``args.op_name``).
+* TensorRT: an ``IProfiler`` subclass receives ``report_layer_time(name, ms)`` for every
+  layer of every run; the layer type comes from the engine inspector.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from deploy import PROFILE_FORMAT
+from deploy.bench import model_fields
+from deploy.errors import DeployError
+from deploy.runners import OrtRunner, TrtRunner, backend_for, import_tensorrt
+from deploy.timing import summarize, time_callable
+
+KERNEL_SUFFIX = "_kernel_time"
+
+
+def parse_ort_trace(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-node median ms (in first-execution order) from ONNX Runtime's profiling trace."""
+    times: dict[str, list[float]] = defaultdict(list)
+    op_types: dict[str, str] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not str(event.get("name", "")).endswith(KERNEL_SUFFIX):
+            continue
+        name = event["name"][: -len(KERNEL_SUFFIX)]
+        times[name].append(float(event.get("dur", 0)) / 1000.0)
+        op_types.setdefault(name, str(event.get("args", {}).get("op_name", "unknown")))
+    return [{"name": n, "op_type": op_types[n], "ms": median(v)} for n, v in times.items()]
+
+
+def _profile_ort(model: Path, batch: int, warmup: int, iters: int, provider: str,
+                 threads: int) -> tuple[Any, list[dict[str, Any]], list[float]]:
+    with tempfile.TemporaryDirectory(prefix="deploy-profile-") as tmp:
+        runner = OrtRunner(model, provider=provider, threads=threads,
+                           profile_prefix=str(Path(tmp) / "ort"))
+        runner.prepare(runner.random_feed(batch))
+        samples = time_callable(runner.run_prepared, warmup=0, iters=warmup + iters)[warmup:]
+        trace = Path(runner.end_profiling())
+        events = json.loads(trace.read_text(encoding="utf-8"))
+    # drop the warm-up runs: keep each node's last ``iters`` records
+    layers_all: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for event in events:
+        if event.get("cat") == "Node" and str(event.get("name", "")).endswith(KERNEL_SUFFIX):
+            layers_all[event["name"]].append(event)
+    kept = [e for records in layers_all.values() for e in records[-iters:]]
+    kept.sort(key=lambda e: e.get("ts", 0))
+    return runner, parse_ort_trace(kept), samples
+
+
+def _profile_trt(model: Path, batch: int, warmup: int, iters: int
+                 ) -> tuple[Any, list[dict[str, Any]], list[float]]:
+    trt = import_tensorrt()
+    runner = TrtRunner(model, batch=batch)
+    runner.prepare(runner.random_feed(batch))
+    time_callable(runner.run_prepared, warmup=warmup, iters=1)  # warm-up without the profiler
+
+    class LayerTimes(trt.IProfiler):
+        def __init__(self) -> None:
+            trt.IProfiler.__init__(self)
+            self.times: dict[str, list[float]] = defaultdict(list)
+
+        def report_layer_time(self, layer_name: str, ms: float) -> None:
+            self.times[layer_name].append(float(ms))
+
+    profiler = LayerTimes()
+    runner.context.profiler = profiler
+    samples = time_callable(runner.run_prepared, warmup=0, iters=iters)
+    types = runner.layer_types()
+    layers = [{"name": name, "op_type": types.get(name, "unknown"), "ms": median(values)}
+              for name, values in profiler.times.items()]
+    return runner, layers, samples
+
+
+def profile(model: str | Path, *, backend: str | None = None, batch: int = 1, warmup: int = 5,
+            iters: int = 20, provider: str = "cpu", threads: int = 0) -> dict[str, Any]:
+    """Per-layer profile of ``model`` (see the module docstring for the format)."""
+    model = Path(model)
+    if not model.is_file():
+        raise DeployError(f"model file '{model}' not found: check the path")
+    if backend_for(model, backend) == "trt":
+        runner, layers, samples = _profile_trt(model, batch, warmup, iters)
+    else:
+        runner, layers, samples = _profile_ort(model, batch, warmup, iters, provider, threads)
+    if not layers:
+        raise DeployError(f"the runtime reported no layer times for '{model.name}': "
+                          "profile with more --iters")
+    latency, _throughput = summarize(samples, batch)
+    return {
+        "format": PROFILE_FORMAT,
+        **model_fields(runner),
+        **runner.describe(),
+        "batch": batch,
+        "warmup": warmup,
+        "iterations": iters,
+        "layers": layers,
+        "total_ms": sum(layer["ms"] for layer in layers),
+        "latency_ms": latency["median"],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def format_table(result: dict[str, Any], top: int = 15) -> str:
+    """The ``top`` slowest layers as a plain-text table."""
+    total = result["total_ms"] or 1.0
+    rows = sorted(result["layers"], key=lambda layer: -layer["ms"])[:top]
+    width = max([len(r["name"]) for r in rows] + [5])
+    lines = [f"{result['model']} [{result['backend']} batch {result['batch']}] on {result['device']}: "
+             f"layers sum {result['total_ms']:.4f} ms, end-to-end median {result['latency_ms']:.4f} ms",
+             f"{'layer':<{width}}  {'op_type':<18} {'ms':>9} {'share':>6}"]
+    lines += [f"{r['name']:<{width}}  {r['op_type']:<18} {r['ms']:>9.4f} {100 * r['ms'] / total:>5.1f}%"
+              for r in rows]
+    return "\n".join(lines)

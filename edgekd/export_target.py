@@ -1,0 +1,147 @@
+"""What ``edgekd export CHECKPOINT_OR_RUN`` does: find the student, export it with its
+metadata and a parity check, and optionally write the device bundle.
+
+* a checkpoint (``edgekd.checkpoint``'s self-describing file): rebuilt from its spec,
+  exported to ``OUT/<spec id>.onnx``;
+* a run folder: the best trial of ``RUN/report/summary.json`` (``"best": {"id",
+  "checkpoint"}``, or else ``"winner"``). When the run already exported it
+  (``RUN/export/<id>.onnx``) and no export option asks for something else, that file is
+  copied byte for byte, so its sha256 still matches the run's measurements; the bundle
+  also takes ``RUN/export/teacher.onnx`` when present (the device speed-up baseline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import EdgekdError
+from edgekd.fileio import atomic_write_bytes, read_json
+
+
+@dataclass
+class ExportResult:
+    onnx: Path
+    model_id: str
+    source: str                        # "checkpoint" or "run"
+    parity: dict[str, Any] | None      # ParityReport.to_dict() of this export
+    bundle: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _dataset(data: str | None, input_shape: tuple[int, ...], fingerprint: str | None = None) -> Any:
+    from edgekd.data import load_dataset
+
+    dataset = load_dataset(data)
+    if tuple(dataset.input_shape) != tuple(input_shape):
+        raise EdgekdError(f"data '{data or 'mnist-subset'}' has images {tuple(dataset.input_shape)}, "
+                          f"the student takes {tuple(input_shape)}: pass the student's data with --data")
+    if fingerprint and dataset.fingerprint() != fingerprint:
+        raise EdgekdError(f"data '{data or 'mnist-subset'}' is not the data the run was trained on "
+                          "(fingerprint differs): pass the run's data with --data")
+    return dataset
+
+
+def _run_best(run: Path) -> tuple[str, Path]:
+    summary_path = run / "report" / "summary.json"
+    if not summary_path.is_file():
+        raise EdgekdError(f"{run} has no report/summary.json: finish the run first "
+                          f"(edgekd compress --out {run} --resume, or edgekd report {run})")
+    summary = read_json(summary_path)
+    best = summary.get("best")
+    if isinstance(best, dict) and best.get("id"):
+        trial = str(best["id"])
+        checkpoint = Path(best.get("checkpoint") or run / "trials" / trial / "checkpoint.pt")
+    elif summary.get("winner"):
+        trial = str(summary["winner"])
+        checkpoint = run / "trials" / trial / "checkpoint.pt"
+    else:
+        raise EdgekdError(f"{summary_path} names no best trial: rebuild it with 'edgekd report {run}'")
+    if not checkpoint.is_absolute():
+        checkpoint = run / checkpoint
+    return trial, checkpoint
+
+
+def _run_identity(run: Path) -> dict[str, Any]:
+    path = run / "run.json"
+    if not path.is_file():
+        return {}
+    return dict(read_json(path).get("identity") or {})
+
+
+def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
+                  profile: str | None = None, dynamic_batch: tuple[int, int, int] | None = None,
+                  simplify: bool = False, data: str | None = None, batch: int | None = None
+                  ) -> ExportResult:
+    """Export a checkpoint or a run's best student to ``out`` (see the module docstring)."""
+    from edgekd.checkpoint import load_student
+    from edgekd.data import Normalization
+    from edgekd.export import export_onnx, make_bundle, parity_inputs, read_metadata, student_metadata
+    from edgekd.profiles import DeviceProfile, load_profile
+    from edgekd.space import StudentSpec
+
+    target, out = Path(target), Path(out)
+    notes: list[str] = []
+    run: Path | None = None
+    identity: dict[str, Any] = {}
+    if target.is_dir():
+        run = target
+        trial, checkpoint = _run_best(run)
+        identity = _run_identity(run)
+    elif target.is_file():
+        checkpoint, trial = target, ""
+    else:
+        raise EdgekdError(f"'{target}' not found: pass a checkpoint.pt or a run folder (runs/NAME)")
+
+    device: Any = None
+    if profile:
+        device = load_profile(profile)
+    elif identity.get("profile"):
+        device = DeviceProfile.from_dict({**identity["profile"], "budget": identity["budget"]},
+                                         source=f"{run}/run.json")
+    if bundle and device is None:
+        raise EdgekdError("--bundle needs the target device: add --profile NAME "
+                          "(see 'edgekd profiles list')")
+    export_batch = batch or (device.budget.batch if device else 1)
+
+    model, info = load_student(checkpoint)
+    model_id = trial or (StudentSpec.from_dict(info.spec).id if info.spec else checkpoint.stem)
+    data_fp = (identity.get("data") or {}).get("fingerprint") if data is None else None
+    data_spec = data if data is not None else (identity.get("data") or {}).get("name")
+    dataset = _dataset(None if data_spec in (None, "mnist-subset") else data_spec,
+                       tuple(info.input_shape), data_fp)
+    norm = Normalization.from_dict(info.normalization)
+    onnx_path = out / f"{model_id}.onnx"
+    existing = run / "export" / f"{trial}.onnx" if run else None
+    reuse = (existing is not None and existing.is_file() and dynamic_batch is None
+             and not simplify and batch is None)
+    if reuse:
+        atomic_write_bytes(onnx_path, existing.read_bytes())
+        notes.append(f"copied the run's parity-checked export {existing} unchanged (same sha256 "
+                     "as the run's measurements)")
+    else:
+        metrics = info.metrics or {}
+        export_onnx(model, tuple(info.input_shape), onnx_path, batch=export_batch,
+                    dynamic_batch=dynamic_batch, simplify=simplify,
+                    parity_x=parity_inputs(dataset, normalization=norm),
+                    metadata=student_metadata(
+                        spec=info.spec, classes=info.classes, input_shape=info.input_shape,
+                        normalization=norm, accuracy=metrics.get("test_acc"),
+                        profile=device.name if device else None, model_id=model_id,
+                        method=info.method))
+    meta = read_metadata(onnx_path)
+    parity = None
+    if meta.get("edgekd.parity", "").startswith("{"):
+        import json
+
+        parity = json.loads(meta["edgekd.parity"])
+    bundle_dir = None
+    if bundle:
+        teacher = run / "export" / "teacher.onnx" if run else None
+        if run is not None and not (teacher and teacher.is_file()):
+            notes.append("the run has no export/teacher.onnx, so the bundle has no teacher baseline")
+        bundle_dir = make_bundle(onnx_path, out / "bundle", profile=device, dataset=dataset,
+                                 normalization=norm, teacher_onnx=teacher, run_dir=run)
+    return ExportResult(onnx=onnx_path, model_id=model_id, source="run" if run else "checkpoint",
+                        parity=parity, bundle=bundle_dir, notes=notes)

@@ -1,0 +1,191 @@
+"""The device bundle and the CLI: `edgekd export CHECKPOINT --bundle`, then the bundle's own copy
+of the deploy kit runs bench + check in a subprocess where importing torch (or edgekd) fails;
+an AST walk proves deploy/ never imports torch or edgekd."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from click.testing import CliRunner  # noqa: E402
+
+from edgekd.checkpoint import save_student  # noqa: E402
+from edgekd.cli import cli  # noqa: E402
+from edgekd.data import load_dataset, to_tensor  # noqa: E402
+from edgekd.space import Stage, StudentSpec, build  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+FORBIDDEN = {"torch", "torchvision", "edgekd"}
+ALLOWED = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "tensorrt", "cuda", "deploy"}
+#: onnx only where ONNX Runtime's quantizer needs it (it is the quantizer's own dependency)
+ALLOWED_IN = {"quantize.py": {"onnx"}}
+
+BLOCK_TORCH = '''
+import importlib.abc, sys
+
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "edgekd"):
+            raise ImportError(f"blocked: the deploy kit imported {name}")
+        return None
+
+sys.meta_path.insert(0, _Block())
+'''
+
+
+def _imports(tree: ast.AST) -> set[str]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module":
+            if node.args and isinstance(node.args[0], ast.Constant):
+                found.add(str(node.args[0].value).split(".")[0])
+    return found
+
+
+def test_deploy_imports_neither_torch_nor_edgekd() -> None:
+    files = sorted(DEPLOY.glob("*.py"))
+    assert {"__main__.py", "runners.py", "timing.py", "build.py"} <= {f.name for f in files}
+    for file in files:
+        modules = _imports(ast.parse(file.read_text(), filename=str(file)))
+        assert not modules & FORBIDDEN, f"{file.name} imports {modules & FORBIDDEN}"
+        extra = modules - ALLOWED - ALLOWED_IN.get(file.name, set())
+        assert not extra, f"{file.name} imports {extra}: deploy/ may use stdlib, numpy, onnxruntime, tensorrt, cuda"
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory) -> tuple[Path, float, np.ndarray]:
+    """A small student trained for a few steps on the shipped subset (non-trivial accuracy)."""
+    dataset = load_dataset()
+    torch.manual_seed(0)
+    spec = StudentSpec(family="plain", input=(1, 28, 28), classes=10,
+                       stages=(Stage(8, 1, 2), Stage(16, 1, 2)))
+    model = build(spec)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x = to_tensor(dataset.x_train[:3200], dataset.normalization)
+    y = torch.from_numpy(dataset.y_train[:3200])
+    model.train()
+    for start in range(0, len(x), 64):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[start:start + 64]), y[start:start + 64]).backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():  # PyTorch's predictions on the bundle's 1000 validation images
+        pred = model(to_tensor(dataset.x_test[:1000], dataset.normalization)).argmax(1).numpy()
+    accuracy = float(np.mean(pred == dataset.y_test[:1000]))
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
+    save_student(path, model, spec=spec, classes=dataset.classes, input_shape=dataset.input_shape,
+                 normalization=dataset.normalization, method="scratch",
+                 metrics={"test_acc": accuracy})
+    return path, accuracy, pred
+
+
+@pytest.fixture(scope="module")
+def bundle(trained_checkpoint, tmp_path_factory) -> Path:
+    checkpoint, _acc, _pred = trained_checkpoint
+    out = tmp_path_factory.mktemp("export")
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(out), "--bundle",
+                                      "--profile", "jetson-orin-nano-8gb"])
+    assert result.exit_code == 0, result.output
+    assert "top-1 agreement 100.00% on 256 samples" in result.output
+    return out / "bundle"
+
+
+def test_bundle_contents_and_readme(bundle: Path, trained_checkpoint) -> None:
+    for name in ("model.onnx", "profile.toml", "calib.npz", "val.npz", "README.md",
+                 "manifest.json", "deploy/__main__.py", "deploy/runners.py", "deploy/build.py"):
+        assert (bundle / name).is_file(), name
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["profile"] == "jetson-orin-nano-8gb"
+    readme = (bundle / "README.md").read_text()
+    assert "python3 -m deploy build model.onnx --fp16" in readme
+    assert "python3 -m deploy bench model.engine" in readme
+    assert "python3 -m deploy check model.engine --data val.npz" in readme
+    assert "edgekd report" in readme and "--measurements" in readme
+    from edgekd.profiles import load_profile
+
+    assert load_profile(str(bundle / "profile.toml")).name == "jetson-orin-nano-8gb"
+    with np.load(bundle / "val.npz") as val:
+        assert val["x"].dtype == np.uint8 and val["x"].shape == (1000, 1, 28, 28)
+        assert val["logits"].shape == (1000, 10)
+    meta = json.loads(subprocess.run(
+        [sys.executable, "-c", "import json,sys; from deploy.onnxmeta import read_onnx_header; "
+         "print(json.dumps(read_onnx_header(sys.argv[1]).metadata))", str(bundle / "model.onnx")],
+        capture_output=True, text=True, check=True, cwd=bundle).stdout)
+    spec = json.loads(meta["edgekd.spec"])
+    assert spec["family"] == "plain" and json.loads(meta["edgekd.input_shape"]) == [1, 28, 28]
+    assert json.loads(meta["edgekd.normalization"])["mean"]
+    assert meta["edgekd.profile"] == "jetson-orin-nano-8gb"
+    assert float(meta["edgekd.accuracy"]) == pytest.approx(trained_checkpoint[1])
+
+
+def test_bundle_kit_runs_where_torch_cannot_be_imported(bundle: Path, trained_checkpoint,
+                                                         tmp_path: Path) -> None:
+    _checkpoint, torch_accuracy, _pred = trained_checkpoint
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCK_TORCH)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(site)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], cwd=bundle, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    probe = run("-c", "import deploy, sys; print(deploy.__file__)\n"
+                      "try:\n    import torch\nexcept ImportError as e:\n    print('blocked', e)")
+    assert probe.returncode == 0, probe.stderr
+    assert Path(probe.stdout.splitlines()[0]).resolve().parent == (bundle / "deploy").resolve()
+    assert "blocked" in probe.stdout
+
+    bench = run("-m", "deploy", "bench", "model.onnx", "--backend", "ort", "--iters", "10",
+                "--out", str(tmp_path / "m.json"))
+    assert bench.returncode == 0, bench.stderr
+    measurement = json.loads((tmp_path / "m.json").read_text())
+    assert measurement["backend"] == "ort" and measurement["latency_ms"]["median"] > 0
+
+    check = run("-m", "deploy", "check", "model.onnx", "--data", "val.npz",
+                "--out", str(tmp_path / "c.json"))
+    assert check.returncode == 0, check.stderr
+    result = json.loads((tmp_path / "c.json").read_text())
+    assert result["samples"] == 1000
+    assert result["accuracy"] == pytest.approx(torch_accuracy, abs=1e-12)  # same samples, same answer
+    assert result["accuracy"] > 0.2  # a trained model, well above chance (0.1)
+    assert result["reference"]["top1_agreement"] == 1.0
+
+
+def test_check_rejects_data_of_the_wrong_shape(bundle: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((4, 3, 32, 32), np.uint8), y=np.zeros(4, np.int64))
+    proc = subprocess.run([sys.executable, "-m", "deploy", "check", "model.onnx", "--data", str(bad)],
+                          cwd=bundle, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "the model takes (1, 28, 28)" in proc.stderr
+
+
+def test_export_cli_bad_input_is_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    for args in (["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")],
+                 ["export", str(junk), "--out", str(tmp_path / "o")]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+
+
+def test_bundle_needs_a_profile(trained_checkpoint, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["export", str(trained_checkpoint[0]), "--out",
+                                      str(tmp_path), "--bundle"])
+    assert result.exit_code == 2 and "--profile" in result.output + (result.stderr or "")
