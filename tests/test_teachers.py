@@ -25,8 +25,11 @@ from edgekd.teachers import (BUILTIN_ARCH, BuiltinCNN, builtin_teacher, check_te
                              load_teacher, model_fingerprint)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
+    """EDGEKD_CACHE_DIR -> a temporary folder while this module runs. Module scope, not
+    session: a session-scoped autouse fixture in a test module would stay active (and keep
+    the variable set) for every test module that runs after this one."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("EDGEKD_CACHE_DIR", str(tmp_path_factory.mktemp("edgekd-cache")))
         yield
@@ -213,7 +216,9 @@ def test_builtin_cnn_size() -> None:
     model = BuiltinCNN((1, 28, 28), 10)
     params = sum(p.numel() for p in model.parameters())
     assert 300_000 <= params <= 400_000
-    assert dict(model.named_modules())[BuiltinCNN.hint_layer] is model.features[1]
+    from edgekd.distill.hints import auto_layer, list_layers
+
+    assert auto_layer(list_layers(model.eval(), (1, 28, 28))) == "features.1.2"
 
 
 def test_builtin_teacher_is_trained_once_then_cached(tmp_path: Path, mnist: ImageDataset,
@@ -286,3 +291,13 @@ def test_resolve_teachers_checks_against_the_data(tmp_path: Path, resnet: nn.Mod
     torch.save(resnet.state_dict(), tmp_path / "w.pth")
     with pytest.raises(EdgekdError, match="grayscale"):
         resolve_teachers((str(tmp_path / "w.pth"),), ("resnet18",), False, mnist)
+
+
+def test_builtin_teacher_cache_lives_under_edgekd_cache_dir(tmp_path: Path, mnist: ImageDataset,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "c"))
+    path = teachers_module.builtin_teacher_path(mnist, teachers_module.TeacherRecipe())
+    assert path.parent == tmp_path / "c" / "teachers" and path.name.startswith("builtin-cnn-")
+    monkeypatch.delenv("EDGEKD_CACHE_DIR")
+    assert tmp_path not in teachers_module.builtin_teacher_path(
+        mnist, teachers_module.TeacherRecipe()).parents
