@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SHIPPED_SUBSET = "mnist-subset"
 TORCHVISION_PREFIX = "torchvision:"
+TORCHVISION_EXAMPLES = ("MNIST", "FashionMNIST", "KMNIST", "CIFAR10", "CIFAR100", "SVHN")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 MAX_CHANNELS = 4  # an axis of at most this size is taken as the channel axis
@@ -423,21 +424,21 @@ def _load_torchvision(spec: str) -> ImageDataset:
 
     factory = getattr(tvd, name, None)
     if not isinstance(factory, type):
-        known = ", ".join(n for n in ("MNIST", "FashionMNIST", "KMNIST", "CIFAR10", "CIFAR100", "SVHN"))
-        raise EdgekdError(f"data '{spec}': torchvision has no data set '{name}'; use one of {known} "
-                          "(names are case-sensitive)")
+        raise EdgekdError(f"data '{spec}': torchvision has no data set '{name}'; use e.g. "
+                          f"{', '.join(TORCHVISION_EXAMPLES)} (names are case-sensitive)")
     splits = {}
     for train in (True, False):
         kwargs: dict[str, Any] = ({"split": "train" if train else "test"} if name == "SVHN"
                                   else {"train": train})
         try:
             splits[train] = factory(root, download=False, **kwargs)
-        except (RuntimeError, FileNotFoundError, OSError) as error:
+        except (RuntimeError, FileNotFoundError, OSError):
+            split = ", split='test'" if name == "SVHN" and not train else ""
             raise EdgekdError(
-                f"data '{spec}': torchvision {name} is not in '{root}' ({str(error).splitlines()[0]}); "
-                "edgekd never downloads at run time: download it once with python -c \"import "
-                f"torchvision; torchvision.datasets.{name}('{root}', download=True)\" (and train=False "
-                "for the test split), then rerun") from None
+                f"data '{spec}': torchvision {name} ({'train' if train else 'test'} split) is not in "
+                f"'{root}', and edgekd never downloads at run time: download it once with python -c "
+                f"\"import torchvision; torchvision.datasets.{name}('{root}'{split}, download=True)\", "
+                "then rerun") from None
         except TypeError as error:
             raise EdgekdError(f"data '{spec}': torchvision {name} is not a simple train/test data "
                               f"set ({error}); export it to a .npz or an image folder instead") from None
