@@ -185,3 +185,40 @@ def test_cost_cache_round_trip(tmp_path) -> None:
     assert isinstance(spec_cost(STUDENTS[1]), ModelCost)
     (tmp_path / "torn.json").write_text('{"format": "edgekd.cost-cache/1", "blo')
     assert cost.load_cost_cache(tmp_path / "torn.json") == 0
+
+
+def test_calibration_from_layer_profiles_recovers_per_kind_coefficients(host) -> None:
+    """Synthetic `deploy profile` JSONs (per-op times made from known coefficients, plus a
+    layout reorder and a per-inference overhead) give back those coefficients."""
+    from edgekd.cost import fit_calibration_from_layer_profiles
+
+    rng = random.Random(1)
+    truth = {"conv": (3.0, 1.5, 0.004), "linear": (1.2, 2.0, 0.003), "pool": (0.0, 1.1, 0.002),
+             "add": (0.0, 2.5, 0.001)}
+    op_types = {"conv": "FusedConv", "linear": "Gemm", "pool": "GlobalAveragePool", "add": "Add"}
+    roof = cost.Roofline.of(host.hardware, host.runtime.precision)
+    items = []
+    for layers in _synthetic_table(rng, 60):
+        layers = [layer for layer in layers if layer.kind != "elementwise"]
+        for batch in (1, 4):
+            ops = []
+            for layer in layers:
+                kind = "conv" if layer.kind == "depthwise" else layer.kind
+                a, m, o = truth[kind]
+                ms = a * roof.compute_ms(layer, batch) + m * roof.memory_ms(layer, batch) + o
+                ops.append({"name": layer.name, "op_type": op_types[kind], "ms": ms})
+            ops.append({"name": "reorder", "op_type": "ReorderOutput", "ms": 0.005})
+            items.append((layers, {"format": "edgekd.layer-profile/1", "batch": batch, "layers": ops,
+                                   "latency_ms": sum(op["ms"] for op in ops) + 0.02}))
+    calibration = fit_calibration_from_layer_profiles(items, host)
+    assert set(calibration.fits) == {"all", "1", "4"}
+    for kind, (a, m, o) in truth.items():
+        fitted = calibration.fits["all"]
+        assert fitted[f"{kind}.compute"] == pytest.approx(a, rel=1e-3, abs=1e-6), kind
+        assert fitted[f"{kind}.memory"] == pytest.approx(m, rel=1e-3), kind
+        assert fitted[f"{kind}.count"] == pytest.approx(o, rel=1e-3), kind
+    assert calibration.fits["all"]["intercept"] == pytest.approx(0.025)
+    layers, result = items[0]
+    assert calibration.predict_ms(layers, 1) == pytest.approx(result["latency_ms"], rel=1e-3)
+    with pytest.raises(EdgekdError, match="not a layer profile"):
+        fit_calibration_from_layer_profiles([(layers, {"format": "edgekd.measurement/1"})], host)
