@@ -301,3 +301,20 @@ def test_builtin_teacher_cache_lives_under_edgekd_cache_dir(tmp_path: Path, mnis
     monkeypatch.delenv("EDGEKD_CACHE_DIR")
     assert tmp_path not in teachers_module.builtin_teacher_path(
         mnist, teachers_module.TeacherRecipe()).parents
+
+
+def test_student_checkpoint_is_a_teacher(tmp_path: Path, mnist: ImageDataset) -> None:
+    """Born-again generations: a trained student's checkpoint describes itself, no --arch."""
+    from edgekd.checkpoint import save_student
+    from edgekd.space import Stage, StudentSpec, build
+
+    spec = StudentSpec(family="plain", input=(1, 28, 28), classes=10,
+                       stages=(Stage(8, 1, 2), Stage(16, 1, 2)))
+    torch.manual_seed(0)
+    student = build(spec).eval()
+    save_student(tmp_path / "checkpoint.pt", student, spec=spec, classes=mnist.classes,
+                 input_shape=mnist.input_shape, normalization=mnist.normalization,
+                 method="scratch", metrics={})
+    loaded = load_teacher(str(tmp_path / "checkpoint.pt"), dataset=mnist)
+    _same_outputs(student, loaded, to_tensor(mnist.x_test[:4], mnist.normalization))
+    assert model_fingerprint(loaded) == model_fingerprint(student)
