@@ -318,3 +318,15 @@ def test_student_checkpoint_is_a_teacher(tmp_path: Path, mnist: ImageDataset) ->
     loaded = load_teacher(str(tmp_path / "checkpoint.pt"), dataset=mnist)
     _same_outputs(student, loaded, to_tensor(mnist.x_test[:4], mnist.normalization))
     assert model_fingerprint(loaded) == model_fingerprint(student)
+
+
+def test_torch_export_with_a_dynamic_batch(tmp_path: Path, mnist: ImageDataset) -> None:
+    torch.manual_seed(0)
+    model = BuiltinCNN().eval()
+    batch_dim = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(model, (torch.zeros(2, 1, 28, 28),),
+                                  dynamic_shapes={"x": {0: batch_dim}})
+    torch.export.save(program, tmp_path / "dyn.pt2")
+    loaded = load_teacher(str(tmp_path / "dyn.pt2"), dataset=mnist)
+    assert loaded.static_batch is None
+    _same_outputs(model, loaded, to_tensor(mnist.x_test[:7], mnist.normalization))
