@@ -5,7 +5,9 @@ TensorRT 10 builder API, step by step:
 1. ``trt.Builder(logger).create_network(0)`` — explicit batch is the only mode in TensorRT 10
    (the EXPLICIT_BATCH flag is deprecated and ignored); the network is *weakly typed* so the
    ``FP16``/``INT8`` builder flags choose precisions (a strongly typed network would take
-   them from the ONNX tensor types instead and forbid those flags).
+   them from the ONNX tensor types instead and forbid those flags). TensorRT 11 removed weak
+   typing: there the network is created ``STRONGLY_TYPED``, INT8 comes from the Q/DQ nodes
+   alone and ``--fp16`` is refused with a one-line error.
 2. ``trt.OnnxParser(network, logger).parse_from_file(path)``; on failure every
    ``parser.get_error(i)`` (description, node, operator) is listed in the error.
 3. ``builder.create_builder_config()``: ``set_memory_pool_limit(MemoryPoolType.WORKSPACE,
@@ -73,8 +75,15 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _strongly_typed(trt: Any) -> bool:
+    """TensorRT 11 removed weak typing (and the FP16/INT8 builder flags): networks there are
+    strongly typed, precisions come from the ONNX types and Q/DQ nodes."""
+    return int(trt.__version__.split(".")[0]) >= 11
+
+
 def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> tuple[Any, Any]:
-    network = builder.create_network(0)
+    flags = (1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)) if _strongly_typed(trt) else 0
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         problems = []
@@ -152,10 +161,15 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mb) << 20)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if options.fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-    if options.int8:
-        config.set_flag(trt.BuilderFlag.INT8)
+    if _strongly_typed(trt):
+        if options.fp16:
+            raise DeployError(f"TensorRT {trt.__version__} removed the FP16 builder flag (strong "
+                              "typing only): use TensorRT 10 (JetPack 6) for --fp16, or build fp32")
+    else:
+        if options.fp16:
+            config.set_flag(trt.BuilderFlag.FP16)
+        if options.int8:
+            config.set_flag(trt.BuilderFlag.INT8)
     if options.dla_core is not None:
         cores = builder.num_DLA_cores
         if cores == 0:

@@ -189,3 +189,36 @@ def test_bundle_needs_a_profile(trained_checkpoint, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["export", str(trained_checkpoint[0]), "--out",
                                       str(tmp_path), "--bundle"])
     assert result.exit_code == 2 and "--profile" in result.output + (result.stderr or "")
+
+
+def test_export_a_run_reuses_its_export_and_bundles_the_teacher(trained_checkpoint,
+                                                                  tmp_path: Path) -> None:
+    """A run folder: the best trial of report/summary.json; its existing export is copied byte
+    for byte (same sha256 as the run's measurements) and the teacher joins the bundle."""
+    from edgekd.export import export_onnx, parity_inputs, student_metadata
+    from edgekd.checkpoint import load_student
+    from edgekd.fileio import sha256_file
+
+    checkpoint = trained_checkpoint[0]
+    run = tmp_path / "run"
+    (run / "trials" / "t07").mkdir(parents=True)
+    (run / "trials" / "t07" / "checkpoint.pt").write_bytes(checkpoint.read_bytes())
+    (run / "report").mkdir()
+    (run / "report" / "summary.json").write_text(json.dumps(
+        {"best": {"id": "t07", "checkpoint": "trials/t07/checkpoint.pt"}, "winner": "t07"}))
+    model, info = load_student(checkpoint)
+    dataset = load_dataset()
+    meta = student_metadata(spec=info.spec, normalization=dataset.normalization, model_id="t07")
+    export_onnx(model, info.input_shape, run / "export" / "t07.onnx", metadata=meta,
+                parity_x=parity_inputs(dataset))
+    export_onnx(model, info.input_shape, run / "export" / "teacher.onnx")  # stands in for it
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", str(run), "--out", str(out), "--bundle",
+                                      "--profile", "jetson-agx-orin-64gb"])
+    assert result.exit_code == 0, result.output
+    assert sha256_file(out / "t07.onnx") == sha256_file(run / "export" / "t07.onnx")
+    assert sha256_file(out / "bundle" / "model.onnx") == sha256_file(run / "export" / "t07.onnx")
+    assert (out / "bundle" / "teacher.onnx").is_file()
+    readme = (out / "bundle" / "README.md").read_text()
+    assert "python3 -m deploy build teacher.onnx --fp16" in readme
+    assert f"edgekd report {run} --measurements measurement-model.json" in readme
