@@ -177,15 +177,21 @@ def default_cost_cache() -> Path:
 
 def _resolve_calibration(calibration: Calibration | str | Path | None, profile: "DeviceProfile",
                          out_dir: Path | None) -> tuple[Calibration | None, str | None]:
+    """The calibration to use: the one given, else OUT/calibration-PROFILE.json if present."""
+    found: Calibration | None = None
+    source: str | None = None
     if isinstance(calibration, Calibration):
-        return calibration, calibration.source or "given"
-    if calibration is not None:
-        return Calibration.load(calibration), str(calibration)
-    if out_dir is not None:
-        saved = out_dir / f"calibration-{profile.name}.json"
-        if saved.is_file():
-            return Calibration.load(saved), str(saved)
-    return None, None
+        found, source = calibration, calibration.source or "given"
+    elif calibration is not None:
+        found, source = Calibration.load(calibration), str(calibration)
+    elif out_dir is not None and (out_dir / f"calibration-{profile.name}.json").is_file():
+        source = str(out_dir / f"calibration-{profile.name}.json")
+        found = Calibration.load(source)
+    if found is not None and (found.profile, found.precision) != (profile.name, profile.runtime.precision):
+        raise EdgekdError(f"calibration {source} was fitted for profile '{found.profile}' "
+                          f"({found.precision}), not '{profile.name}' ({profile.runtime.precision}): "
+                          "pass a calibration made on this device, or none")
+    return found, source
 
 
 def _infeasible_message(smallest: Candidate, fastest: Candidate | None, max_macs: int,

@@ -150,3 +150,13 @@ def test_cli_search_infeasible_exits_2(tmp_path) -> None:
     assert len(errors) == 1 and "no student fits MACs <= 1.0K" in errors[0]
     assert "Traceback" not in result.output + result.stderr
     assert not (tmp_path / "run" / "candidates.jsonl").exists()
+
+
+def test_calibration_for_another_device_is_refused(host, tmp_path) -> None:
+    calibration = Calibration(profile=host.name, precision="fp32",
+                              hardware=dataclasses.asdict(host.hardware),
+                              fits={"all": {name: 0.0 for name in feature_names()}})
+    path = calibration.save(tmp_path / "calibration-host-cpu.json")
+    with pytest.raises(EdgekdError, match="fitted for profile 'host-cpu'"):
+        search_candidates(load_profile("jetson-orin-nano-8gb"), (1, 28, 28), 10,
+                          calibration=path, space=SMALL)
