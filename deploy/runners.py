@@ -165,6 +165,10 @@ class OrtRunner(_Runner):
         except Exception as error:  # ORT raises its own Fail/InvalidGraph types
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise DeployError(f"ONNX Runtime cannot load '{self.path}': {message}") from None
+        if wanted not in self.session.get_providers():
+            raise DeployError(f"ONNX Runtime could not start {wanted} here (it fell back to "
+                              f"{', '.join(self.session.get_providers())}): check the CUDA/cuDNN "
+                              "install, or use --provider cpu")
         self.ort_version = ort.__version__
         self.provider = provider
         self.threads = int(threads)
@@ -277,6 +281,14 @@ class Cuda:
     def stream(self) -> Any:
         return self.call(self.rt.cudaStreamCreate())
 
+    @staticmethod
+    def handle(stream: Any) -> int:
+        """The raw ``cudaStream_t`` value that TensorRT's ``execute_async_v3`` takes."""
+        try:
+            return int(stream)
+        except TypeError:
+            return int(stream.getPtr())
+
     def sync(self, stream: Any) -> None:
         self.call(self.rt.cudaStreamSynchronize(stream))
 
@@ -358,6 +370,7 @@ class TrtRunner(_Runner):
         self.precision = str(self.info.get("precision", "unknown"))
         self.device = self.cuda.device_name()
         self.stream = self.cuda.stream()
+        self.stream_handle = Cuda.handle(self.stream)
         self._buffers: dict[str, tuple[int, np.ndarray]] = {}
         self._batch: int | None = None
         if batch is not None:
@@ -403,13 +416,13 @@ class TrtRunner(_Runner):
         self.cuda.sync(self.stream)
 
     def run_prepared(self) -> None:
-        if not self.context.execute_async_v3(int(self.stream)):
+        if not self.context.execute_async_v3(self.stream_handle):
             raise DeployError("TensorRT execute_async_v3 failed: see the TensorRT log above")
         self.cuda.sync(self.stream)
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.prepare(feed)
-        if not self.context.execute_async_v3(int(self.stream)):
+        if not self.context.execute_async_v3(self.stream_handle):
             raise DeployError("TensorRT execute_async_v3 failed: see the TensorRT log above")
         for name in self.output_names:
             pointer, host = self._buffers[name]

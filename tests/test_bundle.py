@@ -222,3 +222,21 @@ def test_export_a_run_reuses_its_export_and_bundles_the_teacher(trained_checkpoi
     readme = (out / "bundle" / "README.md").read_text()
     assert "python3 -m deploy build teacher.onnx --fp16" in readme
     assert f"edgekd report {run} --measurements measurement-model.json" in readme
+
+
+def test_int8_qdq_from_the_bundle_calibration_keeps_accuracy(bundle: Path, tmp_path: Path) -> None:
+    """The INT8 route (explicit Q/DQ, calibrated on calib.npz) checked on the host with ONNX
+    Runtime: Q/DQ nodes present, accuracy within 3 points of fp32, >= 90% top-1 agreement."""
+    import onnx
+
+    from deploy.check import check
+    from deploy.quantize import quantize_qdq
+
+    qdq = quantize_qdq(bundle / "model.onnx", bundle / "calib.npz", tmp_path / "model.int8.onnx")
+    ops = {node.op_type for node in onnx.load(str(qdq)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    fp32 = check(bundle / "model.onnx", bundle / "val.npz")
+    int8 = check(qdq, bundle / "val.npz")
+    assert int8["precision"] == "int8"
+    assert abs(int8["accuracy"] - fp32["accuracy"]) <= 0.03
+    assert int8["reference"]["top1_agreement"] >= 0.9

@@ -89,6 +89,8 @@ def test_ort_runner_infer_contract(student_onnx: Path) -> None:
     ("text", ("bench", "{tmp}/fake.onnx"), "not an ONNX model"),
     ("static", ("bench", "{model}", "--batch", "4"), "fixed batch of 1"),
     ("engine", ("bench", "{tmp}/old.engine"), "built with TensorRT 8.6.1"),
+    ("no data", ("check", "{model}", "--data", "{tmp}/none.npz"), "data file"),
+    ("bad npz", ("check", "{model}", "--data", "{tmp}/fake.onnx"), "not a readable .npz"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, static_onnx: Path, setup, args,
                                          message) -> None:
@@ -108,3 +110,57 @@ def test_measure_onnx_bad_model_is_edgekd_error(tmp_path: Path) -> None:
     bad.write_bytes(b"\x01\x02garbage")
     with pytest.raises(EdgekdError, match="not an ONNX model"):
         measure_onnx(bad, iters=1)
+
+
+def test_profile_writes_per_layer_json(tmp_path: Path, student_onnx: Path) -> None:
+    proc = deploy("profile", str(student_onnx), "--batch", "2", "--iters", "5", "--out",
+                  str(tmp_path / "p.json"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    p = json.loads((tmp_path / "p.json").read_text())
+    assert p["format"] == "edgekd.layer-profile/1" and p["backend"] == "ort" and p["batch"] == 2
+    assert {"model", "sha256", "device", "layers", "total_ms"} <= set(p)
+    assert any(layer["op_type"] == "Conv" for layer in p["layers"])
+    assert all(layer["ms"] >= 0 and layer["name"] for layer in p["layers"])
+    assert p["total_ms"] == pytest.approx(sum(layer["ms"] for layer in p["layers"]))
+    assert p["iterations"] == 5
+
+
+def test_summarize_matches_numpy() -> None:
+    from deploy.timing import summarize, time_callable
+
+    samples = [3.0, 1.0, 2.0, 10.0, 2.5]
+    latency, throughput = summarize(samples, batch=4)
+    assert latency["median"] == 2.5 and latency["min"] == 1.0 and latency["max"] == 10.0
+    assert latency["p90"] == pytest.approx(np.percentile(samples, 90))
+    assert latency["std"] == pytest.approx(np.std(samples, ddof=1))
+    assert throughput == pytest.approx(4 * 1000 / 2.5)
+    calls = []
+    assert len(time_callable(lambda: calls.append(1), warmup=3, iters=7)) == 7 and len(calls) == 10
+
+
+def test_onnx_header_reader_without_onnx(student_onnx: Path, tmp_path: Path) -> None:
+    import onnx
+
+    from deploy.errors import DeployError
+    from deploy.onnxmeta import read_onnx_header
+
+    header = read_onnx_header(student_onnx)
+    proto = onnx.load(str(student_onnx))
+    assert header.metadata == {p.key: p.value for p in proto.metadata_props}
+    assert header.opsets[""] == 18 and header.ir_version == proto.ir_version
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(os.urandom(64))
+    with pytest.raises(DeployError, match="not an ONNX model"):
+        read_onnx_header(junk)
+
+
+def test_build_without_tensorrt_is_one_line(tmp_path: Path, static_onnx: Path) -> None:
+    pytest.importorskip("numpy")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here: tests/test_tensorrt.py covers build")
+    except ImportError:
+        pass
+    proc = deploy("build", str(static_onnx), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: TensorRT is not installed") and proc.stderr.count("\n") == 1
