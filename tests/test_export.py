@@ -107,3 +107,32 @@ def test_wrong_parity_shape_is_a_user_error(tmp_path: Path, x_parity) -> None:
     model = build(_spec("plain"))
     with pytest.raises(EdgekdError, match="do not match the model input"):
         export_onnx(model, (1, 28, 28), tmp_path / "s.onnx", parity_x=x_parity[:, :, :14, :14])
+
+
+def test_simplified_graph_is_dropped_when_parity_breaks(tmp_path: Path, x_parity, monkeypatch) -> None:
+    """The guard around simplification: a 'simplified' graph that computes something else is
+    rejected and the plain export is kept (here the simplifier is made to corrupt a weight)."""
+    import edgekd.export as export_module
+    from onnx import numpy_helper
+
+    def corrupting_simplifier(proto):
+        bad = onnx.ModelProto()
+        bad.CopyFrom(proto)
+        init = bad.graph.initializer[0]
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.5, init.name))
+        return bad, ""
+
+    monkeypatch.setattr(export_module, "_simplify", corrupting_simplifier)
+    model = build(_spec("plain"))
+    path = export_onnx(model, (1, 28, 28), tmp_path / "s.onnx", simplify=True, parity_x=x_parity)
+    meta = read_metadata(path)
+    assert meta["edgekd.simplified"].startswith("rejected: ONNX parity failed")
+    assert np.abs(onnx_logits(path, x_parity) - torch_logits(model, x_parity)).max() <= 1e-4
+
+
+def test_opset_17_uses_the_torchscript_exporter(tmp_path: Path, x_parity) -> None:
+    model = build(_spec("plain"))
+    path = export_onnx(model, (1, 28, 28), tmp_path / "s17.onnx", opset=17, parity_x=x_parity)
+    proto = onnx.load(str(path))
+    assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {17}
+    assert read_metadata(path)["edgekd.exporter"] == "torchscript"
