@@ -34,9 +34,12 @@ DEFAULT_SAMPLES = 512
 
 
 def quantize_qdq(onnx_path: str | Path, calib: str | Path | np.ndarray, out_path: str | Path, *,
+                 normalization: tuple[list[float], list[float]] | None = None,
                  max_samples: int = DEFAULT_SAMPLES) -> Path:
     """Write a Q/DQ INT8 copy of ``onnx_path`` to ``out_path``, calibrated on ``calib`` (an
-    .npz with uint8 images ``x``, or the images themselves); returns ``out_path``."""
+    .npz with uint8 images ``x``, or the images themselves); returns ``out_path``. uint8
+    images are normalised with the model's metadata, else ``normalization`` (mean, std),
+    else the npz's ``mean``/``std``."""
     try:
         import onnx
         from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod,
@@ -52,7 +55,7 @@ def quantize_qdq(onnx_path: str | Path, calib: str | Path | np.ndarray, out_path
     else:
         x_raw, source = np.asarray(calib), "calibration images"
     x = prepare_inputs(x_raw[:max_samples], runner.sample_shape,
-                       normalization_of(runner) or file_norm, source)
+                       normalization_of(runner) or normalization or file_norm, source)
     step = runner.fixed_batch or 32
     if len(x) < step:
         raise DeployError(f"'{source}' has {len(x)} calibration images, fewer than the model's "

@@ -5,7 +5,7 @@ bundle/
   model.onnx        the exported student, byte-identical to the run's export (same sha256,
                     so the device's Measurement JSON maps back onto the run's report)
   teacher.onnx      the teacher, when given (device speed-up baseline)
-  model.int8.onnx   explicit Q/DQ INT8 copy, when the profile's precision is int8
+  *.int8.onnx       explicit Q/DQ INT8 copies, when the profile's precision is int8
   deploy/           a copy of the torch-free deploy kit (python -m deploy ...)
   profile.toml      the target profile (with the run's budget)
   calib.npz         x: uint8 train images for INT8 calibration; mean, std
@@ -77,8 +77,8 @@ def _commands(profile: Any, batch: int, has_teacher: bool, int8: bool) -> str:
     if runtime.backend == "trt":
         flags = {"fp16": " --fp16", "int8": " --int8", "fp32": ""}[runtime.precision]
         for name in models:
-            source = "model.int8.onnx" if (int8 and name == "model") else f"{name}.onnx"
-            out = f" --out {name}.engine" if source != f"{name}.onnx" else ""
+            source = f"{name}.int8.onnx" if int8 else f"{name}.onnx"
+            out = f" --out {name}.engine" if int8 else ""
             lines.append(f"python3 -m deploy build {source}{flags}{out} "
                          f"--workspace-mb {runtime.workspace_mb} --timing-cache timing.cache")
         run_models = [f"{name}.engine" for name in models]
@@ -117,7 +117,7 @@ cd bundle
 engine only runs with the TensorRT version that built it, so build on the device itself.
 `check` prints the accuracy on `val.npz` and the top-1 agreement with the host's ONNX outputs
 stored in it. Every command prints `error: ...` and exits 2 on bad input.
-{"INT8 uses `model.int8.onnx`: explicit Q/DQ scales calibrated on the host from calib.npz (TensorRT 10 deprecates implicit calibration)." if int8 else "INT8 (optional): `python3 -m deploy build model.onnx --int8 --calib calib.npz` (needs `pip install onnx onnxruntime` on the device to quantize)."}
+{"INT8 uses the `*.int8.onnx` files: explicit Q/DQ scales calibrated on the host from calib.npz (TensorRT 10 deprecates implicit calibration)." if int8 else "INT8 (optional): `python3 -m deploy build model.onnx --int8 --calib calib.npz` (needs `pip install onnx onnxruntime` on the device to quantize)."}
 
 ## Bring the numbers back
 
@@ -175,14 +175,17 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dat
         classes=np.asarray([str(c) for c in dataset.classes]), **stats))
 
     int8 = profile.runtime.precision == "int8"
-    if int8:
+    if int8:  # explicit Q/DQ made here, so the device needs only TensorRT
         from deploy.errors import DeployError
         from deploy.quantize import quantize_qdq
 
-        try:
-            quantize_qdq(out / "model.onnx", calib, out / "model.int8.onnx")
-        except DeployError as error:
-            raise EdgekdError(str(error)) from None
+        for name in ("model", "teacher"):
+            if (out / f"{name}.onnx").is_file():
+                try:
+                    quantize_qdq(out / f"{name}.onnx", calib, out / f"{name}.int8.onnx",
+                                 normalization=norm_pair)
+                except DeployError as error:
+                    raise EdgekdError(str(error)) from None
     model_sha = sha256_file(out / "model.onnx")
     atomic_write_text(out / "README.md", _readme(profile, batch, model_sha,
                                                  (out / "teacher.onnx").exists(), int8,

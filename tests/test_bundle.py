@@ -240,3 +240,26 @@ def test_int8_qdq_from_the_bundle_calibration_keeps_accuracy(bundle: Path, tmp_p
     assert int8["precision"] == "int8"
     assert abs(int8["accuracy"] - fp32["accuracy"]) <= 0.03
     assert int8["reference"]["top1_agreement"] >= 0.9
+
+
+def test_int8_profile_bundle_ships_qdq_models(bundle: Path, tmp_path: Path) -> None:
+    """An int8 target: the bundle carries Q/DQ copies made on the host, which remember the
+    sha256 of the fp32 export (so device figures map back), and the README builds them."""
+    import dataclasses
+
+    from deploy.onnxmeta import read_onnx_header
+    from edgekd.bundle import make_bundle
+    from edgekd.fileio import sha256_file
+    from edgekd.profiles import load_profile
+
+    orin = load_profile("jetson-agx-orin-64gb")
+    int8 = dataclasses.replace(orin, runtime=dataclasses.replace(orin.runtime, precision="int8"))
+    out = make_bundle(bundle / "model.onnx", tmp_path / "b8", profile=int8, dataset=load_dataset(),
+                      teacher_onnx=bundle / "model.onnx", val_samples=300)
+    for name in ("model", "teacher"):
+        meta = read_onnx_header(out / f"{name}.int8.onnx").metadata
+        assert meta["edgekd.precision"] == "int8"
+        assert meta["edgekd.source_sha256"] == sha256_file(out / f"{name}.onnx")
+    readme = (out / "README.md").read_text()
+    assert "python3 -m deploy build model.int8.onnx --int8 --out model.engine" in readme
+    assert "python3 -m deploy build teacher.int8.onnx --int8 --out teacher.engine" in readme
