@@ -15,6 +15,7 @@ from typing import Any, Callable
 import click
 
 from edgekd import __version__
+from edgekd.cli_options import data_option, teacher_options
 from edgekd.errors import EdgekdError, NotBuiltYet
 
 
@@ -197,18 +198,116 @@ def search(profile_name: str, input_text: str, classes: int, max_macs: str | Non
 
 
 # --------------------------------------------------------------------------- train
-@cli.command()
-@verbose_option
-def train() -> None:
-    """Train one student from a teacher (scratch, kd, fitnet, mimic, ban)."""
-    not_built("train")
+_CANDIDATES_HELP = ("candidates.jsonl to look a student id up in (written by 'edgekd search'); "
+                    "default ./candidates.jsonl.")
 
 
 @cli.command()
+@click.option("--student", "-s", required=True, metavar="SPEC.json|ID",
+              help="The student: a spec JSON file, or an id from a candidates.jsonl (see --candidates).")
+@click.option("--candidates", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=_CANDIDATES_HELP)
+@teacher_options
+@data_option
+@click.option("--method", "-m", type=click.Choice(["fitnet", "kd", "scratch", "mimic", "ban"]),
+              default="fitnet", show_default=True,
+              help="fitnet: hint stage then KD; kd: Hinton KD; scratch: labels only; mimic: logit L2; "
+                   "ban: born-again generations.")
+@click.option("--epochs", "-e", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Total epochs (fitnet: hint stage included).")
+@click.option("--hint-epochs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="fitnet: epochs of the hint stage (stage 1).")
+@click.option("--temperature", "-T", type=click.FloatRange(min=0, min_open=True), default=4.0,
+              show_default=True, help="KD temperature.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="KD weight of the hard labels: a*CE + (1-a)*T^2*KL.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak learning rate (cosine to 0) [sgd 0.05, adamw 0.002].")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="Share of the training images held out to select the best epoch.")
+@click.option("--generations", type=click.IntRange(min=1), default=3, show_default=True,
+              help="ban: number of born-again generations.")
+@click.option("--hint-layer", default=None, help="Teacher node for the hint [middle activation]; see 'edgekd layers'.")
+@click.option("--guided-layer", default=None, help="Student node for the guided layer [spec's middle block].")
+@click.option("--ensemble", type=click.Choice(["logits", "probs"]), default="logits", show_default=True,
+              help="How several --teacher are averaged.")
+@click.option("--max-train-samples", type=click.IntRange(min=1), default=None,
+              help="Train on at most this many images (a seeded subset).")
+@click.option("--augment", is_flag=True, help="Random shifts of up to 2 px (teacher runs every batch then).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("runs/train"), show_default=True,
+              help="Output folder (checkpoint.pt, metrics.jsonl, result.json); rerun to resume.")
 @verbose_option
-def layers() -> None:
-    """List a model's tappable layers (for --hint-layer / --guided-layer)."""
-    not_built("layers")
+def train(student: str, candidates: Path | None, teacher: tuple[str, ...], arch: tuple[str, ...],
+          trust_code: bool, data: str | None, image_size: tuple[int, int] | None, method: str,
+          epochs: int, hint_epochs: int, temperature: float, alpha: float, optimizer: str,
+          lr: float | None, weight_decay: float, batch_size: int, seed: int, val_fraction: float,
+          generations: int, hint_layer: str | None, guided_layer: str | None, ensemble: str,
+          max_train_samples: int | None, augment: bool, device: str, out_dir: Path) -> None:
+    """Train one student from a teacher (scratch, kd, fitnet, mimic, ban).
+
+    Writes a self-describing OUT/checkpoint.pt (spec, classes, normalisation, method,
+    metrics), OUT/metrics.jsonl (one line per epoch) and OUT/result.json. Running the same
+    command again continues from the checkpoint (a larger --epochs trains more); a finished
+    run is not retrained. Teacher and data default to the built-in ones.
+
+    \b
+    Example:
+        edgekd train --student spec.json --method fitnet --epochs 6 --out runs/fitnet
+        edgekd train --student 3f2a9c1b0d4e --candidates runs/s/candidates.jsonl \\
+            --teacher teacher.pt --arch resnet18 --data data.npz --method kd
+    """
+    from edgekd.cli_options import resolve_data, resolve_teachers
+    from edgekd.distill.commands import format_result, resolve_student_spec, run_train
+    from edgekd.distill.trainer import TrainConfig
+
+    spec = resolve_student_spec(student, candidates)  # check the cheap inputs first
+    config = TrainConfig(method=method, epochs=epochs, hint_epochs=hint_epochs, temperature=temperature,
+                         alpha=alpha, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+                         batch_size=batch_size, seed=seed, val_fraction=val_fraction,
+                         generations=generations, hint_layer=hint_layer, guided_layer=guided_layer,
+                         ensemble=ensemble, max_train_samples=max_train_samples, augment=augment,
+                         device=device)
+    dataset = resolve_data(data, image_size)
+    teachers = resolve_teachers(teacher, arch, trust_code, dataset) if method != "scratch" else []
+    result = run_train(spec=spec, teachers=teachers, dataset=dataset, config=config, out_dir=out_dir,
+                       progress=True)
+    click.echo(format_result(result))
+
+
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@click.option("--candidates", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=_CANDIDATES_HELP)
+@click.option("--arch", default=None, help="Architecture of a state_dict teacher (e.g. resnet18).")
+@click.option("--trust-code", is_flag=True, help="Allow teacher formats that run code.")
+@click.option("--data", default=None, metavar="SPEC",
+              help="Data that fixes a teacher's input shape and classes [mnist-subset].")
+@verbose_option
+def layers(model: str, candidates: Path | None, arch: str | None, trust_code: bool,
+           data: str | None) -> None:
+    """List a model's tappable layers (for --hint-layer / --guided-layer).
+
+    MODEL is a student (a spec .json, or a candidate id looked up in --candidates) or a
+    teacher (any --teacher source: builtin, a TorchScript/state_dict file with --arch, ...).
+    Prints every node with its output shape and marks the automatic choice: the teacher's
+    hint layer or the student's guided layer (FitNets: the middle of the network).
+
+    \b
+    Example:
+        edgekd layers builtin
+        edgekd layers resnet18-weights.pt --arch resnet18 --data torchvision:CIFAR10:~/data
+        edgekd layers spec.json
+    """
+    from edgekd.distill.commands import list_model_layers, print_layers
+
+    print_layers(list_model_layers(model, candidates=candidates, arch=arch, trust_code=trust_code,
+                                   data=data))
 
 
 # --------------------------------------------------------------------------- export

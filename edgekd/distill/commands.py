@@ -1,0 +1,148 @@
+"""What ``edgekd train`` and ``edgekd layers`` do (the CLI only parses and prints)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import EdgekdError
+from edgekd.fileio import iter_jsonl
+
+DEFAULT_CANDIDATES = Path("candidates.jsonl")
+
+
+def resolve_student_spec(student: str, candidates: Path | None = None) -> Any:
+    """A StudentSpec from ``student``: a spec JSON file, or an id in a candidates.jsonl
+    (``candidates``, default ``./candidates.jsonl``)."""
+    from edgekd.space import StudentSpec
+
+    path = Path(student).expanduser()
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise EdgekdError(f"student spec '{path}': no such file; pass a spec JSON file or a "
+                              "candidate id from 'edgekd search'")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise EdgekdError(f"student spec '{path}' cannot be read ({error}): pass a JSON file") from None
+        data = _json_or_error(text, path)
+        if isinstance(data, dict) and "spec" in data and "stages" not in data:
+            data = data["spec"]  # a candidates.jsonl record saved as a file
+        return StudentSpec.from_dict(data)
+    source = Path(candidates).expanduser() if candidates else DEFAULT_CANDIDATES
+    if not source.is_file():
+        raise EdgekdError(f"student '{student}' is not a file and there is no candidates file "
+                          f"'{source}' to look its id up in: pass a spec .json, or --candidates "
+                          "RUN/candidates.jsonl from 'edgekd search'")
+    try:
+        for record in iter_jsonl(source):
+            if str(record.get("id", "")) == student:
+                return StudentSpec.from_dict(record["spec"])
+    except (json.JSONDecodeError, KeyError) as error:
+        raise EdgekdError(f"candidates file '{source}' is malformed ({error}): regenerate it with "
+                          "'edgekd search'") from None
+    raise EdgekdError(f"student id '{student}' is not in '{source}': pick an id from that file "
+                      "(first column of 'edgekd search') or pass a spec .json")
+
+
+def _json_or_error(text: str, path: Path) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise EdgekdError(f"student spec '{path}': not valid JSON ({error.msg} at line {error.lineno}): "
+                          "fix the file") from None
+
+
+def run_train(*, spec: Any, teachers: list[tuple[Any, str]], dataset: Any, config: Any,
+              out_dir: Path, progress: bool = True) -> Any:
+    """Train ``spec`` from ``(teacher, fingerprint)`` pairs into ``out_dir`` (spec.json too)."""
+    from edgekd.distill.trainer import train_student
+    from edgekd.fileio import atomic_write_json
+
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / "spec.json", spec.to_dict())
+    models = [m for m, _ in teachers] if config.method != "scratch" else []
+    fps = [fp for _, fp in teachers] if config.method != "scratch" else []
+    return train_student(spec, models, dataset, config, out_dir, teacher_fps=fps, progress=progress)
+
+
+def format_result(result: Any) -> str:
+    """A few lines summarising a training result for the terminal."""
+    val = f"{100 * result.val_acc:.2f}%" if result.val_acc is not None else "-"
+    lines = [f"{result.method}: val acc {val}, test acc {100 * result.test_acc:.2f}% "
+             f"after {result.epochs_done} epochs ({result.seconds:.1f} s)"]
+    if result.hint:
+        lines.append(f"hint layer {result.hint['hint_layer']} {result.hint['hint_shape']} <- guided "
+                     f"layer {result.hint['guided_layer']} {result.hint['guided_shape']}")
+    for gen in result.generations or []:
+        lines.append(f"generation {gen['generation']} ({gen['method']}): test acc {100 * gen['test_acc']:.2f}%")
+    if result.ensemble_test_acc is not None:
+        lines.append(f"ensemble of generations: test acc {100 * result.ensemble_test_acc:.2f}%")
+    lines.append(f"wrote {result.checkpoint} (+ metrics.jsonl, result.json)")
+    return "\n".join(lines)
+
+
+@dataclass
+class LayerListing:
+    """``edgekd layers`` output: the model's description, its layers, and the auto choice."""
+
+    title: str
+    role: str  # "hint" (teacher) or "guided" (student)
+    chosen: str
+    layers: list[Any]
+
+
+def list_model_layers(model_arg: str, *, candidates: Path | None, arch: str | None,
+                      trust_code: bool, data: str | None) -> LayerListing:
+    """Layers of a student (a ``.json`` spec, or a 12-hex-digit candidate id looked up in
+    ``candidates``) or else a teacher (any ``--teacher`` source, checked on ``data``)."""
+    from edgekd.distill.hints import auto_layer, list_layers
+
+    is_spec = model_arg.endswith(".json") or (
+        re.fullmatch(r"[0-9a-f]{12}", model_arg) is not None and not Path(model_arg).exists())
+    if is_spec:
+        from edgekd.space import build
+
+        spec = resolve_student_spec(model_arg, candidates)
+        model = build(spec).eval()
+        layers = list_layers(model, tuple(spec.input))
+        return LayerListing(f"student {spec.id} ({spec.describe()})", "guided", spec.guided_layer, layers)
+    from edgekd.data import load_dataset
+    from edgekd.teachers import load_teacher
+
+    dataset = load_dataset(data)
+    teacher = load_teacher(model_arg, arch=arch, trust_code=trust_code, dataset=dataset)
+    layers = list_layers(teacher, tuple(dataset.input_shape))
+    return LayerListing(f"teacher {model_arg} on input {list(dataset.input_shape)}", "hint",
+                        auto_layer(layers), layers)
+
+
+def print_layers(listing: LayerListing) -> None:
+    """A rich table: node name, kind, output shape, and the automatic hint/guided choice."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=listing.title)
+    for column in ("node", "kind", "output shape", "auto"):
+        table.add_column(column)
+    marked = _marked_row(listing)
+    for i, layer in enumerate(listing.layers):
+        shape = "x".join(str(v) for v in layer.shape) if layer.shape else "-"
+        mark = ""
+        if i == marked:
+            mark = f"{listing.role} (auto)" + (f" = {listing.chosen}" if layer.name != listing.chosen else "")
+        table.add_row(layer.name, layer.kind, shape, mark, style="bold green" if mark else None)
+    Console().print(table)
+    Console().print(f"automatic {listing.role} layer: {listing.chosen}; override with "
+                    f"--{listing.role}-layer NAME in 'edgekd train'")
+
+
+def _marked_row(listing: LayerListing) -> int | None:
+    for i, layer in enumerate(listing.layers):
+        if layer.name == listing.chosen:
+            return i
+    inside = [i for i, layer in enumerate(listing.layers) if layer.name.startswith(listing.chosen + ".")]
+    return inside[-1] if inside else None

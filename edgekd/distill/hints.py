@@ -1,0 +1,308 @@
+"""FitNets hints: tapping intermediate layers, pairing hint/guided layers, regressors.
+
+Romero et al. 2015 ("FitNets: Hints for Thin Deep Nets") train the student up to a *guided*
+layer so that a small regressor ``r`` maps its output ``v_g`` onto the teacher's *hint*
+layer ``u_h`` (loss ``1/2 ||u_h - r(v_g)||^2``, :func:`edgekd.distill.losses.hint_loss`).
+
+Taps use ``torchvision.models.feature_extraction`` (fx tracing): a tap returns the output of
+one named node and computes only the part of the graph that node needs. Models that fx
+cannot trace (data-dependent control flow) fall back to a forward hook on a *module* name;
+the hook stops the forward pass once the output is captured.
+
+Automatic choice (FitNets: hint and guided layers in the middle, since a deeper hint
+over-regularizes the student): among the model's activation nodes (ReLU-like outputs, in
+execution order) pick the middle one, index ``(n - 1) // 2``; a model without activation
+nodes uses the middle of its 4-D (feature map) nodes. A student built from a
+:class:`edgekd.space.StudentSpec` uses ``spec.guided_layer``. ``--hint-layer`` and
+``--guided-layer`` override either choice.
+
+Regressor (:func:`make_regressor`), from the guided shape ``(C_g, N_g, N_g)`` to the hint
+shape ``(C_h, N_h, N_h)``:
+
+- equal spatial size: 1x1 convolution ``C_g -> C_h``;
+- student map larger (``N_g > N_h``): convolution with kernel ``N_g - N_h + 1`` per side,
+  no padding, which outputs ``N_h`` exactly (the paper's choice; fewer parameters than a
+  fully connected regressor);
+- student map smaller (``N_g < N_h``, in any side): bilinear upsampling of the student's
+  map to ``N_h`` followed by a 1x1 convolution. Chosen over pooling the teacher's hint
+  down because it keeps the hint target ``u_h`` exactly as the teacher computes it (the
+  loss stays eq. 3 of the paper) while the regressor stays a 1x1 conv (parameter-free
+  upsampling);
+- vectors (``(D_g,) -> (D_h,)``): a linear layer; a feature map guiding a vector hint is
+  global-average-pooled first. A vector guiding a feature map is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from edgekd.errors import EdgekdError
+
+__all__ = ["LayerInfo", "HintPair", "FeatureTap", "list_layers", "auto_layer", "pair_layers",
+           "HintRegressor", "make_regressor"]
+
+_ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+    nn.Mish, nn.Hardswish, nn.Hardtanh, nn.Sigmoid, nn.Tanh,
+)
+_ACTIVATION_NAMES = {"relu", "relu6", "leaky_relu", "prelu", "elu", "selu", "celu", "gelu",
+                     "silu", "mish", "hardswish", "hardtanh", "sigmoid", "tanh", "act",
+                     "activation"}
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One tappable node: its name, what it is, and its output shape (without batch)."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...] | None
+    activation: bool
+
+
+@dataclass(frozen=True)
+class HintPair:
+    """The layers FitNets pairs: teacher hint layer and student guided layer + shapes."""
+
+    hint_layer: str
+    guided_layer: str
+    hint_shape: tuple[int, ...]
+    guided_shape: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hint_layer": self.hint_layer, "guided_layer": self.guided_layer,
+                "hint_shape": list(self.hint_shape), "guided_shape": list(self.guided_shape)}
+
+
+class _StopForward(Exception):
+    """Raised by a hook tap once it has captured its output, to skip the rest."""
+
+
+def _fx_node_names(model: nn.Module) -> list[str] | None:
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    try:
+        return list(get_graph_node_names(model, suppress_diff_warning=True)[1])
+    except Exception:  # noqa: BLE001 - any tracing failure means: use hooks
+        return None
+
+
+def _node_kind(model: nn.Module, name: str) -> tuple[str, bool]:
+    base = re.sub(r"_\d+$", "", name)
+    for candidate in (name, base):
+        try:
+            module = model.get_submodule(candidate)
+        except AttributeError:
+            continue
+        if candidate:
+            return type(module).__name__, isinstance(module, _ACTIVATION_TYPES)
+    last = base.rsplit(".", 1)[-1]
+    return last, last in _ACTIVATION_NAMES
+
+
+def _dummy_input(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    return torch.zeros((2, *input_shape), device=device)
+
+
+@torch.no_grad()
+def list_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerInfo]:
+    """Every tappable node of ``model`` in execution order, with its output shape.
+
+    Uses fx node names (``get_graph_node_names``, eval mode); a model fx cannot trace
+    lists its modules (forward hooks) instead.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        names = _fx_node_names(model)
+        x = _dummy_input(model, input_shape)
+        if names is not None:
+            from torchvision.models.feature_extraction import create_feature_extractor
+
+            names = [n for n in names if n not in ("x", "input")]
+            extractor = create_feature_extractor(model, return_nodes={n: n for n in names})
+            outputs = extractor(x)
+            layers = []
+            for name in names:
+                out = outputs.get(name)
+                shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) and out.dim() > 0 else None
+                kind, act = _node_kind(model, name)
+                layers.append(LayerInfo(name, kind, shape, act))
+            return layers
+        return _list_layers_by_hooks(model, x)
+    finally:
+        model.train(was_training)
+
+
+def _list_layers_by_hooks(model: nn.Module, x: torch.Tensor) -> list[LayerInfo]:
+    seen: dict[str, LayerInfo] = {}
+    handles = []
+
+    def hook_for(name: str, module: nn.Module):
+        def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+            if name not in seen:
+                shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
+                seen[name] = LayerInfo(name, type(module).__name__, shape,
+                                       isinstance(module, _ACTIVATION_TYPES))
+        return hook
+
+    for name, module in model.named_modules():
+        if name:
+            handles.append(module.register_forward_hook(hook_for(name, module)))
+    try:
+        model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return list(seen.values())
+
+
+def auto_layer(layers: list[LayerInfo]) -> str:
+    """The middle activation node (index ``(n-1)//2``), else the middle 4-D node."""
+    candidates = [l for l in layers if l.activation and l.shape is not None and len(l.shape) == 3]
+    if not candidates:
+        candidates = [l for l in layers if l.shape is not None and len(l.shape) == 3]
+    if not candidates:
+        candidates = [l for l in layers if l.shape is not None]
+    if not candidates:
+        raise EdgekdError("cannot choose a hint layer automatically: the model has no tensor "
+                          "outputs to tap; pass --hint-layer/--guided-layer (see 'edgekd layers')")
+    return candidates[(len(candidates) - 1) // 2].name
+
+
+def _resolve(model: nn.Module, layers: list[LayerInfo], name: str, role: str) -> LayerInfo:
+    """The node called ``name``; a block name (e.g. ``features.3``) resolves to the last
+    node inside that block, as torchvision's feature extraction does."""
+    for layer in layers:
+        if layer.name == name:
+            return layer
+    inside = [l for l in layers if l.name.startswith(name + ".")]
+    if inside:
+        return LayerInfo(name, type(model.get_submodule(name)).__name__, inside[-1].shape,
+                         inside[-1].activation)
+    close = [l.name for l in layers if name in l.name][:5]
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise EdgekdError(f"{role} layer '{name}' is not a node of the model{hint}: "
+                      "list the valid names with 'edgekd layers'")
+
+
+def pair_layers(teacher: nn.Module, student: nn.Module, input_shape: tuple[int, ...], *,
+                hint_layer: str | None = None, guided_layer: str | None = None,
+                spec: Any = None) -> HintPair:
+    """Choose (or check) the teacher's hint layer and the student's guided layer.
+
+    Explicit names win; else the student's ``spec.guided_layer`` (if a spec is given);
+    else the middle activation of each model (:func:`auto_layer`).
+    """
+    t_layers = list_layers(teacher, input_shape)
+    s_layers = list_layers(student, input_shape)
+    for layers, who in ((t_layers, "teacher"), (s_layers, "student")):
+        if not layers:
+            raise EdgekdError(f"the {who} has no tappable layers (TorchScript and torch.export models "
+                              "hide them): use --method kd or mimic, or give the model as a state_dict "
+                              "with --arch to train with hints")
+    hint = _resolve(teacher, t_layers, hint_layer or auto_layer(t_layers), "hint")
+    guided_name = guided_layer or getattr(spec, "guided_layer", None) or auto_layer(s_layers)
+    guided = _resolve(student, s_layers, guided_name, "guided")
+    for layer, role in ((hint, "hint"), (guided, "guided")):
+        if layer.shape is None or len(layer.shape) not in (1, 3):
+            raise EdgekdError(f"{role} layer '{layer.name}' outputs {layer.shape}, not a feature map "
+                              "or a vector: choose another with --hint-layer/--guided-layer")
+    return HintPair(hint.name, guided.name, tuple(hint.shape), tuple(guided.shape))
+
+
+class FeatureTap(nn.Module):
+    """``tap(x)`` = the output of node ``node`` of ``model``, computing only what it needs.
+
+    The tap shares its parameters with ``model`` (training through it trains ``model``).
+    fx first; for models fx cannot trace, a forward hook on the module named ``node``.
+    """
+
+    def __init__(self, model: nn.Module, node: str) -> None:
+        super().__init__()
+        self.node = node
+        self._hooked: nn.Module | None = None
+        try:
+            from torchvision.models.feature_extraction import create_feature_extractor
+
+            self.extractor: nn.Module = create_feature_extractor(model, return_nodes={node: "out"})
+        except Exception:  # noqa: BLE001 - fx failed: fall back to a hook
+            try:
+                self._hooked = model.get_submodule(node)
+            except AttributeError:
+                raise EdgekdError(f"layer '{node}' is not a module of the model and the model cannot "
+                                  "be traced by fx: choose a module name from 'edgekd layers'") from None
+            self.extractor = model
+        self._captured: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._hooked is None:
+            return self.extractor(x)["out"]
+
+        def hook(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
+            self._captured = out
+            raise _StopForward
+
+        handle = self._hooked.register_forward_hook(hook)
+        try:
+            self.extractor(x)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        out, self._captured = self._captured, None
+        if out is None:
+            raise EdgekdError(f"layer '{self.node}' was not called in the forward pass: "
+                              "choose another layer from 'edgekd layers'")
+        return out
+
+
+class HintRegressor(nn.Module):
+    """``r(v_g)``: maps the student's guided output onto the teacher's hint shape.
+
+    ``kind`` is one of ``"conv1x1"``, ``"conv"`` (kernel ``N_g - N_h + 1``),
+    ``"upsample+conv1x1"``, ``"linear"``, ``"pool+linear"`` (see the module docstring).
+    """
+
+    def __init__(self, guided_shape: tuple[int, ...], hint_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.guided_shape, self.hint_shape = tuple(guided_shape), tuple(hint_shape)
+        self.upsample_to: tuple[int, int] | None = None
+        self.pool = False
+        if len(hint_shape) == 3 and len(guided_shape) == 3:
+            (cg, hg, wg), (ch, hh, wh) = guided_shape, hint_shape
+            if (hg, wg) == (hh, wh):
+                self.kind, self.map = "conv1x1", nn.Conv2d(cg, ch, 1)
+            elif hg >= hh and wg >= wh:
+                self.kind, self.map = "conv", nn.Conv2d(cg, ch, (hg - hh + 1, wg - wh + 1))
+            else:
+                self.kind, self.map = "upsample+conv1x1", nn.Conv2d(cg, ch, 1)
+                self.upsample_to = (hh, wh)
+        elif len(hint_shape) == 1 and len(guided_shape) == 1:
+            self.kind, self.map = "linear", nn.Linear(guided_shape[0], hint_shape[0])
+        elif len(hint_shape) == 1 and len(guided_shape) == 3:
+            self.kind, self.map, self.pool = "pool+linear", nn.Linear(guided_shape[0], hint_shape[0]), True
+        else:
+            raise EdgekdError(f"cannot regress a guided output of shape {guided_shape} onto a hint of "
+                              f"shape {hint_shape}: guide a feature map with a feature map "
+                              "(--guided-layer/--hint-layer)")
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        if self.upsample_to is not None:
+            v = F.interpolate(v, size=self.upsample_to, mode="bilinear", align_corners=False)
+        if self.pool:
+            v = v.mean(dim=(2, 3))
+        return self.map(v)
+
+
+def make_regressor(guided_shape: tuple[int, ...], hint_shape: tuple[int, ...]) -> HintRegressor:
+    """The FitNets regressor for one (guided, hint) shape pair (module docstring)."""
+    return HintRegressor(guided_shape, hint_shape)

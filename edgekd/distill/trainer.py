@@ -1,0 +1,775 @@
+"""One trainer for every method: scratch, kd, fitnet, mimic and ban.
+
+Methods (formulas in :mod:`edgekd.distill.losses`):
+
+- ``scratch``: cross-entropy on the labels (plain back-prop).
+- ``kd`` (Hinton et al. 2015): ``a*CE + (1-a)*T^2*KL(p_t^T || p_s^T)``.
+- ``fitnet`` (Romero et al. 2015), two stages in one epoch count. Epochs ``0..hint_epochs-1``
+  are stage 1 (``"hint"``): the student up to its guided layer plus a regressor are trained
+  on ``1/2 ||u_h - r(v_g)||^2`` (:mod:`edgekd.distill.hints`; the hint comes from the first
+  teacher). The remaining ``epochs - hint_epochs`` epochs are stage 2 (``"kd"``): the whole
+  student is trained with KD whose soft term is multiplied by ``lambda``, annealed
+  *linearly per step* from ``lambda_start`` (4) to ``lambda_end`` (1) over stage 2:
+  ``a*CE + (1-a)*lambda(t)*T^2*KL``. This is the shape of the paper's schedule (its KD
+  weight starts at 4 and decays linearly to 1); ending at 1 makes the final objective the
+  same as ``kd``'s, so ``fitnet`` vs ``kd`` isolates the hints and the annealing. The
+  regressor is thrown away after stage 1. ``epochs`` counts both stages, so ``scratch``,
+  ``kd`` and ``fitnet`` with the same ``epochs`` get the same number of passes.
+- ``mimic`` (Ba & Caruana 2014): ``1/2 ||z_s - z_t||^2`` on logits, no labels.
+- ``ban`` (Furlanello et al. 2018, born-again networks): ``generations`` students of the
+  same architecture in ``out_dir/gen{g}``; generation 1 learns with ``kd`` from the given
+  teachers (or with ``scratch`` when there are none, which is the paper's label-trained
+  first model), generation ``g > 1`` with ``kd`` from generation ``g - 1``. The result
+  reports every generation and the ensemble of all generations (averaged logits).
+
+Teacher ensembles: several teachers are combined with ``ensemble="logits"`` (mean logits)
+or ``"probs"`` (mean tempered probabilities), :func:`~edgekd.distill.losses.combine_teacher_logits`.
+With augmentation off, each teacher's logits on the training images are computed once and
+cached on disk by :func:`edgekd.data.teacher_logits` (key: teacher fingerprint + data
+fingerprint), so a KD epoch does no teacher forward pass; a different teacher gets a
+different file.
+
+Optimisation: SGD (momentum, Nesterov) or AdamW; the learning rate follows a cosine from
+``lr`` to 0 over each stage, set per step from ``(step, stage horizon)``. **When the horizon
+grows** (successive halving calls again with a larger ``epochs``), training continues from
+the checkpoint and the cosine is recomputed for the new horizon: the rate jumps back up to
+the new curve's value at the current step (a warm restart, as in SGDR) and decays to 0 at
+the new end. A run that goes straight to ``epochs=E`` therefore differs from one that
+stopped at ``E/2`` and was extended; an interrupted-and-resumed run with the same
+``epochs`` is identical to an uninterrupted one.
+
+Determinism: the data order (and any augmentation) of epoch ``e`` comes from a generator
+seeded with ``(seed, e)``; weights, optimizer, best-so-far and the torch/numpy/python RNG
+states are saved atomically in ``checkpoint.pt`` after every epoch. On CPU, resuming
+after an interrupted epoch gives exactly the weights of an uninterrupted run.
+
+Selection: the weights with the best validation accuracy (``split_train_val``, ties go to
+the later epoch) are the student; test accuracy is measured on them once, at the end.
+On CUDA: AMP (float16 autocast + GradScaler) and channels_last.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from edgekd.checkpoint import make_checkpoint, read_checkpoint
+from edgekd.distill import losses
+from edgekd.distill.hints import FeatureTap, HintPair, make_regressor, pair_layers
+from edgekd.errors import EdgekdError
+from edgekd.fileio import (append_jsonl, atomic_torch_save, atomic_write_json, read_json,
+                           read_jsonl, sha256_file, write_jsonl)
+
+__all__ = ["METHODS", "TrainConfig", "TrainResult", "train_student", "predict_logits",
+           "accuracy", "default_lr"]
+
+METHODS = ("scratch", "kd", "fitnet", "mimic", "ban")
+OPTIMIZERS = ("sgd", "adamw")
+#: Config fields that do not change what is trained (may differ between calls on one out_dir).
+_RUNTIME_FIELDS = ("epochs", "device", "cache_dir", "use_cache")
+
+
+def default_lr(optimizer: str) -> float:
+    """The learning rate used when ``TrainConfig.lr`` is None: SGD 0.05, AdamW 0.002."""
+    return {"sgd": 0.05, "adamw": 0.002}[optimizer]
+
+
+@dataclass
+class TrainConfig:
+    """How to train one student. ``epochs`` counts all epochs (hint stage included)."""
+
+    method: str = "kd"
+    epochs: int = 10
+    hint_epochs: int = 2
+    temperature: float = 4.0
+    alpha: float = 0.1
+    optimizer: str = "sgd"
+    lr: float | None = None
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    seed: int = 0
+    val_fraction: float = 0.1
+    generations: int = 3
+    hint_layer: str | None = None
+    guided_layer: str | None = None
+    ensemble: str = "logits"
+    max_train_samples: int | None = None
+    device: str = "auto"
+    momentum: float = 0.9
+    lambda_start: float = 4.0
+    lambda_end: float = 1.0
+    augment: bool = False
+    cache_dir: str | None = None
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(what: str, fix: str) -> EdgekdError:
+            return EdgekdError(f"training config: {what}: {fix}")
+
+        if self.method not in METHODS:
+            raise bad(f"unknown method {self.method!r}", f"use one of {', '.join(METHODS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad(f"unknown optimizer {self.optimizer!r}", "use sgd or adamw")
+        if self.ensemble not in ("logits", "probs"):
+            raise bad(f"unknown ensemble mode {self.ensemble!r}", "use logits or probs")
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise bad(f"epochs={self.epochs!r}", "give a positive integer")
+        if self.method == "fitnet" and not 1 <= self.hint_epochs < self.epochs:
+            raise bad(f"fitnet needs 1 <= hint_epochs < epochs (got hint_epochs={self.hint_epochs}, "
+                      f"epochs={self.epochs})", "epochs counts both stages; raise --epochs or lower --hint-epochs")
+        if self.temperature <= 0:
+            raise bad(f"temperature={self.temperature}", "give T > 0 (typical 2..8)")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise bad(f"alpha={self.alpha}", "give 0 <= alpha <= 1 (the weight of the hard labels)")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise bad(f"lr={self.lr}", "give a positive learning rate")
+        if self.batch_size < 1:
+            raise bad(f"batch_size={self.batch_size}", "give a positive integer")
+        if self.method == "ban" and self.generations < 1:
+            raise bad(f"generations={self.generations}", "give at least 1")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise bad(f"max_train_samples={self.max_train_samples}", "give a positive integer or None")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else default_lr(self.optimizer)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise EdgekdError(f"training config: unknown field(s) {', '.join(unknown)}: "
+                              f"use only {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define what is trained (all but epochs/device/cache settings)."""
+        return {k: v for k, v in self.to_dict().items() if k not in _RUNTIME_FIELDS}
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced; ``to_dict()`` is result.json (JSON-serialisable)."""
+
+    method: str
+    val_acc: float | None
+    test_acc: float
+    epochs_done: int
+    checkpoint: Path
+    seconds: float
+    best_epoch: int | None = None
+    train_samples: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+    hint: dict[str, Any] | None = None
+    generations: list[dict[str, Any]] | None = None
+    ensemble_val_acc: float | None = None
+    ensemble_test_acc: float | None = None
+    #: The trained student (in memory only, never serialised).
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        data["checkpoint"] = str(self.checkpoint)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainResult":
+        known = {f.name for f in fields(cls)} - {"model"}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["checkpoint"] = Path(kwargs["checkpoint"])
+        return cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise EdgekdError(f"unknown device {name!r}: use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EdgekdError(f"device {name!r} asked for but CUDA is not available: use --device cpu")
+    return device
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
+                   device: torch.device | None = None) -> torch.Tensor:
+    """Logits of ``model`` (eval mode) on a float tensor, on the CPU, float32."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = [model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in [0, 1]."""
+    if len(labels) == 0:
+        return float("nan")
+    return float((logits.argmax(dim=1) == labels).float().mean())
+
+
+def _cosine(step: int, total: int) -> float:
+    """Cosine factor ``0.5 (1 + cos(pi step / total))`` from 1 down to 0."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch) + 17)
+
+
+def _shift_augment(x: torch.Tensor, pad_value: torch.Tensor, gen: torch.Generator, pad: int = 2
+                   ) -> torch.Tensor:
+    """Random translation by up to ``pad`` pixels per image (background-filled)."""
+    b, c, h, w = x.shape
+    xp = pad_value.view(1, c, 1, 1).expand(b, c, h + 2 * pad, w + 2 * pad).clone()
+    xp[:, :, pad:pad + h, pad:pad + w] = x
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
+    return xp[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                      "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                      "cached": float(np_state[4])},
+            "python": random.getstate()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached"]))
+    random.setstate(_as_tuple(state["python"]))
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _teacher_fingerprints(teachers: list[nn.Module], given: list[str] | None) -> list[str]:
+    if given is not None:
+        if len(given) != len(teachers):
+            raise EdgekdError(f"{len(given)} teacher fingerprints for {len(teachers)} teachers: "
+                              "give one per teacher")
+        return list(given)
+    from edgekd.teachers import model_fingerprint
+
+    return [model_fingerprint(t) for t in teachers]
+
+
+def _cache_dir(config: TrainConfig) -> Path | None:
+    if not config.use_cache:
+        return None
+    if config.cache_dir:
+        return Path(config.cache_dir)
+    from edgekd.cache import cache_root
+
+    return cache_root() / "teacher_logits"
+
+
+@dataclass
+class _Data:
+    """Float tensors of the split, plus (optionally) the teacher targets of the train part."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    train_idx: np.ndarray
+    pad_value: torch.Tensor
+
+
+def _prepare_data(dataset: Any, config: TrainConfig) -> _Data:
+    from edgekd.data import split_train_val, to_tensor
+
+    n = len(dataset.y_train)
+    if config.val_fraction > 0:
+        train_idx, val_idx = split_train_val(n, config.val_fraction, config.seed)
+    else:
+        train_idx, val_idx = np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if config.max_train_samples is not None and config.max_train_samples < len(train_idx):
+        rng = np.random.default_rng(config.seed)
+        train_idx = np.sort(rng.choice(train_idx, config.max_train_samples, replace=False))
+    norm = dataset.normalization
+    mean = torch.tensor(norm.mean, dtype=torch.float32)
+    std = torch.tensor(norm.std, dtype=torch.float32)
+    return _Data(
+        x_train=to_tensor(dataset.x_train[train_idx], norm),
+        y_train=torch.as_tensor(dataset.y_train[train_idx], dtype=torch.long),
+        x_val=to_tensor(dataset.x_train[val_idx], norm) if len(val_idx) else
+        torch.zeros((0, *dataset.input_shape)),
+        y_val=torch.as_tensor(dataset.y_train[val_idx], dtype=torch.long),
+        x_test=to_tensor(dataset.x_test, norm),
+        y_test=torch.as_tensor(dataset.y_test, dtype=torch.long),
+        train_idx=train_idx, pad_value=-mean / std)
+
+
+def _cached_teacher_targets(teachers: list[nn.Module], fps: list[str], dataset: Any,
+                            train_idx: np.ndarray, config: TrainConfig) -> torch.Tensor:
+    """Combined teacher logits for the training images, from the on-disk cache.
+
+    Each teacher's logits are computed on *all* training images (so every seed, split and
+    rung of a run shares one cache file per teacher) and then indexed.
+    """
+    from edgekd.data import teacher_logits
+
+    cache_dir = _cache_dir(config)
+    per_teacher = [torch.from_numpy(teacher_logits(t, dataset.x_train, dataset.normalization,
+                                                   cache_dir=cache_dir, teacher_fp=fp))[train_idx]
+                   for t, fp in zip(teachers, fps)]
+    return losses.combine_teacher_logits(per_teacher, config.ensemble, config.temperature)
+
+
+def _check_finite(loss: torch.Tensor, stage: str, epoch: int, batch: int, lr: float) -> None:
+    if not bool(torch.isfinite(loss)):
+        what = "nan" if bool(torch.isnan(loss)) else "inf"
+        raise EdgekdError(f"loss became {what} in stage '{stage}' at epoch {epoch + 1} (batch {batch + 1}): "
+                          f"lower --lr (now {lr:g}), or check the data and the teacher's outputs")
+
+
+# ----------------------------------------------------------------------------- the trainer
+class _Trainer:
+    """Trains one student (any method but ban) into ``out_dir``; see the module docstring."""
+
+    def __init__(self, student: Any, teachers: list[nn.Module], dataset: Any, config: TrainConfig,
+                 out_dir: Path, teacher_fps: list[str] | None, progress: bool) -> None:
+        self.config, self.out_dir, self.progress = config, Path(out_dir), progress
+        self.dataset, self.teachers = dataset, list(teachers)
+        self.method = config.method
+        if self.method in ("kd", "fitnet", "mimic") and not self.teachers:
+            raise EdgekdError(f"method '{self.method}' needs a teacher: pass --teacher "
+                              "(or use --method scratch)")
+        self.teacher_fps = teacher_fps
+        self.device = _resolve_device(config.device)
+        self.cuda = self.device.type == "cuda"
+        self.spec = student if hasattr(student, "to_dict") and hasattr(student, "stages") else None
+        torch.manual_seed(config.seed)
+        if self.spec is not None:
+            from edgekd.space import build
+
+            self.model: nn.Module = build(self.spec)
+        elif isinstance(student, nn.Module):
+            self.model = copy.deepcopy(student)
+        else:
+            raise EdgekdError(f"student must be a StudentSpec or an nn.Module, got {type(student).__name__}: "
+                              "pass a spec JSON or a model")
+        self._check_dataset()
+        self.model.to(self.device)
+        if self.cuda:
+            self.model.to(memory_format=torch.channels_last)
+        for teacher in self.teachers:
+            teacher.eval().to(self.device)
+        self.pair: HintPair | None = None
+        self.regressor: nn.Module | None = None
+
+    # -- setup -------------------------------------------------------------------------
+    def _check_dataset(self) -> None:
+        shape, classes = tuple(self.dataset.input_shape), self.dataset.num_classes
+        if self.spec is not None:
+            if tuple(self.spec.input) != shape or self.spec.classes != classes:
+                raise EdgekdError(f"student spec is for input {list(self.spec.input)} and {self.spec.classes} "
+                                  f"classes but the data has {list(shape)} and {classes}: use a spec made "
+                                  "for this data")
+
+    def _stage(self, epoch: int) -> str:
+        if self.method == "fitnet":
+            return "hint" if epoch < self.config.hint_epochs else "kd"
+        return self.method
+
+    def _stage_bounds(self, stage: str) -> tuple[int, int]:
+        """(first epoch, number of epochs) of a stage under the current horizon."""
+        if stage == "hint":
+            return 0, self.config.hint_epochs
+        if self.method == "fitnet":
+            return self.config.hint_epochs, self.config.epochs - self.config.hint_epochs
+        return 0, self.config.epochs
+
+    def _setup_hints(self) -> None:
+        cfg = self.config
+        self.pair = pair_layers(self.teachers[0], self.model, tuple(self.dataset.input_shape),
+                                hint_layer=cfg.hint_layer, guided_layer=cfg.guided_layer, spec=self.spec)
+        torch.manual_seed(cfg.seed + 1)
+        self.regressor = make_regressor(self.pair.guided_shape, self.pair.hint_shape).to(self.device)
+        self.teacher_tap = FeatureTap(self.teachers[0], self.pair.hint_layer)
+        self.student_tap = FeatureTap(self.model, self.pair.guided_layer)
+
+    def _optimizer(self, stage: str) -> torch.optim.Optimizer:
+        cfg = self.config
+        params = list(self.model.parameters())
+        if stage == "hint" and self.regressor is not None:
+            params += list(self.regressor.parameters())
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=cfg.momentum,
+                                   nesterov=cfg.momentum > 0)
+        return torch.optim.AdamW(groups, lr=cfg.learning_rate)
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg = self.config
+        started = time.monotonic()
+        self.data = _prepare_data(self.dataset, cfg)
+        n_train = len(self.data.y_train)
+        if n_train < 2:
+            raise EdgekdError(f"only {n_train} training image(s) after the validation split: "
+                              "give more data or a smaller --val-fraction")
+        self.batch = min(cfg.batch_size, n_train)
+        self.steps = n_train // self.batch  # drop the last partial batch
+        self.targets: torch.Tensor | None = None
+        if self.method in ("kd", "fitnet", "mimic") and not cfg.augment:
+            fps = _teacher_fingerprints(self.teachers, self.teacher_fps)
+            self.targets = _cached_teacher_targets(self.teachers, fps, self.dataset,
+                                                   self.data.train_idx, cfg)
+        if self.method == "fitnet":
+            self._setup_hints()
+        self.scaler = torch.amp.GradScaler("cuda") if self.cuda else None
+
+        state = self._restore()
+        epoch, seconds = state["epoch"], state["seconds"]
+        self.best_val, self.best_epoch = state["best_val"], state["best_epoch"]
+        self.best_state = state["best_state"]
+        optimizer, opt_stage = state["optimizer"], state["opt_stage"]
+        seconds += time.monotonic() - started  # setup time of this call
+        while epoch < cfg.epochs:
+            t0 = time.monotonic()
+            stage = self._stage(epoch)
+            if optimizer is None or opt_stage != stage:
+                optimizer, opt_stage = self._optimizer(stage), stage
+            record = self._train_epoch(epoch, stage, optimizer)
+            if stage != "hint":
+                record["val_acc"] = self._evaluate_val()
+                # ties (and no validation set: nan) go to the later epoch
+                if self.best_state is None or not record["val_acc"] < self.best_val:
+                    self.best_val, self.best_epoch = record["val_acc"], epoch + 1
+                    self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            epoch += 1
+            elapsed = time.monotonic() - t0
+            seconds += elapsed
+            record["seconds"] = round(elapsed, 4)
+            self._save(epoch, seconds, optimizer, opt_stage)
+            append_jsonl(self.out_dir / "metrics.jsonl", record)
+        return self._finish(epoch, seconds)
+
+    def _batches(self, epoch: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        gen = _epoch_generator(self.config.seed, epoch)
+        order = torch.randperm(len(self.data.y_train), generator=gen)
+        for b in range(self.steps):
+            idx = order[b * self.batch:(b + 1) * self.batch]
+            x = self.data.x_train[idx]
+            if self.config.augment:
+                x = _shift_augment(x, self.data.pad_value, gen)
+            t = self.targets[idx] if self.targets is not None else None
+            yield b, x, self.data.y_train[idx], t
+
+    def _teacher_forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), self._autocast():
+            outs = [t(x).float() for t in self.teachers]
+        return losses.combine_teacher_logits(outs, self.config.ensemble, self.config.temperature)
+
+    def _autocast(self) -> Any:
+        return torch.autocast("cuda", dtype=torch.float16) if self.cuda else torch.autocast("cpu", enabled=False)
+
+    def _loss(self, stage: str, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None,
+              progress: float) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
+        cfg = self.config
+        if stage == "hint":
+            with torch.no_grad():
+                u = self.teacher_tap(x).float()
+            v = self.student_tap(x)
+            loss = losses.hint_loss(u, self.regressor(v).float(), reduction="mean")
+            return loss, {"hint": float(loss.detach())}, None
+        logits = self.model(x).float()
+        if stage == "scratch":
+            loss = losses.cross_entropy(logits, y)
+            return loss, {"ce": float(loss.detach())}, logits
+        if t is None:
+            t = self._teacher_forward(x)
+        if stage == "mimic":
+            loss = losses.logit_mimic_loss(logits, t)
+            return loss, {"mimic": float(loss.detach())}, logits
+        ce = losses.cross_entropy(logits, y)
+        soft = losses.kd_soft_loss(logits, t, cfg.temperature)
+        lam = 1.0
+        if self.method == "fitnet":
+            lam = cfg.lambda_start + (cfg.lambda_end - cfg.lambda_start) * progress
+        loss = cfg.alpha * ce + (1.0 - cfg.alpha) * lam * soft
+        return loss, {"ce": float(ce.detach()), "kd": float(soft.detach()), "lambda": lam}, logits
+
+    def _train_epoch(self, epoch: int, stage: str, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        cfg = self.config
+        first, span = self._stage_bounds(stage)
+        total_steps = span * self.steps
+        self.model.train()
+        if self.regressor is not None:
+            self.regressor.train(stage == "hint")
+        sums: dict[str, float] = {}
+        loss_sum, correct, seen, lr = 0.0, 0, 0, cfg.learning_rate
+        bar = self._bar(epoch, stage)
+        for b, x, y, t in self._batches(epoch):
+            step = (epoch - first) * self.steps + b
+            lr = cfg.learning_rate * _cosine(step, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if t is not None:
+                t = t.to(self.device, non_blocking=True)
+            with self._autocast():
+                loss, parts, logits = self._loss(stage, x, y, t, step / max(total_steps, 1))
+            _check_finite(loss, stage, epoch, b, lr)
+            optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            loss_sum += float(loss.detach()) * len(y)
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + value * len(y)
+            if logits is not None:
+                correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            if bar is not None:
+                bar[0].update(bar[1], advance=1, description=f"epoch {epoch + 1}/{cfg.epochs} {stage} "
+                              f"loss {loss_sum / seen:.4f}")
+        if bar is not None:
+            bar[0].stop()
+        record: dict[str, Any] = {"epoch": epoch + 1, "stage": stage, "lr_last": lr,
+                                  "loss": loss_sum / max(seen, 1), "samples": seen,
+                                  "loss_parts": {k: v / max(seen, 1) for k, v in sums.items()}}
+        if stage != "hint":
+            record["train_acc"] = correct / max(seen, 1)
+        return record
+
+    def _bar(self, epoch: int, stage: str) -> Any:
+        if not self.progress:
+            return None
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                       TimeElapsedColumn(), transient=True)
+        task = bar.add_task(f"epoch {epoch + 1}/{self.config.epochs} {stage}", total=self.steps)
+        bar.start()
+        return bar, task
+
+    def _evaluate_val(self) -> float:
+        if len(self.data.y_val) == 0:
+            return float("nan")
+        return accuracy(predict_logits(self.model, self.data.x_val, device=self.device), self.data.y_val)
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def _selected_state(self) -> dict[str, torch.Tensor]:
+        if self.best_state is not None:
+            return self.best_state
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
+    def _describe(self, metrics: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+        ds = self.dataset
+        return make_checkpoint(self._selected_state(), spec=self.spec, classes=list(ds.classes),
+                               input_shape=tuple(ds.input_shape), normalization=ds.normalization,
+                               method=self.method, metrics=metrics, extra=extra)
+
+    def _save(self, epoch: int, seconds: float, optimizer: torch.optim.Optimizer, opt_stage: str) -> None:
+        train_state = {
+            "epoch": epoch, "seconds": seconds, "identity": self.config.identity(),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "regressor": self.regressor.state_dict() if self.regressor is not None else None,
+            "optimizer": optimizer.state_dict(), "opt_stage": opt_stage,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "best_val": self.best_val, "best_epoch": self.best_epoch, "best_state": self.best_state,
+            "rng": _rng_state(),
+        }
+        metrics = {"val_acc": self.best_val, "best_epoch": self.best_epoch, "epochs_done": epoch}
+        atomic_torch_save(self.out_dir / "checkpoint.pt", self._describe(metrics, {"train_state": train_state}))
+
+    def _restore(self) -> dict[str, Any]:
+        fresh = {"epoch": 0, "seconds": 0.0, "best_val": float("nan"), "best_epoch": None,
+                 "best_state": None, "optimizer": None, "opt_stage": None}
+        path = self.out_dir / "checkpoint.pt"
+        if not path.exists():
+            if (self.out_dir / "metrics.jsonl").exists():
+                write_jsonl(self.out_dir / "metrics.jsonl", [])
+            return fresh
+        data = read_checkpoint(path)
+        state = (data.get("extra") or {}).get("train_state")
+        if state is None:
+            raise EdgekdError(f"'{path}' holds no training state (it is an exported student): "
+                              "use another --out to train")
+        _check_identity(state["identity"], self.config, path)
+        self.model.load_state_dict(state["model"])
+        if self.regressor is not None and state["regressor"] is not None:
+            self.regressor.load_state_dict(state["regressor"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        epoch = int(state["epoch"])
+        optimizer = None
+        if epoch < self.config.epochs and self._stage(epoch) == state["opt_stage"]:
+            optimizer = self._optimizer(state["opt_stage"])
+            optimizer.load_state_dict(state["optimizer"])
+        kept = [r for r in read_jsonl(self.out_dir / "metrics.jsonl") if int(r.get("epoch", 0)) <= epoch]
+        write_jsonl(self.out_dir / "metrics.jsonl", kept)
+        return {"epoch": epoch, "seconds": float(state["seconds"]), "best_val": state["best_val"],
+                "best_epoch": state["best_epoch"], "best_state": state["best_state"],
+                "optimizer": optimizer, "opt_stage": state["opt_stage"]}
+
+    def _finish(self, epoch: int, seconds: float) -> TrainResult:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        test_logits = predict_logits(self.model, self.data.x_test, device=self.device)
+        test_acc = accuracy(test_logits, self.data.y_test)
+        val = None if self.best_val is None or math.isnan(self.best_val) else float(self.best_val)
+        result = TrainResult(
+            method=self.method, val_acc=val, test_acc=test_acc, epochs_done=epoch,
+            checkpoint=self.out_dir / "checkpoint.pt", seconds=round(seconds, 3),
+            best_epoch=self.best_epoch, train_samples=len(self.data.y_train),
+            config=self.config.to_dict(), hint=self.pair.to_dict() if self.pair else None,
+            model=self.model)
+        # the checkpoint's metrics now carry the final numbers too (same weights, same state)
+        data = read_checkpoint(result.checkpoint)
+        data["metrics"] = {**data["metrics"], "val_acc": val, "test_acc": test_acc,
+                           "epochs_done": epoch, "best_epoch": self.best_epoch}
+        atomic_torch_save(result.checkpoint, data)
+        atomic_write_json(self.out_dir / "result.json", result.to_dict())
+        return result
+
+
+def _check_identity(stored: dict[str, Any], config: TrainConfig, where: Path) -> None:
+    current = config.identity()
+    diff = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+    if diff:
+        shown = ", ".join(f"{k}={stored.get(k)!r} there vs {current.get(k)!r} now" for k in diff[:3])
+        raise EdgekdError(f"'{where}' was trained with a different configuration ({shown}): "
+                          "use another --out, or delete that folder to start over")
+
+
+def _finished(out_dir: Path, config: TrainConfig) -> TrainResult | None:
+    path = out_dir / "result.json"
+    if not path.exists() or not (out_dir / "checkpoint.pt").exists():
+        return None
+    try:
+        stored = read_json(path)
+    except (OSError, ValueError):
+        return None
+    _check_identity(TrainConfig.from_dict(stored.get("config", {})).identity(), config, path)
+    if int(stored.get("epochs_done", 0)) < config.epochs:
+        return None
+    result = TrainResult.from_dict(stored)
+    result.checkpoint = out_dir / "checkpoint.pt"  # the folder may have moved (Ray workers)
+    return result
+
+
+# ----------------------------------------------------------------------------- born-again
+def _load_trained(student: Any, checkpoint: Path) -> nn.Module:
+    from edgekd.checkpoint import load_student
+
+    if isinstance(student, nn.Module):
+        model = copy.deepcopy(student)
+        model.load_state_dict(read_checkpoint(checkpoint)["state_dict"])
+        return model.eval()
+    return load_student(checkpoint)[0]
+
+
+def _train_ban(student: Any, teachers: list[nn.Module], dataset: Any, config: TrainConfig,
+               out_dir: Path, teacher_fps: list[str] | None, progress: bool) -> TrainResult:
+    started = time.monotonic()
+    gens: list[dict[str, Any]] = []
+    models: list[nn.Module] = []
+    current, fps = list(teachers), teacher_fps
+    seconds = 0.0
+    for g in range(1, config.generations + 1):
+        method = "kd" if current else "scratch"
+        gen_cfg = replace(config, method=method)
+        if progress:
+            print(f"born-again generation {g}/{config.generations} ({method})")
+        result = train_student(student, current, dataset, gen_cfg, out_dir / f"gen{g}",
+                               teacher_fps=fps, progress=progress)
+        model = result.model.to("cpu").eval()
+        models.append(model)
+        seconds += result.seconds
+        gens.append({"generation": g, "method": method, "val_acc": result.val_acc,
+                     "test_acc": result.test_acc, "epochs_done": result.epochs_done,
+                     "checkpoint": str(result.checkpoint)})
+        current, fps = [model], [sha256_file(result.checkpoint)]
+    data = _prepare_data(dataset, replace(config, method="kd"))
+
+    def ensemble_acc(x: torch.Tensor, y: torch.Tensor) -> float | None:
+        if len(y) == 0:
+            return None
+        return accuracy(torch.stack([predict_logits(m, x) for m in models]).mean(0), y)
+
+    last = read_checkpoint(gens[-1]["checkpoint"])
+    result = TrainResult(
+        method="ban", val_acc=gens[-1]["val_acc"], test_acc=gens[-1]["test_acc"],
+        epochs_done=gens[-1]["epochs_done"], checkpoint=out_dir / "checkpoint.pt",
+        seconds=round(seconds, 3), train_samples=len(data.y_train), config=config.to_dict(),
+        generations=gens, ensemble_val_acc=ensemble_acc(data.x_val, data.y_val),
+        ensemble_test_acc=ensemble_acc(data.x_test, data.y_test), model=models[-1])
+    last["method"] = "ban"
+    last["metrics"] = {**last["metrics"], "generations": gens,
+                       "ensemble_test_acc": result.ensemble_test_acc,
+                       "ensemble_val_acc": result.ensemble_val_acc}
+    last["extra"] = {}  # the generations' folders keep their own training state
+    atomic_torch_save(out_dir / "checkpoint.pt", last)
+    atomic_write_json(out_dir / "result.json", result.to_dict())
+    append_jsonl(out_dir / "metrics.jsonl", {"stage": "ban", "generations": gens,
+                                             "ensemble_test_acc": result.ensemble_test_acc,
+                                             "seconds": round(time.monotonic() - started, 3)})
+    return result
+
+
+# ----------------------------------------------------------------------------- entry point
+def train_student(student: Any, teachers: list[nn.Module], dataset: Any, config: TrainConfig,
+                  out_dir: Path, *, teacher_fps: list[str] | None = None,
+                  progress: bool = True) -> TrainResult:
+    """Train ``student`` (a :class:`~edgekd.space.StudentSpec` or any ``nn.Module``) from
+    ``teachers`` on ``dataset`` into ``out_dir`` (metrics.jsonl, checkpoint.pt, result.json).
+
+    Calling again on the same ``out_dir`` continues from its checkpoint (a larger
+    ``config.epochs`` trains the extra epochs; see the module docstring for the cosine
+    schedule); a finished run (``epochs_done >= config.epochs``) returns its stored result
+    without training (``result.model`` is then loaded from its checkpoint). A different configuration on the
+    same folder is refused.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if config.method == "ban":
+        return _train_ban(student, teachers, dataset, config, out_dir, teacher_fps, progress)
+    done = _finished(out_dir, config)
+    if done is not None:
+        done.model = _load_trained(student, done.checkpoint)
+        return done
+    return _Trainer(student, teachers, dataset, config, out_dir, teacher_fps, progress).run()

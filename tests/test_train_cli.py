@@ -1,0 +1,110 @@
+"""`edgekd train` / `edgekd layers` end to end on the shipped MNIST subset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgekd.checkpoint import load_student
+from edgekd.cli import cli
+from edgekd.data import load_dataset, to_tensor
+from edgekd.fileio import read_json, read_jsonl
+from edgekd.space import Stage, StudentSpec
+
+SPEC = StudentSpec("plain", (1, 28, 28), 10, (Stage(8, 1, 2), Stage(16, 1, 2)))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory) -> Path:
+    """The built-in CNN architecture, trained briefly, saved as a state_dict (--arch edgekd:builtin-cnn)."""
+    from edgekd.distill import TrainConfig, train_student
+    from edgekd.teachers import BuiltinCNN
+
+    folder = tmp_path_factory.mktemp("cli-teacher")
+    torch.manual_seed(0)
+    result = train_student(BuiltinCNN(), [], load_dataset(None),
+                           TrainConfig(method="scratch", epochs=1, batch_size=32, max_train_samples=1500,
+                                       optimizer="adamw", lr=3e-3), folder / "run", progress=False)
+    path = folder / "teacher.pt"
+    torch.save(result.model.state_dict(), path)
+    return path
+
+
+def test_train_fitnet_checkpoint_reloads_and_reproduces_accuracy(teacher_file, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(SPEC.to_json())
+    out = tmp_path / "run"
+    args = ["train", "--student", str(spec_file), "--teacher", str(teacher_file), "--arch", "edgekd:builtin-cnn",
+            "--method", "fitnet", "--epochs", "2", "--hint-epochs", "1", "--max-train-samples", "1200",
+            "--batch-size", "16", "--lr", "0.2", "--temperature", "2", "--alpha", "0.5", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "fitnet: val acc" in result.output and "hint layer" in result.output
+    stored = read_json(out / "result.json")
+    assert stored["method"] == "fitnet" and stored["epochs_done"] == 2
+    assert [r["stage"] for r in read_jsonl(out / "metrics.jsonl")] == ["hint", "kd"]
+
+    model, info = load_student(out / "checkpoint.pt")
+    assert info.spec == SPEC.to_dict() and info.method == "fitnet"
+    assert info.classes == [str(i) for i in range(10)]
+    ds = load_dataset(None)
+    assert info.normalization == ds.normalization.to_dict()
+    with torch.no_grad():
+        logits = model(to_tensor(ds.x_test, ds.normalization))
+    acc = float((logits.argmax(1) == torch.as_tensor(ds.y_test)).float().mean())
+    assert acc == pytest.approx(stored["test_acc"], abs=1e-6)
+    assert info.metrics["test_acc"] == pytest.approx(stored["test_acc"])
+    assert acc > 0.15
+
+    # the same command again: finished, nothing retrained
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and len(read_jsonl(out / "metrics.jsonl")) == 2
+
+
+def test_train_student_by_candidate_id(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "candidates.jsonl").write_text(json.dumps({"id": SPEC.id, "spec": SPEC.to_dict()}) + "\n")
+    result = CliRunner().invoke(cli, ["train", "--student", SPEC.id, "--method", "scratch", "--epochs", "1",
+                                      "--max-train-samples", "200", "--batch-size", "32", "--out", "r"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "spec.json").read_text()) == SPEC.to_dict()
+    missing = CliRunner().invoke(cli, ["train", "--student", "0123456789ab", "--method", "scratch"])
+    assert missing.exit_code == 2
+    assert "error: student id '0123456789ab' is not in" in missing.stderr
+
+
+def test_train_errors_are_one_line(tmp_path) -> None:
+    result = CliRunner().invoke(cli, ["train", "--student", str(tmp_path / "nope.json")])
+    assert result.exit_code == 2 and "no such file" in result.stderr and "Traceback" not in result.output
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    result = CliRunner().invoke(cli, ["train", "--student", str(bad)])
+    assert result.exit_code == 2 and "not valid JSON" in result.stderr
+
+
+def test_layers_marks_the_guided_layer_of_a_spec(tmp_path) -> None:
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(SPEC.to_json())
+    result = CliRunner().invoke(cli, ["layers", str(spec_file)])
+    assert result.exit_code == 0, result.output
+    assert "guided (auto)" in result.output and SPEC.guided_layer in result.output
+    assert "features.0.conv" in result.output and "8x14x14" in result.output
+
+
+def test_layers_of_a_state_dict_teacher(teacher_file) -> None:
+    result = CliRunner().invoke(cli, ["layers", str(teacher_file), "--arch", "edgekd:builtin-cnn"])
+    assert result.exit_code == 0, result.output
+    assert "hint (auto)" in result.output and "features.1.2" in result.output
