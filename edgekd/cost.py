@@ -25,8 +25,9 @@ outside modules (e.g. torchvision ResNet's ``out += identity``) are not seen.
   roofline terms above), ``N_k`` the number of its layers; ``1 / a_k`` is the kind's compute
   efficiency, ``1 / m_k`` its memory efficiency, ``o_k`` its per-layer overhead and ``c`` the
   per-inference overhead. The coefficients are fitted by non-negative least squares on relative
-  error (each row divided by its measured time) to a table of measurements, separately per batch
-  when there are enough rows, saved as JSON and reused (:class:`Calibration`).
+  error (each row divided by its measured time; timing outliers beyond 3 MADs are dropped and
+  the fit redone) to a table of measurements, separately per batch when there are enough rows,
+  saved as JSON and reused (:class:`Calibration`).
 * ``measured``: export to ONNX and time with the deploy kit on this host
   (:func:`measured_latency`, through :func:`edgekd.measure.measure_onnx`).
 """
@@ -425,17 +426,31 @@ class Calibration:
         return calibration
 
 
-def _nnls_relative(rows: "np.ndarray", measured: "np.ndarray") -> "np.ndarray":
-    """Non-negative least squares on relative error: min ||(A x - y) / y||, x >= 0."""
+def _nnls_relative(rows: "np.ndarray", measured: "np.ndarray", *, rounds: int = 3) -> "np.ndarray":
+    """Non-negative least squares on relative error, min ||(A x - y) / y||, x >= 0, made
+    robust to the timing outliers of a shared machine: after each fit, rows whose relative
+    residual is more than 3 scaled MADs (and 5%) from the median are dropped and the fit is
+    redone (``rounds`` times at most). Noise-free data keep every row."""
     import numpy as np
     from scipy.optimize import nnls
 
-    used = np.flatnonzero(np.abs(rows).sum(axis=0) > 0)
-    scale = rows[:, used].max(axis=0)  # column scaling for conditioning
-    solution, _ = nnls(rows[:, used] / scale / measured[:, None], np.ones_like(measured),
-                       maxiter=50 * rows.shape[1])
+    keep = np.ones(len(measured), dtype=bool)
     coef = np.zeros(rows.shape[1])
-    coef[used] = solution / scale
+    for _ in range(max(1, rounds)):
+        a, y = rows[keep], measured[keep]
+        used = np.flatnonzero(np.abs(a).sum(axis=0) > 0)
+        scale = a[:, used].max(axis=0)  # column scaling for conditioning
+        solution, _ = nnls(a[:, used] / scale / y[:, None], np.ones_like(y),
+                           maxiter=50 * rows.shape[1])
+        coef = np.zeros(rows.shape[1])
+        coef[used] = solution / scale
+        rel = rows @ coef / measured - 1
+        center = np.median(rel[keep])
+        spread = 1.4826 * np.median(np.abs(rel[keep] - center))
+        new_keep = np.abs(rel - center) <= max(3 * spread, 0.05)
+        if new_keep.sum() < max(rows.shape[1], len(measured) // 2) or (new_keep == keep).all():
+            break
+        keep = new_keep
     return coef
 
 
