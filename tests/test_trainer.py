@@ -69,11 +69,12 @@ def _config(tmp_path: Path, **changes) -> TrainConfig:
     ("scratch", {}),
     ("kd", {}),
     ("fitnet", {"epochs": 2}),
-    ("mimic", {}),
+    ("mimic", {"epochs": 2, "lr": 0.05}),
     ("ban", {"generations": 2}),
+    ("kd", {"augment": True}),
 ])
 def test_each_method_beats_chance(method, changes, dataset, teacher, tmp_path) -> None:
-    out = tmp_path / method
+    out = tmp_path / "run"
     result = train_student(SPEC, [teacher], dataset, _config(tmp_path, method=method, **changes), out,
                            progress=False)
     assert result.test_acc > 0.15, result  # chance is 0.10
@@ -87,6 +88,10 @@ def test_each_method_beats_chance(method, changes, dataset, teacher, tmp_path) -
         stages = [r["stage"] for r in read_jsonl(out / "metrics.jsonl")]
         assert stages == ["hint", "kd"]
         assert result.hint["guided_layer"] == SPEC.guided_layer
+    if changes.get("augment"):  # augmented images: the teacher runs per batch, nothing cached
+        assert not list((tmp_path / "cache").glob("*.npy"))
+    elif method in ("kd", "fitnet", "mimic"):
+        assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
     if method == "ban":
         assert [g["generation"] for g in result.generations] == [1, 2]
         assert result.ensemble_test_acc is not None and result.ensemble_test_acc > 0.15

@@ -7,14 +7,24 @@ Methods (formulas in :mod:`edgekd.distill.losses`):
 - ``fitnet`` (Romero et al. 2015), two stages in one epoch count. Epochs ``0..hint_epochs-1``
   are stage 1 (``"hint"``): the student up to its guided layer plus a regressor are trained
   on ``1/2 ||u_h - r(v_g)||^2`` (:mod:`edgekd.distill.hints`; the hint comes from the first
-  teacher). The remaining ``epochs - hint_epochs`` epochs are stage 2 (``"kd"``): the whole
-  student is trained with KD whose soft term is multiplied by ``lambda``, annealed
-  *linearly per step* from ``lambda_start`` (4) to ``lambda_end`` (1) over stage 2:
-  ``a*CE + (1-a)*lambda(t)*T^2*KL``. This is the shape of the paper's schedule (its KD
-  weight starts at 4 and decays linearly to 1); ending at 1 makes the final objective the
-  same as ``kd``'s, so ``fitnet`` vs ``kd`` isolates the hints and the annealing. The
-  regressor is thrown away after stage 1. ``epochs`` counts both stages, so ``scratch``,
-  ``kd`` and ``fitnet`` with the same ``epochs`` get the same number of passes.
+  teacher), taken per hint element (``reduction="mean"``: same minimiser, and the summed
+  form diverged at the KD learning rate on MNIST). The teacher runs up to its hint layer on
+  every batch of stage 1 (hint maps are too large to cache). The remaining
+  ``epochs - hint_epochs`` epochs are stage 2 (``"kd"``): the whole student is trained with
+  KD whose soft term is weighted by ``lambda``, annealed *linearly per step* from
+  ``lambda_start`` (4) to ``lambda_end`` (1) over stage 2, with the weights renormalised so
+  the loss scale (hence the effective learning rate) stays that of ``kd``::
+
+      L = (a*CE + (1-a)*lambda(t)*T^2*KL) / (a + (1-a)*lambda(t))
+
+  This is the paper's schedule (FitNets weight their soft cross-entropy by a lambda that
+  starts at 4 and decays linearly to 1, so soft targets dominate early and the labels
+  matter more and more). The renormalisation is ours: without it the soft gradient is 4x
+  larger at the start of stage 2, a 4x jump of the effective learning rate right after
+  the hint stage. At lambda = 1 the loss is exactly ``kd``'s, so
+  ``fitnet`` vs ``kd`` isolates the hints and the annealing. The regressor is thrown away
+  after stage 1. ``epochs`` counts both stages, so ``scratch``, ``kd`` and ``fitnet`` with
+  the same ``epochs`` get the same number of passes.
 - ``mimic`` (Ba & Caruana 2014): ``1/2 ||z_s - z_t||^2`` on logits, no labels.
 - ``ban`` (Furlanello et al. 2018, born-again networks): ``generations`` students of the
   same architecture in ``out_dir/gen{g}``; generation 1 learns with ``kd`` from the given
@@ -522,7 +532,7 @@ class _Trainer:
         lam = 1.0
         if self.method == "fitnet":
             lam = cfg.lambda_start + (cfg.lambda_end - cfg.lambda_start) * progress
-        loss = cfg.alpha * ce + (1.0 - cfg.alpha) * lam * soft
+        loss = (cfg.alpha * ce + (1.0 - cfg.alpha) * lam * soft) / (cfg.alpha + (1.0 - cfg.alpha) * lam)
         return loss, {"ce": float(ce.detach()), "kd": float(soft.detach()), "lambda": lam}, logits
 
     def _train_epoch(self, epoch: int, stage: str, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
