@@ -587,10 +587,14 @@ class _Trainer:
     def _bar(self, epoch: int, stage: str) -> Any:
         if not self.progress:
             return None
+        from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            return None
         bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                       TimeElapsedColumn(), transient=True)
+                       TimeElapsedColumn(), transient=True, console=console)
         task = bar.add_task(f"epoch {epoch + 1}/{self.config.epochs} {stage}", total=self.steps)
         bar.start()
         return bar, task
