@@ -464,6 +464,8 @@ def report(run_dir: Path, measurements: tuple[Path, ...]) -> None:
 @click.option("--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance [all].")
 @click.option("--gpus-per-trial", type=float, default=0.0, show_default=True,
               help="GPUs each Ray trial asks for.")
+@click.option("--threads-per-trial", type=click.IntRange(min=1), default=None,
+              help="torch threads (= Ray CPUs) per trial [local: all cores; ray: 1].")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
               help="Run folder [runs/default with no inputs given, else runs/PROFILE-DATA-TEACHER].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out (after a crash or kill).")
@@ -483,7 +485,8 @@ def compress(profile: str | None, teacher: str | None, arch: str | None, trust_c
              rungs: int | None,
              finalists: int, method: str, baselines: bool, executor: str,
              ray_address: str | None, ray_cpus: int | None, gpus_per_trial: float,
-             out: Path | None, resume: bool, seed: int, max_train_samples: int | None,
+             threads_per_trial: int | None, out: Path | None, resume: bool, seed: int,
+             max_train_samples: int | None,
              batch_size: int | None, measure_iters: int, no_bundle: bool,
              no_progress: bool) -> None:
     """Search, train (successive halving), export, measure and report in one command.
@@ -508,7 +511,8 @@ def compress(profile: str | None, teacher: str | None, arch: str | None, trust_c
         latency_ms=latency_ms, batch=batch, candidates=candidates, epochs=epochs,
         min_epochs=min_epochs, hint_epochs=hint_epochs, eta=eta, rungs=rungs, finalists=finalists, method=method,
         baselines=baselines, executor=executor, ray_address=ray_address, ray_cpus=ray_cpus,
-        gpus_per_trial=gpus_per_trial, out=out, resume=resume, seed=seed,
+        gpus_per_trial=gpus_per_trial, threads_per_trial=threads_per_trial, out=out,
+        resume=resume, seed=seed,
         max_train_samples=max_train_samples, batch_size=batch_size, measure_iters=measure_iters,
         bundle=not no_bundle, progress=not no_progress, command=["edgekd", *sys.argv[1:]])
     result = run_compress(config)

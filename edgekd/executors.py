@@ -17,6 +17,7 @@ A trial is ``train_student(spec, teachers, dataset, TrainConfig(**config), out_d
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,10 @@ class TrialContext:
     teachers: list[Any]
     dataset: Any
     teacher_fps: list[str] = field(default_factory=list)
+    #: torch threads of one trial (None: torch's default, all cores). A trial's numbers depend
+    #: slightly on its thread count (parallel reductions), so runs that must agree bit for
+    #: bit (local vs Ray, interrupted vs not) use the same value.
+    threads: int | None = None
 
 
 def trial_payload(spec: dict, config: dict) -> dict[str, Any]:
@@ -54,12 +59,20 @@ def train_trial(payload: dict[str, Any], context: TrialContext, out_dir: Path, *
     from edgekd.distill import TrainConfig, train_student
     from edgekd.space import StudentSpec
 
+    import torch
+
     started = time.monotonic()
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / "spec.json", payload["spec"])
-    train_student(StudentSpec.from_dict(payload["spec"]), list(context.teachers), context.dataset,
-                  TrainConfig(**payload["config"]), out_dir, teacher_fps=context.teacher_fps,
-                  progress=progress)
+    previous = torch.get_num_threads()
+    if context.threads:
+        torch.set_num_threads(context.threads)
+    try:
+        train_student(StudentSpec.from_dict(payload["spec"]), list(context.teachers),
+                      context.dataset, TrainConfig(**payload["config"]), out_dir,
+                      teacher_fps=context.teacher_fps, progress=progress)
+    finally:
+        torch.set_num_threads(previous)
     result = {k: v for k, v in read_json(out_dir / "result.json").items() if k not in _LOCAL_FIELDS}
     result["job_seconds"] = round(time.monotonic() - started, 3)
     return result
@@ -81,12 +94,9 @@ class LocalExecutor:
         pass
 
 
-def _ray_trial(payload: dict[str, Any], context: TrialContext, files: dict[str, bytes],
-               threads: int) -> dict[str, Any]:
+def _ray_trial(payload: dict[str, Any], context: TrialContext, files: dict[str, bytes]
+               ) -> dict[str, Any]:
     """The Ray task: train in a temporary folder and send every file back as bytes."""
-    import torch
-
-    torch.set_num_threads(max(1, threads))
     with tempfile.TemporaryDirectory(prefix="edgekd-trial-") as tmp:
         folder = Path(tmp)
         for name, data in files.items():
@@ -97,20 +107,26 @@ def _ray_trial(payload: dict[str, Any], context: TrialContext, files: dict[str, 
 
 
 class RayExecutor:
-    """Runs jobs as Ray tasks (``num_cpus``/``num_gpus`` per trial, ``max_retries``)."""
+    """Runs jobs as Ray tasks (``num_cpus``/``num_gpus`` per trial, ``max_retries``).
+
+    A trial asks for ``context.threads`` CPUs (1 when unset) and trains with that many torch
+    threads, so Ray packs ``num_cpus / threads`` trials side by side.
+    """
 
     name = "ray"
 
     def __init__(self, run: RunDir, context: TrialContext, *, address: str | None = None,
-                 num_cpus: int | None = None, cpus_per_trial: float = 1, gpus_per_trial: float = 0,
+                 num_cpus: int | None = None, gpus_per_trial: float = 0,
                  max_retries: int = 2) -> None:
         try:
             import ray
         except ImportError:
             raise EdgekdError("--executor ray needs Ray: pip install 'edgekd[ray]' "
                               "(or use --executor local)") from None
+        if not context.threads:
+            context = dataclasses.replace(context, threads=1)
         self.ray, self.folder, self.context = ray, run, context
-        self.cpus_per_trial, self.gpus_per_trial = cpus_per_trial, gpus_per_trial
+        self.cpus_per_trial, self.gpus_per_trial = context.threads, gpus_per_trial
         self.max_retries = max_retries
         self._started_here = False
         if not ray.is_initialized():
@@ -136,7 +152,7 @@ class RayExecutor:
             folder = self.folder.trial(job.trial_id)
             files = {n: (folder / n).read_bytes() for n in TRIAL_FILES if (folder / n).exists()}
             files.pop("result.json", None)  # the worker writes a fresh one
-            ref = task.remote(job.payload, self._context_ref, files, int(max(1, self.cpus_per_trial)))
+            ref = task.remote(job.payload, self._context_ref, files)
             pending[ref] = job
         try:
             while pending:

@@ -58,6 +58,7 @@ class CompressConfig:
     ray_address: str | None = None
     ray_cpus: int | None = None
     gpus_per_trial: float = 0.0
+    threads_per_trial: int | None = None
     out: Path | None = None
     resume: bool = False
     seed: int = 0
@@ -141,26 +142,19 @@ def run_identity(config: CompressConfig, inputs: Inputs) -> dict:
 
 
 # ============================================================================ search
-def search_stage(config: CompressConfig, inputs: Inputs, run: RunDir) -> tuple[list[dict], dict]:
-    """Enumerate and filter students (edgekd.search); write candidates.jsonl; shortlist."""
-    from edgekd.search import search_candidates
+def search_stage(config: CompressConfig, inputs: Inputs) -> tuple[list[dict], list[dict], dict]:
+    """Enumerate, cost and filter students (edgekd.search, which refuses a budget no student
+    meets, naming the smallest); returns (feasible rows for candidates.jsonl, the shortlist
+    rows in the search's order, counts)."""
+    from edgekd.search import default_cost_cache, search_candidates
 
-    found = search_candidates(inputs.dataset.input_shape, inputs.dataset.num_classes,
-                              inputs.profile)
-    rows = [_candidate_row(c) for c in found.candidates]
-    write_jsonl(run.candidates, rows)
-    shortlist = [r for r in rows if r["in_budget"]][: config.candidates]
-    return shortlist, {"candidates_enumerated": found.enumerated,
-                       "candidates_in_budget": sum(r["in_budget"] for r in rows)}
-
-
-def _candidate_row(candidate: Any) -> dict:
-    latency = candidate.latency
-    return {"id": candidate.spec.id, "spec": candidate.spec.to_dict(), "depth": candidate.spec.depth,
-            "macs": int(candidate.macs), "params": int(candidate.params),
-            "predicted_latency": {"ms": float(latency.ms), "label": latency.label,
-                                  "batch": int(getattr(latency, "batch", 1))},
-            "in_budget": bool(candidate.in_budget)}
+    found = search_candidates(inputs.profile, inputs.dataset.input_shape,
+                              inputs.dataset.num_classes, shortlist=config.candidates,
+                              cost_cache=default_cost_cache())
+    rows = [c.to_record() for c in found.feasible]
+    shortlist = [c.to_record() for c in found.shortlist]
+    return rows, shortlist, {"candidates_enumerated": len(found.candidates),
+                             "candidates_in_budget": len(found.feasible)}
 
 
 # ============================================================================ training
@@ -226,11 +220,13 @@ def teacher_stage(inputs: Inputs, run: RunDir) -> dict:
                 "predicted_latency": {"ms": float(latency.ms), "label": latency.label,
                                       "batch": inputs.profile.budget.batch}}
         atomic_write_json(path, info)
-    _export(inputs.teacher, "teacher", inputs, run, source_sha=inputs.teacher_fp)
+    _export(inputs.teacher, "teacher", inputs, run, source_sha=inputs.teacher_fp,
+            metadata=_metadata(inputs, "teacher", accuracy=info["test_acc"]))
     return info
 
 
-def _export(model: Any, name: str, inputs: Inputs, run: RunDir, *, source_sha: str) -> Path:
+def _export(model: Any, name: str, inputs: Inputs, run: RunDir, *, source_sha: str,
+            metadata: dict[str, Any]) -> Path:
     """export/NAME.onnx with a parity check; skipped when export/NAME.json says the same
     weights were exported already (so measurements brought back still match its sha256)."""
     from edgekd.export import export_onnx, parity_inputs
@@ -242,10 +238,19 @@ def _export(model: Any, name: str, inputs: Inputs, run: RunDir, *, source_sha: s
         if done.get("source_sha256") == source_sha and done.get("onnx_sha256") == sha256_file(onnx_path):
             return onnx_path
     export_onnx(model, inputs.dataset.input_shape, onnx_path, batch=inputs.profile.budget.batch,
-                metadata={"edgekd.model": name, "edgekd.classes": list(inputs.dataset.classes)},
-                parity_x=parity_inputs(inputs.dataset))
+                metadata=metadata, parity_x=parity_inputs(inputs.dataset))
     atomic_write_json(marker, {"source_sha256": source_sha, "onnx_sha256": sha256_file(onnx_path)})
     return onnx_path
+
+
+def _metadata(inputs: Inputs, name: str, *, spec: Any = None, accuracy: float | None = None,
+              method: str | None = None) -> dict[str, Any]:
+    from edgekd.export import student_metadata
+
+    data = inputs.dataset
+    return student_metadata(spec=spec, classes=list(data.classes), input_shape=data.input_shape,
+                            normalization=data.normalization, accuracy=accuracy,
+                            profile=inputs.profile.name, model_id=name, method=method)
 
 
 def export_stage(inputs: Inputs, run: RunDir, trial_ids: list[str]) -> list[Path]:
@@ -254,8 +259,11 @@ def export_stage(inputs: Inputs, run: RunDir, trial_ids: list[str]) -> list[Path
     paths = []
     for trial_id in trial_ids:
         checkpoint = run.trial(trial_id) / "checkpoint.pt"
-        model, _ = load_student(checkpoint)
-        paths.append(_export(model, trial_id, inputs, run, source_sha=sha256_file(checkpoint)))
+        model, info = load_student(checkpoint)
+        metadata = _metadata(inputs, trial_id, spec=info.spec, method=info.method,
+                             accuracy=info.metrics.get("test_acc"))
+        paths.append(_export(model, trial_id, inputs, run, source_sha=sha256_file(checkpoint),
+                             metadata=metadata))
     return paths
 
 
@@ -275,7 +283,9 @@ def measure_stage(config: CompressConfig, inputs: Inputs, run: RunDir, names: li
 def bundle_stage(inputs: Inputs, run: RunDir, winner_trial: str) -> Path:
     from edgekd.export import make_bundle
 
-    return make_bundle(run.export / f"{winner_trial}.onnx", inputs.profile, run.bundle)
+    return make_bundle(run.export / f"{winner_trial}.onnx", run.bundle, profile=inputs.profile,
+                       dataset=inputs.dataset, teacher_onnx=run.export / "teacher.onnx",
+                       run_dir=run.root)
 
 
 # ============================================================================ the command
@@ -288,15 +298,14 @@ def compress(config: CompressConfig) -> Summary:
     started = time.monotonic()
     inputs = load_inputs(config)
     out = Path(config.out) if config.out else default_out(config.profile, config.data, config.teacher)
+    rows, shortlist, counts = search_stage(config, inputs)
     run, resumed = open_run(out, run_identity(config, inputs), resume=config.resume,
                             command=config.command if config.command is not None else sys.argv)
+    write_jsonl(run.candidates, rows)
     timing: dict[str, float] = {}
-
-    shortlist, counts = search_stage(config, inputs, run)
-    if not shortlist:
-        raise EdgekdError("no candidate meets the budget: relax --max-macs / --latency-ms")
     mark = time.monotonic()
-    context = TrialContext([inputs.teacher], inputs.dataset, [inputs.teacher_fp])
+    context = TrialContext([inputs.teacher], inputs.dataset, [inputs.teacher_fp],
+                           threads=config.threads_per_trial)
     executor = make_executor(config.executor, run, context, address=config.ray_address,
                              num_cpus=config.ray_cpus, gpus_per_trial=config.gpus_per_trial)
     try:

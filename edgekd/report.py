@@ -37,10 +37,11 @@ from edgekd.fileio import (atomic_write_bytes, atomic_write_json, atomic_write_t
 from edgekd.rundir import RunDir
 
 SUMMARY_FORMAT = "edgekd.summary/1"
-#: Keys whose values depend on the clock or the machine's load; :func:`deterministic_view`
-#: drops them so two runs with the same seed on CPU compare equal.
-VOLATILE_KEYS = frozenset({"latency", "fps", "speedup", "timing", "seconds", "job_seconds",
-                           "created", "measurement_files"})
+#: Keys whose values depend on the clock or the machine's load (the Pareto front too: it
+#: is taken over measured latencies); :func:`deterministic_view` drops them so two runs with
+#: the same seed on CPU compare equal.
+VOLATILE_KEYS = frozenset({"latency", "fps", "speedup", "pareto", "timing", "seconds",
+                           "job_seconds", "created", "measurement_files"})
 PLOTS = ("accuracy_vs_latency", "accuracy_vs_macs", "training_curves")
 
 
@@ -136,7 +137,7 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
         result = read_json(result_path)
         candidate = candidates.get(cid, {})
         onnx = run.export / f"{trial_id}.onnx"
-        latency = _model_latency(onnx, measured, candidate.get("predicted_latency"), target_is_host)
+        latency = _model_latency(onnx, measured, candidate.get("latency"), target_is_host)
         students.append({
             "trial": trial_id, "id": cid, "role": entry.get("role", "search"),
             "method": entry["method"], "rung": entry.get("rung"),
@@ -208,8 +209,8 @@ def pareto_front(points: Iterable[tuple[str, float | None, float]]) -> list[str]
 
 
 def deterministic_view(summary: dict) -> Any:
-    """The summary without clock- and load-dependent values (latency, FPS, speed-up,
-    seconds, timestamps): what two runs with the same seed on CPU must agree on."""
+    """The summary without clock- and load-dependent values (latency, FPS, speed-up, the
+    Pareto flags, seconds, timestamps): what two runs with the same seed on CPU must agree on."""
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items() if k not in VOLATILE_KEYS}
@@ -373,7 +374,7 @@ def plots(summary: dict) -> dict[str, bytes]:
     budget_ms = summary["run"]["budget"].get("latency_ms")
     if budget_ms:
         ax.axvline(budget_ms, color="tab:gray", ls="--", lw=1, label=f"budget {budget_ms} ms")
-    ax.set_xscale("log")
+    _plain_log_axis(ax)
     ax.set_xlabel(f"latency on {target_name} (ms, batch {summary['run']['budget'].get('batch', 1)})")
     ax.set_ylabel("test accuracy")
     ax.set_title("accuracy vs latency")
@@ -396,7 +397,7 @@ def plots(summary: dict) -> dict[str, bytes]:
     budget_macs = summary["run"]["budget"].get("macs")
     if budget_macs:
         ax.axvline(budget_macs, color="tab:gray", ls="--", lw=1, label="MACs budget")
-    ax.set_xscale("log")
+    _plain_log_axis(ax, lambda v: _fmt_count(int(round(v))) if v >= 1 else f"{v:g}")
     ax.set_xlabel("MACs per image")
     ax.set_ylabel("test accuracy")
     ax.set_title("accuracy vs MACs")
@@ -425,6 +426,17 @@ def plots(summary: dict) -> dict[str, bytes]:
         ax.legend(fontsize=7, loc="lower right")
     out["training_curves"] = _png(fig)
     return out
+
+
+def _plain_log_axis(ax: Any, text: Any = lambda v: f"{v:g}") -> None:
+    """Log-scaled x axis labelled with plain numbers (0.05, 0.1; 500K, 1M with ``text``)
+    instead of powers of ten; minor ticks labelled at 2x and 5x."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: text(v)))
+    ax.xaxis.set_minor_formatter(FuncFormatter(
+        lambda v, _pos: text(v) if f"{v:e}"[0] in "25" else ""))
 
 
 def _png(fig: Any) -> bytes:

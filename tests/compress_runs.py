@@ -8,6 +8,9 @@ samples for 1-2 epochs: small, but every stage runs for real.
 The reference run (:func:`reference_run`) is made once per pytest process and shared by
 test_compress.py, test_resume.py, test_ray_executor.py, test_report.py and
 test_report_html.py (each copies it before changing anything).
+
+Every trial trains with ONE torch thread (``--threads-per-trial 1``), as a Ray trial on one CPU
+does: a trial's numbers depend slightly on its thread count, and the Ray test compares winners.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from edgekd.fileio import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 #: The tiny search: 3 shortlisted students, rungs (3 x 1 epoch) then (1 x 2 epochs).
-TINY = ["--candidates", "3", "--epochs", "3", "--eta", "3", "--max-train-samples", "1500",
-        "--batch-size", "32", "--max-macs", "1M", "--measure-iters", "20", "--seed", "0",
-        "--no-progress"]
+TINY = ["--candidates", "3", "--epochs", "3", "--eta", "3", "--max-train-samples", "1000",
+        "--batch-size", "32", "--max-macs", "500K", "--measure-iters", "20", "--seed", "0",
+        "--threads-per-trial", "1"]
 TEACHER_EPOCHS = 2
 _MEMO: dict[str, Path] = {}
 
@@ -82,9 +85,10 @@ def reference_run(factory) -> Path:
         base = shared_base(factory)
         data, teacher = tiny_inputs(base)
         out = base / "runs" / "ref"
-        proc = run_cli(compress_args(data, teacher, out), base)
+        proc = run_cli(compress_args(data, teacher, out, "--baselines"), base)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         (base / "stdout.txt").write_text(proc.stdout)
+        (base / "stderr.txt").write_text(proc.stderr)
         _MEMO["ref"] = out
     return _MEMO["ref"]
 

@@ -1,0 +1,184 @@
+"""``edgekd compress`` end to end on tiny real data, and its one-line refusals of bad input.
+
+The reference run (tests/compress_runs.py) is the real command in a subprocess: search on the
+host-cpu profile with a 500K-MAC cap, successive halving over 3 shortlisted students (2 then 3
+epochs, fitnet), baselines (scratch, kd), export with parity, host measurements, report and
+bundle. This file checks every artifact it leaves.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from compress_runs import compress_args, reference_run, shared_base, tiny_inputs
+from edgekd.cli import cli
+from edgekd.fileio import read_json, read_jsonl, sha256_file
+from edgekd.space import StudentSpec
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return reference_run(tmp_path_factory)
+
+
+def test_candidates_and_run_json(run) -> None:
+    manifest = read_json(run / "run.json")
+    assert manifest["command"][:2] == ["edgekd", "compress"]
+    assert {"python", "torch", "onnx", "onnxruntime", "edgekd"} <= set(manifest["versions"])
+    identity = manifest["identity"]
+    assert len(identity["teacher"]["fingerprint"]) == 64 and len(identity["data"]["fingerprint"]) == 64
+    assert identity["budget"]["macs"] == 500_000 and identity["profile"]["name"] == "host-cpu"
+    candidates = read_jsonl(run / "candidates.jsonl")  # the students within the budget
+    assert len(candidates) >= 3
+    for row in candidates:
+        assert StudentSpec.from_dict(row["spec"]).id == row["id"]
+        assert row["latency"]["label"] in ("predicted", "calibrated", "measured")
+        assert row["macs"] <= 500_000 and row["latency"]["ms"] <= identity["budget"]["latency_ms"]
+    search = read_json(run / "search.json")
+    assert {c["id"] for c in candidates if c["shortlisted"]} == set(search["shortlist"])
+
+
+def test_trials_follow_the_halving_plan(run) -> None:
+    search = read_json(run / "search.json")
+    assert len(search["shortlist"]) == 3
+    assert [(r["keep"], r["epochs"]) for r in search["rungs"]] == [(3, 2), (1, 3)]
+    records = read_jsonl(run / "halving.jsonl")
+    pairs = [(r["rung"], r["trial"]) for r in records]
+    assert len(pairs) == len(set(pairs)), "a (rung, trial) was trained twice"
+    spent = 0
+    for trial in search["shortlist"]:
+        folder = run / "trials" / trial
+        for name in ("spec.json", "metrics.jsonl", "checkpoint.pt", "result.json"):
+            assert (folder / name).is_file(), f"{trial}/{name} missing"
+        result = read_json(folder / "result.json")
+        expected = 3 if trial == search["winner"] else 2
+        assert result["epochs_done"] == expected
+        spent += result["epochs_done"]
+    assert spent == search["epochs_spent"] == 3 * 2 + 1
+    assert search["epochs_full"] == 3 * 3
+    # the winner is the best of rung 0 by validation accuracy
+    rung0 = {r["trial"]: r["result"]["val_acc"] for r in records if r["rung"] == 0}
+    assert rung0[search["winner"]] == max(rung0.values())
+
+
+def test_onnx_exports_pass_parity_and_are_measured(run) -> None:
+    from edgekd.checkpoint import load_student
+    from edgekd.data import load_dataset
+    from edgekd.export import check_parity, parity_inputs, read_metadata
+
+    search = read_json(run / "search.json")
+    names = ["teacher"] + [t["trial"] for t in search["trials"]]
+    for name in names:
+        onnx = run / "export" / f"{name}.onnx"
+        assert onnx.is_file()
+        assert read_metadata(onnx)["edgekd.parity"] != "not checked"
+        measurement = read_json(run / "measurements" / f"host-{name}.json")
+        assert measurement["sha256"] == sha256_file(onnx)
+        assert measurement["latency_ms"]["median"] > 0
+    # parity again, independently, on the winner
+    data = load_dataset(str(tiny_inputs(run.parents[1])[0]))
+    model, _ = load_student(run / "trials" / search["winner"] / "checkpoint.pt")
+    assert check_parity(model, run / "export" / f"{search['winner']}.onnx", parity_inputs(data)).passed
+
+
+def test_summary_report_and_bundle(run) -> None:
+    summary = read_json(run / "report" / "summary.json")
+    search = read_json(run / "search.json")
+    assert summary["winner"] == search["winner"]
+    students = {s["trial"]: s for s in summary["students"]}
+    assert set(students) == {t["trial"] for t in search["trials"]}
+    assert 0.5 < summary["teacher"]["test_acc"] <= 1.0
+    for s in students.values():
+        assert s["latency"]["host"]["label"] == "measured"
+        assert s["latency"]["target"]["label"] == "measured"  # host-cpu: the target is the host
+        assert s["speedup"]["host"] == pytest.approx(
+            summary["teacher"]["latency"]["host"]["ms"] / s["latency"]["host"]["ms"], rel=0.01)
+    assert {a["method"] for a in summary["ablation"]} == {"fitnet", "kd", "scratch"}
+    assert any(s["pareto"] for s in students.values())
+
+    text = (run / "report" / "report.md").read_text()
+    assert "| id | method | depth | MACs | params | size MB |" in text
+    assert "## Ablation" in text
+    for trial in students:
+        assert trial in text
+    html = (run / "report" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    for name in ("accuracy_vs_latency", "accuracy_vs_macs", "training_curves"):
+        assert (run / "report" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+    bundle = run / "bundle"
+    assert bundle.is_dir()
+    onnx_in_bundle = list(bundle.rglob("*.onnx"))
+    assert onnx_in_bundle
+    winner_sha = sha256_file(run / "export" / f"{search['winner']}.onnx")
+    assert winner_sha in {sha256_file(p) for p in onnx_in_bundle}
+
+    stdout = (run.parents[1] / "stdout.txt").read_text()
+    assert "report:" in stdout and "speed-up" in stdout
+
+
+# ----------------------------------------------------------------------------- bad input
+def _fails(args: list[str], *needles: str) -> str:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, (result.output, result.stderr, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert "Traceback" not in result.output + result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    base = shared_base(tmp_path_factory)
+    return (base, *tiny_inputs(base))
+
+
+def test_unknown_profile(inputs, tmp_path) -> None:
+    _, data, teacher = inputs
+    _fails(compress_args(data, teacher, tmp_path / "o", "--profile", "no-such-device"),
+           "no-such-device")
+
+
+def test_missing_teacher_and_data(inputs, tmp_path) -> None:
+    _, data, teacher = inputs
+    _fails(compress_args(data, tmp_path / "absent.pt", tmp_path / "o"), "absent.pt")
+    _fails(compress_args(tmp_path / "absent.npz", teacher, tmp_path / "o"), "absent.npz")
+
+
+def test_teacher_classes_differ_from_data(inputs, tmp_path) -> None:
+    _, data, teacher = inputs
+    with np.load(data) as archive:
+        arrays = dict(archive)
+    keep_train, keep_test = arrays["y_train"] < 5, arrays["y_test"] < 5
+    five = tmp_path / "five.npz"
+    np.savez(five, x_train=arrays["x_train"][keep_train], y_train=arrays["y_train"][keep_train],
+             x_test=arrays["x_test"][keep_test], y_test=arrays["y_test"][keep_test],
+             classes=arrays["classes"][:5])
+    _fails(compress_args(five, teacher, tmp_path / "o"), "class")
+
+
+def test_budget_no_candidate_meets(inputs, tmp_path) -> None:
+    _, data, teacher = inputs
+    line = _fails(compress_args(data, teacher, tmp_path / "o", "--max-macs", "2K"), "smallest")
+    assert "MACs" in line
+    assert not (tmp_path / "o" / "trials").exists()
+
+
+def test_out_holding_a_different_run(inputs, run, tmp_path) -> None:
+    _, data, teacher = inputs
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    _fails(compress_args(data, teacher, copy, "--seed", "1"), "different run", "seed")
+    _fails(compress_args(data, teacher, copy, "--max-macs", "900K", "--resume"),
+           "cannot resume", "budget.macs")
+    _fails(compress_args(data, teacher, copy), "already holds this run", "--resume")
+    other = tmp_path / "other"
+    (other / "x").mkdir(parents=True)
+    _fails(compress_args(data, teacher, other), "holds no edgekd run")

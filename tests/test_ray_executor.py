@@ -1,0 +1,35 @@
+"""The Ray executor on a local Ray instance with 2 CPUs finds the same winner as the local
+executor, and the driver (not the workers) writes every trial file into the run folder."""
+
+from __future__ import annotations
+
+import pytest
+
+from compress_runs import compress_args, reference_run, run_cli, shared_base, summary_of, tiny_inputs
+from edgekd.fileio import read_json, read_jsonl
+
+pytest.importorskip("ray", reason="Ray is not installed: pip install 'edgekd[ray]'")
+
+
+def test_ray_executor_matches_local(tmp_path_factory) -> None:
+    reference = reference_run(tmp_path_factory)
+    base = shared_base(tmp_path_factory)
+    data, teacher = tiny_inputs(base)
+    out = base / "runs" / "ray"
+    proc = run_cli(compress_args(data, teacher, out, "--executor", "ray", "--ray-cpus", "2",
+                                 "--no-bundle"), base, timeout=400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    local, remote = read_json(reference / "search.json"), read_json(out / "search.json")
+    assert remote["shortlist"] == local["shortlist"]
+    assert remote["winner"] == local["winner"]
+    assert remote["survivors"] == local["survivors"]
+    for trial in remote["shortlist"]:
+        folder = out / "trials" / trial
+        for name in ("spec.json", "metrics.jsonl", "checkpoint.pt", "result.json"):
+            assert (folder / name).is_file(), f"{trial}/{name} was not written by the driver"
+        # the driver-written metrics hold every epoch, including the ones of earlier rungs
+        epochs = [r["epoch"] for r in read_jsonl(folder / "metrics.jsonl")]
+        assert epochs == list(range(1, read_json(folder / "result.json")["epochs_done"] + 1))
+    winner = summary_of(out)["winner"]
+    assert winner == summary_of(reference)["winner"]

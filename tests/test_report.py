@@ -1,0 +1,94 @@
+"""The report: Pareto front, deterministic view, and ``edgekd report RUN --measurements``
+rebuilding everything from the run folder with a latency brought back from a device."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from compress_runs import reference_run, summary_of
+from edgekd.cli import cli
+from edgekd.errors import EdgekdError
+from edgekd.fileio import read_json
+from edgekd.report import build_summary, deterministic_view, pareto_front
+
+
+def test_pareto_front() -> None:
+    points = [("a", 1.0, 0.90), ("b", 2.0, 0.95), ("c", 2.5, 0.93), ("d", 0.5, 0.80),
+              ("e", 1.0, 0.85), ("f", None, 0.99), ("g", 2.0, 0.95)]
+    # c is beaten by b; e by a; f has no latency; b and g tie (neither dominates)
+    assert pareto_front(points) == ["a", "b", "d", "g"]
+
+
+def test_deterministic_view_drops_only_volatile_values() -> None:
+    summary = {"run": {"folder": "x", "command": ["edgekd"], "seed": 0},
+               "students": [{"trial": "t", "test_acc": 0.9, "latency": {"host": {"ms": 1.0}},
+                             "fps": {"host": 1000.0}, "speedup": {"host": 2.0}}],
+               "timing": {"training_s": 3.0}, "winner": "t"}
+    view = deterministic_view(summary)
+    assert view == {"run": {"folder": "x", "seed": 0}, "students": [{"trial": "t", "test_acc": 0.9}],
+                    "winner": "t"}
+
+
+@pytest.fixture()
+def run_copy(tmp_path_factory, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(reference_run(tmp_path_factory), copy)
+    return copy
+
+
+def test_report_rebuilds_the_same_summary(run_copy) -> None:
+    before = summary_of(run_copy)
+    before["run"]["folder"] = run_copy.name  # the copy's folder name differs from the original
+    shutil.rmtree(run_copy / "report")
+    result = CliRunner().invoke(cli, ["report", str(run_copy)])
+    assert result.exit_code == 0, result.output + result.stderr
+    after = summary_of(run_copy)
+    assert after == before  # same files in, same summary out (latencies included)
+    for name in ("report.md", "report.html", "accuracy_vs_latency.png", "accuracy_vs_macs.png",
+                 "training_curves.png"):
+        assert (run_copy / "report" / name).is_file()
+
+
+def test_report_merges_device_measurements(run_copy, tmp_path) -> None:
+    summary = summary_of(run_copy)
+    winner = summary["winner"]
+    device = []
+    for name, factor in ((winner, 3.0), ("teacher", 6.0)):
+        record = read_json(run_copy / "measurements" / f"host-{name}.json")
+        record["device"] = "Jetson test board"
+        record["latency_ms"] = {k: v * factor for k, v in record["latency_ms"].items()}
+        path = tmp_path / f"{name}-orin.json"
+        path.write_text(json.dumps(record))
+        device.append(path)
+    result = CliRunner().invoke(cli, ["report", str(run_copy), "-m", str(device[0]),
+                                      "--measurements", str(device[1])])
+    assert result.exit_code == 0, result.output + result.stderr
+    merged = summary_of(run_copy)
+    student = next(s for s in merged["students"] if s["trial"] == winner)
+    host_ms = student["latency"]["host"]["ms"]
+    assert student["latency"]["target"] == {**student["latency"]["target"], "label": "measured",
+                                            "device": "Jetson test board"}
+    assert student["latency"]["target"]["ms"] == pytest.approx(3 * host_ms)
+    teacher_target = merged["teacher"]["latency"]["target"]["ms"]
+    assert student["speedup"]["target"] == pytest.approx(teacher_target / (3 * host_ms), rel=0.01)
+    assert sorted(p.name for p in (run_copy / "measurements").glob("target-*.json")) == sorted(
+        f"target-{p.name}" for p in device)
+    assert "Jetson" not in json.dumps(summary)  # only the merged run has the device
+
+
+def test_report_bad_input_is_one_line(run_copy, tmp_path) -> None:
+    bogus = tmp_path / "bogus.json"
+    bogus.write_text('{"hello": 1}')
+    for args, needle in ((["report", str(tmp_path / "nowhere")], "does not exist"),
+                         (["report", str(run_copy), "-m", str(bogus)], "Measurement"),
+                         (["report", str(run_copy), "-m", str(tmp_path / "absent.json")], "absent.json")):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith("error: ") and needle in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    with pytest.raises(EdgekdError, match="no run.json"):
+        build_summary(tmp_path)

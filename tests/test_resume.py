@@ -1,0 +1,75 @@
+"""kill -9 in the middle of training, then ``--resume``: no finished trial is trained again and
+the summary equals the uninterrupted reference run's (same seed, CPU).
+
+The comparison uses :func:`edgekd.report.deterministic_view`, which leaves out what depends on
+the clock or the machine's load: latencies, FPS, speed-ups, seconds, timestamps and the
+folder name. Everything else (candidates, halving survivors, every trial's epochs, validation
+and test accuracy, the winner, the ablation) must be identical.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from compress_runs import cli_env, compress_args, reference_run, run_cli, shared_base, summary_of, tiny_inputs
+from edgekd.fileio import read_jsonl
+from edgekd.report import deterministic_view
+
+
+def _comparable(summary: dict) -> dict:
+    view = deterministic_view(summary)
+    view["run"].pop("folder")
+    return view
+
+
+def _trained_lines(stderr: str) -> set[tuple[int, str]]:
+    """(rung, trial) pairs a compress process says it trained (not resumed)."""
+    found = set()
+    for line in stderr.splitlines():
+        match = re.match(r"rung (\d+)/\d+ .*\| trained (\S+):", line)
+        if match:
+            found.add((int(match.group(1)) - 1, match.group(2)))
+    return found
+
+
+def test_sigkill_mid_training_then_resume(tmp_path_factory) -> None:
+    reference = reference_run(tmp_path_factory)
+    base = shared_base(tmp_path_factory)
+    data, teacher = tiny_inputs(base)
+    out = base / "runs" / "killed"
+    args = compress_args(data, teacher, out, "--baselines")
+    proc = subprocess.Popen([sys.executable, "-m", "edgekd", *args], cwd=base, env=cli_env(base),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # wait until one trial has finished and another one is training (has written an epoch)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            records = read_jsonl(out / "halving.jsonl")
+            started = [p.parent.name for p in (out / "trials").glob("*/metrics.jsonl")]
+            if records and set(started) - {r["trial"] for r in records}:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "compress finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    finished = {(r["rung"], r["trial"]) for r in read_jsonl(out / "halving.jsonl")}
+    assert finished and not (out / "report").exists()
+
+    resumed = run_cli(args + ["--resume"], base)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    trained_again = _trained_lines(resumed.stderr) & finished
+    assert not trained_again, f"finished trials trained again: {trained_again}"
+    records = [(r["rung"], r["trial"]) for r in read_jsonl(out / "halving.jsonl")]
+    assert len(records) == len(set(records)), "a (rung, trial) was recorded twice"
+    assert "resumed" in resumed.stdout
+
+    assert _comparable(summary_of(out)) == _comparable(summary_of(reference))
