@@ -251,13 +251,17 @@ def macs_params(model_or_spec: "StudentSpec | nn.Module",
 
 def load_cost_cache(path: str | Path) -> int:
     """Load block costs saved by :func:`save_cost_cache` (if the file exists and was written
-    by the same torch version); returns how many were loaded. A bad file is ignored."""
+    by the same torch and edgekd versions); returns how many were loaded. A bad file is
+    ignored (the costs are simply counted again)."""
     import torch
+
+    from edgekd import __version__
 
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("format") != COST_CACHE_FORMAT or data.get("torch") != torch.__version__:
+        if (data.get("format") != COST_CACHE_FORMAT or data.get("torch") != torch.__version__
+                or data.get("edgekd") != __version__):
             return 0
         loaded = {key: ModelCost(v["macs"], v["params"], tuple(Layer(**layer) for layer in v["layers"]))
                   for key, v in data["blocks"].items()}
@@ -272,10 +276,12 @@ def save_cost_cache(path: str | Path) -> Path:
     """Save every block cost counted so far (atomically), keyed by block signature."""
     import torch
 
+    from edgekd import __version__
+
     blocks = {key: {"macs": c.macs, "params": c.params, "layers": [layer.to_dict() for layer in c.layers]}
               for key, c in sorted(_BLOCK_COSTS.items())}
     return atomic_write_json(path, {"format": COST_CACHE_FORMAT, "torch": torch.__version__,
-                                    "blocks": blocks})
+                                    "edgekd": __version__, "blocks": blocks})
 
 
 # ---------------------------------------------------------------------------- latency
