@@ -193,6 +193,13 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {batch} | {name} | {m['within_10pct']:.0%} | {m['spearman']:.3f} "
                              f"| {m['median_abs_rel_error']:.1%} |")
         lines.append("")
+    blocks = {b: int(f.get("channel_block", 1)) for b, f in
+              result["calibration_train_half"]["median"]["fits"].items()}
+    lines += ["Calibrated model (median): conv channel block chosen by cross-validation per fit: " +
+              ", ".join(f"batch {b}: {v}" for b, v in blocks.items()) + ".", ""]
+    if result.get("reevaluated"):
+        lines += [f"Metrics recomputed on {result['reevaluated']} from the measurements taken "
+                  f"{result['created']} (`--rows`), with the current predictor.", ""]
     lines += ["Timing noise (median / min of one measurement's timed runs, after re-timing): " +
               "; ".join(f"batch {b}: {v['median_over_min_p50']:.2f} (p50), "
                         f"{v['median_over_min_p90']:.2f} (p90)" for b, v in result["noise"].items()) +
@@ -249,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     result["seconds"] = saved.get("seconds", time.perf_counter() - started)
     for key in ("created", "load", "command"):
         result[key] = saved.get(key, result[key])
+    if saved:
+        result["reevaluated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     result["noise"] = noise(rows)
     from edgekd.space import StudentSpec
 

@@ -27,7 +27,9 @@ outside modules (e.g. torchvision ResNet's ``out += identity``) are not seen.
   per-inference overhead. The coefficients are fitted by non-negative least squares on relative
   error (each row divided by its measured time; timing outliers beyond 3 MADs are dropped and
   the fit redone) to a table of measurements, separately per batch when there are enough rows,
-  saved as JSON and reused (:class:`Calibration`).
+  saved as JSON and reused (:class:`Calibration`). Conv compute may be counted on channel
+  blocks (vectorised kernels pad channels to a multiple of 8 or 16); the block size is chosen
+  per fit by cross-validation (:func:`blocked_compute_ms`).
 * ``measured``: export to ONNX and time with the deploy kit on this host
   (:func:`measured_latency`, through :func:`edgekd.measure.measure_onnx`).
 """
@@ -54,13 +56,16 @@ KINDS: tuple[str, ...] = ("conv", "depthwise", "linear", "pool", "add", "element
 LABELS: tuple[str, ...] = ("measured", "predicted", "calibrated")
 BYTES_PER_ELEMENT: dict[str, int] = {"fp32": 4, "fp16": 2, "int8": 1}
 CALIBRATION_FORMAT = "edgekd.calibration/1"
-COST_CACHE_FORMAT = "edgekd.cost-cache/1"
+COST_CACHE_FORMAT = "edgekd.cost-cache/2"
+#: Channel block sizes the calibration tries (1 = no blocking); see :func:`blocked_compute_ms`.
+CHANNEL_BLOCKS: tuple[int, ...] = (1, 4, 8, 16, 32)
 
 
 # ---------------------------------------------------------------------------- layers
 @dataclass(frozen=True)
 class Layer:
-    """One costed layer, per sample (batch 1): MACs, activation elements in/out, weights."""
+    """One costed layer, per sample (batch 1): MACs, activation elements in/out, weights, and
+    for conv / linear layers their input and output channels (0 for other layers)."""
 
     name: str
     kind: str
@@ -68,6 +73,8 @@ class Layer:
     in_elems: int
     out_elems: int
     weights: int
+    in_channels: int = 0
+    out_channels: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -126,11 +133,11 @@ def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
     tensors = [*model.parameters(), *model.buffers()]
     device = "meta" if tensors and all(t.is_meta for t in tensors) else "cpu"
     params = sum(p.numel() for p in model.parameters())
-    calls: list[tuple[str, str, int, int, int]] = []
+    calls: list[tuple[str, str, int, int, int, tuple[int, int]]] = []
 
-    def recorder(name: str, kind: str, weights: int):
+    def recorder(name: str, kind: str, weights: int, channels: tuple[int, int]):
         def hook(_module: Any, inputs: Any, output: Any) -> None:
-            calls.append((name, kind, _numel(inputs), _numel(output), weights))
+            calls.append((name, kind, _numel(inputs), _numel(output), weights, channels))
         return hook
 
     handles = []
@@ -140,7 +147,9 @@ def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
         kind = _layer_kind(module)
         if kind is not None:
             weights = sum(p.numel() for p in module.parameters(recurse=False))
-            handles.append(module.register_forward_hook(recorder(name, kind, weights)))
+            channels = (getattr(module, "in_channels", getattr(module, "in_features", 0)),
+                        getattr(module, "out_channels", getattr(module, "out_features", 0)))
+            handles.append(module.register_forward_hook(recorder(name, kind, weights, channels)))
     was_training = model.training
     model.eval()
     try:
@@ -163,8 +172,8 @@ def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
         n_calls[name] = n_calls.get(name, 0) + 1
     layers = tuple(
         Layer(name, kind, int(flops_of.get(f"{root}.{name}", 0) // 2 // n_calls[name]),
-              inp, out, weights)
-        for name, kind, inp, out, weights in calls
+              inp, out, weights, *channels)
+        for name, kind, inp, out, weights, channels in calls
     )
     total_macs = int(flops_of.get("Global", 0) // 2)
     return ModelCost(macs=total_macs, params=params, layers=layers)
@@ -230,7 +239,8 @@ def spec_cost(spec: StudentSpec) -> ModelCost:
     layers: list[Layer] = []
     for prefix, cost in parts:
         layers += [Layer(prefix + layer.name, layer.kind, layer.macs, layer.in_elems,
-                         layer.out_elems, layer.weights) for layer in cost.layers]
+                         layer.out_elems, layer.weights, layer.in_channels, layer.out_channels)
+                   for layer in cost.layers]
     result = ModelCost(sum(c.macs for _, c in parts), sum(c.params for _, c in parts), tuple(layers))
     _SPEC_COSTS[spec.id] = result
     return result
@@ -354,11 +364,29 @@ def feature_names() -> list[str]:
     return [f"{k}.{term}" for k in KINDS for term in ("compute", "memory", "count")] + ["intercept"]
 
 
-def latency_features(layers: Sequence[Layer], roof: Roofline, batch: int) -> list[float]:
-    """One row of the calibration design matrix (see the module docstring)."""
+def blocked_compute_ms(layer: Layer, roof: Roofline, batch: int, block: int) -> float:
+    """Ideal compute time of a conv layer whose kernel works on channel blocks of ``block``
+    (e.g. ONNX Runtime's NCHWc convolutions: 8 channels with AVX2, 16 with AVX-512): output
+    channels are padded up to a multiple of the block, input channels too when the input has
+    at least one block (a thinner input, like the image, is read directly). Other layers and
+    ``block == 1``: the plain compute time."""
+    ms = roof.compute_ms(layer, batch)
+    if block <= 1 or layer.kind not in ("conv", "depthwise") or not layer.out_channels:
+        return ms
+    pad = lambda c: -(-c // block) * block  # noqa: E731
+    factor = pad(layer.out_channels) / layer.out_channels
+    if layer.kind == "conv" and layer.in_channels >= block:
+        factor *= pad(layer.in_channels) / layer.in_channels
+    return ms * factor
+
+
+def latency_features(layers: Sequence[Layer], roof: Roofline, batch: int,
+                     channel_block: int = 1) -> list[float]:
+    """One row of the calibration design matrix (see the module docstring); conv compute is
+    counted on channel blocks of ``channel_block`` (:func:`blocked_compute_ms`)."""
     row = {name: 0.0 for name in feature_names()}
     for layer in layers:
-        row[f"{layer.kind}.compute"] += roof.compute_ms(layer, batch)
+        row[f"{layer.kind}.compute"] += blocked_compute_ms(layer, roof, batch, channel_block)
         row[f"{layer.kind}.memory"] += roof.memory_ms(layer, batch)
         row[f"{layer.kind}.count"] += 1.0
     row["intercept"] = 1.0
@@ -391,7 +419,8 @@ class Calibration:
 
     def predict_ms(self, model: "StudentSpec | ModelCost | Sequence[Layer]", batch: int) -> float:
         coef = self.coefficients(batch)
-        row = latency_features(_layers_of(model), self.roofline(), batch)
+        row = latency_features(_layers_of(model), self.roofline(), batch,
+                               int(coef.get("channel_block", 1)))
         return float(sum(c * x for c, x in zip((coef.get(n, 0.0) for n in feature_names()), row)))
 
     def predict(self, model: "StudentSpec | ModelCost | Sequence[Layer]", batch: int) -> LatencyEstimate:
@@ -460,37 +489,69 @@ def _nnls_relative(rows: "np.ndarray", measured: "np.ndarray", *, rounds: int = 
     return coef
 
 
+def _fit_with_block(layer_rows: list[Sequence[Layer]], batches: "np.ndarray", measured: "np.ndarray",
+                    roof: Roofline, blocks: Sequence[int]) -> dict[str, float]:
+    """Fit the coefficients for each channel block in ``blocks``; keep the block whose 2-fold
+    cross-validated median relative error is lowest (ties: the smaller block)."""
+    import numpy as np
+
+    order = np.random.default_rng(0).permutation(len(measured))
+    folds = (order[::2], order[1::2])
+    best: tuple[float, int, "np.ndarray"] | None = None
+    for block in blocks:
+        a = np.asarray([latency_features(layers, roof, int(b), block)
+                        for layers, b in zip(layer_rows, batches)], dtype=float)
+        score = 0.0
+        if len(blocks) > 1 and min(map(len, folds)) >= 2:
+            errors = []
+            for train, test in (folds, folds[::-1]):
+                coef = _nnls_relative(a[train], measured[train])
+                errors.append(np.abs(a[test] @ coef / measured[test] - 1))
+            score = float(np.median(np.concatenate(errors)))
+        if best is None or score < best[0] - 1e-12:
+            best = (score, block, a)
+    _score, block, a = best  # type: ignore[misc]
+    coef = dict(zip(feature_names(), map(float, _nnls_relative(a, measured))))
+    coef["channel_block"] = float(block)
+    return coef
+
+
 def fit_calibration(table: Iterable[tuple["StudentSpec | ModelCost | Sequence[Layer]", int, float]],
                     profile: "DeviceProfile", *, min_rows_per_batch: int | None = None,
-                    source: str = "") -> Calibration:
+                    channel_blocks: Sequence[int] = CHANNEL_BLOCKS, source: str = "") -> Calibration:
     """Fit the calibrated latency model to ``table`` rows ``(model, batch, measured_ms)``.
 
     One fit on all rows (``"all"``) and one per batch size that has at least
-    ``min_rows_per_batch`` rows (default: twice the number of non-zero feature columns).
+    ``min_rows_per_batch`` rows (default: twice the number of non-zero feature columns). Each
+    fit also picks the conv channel block (:func:`blocked_compute_ms`) from
+    ``channel_blocks`` by 2-fold cross-validation on its own rows; it is stored as the
+    coefficient ``channel_block``.
     """
     import numpy as np
 
     roof = Roofline.of(profile.hardware, profile.runtime.precision)
-    rows, batches, measured = [], [], []
+    layer_rows, batches, measured = [], [], []
     for model, batch, ms in table:
         if not ms > 0:
             raise EdgekdError(f"calibration: measured latency {ms} ms is not positive: "
                               "drop that measurement")
-        rows.append(latency_features(_layers_of(model), roof, batch))
+        layer_rows.append(_layers_of(model))
         batches.append(batch)
         measured.append(ms)
-    if not rows:
+    if not layer_rows:
         raise EdgekdError("calibration: the measurement table is empty: measure some models first")
-    a, y, b = np.asarray(rows, dtype=float), np.asarray(measured, dtype=float), np.asarray(batches)
-    names = feature_names()
-    active = int((np.abs(a).sum(axis=0) > 0).sum())
+    y, b = np.asarray(measured, dtype=float), np.asarray(batches)
+    plain = np.asarray([latency_features(layers, roof, int(bb)) for layers, bb in zip(layer_rows, b)])
+    active = int((np.abs(plain).sum(axis=0) > 0).sum())
     min_rows = min_rows_per_batch if min_rows_per_batch is not None else 2 * active
-    fits = {"all": dict(zip(names, map(float, _nnls_relative(a, y))))}
+    blocks = tuple(channel_blocks) or (1,)
+    fits = {"all": _fit_with_block(layer_rows, b, y, roof, blocks)}
     samples = {"all": len(y)}
     for batch in sorted(set(batches)):
         mask = b == batch
         if mask.sum() >= min_rows and len(set(batches)) > 1:
-            fits[str(batch)] = dict(zip(names, map(float, _nnls_relative(a[mask], y[mask]))))
+            subset = [layers for layers, keep in zip(layer_rows, mask) if keep]
+            fits[str(batch)] = _fit_with_block(subset, b[mask], y[mask], roof, blocks)
             samples[str(batch)] = int(mask.sum())
     return Calibration(profile=profile.name, precision=profile.runtime.precision,
                        hardware=dataclasses.asdict(profile.hardware), fits=fits,

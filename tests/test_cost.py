@@ -222,3 +222,26 @@ def test_calibration_from_layer_profiles_recovers_per_kind_coefficients(host) ->
     assert calibration.predict_ms(layers, 1) == pytest.approx(result["latency_ms"], rel=1e-3)
     with pytest.raises(EdgekdError, match="not a layer profile"):
         fit_calibration_from_layer_profiles([(layers, {"format": "edgekd.measurement/1"})], host)
+
+
+def test_channel_blocks_pad_conv_compute_and_are_found_by_the_fit(host) -> None:
+    from edgekd.cost import blocked_compute_ms
+
+    roof = cost.Roofline.of(host.hardware, "fp32")
+    stem = Layer("c0", "conv", 10**6, 784, 20 * 784, 180, in_channels=1, out_channels=20)
+    wide = Layer("c1", "conv", 10**6, 24 * 196, 20 * 196, 4320, in_channels=24, out_channels=20)
+    plain = roof.compute_ms(stem, 1)
+    assert blocked_compute_ms(stem, roof, 1, 1) == plain
+    assert blocked_compute_ms(stem, roof, 1, 16) == pytest.approx(plain * 32 / 20)  # input < block
+    assert blocked_compute_ms(wide, roof, 1, 16) == pytest.approx(plain * 32 / 20 * 32 / 24)
+    # latencies made with 16-channel blocks: the cross-validated fit picks block 16
+    specs = [StudentSpec("plain", (1, 28, 28), 10, (Stage(w, d, 1), Stage(2 * w, d, 2)))
+             for w in (4, 6, 8, 12, 16, 20, 24) for d in (1, 2, 3)]
+    rows = []
+    for spec in specs:
+        row = cost.latency_features(spec_cost(spec).layers, roof, 1, 16)
+        rows.append((spec, 1, 0.01 + 2.0 * row[0] + 0.004 * row[2]))  # conv compute, count
+    calibration = fit_calibration(rows, host)
+    assert calibration.fits["all"]["channel_block"] == 16
+    assert calibration.fits["all"]["conv.compute"] == pytest.approx(2.0, rel=1e-3)
+    assert calibration.predict_ms(specs[4], 1) == pytest.approx(rows[4][2], rel=1e-4)
