@@ -445,7 +445,7 @@ def report(run_dir: Path, measurements: tuple[Path, ...]) -> None:
 @click.option("--max-macs", default=None, help="MACs budget per image, e.g. 1.5M [profile's].")
 @click.option("--latency-ms", type=float, default=None, help="Latency budget in ms [profile's].")
 @click.option("--batch", type=int, default=None, help="Batch of the latency budget [profile's].")
-@click.option("--candidates", "-n", type=int, default=6, show_default=True,
+@click.option("--candidates", "-n", type=int, default=4, show_default=True,
               help="Students shortlisted for successive halving.")
 @click.option("--epochs", "-e", type=int, default=4, show_default=True,
               help="Epochs of the final training (the last rung).")

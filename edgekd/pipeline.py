@@ -45,7 +45,7 @@ class CompressConfig:
     max_macs: int | None = None
     latency_ms: float | None = None
     batch: int | None = None
-    candidates: int = 6
+    candidates: int = 4
     epochs: int = 4
     min_epochs: int = 1
     hint_epochs: int = 1

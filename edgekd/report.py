@@ -231,10 +231,10 @@ def _fmt_count(value: int | None) -> str:
     return format_count(int(value))
 
 
-def _fmt_latency(latency: dict | None) -> str:
+def _fmt_latency(latency: dict | None, unit: str = "") -> str:
     if not latency:
         return "-"
-    return f"{latency['ms']:.3f} ({latency['label']})"
+    return f"{latency['ms']:.3f}{unit} ({latency['label']})"
 
 
 def _fmt(value: Any, spec: str = "") -> str:
@@ -244,6 +244,14 @@ def _fmt(value: Any, spec: str = "") -> str:
 TABLE_HEADER = ("id", "method", "depth", "MACs", "params", "size MB", "epochs", "top-1 acc", "Pareto",
                 "host ms", "host FPS", "host speed-up", "target ms", "target FPS",
                 "target speed-up")
+#: Columns dropped when the target is this host (they would repeat the host columns).
+TARGET_COLUMNS = 3
+
+
+def table_header(summary: dict) -> tuple[str, ...]:
+    if summary["search"].get("target_is_host"):
+        return TABLE_HEADER[:-TARGET_COLUMNS]
+    return TABLE_HEADER
 
 
 def table_rows(summary: dict) -> list[list[str]]:
@@ -264,7 +272,8 @@ def table_rows(summary: dict) -> list[list[str]]:
                      _fmt(s["fps"]["host"]), _x(s["speedup"]["host"]),
                      _fmt_latency(s["latency"]["target"]), _fmt(s["fps"]["target"]),
                      _x(s["speedup"]["target"])])
-    return rows
+    width = len(table_header(summary))
+    return [row[:width] for row in rows]
 
 
 def _fps(latency: dict | None) -> str:
@@ -280,15 +289,15 @@ def headline(summary: dict) -> str:
     teacher = summary["teacher"]
     winner = next(s for s in summary["students"] if s["trial"] == summary["winner"])
     parts = [f"teacher: acc {teacher['test_acc']:.4f}, {_fmt_count(teacher['macs'])} MACs, "
-             f"host {_fmt_latency(teacher['latency']['host'])} ms",
+             f"host {_fmt_latency(teacher['latency']['host'], ' ms')}",
              f"student {winner['trial']} ({winner['method']}, depth {winner['depth']}): "
              f"acc {winner['test_acc']:.4f}, {_fmt_count(winner['macs'])} MACs, "
-             f"host {_fmt_latency(winner['latency']['host'])} ms"]
+             f"host {_fmt_latency(winner['latency']['host'], ' ms')}"]
     speed = winner["speedup"]["host"]
     line = f"speed-up on this host: {_x(speed)}"
     target = winner["latency"]["target"]
     if target and summary["run"]["profile"] and not summary["search"].get("target_is_host"):
-        line += (f"; on {summary['run']['profile']}: {_fmt_latency(target)} ms, "
+        line += (f"; on {summary['run']['profile']}: {_fmt_latency(target, ' ms')}, "
                  f"speed-up {_x(winner['speedup']['target'])}")
     parts.append(line)
     return "\n".join(parts)
@@ -309,7 +318,7 @@ def markdown(summary: dict) -> str:
              "Latency labels: *measured* by the deploy kit, *calibrated* or *predicted* by the "
              "cost model. Speed-up = teacher latency / student latency, taken the same way. "
              "`*` marks the winner.", ""]
-    lines += _md_table(TABLE_HEADER, table_rows(summary))
+    lines += _md_table(table_header(summary), table_rows(summary))
     lines += ["", "## Search", "",
               f"Candidates enumerated: {search.get('candidates_enumerated')}, within budget: "
               f"{search.get('candidates_in_budget')}, shortlisted: {len(search.get('shortlist') or [])}. "
@@ -472,7 +481,7 @@ def to_html(summary: dict, images: dict[str, bytes], markdown_text: str) -> str:
              f"seed {esc(str(run['seed']))}.</p>",
              f"<pre>{esc(headline(summary))}</pre>", "<h2>Students</h2>",
              "<p>Latency labels: measured by the deploy kit, calibrated or predicted by the cost "
-             "model. * marks the winner.</p>", table(TABLE_HEADER, table_rows(summary))]
+             "model. * marks the winner.</p>", table(table_header(summary), table_rows(summary))]
     if summary.get("ablation"):
         parts += ["<h2>Ablation</h2>",
                   table(("method", "trial", "epochs", "val acc", "test acc"),
