@@ -40,6 +40,7 @@ class SearchProgress:
         self.stream = stream or sys.stderr
         self.live: Any = None
         self.lines: list[str] = []
+        self.finished: list[str] = []  # "trained X: val ..." of the latest trials
 
     def __enter__(self) -> "SearchProgress":
         if self.enabled and self.stream.isatty():
@@ -59,6 +60,8 @@ class SearchProgress:
     def update(self, event: HalvingEvent) -> None:
         line = describe(event)
         self.lines.append(line)
+        if event.kind == "trial":
+            self.finished.append(line.split(" | ")[-1])
         if not self.enabled:
             return
         if self.live is not None:
@@ -67,8 +70,7 @@ class SearchProgress:
             table = Table.grid(padding=(0, 1))
             for text in line.split(" | "):
                 table.add_row(text)
-            recent = [ln.split(" | ")[-1] for ln in self.lines[-4:] if "val " in ln.split(" | ")[-1]]
-            for text in recent:
+            for text in self.finished[-3:]:
                 table.add_row(f"[dim]{text}[/dim]")
             self.live.update(table)
         else:
