@@ -130,6 +130,8 @@ class RayExecutor:
         self.max_retries = max_retries
         self._started_here = False
         if not ray.is_initialized():
+            if address:
+                _check_reachable(address)
             try:
                 if address:
                     ray.init(address=address, log_to_driver=False)
@@ -174,6 +176,22 @@ class RayExecutor:
     def close(self) -> None:
         if self._started_here:
             self.ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` nobody listens on (ray.init would retry for minutes).
+    ``auto`` and ``ray://`` client addresses are left to Ray."""
+    import socket
+
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as error:
+        raise EdgekdError(f"no Ray cluster answers at --ray-address {address} ({error}): start "
+                          "one with 'ray start --head' or drop --ray-address for a local one") from None
 
 
 def make_executor(kind: str, run: RunDir, context: TrialContext, *, address: str | None = None,

@@ -33,3 +33,18 @@ def test_ray_executor_matches_local(tmp_path_factory) -> None:
         assert epochs == list(range(1, read_json(folder / "result.json")["epochs_done"] + 1))
     winner = summary_of(out)["winner"]
     assert winner == summary_of(reference)["winner"]
+
+
+def test_unreachable_ray_address_is_one_line(tmp_path) -> None:
+    """A --ray-address nobody listens on fails at once (ray.init alone retries for minutes)."""
+    import socket
+
+    from edgekd.errors import EdgekdError
+    from edgekd.executors import RayExecutor, TrialContext
+    from edgekd.rundir import RunDir
+
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(EdgekdError, match=f"no Ray cluster answers at --ray-address 127.0.0.1:{port}"):
+        RayExecutor(RunDir(tmp_path), TrialContext([], None), address=f"127.0.0.1:{port}")
