@@ -230,8 +230,8 @@ def markdown(data: dict[str, Any]) -> str:
                   f"scratch epoch {t['scratch_s']:.2f} s, KD epoch {t['kd_s']:.2f} s "
                   f"(median of {t['repeats']}), ratio **{t['ratio_kd_over_scratch']:.3f}** "
                   f"(ratio of the fastest repeats: {t.get('ratio_of_minima', float('nan')):.3f}); all: {t['all']}", ""]
-    for note in data.get("notes", []):
-        lines += [f"Note: {json.dumps(note)}", ""]
+    if data.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n if isinstance(n, str) else json.dumps(n)}" for n in data["notes"]] + [""]
     if s.get("aims"):
         lines += ["## Aims", ""] + [f"- {k}: {'yes' if v else 'NO'}" for k, v in s["aims"].items()] + [""]
     lines += ["Errors are test-set errors (%) of the weights selected by validation accuracy. "
