@@ -88,7 +88,7 @@ class LocalExecutor:
 
     def run(self, jobs: list[TrialJob], on_done: Callable[[TrialJob, dict], None]) -> None:
         for job in jobs:
-            on_done(job, train_trial(job.payload, self.context, self.folder.trial(job.trial_id)))
+            on_done(job, train_trial(job.payload, self.context, self.folder.trial(job.folder)))
 
     def close(self) -> None:
         pass
@@ -151,7 +151,7 @@ class RayExecutor:
                                               max_retries=self.max_retries)
         pending: dict[Any, TrialJob] = {}
         for job in jobs:
-            folder = self.folder.trial(job.trial_id)
+            folder = self.folder.trial(job.folder)
             files = {n: (folder / n).read_bytes() for n in TRIAL_FILES if (folder / n).exists()}
             files.pop("result.json", None)  # the worker writes a fresh one
             ref = task.remote(job.payload, self._context_ref, files)
@@ -167,7 +167,7 @@ class RayExecutor:
                     if isinstance(cause, EdgekdError):
                         raise cause from None
                     raise
-                self.folder.write_trial_files(job.trial_id, out["files"])
+                self.folder.write_trial_files(job.folder, out["files"])
                 on_done(job, out["result"])
         finally:
             for ref in pending:

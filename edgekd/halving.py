@@ -8,9 +8,15 @@ With ``n`` candidates, rung ``i`` (0-based) keeps
     n_i = max(finalists, ceil(n / eta**i))   candidates, trained to
     e_i = min(max_epochs, min_epochs * eta**i) epochs   (the last rung: e = max_epochs).
 
-Because a promoted trial continues from its checkpoint, the epochs spent are
-``sum_i n_i * (e_i - e_{i-1})`` instead of ``n * max_epochs`` for training every candidate
-fully (9 candidates, eta 3, 1..9 epochs: 21 epochs instead of 81).
+Promoted trials continue from their checkpoints. The LAST rung is the final training: with
+``fresh_final`` (the default) its ``finalists`` are trained from scratch for ``max_epochs``
+(a fresh cosine schedule, exactly what training that student fully would give; continuing
+instead restarts the schedule at every rung, which costs accuracy), and the selection rungs
+before it stop below ``max_epochs``. The epochs spent are
+``sum_{selection rungs} n_i * (e_i - e_{i-1}) + finalists * max_epochs`` instead of
+``n * max_epochs`` for training every candidate fully (9 candidates, eta 3, 1..9 epochs:
+9 + 3*2 + 9 = 24 epochs instead of 81). Without ``fresh_final`` the last rung continues too
+(21 epochs here).
 
 This module holds the schedule and the promotion rule only: ONE scheduler
 (:class:`SuccessiveHalving`) drives every executor (see :mod:`edgekd.executors`) and reads
@@ -39,6 +45,7 @@ class HalvingConfig:
     max_epochs: int = 9
     finalists: int = 1
     rungs: int | None = None
+    fresh_final: bool = True
 
     def __post_init__(self) -> None:
         if self.eta < 2:
@@ -57,19 +64,28 @@ class HalvingConfig:
 
 @dataclass(frozen=True)
 class Rung:
-    """One rung: its index, how many candidates it trains and to how many epochs in total."""
+    """One rung: its index, how many candidates it trains and to how many epochs in total;
+    ``fresh``: trained from scratch (the final rung with ``fresh_final``), not continued."""
 
     index: int
     keep: int
     epochs: int
+    fresh: bool = False
+
+    def folder(self, trial_id: str) -> str:
+        """The trial folder of ``trial_id`` in this rung: ``ID`` for rungs that continue one
+        checkpoint, ``ID-final`` for the fresh final training (a new folder, a new schedule)."""
+        return f"{trial_id}-final" if self.fresh else trial_id
 
 
 def plan_rungs(n_candidates: int, config: HalvingConfig) -> list[Rung]:
-    """The rungs for ``n_candidates`` (formula in the module docstring).
+    """The rungs for ``n_candidates`` (formulas in the module docstring).
 
-    A rung that would add no epoch is dropped (the finalists are then picked from the rung
-    before), and two rungs with the same candidates are merged, so from rung to rung ``keep``
-    strictly decreases and ``epochs`` strictly increases.
+    Continued rungs: a rung that would add no epoch is dropped (the next rung picks from the
+    one before) and two rungs with the same candidates are merged, so ``keep`` strictly
+    decreases and ``epochs`` strictly increases. With ``fresh_final`` the selection rungs stop
+    below ``max_epochs`` and above ``finalists`` candidates, and one fresh final rung of
+    ``finalists`` x ``max_epochs`` follows.
     """
     if n_candidates < 1:
         raise EdgekdError("no candidates to train: relax the budget or raise --candidates")
@@ -83,20 +99,24 @@ def plan_rungs(n_candidates: int, config: HalvingConfig) -> list[Rung]:
         keep = n_candidates if i == 0 else max(finalists, math.ceil(n_candidates / eta ** i))
         last = i == count - 1
         epochs = config.max_epochs if last else min(config.max_epochs, config.min_epochs * eta ** i)
+        if config.fresh_final and (last or epochs >= config.max_epochs or keep <= finalists):
+            break  # selection is over: the fresh final rung follows
         if rungs and epochs == rungs[-1].epochs:
-            continue  # no more training: the finalists are picked from the previous rung
+            continue  # no more training: the next rung picks from the previous one
         if rungs and keep == rungs[-1].keep:
             rungs[-1] = Rung(rungs[-1].index, keep, epochs)  # same set trained longer: one rung
             continue
         rungs.append(Rung(len(rungs), keep, epochs))
+    if config.fresh_final:
+        rungs.append(Rung(len(rungs), finalists, config.max_epochs, fresh=True))
     return rungs
 
 
 def epochs_spent(rungs: Iterable[Rung]) -> int:
-    """Epochs trained by a plan whose promoted trials continue from their checkpoints."""
+    """Epochs a plan trains: continued rungs add their new epochs, a fresh rung all of its."""
     spent, previous = 0, 0
     for rung in rungs:
-        spent += rung.keep * (rung.epochs - previous)
+        spent += rung.keep * (rung.epochs if rung.fresh else rung.epochs - previous)
         previous = rung.epochs
     return spent
 
@@ -111,12 +131,17 @@ def promote(results: dict[str, dict], order: list[str], keep: int) -> list[str]:
 
 @dataclass
 class TrialJob:
-    """One unit of work for an executor: train ``trial_id`` to ``epochs`` epochs in total."""
+    """One unit of work for an executor: train ``trial_id`` to ``epochs`` epochs in total,
+    in the trial folder ``folder`` (default: the trial id; a fresh final rung uses its own)."""
 
     trial_id: str
     rung: int
     epochs: int
     payload: dict[str, Any] = field(default_factory=dict)
+    folder: str = ""
+
+    def __post_init__(self) -> None:
+        self.folder = self.folder or self.trial_id
 
 
 class Executor(Protocol):
@@ -128,7 +153,8 @@ class Executor(Protocol):
 class RungStore(Protocol):
     """Where the scheduler keeps (rung, trial) results; see :class:`edgekd.rundir.RunDir`."""
 
-    def rung_result(self, rung: int, trial_id: str, epochs: int) -> dict | None: ...
+    def rung_result(self, rung: int, trial_id: str, epochs: int,
+                    folder: str | None = None) -> dict | None: ...
 
     def record_rung(self, rung: int, trial_id: str, epochs: int, result: dict) -> None: ...
 
@@ -160,7 +186,7 @@ class HalvingResult:
 
     @property
     def epochs_spent(self) -> int:
-        return sum(int(r["epochs_done"]) for r in self.results.values())
+        return epochs_spent(self.rungs)
 
 
 class SuccessiveHalving:
@@ -200,13 +226,14 @@ class SuccessiveHalving:
             rung_results: dict[str, dict] = {}
             todo: list[TrialJob] = []
             for tid in alive:
-                found = self.store.rung_result(rung.index, tid, rung.epochs)
+                job = self.make_job(tid, rung)
+                found = self.store.rung_result(rung.index, tid, rung.epochs, folder=job.folder)
                 if found is None:
-                    todo.append(self.make_job(tid, rung))
+                    todo.append(job)
                     continue
                 rung_results[tid] = found
                 done += 1
-                remaining_epochs -= rung.epochs - previous_epochs
+                remaining_epochs -= rung.epochs - (0 if rung.fresh else previous_epochs)
                 best = _better(best, tid, found)
                 event("trial", rung, trial_id=tid, result=found, skipped=True)
 
@@ -216,7 +243,7 @@ class SuccessiveHalving:
                 rung_results[job.trial_id] = result
                 trained.append((rung.index, job.trial_id))
                 done += 1
-                step = rung.epochs - previous_epochs
+                step = rung.epochs - (0 if rung.fresh else previous_epochs)
                 remaining_epochs -= step
                 seconds = float(result.get("job_seconds") or 0.0)  # set by the executor
                 if seconds > 0 and step > 0:

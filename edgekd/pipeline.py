@@ -176,17 +176,25 @@ def halving_stage(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist
 
     def make_job(trial_id: str, rung: Rung) -> TrialJob:
         return TrialJob(trial_id, rung.index, rung.epochs, trial_payload(
-            specs[trial_id], train_config(config, config.method, rung.epochs)))
+            specs[trial_id], train_config(config, config.method, rung.epochs)),
+            folder=trial_folder(trial_id, rung))
 
     scheduler = SuccessiveHalving(config.halving(), make_job, run, on_event)
     return scheduler.run([row["id"] for row in shortlist], executor)
 
 
-def baseline_stage(config: CompressConfig, run: RunDir, winner: dict, executor: Any) -> dict[str, str]:
-    """Train the winner's architecture with the other ablation methods; returns method -> trial."""
+def trial_folder(candidate_id: str, rung: Rung) -> str:
+    """trials/ID for continued rungs; trials/ID-final for the fresh final training."""
+    return rung.folder(candidate_id)
+
+
+def baseline_stage(config: CompressConfig, run: RunDir, winner: dict, winner_trial: str,
+                   executor: Any) -> dict[str, str]:
+    """Train the winner's architecture with the other ablation methods (from scratch, for
+    ``--epochs``, like the final training); returns method -> trial."""
     from edgekd.executors import trial_payload
 
-    trials = {config.method: winner["id"]}
+    trials = {config.method: winner_trial}
     jobs = []
     for method in ABLATION_METHODS:
         if method == config.method:
@@ -313,16 +321,22 @@ def compress(config: CompressConfig) -> Summary:
             outcome = halving_stage(config, inputs, run, shortlist, executor, progress.update)
         by_id = {row["id"]: row for row in shortlist}
         winner = by_id[outcome.finalists[0]]
-        baselines = baseline_stage(config, run, winner, executor) if config.baselines else None
+        winner_trial = trial_folder(winner["id"], outcome.rungs[-1])
+        baselines = (baseline_stage(config, run, winner, winner_trial, executor)
+                     if config.baselines else None)
     finally:
         executor.close()
     timing["training_s"] = round(time.monotonic() - mark, 2)
 
-    trials = [{"trial": tid, "candidate": tid, "method": config.method,
-               "rung": max(i for i, alive in enumerate(outcome.survivors) if tid in alive)}
-              for tid in (row["id"] for row in shortlist) if tid in outcome.results]
+    seen: dict[str, dict] = {}  # trial folder -> entry, in the order the rungs trained them
+    for rung, alive in zip(outcome.rungs, outcome.survivors):
+        for tid in alive:
+            folder = trial_folder(tid, rung)
+            seen[folder] = {"trial": folder, "candidate": tid, "method": config.method,
+                            "rung": rung.index, "role": "final" if rung.fresh else "search"}
+    trials = list(seen.values())
     for method, trial_id in (baselines or {}).items():
-        if trial_id != winner["id"]:
+        if trial_id != winner_trial:
             trials.append({"trial": trial_id, "candidate": winner["id"], "method": method,
                            "role": "baseline"})
     mark = time.monotonic()
@@ -338,8 +352,8 @@ def compress(config: CompressConfig) -> Summary:
         "shortlist": [row["id"] for row in shortlist],
         "rungs": [dataclasses.asdict(r) for r in rungs],
         "survivors": outcome.survivors,
-        "finalists": outcome.finalists,
-        "winner": winner["id"],
+        "finalists": [trial_folder(tid, rungs[-1]) for tid in outcome.finalists],
+        "winner": winner_trial,
         "epochs_spent": epochs_spent(rungs),
         "epochs_full": len(shortlist) * config.epochs,
         "baselines": baselines,
@@ -348,7 +362,7 @@ def compress(config: CompressConfig) -> Summary:
         "timing": timing,
     })
     summary = write_report(run.root)
-    bundle = bundle_stage(inputs, run, winner["id"]) if config.bundle else None
+    bundle = bundle_stage(inputs, run, winner_trial) if config.bundle else None
     return Summary(run.root, run.report / "report.md", run.report / "report.html", summary,
                    headline(summary), bundle, resumed, time.monotonic() - started,
                    outcome.trained)

@@ -324,7 +324,10 @@ def markdown(summary: dict) -> str:
               f"{search.get('candidates_in_budget')}, shortlisted: {len(search.get('shortlist') or [])}. "
               f"Successive halving trained {search.get('epochs_spent')} epochs in all, against "
               f"{search.get('epochs_full')} to train the whole shortlist fully.", ""]
-    rung_rows = [[str(i + 1), str(r["keep"]), str(r["epochs"]), ", ".join(search["survivors"][i])]
+    rung_rows = [[str(i + 1), str(r["keep"]),
+                  f"{r['epochs']}" + (" (final, from scratch)" if r.get("fresh")
+                                      else " (continued)" if i else ""),
+                  ", ".join(search["survivors"][i])]
                  for i, r in enumerate(search.get("rungs") or [])]
     lines += _md_table(("rung", "trials", "epochs", "trained"), rung_rows)
     if summary.get("ablation"):

@@ -139,17 +139,19 @@ class RunDir:
                               "restore it or start a new run with another --out") from None
 
     # ------------------------------------------------------------------ rung bookkeeping
-    def rung_result(self, rung: int, trial_id: str, epochs: int) -> dict | None:
+    def rung_result(self, rung: int, trial_id: str, epochs: int,
+                    folder: str | None = None) -> dict | None:
         """The result of ``trial_id`` at ``rung`` if it finished, else None.
 
         A line in halving.jsonl is authoritative. Without one (killed between the trial's
-        result.json and the line), a result.json whose ``epochs_done`` equals the rung's
-        epochs is the same finished trial, so it is recorded and returned.
+        result.json and the line), a result.json in the trial's folder (``folder``, default
+        the trial id) whose ``epochs_done`` equals the rung's epochs is the same finished
+        trial, so it is recorded and returned.
         """
         for record in self._rung_records():
             if record["rung"] == rung and record["trial"] == trial_id and record["epochs"] == epochs:
                 return record["result"]
-        result_path = self.trial(trial_id) / "result.json"
+        result_path = self.trial(folder or trial_id) / "result.json"
         if result_path.exists():
             result = read_json(result_path)
             if int(result.get("epochs_done", -1)) == epochs:

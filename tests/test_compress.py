@@ -50,19 +50,23 @@ def test_trials_follow_the_halving_plan(run) -> None:
     pairs = [(r["rung"], r["trial"]) for r in records]
     assert len(pairs) == len(set(pairs)), "a (rung, trial) was trained twice"
     spent = 0
-    for trial in search["shortlist"]:
+    winner = search["winner"]
+    assert winner.endswith("-final") and search["finalists"] == [winner]
+    for trial in [*search["shortlist"], winner]:
         folder = run / "trials" / trial
         for name in ("spec.json", "metrics.jsonl", "checkpoint.pt", "result.json"):
             assert (folder / name).is_file(), f"{trial}/{name} missing"
         result = read_json(folder / "result.json")
-        expected = 3 if trial == search["winner"] else 2
-        assert result["epochs_done"] == expected
+        assert result["epochs_done"] == (3 if trial == winner else 2)
         spent += result["epochs_done"]
-    assert spent == search["epochs_spent"] == 3 * 2 + 1
+    # rung 1: 3 students x 2 epochs; final: the best one trained from scratch for 3 epochs
+    assert spent == search["epochs_spent"] == 3 * 2 + 3
     assert search["epochs_full"] == 3 * 3
-    # the winner is the best of rung 0 by validation accuracy
+    # the final training's metrics start at epoch 1: it did not continue the rung-1 checkpoint
+    assert [r["epoch"] for r in read_jsonl(run / "trials" / winner / "metrics.jsonl")] == [1, 2, 3]
+    # the winner is the best of rung 1 by validation accuracy
     rung0 = {r["trial"]: r["result"]["val_acc"] for r in records if r["rung"] == 0}
-    assert rung0[search["winner"]] == max(rung0.values())
+    assert rung0[winner.removesuffix("-final")] == max(rung0.values())
 
 
 def test_onnx_exports_pass_parity_and_are_measured(run) -> None:

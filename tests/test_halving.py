@@ -32,8 +32,11 @@ def test_plan_shape(n: int, eta: int) -> None:
 
 def test_plan_nine_candidates_eta_three() -> None:
     rungs = plan_rungs(9, HalvingConfig(eta=3, min_epochs=1, max_epochs=9))
-    assert [(r.keep, r.epochs) for r in rungs] == [(9, 1), (3, 3), (1, 9)]
-    assert epochs_spent(rungs) == 9 * 1 + 3 * 2 + 1 * 6
+    assert [(r.keep, r.epochs, r.fresh) for r in rungs] == [(9, 1, False), (3, 3, False), (1, 9, True)]
+    assert epochs_spent(rungs) == 9 * 1 + 3 * 2 + 1 * 9  # the final training starts from scratch
+    continued = plan_rungs(9, HalvingConfig(eta=3, min_epochs=1, max_epochs=9, fresh_final=False))
+    assert [(r.keep, r.epochs, r.fresh) for r in continued] == [(9, 1, False), (3, 3, False), (1, 9, False)]
+    assert epochs_spent(continued) == 9 * 1 + 3 * 2 + 1 * 6
 
 
 def test_bad_config_is_one_line_error() -> None:
@@ -71,13 +74,13 @@ class CurveExecutor:
             self.jobs.append((job.rung, job.trial_id))
             result = {"val_acc": learning_curve(job.trial_id, job.epochs),
                       "epochs_done": job.epochs, "job_seconds": 0.01}
-            atomic_write_json(self.folder.trial(job.trial_id) / "result.json", result)
+            atomic_write_json(self.folder.trial(job.folder) / "result.json", result)
             on_done(job, result)
 
 
 def _scheduler(run: RunDir, events: list) -> SuccessiveHalving:
     def make_job(tid, rung):
-        return TrialJob(tid, rung.index, rung.epochs)
+        return TrialJob(tid, rung.index, rung.epochs, folder=rung.folder(tid))
     return SuccessiveHalving(HalvingConfig(eta=3, min_epochs=1, max_epochs=9), make_job, run,
                              events.append)
 
@@ -88,7 +91,8 @@ def test_scheduler_finds_the_best_and_spends_the_planned_epochs(tmp_path) -> Non
     result = _scheduler(run, events).run(list(QUALITY), executor)
     assert result.finalists == ["c3"]
     assert result.survivors[1] == ["c3", "c8", "c1"]
-    assert result.epochs_spent == epochs_spent(result.rungs) == 21
+    assert result.epochs_spent == epochs_spent(result.rungs) == 24
+    assert (tmp_path / "trials" / "c3-final" / "result.json").is_file()
     assert len(executor.jobs) == sum(r.keep for r in result.rungs)
     assert events[-1].kind == "done" and events[-1].done == events[-1].total
     assert events[-1].best == ("c3", learning_curve("c3", 9))
