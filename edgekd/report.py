@@ -352,10 +352,7 @@ def plots(summary: dict) -> dict[str, bytes]:
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-    from matplotlib.figure import Figure
-
-    del plt  # Figure objects need no pyplot state
+    from matplotlib.figure import Figure  # Figure objects need no pyplot state
     out: dict[str, bytes] = {}
     students = summary["students"]
     teacher = summary["teacher"]
@@ -465,9 +462,8 @@ padding:3px 7px;text-align:right}th{background:#f2f2f2}td:first-child,td:nth-chi
 pre{background:#f7f7f7;padding:.8em}img{max-width:100%;margin:.5em 0;border:1px solid #eee}"""
 
 
-def to_html(summary: dict, images: dict[str, bytes], markdown_text: str) -> str:
+def to_html(summary: dict, images: dict[str, bytes]) -> str:
     """A self-contained page: inline CSS, tables, plots as base64 PNG; no script, no URL."""
-    del markdown_text
     run = summary["run"]
     esc = html.escape
 
@@ -536,7 +532,7 @@ def write_report(run_root: str | Path, measurements: Iterable[str | Path] = ()) 
     text = markdown(summary)
     atomic_write_json(run.report / "summary.json", summary)
     atomic_write_text(run.report / "report.md", text)
-    atomic_write_text(run.report / "report.html", to_html(summary, images, text))
+    atomic_write_text(run.report / "report.html", to_html(summary, images))
     return summary
 
 
