@@ -445,9 +445,9 @@ def report(run_dir: Path, measurements: tuple[Path, ...]) -> None:
 @click.option("--max-macs", default=None, help="MACs budget per image, e.g. 1.5M [profile's].")
 @click.option("--latency-ms", type=float, default=None, help="Latency budget in ms [profile's].")
 @click.option("--batch", type=int, default=None, help="Batch of the latency budget [profile's].")
-@click.option("--candidates", "-n", type=int, default=4, show_default=True,
+@click.option("--candidates", "-n", type=int, default=6, show_default=True,
               help="Students shortlisted for successive halving.")
-@click.option("--epochs", "-e", type=int, default=4, show_default=True,
+@click.option("--epochs", "-e", type=int, default=6, show_default=True,
               help="Epochs of the final training (the last rung).")
 @click.option("--min-epochs", type=int, default=1, show_default=True,
               help="Epochs of the first rung (fitnet: at least --hint-epochs + 1).")
@@ -472,7 +472,7 @@ def report(run_dir: Path, measurements: tuple[Path, ...]) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-train-samples", type=int, default=None, help="Train on at most this many images.")
 @click.option("--batch-size", type=int, default=None, help="Training batch size [trainer's].")
-@click.option("--measure-iters", type=int, default=50, show_default=True,
+@click.option("--measure-iters", type=int, default=500, show_default=True,
               help="Timed iterations per latency measurement.")
 @click.option("--no-bundle", is_flag=True, help="Skip the device bundle.")
 @click.option("--no-progress", is_flag=True,
@@ -492,7 +492,8 @@ def compress(profile: str | None, teacher: str | None, arch: str | None, trust_c
     """Search, train (successive halving), export, measure and report in one command.
 
     With no options it runs the embedded default: the shipped MNIST subset, the built-in
-    teacher and the host-cpu profile, into runs/default. Rerun with --resume after a crash.
+    teacher and the host-cpu profile with a 0.05 ms latency budget, into runs/default.
+    Rerun with --resume after a crash.
 
     \b
     Example:
