@@ -427,6 +427,9 @@ def plots(summary: dict) -> dict[str, bytes]:
             drawn += 1
     if not drawn:
         ax.text(0.5, 0.5, "no training curves recorded", ha="center", transform=ax.transAxes)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
     ax.set_title("training curves of the finalists")
@@ -444,8 +447,13 @@ def _plain_log_axis(ax: Any, text: Any = lambda v: f"{v:g}") -> None:
 
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: text(v)))
-    ax.xaxis.set_minor_formatter(FuncFormatter(
-        lambda v, _pos: text(v) if f"{v:e}"[0] in "25" else ""))
+
+    def minor(v: float, _pos: int) -> str:
+        low, high = ax.get_xlim()
+        digits = "23456789" if high / max(low, 1e-12) < 10 else "25"  # within a decade: all
+        return text(v) if f"{v:e}"[0] in digits else ""
+
+    ax.xaxis.set_minor_formatter(FuncFormatter(minor))
 
 
 def _png(fig: Any) -> bytes:
