@@ -7,7 +7,6 @@ backend): no torch, no edgekd, no click. Bad input prints one line ``error: ...`
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -106,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
-        from deploy.bench import bench, default_out, format_line, write_json
+        from deploy.bench import bench, default_out, format_line
+        from deploy.files import write_json
 
         measurement = bench(args.model, backend=args.backend, batch=args.batch,
                             warmup=args.warmup, iters=args.iters, provider=args.provider,
@@ -115,7 +115,7 @@ def run(argv: list[str] | None = None) -> int:
         print(format_line(measurement))
         print(f"wrote {out}")
     elif args.command == "profile":
-        from deploy.bench import write_json
+        from deploy.files import write_json
         from deploy.profile import format_table, profile
 
         result = profile(args.model, backend=args.backend, batch=args.batch, warmup=args.warmup,
@@ -125,7 +125,7 @@ def run(argv: list[str] | None = None) -> int:
         print(format_table(result))
         print(f"wrote {out}")
     elif args.command == "check":
-        from deploy.bench import write_json
+        from deploy.files import write_json
         from deploy.check import check, format_check
 
         result = check(args.model, args.data, backend=args.backend, provider=args.provider,

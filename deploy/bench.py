@@ -8,44 +8,15 @@ throughput in samples/s (batch / median) and when it was taken.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from deploy.files import sha256_file
 from deploy.runners import open_runner
 from deploy.timing import summarize, time_callable
 
 from deploy import MEASUREMENT_FORMAT
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as JSON atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def model_fields(runner: Any) -> dict[str, Any]:

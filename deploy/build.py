@@ -28,15 +28,13 @@ quantized with ``--calib`` images, then built with the INT8 flag.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.bench import sha256_file
+from deploy.files import sha256_file, write_bytes_atomic
 from deploy.errors import DeployError
 from deploy.onnxmeta import read_onnx_header
 from deploy.runners import Cuda, _collecting_logger, import_tensorrt, sidecar_path
@@ -59,20 +57,6 @@ class BuildOptions:
     @property
     def precision(self) -> str:
         return "int8" if self.int8 else "fp16" if self.fp16 else "fp32"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _strongly_typed(trt: Any) -> bool:
@@ -202,9 +186,9 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
         raise DeployError(f"TensorRT could not build '{source.name}' ({detail}): try a larger "
                           "--workspace-mb, or drop --dla/--int8")
     seconds = time.perf_counter() - started
-    _write_atomic(engine_path, bytes(plan))
+    write_bytes_atomic(engine_path, bytes(plan))
     if cache_path is not None:
-        _write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+        write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
     info = {
         "format": ENGINE_FORMAT,
         "tensorrt": trt.__version__,
@@ -222,5 +206,5 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "metadata": metadata,
     }
-    _write_atomic(sidecar_path(engine_path), (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+    write_bytes_atomic(sidecar_path(engine_path), (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
     return engine_path

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from deploy.bench import sha256_file
+from deploy.files import sha256_file
 from deploy.check import load_data, normalization_of, prepare_inputs
 from deploy.errors import DeployError
 from deploy.runners import OrtRunner

@@ -88,7 +88,7 @@ def test_build_fp32_bench_and_check(onnx_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     m = json.loads((onnx_dir / "m.json").read_text())
     assert m["backend"] == "trt" and m["batch"] == 4 and m["latency_ms"]["median"] > 0
-    from deploy.bench import sha256_file
+    from deploy.files import sha256_file
 
     assert m["sha256"] == sha256_file(onnx_dir / "static.onnx")  # maps back to the export
     proc = deploy("check", "static.engine", "--data", "val.npz", "--reference", "static.onnx",
