@@ -18,16 +18,6 @@ from edgekd.data import (ImageDataset, Normalization, load_dataset, load_transfe
 from edgekd.errors import EdgekdError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
-    """EDGEKD_CACHE_DIR -> a temporary folder while this module runs. Module scope, not
-    session: a session-scoped autouse fixture in a test module would stay active (and keep
-    the variable set) for every test module that runs after this one."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EDGEKD_CACHE_DIR", str(tmp_path_factory.mktemp("edgekd-cache")))
-        yield
-
-
 @pytest.fixture(scope="module")
 def subset() -> ImageDataset:
     return load_dataset()

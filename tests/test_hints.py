@@ -12,12 +12,7 @@ from edgekd.errors import EdgekdError
 from edgekd.space import Stage, StudentSpec, build
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_auto_pairing_torchvision_teacher_and_spec_student() -> None:

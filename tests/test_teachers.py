@@ -25,16 +25,6 @@ from edgekd.teachers import (BUILTIN_ARCH, BuiltinCNN, builtin_teacher, check_te
                              load_teacher, model_fingerprint)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
-    """EDGEKD_CACHE_DIR -> a temporary folder while this module runs. Module scope, not
-    session: a session-scoped autouse fixture in a test module would stay active (and keep
-    the variable set) for every test module that runs after this one."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EDGEKD_CACHE_DIR", str(tmp_path_factory.mktemp("edgekd-cache")))
-        yield
-
-
 @pytest.fixture(scope="module")
 def mnist() -> ImageDataset:
     return load_dataset()

@@ -24,12 +24,7 @@ FAST = dict(batch_size=16, max_train_samples=1500, optimizer="sgd", lr=0.2, temp
             alpha=0.5, epochs=1, hint_epochs=1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
