@@ -303,13 +303,18 @@ def headline(summary: dict) -> str:
     return "\n".join(parts)
 
 
+def budget_text(budget: dict) -> str:
+    """The run's budget in words, e.g. ``latency 0.05 ms at batch 1, MACs 1.5M``."""
+    return (f"latency {budget.get('latency_ms')} ms at batch {budget.get('batch')}, "
+            f"MACs {_fmt_count(budget.get('macs'))}")
+
+
 def markdown(summary: dict) -> str:
     run, search = summary["run"], summary["search"]
     budget = run["budget"]
     lines = [f"# edgekd report: {run['folder']}", "",
-             f"Profile **{run['profile']}** ({run['profile_kind']}), budget: "
-             f"latency {budget.get('latency_ms')} ms at batch {budget.get('batch')}, "
-             f"MACs {_fmt_count(budget.get('macs'))}. Data: {run['data'].get('name')} "
+             f"Profile **{run['profile']}** ({run['profile_kind']}), budget: {budget_text(budget)}. "
+             f"Data: {run['data'].get('name')} "
              f"(`{str(run['data'].get('fingerprint'))[:12]}`), teacher: "
              f"{run['teacher'].get('name') or run['teacher'].get('source')} "
              f"(`{str(run['teacher'].get('fingerprint'))[:12]}`), seed {run['seed']}.", "",
@@ -484,7 +489,7 @@ def to_html(summary: dict, images: dict[str, bytes]) -> str:
     parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
              f"<title>edgekd report: {esc(run['folder'])}</title><style>{_CSS}</style></head><body>",
              f"<h1>edgekd report: {esc(run['folder'])}</h1>",
-             f"<p>Profile <b>{esc(str(run['profile']))}</b>, budget {esc(str(run['budget']))}, "
+             f"<p>Profile <b>{esc(str(run['profile']))}</b>, budget: {esc(budget_text(run['budget']))}, "
              f"seed {esc(str(run['seed']))}.</p>",
              f"<pre>{esc(headline(summary))}</pre>", "<h2>Students</h2>",
              "<p>Latency labels: measured by the deploy kit, calibrated or predicted by the cost "
