@@ -15,7 +15,8 @@ from typing import Any, Callable
 import click
 
 from edgekd import __version__
-from edgekd.cli_options import data_option, teacher_options
+from edgekd.cli_options import (ARCH_OPTION_HELP, DATA_OPTION_HELP, TRUST_CODE_HELP, data_option,
+                               single_teacher_options, teacher_options)
 from edgekd.errors import EdgekdError, NotBuiltYet
 
 
@@ -284,8 +285,8 @@ def train(student: str, candidates: Path | None, teacher: tuple[str, ...], arch:
 @click.argument("model", metavar="MODEL")
 @click.option("--candidates", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help=_CANDIDATES_HELP)
-@click.option("--arch", default=None, help="Architecture of a state_dict teacher (e.g. resnet18).")
-@click.option("--trust-code", is_flag=True, help="Allow teacher formats that run code.")
+@click.option("--arch", default=None, metavar="ARCH", help=ARCH_OPTION_HELP.split(" Give it once")[0])
+@click.option("--trust-code", is_flag=True, help=TRUST_CODE_HELP)
 @click.option("--data", default=None, metavar="SPEC",
               help="Data that fixes a teacher's input shape and classes [mnist-subset].")
 @verbose_option
@@ -437,11 +438,8 @@ def report(run_dir: Path, measurements: tuple[Path, ...]) -> None:
 # --------------------------------------------------------------------------- compress
 @cli.command()
 @click.option("--profile", "-p", default=None, help="Device profile name or .toml path [host-cpu].")
-@click.option("--teacher", "-t", default=None,
-              help="Teacher: 'builtin' (default), a state_dict/TorchScript/torch.export file.")
-@click.option("--arch", default=None, help="Architecture of a state_dict teacher (e.g. resnet18).")
-@click.option("--trust-code", is_flag=True, help="Allow teacher formats that run code.")
-@click.option("--data", "-d", default=None, help="Data: mnist-subset (default), .npz, folder, torchvision:NAME:ROOT.")
+@single_teacher_options
+@click.option("--data", "-d", default=None, metavar="SPEC", help=DATA_OPTION_HELP)
 @click.option("--max-macs", default=None, help="MACs budget per image, e.g. 1.5M [profile's].")
 @click.option("--latency-ms", type=float, default=None, help="Latency budget in ms [profile's].")
 @click.option("--batch", type=int, default=None, help="Batch of the latency budget [profile's].")

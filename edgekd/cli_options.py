@@ -64,12 +64,25 @@ def _parse_image_size(_ctx: click.Context, _param: click.Parameter, value: str |
     return size  # type: ignore[return-value]
 
 
-def teacher_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--teacher`` (repeatable), ``--arch`` (repeatable) and ``--trust-code``."""
+def _teacher_options(func: Callable[..., Any], *, multiple: bool) -> Callable[..., Any]:
     func = click.option("--trust-code", is_flag=True, default=False, help=TRUST_CODE_HELP)(func)
-    func = click.option("--arch", "arch", multiple=True, metavar="ARCH", help=ARCH_OPTION_HELP)(func)
-    return click.option("--teacher", "teacher", multiple=True, metavar="SOURCE",
-                        help=TEACHER_OPTION_HELP)(func)
+    func = click.option("--arch", "arch", multiple=multiple, default=None, metavar="ARCH",
+                        help=ARCH_OPTION_HELP if multiple else ARCH_OPTION_HELP.split(" Give it once")[0])(func)
+    return click.option("--teacher", "-t", "teacher", multiple=multiple, default=None, metavar="SOURCE",
+                        help=TEACHER_OPTION_HELP if multiple
+                        else TEACHER_OPTION_HELP.replace(" Repeat it for an ensemble of teachers.", ""))(func)
+
+
+def teacher_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--teacher`` (repeatable: an ensemble), ``--arch`` (repeatable) and ``--trust-code``;
+    ``teacher`` and ``arch`` arrive as tuples."""
+    return _teacher_options(func, multiple=True)
+
+
+def single_teacher_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The same flags for commands that take one teacher: ``teacher`` and ``arch`` arrive as
+    ``str | None``."""
+    return _teacher_options(func, multiple=False)
 
 
 def data_option(func: Callable[..., Any]) -> Callable[..., Any]:
