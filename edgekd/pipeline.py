@@ -24,7 +24,7 @@ from typing import Any
 
 from edgekd.errors import EdgekdError
 from edgekd.fileio import atomic_write_json, read_json, sha256_file, write_jsonl
-from edgekd.halving import HalvingConfig, Rung, SuccessiveHalving, TrialJob, epochs_spent
+from edgekd.halving import HalvingConfig, Rung, SuccessiveHalving, TrialJob, epochs_spent, plan_rungs
 from edgekd.rundir import RunDir, default_out, identity, open_run
 
 METHODS = ("fitnet", "kd", "scratch", "mimic")
@@ -312,6 +312,9 @@ def compress(config: CompressConfig) -> Summary:
     from edgekd.report import headline, write_report
 
     started = time.monotonic()
+    # Check the schedule first: a bad --eta/--epochs/--candidates must fail before the teacher
+    # is trained and before run.json exists (else the corrected rerun would meet a "different run").
+    plan_rungs(config.candidates, config.halving())
     inputs = load_inputs(config)
     out = Path(config.out) if config.out else default_out(config.profile, config.data, config.teacher)
     rows, shortlist, counts = search_stage(config, inputs)

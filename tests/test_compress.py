@@ -186,3 +186,14 @@ def test_out_holding_a_different_run(inputs, run, tmp_path) -> None:
     other = tmp_path / "other"
     (other / "x").mkdir(parents=True)
     _fails(compress_args(data, teacher, other), "holds no edgekd run")
+
+
+def test_bad_schedule_fails_before_writing_the_run(inputs, tmp_path) -> None:
+    """A bad --eta/--epochs/--candidates is refused before the run folder is written, so the
+    corrected command can use the same --out (no "holds a different run")."""
+    _, data, teacher = inputs
+    out = tmp_path / "o"
+    _fails(compress_args(data, teacher, out, "--eta", "1"), "--eta 2")
+    _fails(compress_args(data, teacher, out, "--candidates", "0"), "--candidates")
+    _fails(compress_args(data, teacher, out, "--epochs", "1", "--hint-epochs", "1"), "--epochs 2")
+    assert not (out / "run.json").exists()
