@@ -17,7 +17,7 @@ import click
 from edgekd import __version__
 from edgekd.cli_options import (ARCH_OPTION_HELP, DATA_OPTION_HELP, TRUST_CODE_HELP, data_option,
                                single_teacher_options, teacher_options)
-from edgekd.errors import EdgekdError, NotBuiltYet
+from edgekd.errors import EdgekdError
 
 
 def _set_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
@@ -54,11 +54,6 @@ class EdgekdGroup(click.Group):
             click.secho("interrupted: finished work is saved; rerun with --resume to continue",
                         fg="yellow", err=True)
             ctx.exit(130)
-
-
-def not_built(command: str) -> None:
-    raise NotBuiltYet(f"'edgekd {command}' is not built yet in edgekd {__version__}; "
-                      "see the README for the commands that are available")
 
 
 @click.group(cls=EdgekdGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -20,6 +20,3 @@ class EdgekdError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))  # always one line
 
-
-class NotBuiltYet(EdgekdError):
-    """A command or feature that is planned but not implemented in this version."""
