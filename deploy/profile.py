@@ -50,11 +50,16 @@ def parse_ort_trace(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _profile_ort(model: Path, batch: int, warmup: int, iters: int, provider: str,
                  threads: int) -> tuple[Any, list[dict[str, Any]], list[float]]:
+    # end-to-end latency from a session without profiling: the profiler's own overhead would
+    # otherwise land in the calibration's per-inference intercept
+    timer = OrtRunner(model, provider=provider, threads=threads)
+    timer.prepare(timer.random_feed(batch))
+    samples = time_callable(timer.run_prepared, warmup=warmup, iters=iters)
     with tempfile.TemporaryDirectory(prefix="deploy-profile-") as tmp:
         runner = OrtRunner(model, provider=provider, threads=threads,
                            profile_prefix=str(Path(tmp) / "ort"))
         runner.prepare(runner.random_feed(batch))
-        samples = time_callable(runner.run_prepared, warmup=0, iters=warmup + iters)[warmup:]
+        time_callable(runner.run_prepared, warmup=0, iters=warmup + iters)
         trace = Path(runner.end_profiling())
         events = json.loads(trace.read_text(encoding="utf-8"))
     # drop the warm-up runs: keep each node's last ``iters`` records
@@ -72,7 +77,8 @@ def _profile_trt(model: Path, batch: int, warmup: int, iters: int
     trt = import_tensorrt()
     runner = TrtRunner(model, batch=batch)
     runner.prepare(runner.random_feed(batch))
-    time_callable(runner.run_prepared, warmup=warmup, iters=1)  # warm-up without the profiler
+    # end-to-end latency first, without the profiler (an IProfiler slows execution down)
+    samples = time_callable(runner.run_prepared, warmup=warmup, iters=iters)
 
     class LayerTimes(trt.IProfiler):
         def __init__(self) -> None:
@@ -84,7 +90,7 @@ def _profile_trt(model: Path, batch: int, warmup: int, iters: int
 
     profiler = LayerTimes()
     runner.context.profiler = profiler
-    samples = time_callable(runner.run_prepared, warmup=0, iters=iters)
+    time_callable(runner.run_prepared, warmup=0, iters=iters)  # layer times only
     types = runner.layer_types()
     layers = [{"name": name, "op_type": types.get(name, "unknown"), "ms": median(values)}
               for name, values in profiler.times.items()]
