@@ -62,6 +62,8 @@ def copy_deploy_kit(destination: Path) -> Path:
 
     source = Path(deploy.__file__).resolve().parent
     target = destination / "deploy"
+    if target.resolve() == source:
+        raise EdgekdError(f"bundle folder '{destination}' is where the deploy kit lives: pick another --out")
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
@@ -154,7 +156,9 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dat
         norm = Normalization.from_dict(norm)
     meta = read_metadata(onnx_path)
     out.mkdir(parents=True, exist_ok=True)
-    batch = int(profile.budget.batch)
+    # the device commands must use a batch the exported file accepts (a static export fixes it)
+    exported = json.loads(meta.get("edgekd.batch", "{}"))
+    batch = int(exported.get("static") or exported.get("opt") or profile.budget.batch)
 
     model_bytes = onnx_path.read_bytes()
     atomic_write_bytes(out / "model.onnx", model_bytes)

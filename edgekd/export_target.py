@@ -12,6 +12,7 @@ metadata and a parity check, and optionally write the device bundle.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,8 +115,8 @@ def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
     norm = Normalization.from_dict(info.normalization)
     onnx_path = out / f"{model_id}.onnx"
     existing = run / "export" / f"{trial}.onnx" if run else None
-    reuse = (existing is not None and existing.is_file() and dynamic_batch is None
-             and not simplify and batch is None)
+    reuse = (existing is not None and existing.is_file() and dynamic_batch is None and not simplify
+             and json.loads(read_metadata(existing).get("edgekd.batch", "{}")).get("static") == export_batch)
     if reuse:
         atomic_write_bytes(onnx_path, existing.read_bytes())
         notes.append(f"copied the run's parity-checked export {existing} unchanged (same sha256 "
@@ -133,7 +134,6 @@ def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
     meta = read_metadata(onnx_path)
     parity = None
     if meta.get("edgekd.parity", "").startswith("{"):
-        import json
 
         parity = json.loads(meta["edgekd.parity"])
     bundle_dir = None

@@ -263,3 +263,25 @@ def test_int8_profile_bundle_ships_qdq_models(bundle: Path, tmp_path: Path) -> N
     readme = (out / "README.md").read_text()
     assert "python3 -m deploy build model.int8.onnx --int8 --out model.engine" in readme
     assert "python3 -m deploy build teacher.int8.onnx --int8 --out teacher.engine" in readme
+
+
+def test_bundle_commands_use_the_batch_the_model_was_exported_with(trained_checkpoint, tmp_path: Path) -> None:
+    """A model exported at batch 4 for a batch-1 profile: the bundle's commands ask for batch 4
+    (the static ONNX refuses any other), and the kit's bench runs with them."""
+    import json
+    import subprocess
+    import sys
+
+    checkpoint, _acc, _pred = trained_checkpoint
+    out = tmp_path / "export"
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(out), "--bundle",
+                                      "--profile", "jetson-orin-nano-8gb", "--batch", "4"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    assert manifest["batch"] == 4
+    assert "deploy bench model.engine --batch 4 " in (out / "bundle" / "README.md").read_text()
+    bench = subprocess.run([sys.executable, "-m", "deploy", "bench", "model.onnx", "--batch", "4",
+                            "--iters", "3", "--warmup", "1", "--out", str(tmp_path / "m.json")],
+                           cwd=out / "bundle", capture_output=True, text=True)
+    assert bench.returncode == 0, bench.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["batch"] == 4
