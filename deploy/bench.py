@@ -29,7 +29,7 @@ def model_fields(runner: Any) -> dict[str, Any]:
         "model": runner.path.name,
         "model_path": str(runner.path.resolve()),
         # an engine is identified by the ONNX file it was built from (what the host exported)
-        "sha256": info.get("onnx_sha256", own_sha),
+        "sha256": info.get("onnx_sha256") or runner.metadata.get("edgekd.source_sha256") or own_sha,
         "file_sha256": own_sha,
         "model_id": runner.metadata.get("edgekd.id"),
         "profile": runner.metadata.get("edgekd.profile"),
