@@ -3,6 +3,7 @@ teacher-output cache is reused and invalidated, NaN stops with a named error."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -153,6 +154,28 @@ def test_longer_horizon_continues_and_finished_run_is_not_retrained(dataset, tmp
                                                  epochs=2, seed=5), out, progress=False)
 
 
+def test_folder_trained_from_other_teacher_or_data_is_refused(dataset, teacher, tmp_path) -> None:
+    """Reusing a training folder with another teacher or data set is refused, whether the run
+    finished (result.json) or stopped mid-way (checkpoint only), instead of silently returning
+    or resuming the other run."""
+    from edgekd.data import make_dataset
+
+    out = tmp_path / "kd"
+    config = _config(tmp_path, method="kd", max_train_samples=400)
+    train_student(SPEC, [teacher], dataset, config, out, progress=False)
+    other_teacher = copy.deepcopy(teacher)
+    with torch.no_grad():
+        next(other_teacher.parameters()).add_(0.01)
+    with pytest.raises(EdgekdError, match="different teacher"):
+        train_student(SPEC, [other_teacher], dataset, config, out, progress=False)
+    (out / "result.json").unlink()  # as if killed after the last checkpoint
+    other_data = make_dataset(name="mnist-3k-b", source="test", x_train=dataset.x_train[::-1].copy(),
+                              y_train=dataset.y_train[::-1].copy(), x_test=dataset.x_test,
+                              y_test=dataset.y_test, classes=dataset.classes)
+    with pytest.raises(EdgekdError, match="different data set"):
+        train_student(SPEC, [teacher], other_data, config, out, progress=False)
+
+
 class _NaNTeacher(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.full((x.shape[0], 10), float("nan"))
@@ -205,5 +228,7 @@ def test_config_errors_are_one_line(dataset, tmp_path) -> None:
         TrainConfig(method="magic")
     with pytest.raises(EdgekdError, match="hint_epochs < epochs"):
         TrainConfig(method="fitnet", epochs=2, hint_epochs=2)
+    with pytest.raises(EdgekdError, match="ensemble logits"):
+        TrainConfig(method="mimic", ensemble="probs")
     with pytest.raises(EdgekdError, match="needs a teacher"):
         train_student(SPEC, [], dataset, TrainConfig(method="kd", epochs=1), tmp_path, progress=False)

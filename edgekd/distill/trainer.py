@@ -134,6 +134,9 @@ class TrainConfig:
             raise bad(f"unknown optimizer {self.optimizer!r}", "use sgd or adamw")
         if self.ensemble not in ("logits", "probs"):
             raise bad(f"unknown ensemble mode {self.ensemble!r}", "use logits or probs")
+        if self.method == "mimic" and self.ensemble == "probs":
+            raise bad("mimic regresses onto logits, and averaged probabilities give logits only up to "
+                      "a shift per image", "use --ensemble logits with --method mimic")
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise bad(f"epochs={self.epochs!r}", "give a positive integer")
         if self.method == "fitnet" and not 1 <= self.hint_epochs < self.epochs:
@@ -188,6 +191,7 @@ class TrainResult:
     config: dict[str, Any] = field(default_factory=dict)
     hint: dict[str, Any] | None = None
     generations: list[dict[str, Any]] | None = None
+    inputs: dict[str, Any] | None = None  # fingerprints of the data and the teachers (see _inputs)
     ensemble_val_acc: float | None = None
     ensemble_test_acc: float | None = None
     #: The trained student (in memory only, never serialised).
@@ -369,8 +373,10 @@ class _Trainer:
     """Trains one student (any method but ban) into ``out_dir``; see the module docstring."""
 
     def __init__(self, student: Any, teachers: list[nn.Module], dataset: Any, config: TrainConfig,
-                 out_dir: Path, teacher_fps: list[str] | None, progress: bool) -> None:
+                 out_dir: Path, teacher_fps: list[str] | None, progress: bool,
+                 inputs: dict[str, Any] | None = None) -> None:
         self.config, self.out_dir, self.progress = config, Path(out_dir), progress
+        self.inputs = inputs
         self.dataset, self.teachers = dataset, list(teachers)
         self.method = config.method
         if self.method in ("kd", "fitnet", "mimic") and not self.teachers:
@@ -457,7 +463,7 @@ class _Trainer:
         self.steps = n_train // self.batch  # drop the last partial batch
         self.targets: torch.Tensor | None = None
         if self.method in ("kd", "fitnet", "mimic") and not cfg.augment:
-            fps = _teacher_fingerprints(self.teachers, self.teacher_fps)
+            fps = self.inputs["teachers"] if self.inputs else _teacher_fingerprints(self.teachers, self.teacher_fps)
             self.targets = _cached_teacher_targets(self.teachers, fps, self.dataset,
                                                    self.data.train_idx, cfg)
         if self.method == "fitnet":
@@ -619,6 +625,7 @@ class _Trainer:
     def _save(self, epoch: int, seconds: float, optimizer: torch.optim.Optimizer, opt_stage: str) -> None:
         train_state = {
             "epoch": epoch, "seconds": seconds, "identity": self.config.identity(),
+            "inputs": self.inputs,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "regressor": self.regressor.state_dict() if self.regressor is not None else None,
             "optimizer": optimizer.state_dict(), "opt_stage": opt_stage,
@@ -643,6 +650,7 @@ class _Trainer:
             raise EdgekdError(f"'{path}' holds no training state (it is an exported student): "
                               "use another --out to train")
         _check_identity(state["identity"], self.config, path)
+        _check_inputs(state.get("inputs"), self.inputs, path)
         self.model.load_state_dict(state["model"])
         if self.regressor is not None and state["regressor"] is not None:
             self.regressor.load_state_dict(state["regressor"])
@@ -671,7 +679,7 @@ class _Trainer:
             checkpoint=self.out_dir / "checkpoint.pt", seconds=round(seconds, 3),
             best_epoch=self.best_epoch, train_samples=len(self.data.y_train),
             config=self.config.to_dict(), hint=self.pair.to_dict() if self.pair else None,
-            model=self.model)
+            model=self.model, inputs=self.inputs)
         # the checkpoint's metrics now carry the final numbers too (same weights, same state)
         data = read_checkpoint(result.checkpoint)
         data["metrics"] = {**data["metrics"], "val_acc": val, "test_acc": test_acc,
@@ -690,7 +698,24 @@ def _check_identity(stored: dict[str, Any], config: TrainConfig, where: Path) ->
                           "use another --out, or delete that folder to start over")
 
 
-def _finished(out_dir: Path, config: TrainConfig) -> TrainResult | None:
+def _inputs(teachers: list[nn.Module], dataset: Any, config: TrainConfig,
+            teacher_fps: list[str] | None) -> dict[str, Any]:
+    """What a training folder was trained from, beyond its config: the data's fingerprint and
+    the teachers' (none for scratch, which ignores them)."""
+    fps = [] if config.method == "scratch" else _teacher_fingerprints(teachers, teacher_fps)
+    return {"data": dataset.fingerprint(), "teachers": fps}
+
+
+def _check_inputs(stored: dict[str, Any] | None, current: dict[str, Any] | None, where: Path) -> None:
+    if stored is None or current is None:
+        return  # a folder written before inputs were recorded
+    for key, what in (("data", "data set"), ("teachers", "teacher")):
+        if stored.get(key) != current.get(key):
+            raise EdgekdError(f"'{where}' was trained with a different {what}: use another --out, "
+                              "or delete that folder to start over")
+
+
+def _finished(out_dir: Path, config: TrainConfig, inputs: dict[str, Any] | None = None) -> TrainResult | None:
     path = out_dir / "result.json"
     if not path.exists() or not (out_dir / "checkpoint.pt").exists():
         return None
@@ -699,6 +724,7 @@ def _finished(out_dir: Path, config: TrainConfig) -> TrainResult | None:
     except (OSError, ValueError):
         return None
     _check_identity(TrainConfig.from_dict(stored.get("config", {})).identity(), config, path)
+    _check_inputs(stored.get("inputs"), inputs, path)
     if int(stored.get("epochs_done", 0)) < config.epochs:
         return None
     result = TrainResult.from_dict(stored)
@@ -782,8 +808,9 @@ def train_student(student: Any, teachers: list[nn.Module], dataset: Any, config:
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.method == "ban":
         return _train_ban(student, teachers, dataset, config, out_dir, teacher_fps, progress)
-    done = _finished(out_dir, config)
+    inputs = _inputs(teachers, dataset, config, teacher_fps)
+    done = _finished(out_dir, config, inputs)
     if done is not None:
         done.model = _load_trained(student, done.checkpoint)
         return done
-    return _Trainer(student, teachers, dataset, config, out_dir, teacher_fps, progress).run()
+    return _Trainer(student, teachers, dataset, config, out_dir, teacher_fps, progress, inputs).run()
