@@ -128,3 +128,13 @@ def test_hint_stage_lowers_the_hint_loss_on_mnist() -> None:
         value.backward()
         opt.step()
     assert float(loss().detach()) < 0.6 * first
+
+
+def test_torchscript_teacher_has_no_hint_layers_and_says_so() -> None:
+    """fx cannot trace TorchScript and it refuses forward hooks: pairing must explain, not crash."""
+    teacher = torch.jit.script(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                                             nn.Flatten(), nn.Linear(4 * 28 * 28, 10)))
+    student = build(StudentSpec("plain", (1, 28, 28), 10, (Stage(4, 2, 2),)))
+    assert list_layers(teacher, (1, 28, 28)) == []
+    with pytest.raises(EdgekdError, match="no tappable layers"):
+        pair_layers(teacher, student, (1, 28, 28))

@@ -143,6 +143,8 @@ def list_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerInf
 
 
 def _list_layers_by_hooks(model: nn.Module, x: torch.Tensor) -> list[LayerInfo]:
+    if isinstance(model, torch.jit.ScriptModule):
+        return []  # TorchScript refuses forward hooks: no tappable layers (pair_layers explains)
     seen: dict[str, LayerInfo] = {}
     handles = []
 
