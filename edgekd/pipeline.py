@@ -85,11 +85,12 @@ class CompressConfig:
         """The schedule; with fitnet every rung must reach past the hint stage, so the first
         rung trains at least ``hint_epochs + 1`` epochs (one of them with KD)."""
         low = self.min_epochs
+        # fitnet trials (the search's, or the --baselines ablation's) need a KD epoch after the hints
+        if (self.method == "fitnet" or self.baselines) and self.epochs <= self.hint_epochs:
+            raise EdgekdError(f"--epochs {self.epochs} leaves no KD epoch after "
+                              f"{self.hint_epochs} hint epoch(s): use --epochs "
+                              f"{self.hint_epochs + 1} or more")
         if self.method == "fitnet":
-            if self.epochs <= self.hint_epochs:
-                raise EdgekdError(f"--epochs {self.epochs} leaves no KD epoch after "
-                                  f"{self.hint_epochs} hint epoch(s): use --epochs "
-                                  f"{self.hint_epochs + 1} or more")
             low = max(low, self.hint_epochs + 1)
         return HalvingConfig(eta=self.eta, min_epochs=min(low, self.epochs),
                              max_epochs=self.epochs, finalists=self.finalists, rungs=self.rungs)

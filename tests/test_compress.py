@@ -196,4 +196,6 @@ def test_bad_schedule_fails_before_writing_the_run(inputs, tmp_path) -> None:
     _fails(compress_args(data, teacher, out, "--eta", "1"), "--eta 2")
     _fails(compress_args(data, teacher, out, "--candidates", "0"), "--candidates")
     _fails(compress_args(data, teacher, out, "--epochs", "1", "--hint-epochs", "1"), "--epochs 2")
+    _fails(compress_args(data, teacher, out, "--method", "kd", "--baselines", "--epochs", "1",
+                         "--hint-epochs", "1"), "--epochs 2")  # the fitnet baseline needs it too
     assert not (out / "run.json").exists()
