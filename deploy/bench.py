@@ -45,16 +45,24 @@ def bench(model: str | Path, *, backend: str | None = None, batch: int = 1, warm
     samples = time_callable(runner.run_prepared, warmup=warmup, iters=iters)
     latency, throughput = summarize(samples, batch)
     return {
-        "format": MEASUREMENT_FORMAT,
+        **run_record(MEASUREMENT_FORMAT, runner, batch=batch, warmup=warmup, iters=iters),
+        "latency_ms": latency,
+        "throughput": throughput,
+        "timing": ("perf_counter around ONNX Runtime's synchronous run" if runner.backend == "ort"
+                   else "perf_counter around execute_async_v3 + cudaStreamSynchronize"),
+    }
+
+
+def run_record(record_format: str, runner: Any, *, batch: int, warmup: int, iters: int) -> dict[str, Any]:
+    """The fields every timed record shares (Measurement and layer profile): format, the
+    model's identity, the runtime and device, the run's settings and when it was taken."""
+    return {
+        "format": record_format,
         **model_fields(runner),
         **runner.describe(),
         "batch": batch,
         "warmup": warmup,
         "iterations": iters,
-        "latency_ms": latency,
-        "throughput": throughput,
-        "timing": ("perf_counter around ONNX Runtime's synchronous run" if runner.backend == "ort"
-                   else "perf_counter around execute_async_v3 + cudaStreamSynchronize"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 from statistics import median
 from typing import Any
 
 from deploy import PROFILE_FORMAT
-from deploy.bench import model_fields
+from deploy.bench import run_record
 from deploy.errors import DeployError
 from deploy.runners import OrtRunner, TrtRunner, backend_for, import_tensorrt
 from deploy.timing import summarize, time_callable
@@ -112,16 +111,10 @@ def profile(model: str | Path, *, backend: str | None = None, batch: int = 1, wa
                           "profile with more --iters")
     latency, _throughput = summarize(samples, batch)
     return {
-        "format": PROFILE_FORMAT,
-        **model_fields(runner),
-        **runner.describe(),
-        "batch": batch,
-        "warmup": warmup,
-        "iterations": iters,
+        **run_record(PROFILE_FORMAT, runner, batch=batch, warmup=warmup, iters=iters),
         "layers": layers,
         "total_ms": sum(layer["ms"] for layer in layers),
         "latency_ms": latency["median"],
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
