@@ -364,8 +364,7 @@ def plots(summary: dict) -> dict[str, bytes]:
     target_name = summary["run"]["profile"]
 
     # accuracy vs latency with the Pareto front, the teacher and the budget
-    fig = Figure(figsize=(7, 4.5), dpi=110)
-    ax = fig.add_subplot()
+    ax = Figure(figsize=(7, 4.5), dpi=110).add_subplot()
     labels = sorted({(s["latency"]["target"] or {}).get("label", "none") for s in students})
     markers = {"measured": "o", "calibrated": "s", "predicted": "^", "none": "x"}
     for label in labels:
@@ -389,16 +388,12 @@ def plots(summary: dict) -> dict[str, bytes]:
     if budget_ms:
         ax.axvline(budget_ms, color="tab:gray", ls="--", lw=1, label=f"budget {budget_ms} ms")
     _plain_log_axis(ax)
-    ax.set_xlabel(f"latency on {target_name} (ms, batch {summary['run']['budget'].get('batch', 1)})")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("accuracy vs latency")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    out["accuracy_vs_latency"] = _png(fig)
+    out["accuracy_vs_latency"] = _png(
+        ax, f"latency on {target_name} (ms, batch {summary['run']['budget'].get('batch', 1)})",
+        "test accuracy", "accuracy vs latency")
 
     # accuracy vs MACs
-    fig = Figure(figsize=(7, 4.5), dpi=110)
-    ax = fig.add_subplot()
+    ax = Figure(figsize=(7, 4.5), dpi=110).add_subplot()
     by_method: dict[str, list] = {}
     for s in students:
         if s["macs"]:
@@ -412,16 +407,10 @@ def plots(summary: dict) -> dict[str, bytes]:
     if budget_macs:
         ax.axvline(budget_macs, color="tab:gray", ls="--", lw=1, label="MACs budget")
     _plain_log_axis(ax, lambda v: _fmt_count(int(round(v))) if v >= 1 else f"{v:g}")
-    ax.set_xlabel("MACs per image")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("accuracy vs MACs")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    out["accuracy_vs_macs"] = _png(fig)
+    out["accuracy_vs_macs"] = _png(ax, "MACs per image", "test accuracy", "accuracy vs MACs")
 
     # training curves of the finalists (and baselines)
-    fig = Figure(figsize=(7, 4.5), dpi=110)
-    ax = fig.add_subplot()
+    ax = Figure(figsize=(7, 4.5), dpi=110).add_subplot()
     finalists = set(summary["search"].get("finalists") or []) | {
         a["trial"] for a in summary.get("ablation") or []}
     drawn = 0
@@ -435,13 +424,8 @@ def plots(summary: dict) -> dict[str, bytes]:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title("training curves of the finalists")
-    ax.grid(alpha=0.3)
-    if drawn:
-        ax.legend(fontsize=7, loc="lower right")
-    out["training_curves"] = _png(fig)
+    out["training_curves"] = _png(ax, "epoch", "validation accuracy",
+                                  "training curves of the finalists", legend=bool(drawn))
     return out
 
 
@@ -461,7 +445,15 @@ def _plain_log_axis(ax: Any, text: Any = lambda v: f"{v:g}") -> None:
     ax.xaxis.set_minor_formatter(FuncFormatter(minor))
 
 
-def _png(fig: Any) -> bytes:
+def _png(ax: Any, xlabel: str, ylabel: str, title: str, *, legend: bool = True) -> bytes:
+    """Label, grid and legend ``ax`` the same way for every plot, then render its figure to PNG."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=7, loc="lower right")
+    fig = ax.figure
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png")
