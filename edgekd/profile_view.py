@@ -26,12 +26,6 @@ def make_console() -> Console:
     return console
 
 
-def budget_label(profile: DeviceProfile) -> str:
-    """``"0.30 ms @ batch 1, 1.5M MACs"``: the profile's budget in one phrase."""
-    b = profile.budget
-    return f"{b.latency_ms:g} ms @ batch {b.batch}, {format_count(b.macs)} MACs"
-
-
 def profiles_table(profiles: list[DeviceProfile]) -> RenderableType:
     """One row per profile: peaks, bandwidth, budget and runtime."""
     from rich.table import Table

@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -540,11 +539,3 @@ def write_report(run_root: str | Path, measurements: Iterable[str | Path] = ()) 
     atomic_write_text(run.report / "report.html", to_html(summary, images))
     return summary
 
-
-def copy_plot(run_root: str | Path, name: str, destination: str | Path) -> Path:
-    """Copy one plot of a run (e.g. for the README's docs/pareto.png)."""
-    source = RunDir(Path(run_root)).report / f"{name}.png"
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, destination)
-    return destination
