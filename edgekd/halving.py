@@ -18,6 +18,12 @@ before it stop below ``max_epochs``. The epochs spent are
 9 + 3*2 + 9 = 24 epochs instead of 81). Without ``fresh_final`` the last rung continues too
 (21 epochs here).
 
+When the schedule leaves no room for selection (the first rung would already reach
+``max_epochs``, e.g. fitnet's first rung needs 2 epochs and ``--epochs 2``, or ``rungs=1``),
+the plan is ONE fresh rung that trains every candidate to ``max_epochs`` and the best is
+picked: no shortlisted candidate is ever dropped untrained. :func:`describe_plan` says the
+plan in one line, printed before training starts and stored in run.json.
+
 This module holds the schedule and the promotion rule only: ONE scheduler
 (:class:`SuccessiveHalving`) drives every executor (see :mod:`edgekd.executors`) and reads
 and writes its bookkeeping through a :class:`RungStore` (see :mod:`edgekd.rundir`), so a run
@@ -85,7 +91,8 @@ def plan_rungs(n_candidates: int, config: HalvingConfig) -> list[Rung]:
     one before) and two rungs with the same candidates are merged, so ``keep`` strictly
     decreases and ``epochs`` strictly increases. With ``fresh_final`` the selection rungs stop
     below ``max_epochs`` and above ``finalists`` candidates, and one fresh final rung of
-    ``finalists`` x ``max_epochs`` follows.
+    ``finalists`` x ``max_epochs`` follows; when no selection rung fits, that fresh rung
+    trains all ``n_candidates`` (never fewer: nothing is dropped without being trained).
     """
     if n_candidates < 1:
         raise EdgekdError("no candidates to train: relax the budget or raise --candidates")
@@ -108,8 +115,34 @@ def plan_rungs(n_candidates: int, config: HalvingConfig) -> list[Rung]:
             continue
         rungs.append(Rung(len(rungs), keep, epochs))
     if config.fresh_final:
-        rungs.append(Rung(len(rungs), finalists, config.max_epochs, fresh=True))
+        # no selection rung: train every candidate fully and pick the best (issue 17)
+        keep = finalists if rungs else n_candidates
+        rungs.append(Rung(len(rungs), keep, config.max_epochs, fresh=True))
     return rungs
+
+
+def describe_plan(rungs: list[Rung], n_candidates: int | None = None) -> str:
+    """The plan in one line, e.g. ``plan: 3 rungs: 9 trials x 1 ep -> 3 x 3 ep -> 1 x 9 ep
+    (from scratch); 24 epochs in all (81 to train all 9 fully)``."""
+    n = rungs[0].keep if n_candidates is None else n_candidates
+    steps = []
+    for i, rung in enumerate(rungs):
+        noun = (" trial" if rung.keep == 1 else " trials") if i == 0 else ""
+        label = f"{rung.keep}{noun} x {rung.epochs} ep"
+        steps.append(label + (" (from scratch)" if rung.fresh and i > 0 else ""))
+    count = f"{len(rungs)} rung" + ("s" if len(rungs) != 1 else "")
+    if len(rungs) == 1 and n > 1:
+        return (f"plan: {count}: {steps[0]} (no room to select: every candidate trained "
+                f"fully, the best kept); {epochs_spent(rungs)} epochs in all")
+    return (f"plan: {count}: {' -> '.join(steps)}; {epochs_spent(rungs)} epochs in all "
+            f"({n * rungs[-1].epochs} to train all {n} fully)")
+
+
+def plan_record(rungs: list[Rung]) -> dict[str, Any]:
+    """The plan as stored in run.json: the rungs (keep, epochs, fresh), the epochs they
+    train and the one-line description."""
+    return {"rungs": [asdict(r) for r in rungs], "epochs": epochs_spent(rungs),
+            "text": describe_plan(rungs)}
 
 
 def epochs_spent(rungs: Iterable[Rung]) -> int:
@@ -161,7 +194,8 @@ class RungStore(Protocol):
 
 @dataclass
 class HalvingEvent:
-    """What the live view is told: ``kind`` in {"rung", "trial", "done"}."""
+    """What the live view is told: ``kind`` in {"plan", "rung", "trial", "done"}; "plan"
+    comes once, before any training (its ``rung`` is the first)."""
 
     kind: str
     rung: Rung
@@ -219,6 +253,7 @@ class SuccessiveHalving:
             self.on_event(HalvingEvent(kind, rung, rungs, done, total, best=best,
                                        elapsed_s=time.monotonic() - started, eta_s=eta_s, **kw))
 
+        event("plan", rungs[0])
         for rung in rungs:
             alive = alive[: rung.keep] if rung.index == 0 else alive
             survivors.append(list(alive))

@@ -24,7 +24,8 @@ from typing import Any
 
 from edgekd.errors import EdgekdError
 from edgekd.fileio import atomic_write_json, read_json, sha256_file, write_jsonl
-from edgekd.halving import HalvingConfig, Rung, SuccessiveHalving, TrialJob, epochs_spent, plan_rungs
+from edgekd.halving import (HalvingConfig, Rung, SuccessiveHalving, TrialJob, epochs_spent,
+                            plan_record, plan_rungs)
 from edgekd.rundir import RunDir, default_out, identity, open_run
 
 METHODS = ("fitnet", "kd", "scratch", "mimic")
@@ -192,6 +193,15 @@ def halving_stage(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist
     return scheduler.run([row["id"] for row in shortlist], executor)
 
 
+def store_plan(run: RunDir, rungs: list[Rung]) -> None:
+    """run.json's ``plan`` (rungs x trials x epochs), written before any training; the same
+    identity gives the same plan, so a resumed run leaves it as it is."""
+    manifest = run.manifest()
+    record = plan_record(rungs)
+    if manifest.get("plan") != record:
+        atomic_write_json(run.run_json, {**manifest, "plan": record})
+
+
 def trial_folder(candidate_id: str, rung: Rung) -> str:
     """trials/ID for continued rungs; trials/ID-final for the fresh final training."""
     return rung.folder(candidate_id)
@@ -322,6 +332,7 @@ def compress(config: CompressConfig) -> Summary:
     run, resumed = open_run(out, run_identity(config, inputs), resume=config.resume,
                             command=config.command if config.command is not None else sys.argv)
     write_jsonl(run.candidates, rows)
+    store_plan(run, plan_rungs(len(shortlist), config.halving()))
     timing: dict[str, float] = {}
     mark = time.monotonic()
     context = TrialContext([inputs.teacher], inputs.dataset, [inputs.teacher_fp],

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from edgekd.halving import HalvingEvent
+from edgekd.halving import HalvingEvent, describe_plan
 
 
 def _clock(seconds: float | None) -> str:
@@ -20,6 +20,8 @@ def _clock(seconds: float | None) -> str:
 def describe(event: HalvingEvent) -> str:
     """One line for an event (also the text of the live panel)."""
     rung = event.rung
+    if event.kind == "plan":
+        return describe_plan(event.rungs)
     best = f"{event.best[0]} val {event.best[1]:.4f}" if event.best else "-"
     head = (f"rung {rung.index + 1}/{len(event.rungs)} ({rung.keep} trials x {rung.epochs} ep) | "
             f"trials {event.done}/{event.total} done, {event.total - event.done} left | "
@@ -64,7 +66,9 @@ class SearchProgress:
             self.finished.append(line.split(" | ")[-1])
         if not self.enabled:
             return
-        if self.live is not None:
+        if self.live is not None and event.kind == "plan":
+            self.live.console.print(line)  # stays above the live panel
+        elif self.live is not None:
             from rich.table import Table
 
             table = Table.grid(padding=(0, 1))

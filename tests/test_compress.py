@@ -40,6 +40,13 @@ def test_candidates_and_run_json(run) -> None:
         assert row["macs"] <= 500_000 and row["latency"]["ms"] <= identity["budget"]["latency_ms"]
     search = read_json(run / "search.json")
     assert {c["id"] for c in candidates if c["shortlisted"]} == set(search["shortlist"])
+    # the plan (rungs x trials x epochs) is stored, and printed before the first trial trains
+    plan = manifest["plan"]
+    assert [(r["keep"], r["epochs"]) for r in plan["rungs"]] == [(3, 2), (1, 3)]
+    assert plan["epochs"] == search["epochs_spent"]
+    log = (run.parents[1] / "stderr.txt").read_text().splitlines()
+    assert log[log.index(plan["text"]) + 1].startswith("rung 1/2")
+    assert plan["text"].startswith("plan: 2 rungs: 3 trials x 2 ep -> 1 x 3 ep (from scratch)")
 
 
 def test_trials_follow_the_halving_plan(run) -> None:

@@ -7,12 +7,14 @@ milliseconds; the real trainer runs in test_compress.py / test_resume.py.
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from edgekd.errors import EdgekdError
 from edgekd.fileio import atomic_write_json
-from edgekd.halving import (HalvingConfig, SuccessiveHalving, TrialJob, epochs_spent,
-                            plan_rungs, promote)
+from edgekd.halving import (HalvingConfig, SuccessiveHalving, TrialJob, describe_plan,
+                            epochs_spent, plan_record, plan_rungs, promote)
 from edgekd.rundir import RunDir
 
 
@@ -78,11 +80,11 @@ class CurveExecutor:
             on_done(job, result)
 
 
-def _scheduler(run: RunDir, events: list) -> SuccessiveHalving:
+def _scheduler(run: RunDir, events: list, on_event=None) -> SuccessiveHalving:
     def make_job(tid, rung):
         return TrialJob(tid, rung.index, rung.epochs, folder=rung.folder(tid))
     return SuccessiveHalving(HalvingConfig(eta=3, min_epochs=1, max_epochs=9), make_job, run,
-                             events.append)
+                             on_event or events.append)
 
 
 def test_scheduler_finds_the_best_and_spends_the_planned_epochs(tmp_path) -> None:
@@ -123,3 +125,47 @@ def test_result_json_without_log_line_counts_as_done(tmp_path) -> None:
     assert run.rung_result(0, "c0", 1) == {"val_acc": 0.3, "epochs_done": 1}
     assert run.rung_result(1, "c0", 3) is None
     assert RunDir(tmp_path).rung_records()[0]["trial"] == "c0"
+
+
+# ----------------------------------------------------------------------------- issue 17
+def test_no_room_to_select_trains_every_candidate(tmp_path) -> None:
+    """``compress --candidates 3 --epochs 2`` with fitnet: the first rung already needs 2
+    epochs, so nothing can be selected before the last rung. Every shortlisted candidate must
+    be trained to --epochs (the plan used to be one rung of ONE trial: two were dropped)."""
+    from edgekd.pipeline import CompressConfig
+
+    config = CompressConfig(candidates=3, epochs=2, method="fitnet").halving()
+    rungs = plan_rungs(3, config)
+    assert [(r.keep, r.epochs) for r in rungs] == [(3, 2)]
+    run, events = RunDir(tmp_path), []
+
+    def make_job(tid, rung):
+        return TrialJob(tid, rung.index, rung.epochs, folder=rung.folder(tid))
+
+    executor = CurveExecutor(run)
+    ids = ["c0", "c3", "c1"]
+    result = SuccessiveHalving(config, make_job, run, events.append).run(ids, executor)
+    assert sorted(executor.jobs) == [(0, "c0"), (0, "c1"), (0, "c3")]
+    assert result.finalists == ["c3"]  # the best of the three, not the first in search order
+    assert result.epochs_spent == 3 * 2
+    assert "no room to select" in describe_plan(rungs)
+
+
+def test_explicit_single_rung_trains_every_candidate() -> None:
+    rungs = plan_rungs(5, HalvingConfig(rungs=1, max_epochs=4))
+    assert [(r.keep, r.epochs, r.fresh) for r in rungs] == [(5, 4, True)]
+
+
+def test_plan_is_announced_before_training(tmp_path) -> None:
+    from edgekd.progress import SearchProgress
+
+    run, stream = RunDir(tmp_path), io.StringIO()
+    executor = CurveExecutor(run)
+    with SearchProgress(stream=stream) as progress:
+        _scheduler(run, [], progress.update).run(list(QUALITY), executor)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == ("plan: 3 rungs: 9 trials x 1 ep -> 3 x 3 ep -> 1 x 9 ep (from scratch); "
+                        "24 epochs in all (81 to train all 9 fully)")
+    assert lines[1].startswith("rung 1/3")
+    record = plan_record(plan_rungs(9, HalvingConfig(eta=3, min_epochs=1, max_epochs=9)))
+    assert record["epochs"] == 24 and [r["keep"] for r in record["rungs"]] == [9, 3, 1]
