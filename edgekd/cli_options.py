@@ -30,8 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
 TEACHER_OPTION_HELP = (
     "The teacher to compress. Omit it (or 'builtin') for the built-in CNN trained on the shipped "
     "MNIST subset (cached after the first run). Otherwise: a TorchScript file, a torch.export "
-    "program (.pt2), a state_dict file (needs --arch), an edgekd checkpoint, or a Python entry "
-    "point 'pkg.module:function' (needs --trust-code). Repeat it for an ensemble of teachers.")
+    "program (.pt2, needs --trust-code: its loader unpickles), a state_dict file (needs --arch), "
+    "an edgekd checkpoint, or a Python entry point 'pkg.module:function' (needs --trust-code). Repeat it for an ensemble of teachers.")
 ARCH_OPTION_HELP = (
     "Architecture for a state_dict --teacher: a torchvision model name (resnet18, "
     "mobilenet_v3_small, ...; built with num_classes = the data's classes), 'edgekd:builtin-cnn', "

@@ -45,23 +45,32 @@ def _dataset(data: str | None, input_shape: tuple[int, ...], fingerprint: str | 
 
 
 def _run_best(run: Path) -> tuple[str, Path]:
+    """The best trial's id and checkpoint named by summary.json; both are checked to stay
+    inside the run (a summary edited to ``../../X`` must not write or read outside it)."""
+    from edgekd.rundir import RunDir, safe_id
+
     summary_path = run / "report" / "summary.json"
     if not summary_path.is_file():
         raise EdgekdError(f"{run} has no report/summary.json: finish the run first "
                           f"(edgekd compress --out {run} --resume, or edgekd report {run})")
-    summary = read_json(summary_path)
+    try:
+        summary = read_json(summary_path)
+    except (OSError, ValueError):
+        summary = None
+    if not isinstance(summary, dict):
+        raise EdgekdError(f"{summary_path} is not a report summary (corrupt JSON): rebuild it "
+                          f"with 'edgekd report {run}'")
     best = summary.get("best")
+    rundir = RunDir(run)
     if isinstance(best, dict) and best.get("id"):
-        trial = str(best["id"])
-        checkpoint = Path(best.get("checkpoint") or run / "trials" / trial / "checkpoint.pt")
+        trial = safe_id(best["id"], summary_path)
+        checkpoint = best.get("checkpoint") or rundir.trial(trial) / "checkpoint.pt"
     elif summary.get("winner"):
-        trial = str(summary["winner"])
-        checkpoint = run / "trials" / trial / "checkpoint.pt"
+        trial = safe_id(summary["winner"], summary_path)
+        checkpoint = rundir.trial(trial) / "checkpoint.pt"
     else:
         raise EdgekdError(f"{summary_path} names no best trial: rebuild it with 'edgekd report {run}'")
-    if not checkpoint.is_absolute():
-        checkpoint = run / checkpoint
-    return trial, checkpoint
+    return trial, rundir.inside(checkpoint, summary_path)
 
 
 def _run_identity(run: Path) -> dict[str, Any]:

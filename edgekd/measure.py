@@ -3,13 +3,17 @@
 :func:`measure_onnx` runs ``python -m deploy bench`` (the project's one timing routine, the
 same code a Jetson runs) in a fresh interpreter, so the figure is not disturbed by the
 parent's torch threads or memory, and host and device numbers come from the same code path.
+
+The interpreter is isolated (``python -I``: no working directory, PYTHONPATH or user
+site-packages on ``sys.path``) and started in the kit's own folder, with the kit's path given
+explicitly, so a ``deploy/`` folder or a ``numpy.py`` in the user's working directory never
+runs in its place.
 It returns the Measurement dict that the kit wrote (see deploy/bench.py and DESIGN.md).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,14 +34,26 @@ def _deploy_root() -> Path:
     return Path(next(iter(spec.submodule_search_locations))).parent
 
 
+#: ``python -I -c`` program: put the kit's folder (argv[1]) first on sys.path, then run
+#: ``deploy`` as ``python -m deploy`` would, with the remaining arguments.
+_LAUNCH = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+           "runpy.run_module('deploy', run_name='__main__', alter_sys=True)")
+
+
+def deploy_command(args: list[str]) -> tuple[list[str], Path]:
+    """The isolated ``python -m deploy ARGS`` command line and the folder to run it in (the
+    kit's parent folder). Paths in ``args`` must be absolute: the working directory changes."""
+    root = _deploy_root()
+    return [sys.executable, "-I", "-c", _LAUNCH, str(root), *args], root
+
+
 def run_deploy(args: list[str], *, timeout: float = 600.0) -> subprocess.CompletedProcess:
-    """``python -m deploy ARGS`` in a subprocess; its one-line error becomes an EdgekdError."""
-    env = dict(os.environ)
-    root = str(_deploy_root())
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    """``python -m deploy ARGS`` in an isolated subprocess (see the module docstring); its
+    one-line error becomes an EdgekdError. Paths in ``args`` must be absolute."""
+    command, root = deploy_command(args)
     try:
-        proc = subprocess.run([sys.executable, "-m", "deploy", *args], capture_output=True,
-                              text=True, env=env, timeout=timeout, check=False)
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=root,
+                              timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise EdgekdError(f"'python -m deploy {args[0]}' took longer than {timeout:.0f} s: "
                           "lower --iters or check the machine's load") from None
@@ -53,11 +69,11 @@ def measure_onnx(onnx_path: str | Path, *, batch: int = 1, backend: str = "ort",
                  threads: int = 0, timeout: float = 600.0) -> dict[str, Any]:
     """Measure ``onnx_path`` (or an engine with ``backend="trt"``) with ``python -m deploy
     bench`` and return its Measurement dict; the JSON is kept at ``out`` when given."""
-    onnx_path = Path(onnx_path)
+    onnx_path = Path(onnx_path).resolve()
     if not onnx_path.is_file():
         raise EdgekdError(f"model file '{onnx_path}' not found: check the path")
     with tempfile.TemporaryDirectory(prefix="edgekd-measure-") as tmp:
-        target = Path(out) if out is not None else Path(tmp) / "measurement.json"
+        target = (Path(out) if out is not None else Path(tmp) / "measurement.json").resolve()
         run_deploy(["bench", str(onnx_path), "--backend", backend, "--batch", str(batch),
                     "--warmup", str(warmup), "--iters", str(iters), "--provider", provider,
                     "--threads", str(threads), "--out", str(target)], timeout=timeout)

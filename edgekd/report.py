@@ -33,7 +33,7 @@ from typing import Any, Iterable
 from edgekd.errors import EdgekdError
 from edgekd.fileio import (atomic_write_bytes, atomic_write_json, atomic_write_text, read_json,
                            read_jsonl, sha256_file)
-from edgekd.rundir import RunDir
+from edgekd.rundir import RunDir, safe_id
 
 SUMMARY_FORMAT = "edgekd.summary/1"
 #: Keys whose values depend on the clock or the machine's load (the Pareto front too: it
@@ -129,7 +129,7 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
 
     students = []
     for entry in search["trials"]:
-        trial_id, cid = entry["trial"], entry["candidate"]
+        trial_id, cid = safe_id(entry["trial"], search_path), entry["candidate"]
         result_path = run.trial(trial_id) / "result.json"
         if not result_path.exists():
             continue
@@ -527,6 +527,11 @@ def write_report(run_root: str | Path, measurements: Iterable[str | Path] = ()) 
     run = RunDir(Path(run_root))
     if not run.root.is_dir():
         raise EdgekdError(f"run folder {run.root} does not exist: pass runs/NAME of a compress run")
+    # a folder that is not a (finished) run is refused before anything is written into it
+    run.manifest()
+    if not (run.root / "search.json").exists():
+        raise EdgekdError(f"{run.root} has no search.json yet: finish the run with "
+                          f"'edgekd compress --out {run.root} --resume' first")
     merge_measurements(run.root, measurements)
     summary = build_summary(run.root)
     images = plots(summary)

@@ -18,6 +18,7 @@ differs; an identical run is continued (a finished (rung, trial) is never traine
 from __future__ import annotations
 
 import platform
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ from edgekd.errors import EdgekdError
 from edgekd.fileio import append_jsonl, atomic_write_bytes, atomic_write_json, read_json, read_jsonl
 
 RUN_FORMAT = "edgekd.run/1"
+#: What a trial or model id read from a run file may look like: one plain file-name part
+#: (no separator, no ``..``), so a path built from it stays inside the run.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 #: The identity's parts, in the order differences are named in a refusal.
 IDENTITY_KEYS = ("teacher", "data", "profile", "budget", "seed", "config")
 
@@ -109,7 +113,19 @@ class RunDir:
         return self.root / "trials"
 
     def trial(self, trial_id: str) -> Path:
-        return self.trials / trial_id
+        return self.trials / safe_id(trial_id, self.root)
+
+    def inside(self, path: str | Path, source: str | Path) -> Path:
+        """``path`` (relative to the run, or absolute) resolved; refused (one line naming
+        ``source``, the file it was read from) unless it stays inside the run folder."""
+        candidate = Path(path)
+        resolved = (candidate if candidate.is_absolute() else self.root / candidate).resolve()
+        root = self.root.resolve()
+        if resolved != root and root not in resolved.parents:
+            raise EdgekdError(f"{source} points outside the run folder ({_short(str(path))}): "
+                              f"the file was edited or is not from this run; rebuild it with "
+                              f"'edgekd report {self.root}'")
+        return resolved
 
     @property
     def export(self) -> Path:
@@ -178,6 +194,17 @@ class RunDir:
         folder = self.trial(trial_id)
         for name in sorted(files, key=lambda n: n == "result.json"):
             atomic_write_bytes(folder / name, files[name])
+
+
+def safe_id(value: Any, source: str | Path) -> str:
+    """``value`` if it is a plain id (letters, digits, ``-_.``; see ``_SAFE_ID``), else one
+    line naming ``source``: an id read from a run file must not lead outside the run."""
+    text = str(value)
+    if not isinstance(value, str) or not _SAFE_ID.match(text) or ".." in text:
+        raise EdgekdError(f"{source} names a trial or model {_short(text)!r} that is not a plain "
+                          "id: the file was edited or is not from this run; restore it or start "
+                          "a new run with another --out")
+    return text
 
 
 def default_out(profile: str | None, data: str | None, teacher: str | None) -> Path:

@@ -10,7 +10,9 @@ Teacher sources accepted by :func:`load_teacher`:
     the state_dict (``{"state_dict": ...}`` or ``{"model": ...}``) are unwrapped, and a
     ``module.`` prefix left by ``nn.DataParallel`` on every key is removed.
 (c) a **TorchScript** file (``torch.jit.save``), recognised by its zip layout.
-(d) a **torch.export** program (``torch.export.save``, usually ``.pt2``).
+(d) a **torch.export** program (``torch.export.save``, usually ``.pt2``), only with
+    ``trust_code=True``: torch's pt2 loader unpickles parts of the archive (its sample inputs
+    fall back to ``torch.load(weights_only=False)``), so a crafted .pt2 runs code when loaded.
 (e) a **Python entry point** ``"pkg.module:function"`` returning an ``nn.Module``, only
     with ``trust_code=True`` (importing it runs the user's code).
 
@@ -63,8 +65,9 @@ FINGERPRINT_ATTR = "edgekd_fingerprint"
 _ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 _REASON_CHARS = 160
-TEACHER_HELP = ("omit it (or 'builtin') for the built-in teacher; a TorchScript or torch.export "
-                "(.pt2) file; a state_dict file with --arch; or 'pkg.module:function' with --trust-code")
+TEACHER_HELP = ("omit it (or 'builtin') for the built-in teacher; a TorchScript file; a state_dict "
+                "file with --arch; a torch.export (.pt2) file or 'pkg.module:function' with "
+                "--trust-code")
 
 
 # --------------------------------------------------------------------------- the built-in teacher
@@ -275,6 +278,11 @@ def _load_file(path: Path, *, arch: str | None, num_classes: int | None,
         setattr(model, FINGERPRINT_ATTR, sha256_file(path))
         return model
     if kind == "export":
+        if not trust_code:
+            raise EdgekdError(
+                f"teacher '{path}' is a torch.export program (.pt2), whose loader unpickles parts "
+                "of the archive and so can run code hidden in it: pass --trust-code if you trust "
+                "the file, or save a TorchScript file or model.state_dict() with --arch instead")
         return ExportedTeacher.load(path)
     payload = _torch_load(path, trust_code=trust_code)
     if isinstance(payload, nn.Module):  # only reachable with trust_code

@@ -87,7 +87,7 @@ def test_torch_export_round_trip_with_a_static_batch(tmp_path: Path, resnet: nn.
                                                      rgb: ImageDataset, batch: torch.Tensor) -> None:
     program = torch.export.export(resnet, (torch.zeros(2, 3, 32, 32),))  # exported at batch 2
     torch.export.save(program, tmp_path / "t.pt2")
-    loaded = load_teacher(str(tmp_path / "t.pt2"), dataset=rgb)
+    loaded = load_teacher(str(tmp_path / "t.pt2"), dataset=rgb, trust_code=True)
     loaded.eval().train(False)  # the mode calls other stages make must not fail
     _same_outputs(resnet, loaded, batch)  # batch 5: run as 2 + 2 + (1 padded)
     assert model_fingerprint(loaded) == sha256_file(tmp_path / "t.pt2")
@@ -317,6 +317,6 @@ def test_torch_export_with_a_dynamic_batch(tmp_path: Path, mnist: ImageDataset) 
     program = torch.export.export(model, (torch.zeros(2, 1, 28, 28),),
                                   dynamic_shapes={"x": {0: batch_dim}})
     torch.export.save(program, tmp_path / "dyn.pt2")
-    loaded = load_teacher(str(tmp_path / "dyn.pt2"), dataset=mnist)
+    loaded = load_teacher(str(tmp_path / "dyn.pt2"), dataset=mnist, trust_code=True)
     assert loaded.static_batch is None
     _same_outputs(model, loaded, to_tensor(mnist.x_test[:7], mnist.normalization))
