@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 from typing import Any, Iterable
 
 from edgekd.errors import EdgekdError
 from edgekd.fileio import (atomic_write_bytes, atomic_write_json, atomic_write_text, read_json,
                            read_jsonl, sha256_file)
+from edgekd.plots import CAPTIONS, PLOTS, plots, target_ms
 from edgekd.rundir import RunDir, safe_id
 
 SUMMARY_FORMAT = "edgekd.summary/1"
@@ -41,7 +41,6 @@ SUMMARY_FORMAT = "edgekd.summary/1"
 #: the same seed on CPU compare equal.
 VOLATILE_KEYS = frozenset({"latency", "fps", "speedup", "pareto", "timing", "seconds",
                            "job_seconds", "created", "measurement_files"})
-PLOTS = ("accuracy_vs_latency", "accuracy_vs_macs", "training_curves")
 
 
 # ============================================================================ summary
@@ -151,7 +150,7 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
         })
     if not students:
         raise EdgekdError(f"{run.root} has no finished trial: resume the run first")
-    pareto = pareto_front([(s["trial"], _target_ms(s), s["test_acc"]) for s in students])
+    pareto = pareto_front([(s["trial"], target_ms(s), s["test_acc"]) for s in students])
     for student in students:
         student["pareto"] = student["trial"] in pareto
     ablation = None
@@ -188,11 +187,6 @@ def _size_mb(onnx: Path, params: int | None) -> float | None:
             size += data.stat().st_size
         return round(size / 1e6, 3)
     return None if params is None else round(params * 4 / 1e6, 3)
-
-
-def _target_ms(student: dict) -> float | None:
-    target = student["latency"].get("target") or student["latency"].get("host")
-    return None if target is None else target["ms"]
 
 
 def pareto_front(points: Iterable[tuple[str, float | None, float]]) -> list[str]:
@@ -339,7 +333,9 @@ def markdown(summary: dict) -> str:
         lines += _md_table(("method", "trial", "epochs", "val acc", "test acc"),
                            [[a["method"], a["trial"], str(a["epochs"]), f"{a['val_acc']:.4f}",
                              f"{a['test_acc']:.4f}"] for a in summary["ablation"]])
-    lines += ["", "## Plots", ""] + [f"![{name}]({name}.png)" for name in PLOTS] + [""]
+    lines += ["", "## Plots", ""]
+    for name in PLOTS:
+        lines += [f"![{name.replace('_', ' ')}]({name}.png)", "", f"*{CAPTIONS[name]}*", ""]
     return "\n".join(lines)
 
 
@@ -348,115 +344,6 @@ def _md_table(header: Iterable[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in rows]
     return out
-
-
-# ============================================================================ plots
-def plots(summary: dict) -> dict[str, bytes]:
-    """PNG bytes of the three plots (matplotlib, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure  # Figure objects need no pyplot state
-    out: dict[str, bytes] = {}
-    students = summary["students"]
-    teacher = summary["teacher"]
-    target_name = summary["run"]["profile"]
-
-    # accuracy vs latency with the Pareto front, the teacher and the budget
-    ax = Figure(figsize=(7, 4.5), dpi=110).add_subplot()
-    labels = sorted({(s["latency"]["target"] or {}).get("label", "none") for s in students})
-    markers = {"measured": "o", "calibrated": "s", "predicted": "^", "none": "x"}
-    for label in labels:
-        pts = [(_target_ms(s), s["test_acc"]) for s in students
-               if (s["latency"]["target"] or {}).get("label", "none") == label and _target_ms(s)]
-        if pts:
-            ax.scatter(*zip(*pts), marker=markers.get(label, "o"), label=f"students ({label})",
-                       alpha=0.75)
-    front = sorted((_target_ms(s), s["test_acc"]) for s in students if s["pareto"])
-    if front:
-        ax.step(*zip(*front), where="post", color="tab:red", lw=1.2, label="Pareto front")
-    winner = next(s for s in students if s["trial"] == summary["winner"])
-    if _target_ms(winner):
-        ax.scatter([_target_ms(winner)], [winner["test_acc"]], s=160, facecolors="none",
-                   edgecolors="tab:red", lw=1.5, label=f"winner {winner['trial']}")
-    t_lat = teacher["latency"]["target"] or teacher["latency"]["host"]
-    if t_lat and teacher["test_acc"] is not None:
-        ax.scatter([t_lat["ms"]], [teacher["test_acc"]], marker="*", s=220, color="black",
-                   label=f"teacher ({t_lat['label']})")
-    budget_ms = summary["run"]["budget"].get("latency_ms")
-    if budget_ms:
-        ax.axvline(budget_ms, color="tab:gray", ls="--", lw=1, label=f"budget {budget_ms} ms")
-    _plain_log_axis(ax)
-    out["accuracy_vs_latency"] = _png(
-        ax, f"latency on {target_name} (ms, batch {summary['run']['budget'].get('batch', 1)})",
-        "test accuracy", "accuracy vs latency")
-
-    # accuracy vs MACs
-    ax = Figure(figsize=(7, 4.5), dpi=110).add_subplot()
-    by_method: dict[str, list] = {}
-    for s in students:
-        if s["macs"]:
-            by_method.setdefault(s["method"], []).append((s["macs"], s["test_acc"]))
-    for method, pts in sorted(by_method.items()):
-        ax.scatter(*zip(*pts), label=f"students ({method})", alpha=0.75)
-    if teacher["macs"] and teacher["test_acc"] is not None:
-        ax.scatter([teacher["macs"]], [teacher["test_acc"]], marker="*", s=220, color="black",
-                   label="teacher")
-    budget_macs = summary["run"]["budget"].get("macs")
-    if budget_macs:
-        ax.axvline(budget_macs, color="tab:gray", ls="--", lw=1, label="MACs budget")
-    _plain_log_axis(ax, lambda v: _fmt_count(int(round(v))) if v >= 1 else f"{v:g}")
-    out["accuracy_vs_macs"] = _png(ax, "MACs per image", "test accuracy", "accuracy vs MACs")
-
-    # training curves of the finalists (and baselines)
-    ax = Figure(figsize=(7, 4.5), dpi=110).add_subplot()
-    finalists = set(summary["search"].get("finalists") or []) | {
-        a["trial"] for a in summary.get("ablation") or []}
-    drawn = 0
-    for s in students:
-        if s["trial"] in finalists and s["curve"]:
-            ax.plot([c["epoch"] for c in s["curve"]], [c["val_acc"] for c in s["curve"]],
-                    marker=".", label=f"{s['trial']} ({s['method']})")
-            drawn += 1
-    if not drawn:
-        ax.text(0.5, 0.5, "no training curves recorded", ha="center", transform=ax.transAxes)
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    out["training_curves"] = _png(ax, "epoch", "validation accuracy",
-                                  "training curves of the finalists", legend=bool(drawn))
-    return out
-
-
-def _plain_log_axis(ax: Any, text: Any = lambda v: f"{v:g}") -> None:
-    """Log-scaled x axis labelled with plain numbers (0.05, 0.1; 500K, 1M with ``text``)
-    instead of powers of ten; minor ticks labelled at 2x and 5x."""
-    from matplotlib.ticker import FuncFormatter
-
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: text(v)))
-
-    def minor(v: float, _pos: int) -> str:
-        low, high = ax.get_xlim()
-        digits = "23456789" if high / max(low, 1e-12) < 10 else "25"  # within a decade: all
-        return text(v) if f"{v:e}"[0] in digits else ""
-
-    ax.xaxis.set_minor_formatter(FuncFormatter(minor))
-
-
-def _png(ax: Any, xlabel: str, ylabel: str, title: str, *, legend: bool = True) -> bytes:
-    """Label, grid and legend ``ax`` the same way for every plot, then render its figure to PNG."""
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if legend:
-        ax.legend(fontsize=7, loc="lower right")
-    fig = ax.figure
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
 
 
 # ============================================================================ HTML
@@ -494,7 +381,7 @@ def to_html(summary: dict, images: dict[str, bytes]) -> str:
     for name in PLOTS:
         data = base64.b64encode(images[name]).decode("ascii")
         parts.append(f"<figure><img alt=\"{name}\" src=\"data:image/png;base64,{data}\">"
-                     f"<figcaption>{esc(name.replace('_', ' '))}</figcaption></figure>")
+                     f"<figcaption>{esc(CAPTIONS[name])}</figcaption></figure>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
