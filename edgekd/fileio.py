@@ -2,7 +2,8 @@
 
 Every file in a run directory is written atomically (write a temporary file in the same
 folder, fsync, then ``os.replace``) so a crash or ``kill -9`` never leaves a half-written
-file behind: a reader sees either the old content or the new one.
+file behind: a reader sees either the old content or the new one. The file gets the mode
+a plain ``open()`` would give it (0666 minus the umask), not mkstemp's 0600.
 """
 
 from __future__ import annotations
@@ -15,11 +16,32 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux exposes it (/proc), else by
+    the set-and-restore idiom."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _public_mode(fd: int) -> None:
+    """Give a ``mkstemp`` file (always 0600) the mode ``open()`` would: 0666 minus the umask,
+    so an atomically written file is as readable as any other the user writes."""
+    os.fchmod(fd, 0o666 & ~_umask())
+
+
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        _public_mode(fd)
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()

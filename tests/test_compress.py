@@ -49,6 +49,23 @@ def test_candidates_and_run_json(run) -> None:
     assert plan["text"].startswith("plan: 2 rungs: 3 trials x 2 ep -> 1 x 3 ep (from scratch)")
 
 
+def test_run_files_are_readable_as_the_umask_allows(run) -> None:
+    """Reports, summaries, bundle files and checkpoints are written atomically; they must not
+    all end up 0600 (mkstemp's mode) whatever the umask (issue 15, item 4)."""
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    readable = 0o044 & ~umask
+    files = [p for p in run.rglob("*") if p.is_file()]
+    for kind in ("report/report.html", "report/summary.json", "bundle/", "checkpoint.pt", "run.json"):
+        assert any(kind in p.as_posix() for p in files), kind
+    private = [p.relative_to(run).as_posix() for p in files
+               if stat.S_IMODE(p.stat().st_mode) & 0o044 != readable]
+    assert not private, private[:5]
+
+
 def test_trials_follow_the_halving_plan(run) -> None:
     search = read_json(run / "search.json")
     assert len(search["shortlist"]) == 3
