@@ -64,13 +64,15 @@ def _run_best(run: Path) -> tuple[str, Path]:
     rundir = RunDir(run)
     if isinstance(best, dict) and best.get("id"):
         trial = safe_id(best["id"], summary_path)
-        checkpoint = best.get("checkpoint") or rundir.trial(trial) / "checkpoint.pt"
+        relative = best.get("checkpoint") or f"trials/{trial}/checkpoint.pt"
     elif summary.get("winner"):
         trial = safe_id(summary["winner"], summary_path)
-        checkpoint = rundir.trial(trial) / "checkpoint.pt"
+        relative = f"trials/{trial}/checkpoint.pt"
     else:
         raise EdgekdError(f"{summary_path} names no best trial: rebuild it with 'edgekd report {run}'")
-    return trial, rundir.inside(checkpoint, summary_path)
+    # paths in the summary are relative to the run folder: joined once (rundir.inside), never
+    # to a path that already starts with the run folder (runs/default/runs/default/...)
+    return trial, rundir.inside(relative, summary_path)
 
 
 def _run_identity(run: Path) -> dict[str, Any]:

@@ -285,3 +285,19 @@ def test_bundle_commands_use_the_batch_the_model_was_exported_with(trained_check
                            cwd=out / "bundle", capture_output=True, text=True)
     assert bench.returncode == 0, bench.stderr
     assert json.loads((tmp_path / "m.json").read_text())["batch"] == 4
+
+
+def test_export_a_run_given_by_a_relative_path(trained_checkpoint, tmp_path: Path,
+                                               monkeypatch) -> None:
+    """``edgekd export runs/default --out x`` as the README shows it: a relative run folder
+    whose summary names only the winner used to be joined twice (runs/default/runs/default/...)
+    (issue 15, item 1)."""
+    run = tmp_path / "runs" / "default"
+    (run / "trials" / "t07").mkdir(parents=True)
+    (run / "trials" / "t07" / "checkpoint.pt").write_bytes(trained_checkpoint[0].read_bytes())
+    (run / "report").mkdir()
+    (run / "report" / "summary.json").write_text(json.dumps({"winner": "t07"}))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["export", "runs/default", "--out", "x"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "x" / "t07.onnx").is_file()
