@@ -75,6 +75,15 @@ def _run_best(run: Path) -> tuple[str, Path]:
     return trial, rundir.inside(relative, summary_path)
 
 
+def require_onnxslim() -> None:
+    """``--simplify`` without onnxslim is refused up front instead of doing nothing."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxslim") is None:
+        raise EdgekdError("--simplify needs onnxslim, which is not installed: "
+                          "pip install 'edgekd[simplify]', or drop --simplify")
+
+
 def _run_identity(run: Path) -> dict[str, Any]:
     path = run / "run.json"
     if not path.is_file():
@@ -94,6 +103,8 @@ def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
     from edgekd.space import StudentSpec
 
     target, out = Path(target), Path(out)
+    if simplify:
+        require_onnxslim()
     notes: list[str] = []
     run: Path | None = None
     identity: dict[str, Any] = {}
@@ -143,6 +154,8 @@ def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
                         profile=device.name if device else None, model_id=model_id,
                         method=info.method))
     meta = read_metadata(onnx_path)
+    if simplify and not meta.get("edgekd.simplified", "").startswith("yes"):
+        notes.append(f"--simplify: {meta.get('edgekd.simplified')}; the plain export was kept")
     parity = None
     if meta.get("edgekd.parity", "").startswith("{"):
 

@@ -301,3 +301,16 @@ def test_export_a_run_given_by_a_relative_path(trained_checkpoint, tmp_path: Pat
     result = CliRunner().invoke(cli, ["export", "runs/default", "--out", "x"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "x" / "t07.onnx").is_file()
+
+
+def test_simplify_without_onnxslim_is_refused(trained_checkpoint, tmp_path: Path,
+                                              monkeypatch) -> None:
+    """--simplify used to do nothing, silently, when onnxslim was missing (issue 15, item 8)."""
+    monkeypatch.setitem(sys.modules, "onnxslim", None)  # import onnxslim -> ImportError
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", str(trained_checkpoint[0]), "--out", str(out),
+                                      "--simplify"])
+    text = result.output  # click mixes stderr into it
+    assert result.exit_code == 2, text
+    assert "onnxslim" in text and "pip install" in text and "Traceback" not in text
+    assert len(text.strip().splitlines()) == 1 and not out.exists()
