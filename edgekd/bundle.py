@@ -72,6 +72,19 @@ def copy_deploy_kit(destination: Path) -> Path:
     return target
 
 
+def bundle_batch(exported: dict, budget_batch: int) -> int:
+    """The batch of the device commands: one the exported file accepts (a static export fixes
+    it), and the profile's budget batch whenever a dynamic export's MIN..MAX range holds it, so
+    the device is measured where the budget is set (not at the optimisation profile's OPT)."""
+    if exported.get("static"):
+        return int(exported["static"])
+    if "min" in exported and "max" in exported:
+        if int(exported["min"]) <= budget_batch <= int(exported["max"]):
+            return budget_batch
+        return int(exported.get("opt") or exported["min"])
+    return budget_batch
+
+
 def _commands(profile: Any, batch: int, has_teacher: bool, int8: bool) -> str:
     runtime = profile.runtime
     lines: list[str] = []
@@ -156,9 +169,7 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dat
         norm = Normalization.from_dict(norm)
     meta = read_metadata(onnx_path)
     out.mkdir(parents=True, exist_ok=True)
-    # the device commands must use a batch the exported file accepts (a static export fixes it)
-    exported = json.loads(meta.get("edgekd.batch", "{}"))
-    batch = int(exported.get("static") or exported.get("opt") or profile.budget.batch)
+    batch = bundle_batch(json.loads(meta.get("edgekd.batch", "{}")), profile.budget.batch)
 
     model_bytes = onnx_path.read_bytes()
     atomic_write_bytes(out / "model.onnx", model_bytes)

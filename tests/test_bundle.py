@@ -314,3 +314,22 @@ def test_simplify_without_onnxslim_is_refused(trained_checkpoint, tmp_path: Path
     assert result.exit_code == 2, text
     assert "onnxslim" in text and "pip install" in text and "Traceback" not in text
     assert len(text.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_dynamic_batch_bundle_benchmarks_at_the_budget_batch(trained_checkpoint,
+                                                              tmp_path: Path) -> None:
+    """``--dynamic-batch 1,8,32`` for a batch-1 profile: the device commands time batch 1 (the
+    budget's), not the optimisation profile's OPT of 8 (issue 15, item 9)."""
+    from edgekd.bundle import bundle_batch
+
+    out = tmp_path / "export"
+    result = CliRunner().invoke(cli, ["export", str(trained_checkpoint[0]), "--out", str(out),
+                                      "--bundle", "--profile", "jetson-orin-nano-8gb",
+                                      "--dynamic-batch", "1,8,32"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "bundle" / "manifest.json").read_text())["batch"] == 1
+    readme = (out / "bundle" / "README.md").read_text()
+    assert "deploy bench model.engine --batch 1 " in readme and "--batch 8" not in readme
+    # a budget batch outside the dynamic range falls back to OPT (a batch the engine accepts)
+    assert bundle_batch({"min": 4, "opt": 8, "max": 32}, 1) == 8
+    assert bundle_batch({"static": 4}, 1) == 4
