@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.files import sha256_file
+from deploy.fmt import ms, rate
 from deploy.runners import open_runner
 from deploy.timing import summarize, time_callable
 
@@ -75,6 +76,6 @@ def default_out(measurement: dict[str, Any]) -> Path:
 def format_line(m: dict[str, Any]) -> str:
     lat = m["latency_ms"]
     return (f"{m['model']} [{m['backend']} {m['precision']} batch {m['batch']}] on {m['device']}: "
-            f"median {lat['median']:.3f} ms, p90 {lat['p90']:.3f}, p99 {lat['p99']:.3f}, "
-            f"min {lat['min']:.3f}, mean {lat['mean']:.3f} +- {lat['std']:.3f}; "
-            f"{m['throughput']:.1f} samples/s")
+            f"median {ms(lat['median'])} ms, p90 {ms(lat['p90'])}, p99 {ms(lat['p99'])}, "
+            f"min {ms(lat['min'])}, mean {ms(lat['mean'])} +- {ms(lat['std'])}; "
+            f"{rate(m['throughput'])} samples/s")

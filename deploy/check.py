@@ -26,6 +26,7 @@ import numpy as np
 
 from deploy.bench import model_fields
 from deploy.errors import DeployError
+from deploy.fmt import percent
 from deploy.runners import OrtRunner, open_runner, run_batched
 
 X_KEYS = ("x", "x_test", "images")
@@ -155,11 +156,16 @@ def format_check(result: dict[str, Any]) -> str:
     head = (f"{result['model']} [{result['backend']} {result['precision']}] on {result['device']}: "
             f"{result['samples']} samples")
     lines = [head]
-    if result["accuracy"] is not None:
-        lines.append(f"accuracy {100 * result['accuracy']:.2f}%")
     ref = result["reference"]
+    if result["accuracy"] is not None:
+        line = f"accuracy {percent(result['accuracy'])}"
+        if ref and ref.get("reference_accuracy") is not None:
+            # the value to compare with: the reference outputs on the same images
+            line += (f" (expected {percent(ref['reference_accuracy'])}: {ref['source']} on the "
+                     f"same {result['samples']:,} images)")
+        lines.append(line)
     if ref:
-        lines.append(f"agreement with {ref['source']}: top-1 {100 * ref['top1_agreement']:.2f}%, "
+        lines.append(f"agreement with {ref['source']}: top-1 {percent(ref['top1_agreement'])}, "
                      f"max |logit difference| {ref['max_abs_diff']:.3g}")
     else:
         lines.append("no reference outputs (store 'logits' in the data or pass --reference model.onnx)")

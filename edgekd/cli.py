@@ -355,6 +355,7 @@ def export(target: Path, out_dir: Path, bundle: bool, profile_name: str | None,
         edgekd export runs/orin/trials/t03/checkpoint.pt --out exported \\
             --profile jetson-orin-nano-8gb --dynamic-batch 1,8,32 --simplify --bundle
     """
+    from edgekd import fmt
     from edgekd.export_target import export_target
 
     result = export_target(target, out_dir, bundle=bundle, profile=profile_name,
@@ -363,7 +364,7 @@ def export(target: Path, out_dir: Path, bundle: bool, profile_name: str | None,
     if result.parity:
         p = result.parity
         click.echo(f"parity: max |logit difference| {p['max_abs_diff']:.3g} (limit {p['atol']:g}), "
-                   f"top-1 agreement {100 * p['top1_agreement']:.2f}% on {p['samples']} samples")
+                   f"top-1 agreement {fmt.percent(p['top1_agreement'])} on {p['samples']} samples")
     for note in result.notes:
         click.echo(f"note: {note}")
     if result.bundle:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekd import __version__
+from edgekd import __version__, fmt
 from edgekd.errors import EdgekdError
 from edgekd.fileio import atomic_write_bytes
 
@@ -71,7 +71,7 @@ class ParityReport:
 
     def describe(self) -> str:
         return (f"max |logits difference| {self.max_abs_diff:.3g} (limit {self.atol:g}), "
-                f"top-1 agreement {100 * self.top1_agreement:.2f}% on {self.samples} samples")
+                f"top-1 agreement {fmt.percent(self.top1_agreement)} on {self.samples} samples")
 
 
 # --------------------------------------------------------------------------- parity

@@ -88,6 +88,8 @@ def measurement_rows(measurement: dict[str, Any]) -> list[tuple[str, str]]:
             ("precision", measurement["precision"]), ("batch", str(measurement["batch"])),
             ("device", measurement["device"]),
             ("iterations", f"{measurement['iterations']} (+{measurement['warmup']} warm-up)")]
-    rows += [(f"latency {key} (ms)", f"{latency[key]:.4f}") for key in LATENCY_KEYS]
-    rows.append(("throughput (samples/s)", f"{measurement['throughput']:.1f}"))
+    from edgekd import fmt
+
+    rows += [(f"latency {key} (ms)", fmt.ms(latency[key])) for key in LATENCY_KEYS]
+    rows.append(("throughput (samples/s)", fmt.rate(measurement["throughput"])))
     return rows

@@ -29,6 +29,7 @@ import html
 from pathlib import Path
 from typing import Any, Iterable
 
+from edgekd import fmt
 from edgekd.errors import EdgekdError
 from edgekd.fileio import (atomic_write_bytes, atomic_write_json, atomic_write_text, read_json,
                            read_jsonl, sha256_file)
@@ -89,7 +90,8 @@ def _speed(latency: dict[str, dict | None], teacher: dict[str, dict | None]) -> 
     fps, speedup = {}, {}
     for where in ("host", "target"):
         mine, theirs = latency.get(where), teacher.get(where)
-        fps[where] = None if not mine else round(1000.0 * mine.get("batch", 1) / mine["ms"], 1)
+        # 3 significant digits: the latency it comes from has about as many (edgekd.fmt)
+        fps[where] = None if not mine else fmt.significant(1000.0 * mine.get("batch", 1) / mine["ms"])
         same_kind = mine and theirs and (mine["label"] == "measured") == (theirs["label"] == "measured")
         speedup[where] = round(theirs["ms"] / mine["ms"], 2) if same_kind and mine["ms"] > 0 else None
     return {"fps": fps, "speedup": speedup}
@@ -137,7 +139,10 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
         onnx = run.export / f"{trial_id}.onnx"
         latency = _model_latency(onnx, measured, candidate.get("latency"), target_is_host)
         students.append({
-            "trial": trial_id, "id": cid, "role": entry.get("role", "search"),
+            # "id" is unique per student (the trial); "candidate" is the architecture, shared
+            # by a search trial, its fresh final training and its baselines
+            "trial": trial_id, "id": trial_id, "candidate": cid,
+            "role": entry.get("role", "search"),
             "method": entry["method"], "rung": entry.get("rung"),
             "depth": candidate.get("depth"), "macs": candidate.get("macs"),
             "params": candidate.get("params"), "spec": candidate.get("spec"),
@@ -159,7 +164,7 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
         ablation = [{"method": method, "trial": trial, "test_acc": by_trial[trial]["test_acc"],
                      "val_acc": by_trial[trial]["val_acc"], "epochs": by_trial[trial]["epochs"]}
                     for method, trial in search["baselines"].items() if trial in by_trial]
-    return {
+    return fmt.clean({  # no float32 noise digits in summary.json
         "format": SUMMARY_FORMAT,
         "run": {"folder": run.root.name, "profile": identity["profile"].get("name"),
                 "profile_kind": identity["profile"].get("kind"), "budget": identity["budget"],
@@ -176,7 +181,7 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
         "measurement_files": sorted(p.name for p in run.measurements.glob("*.json"))
         if run.measurements.exists() else [],
         "timing": search.get("timing", {}),
-    }
+    })
 
 
 def _size_mb(onnx: Path, params: int | None) -> float | None:
@@ -216,22 +221,10 @@ def deterministic_view(summary: dict) -> Any:
 
 
 # ============================================================================ tables
-def _fmt_count(value: int | None) -> str:
-    if value is None:
-        return "-"
-    from edgekd.units import format_count
-
-    return format_count(int(value))
-
-
-def _fmt_latency(latency: dict | None, unit: str = "") -> str:
+def _latency(latency: dict | None, unit: str = "") -> str:
     if not latency:
-        return "-"
-    return f"{latency['ms']:.3f}{unit} ({latency['label']})"
-
-
-def _fmt(value: Any, spec: str = "") -> str:
-    return "-" if value is None else format(value, spec)
+        return fmt.MISSING
+    return f"{fmt.ms(latency['ms'])}{unit} ({latency['label']})"
 
 
 TABLE_HEADER = ("id", "method", "depth", "MACs", "params", "size MB", "epochs", "top-1 acc", "Pareto",
@@ -239,6 +232,13 @@ TABLE_HEADER = ("id", "method", "depth", "MACs", "params", "size MB", "epochs", 
                 "target speed-up")
 #: Columns dropped when the target is this host (they would repeat the host columns).
 TARGET_COLUMNS = 3
+#: What the table's columns mean (under the table in report.md and report.html).
+TABLE_NOTES = ("Latency labels: measured by the deploy kit, calibrated or predicted by the cost "
+               "model. size MB: the exported ONNX file, in 10^6 bytes. Pareto: yes when no other "
+               "student is both faster and more accurate. FPS = 1000 x batch / latency in ms, "
+               "rounded to 3 significant digits (a predicted latency gives a predicted FPS). "
+               "Speed-up = teacher latency / student latency, both taken the same way. "
+               "* marks the winner.")
 
 
 def table_header(summary: dict) -> tuple[str, ...]:
@@ -250,48 +250,39 @@ def table_header(summary: dict) -> tuple[str, ...]:
 def table_rows(summary: dict) -> list[list[str]]:
     """The benchmark table: the teacher first, then every trained student, best first."""
     teacher = summary["teacher"]
-    rows = [["teacher", "-", "-", _fmt_count(teacher["macs"]), _fmt_count(teacher["params"]),
-             _fmt(teacher["size_mb"], ".3f"), "-", _fmt(teacher["test_acc"], ".4f"), "-",
-             _fmt_latency(teacher["latency"]["host"]), _fps(teacher["latency"]["host"]), "1.00x",
-             _fmt_latency(teacher["latency"]["target"]), _fps(teacher["latency"]["target"]),
+    host, target = teacher["latency"]["host"], teacher["latency"]["target"]
+    rows = [["teacher", "-", "-", fmt.count(teacher["macs"]), fmt.count(teacher["params"]),
+             fmt.size_mb(teacher["size_mb"]), "-", fmt.percent(teacher["test_acc"]), "-",
+             _latency(host), fmt.fps(host and host["ms"], host and host.get("batch", 1)), "1.00x",
+             _latency(target), fmt.fps(target and target["ms"], target and target.get("batch", 1)),
              "1.00x"]]
     students = sorted(summary["students"], key=lambda s: (-s["test_acc"], s["trial"]))
     for s in students:
         mark = " *" if s["trial"] == summary["winner"] else ""
-        rows.append([f"{s['trial']}{mark}", s["method"], _fmt(s["depth"]), _fmt_count(s["macs"]),
-                     _fmt_count(s["params"]), _fmt(s["size_mb"], ".3f"), str(s["epochs"]),
-                     f"{s['test_acc']:.4f}", "yes" if s["pareto"] else "",
-                     _fmt_latency(s["latency"]["host"]),
-                     _fmt(s["fps"]["host"]), _x(s["speedup"]["host"]),
-                     _fmt_latency(s["latency"]["target"]), _fmt(s["fps"]["target"]),
-                     _x(s["speedup"]["target"])])
+        rows.append([f"{s['trial']}{mark}", s["method"], str(s["depth"] or "-"),
+                     fmt.count(s["macs"]), fmt.count(s["params"]), fmt.size_mb(s["size_mb"]),
+                     str(s["epochs"]), fmt.percent(s["test_acc"]), "yes" if s["pareto"] else "",
+                     _latency(s["latency"]["host"]), fmt.rate(s["fps"]["host"]),
+                     fmt.speedup(s["speedup"]["host"]), _latency(s["latency"]["target"]),
+                     fmt.rate(s["fps"]["target"]), fmt.speedup(s["speedup"]["target"])])
     width = len(table_header(summary))
     return [row[:width] for row in rows]
-
-
-def _fps(latency: dict | None) -> str:
-    return "-" if not latency else f"{1000.0 * latency.get('batch', 1) / latency['ms']:.1f}"
-
-
-def _x(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
 
 
 def headline(summary: dict) -> str:
     """One paragraph: teacher vs winner, accuracy and latency, speed-up."""
     teacher = summary["teacher"]
     winner = next(s for s in summary["students"] if s["trial"] == summary["winner"])
-    parts = [f"teacher: acc {teacher['test_acc']:.4f}, {_fmt_count(teacher['macs'])} MACs, "
-             f"host {_fmt_latency(teacher['latency']['host'], ' ms')}",
+    parts = [f"teacher: acc {fmt.percent(teacher['test_acc'])}, {fmt.count(teacher['macs'])} MACs, "
+             f"host {_latency(teacher['latency']['host'], ' ms')}",
              f"student {winner['trial']} ({winner['method']}, depth {winner['depth']}): "
-             f"acc {winner['test_acc']:.4f}, {_fmt_count(winner['macs'])} MACs, "
-             f"host {_fmt_latency(winner['latency']['host'], ' ms')}"]
-    speed = winner["speedup"]["host"]
-    line = f"speed-up on this host: {_x(speed)}"
+             f"acc {fmt.percent(winner['test_acc'])}, {fmt.count(winner['macs'])} MACs, "
+             f"host {_latency(winner['latency']['host'], ' ms')}"]
+    line = f"speed-up on this host: {fmt.speedup(winner['speedup']['host'])}"
     target = winner["latency"]["target"]
     if target and summary["run"]["profile"] and not summary["search"].get("target_is_host"):
-        line += (f"; on {summary['run']['profile']}: {_fmt_latency(target, ' ms')}, "
-                 f"speed-up {_x(winner['speedup']['target'])}")
+        line += (f"; on {summary['run']['profile']}: {_latency(target, ' ms')}, "
+                 f"speed-up {fmt.speedup(winner['speedup']['target'])}")
     parts.append(line)
     return "\n".join(parts)
 
@@ -299,43 +290,63 @@ def headline(summary: dict) -> str:
 def budget_text(budget: dict) -> str:
     """The run's budget in words, e.g. ``latency 0.05 ms at batch 1, MACs 1.5M``."""
     return (f"latency {budget.get('latency_ms')} ms at batch {budget.get('batch')}, "
-            f"MACs {_fmt_count(budget.get('macs'))}")
+            f"MACs {fmt.count(budget.get('macs'))}")
+
+
+# ============================================================================ the document
+def document(summary: dict) -> list[tuple]:
+    """The report as blocks, rendered by :func:`markdown` and :func:`to_html` alike (so the
+    two never differ in content): ``("h1"|"h2"|"p"|"pre", text)``,
+    ``("table", header, rows)`` and ``("figure", plot name, caption)``."""
+    run, search = summary["run"], summary["search"]
+    data, teacher = run["data"], run["teacher"]
+    blocks: list[tuple] = [
+        ("h1", f"edgekd report: {run['folder']}"),
+        ("p", f"Profile {run['profile']} ({run['profile_kind']}), budget: "
+              f"{budget_text(run['budget'])}. Data: {data.get('name')} "
+              f"({str(data.get('fingerprint'))[:12]}), teacher: "
+              f"{teacher.get('name') or teacher.get('source')} "
+              f"({str(teacher.get('fingerprint'))[:12]}), seed {run['seed']}."),
+        ("pre", headline(summary)),
+        ("h2", "Students"), ("p", TABLE_NOTES),
+        ("table", table_header(summary), table_rows(summary)),
+        ("h2", "Search"),
+        ("p", f"Candidates enumerated: {search.get('candidates_enumerated')}, within budget: "
+              f"{search.get('candidates_in_budget')}, shortlisted: "
+              f"{len(search.get('shortlist') or [])}. Successive halving trained "
+              f"{search.get('epochs_spent')} epochs in all, against {search.get('epochs_full')} "
+              "to train the whole shortlist fully."),
+        ("table", ("rung", "trials", "epochs", "trained"),
+         [[str(i + 1), str(r["keep"]),
+           f"{r['epochs']}" + (" (final, from scratch)" if r.get("fresh")
+                               else " (continued)" if i else ""),
+           ", ".join(search["survivors"][i])]
+          for i, r in enumerate(search.get("rungs") or [])]),
+    ]
+    if summary.get("ablation"):
+        blocks += [("h2", "Ablation (the winner's architecture, other training methods)"),
+                   ("table", ("method", "trial", "epochs", "val acc", "test acc"),
+                    [[a["method"], a["trial"], str(a["epochs"]), fmt.percent(a["val_acc"]),
+                      fmt.percent(a["test_acc"])] for a in summary["ablation"]])]
+    blocks.append(("h2", "Plots"))
+    blocks += [("figure", name, CAPTIONS[name]) for name in PLOTS]
+    return blocks
 
 
 def markdown(summary: dict) -> str:
-    run, search = summary["run"], summary["search"]
-    budget = run["budget"]
-    lines = [f"# edgekd report: {run['folder']}", "",
-             f"Profile **{run['profile']}** ({run['profile_kind']}), budget: {budget_text(budget)}. "
-             f"Data: {run['data'].get('name')} "
-             f"(`{str(run['data'].get('fingerprint'))[:12]}`), teacher: "
-             f"{run['teacher'].get('name') or run['teacher'].get('source')} "
-             f"(`{str(run['teacher'].get('fingerprint'))[:12]}`), seed {run['seed']}.", "",
-             "```", headline(summary), "```", "",
-             "## Students", "",
-             "Latency labels: *measured* by the deploy kit, *calibrated* or *predicted* by the "
-             "cost model. Speed-up = teacher latency / student latency, taken the same way. "
-             "`*` marks the winner.", ""]
-    lines += _md_table(table_header(summary), table_rows(summary))
-    lines += ["", "## Search", "",
-              f"Candidates enumerated: {search.get('candidates_enumerated')}, within budget: "
-              f"{search.get('candidates_in_budget')}, shortlisted: {len(search.get('shortlist') or [])}. "
-              f"Successive halving trained {search.get('epochs_spent')} epochs in all, against "
-              f"{search.get('epochs_full')} to train the whole shortlist fully.", ""]
-    rung_rows = [[str(i + 1), str(r["keep"]),
-                  f"{r['epochs']}" + (" (final, from scratch)" if r.get("fresh")
-                                      else " (continued)" if i else ""),
-                  ", ".join(search["survivors"][i])]
-                 for i, r in enumerate(search.get("rungs") or [])]
-    lines += _md_table(("rung", "trials", "epochs", "trained"), rung_rows)
-    if summary.get("ablation"):
-        lines += ["", "## Ablation (the winner's architecture, other training methods)", ""]
-        lines += _md_table(("method", "trial", "epochs", "val acc", "test acc"),
-                           [[a["method"], a["trial"], str(a["epochs"]), f"{a['val_acc']:.4f}",
-                             f"{a['test_acc']:.4f}"] for a in summary["ablation"]])
-    lines += ["", "## Plots", ""]
-    for name in PLOTS:
-        lines += [f"![{name.replace('_', ' ')}]({name}.png)", "", f"*{CAPTIONS[name]}*", ""]
+    lines: list[str] = []
+    for block in document(summary):
+        kind = block[0]
+        if kind in ("h1", "h2"):
+            lines += [("# " if kind == "h1" else "## ") + block[1], ""]
+        elif kind == "p":
+            lines += [block[1], ""]
+        elif kind == "pre":
+            lines += ["```", block[1], "```", ""]
+        elif kind == "table":
+            lines += _md_table(block[1], block[2]) + [""]
+        elif kind == "figure":
+            lines += [f"![{block[1].replace('_', ' ')}]({block[1]}.png)", "", f"*{block[2]}*", ""]
     return "\n".join(lines)
 
 
@@ -355,33 +366,24 @@ pre{background:#f7f7f7;padding:.8em}img{max-width:100%;margin:.5em 0;border:1px 
 
 def to_html(summary: dict, images: dict[str, bytes]) -> str:
     """A self-contained page: inline CSS, tables, plots as base64 PNG; no script, no URL."""
-    run = summary["run"]
     esc = html.escape
-
-    def table(header: Iterable[str], rows: list[list[str]]) -> str:
-        head = "".join(f"<th>{esc(h)}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>"
-                       for row in rows)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
+    title = esc(f"edgekd report: {summary['run']['folder']}")
     parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-             f"<title>edgekd report: {esc(run['folder'])}</title><style>{_CSS}</style></head><body>",
-             f"<h1>edgekd report: {esc(run['folder'])}</h1>",
-             f"<p>Profile <b>{esc(str(run['profile']))}</b>, budget: {esc(budget_text(run['budget']))}, "
-             f"seed {esc(str(run['seed']))}.</p>",
-             f"<pre>{esc(headline(summary))}</pre>", "<h2>Students</h2>",
-             "<p>Latency labels: measured by the deploy kit, calibrated or predicted by the cost "
-             "model. * marks the winner.</p>", table(table_header(summary), table_rows(summary))]
-    if summary.get("ablation"):
-        parts += ["<h2>Ablation</h2>",
-                  table(("method", "trial", "epochs", "val acc", "test acc"),
-                        [[a["method"], a["trial"], a["epochs"], f"{a['val_acc']:.4f}",
-                          f"{a['test_acc']:.4f}"] for a in summary["ablation"]])]
-    parts.append("<h2>Plots</h2>")
-    for name in PLOTS:
-        data = base64.b64encode(images[name]).decode("ascii")
-        parts.append(f"<figure><img alt=\"{name}\" src=\"data:image/png;base64,{data}\">"
-                     f"<figcaption>{esc(CAPTIONS[name])}</figcaption></figure>")
+             f"<title>{title}</title><style>{_CSS}</style></head><body>"]
+    for block in document(summary):
+        kind = block[0]
+        if kind in ("h1", "h2", "p", "pre"):
+            parts.append(f"<{kind}>{esc(block[1])}</{kind}>")
+        elif kind == "table":
+            head = "".join(f"<th>{esc(h)}</th>" for h in block[1])
+            body = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>"
+                           for row in block[2])
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif kind == "figure":
+            data = base64.b64encode(images[block[1]]).decode("ascii")
+            parts.append(f"<figure><img alt=\"{esc(block[1].replace('_', ' '))}\" "
+                         f"src=\"data:image/png;base64,{data}\">"
+                         f"<figcaption>{esc(block[2])}</figcaption></figure>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

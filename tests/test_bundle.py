@@ -164,6 +164,9 @@ def test_bundle_kit_runs_where_torch_cannot_be_imported(bundle: Path, trained_ch
     assert result["accuracy"] == pytest.approx(torch_accuracy, abs=1e-12)  # same samples, same answer
     assert result["accuracy"] > 0.2  # a trained model, well above chance (0.1)
     assert result["reference"]["top1_agreement"] == 1.0
+    # the printed accuracy comes with the value to compare it with (issue 15, item 7)
+    expected = f"{100 * result['reference']['reference_accuracy']:.2f}%"
+    assert f"accuracy {100 * result['accuracy']:.2f}% (expected {expected}" in check.stdout
 
 
 def test_check_rejects_data_of_the_wrong_shape(bundle: Path, tmp_path: Path) -> None:

@@ -3,7 +3,9 @@ rebuilding everything from the run folder with a latency brought back from a dev
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 
 import pytest
@@ -92,3 +94,51 @@ def test_report_bad_input_is_one_line(run_copy, tmp_path) -> None:
         assert len(result.stderr.strip().splitlines()) == 1
     with pytest.raises(EdgekdError, match="no run.json"):
         build_summary(tmp_path)
+
+
+def test_html_and_markdown_say_the_same(tmp_path_factory) -> None:
+    """report.html used to lack the Search section and the data/teacher line (issue 15.7)."""
+    report = reference_run(tmp_path_factory) / "report"
+    md, page = (report / "report.md").read_text(), (report / "report.html").read_text()
+    headings = re.findall(r"^## (.+)$", md, re.M)
+    assert "Search" in headings
+    for heading in headings:
+        assert f"<h2>{html.escape(heading)}</h2>" in page, heading
+    inputs = next(line for line in md.splitlines() if "Data: " in line and "teacher: " in line)
+    assert html.escape(inputs) in page
+    rungs = md[md.index("| rung | trials |"):].split("\n\n")[0]
+    assert rungs.count("\n") >= 2 and "<th>rung</th>" in page
+    for term in ("size MB: ", "Pareto: ", "FPS = 1000 x batch / latency"):  # the columns explained
+        assert term in md and term in page
+
+
+def test_summary_ids_are_unique_and_numbers_read_alike(tmp_path_factory) -> None:
+    from edgekd import fmt
+
+    run = reference_run(tmp_path_factory)
+    summary = summary_of(run)
+    ids = [s["id"] for s in summary["students"]]
+    assert len(ids) == len(set(ids)), ids  # the final and its search trial shared an id
+    assert all(s["candidate"] in s["id"] for s in summary["students"])
+
+    def floats(value):
+        if isinstance(value, float):
+            yield value
+        elif isinstance(value, dict):
+            for v in value.values():
+                yield from floats(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from floats(v)
+    noisy = [f for f in floats(summary) if f != round(f, 6)]
+    assert not noisy, noisy[:5]  # e.g. float32's 0.39899998903274536
+    for s in summary["students"]:
+        fps = s["fps"]["host"]
+        assert fps == fmt.significant(fps), fps  # no more digits than the latency has
+    # one accuracy format in the headline, the table and the terminal
+    winner = next(s for s in summary["students"] if s["trial"] == summary["winner"])
+    md = (run / "report" / "report.md").read_text()
+    assert f"acc {fmt.percent(winner['test_acc'])}" in md
+    assert f"| {fmt.percent(winner['test_acc'])} |" in md
+    stdout = (run.parents[1] / "stdout.txt").read_text()
+    assert f"acc {fmt.percent(winner['test_acc'])}" in stdout

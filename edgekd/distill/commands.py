@@ -71,16 +71,18 @@ def run_train(*, spec: Any, teachers: list[tuple[Any, str]], dataset: Any, confi
 
 def format_result(result: Any) -> str:
     """A few lines summarising a training result for the terminal."""
-    val = f"{100 * result.val_acc:.2f}%" if result.val_acc is not None else "-"
-    lines = [f"{result.method}: val acc {val}, test acc {100 * result.test_acc:.2f}% "
+    from edgekd import fmt
+
+    lines = [f"{result.method}: val acc {fmt.percent(result.val_acc)}, "
+             f"test acc {fmt.percent(result.test_acc)} "
              f"after {result.epochs_done} epochs ({result.seconds:.1f} s)"]
     if result.hint:
         lines.append(f"hint layer {result.hint['hint_layer']} {result.hint['hint_shape']} <- guided "
                      f"layer {result.hint['guided_layer']} {result.hint['guided_shape']}")
     for gen in result.generations or []:
-        lines.append(f"generation {gen['generation']} ({gen['method']}): test acc {100 * gen['test_acc']:.2f}%")
+        lines.append(f"generation {gen['generation']} ({gen['method']}): test acc {fmt.percent(gen['test_acc'])}")
     if result.ensemble_test_acc is not None:
-        lines.append(f"ensemble of generations: test acc {100 * result.ensemble_test_acc:.2f}%")
+        lines.append(f"ensemble of generations: test acc {fmt.percent(result.ensemble_test_acc)}")
     lines.append(f"wrote {result.checkpoint} (+ metrics.jsonl, result.json)")
     return "\n".join(lines)
 

@@ -1,0 +1,35 @@
+"""Number formatting of the deploy kit: a copy of the rules of edgekd/fmt.py (deploy/ must not
+import edgekd; tests/test_fmt.py checks both print the same). Accuracy ``97.20%``, latency in
+ms with 3 decimals below 100 ms, throughput to 3 significant digits (``30,900``)."""
+
+from __future__ import annotations
+
+import math
+
+MISSING = "-"
+
+
+def percent(fraction: float | None) -> str:
+    return MISSING if fraction is None else f"{100.0 * float(fraction):.2f}%"
+
+
+def ms(value: float | None) -> str:
+    if value is None:
+        return MISSING
+    value = float(value)
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+
+
+def significant(value: float, digits: int = 3) -> float:
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, digits - 1 - int(math.floor(math.log10(abs(value)))))
+
+
+def rate(value: float | None) -> str:
+    if value is None:
+        return MISSING
+    rounded = significant(float(value))
+    if not math.isfinite(rounded):
+        return str(rounded)
+    return f"{rounded:,.0f}" if abs(rounded) >= 100 else f"{rounded:g}"

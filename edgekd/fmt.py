@@ -1,0 +1,90 @@
+"""One way to print numbers, for the CLI, the report and (through its own copy,
+``deploy/fmt.py``, which must not import edgekd) the deploy kit.
+
+Rules, so one figure reads the same wherever it is printed:
+
+* accuracy: a percentage with 2 decimals, ``97.20%`` (a test set of 2,000 images moves in
+  steps of 0.05 points, so 2 decimals lose nothing);
+* latency: milliseconds with 3 decimals below 100 ms (``0.032 ms``: microsecond resolution,
+  which is what a timer of this kind resolves), 1 decimal above;
+* throughput (FPS, samples/s): 3 significant digits with thousands separators
+  (``30,900``): it is ``1000 * batch / latency_ms`` and the latency itself has about 3
+  significant digits, so more digits would be noise;
+* speed-up: 2 decimals and ``x`` (``2.86x``);
+* sizes: MB = 10^6 bytes, 3 decimals (``0.051 MB``);
+* counts (MACs, parameters): K/M/G with one decimal (:func:`edgekd.units.format_count`);
+* stored floats (summary.json): :func:`clean` rounds away float32 noise
+  (0.39899998903274536 -> 0.399).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from edgekd.units import format_count
+
+MISSING = "-"
+
+
+def percent(fraction: float | None) -> str:
+    """``0.972 -> "97.20%"``."""
+    return MISSING if fraction is None else f"{100.0 * float(fraction):.2f}%"
+
+
+def ms(value: float | None) -> str:
+    """A latency in ms without the unit: ``0.0321 -> "0.032"``, ``123.45 -> "123.5"``."""
+    if value is None:
+        return MISSING
+    value = float(value)
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+
+
+def significant(value: float, digits: int = 3) -> float:
+    """``value`` rounded to ``digits`` significant digits (``13028.8 -> 13000.0``)."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, digits - 1 - int(math.floor(math.log10(abs(value)))))
+
+
+def rate(value: float | None) -> str:
+    """A throughput (FPS, samples/s): ``13028.8 -> "13,000"``, ``95.44 -> "95.4"``."""
+    if value is None:
+        return MISSING
+    rounded = significant(float(value))
+    if not math.isfinite(rounded):
+        return str(rounded)
+    return f"{rounded:,.0f}" if abs(rounded) >= 100 else f"{rounded:g}"
+
+
+def fps(latency_ms: float | None, batch: int = 1) -> str:
+    """Images per second of a batch taking ``latency_ms``: ``1000 * batch / latency_ms``."""
+    if not latency_ms:
+        return MISSING
+    return rate(1000.0 * batch / float(latency_ms))
+
+
+def speedup(value: float | None) -> str:
+    return MISSING if value is None else f"{float(value):.2f}x"
+
+
+def size_mb(value: float | None) -> str:
+    """A size already in MB (10^6 bytes): ``0.0512 -> "0.051"``."""
+    return MISSING if value is None else f"{float(value):.3f}"
+
+
+def count(value: int | None) -> str:
+    """MACs and parameters: ``462300 -> "462.3K"``."""
+    return MISSING if value is None else format_count(int(value))
+
+
+def clean(value: Any, digits: int = 6) -> Any:
+    """``value`` with every float (in dicts and lists too) rounded to ``digits`` decimals,
+    so JSON written from float32 results carries no noise digits."""
+    if isinstance(value, float):
+        return round(value, digits) if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: clean(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v, digits) for v in value]
+    return value
