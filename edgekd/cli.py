@@ -461,8 +461,11 @@ def report(run_dir: Path, measurements: tuple[Path, ...]) -> None:
 @click.option("--threads-per-trial", type=click.IntRange(min=1), default=None,
               help="torch threads (= Ray CPUs) per trial [local: all cores; ray: 1].")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
-              help="Run folder [runs/default with no inputs given, else runs/PROFILE-DATA-TEACHER].")
-@click.option("--resume", is_flag=True, help="Continue the run in --out (after a crash or kill).")
+              help="Run folder [runs/default with no inputs given, else runs/PROFILE-DATA-TEACHER; "
+                   "a rerun takes the next free runs/default2, runs/default3 ...].")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out (after a crash or kill) [without --out: the latest "
+                   "numbered default folder].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-train-samples", type=int, default=None, help="Train on at most this many images.")
 @click.option("--batch-size", type=int, default=None, help="Training batch size [trainer's].")

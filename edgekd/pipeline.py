@@ -193,6 +193,27 @@ def halving_stage(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist
     return scheduler.run([row["id"] for row in shortlist], executor)
 
 
+def run_folder(config: CompressConfig) -> Path:
+    """``--out``, or the default folder (runs/default, runs/PROFILE-DATA-TEACHER) numbered like
+    Ultralytics' runs: a rerun writes a new runs/default2, runs/default3 ... instead of
+    refusing, and ``--resume`` continues the latest of them. An explicit ``--out`` is used as
+    given (and refused when it holds another run)."""
+    if config.out:
+        return Path(config.out)
+    base = default_out(config.profile, config.data, config.teacher)
+
+    def numbered(i: int) -> Path:
+        return base if i == 1 else base.with_name(f"{base.name}{i}")
+
+    def occupied(path: Path) -> bool:
+        return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+    i = 1
+    while occupied(numbered(i)):
+        i += 1
+    return numbered(max(1, i - 1)) if config.resume else numbered(i)
+
+
 def store_plan(run: RunDir, rungs: list[Rung]) -> None:
     """run.json's ``plan`` (rungs x trials x epochs), written before any training; the same
     identity gives the same plan, so a resumed run leaves it as it is."""
@@ -327,7 +348,7 @@ def compress(config: CompressConfig) -> Summary:
     # is trained and before run.json exists (else the corrected rerun would meet a "different run").
     plan_rungs(config.candidates, config.halving())
     inputs = load_inputs(config)
-    out = Path(config.out) if config.out else default_out(config.profile, config.data, config.teacher)
+    out = run_folder(config)
     rows, shortlist, counts = search_stage(config, inputs)
     run, resumed = open_run(out, run_identity(config, inputs), resume=config.resume,
                             command=config.command if config.command is not None else sys.argv)

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from compress_runs import cli_env, compress_args, reference_run, run_cli, shared_base, summary_of, tiny_inputs
 from edgekd.fileio import read_jsonl
@@ -73,3 +74,22 @@ def test_sigkill_mid_training_then_resume(tmp_path_factory) -> None:
     assert "resumed" in resumed.stdout
 
     assert _comparable(summary_of(out)) == _comparable(summary_of(reference))
+
+
+def test_rerun_without_out_numbers_a_new_folder(tmp_path, monkeypatch) -> None:
+    """Rerunning the README's first command used to fail ("already holds this run"); like
+    Ultralytics it now writes runs/default2, and --resume continues the latest (issue 15.2)."""
+    from edgekd.pipeline import CompressConfig, run_folder
+    from edgekd.rundir import open_run
+
+    monkeypatch.chdir(tmp_path)
+    config = CompressConfig()
+    assert run_folder(config) == Path("runs/default")
+    open_run(run_folder(config), {"seed": 0}, resume=False)
+    assert run_folder(config) == Path("runs/default2")
+    open_run(run_folder(config), {"seed": 0}, resume=False)
+    assert run_folder(config) == Path("runs/default3")
+    assert run_folder(CompressConfig(resume=True)) == Path("runs/default2")
+    named = CompressConfig(data="photos", profile="t4")  # the other default names too
+    assert run_folder(named) == Path("runs/t4-photos-builtin")
+    assert run_folder(CompressConfig(out=Path("runs/default"))) == Path("runs/default")
