@@ -33,21 +33,6 @@ CALIB_SAMPLES = 512
 VAL_SAMPLES = 1000
 
 
-def _profile_toml(profile: Any) -> str:
-    """TOML text of a DeviceProfile (scalars first, then one table per section)."""
-    data = profile.to_dict()
-    data.pop("source", None)
-    lines = [f"# edgekd device profile '{data['name']}' (written by edgekd export --bundle)"]
-    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
-    for key, value in data.items():
-        if key not in tables:
-            lines.append(f"{key} = {json.dumps(value)}")
-    for table, values in tables.items():
-        lines += ["", f"[{table}]"]
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    return "\n".join(lines) + "\n"
-
-
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
     import io
 
@@ -156,7 +141,7 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dat
     from deploy.check import prepare_inputs
     from edgekd.data import Normalization
     from edgekd.export import onnx_logits, read_metadata
-    from edgekd.profiles import load_profile
+    from edgekd.profiles import load_profile, profile_toml
 
     onnx_path = Path(onnx_path)
     out = Path(out_dir)
@@ -176,7 +161,7 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dat
     if teacher_onnx is not None and Path(teacher_onnx).is_file():
         atomic_write_bytes(out / "teacher.onnx", Path(teacher_onnx).read_bytes())
     copy_deploy_kit(out)
-    atomic_write_text(out / "profile.toml", _profile_toml(profile))
+    atomic_write_text(out / "profile.toml", profile_toml(profile, "edgekd export --bundle"))
 
     stats = {"mean": np.asarray(norm.mean, np.float32), "std": np.asarray(norm.std, np.float32)}
     calib = dataset.x_train[:calib_samples]

@@ -115,19 +115,29 @@ def profiles_list(as_json: bool) -> None:
 
 @profiles.command("show")
 @click.argument("name_or_path")
-@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the profile as JSON (a .json file of it is a profile too).")
+@click.option("--toml", "as_toml", is_flag=True,
+              help="Print the profile's TOML file as written: copy it to make your own.")
 @verbose_option
-def profiles_show(name_or_path: str, as_json: bool) -> None:
-    """Print one profile (a shipped NAME or a PATH to a .toml file): hardware, default budget
-    and runtime. A user file is validated exactly like the shipped ones.
+def profiles_show(name_or_path: str, as_json: bool, as_toml: bool) -> None:
+    """Print one profile (a shipped NAME or a PATH to a .toml or .json file): hardware,
+    default budget and runtime. A user file is validated exactly like the shipped ones.
 
     \b
     Example:
         edgekd profiles show jetson-orin-nano-8gb
+        edgekd profiles show t4 --toml > my-device.toml    # then edit it, pass --profile my-device.toml
         edgekd profiles show ./my-device.toml --json
     """
     from edgekd.profile_view import show_profile
+    from edgekd.profiles import profile_text
 
+    if as_json and as_toml:
+        raise EdgekdError("--json and --toml both given: pick one")
+    if as_toml:
+        click.echo(profile_text(name_or_path), nl=False)
+        return
     _print_view(show_profile(name_or_path, as_json=as_json))
 
 

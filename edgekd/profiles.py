@@ -266,7 +266,56 @@ def _read_text(resource: Traversable | Path, origin: str) -> str:
 
 
 def _looks_like_path(text: str) -> bool:
-    return text.endswith(".toml") or "/" in text or os.sep in text
+    return text.endswith((".toml", ".json")) or "/" in text or os.sep in text
+
+
+def parse_profile_json(text: str, origin: str) -> DeviceProfile:
+    """A profile in JSON, as ``edgekd profiles show NAME --json`` prints it (its ``source``,
+    where it was read from, is ignored); validated like TOML."""
+    import json
+
+    where = f"profile '{origin}'"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise EdgekdError(f"{where}: invalid JSON: {error}: fix the syntax there") from None
+    if not isinstance(data, dict):
+        raise EdgekdError(f"{where}: holds a JSON {type(data).__name__}, not an object: pass "
+                          "the output of 'edgekd profiles show NAME --json'")
+    data.pop("source", None)
+    return _profile_from_mapping(data, origin, where)
+
+
+def profile_text(name_or_path: str | os.PathLike) -> str:
+    """The TOML text of a shipped profile or a user's file, as written (comments included):
+    what ``edgekd profiles show NAME --toml`` prints, to copy and edit."""
+    text = os.fspath(name_or_path)
+    load_profile(text)  # validated, and a bad name or path is one line
+    if not _looks_like_path(text) and text in available_profiles():
+        shipped = _shipped_dir() / f"{text}.toml"
+        return _read_text(shipped, str(shipped))
+    path = Path(text).expanduser()
+    if path.suffix == ".json":
+        return profile_toml(load_profile(text), f"edgekd profiles show {text} --toml")
+    return _read_text(path, str(path))
+
+
+def profile_toml(profile: DeviceProfile, writer: str) -> str:
+    """TOML text of a profile (scalars first, then one table per section); ``writer`` names
+    the command that wrote it, in the first comment line."""
+    import json
+
+    data = profile.to_dict()
+    data.pop("source", None)
+    lines = [f"# edgekd device profile '{data['name']}' (written by {writer})"]
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    for key, value in data.items():
+        if key not in tables:
+            lines.append(f"{key} = {json.dumps(value)}")
+    for table, values in tables.items():
+        lines += ["", f"[{table}]"]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
 
 
 def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
@@ -285,9 +334,10 @@ def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
     if path.is_dir():
         raise EdgekdError(f"profile '{text}' is a directory: give a .toml file or one of: {choices}")
     if path.is_file():
-        return parse_profile(_read_text(path, str(path)), str(path))
+        parse = parse_profile_json if path.suffix == ".json" else parse_profile
+        return parse(_read_text(path, str(path)), str(path))
     if _looks_like_path(text):
-        raise EdgekdError(f"profile file '{text}' not found: give an existing .toml file "
+        raise EdgekdError(f"profile file '{text}' not found: give an existing .toml (or .json) file "
                           f"or one of: {choices}")
     raise EdgekdError(f"unknown profile '{text}': use one of: {choices} (or a path to a .toml file)")
 

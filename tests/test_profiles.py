@@ -250,3 +250,29 @@ def test_wheel_contains_profiles_and_mnist_subset(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(wheel)!r}); "
                           + code], cwd=tmp_path, check=True, capture_output=True, text=True)
     assert out.stdout.split() == ["9", "64"]
+
+
+def test_profiles_show_output_is_a_profile(tmp_path: Path) -> None:
+    """The README says to copy `profiles show t4` to make a profile: that JSON was rejected as
+    "invalid TOML" (issue 15, item 5). --toml prints the file as written; --json output saved
+    as .json loads too; both give the same profile, and --profile accepts them."""
+    from edgekd.profiles import load_profile
+
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["profiles", "show", "t4", "--toml"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output == (resources.files("edgekd.device_profiles") / "t4.toml").read_text()
+    (tmp_path / "mine.toml").write_text(shown.output)
+    as_json = runner.invoke(cli, ["profiles", "show", "t4", "--json"])
+    (tmp_path / "mine.json").write_text(as_json.output)
+    t4 = load_profile("t4").to_dict()
+    for name in ("mine.toml", "mine.json"):
+        loaded = load_profile(str(tmp_path / name)).to_dict()
+        assert {**loaded, "source": None} == {**t4, "source": None}
+    again = runner.invoke(cli, ["profiles", "show", str(tmp_path / "mine.json"), "--toml"])
+    (tmp_path / "again.toml").write_text(again.output)
+    assert {**load_profile(str(tmp_path / "again.toml")).to_dict(), "source": None} == \
+        {**t4, "source": None}
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    bad = runner.invoke(cli, ["profiles", "show", str(tmp_path / "bad.json")])
+    assert bad.exit_code == 2 and "not an object" in bad.output
