@@ -1,12 +1,12 @@
 """The built-in teacher and the teacher-logit cache, measured.
 
-1. Train the built-in teacher (edgekd.teachers.BuiltinCNN, default recipe) on the shipped
+1. Train the built-in teacher (edgekd.inputs.teachers.BuiltinCNN, default recipe) on the shipped
    MNIST subset's 10,000 training images, from an empty cache: wall time, test accuracy on
    the subset's 2,000 test images and on the full 10,000-image MNIST test set (when
    ``../shared/data/mnist.npz`` exists), parameters and MACs.
 2. Load it again from the cache: wall time.
 3. Teacher logits on the 10,000 training images: computed vs read from the on-disk cache
-   (``edgekd.data.teacher_logits``), median of repeats, ratio measured in the same run.
+   (``edgekd.inputs.data.teacher_logits``), median of repeats, ratio measured in the same run.
 
 Usage:
     python benchmarks/builtin_teacher.py        # about 2 minutes on 2 CPU cores
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekd.data import load_dataset, make_dataset, teacher_logits
-from edgekd.fileio import atomic_write_json, atomic_write_text
-from edgekd.teachers import accuracy, builtin_teacher, builtin_teacher_path, TeacherRecipe
+from edgekd.inputs.data import load_dataset, make_dataset, teacher_logits
+from edgekd.core.fileio import atomic_write_json, atomic_write_text
+from edgekd.inputs.teachers import accuracy, builtin_teacher, builtin_teacher_path, TeacherRecipe
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = Path(__file__).resolve().parents[2] / "shared/data/mnist.npz"
@@ -62,7 +62,7 @@ def main() -> None:
         load_s, again = timed(lambda: builtin_teacher(data, cache_dir=cache, progress=False))
         recorded = torch.load(path, weights_only=True)["metrics"]
         params = sum(p.numel() for p in model.parameters())
-        from edgekd.cost import macs_params
+        from edgekd.search.cost import macs_params
 
         macs, _ = macs_params(model, data.input_shape)
         teacher = {"train_seconds": round(train_s, 1), "cache_load_seconds": round(load_s, 3),

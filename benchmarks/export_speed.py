@@ -1,13 +1,13 @@
 """ONNX Runtime (CPU, through the deploy kit) vs PyTorch eager, batch 1 and 32.
 
-For the built-in teacher architecture and a few thin, deep students from edgekd.space
+For the built-in teacher architecture and a few thin, deep students from edgekd.search.space
 (random initialisation: speed does not depend on the weights), each model is exported to
-ONNX with a static batch (edgekd.export.export_onnx, parity-checked on 256 real MNIST test
+ONNX with a static batch (edgekd.ship.export.export_onnx, parity-checked on 256 real MNIST test
 images), then timed in alternating rounds:
 
 * PyTorch eager: ``model(x)`` under ``torch.inference_mode``, ``time.perf_counter_ns``
   around each call (this script is the only place outside deploy/ that times anything);
-* ONNX Runtime: ``edgekd.measure.measure_onnx`` -> ``python -m deploy bench`` in a
+* ONNX Runtime: ``edgekd.ship.measure.measure_onnx`` -> ``python -m deploy bench`` in a
   subprocess (the project's one timing routine).
 
 Both use the same warm-up, iteration count and intra-op thread count. Each round gives one
@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekd.data import load_dataset, to_tensor
-from edgekd.export import export_onnx
-from edgekd.fileio import atomic_write_json, atomic_write_text
-from edgekd.measure import measure_onnx
-from edgekd.space import Stage, StudentSpec, build
-from edgekd.teachers import BUILTIN_ARCH, build_arch
+from edgekd.inputs.data import load_dataset, to_tensor
+from edgekd.ship.export import export_onnx
+from edgekd.core.fileio import atomic_write_json, atomic_write_text
+from edgekd.ship.measure import measure_onnx
+from edgekd.search.space import Stage, StudentSpec, build
+from edgekd.inputs.teachers import BUILTIN_ARCH, build_arch
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = Path(__file__).resolve().parents[2] / "shared/data/mnist.npz"
@@ -79,7 +79,7 @@ def torch_median_ms(model: torch.nn.Module, x: torch.Tensor, warmup: int, iters:
 
 def bench_model(name: str, model: torch.nn.Module, x_parity: np.ndarray, x_batch: np.ndarray,
                 folder: Path) -> list[dict]:
-    from edgekd.cost import macs_params
+    from edgekd.search.cost import macs_params
 
     model = model.eval()
     macs, params = macs_params(model, (1, 28, 28))

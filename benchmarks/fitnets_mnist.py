@@ -41,10 +41,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from edgekd.data import make_dataset
+from edgekd.inputs.data import make_dataset
 from edgekd.distill import TrainConfig, train_student
-from edgekd.fileio import atomic_write_json, atomic_write_text, read_json
-from edgekd.space import Stage, StudentSpec, build
+from edgekd.core.fileio import atomic_write_json, atomic_write_text, read_json
+from edgekd.search.space import Stage, StudentSpec, build
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = Path(__file__).resolve().parents[2] / "shared/data/mnist.npz"
@@ -257,7 +257,7 @@ def epoch_timing(student: StudentSpec, teacher: nn.Module, ds: Any, base: TrainC
                  fps: list[str], repeats: int) -> dict[str, Any]:
     """One epoch of scratch vs one epoch of KD (teacher logits from the on-disk cache,
     warmed beforehand), alternating, median of ``repeats``."""
-    from edgekd.fileio import read_jsonl
+    from edgekd.core.fileio import read_jsonl
 
     times: dict[str, list[float]] = {"scratch": [], "kd": []}
     for r in range(repeats):
@@ -319,7 +319,7 @@ def main() -> None:
     teacher = TeacherNet()
     teacher.load_state_dict(torch.load(work / "teacher/checkpoint.pt", weights_only=True)["state_dict"])
     teacher.eval()
-    from edgekd.fileio import sha256_file
+    from edgekd.core.fileio import sha256_file
 
     fps = [sha256_file(work / "teacher/checkpoint.pt")]
     models: dict[str, Any] = {"teacher": {"params": t_params, "macs": t_macs}}
@@ -347,7 +347,7 @@ def main() -> None:
 
     # --- epoch timing (early: it is short and wants the cache warm) -------------------------
     if rec.get("timing") is None:
-        from edgekd.data import teacher_logits
+        from edgekd.inputs.data import teacher_logits
 
         teacher_logits(teacher, ds.x_train, ds.normalization, cache_dir=work / "cache", teacher_fp=fps[0])
         rec.put("timing", epoch_timing(main_spec, teacher, ds, base, work, fps, repeats=1 if args.quick else 3))

@@ -35,12 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.cost import Calibration, fit_calibration, predict_latency, spec_cost
-from edgekd.export import export_onnx
-from edgekd.fileio import atomic_write_json, atomic_write_text
-from edgekd.measure import measure_onnx
-from edgekd.profiles import load_profile
-from edgekd.space import build, enumerate_specs
+from edgekd.search.cost import Calibration, fit_calibration, predict_latency, spec_cost
+from edgekd.ship.export import export_onnx
+from edgekd.core.fileio import atomic_write_json, atomic_write_text
+from edgekd.ship.measure import measure_onnx
+from edgekd.inputs.profiles import load_profile
+from edgekd.search.space import build, enumerate_specs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCHES = (1, 32)
@@ -118,7 +118,7 @@ def _fit_macs(macs: np.ndarray, meas: np.ndarray) -> tuple[float, float]:
 
 
 def evaluate(rows: list[dict], profile, seed: int, statistic: str) -> tuple[dict, Calibration]:
-    from edgekd.space import StudentSpec
+    from edgekd.search.space import StudentSpec
 
     rng = random.Random(seed)
     ids = sorted({r["id"] for r in rows})
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     if saved:
         result["reevaluated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     result["noise"] = noise(rows)
-    from edgekd.space import StudentSpec
+    from edgekd.search.space import StudentSpec
 
     full = fit_calibration([(StudentSpec.from_dict(r["spec"]), r["batch"], r["latency_ms"]["median"])
                             for r in rows], profile,

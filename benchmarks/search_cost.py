@@ -1,9 +1,9 @@
 """Successive halving vs training every shortlisted student fully, on MNIST.
 
-Both arms train the SAME shortlist (edgekd.search on the host-cpu profile, with a MACs budget
+Both arms train the SAME shortlist (edgekd.search.search on the host-cpu profile, with a MACs budget
 well below the teacher's) with the same method, seed and data, from the same teacher:
 
-* ``halving``: edgekd.halving.SuccessiveHalving with the local executor (rungs of
+* ``halving``: edgekd.run.halving.SuccessiveHalving with the local executor (rungs of
   ``min_epochs * eta**i`` epochs, the best 1/eta promoted, continuing from checkpoints; the
   finalist is then trained from scratch for ``--epochs``, as edgekd compress does);
 * ``full``: every shortlisted student trained for ``--epochs`` epochs.
@@ -62,14 +62,14 @@ def main() -> None:
         args.data, args.candidates, args.epochs, args.max_train_samples = None, 3, 3, 1000
         args.teacher_samples = 2000
 
-    from edgekd.data import load_dataset
-    from edgekd.executors import LocalExecutor, TrialContext, train_trial, trial_payload
-    from edgekd.halving import HalvingConfig, SuccessiveHalving, TrialJob, epochs_spent
-    from edgekd.profiles import load_profile
-    from edgekd.rundir import RunDir
-    from edgekd.search import default_cost_cache, search_candidates
-    from edgekd.teachers import accuracy, builtin_teacher, model_fingerprint
-    from edgekd.units import parse_count
+    from edgekd.inputs.data import load_dataset
+    from edgekd.run.executors import LocalExecutor, TrialContext, train_trial, trial_payload
+    from edgekd.run.halving import HalvingConfig, SuccessiveHalving, TrialJob, epochs_spent
+    from edgekd.inputs.profiles import load_profile
+    from edgekd.run.rundir import RunDir
+    from edgekd.search.search import default_cost_cache, search_candidates
+    from edgekd.inputs.teachers import accuracy, builtin_teacher, model_fingerprint
+    from edgekd.core.units import parse_count
 
     info = {"machine": machine(), "args": vars(args),
             "note": "shared 2-core machine, other jobs running: wall times are noisy; epochs are exact"}
@@ -158,7 +158,7 @@ def main() -> None:
 
 
 def _line(event) -> str:
-    from edgekd.progress import describe
+    from edgekd.run.progress import describe
 
     return describe(event)
 

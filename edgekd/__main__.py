@@ -1,5 +1,5 @@
 """``python -m edgekd`` is the same as the ``edgekd`` command."""
 
-from edgekd.cli import main
+from edgekd.cli.cli import main
 
 main()

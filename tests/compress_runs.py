@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.fileio import read_json
+from edgekd.core.fileio import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 #: The tiny search: 3 shortlisted students, rungs (3 x 1 epoch) then (1 x 2 epochs).
@@ -39,8 +39,8 @@ def tiny_inputs(base: Path) -> tuple[Path, Path]:
     data_path, teacher_path = base / "tiny.npz", base / "teacher.pt"
     if data_path.exists() and teacher_path.exists():
         return data_path, teacher_path
-    from edgekd.data import load_dataset
-    from edgekd.teachers import builtin_teacher, builtin_teacher_path, TeacherRecipe
+    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.teachers import builtin_teacher, builtin_teacher_path, TeacherRecipe
 
     full = load_dataset(None)
     np.savez(data_path, x_train=full.x_train[:2000], y_train=full.y_train[:2000],

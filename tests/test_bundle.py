@@ -17,10 +17,10 @@ import pytest
 torch = pytest.importorskip("torch")
 from click.testing import CliRunner  # noqa: E402
 
-from edgekd.checkpoint import save_student  # noqa: E402
-from edgekd.cli import cli  # noqa: E402
-from edgekd.data import load_dataset, to_tensor  # noqa: E402
-from edgekd.space import Stage, StudentSpec, build  # noqa: E402
+from edgekd.core.checkpoint import save_student  # noqa: E402
+from edgekd.cli.cli import cli  # noqa: E402
+from edgekd.inputs.data import load_dataset, to_tensor  # noqa: E402
+from edgekd.search.space import Stage, StudentSpec, build  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -114,7 +114,7 @@ def test_bundle_contents_and_readme(bundle: Path, trained_checkpoint) -> None:
     assert "python3 -m deploy bench model.engine" in readme
     assert "python3 -m deploy check model.engine --data val.npz" in readme
     assert "edgekd report" in readme and "--measurements" in readme
-    from edgekd.profiles import load_profile
+    from edgekd.inputs.profiles import load_profile
 
     assert load_profile(str(bundle / "profile.toml")).name == "jetson-orin-nano-8gb"
     with np.load(bundle / "val.npz") as val:
@@ -198,9 +198,9 @@ def test_export_a_run_reuses_its_export_and_bundles_the_teacher(trained_checkpoi
                                                                   tmp_path: Path) -> None:
     """A run folder: the best trial of report/summary.json; its existing export is copied byte
     for byte (same sha256 as the run's measurements) and the teacher joins the bundle."""
-    from edgekd.export import export_onnx, parity_inputs, student_metadata
-    from edgekd.checkpoint import load_student
-    from edgekd.fileio import sha256_file
+    from edgekd.ship.export import export_onnx, parity_inputs, student_metadata
+    from edgekd.core.checkpoint import load_student
+    from edgekd.core.fileio import sha256_file
 
     checkpoint = trained_checkpoint[0]
     run = tmp_path / "run"
@@ -251,9 +251,9 @@ def test_int8_profile_bundle_ships_qdq_models(bundle: Path, tmp_path: Path) -> N
     import dataclasses
 
     from deploy.onnxmeta import read_onnx_header
-    from edgekd.bundle import make_bundle
-    from edgekd.fileio import sha256_file
-    from edgekd.profiles import load_profile
+    from edgekd.ship.bundle import make_bundle
+    from edgekd.core.fileio import sha256_file
+    from edgekd.inputs.profiles import load_profile
 
     orin = load_profile("jetson-agx-orin-64gb")
     int8 = dataclasses.replace(orin, runtime=dataclasses.replace(orin.runtime, precision="int8"))
@@ -323,7 +323,7 @@ def test_dynamic_batch_bundle_benchmarks_at_the_budget_batch(trained_checkpoint,
                                                               tmp_path: Path) -> None:
     """``--dynamic-batch 1,8,32`` for a batch-1 profile: the device commands time batch 1 (the
     budget's), not the optimisation profile's OPT of 8 (issue 15, item 9)."""
-    from edgekd.bundle import bundle_batch
+    from edgekd.ship.bundle import bundle_batch
 
     out = tmp_path / "export"
     result = CliRunner().invoke(cli, ["export", str(trained_checkpoint[0]), "--out", str(out),

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekd import __version__
-from edgekd.cli import cli
+from edgekd.cli.cli import cli
 
 
 def test_version() -> None:
@@ -33,7 +33,7 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
 
 
 def test_import_is_light() -> None:
-    code = ("import sys, edgekd, edgekd.cli, edgekd.errors, edgekd.fileio; "
+    code = ("import sys, edgekd, edgekd.cli.cli, edgekd.core.errors, edgekd.core.fileio; "
             "heavy = [m for m in ('torch', 'onnx', 'onnxruntime', 'matplotlib', 'ray', 'tensorrt') "
             "if m in sys.modules]; print(heavy); assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)

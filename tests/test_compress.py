@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from compress_runs import compress_args, reference_run, shared_base, tiny_inputs
-from edgekd.cli import cli
-from edgekd.fileio import read_json, read_jsonl, sha256_file
-from edgekd.space import StudentSpec
+from edgekd.cli.cli import cli
+from edgekd.core.fileio import read_json, read_jsonl, sha256_file
+from edgekd.search.space import StudentSpec
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +94,9 @@ def test_trials_follow_the_halving_plan(run) -> None:
 
 
 def test_onnx_exports_pass_parity_and_are_measured(run) -> None:
-    from edgekd.checkpoint import load_student
-    from edgekd.data import load_dataset
-    from edgekd.export import check_parity, parity_inputs, read_metadata
+    from edgekd.core.checkpoint import load_student
+    from edgekd.inputs.data import load_dataset
+    from edgekd.ship.export import check_parity, parity_inputs, read_metadata
 
     search = read_json(run / "search.json")
     names = ["teacher"] + [t["trial"] for t in search["trials"]]

@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-import edgekd.cost as cost
-from edgekd.cost import (KINDS, Calibration, Layer, ModelCost, feature_names, fit_calibration,
+import edgekd.search.cost as cost
+from edgekd.search.cost import (KINDS, Calibration, Layer, ModelCost, feature_names, fit_calibration,
                          macs_params, module_cost, predict_latency, spec_cost)
-from edgekd.errors import EdgekdError
-from edgekd.profiles import load_profile
-from edgekd.space import Stage, StudentSpec, build
+from edgekd.core.errors import EdgekdError
+from edgekd.inputs.profiles import load_profile
+from edgekd.search.space import Stage, StudentSpec, build
 
 STUDENTS = [
     StudentSpec("plain", (1, 28, 28), 10, (Stage(8, 3, 1), Stage(16, 3, 2))),
@@ -190,7 +190,7 @@ def test_cost_cache_round_trip(tmp_path) -> None:
 def test_calibration_from_layer_profiles_recovers_per_kind_coefficients(host) -> None:
     """Synthetic `deploy profile` JSONs (per-op times made from known coefficients, plus a
     layout reorder and a per-inference overhead) give back those coefficients."""
-    from edgekd.cost import fit_calibration_from_layer_profiles
+    from edgekd.search.cost import fit_calibration_from_layer_profiles
 
     rng = random.Random(1)
     truth = {"conv": (3.0, 1.5, 0.004), "linear": (1.2, 2.0, 0.003), "pool": (0.0, 1.1, 0.002),
@@ -225,7 +225,7 @@ def test_calibration_from_layer_profiles_recovers_per_kind_coefficients(host) ->
 
 
 def test_channel_blocks_pad_conv_compute_and_are_found_by_the_fit(host) -> None:
-    from edgekd.cost import blocked_compute_ms
+    from edgekd.search.cost import blocked_compute_ms
 
     roof = cost.Roofline.of(host.hardware, "fp32")
     stem = Layer("c0", "conv", 10**6, 784, 20 * 784, 180, in_channels=1, out_channels=20)

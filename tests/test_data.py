@@ -1,4 +1,4 @@
-"""edgekd.data on the shipped MNIST subset: loading in every layout, folders, torchvision,
+"""edgekd.inputs.data on the shipped MNIST subset: loading in every layout, folders, torchvision,
 transfer sets, normalisation, splits and the teacher-logit cache."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from edgekd.data import (ImageDataset, Normalization, load_dataset, load_transfer_set,
+from edgekd.inputs.data import (ImageDataset, Normalization, load_dataset, load_transfer_set,
                          shipped_subset_path, split_train_val, teacher_logits, to_tensor)
-from edgekd.errors import EdgekdError
+from edgekd.core.errors import EdgekdError
 
 
 @pytest.fixture(scope="module")

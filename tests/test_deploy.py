@@ -14,10 +14,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgekd.errors import EdgekdError  # noqa: E402
-from edgekd.export import export_onnx  # noqa: E402
-from edgekd.measure import measure_onnx  # noqa: E402
-from edgekd.space import Stage, StudentSpec, build  # noqa: E402
+from edgekd.core.errors import EdgekdError  # noqa: E402
+from edgekd.ship.export import export_onnx  # noqa: E402
+from edgekd.ship.measure import measure_onnx  # noqa: E402
+from edgekd.search.space import Stage, StudentSpec, build  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LATENCY_KEYS = {"mean", "median", "p90", "p99", "min", "std"}

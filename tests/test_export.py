@@ -10,11 +10,11 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from edgekd.data import load_dataset  # noqa: E402
-from edgekd.errors import EdgekdError  # noqa: E402
-from edgekd.export import (MIN_PARITY_SAMPLES, check_parity, export_onnx, onnx_logits,  # noqa: E402
+from edgekd.inputs.data import load_dataset  # noqa: E402
+from edgekd.core.errors import EdgekdError  # noqa: E402
+from edgekd.ship.export import (MIN_PARITY_SAMPLES, check_parity, export_onnx, onnx_logits,  # noqa: E402
                            parity_inputs, read_metadata, torch_logits)
-from edgekd.space import Stage, StudentSpec, build  # noqa: E402
+from edgekd.search.space import Stage, StudentSpec, build  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_wrong_parity_shape_is_a_user_error(tmp_path: Path, x_parity) -> None:
 def test_simplified_graph_is_dropped_when_parity_breaks(tmp_path: Path, x_parity, monkeypatch) -> None:
     """The guard around simplification: a 'simplified' graph that computes something else is
     rejected and the plain export is kept (here the simplifier is made to corrupt a weight)."""
-    import edgekd.export as export_module
+    import edgekd.ship.export as export_module
     from onnx import numpy_helper
 
     def corrupting_simplifier(proto):

@@ -1,4 +1,4 @@
-"""Atomic writes: a file written through edgekd.fileio or the deploy kit gets the mode a plain
+"""Atomic writes: a file written through edgekd.core.fileio or the deploy kit gets the mode a plain
 ``open()`` gives it (0666 minus the umask), not mkstemp's 0600 (issue 15, item 4)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deploy.files import write_bytes_atomic, write_json
-from edgekd.fileio import atomic_torch_save, atomic_write_bytes, atomic_write_json, write_jsonl
+from edgekd.core.fileio import atomic_torch_save, atomic_write_bytes, atomic_write_json, write_jsonl
 
 
 @pytest.fixture(params=[0o022, 0o002, 0o077])

@@ -1,12 +1,12 @@
 """One formatting of numbers across CLI, report and deploy output (issue 15, item 7): the
-rules of edgekd.fmt, and deploy/fmt.py (the kit's torch-free copy) printing the same."""
+rules of edgekd.core.fmt, and deploy/fmt.py (the kit's torch-free copy) printing the same."""
 
 from __future__ import annotations
 
 import pytest
 
 import deploy.fmt as kit
-from edgekd import fmt
+from edgekd.core import fmt
 
 VALUES = [0.0, 0.5, 0.971, 0.97200001, 0.39899998903274536, 1.0, 0.0321, 0.0325, 9.9996,
           99.99, 123.456, 13028.8, 30913.83, 95.44, 1e6 / 3]

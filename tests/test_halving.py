@@ -11,11 +11,11 @@ import io
 
 import pytest
 
-from edgekd.errors import EdgekdError
-from edgekd.fileio import atomic_write_json
-from edgekd.halving import (HalvingConfig, SuccessiveHalving, TrialJob, describe_plan,
-                            epochs_spent, plan_record, plan_rungs, promote)
-from edgekd.rundir import RunDir
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import atomic_write_json
+from edgekd.run.halving import (HalvingConfig, SuccessiveHalving, TrialJob, describe_plan,
+                                epochs_spent, plan_record, plan_rungs, promote)
+from edgekd.run.rundir import RunDir
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 9, 10, 27, 40])
@@ -132,7 +132,7 @@ def test_no_room_to_select_trains_every_candidate(tmp_path) -> None:
     """``compress --candidates 3 --epochs 2`` with fitnet: the first rung already needs 2
     epochs, so nothing can be selected before the last rung. Every shortlisted candidate must
     be trained to --epochs (the plan used to be one rung of ONE trial: two were dropped)."""
-    from edgekd.pipeline import CompressConfig
+    from edgekd.run.pipeline import CompressConfig
 
     config = CompressConfig(candidates=3, epochs=2, method="fitnet").halving()
     rungs = plan_rungs(3, config)
@@ -157,7 +157,7 @@ def test_explicit_single_rung_trains_every_candidate() -> None:
 
 
 def test_plan_is_announced_before_training(tmp_path) -> None:
-    from edgekd.progress import SearchProgress
+    from edgekd.run.progress import SearchProgress
 
     run, stream = RunDir(tmp_path), io.StringIO()
     executor = CurveExecutor(run)

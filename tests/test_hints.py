@@ -8,8 +8,8 @@ import torch.nn as nn
 
 from edgekd.distill import losses
 from edgekd.distill.hints import (FeatureTap, auto_layer, list_layers, make_regressor, pair_layers)
-from edgekd.errors import EdgekdError
-from edgekd.space import Stage, StudentSpec, build
+from edgekd.core.errors import EdgekdError
+from edgekd.search.space import Stage, StudentSpec, build
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -101,7 +101,7 @@ def test_tap_shares_the_student_parameters() -> None:
 
 
 def test_hint_stage_lowers_the_hint_loss_on_mnist() -> None:
-    from edgekd.data import load_dataset, to_tensor
+    from edgekd.inputs.data import load_dataset, to_tensor
 
     ds = load_dataset(None)
     x = to_tensor(ds.x_train[:256], ds.normalization)

@@ -1,4 +1,4 @@
-"""The report's plots, checked from what they draw (edgekd.plots.plot_data), not from pixels:
+"""The report's plots, checked from what they draw (edgekd.report.plots.plot_data), not from pixels:
 one colour and marker per training method across every plot, legends that name the method,
 and captions that say what to read rather than repeat the plot's title (issue 17)."""
 
@@ -10,7 +10,7 @@ import re
 import pytest
 
 from compress_runs import reference_run, summary_of
-from edgekd.plots import CAPTIONS, METHOD_STYLES, PLOTS, method_style, plot_data, render
+from edgekd.report.plots import CAPTIONS, METHOD_STYLES, PLOTS, method_style, plot_data, render
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgekd.cli import cli
-from edgekd.errors import EdgekdError
-from edgekd.profiles import (
+from edgekd.cli.cli import cli
+from edgekd.core.errors import EdgekdError
+from edgekd.inputs.profiles import (
     DeviceProfile,
     available_profiles,
     load_profile,
     parse_profile,
 )
-from edgekd.units import format_count, parse_count, parse_shape
+from edgekd.core.units import format_count, parse_count, parse_shape
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = {"host-cpu", "jetson-orin-nano-8gb", "jetson-orin-nx-16gb", "jetson-agx-orin-64gb",
@@ -244,7 +244,7 @@ def test_wheel_contains_profiles_and_mnist_subset(tmp_path: Path) -> None:
     assert {f"edgekd/device_profiles/{n}.toml" for n in SHIPPED} <= names
     assert "edgekd/assets/mnist_subset.npz" in names
     # A pure-Python wheel is importable as a zip: the profiles load through importlib.resources.
-    code = ("import edgekd, edgekd.profiles as p; "
+    code = ("import edgekd, edgekd.inputs.profiles as p; "
             "assert edgekd.__file__.startswith(%r), edgekd.__file__; "
             "print(len(p.available_profiles()), p.load_profile('t4').budget.batch)" % str(wheel))
     out = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(wheel)!r}); "
@@ -256,7 +256,7 @@ def test_profiles_show_output_is_a_profile(tmp_path: Path) -> None:
     """The README says to copy `profiles show t4` to make a profile: that JSON was rejected as
     "invalid TOML" (issue 15, item 5). --toml prints the file as written; --json output saved
     as .json loads too; both give the same profile, and --profile accepts them."""
-    from edgekd.profiles import load_profile
+    from edgekd.inputs.profiles import load_profile
 
     runner = CliRunner()
     shown = runner.invoke(cli, ["profiles", "show", "t4", "--toml"])

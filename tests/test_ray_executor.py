@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from compress_runs import compress_args, reference_run, run_cli, shared_base, summary_of, tiny_inputs
-from edgekd.fileio import read_json, read_jsonl
+from edgekd.core.fileio import read_json, read_jsonl
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install 'edgekd[ray]'")
 
@@ -39,9 +39,9 @@ def test_unreachable_ray_address_is_one_line(tmp_path) -> None:
     """A --ray-address nobody listens on fails at once (ray.init alone retries for minutes)."""
     import socket
 
-    from edgekd.errors import EdgekdError
-    from edgekd.executors import RayExecutor, TrialContext
-    from edgekd.rundir import RunDir
+    from edgekd.core.errors import EdgekdError
+    from edgekd.run.executors import RayExecutor, TrialContext
+    from edgekd.run.rundir import RunDir
 
     with socket.socket() as probe:  # a port that was free a moment ago
         probe.bind(("127.0.0.1", 0))

@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from compress_runs import reference_run, summary_of
-from edgekd.cli import cli
-from edgekd.errors import EdgekdError
-from edgekd.fileio import read_json
-from edgekd.report import build_summary, deterministic_view, pareto_front
+from edgekd.cli.cli import cli
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import read_json
+from edgekd.report.report import build_summary, deterministic_view, pareto_front
 
 
 def test_pareto_front() -> None:
@@ -113,7 +113,7 @@ def test_html_and_markdown_say_the_same(tmp_path_factory) -> None:
 
 
 def test_summary_ids_are_unique_and_numbers_read_alike(tmp_path_factory) -> None:
-    from edgekd import fmt
+    from edgekd.core import fmt
 
     run = reference_run(tmp_path_factory)
     summary = summary_of(run)

@@ -1,7 +1,7 @@
 """kill -9 in the middle of training, then ``--resume``: no finished trial is trained again and
 the summary equals the uninterrupted reference run's (same seed, CPU).
 
-The comparison uses :func:`edgekd.report.deterministic_view`, which leaves out what depends on
+The comparison uses :func:`edgekd.report.report.deterministic_view`, which leaves out what depends on
 the clock or the machine's load: latencies, FPS, speed-ups, seconds, timestamps and the
 folder name. Everything else (candidates, halving survivors, every trial's epochs, validation
 and test accuracy, the winner, the ablation) must be identical.
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from compress_runs import cli_env, compress_args, reference_run, run_cli, shared_base, summary_of, tiny_inputs
-from edgekd.fileio import read_jsonl
-from edgekd.report import deterministic_view
+from edgekd.core.fileio import read_jsonl
+from edgekd.report.report import deterministic_view
 
 
 def _comparable(summary: dict) -> dict:
@@ -79,8 +79,8 @@ def test_sigkill_mid_training_then_resume(tmp_path_factory) -> None:
 def test_rerun_without_out_numbers_a_new_folder(tmp_path, monkeypatch) -> None:
     """Rerunning the README's first command used to fail ("already holds this run"); like
     Ultralytics it now writes runs/default2, and --resume continues the latest (issue 15.2)."""
-    from edgekd.pipeline import CompressConfig, run_folder
-    from edgekd.rundir import open_run
+    from edgekd.run.pipeline import CompressConfig, run_folder
+    from edgekd.run.rundir import open_run
 
     monkeypatch.chdir(tmp_path)
     config = CompressConfig()

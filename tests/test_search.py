@@ -10,13 +10,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from edgekd.cli import cli
-from edgekd.cost import (Calibration, LatencyEstimate, feature_names, module_cost,
+from edgekd.cli.cli import cli
+from edgekd.search.cost import (Calibration, LatencyEstimate, feature_names, module_cost,
                          predict_latency)
-from edgekd.errors import EdgekdError
-from edgekd.profiles import load_profile
-from edgekd.search import Candidate, pareto_front, pareto_mask, search_candidates, select_shortlist
-from edgekd.space import SpaceConfig, Stage, StudentSpec, build, enumerate_specs
+from edgekd.core.errors import EdgekdError
+from edgekd.inputs.profiles import load_profile
+from edgekd.search.search import Candidate, pareto_front, pareto_mask, search_candidates, select_shortlist
+from edgekd.search.space import SpaceConfig, Stage, StudentSpec, build, enumerate_specs
 
 SMALL = SpaceConfig(min_depth=3, max_depth=7, base_widths=(4, 8), growths=(2.0,))
 

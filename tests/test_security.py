@@ -15,15 +15,15 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from edgekd.checkpoint import save_student
-from edgekd.cli import cli
-from edgekd.errors import EdgekdError
-from edgekd.export import export_onnx
-from edgekd.export_target import export_target
-from edgekd.measure import measure_onnx
-from edgekd.report import write_report
-from edgekd.space import Stage, StudentSpec, build
-from edgekd.teachers import load_teacher
+from edgekd.core.checkpoint import save_student
+from edgekd.cli.cli import cli
+from edgekd.core.errors import EdgekdError
+from edgekd.ship.export import export_onnx
+from edgekd.ship.export_target import export_target
+from edgekd.ship.measure import measure_onnx
+from edgekd.report.report import write_report
+from edgekd.search.space import Stage, StudentSpec, build
+from edgekd.inputs.teachers import load_teacher
 
 SPEC = StudentSpec(family="plain", input=(1, 28, 28), classes=10, stages=(Stage(4, 1, 2),))
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgekd.errors import EdgekdError
-from edgekd.space import SpaceConfig, Stage, StudentSpec, build, enumerate_specs
+from edgekd.core.errors import EdgekdError
+from edgekd.search.space import SpaceConfig, Stage, StudentSpec, build, enumerate_specs
 
 PLAIN = StudentSpec("plain", (1, 28, 28), 10, (Stage(8, 2, 1), Stage(16, 3, 2), Stage(32, 2, 2)))
 RESIDUAL = StudentSpec("residual", (3, 32, 32), 100, (Stage(16, 2, 1), Stage(32, 2, 2)),

@@ -1,4 +1,4 @@
-"""edgekd.teachers: every teacher format round-trips, unsafe inputs are refused, mismatches
+"""edgekd.inputs.teachers: every teacher format round-trips, unsafe inputs are refused, mismatches
 are explained, the built-in teacher is trained once and then read from the cache."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import torchvision
 from click.testing import CliRunner
 from torch import nn
 
-from edgekd import teachers as teachers_module
-from edgekd.cli_options import data_option, pair_arches, resolve_teachers, teacher_options
-from edgekd.data import ImageDataset, load_dataset, make_dataset, to_tensor
-from edgekd.errors import EdgekdError
-from edgekd.fileio import sha256_file
-from edgekd.teachers import (BUILTIN_ARCH, BuiltinCNN, builtin_teacher, check_teacher,
+from edgekd.inputs import teachers as teachers_module
+from edgekd.cli.cli_options import data_option, pair_arches, resolve_teachers, teacher_options
+from edgekd.inputs.data import ImageDataset, load_dataset, make_dataset, to_tensor
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import sha256_file
+from edgekd.inputs.teachers import (BUILTIN_ARCH, BuiltinCNN, builtin_teacher, check_teacher,
                              load_teacher, model_fingerprint)
 
 
@@ -129,7 +129,7 @@ def test_entry_point_needs_trust_code(tmp_path: Path, monkeypatch: pytest.Monkey
     (tmp_path / "my_teacher_pkg.py").write_text(textwrap.dedent(f"""
         from pathlib import Path
         Path({str(marker)!r}).write_text("module code ran")
-        from edgekd.teachers import BuiltinCNN
+        from edgekd.inputs.teachers import BuiltinCNN
 
         def make():
             return BuiltinCNN((1, 28, 28), 10)
@@ -295,8 +295,8 @@ def test_builtin_teacher_cache_lives_under_edgekd_cache_dir(tmp_path: Path, mnis
 
 def test_student_checkpoint_is_a_teacher(tmp_path: Path, mnist: ImageDataset) -> None:
     """Born-again generations: a trained student's checkpoint describes itself, no --arch."""
-    from edgekd.checkpoint import save_student
-    from edgekd.space import Stage, StudentSpec, build
+    from edgekd.core.checkpoint import save_student
+    from edgekd.search.space import Stage, StudentSpec, build
 
     spec = StudentSpec(family="plain", input=(1, 28, 28), classes=10,
                        stages=(Stage(8, 1, 2), Stage(16, 1, 2)))

@@ -40,9 +40,9 @@ if _gpu_count() == 0:
 
 torch = pytest.importorskip("torch")
 
-from edgekd.data import load_dataset  # noqa: E402
-from edgekd.export import export_onnx, parity_inputs, student_metadata  # noqa: E402
-from edgekd.space import Stage, StudentSpec, build  # noqa: E402
+from edgekd.inputs.data import load_dataset  # noqa: E402
+from edgekd.ship.export import export_onnx, parity_inputs, student_metadata  # noqa: E402
+from edgekd.search.space import Stage, StudentSpec, build  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 REPO = Path(__file__).resolve().parents[1]

@@ -9,11 +9,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from edgekd.checkpoint import load_student
-from edgekd.cli import cli
-from edgekd.data import load_dataset, to_tensor
-from edgekd.fileio import read_json, read_jsonl
-from edgekd.space import Stage, StudentSpec
+from edgekd.core.checkpoint import load_student
+from edgekd.cli.cli import cli
+from edgekd.inputs.data import load_dataset, to_tensor
+from edgekd.core.fileio import read_json, read_jsonl
+from edgekd.search.space import Stage, StudentSpec
 
 SPEC = StudentSpec("plain", (1, 28, 28), 10, (Stage(8, 1, 2), Stage(16, 1, 2)))
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def teacher_file(tmp_path_factory) -> Path:
     """The built-in CNN architecture, trained briefly, saved as a state_dict (--arch edgekd:builtin-cnn)."""
     from edgekd.distill import TrainConfig, train_student
-    from edgekd.teachers import BuiltinCNN
+    from edgekd.inputs.teachers import BuiltinCNN
 
     folder = tmp_path_factory.mktemp("cli-teacher")
     torch.manual_seed(0)

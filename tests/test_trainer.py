@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from edgekd.checkpoint import load_student
-from edgekd.data import load_dataset
+from edgekd.core.checkpoint import load_student
+from edgekd.inputs.data import load_dataset
 from edgekd.distill import TrainConfig, TrainResult, train_student
 from edgekd.distill import trainer as trainer_module
-from edgekd.errors import EdgekdError
-from edgekd.fileio import read_json, read_jsonl
-from edgekd.space import Stage, StudentSpec
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import read_json, read_jsonl
+from edgekd.search.space import Stage, StudentSpec
 
 SPEC = StudentSpec("plain", (1, 28, 28), 10, (Stage(8, 1, 2), Stage(16, 1, 2)))
 #: short but real: 1500 MNIST images, batch 16, one epoch (~90 steps)
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def dataset():
     """The shipped MNIST subset cut to 3000 training images (keeps teacher passes short)."""
-    from edgekd.data import make_dataset
+    from edgekd.inputs.data import make_dataset
 
     full = load_dataset(None)
     return make_dataset(name="mnist-3k", source="test", x_train=full.x_train[:3000],
@@ -158,7 +158,7 @@ def test_folder_trained_from_other_teacher_or_data_is_refused(dataset, teacher, 
     """Reusing a training folder with another teacher or data set is refused, whether the run
     finished (result.json) or stopped mid-way (checkpoint only), instead of silently returning
     or resuming the other run."""
-    from edgekd.data import make_dataset
+    from edgekd.inputs.data import make_dataset
 
     out = tmp_path / "kd"
     config = _config(tmp_path, method="kd", max_train_samples=400)

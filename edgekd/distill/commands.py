@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import EdgekdError
-from edgekd.fileio import iter_jsonl
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import iter_jsonl
 
 DEFAULT_CANDIDATES = Path("candidates.jsonl")
 
@@ -17,7 +17,7 @@ DEFAULT_CANDIDATES = Path("candidates.jsonl")
 def resolve_student_spec(student: str, candidates: Path | None = None) -> Any:
     """A StudentSpec from ``student``: a spec JSON file, or an id in a candidates.jsonl
     (``candidates``, default ``./candidates.jsonl``)."""
-    from edgekd.space import StudentSpec
+    from edgekd.search.space import StudentSpec
 
     path = Path(student).expanduser()
     if path.suffix == ".json" or path.is_file():
@@ -60,7 +60,7 @@ def run_train(*, spec: Any, teachers: list[tuple[Any, str]], dataset: Any, confi
               out_dir: Path, progress: bool = True) -> Any:
     """Train ``spec`` from ``(teacher, fingerprint)`` pairs into ``out_dir`` (spec.json too)."""
     from edgekd.distill.trainer import train_student
-    from edgekd.fileio import atomic_write_json
+    from edgekd.core.fileio import atomic_write_json
 
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / "spec.json", spec.to_dict())
@@ -71,7 +71,7 @@ def run_train(*, spec: Any, teachers: list[tuple[Any, str]], dataset: Any, confi
 
 def format_result(result: Any) -> str:
     """A few lines summarising a training result for the terminal."""
-    from edgekd import fmt
+    from edgekd.core import fmt
 
     lines = [f"{result.method}: val acc {fmt.percent(result.val_acc)}, "
              f"test acc {fmt.percent(result.test_acc)} "
@@ -106,14 +106,14 @@ def list_model_layers(model_arg: str, *, candidates: Path | None, arch: str | No
     is_spec = model_arg.endswith(".json") or (
         re.fullmatch(r"[0-9a-f]{12}", model_arg) is not None and not Path(model_arg).exists())
     if is_spec:
-        from edgekd.space import build
+        from edgekd.search.space import build
 
         spec = resolve_student_spec(model_arg, candidates)
         model = build(spec).eval()
         layers = list_layers(model, tuple(spec.input))
         return LayerListing(f"student {spec.id} ({spec.describe()})", "guided", spec.guided_layer, layers)
-    from edgekd.data import load_dataset
-    from edgekd.teachers import load_teacher
+    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.teachers import load_teacher
 
     dataset = load_dataset(data)
     teacher = load_teacher(model_arg, arch=arch, trust_code=trust_code, dataset=dataset)

@@ -13,7 +13,7 @@ Automatic choice (FitNets: hint and guided layers in the middle, since a deeper 
 over-regularizes the student): among the model's activation nodes (ReLU-like outputs, in
 execution order) pick the middle one, index ``(n - 1) // 2``; a model without activation
 nodes uses the middle of its 4-D (feature map) nodes. A student built from a
-:class:`edgekd.space.StudentSpec` uses ``spec.guided_layer``. ``--hint-layer`` and
+:class:`edgekd.search.space.StudentSpec` uses ``spec.guided_layer``. ``--hint-layer`` and
 ``--guided-layer`` override either choice.
 
 Regressor (:func:`make_regressor`), from the guided shape ``(C_g, N_g, N_g)`` to the hint
@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgekd.errors import EdgekdError
+from edgekd.core.errors import EdgekdError
 
 __all__ = ["LayerInfo", "HintPair", "FeatureTap", "list_layers", "auto_layer", "pair_layers",
            "HintRegressor", "make_regressor"]

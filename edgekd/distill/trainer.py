@@ -35,7 +35,7 @@ Methods (formulas in :mod:`edgekd.distill.losses`):
 Teacher ensembles: several teachers are combined with ``ensemble="logits"`` (mean logits)
 or ``"probs"`` (mean tempered probabilities), :func:`~edgekd.distill.losses.combine_teacher_logits`.
 With augmentation off, each teacher's logits on the training images are computed once and
-cached on disk by :func:`edgekd.data.teacher_logits` (key: teacher fingerprint + data
+cached on disk by :func:`edgekd.inputs.data.teacher_logits` (key: teacher fingerprint + data
 fingerprint), so a KD epoch does no teacher forward pass; a different teacher gets a
 different file.
 
@@ -72,11 +72,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from edgekd.checkpoint import make_checkpoint, read_checkpoint
+from edgekd.core.checkpoint import make_checkpoint, read_checkpoint
 from edgekd.distill import losses
 from edgekd.distill.hints import FeatureTap, HintPair, make_regressor, pair_layers
-from edgekd.errors import EdgekdError
-from edgekd.fileio import (append_jsonl, atomic_torch_save, atomic_write_json, read_json,
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import (append_jsonl, atomic_torch_save, atomic_write_json, read_json,
                            read_jsonl, sha256_file, write_jsonl)
 
 __all__ = ["METHODS", "TrainConfig", "TrainResult", "train_student", "predict_logits",
@@ -291,7 +291,7 @@ def _teacher_fingerprints(teachers: list[nn.Module], given: list[str] | None) ->
             raise EdgekdError(f"{len(given)} teacher fingerprints for {len(teachers)} teachers: "
                               "give one per teacher")
         return list(given)
-    from edgekd.teachers import model_fingerprint
+    from edgekd.inputs.teachers import model_fingerprint
 
     return [model_fingerprint(t) for t in teachers]
 
@@ -301,7 +301,7 @@ def _cache_dir(config: TrainConfig) -> Path | None:
         return None
     if config.cache_dir:
         return Path(config.cache_dir)
-    from edgekd.cache import cache_root
+    from edgekd.core.cache import cache_root
 
     return cache_root() / "teacher_logits"
 
@@ -321,7 +321,7 @@ class _Data:
 
 
 def _prepare_data(dataset: Any, config: TrainConfig) -> _Data:
-    from edgekd.data import split_train_val, to_tensor
+    from edgekd.inputs.data import split_train_val, to_tensor
 
     n = len(dataset.y_train)
     if config.val_fraction > 0:
@@ -352,7 +352,7 @@ def _cached_teacher_targets(teachers: list[nn.Module], fps: list[str], dataset: 
     Each teacher's logits are computed on *all* training images (so every seed, split and
     rung of a run shares one cache file per teacher) and then indexed.
     """
-    from edgekd.data import teacher_logits
+    from edgekd.inputs.data import teacher_logits
 
     cache_dir = _cache_dir(config)
     per_teacher = [torch.from_numpy(teacher_logits(t, dataset.x_train, dataset.normalization,
@@ -388,7 +388,7 @@ class _Trainer:
         self.spec = student if hasattr(student, "to_dict") and hasattr(student, "stages") else None
         torch.manual_seed(config.seed)
         if self.spec is not None:
-            from edgekd.space import build
+            from edgekd.search.space import build
 
             self.model: nn.Module = build(self.spec)
         elif isinstance(student, nn.Module):
@@ -734,7 +734,7 @@ def _finished(out_dir: Path, config: TrainConfig, inputs: dict[str, Any] | None 
 
 # ----------------------------------------------------------------------------- born-again
 def _load_trained(student: Any, checkpoint: Path) -> nn.Module:
-    from edgekd.checkpoint import load_student
+    from edgekd.core.checkpoint import load_student
 
     if isinstance(student, nn.Module):
         model = copy.deepcopy(student)
@@ -795,7 +795,7 @@ def _train_ban(student: Any, teachers: list[nn.Module], dataset: Any, config: Tr
 def train_student(student: Any, teachers: list[nn.Module], dataset: Any, config: TrainConfig,
                   out_dir: Path, *, teacher_fps: list[str] | None = None,
                   progress: bool = True) -> TrainResult:
-    """Train ``student`` (a :class:`~edgekd.space.StudentSpec` or any ``nn.Module``) from
+    """Train ``student`` (a :class:`~edgekd.search.space.StudentSpec` or any ``nn.Module``) from
     ``teachers`` on ``dataset`` into ``out_dir`` (metrics.jsonl, checkpoint.pt, result.json).
 
     Calling again on the same ``out_dir`` continues from its checkpoint (a larger

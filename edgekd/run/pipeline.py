@@ -2,14 +2,14 @@
 
     profile + teacher + data
       -> search (every student within the budget; shortlist the first ``candidates``)
-      -> successive halving (edgekd.halving; local or Ray executor, edgekd.executors)
+      -> successive halving (edgekd.run.halving; local or Ray executor, edgekd.run.executors)
       -> final training of the finalists (the last rung) [+ baselines: scratch / kd / fitnet]
       -> export every trained student and the teacher to ONNX, parity-checked
       -> latency: measured on this host (deploy kit); on the target profile measured later
          (``edgekd report --measurements``) or predicted/calibrated by the cost model
-      -> report (edgekd.report) -> bundle of the winner for the device (edgekd.export)
+      -> report (edgekd.report.report) -> bundle of the winner for the device (edgekd.ship.export)
 
-Every stage writes its files into the run folder (edgekd.rundir) and skips work whose files
+Every stage writes its files into the run folder (edgekd.run.rundir) and skips work whose files
 are already there, so ``--resume`` after a kill continues where the run stopped.
 """
 
@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import EdgekdError
-from edgekd.fileio import atomic_write_json, read_json, sha256_file, write_jsonl
-from edgekd.halving import (HalvingConfig, Rung, SuccessiveHalving, TrialJob, epochs_spent,
-                            plan_record, plan_rungs)
-from edgekd.rundir import RunDir, default_out, identity, open_run
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import atomic_write_json, read_json, sha256_file, write_jsonl
+from edgekd.run.halving import (HalvingConfig, Rung, SuccessiveHalving, TrialJob, epochs_spent,
+                                plan_record, plan_rungs)
+from edgekd.run.rundir import RunDir, default_out, identity, open_run
 
 METHODS = ("fitnet", "kd", "scratch", "mimic")
 #: The ablation block: the winner's architecture trained with each of these methods.
@@ -123,9 +123,9 @@ class Inputs:
 
 def load_inputs(config: CompressConfig) -> Inputs:
     """Profile (with budget overrides), data and teacher, checked against each other."""
-    from edgekd.data import load_dataset
-    from edgekd.profiles import load_profile
-    from edgekd.teachers import check_teacher, load_teacher, model_fingerprint
+    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.profiles import load_profile
+    from edgekd.inputs.teachers import check_teacher, load_teacher, model_fingerprint
 
     if config.method not in METHODS:
         raise EdgekdError(f"unknown method {config.method!r}: use one of {', '.join(METHODS)}")
@@ -153,10 +153,10 @@ def run_identity(config: CompressConfig, inputs: Inputs) -> dict:
 
 # ============================================================================ search
 def search_stage(config: CompressConfig, inputs: Inputs) -> tuple[list[dict], list[dict], dict]:
-    """Enumerate, cost and filter students (edgekd.search, which refuses a budget no student
+    """Enumerate, cost and filter students (edgekd.search.search, which refuses a budget no student
     meets, naming the smallest); returns (feasible rows for candidates.jsonl, the shortlist
     rows in the search's order, counts)."""
-    from edgekd.search import default_cost_cache, search_candidates
+    from edgekd.search.search import default_cost_cache, search_candidates
 
     found = search_candidates(inputs.profile, inputs.dataset.input_shape,
                               inputs.dataset.num_classes, shortlist=config.candidates,
@@ -180,7 +180,7 @@ def train_config(config: CompressConfig, method: str, epochs: int) -> dict[str, 
 
 def halving_stage(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[dict],
                   executor: Any, on_event: Any) -> Any:
-    from edgekd.executors import trial_payload
+    from edgekd.run.executors import trial_payload
 
     specs = {row["id"]: row["spec"] for row in shortlist}
 
@@ -232,7 +232,7 @@ def baseline_stage(config: CompressConfig, run: RunDir, winner: dict, winner_tri
                    executor: Any) -> dict[str, str]:
     """Train the winner's architecture with the other ablation methods (from scratch, for
     ``--epochs``, like the final training); returns method -> trial."""
-    from edgekd.executors import trial_payload
+    from edgekd.run.executors import trial_payload
 
     trials = {config.method: winner_trial}
     jobs = []
@@ -253,8 +253,8 @@ def baseline_stage(config: CompressConfig, run: RunDir, winner: dict, winner_tri
 # ============================================================================ export + measure
 def teacher_stage(inputs: Inputs, run: RunDir) -> dict:
     """teacher.json (MACs, params, test accuracy, predicted target latency) and teacher.onnx."""
-    from edgekd.cost import module_cost, predict_latency
-    from edgekd.teachers import accuracy
+    from edgekd.search.cost import module_cost, predict_latency
+    from edgekd.inputs.teachers import accuracy
 
     path = run.root / "teacher.json"
     if path.exists() and read_json(path).get("fingerprint") == inputs.teacher_fp:
@@ -277,7 +277,7 @@ def _export(model: Any, name: str, inputs: Inputs, run: RunDir, *, source_sha: s
             metadata: dict[str, Any]) -> Path:
     """export/NAME.onnx with a parity check; skipped when export/NAME.json says the same
     weights were exported already (so measurements brought back still match its sha256)."""
-    from edgekd.export import export_onnx, parity_inputs
+    from edgekd.ship.export import export_onnx, parity_inputs
 
     onnx_path = run.export / f"{name}.onnx"
     marker = run.export / f"{name}.json"
@@ -293,7 +293,7 @@ def _export(model: Any, name: str, inputs: Inputs, run: RunDir, *, source_sha: s
 
 def _metadata(inputs: Inputs, name: str, *, spec: Any = None, accuracy: float | None = None,
               method: str | None = None) -> dict[str, Any]:
-    from edgekd.export import student_metadata
+    from edgekd.ship.export import student_metadata
 
     data = inputs.dataset
     return student_metadata(spec=spec, classes=list(data.classes), input_shape=data.input_shape,
@@ -302,7 +302,7 @@ def _metadata(inputs: Inputs, name: str, *, spec: Any = None, accuracy: float | 
 
 
 def export_stage(inputs: Inputs, run: RunDir, trial_ids: list[str]) -> list[Path]:
-    from edgekd.checkpoint import load_student
+    from edgekd.core.checkpoint import load_student
 
     paths = []
     for trial_id in trial_ids:
@@ -317,7 +317,7 @@ def export_stage(inputs: Inputs, run: RunDir, trial_ids: list[str]) -> list[Path
 
 def measure_stage(config: CompressConfig, inputs: Inputs, run: RunDir, names: list[str]) -> None:
     """measurements/host-NAME.json for each exported model (skipped when already measured)."""
-    from edgekd.measure import measure_onnx
+    from edgekd.ship.measure import measure_onnx
 
     for name in names:
         onnx_path = run.export / f"{name}.onnx"
@@ -329,7 +329,7 @@ def measure_stage(config: CompressConfig, inputs: Inputs, run: RunDir, names: li
 
 
 def bundle_stage(inputs: Inputs, run: RunDir, winner_trial: str) -> Path:
-    from edgekd.export import make_bundle
+    from edgekd.ship.export import make_bundle
 
     return make_bundle(run.export / f"{winner_trial}.onnx", run.bundle, profile=inputs.profile,
                        dataset=inputs.dataset, teacher_onnx=run.export / "teacher.onnx",
@@ -339,9 +339,9 @@ def bundle_stage(inputs: Inputs, run: RunDir, winner_trial: str) -> Path:
 # ============================================================================ the command
 def compress(config: CompressConfig) -> Summary:
     """Run (or resume) the whole pipeline and return where the report is."""
-    from edgekd.executors import TrialContext, make_executor
-    from edgekd.progress import SearchProgress
-    from edgekd.report import headline, write_report
+    from edgekd.run.executors import TrialContext, make_executor
+    from edgekd.run.progress import SearchProgress
+    from edgekd.report.report import headline, write_report
 
     started = time.monotonic()
     # Check the schedule first: a bad --eta/--epochs/--candidates must fail before the teacher

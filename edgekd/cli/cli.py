@@ -1,6 +1,6 @@
 """The ``edgekd`` command line. Thin: parse, call one function, print.
 
-Every command accepts ``--verbose``. A user error (:class:`edgekd.errors.EdgekdError`)
+Every command accepts ``--verbose``. A user error (:class:`edgekd.core.errors.EdgekdError`)
 prints one line ``error: ...`` and exits with status 2; with ``--verbose`` the traceback
 is shown too. Heavy libraries are imported inside the commands, so ``edgekd --help`` is fast.
 """
@@ -15,9 +15,9 @@ from typing import Any, Callable
 import click
 
 from edgekd import __version__
-from edgekd.cli_options import (ARCH_OPTION_HELP, DATA_OPTION_HELP, TRUST_CODE_HELP, data_option,
+from edgekd.cli.cli_options import (ARCH_OPTION_HELP, DATA_OPTION_HELP, TRUST_CODE_HELP, data_option,
                                single_teacher_options, teacher_options)
-from edgekd.errors import EdgekdError
+from edgekd.core.errors import EdgekdError
 
 
 def _set_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
@@ -91,7 +91,7 @@ def _print_view(view: Any) -> None:
     if isinstance(view, str):
         click.echo(view)
     else:
-        from edgekd.profile_view import make_console
+        from edgekd.cli.profile_view import make_console
 
         make_console().print(view)
 
@@ -108,7 +108,7 @@ def profiles_list(as_json: bool) -> None:
         edgekd profiles list
         edgekd profiles list --json > profiles.json
     """
-    from edgekd.profile_view import list_profiles
+    from edgekd.cli.profile_view import list_profiles
 
     _print_view(list_profiles(as_json=as_json))
 
@@ -130,8 +130,8 @@ def profiles_show(name_or_path: str, as_json: bool, as_toml: bool) -> None:
         edgekd profiles show t4 --toml > my-device.toml    # then edit it, pass --profile my-device.toml
         edgekd profiles show ./my-device.toml --json
     """
-    from edgekd.profile_view import show_profile
-    from edgekd.profiles import profile_text
+    from edgekd.cli.profile_view import show_profile
+    from edgekd.inputs.profiles import profile_text
 
     if as_json and as_toml:
         raise EdgekdError("--json and --toml both given: pick one")
@@ -185,10 +185,10 @@ def search(profile_name: str, input_text: str, classes: int, max_macs: str | Non
     """
     from pathlib import Path
 
-    from edgekd.profiles import load_profile
-    from edgekd.search import default_cost_cache, format_search, search_candidates
-    from edgekd.space import SpaceConfig
-    from edgekd.units import parse_count, parse_shape
+    from edgekd.inputs.profiles import load_profile
+    from edgekd.search.search import default_cost_cache, format_search, search_candidates
+    from edgekd.search.space import SpaceConfig
+    from edgekd.core.units import parse_count, parse_shape
 
     profile = load_profile(profile_name)
     families = tuple(f.strip() for f in family.split(",") if f.strip())
@@ -268,7 +268,7 @@ def train(student: str, candidates: Path | None, teacher: tuple[str, ...], arch:
         edgekd train --student 3f2a9c1b0d4e --candidates runs/s/candidates.jsonl \\
             --teacher teacher.pt --arch resnet18 --data data.npz --method kd
     """
-    from edgekd.cli_options import resolve_data, resolve_teachers
+    from edgekd.cli.cli_options import resolve_data, resolve_teachers
     from edgekd.distill.commands import format_result, resolve_student_spec, run_train
     from edgekd.distill.trainer import TrainConfig
 
@@ -365,8 +365,8 @@ def export(target: Path, out_dir: Path, bundle: bool, profile_name: str | None,
         edgekd export runs/orin/trials/t03/checkpoint.pt --out exported \\
             --profile jetson-orin-nano-8gb --dynamic-batch 1,8,32 --simplify --bundle
     """
-    from edgekd import fmt
-    from edgekd.export_target import export_target
+    from edgekd.core import fmt
+    from edgekd.ship.export_target import export_target
 
     result = export_target(target, out_dir, bundle=bundle, profile=profile_name,
                            dynamic_batch=dynamic_batch, simplify=simplify, data=data, batch=batch)
@@ -404,7 +404,7 @@ def measure(model: Path, batch: int, iters: int, warmup: int, threads: int,
     from rich.console import Console
     from rich.table import Table
 
-    from edgekd.measure import measure_onnx, measurement_rows
+    from edgekd.ship.measure import measure_onnx, measurement_rows
 
     result = measure_onnx(model, batch=batch, warmup=warmup, iters=iters, out=out_file,
                           threads=threads)
@@ -434,7 +434,7 @@ def report(run_dir: Path, measurements: tuple[Path, ...]) -> None:
         edgekd report runs/default
         edgekd report runs/orin --measurements orin-bench/*.json
     """
-    from edgekd.report import headline, write_report
+    from edgekd.report.report import headline, write_report
 
     summary = write_report(run_dir, measurements)
     click.echo(headline(summary))
@@ -510,8 +510,8 @@ def compress(profile: str | None, teacher: str | None, arch: str | None, trust_c
             --data data.npz --latency-ms 0.5 --baselines --out runs/orin
         edgekd compress --executor ray --ray-address auto --candidates 27 --epochs 9
     """
-    from edgekd.pipeline import CompressConfig, compress as run_compress
-    from edgekd.units import parse_count
+    from edgekd.run.pipeline import CompressConfig, compress as run_compress
+    from edgekd.core.units import parse_count
 
     config = CompressConfig(
         profile=profile, teacher=teacher, arch=arch, trust_code=trust_code, data=data,

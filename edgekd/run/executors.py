@@ -1,4 +1,4 @@
-"""Executors run the trials the scheduler (:class:`edgekd.halving.SuccessiveHalving`) hands
+"""Executors run the trials the scheduler (:class:`edgekd.run.halving.SuccessiveHalving`) hands
 them; the scheduler and the run folder are the same for both.
 
 * :class:`LocalExecutor` trains in this process, one trial after the other, straight into
@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edgekd.errors import EdgekdError
-from edgekd.fileio import atomic_write_json, read_json
-from edgekd.halving import TrialJob
-from edgekd.rundir import RunDir
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import atomic_write_json, read_json
+from edgekd.run.halving import TrialJob
+from edgekd.run.rundir import RunDir
 
 #: Files of a trial folder that travel between driver and worker.
 TRIAL_FILES = ("spec.json", "metrics.jsonl", "checkpoint.pt", "result.json")
@@ -57,7 +57,7 @@ def train_trial(payload: dict[str, Any], context: TrialContext, out_dir: Path, *
                 progress: bool = False) -> dict[str, Any]:
     """Train one trial into ``out_dir`` (continuing from its checkpoint if there is one)."""
     from edgekd.distill import TrainConfig, train_student
-    from edgekd.space import StudentSpec
+    from edgekd.search.space import StudentSpec
 
     import torch
 

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from edgekd.errors import EdgekdError
+from edgekd.core.errors import EdgekdError
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-    from edgekd.data import ImageDataset
+    from edgekd.inputs.data import ImageDataset
 
 TEACHER_OPTION_HELP = (
     "The teacher to compress. Omit it (or 'builtin') for the built-in CNN trained on the shipped "
@@ -95,7 +95,7 @@ def data_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def resolve_data(data: str | None, image_size: tuple[int, int] | None = None) -> "ImageDataset":
     """The data set named by ``--data`` / ``--image-size``."""
-    from edgekd.data import load_dataset
+    from edgekd.inputs.data import load_dataset
 
     return load_dataset(data, image_size=image_size)
 
@@ -114,7 +114,7 @@ def pair_arches(teachers: tuple[str, ...], arches: tuple[str, ...]) -> list[tupl
 def resolve_teachers(teachers: tuple[str, ...], arches: tuple[str, ...], trust_code: bool,
                      dataset: "ImageDataset") -> list[tuple["nn.Module", str]]:
     """Load every teacher (checked against ``dataset``); returns (model, fingerprint) pairs."""
-    from edgekd.teachers import load_teacher, model_fingerprint
+    from edgekd.inputs.teachers import load_teacher, model_fingerprint
 
     loaded = []
     for source, arch in pair_arches(teachers, arches):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from edgekd.halving import HalvingEvent, describe_plan
+from edgekd.run.halving import HalvingEvent, describe_plan
 
 
 def _clock(seconds: float | None) -> str:

@@ -26,7 +26,7 @@ as the package ``edgekd.device_profiles``)::
     workspace_mb = 1024             # TensorRT builder workspace
 
 Every key is required and unknown keys are errors, so a typo never silently falls back to a
-default. Any problem is raised as one :class:`~edgekd.errors.EdgekdError` line that names the
+default. Any problem is raised as one :class:`~edgekd.core.errors.EdgekdError` line that names the
 file and the dotted key.
 """
 
@@ -42,7 +42,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekd.errors import EdgekdError
+from edgekd.core.errors import EdgekdError
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable

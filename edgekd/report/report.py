@@ -1,6 +1,6 @@
 """The trade-off report of a run: summary.json, report.md, report.html and the plots.
 
-Everything is rebuilt from the run folder's files (see :mod:`edgekd.rundir`), so
+Everything is rebuilt from the run folder's files (see :mod:`edgekd.run.rundir`), so
 ``edgekd report RUN --measurements FILE...`` can merge latencies measured on the device
 later:
 
@@ -13,7 +13,7 @@ later:
   from the device (Measurement JSON from ``python -m deploy bench``)
 
 Every latency carries a label: ``measured`` (from a Measurement file), ``calibrated`` or
-``predicted`` (from the cost model, :mod:`edgekd.cost`). Speed-up over the teacher divides
+``predicted`` (from the cost model, :mod:`edgekd.search.cost`). Speed-up over the teacher divides
 the teacher's latency by the student's, both taken the same way (same device and label kind).
 
 The table follows Ultralytics' benchmark table: one row per trained student with id, depth,
@@ -29,12 +29,12 @@ import html
 from pathlib import Path
 from typing import Any, Iterable
 
-from edgekd import fmt
-from edgekd.errors import EdgekdError
-from edgekd.fileio import (atomic_write_bytes, atomic_write_json, atomic_write_text, read_json,
+from edgekd.core import fmt
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import (atomic_write_bytes, atomic_write_json, atomic_write_text, read_json,
                            read_jsonl, sha256_file)
-from edgekd.plots import CAPTIONS, PLOTS, plots, target_ms
-from edgekd.rundir import RunDir, safe_id
+from edgekd.report.plots import CAPTIONS, PLOTS, plots, target_ms
+from edgekd.run.rundir import RunDir, safe_id  # layering: TODO issue 10 (report -> run: the run folder's owner)
 
 SUMMARY_FORMAT = "edgekd.summary/1"
 #: Keys whose values depend on the clock or the machine's load (the Pareto front too: it
@@ -90,7 +90,7 @@ def _speed(latency: dict[str, dict | None], teacher: dict[str, dict | None]) -> 
     fps, speedup = {}, {}
     for where in ("host", "target"):
         mine, theirs = latency.get(where), teacher.get(where)
-        # 3 significant digits: the latency it comes from has about as many (edgekd.fmt)
+        # 3 significant digits: the latency it comes from has about as many (edgekd.core.fmt)
         fps[where] = None if not mine else fmt.significant(1000.0 * mine.get("batch", 1) / mine["ms"])
         same_kind = mine and theirs and (mine["label"] == "measured") == (theirs["label"] == "measured")
         speedup[where] = round(theirs["ms"] / mine["ms"], 2) if same_kind and mine["ms"] > 0 else None

@@ -1,7 +1,7 @@
 """What ``edgekd export CHECKPOINT_OR_RUN`` does: find the student, export it with its
 metadata and a parity check, and optionally write the device bundle.
 
-* a checkpoint (``edgekd.checkpoint``'s self-describing file): rebuilt from its spec,
+* a checkpoint (``edgekd.core.checkpoint``'s self-describing file): rebuilt from its spec,
   exported to ``OUT/<spec id>.onnx``;
 * a run folder: the best trial of ``RUN/report/summary.json`` (``"best": {"id",
   "checkpoint"}``, or else ``"winner"``). When the run already exported it
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import EdgekdError
-from edgekd.fileio import atomic_write_bytes, read_json
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import atomic_write_bytes, read_json
 
 
 @dataclass
@@ -32,7 +32,7 @@ class ExportResult:
 
 
 def _dataset(data: str | None, input_shape: tuple[int, ...], fingerprint: str | None = None) -> Any:
-    from edgekd.data import load_dataset
+    from edgekd.inputs.data import load_dataset
 
     dataset = load_dataset(data)
     if tuple(dataset.input_shape) != tuple(input_shape):
@@ -47,7 +47,7 @@ def _dataset(data: str | None, input_shape: tuple[int, ...], fingerprint: str | 
 def _run_best(run: Path) -> tuple[str, Path]:
     """The best trial's id and checkpoint named by summary.json; both are checked to stay
     inside the run (a summary edited to ``../../X`` must not write or read outside it)."""
-    from edgekd.rundir import RunDir, safe_id
+    from edgekd.run.rundir import RunDir, safe_id  # layering: TODO issue 10 (ship -> run: the run folder's owner)
 
     summary_path = run / "report" / "summary.json"
     if not summary_path.is_file():
@@ -96,11 +96,11 @@ def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
                   simplify: bool = False, data: str | None = None, batch: int | None = None
                   ) -> ExportResult:
     """Export a checkpoint or a run's best student to ``out`` (see the module docstring)."""
-    from edgekd.checkpoint import load_student
-    from edgekd.data import Normalization
-    from edgekd.export import export_onnx, make_bundle, parity_inputs, read_metadata, student_metadata
-    from edgekd.profiles import DeviceProfile, load_profile
-    from edgekd.space import StudentSpec
+    from edgekd.core.checkpoint import load_student
+    from edgekd.inputs.data import Normalization
+    from edgekd.ship.export import export_onnx, make_bundle, parity_inputs, read_metadata, student_metadata
+    from edgekd.inputs.profiles import DeviceProfile, load_profile
+    from edgekd.search.space import StudentSpec
 
     target, out = Path(target), Path(out)
     if simplify:

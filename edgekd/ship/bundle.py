@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import EdgekdError
-from edgekd.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 
 CALIB_SAMPLES = 512
 VAL_SAMPLES = 1000
@@ -139,9 +139,9 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dat
     and return ``out_dir``. ``profile`` is a DeviceProfile or a profile name/path;
     ``normalization`` defaults to the data set's."""
     from deploy.check import prepare_inputs
-    from edgekd.data import Normalization
-    from edgekd.export import onnx_logits, read_metadata
-    from edgekd.profiles import load_profile, profile_toml
+    from edgekd.inputs.data import Normalization
+    from edgekd.ship.export import onnx_logits, read_metadata  # layering: TODO issue 10 (export <-> bundle cycle)
+    from edgekd.inputs.profiles import load_profile, profile_toml
 
     onnx_path = Path(onnx_path)
     out = Path(out_dir)

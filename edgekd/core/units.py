@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from edgekd.errors import EdgekdError
+from edgekd.core.errors import EdgekdError
 
 #: Decimal multipliers, largest first (the order :func:`format_count` tries them in).
 COUNT_SUFFIXES: dict[str, int] = {"G": 10**9, "M": 10**6, "K": 10**3}

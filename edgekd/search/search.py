@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from edgekd.cost import (Calibration, LatencyEstimate, measured_latency, predict_latency,
+from edgekd.search.cost import (Calibration, LatencyEstimate, measured_latency, predict_latency,
                          spec_cost, spec_totals)
-from edgekd.errors import EdgekdError
-from edgekd.fileio import atomic_write_json, write_jsonl
-from edgekd.space import FAMILIES, SpaceConfig, StudentSpec, enumerate_specs
-from edgekd.units import format_count
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import atomic_write_json, write_jsonl
+from edgekd.search.space import FAMILIES, SpaceConfig, StudentSpec, enumerate_specs
+from edgekd.core.units import format_count
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgekd.profiles import DeviceProfile
+    from edgekd.inputs.profiles import DeviceProfile
 
 HOST_PROFILE = "host-cpu"
 COST_CACHE_NAME = "cost-blocks.json"
@@ -170,7 +170,7 @@ def select_shortlist(feasible: Sequence[Candidate], n: int) -> list[Candidate]:
 
 # ---------------------------------------------------------------------------- search
 def default_cost_cache() -> Path:
-    from edgekd.cache import cache_root
+    from edgekd.core.cache import cache_root
 
     return cache_root() / COST_CACHE_NAME
 
@@ -219,7 +219,7 @@ def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], clas
     (measurements, when ``measure``, to ``out_dir/search/``). ``cost_cache`` is a JSON file of
     block costs reused across runs. Raises EdgekdError when nothing fits.
     """
-    from edgekd import cost as cost_module
+    from edgekd.search import cost as cost_module
 
     started = time.perf_counter()
     say = progress or (lambda _text: None)

@@ -25,8 +25,8 @@ picked: no shortlisted candidate is ever dropped untrained. :func:`describe_plan
 plan in one line, printed before training starts and stored in run.json.
 
 This module holds the schedule and the promotion rule only: ONE scheduler
-(:class:`SuccessiveHalving`) drives every executor (see :mod:`edgekd.executors`) and reads
-and writes its bookkeeping through a :class:`RungStore` (see :mod:`edgekd.rundir`), so a run
+(:class:`SuccessiveHalving`) drives every executor (see :mod:`edgekd.run.executors`) and reads
+and writes its bookkeeping through a :class:`RungStore` (see :mod:`edgekd.run.rundir`), so a run
 killed at any moment resumes without training a finished (rung, trial) again.
 """
 
@@ -37,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
-from edgekd.errors import EdgekdError
+from edgekd.core.errors import EdgekdError
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ class Executor(Protocol):
 
 
 class RungStore(Protocol):
-    """Where the scheduler keeps (rung, trial) results; see :class:`edgekd.rundir.RunDir`."""
+    """Where the scheduler keeps (rung, trial) results; see :class:`edgekd.run.rundir.RunDir`."""
 
     def rung_result(self, rung: int, trial_id: str, epochs: int,
                     folder: str | None = None) -> dict | None: ...

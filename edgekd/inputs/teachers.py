@@ -27,7 +27,7 @@ generations), so no ``arch`` is needed for them.
 The built-in teacher (:func:`builtin_teacher`) is a wide, shallow CNN trained on the data
 (by default the shipped MNIST subset) in about a minute on two CPU cores and cached in
 ``<cache>/teachers/builtin-cnn-<hash>.pt``, the hash covering the architecture, the data
-fingerprint and the training recipe (see :mod:`edgekd.cache` for ``<cache>``).
+fingerprint and the training recipe (see :mod:`edgekd.core.cache` for ``<cache>``).
 """
 
 from __future__ import annotations
@@ -50,12 +50,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekd.cache import cache_root
-from edgekd.errors import EdgekdError
-from edgekd.fileio import atomic_torch_save, sha256_file, sha256_json
+from edgekd.core.cache import cache_root
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import atomic_torch_save, sha256_file, sha256_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgekd.data import ImageDataset
+    from edgekd.inputs.data import ImageDataset
 
 BUILTIN = "builtin"
 BUILTIN_ARCH = "edgekd:builtin-cnn"
@@ -129,10 +129,10 @@ def builtin_teacher(dataset: "ImageDataset | None" = None, *, cache_dir: Path | 
 
     Loaded from ``<cache_dir>/teachers/builtin-cnn-<hash>.pt`` when present, else trained
     (:func:`train_builtin_teacher`) and saved there atomically. ``cache_dir`` defaults to
-    :func:`edgekd.cache.cache_root`; ``epochs`` and ``max_train_samples`` override the recipe
+    :func:`edgekd.core.cache.cache_root`; ``epochs`` and ``max_train_samples`` override the recipe
     (tests use a tiny budget) and are part of the cache key.
     """
-    from edgekd.data import load_dataset
+    from edgekd.inputs.data import load_dataset
 
     dataset = dataset if dataset is not None else load_dataset()
     recipe = TeacherRecipe(**{**asdict(TeacherRecipe()),
@@ -171,7 +171,7 @@ def train_builtin_teacher(dataset: "ImageDataset", recipe: TeacherRecipe = Teach
     """Train :class:`BuiltinCNN` on the dataset's train split; returns (model in eval mode,
     metrics {test_acc, seconds, train_samples, epochs}). Deterministic for a given seed on a
     given machine (the global RNG state is restored afterwards)."""
-    from edgekd.data import to_tensor
+    from edgekd.inputs.data import to_tensor
 
     start = time.perf_counter()
     x_train, y_train = dataset.x_train, dataset.y_train
@@ -212,7 +212,7 @@ def train_builtin_teacher(dataset: "ImageDataset", recipe: TeacherRecipe = Teach
 def accuracy(model: nn.Module, x_uint8: np.ndarray, y: np.ndarray, norm: Any,
              batch_size: int = 1000) -> float:
     """Top-1 accuracy of ``model`` (in eval mode) on uint8 images."""
-    from edgekd.data import teacher_logits
+    from edgekd.inputs.data import teacher_logits
 
     logits = teacher_logits(model, x_uint8, norm, cache_dir=None, teacher_fp="", batch_size=batch_size)
     return float((logits.argmax(axis=1) == y).mean())
@@ -291,7 +291,7 @@ def _load_file(path: Path, *, arch: str | None, num_classes: int | None,
         raise EdgekdError(f"teacher '{path}' holds a {type(payload).__name__}, not a model: save "
                           "model.state_dict(), a TorchScript file or a torch.export program")
     if payload.get("format") == STUDENT_FORMAT:
-        from edgekd.checkpoint import load_student
+        from edgekd.core.checkpoint import load_student
 
         return load_student(path)[0]
     if payload.get("format") == BUILTIN_FORMAT:

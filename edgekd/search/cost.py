@@ -31,7 +31,7 @@ outside modules (e.g. torchvision ResNet's ``out += identity``) are not seen.
   blocks (vectorised kernels pad channels to a multiple of 8 or 16); the block size is chosen
   per fit by cross-validation (:func:`blocked_compute_ms`).
 * ``measured``: export to ONNX and time with the deploy kit on this host
-  (:func:`measured_latency`, through :func:`edgekd.measure.measure_onnx`).
+  (:func:`measured_latency`, through :func:`edgekd.ship.measure.measure_onnx`).
 """
 
 from __future__ import annotations
@@ -42,15 +42,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from edgekd.errors import EdgekdError
-from edgekd.fileio import atomic_write_json
-from edgekd.space import StudentSpec
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import atomic_write_json
+from edgekd.search.space import StudentSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     from torch import nn
 
-    from edgekd.profiles import DeviceProfile, Hardware
+    from edgekd.inputs.profiles import DeviceProfile, Hardware
 
 KINDS: tuple[str, ...] = ("conv", "depthwise", "linear", "pool", "add", "elementwise")
 LABELS: tuple[str, ...] = ("measured", "predicted", "calibrated")
@@ -201,7 +201,7 @@ def _cost_of(key: str, make: Any, input_shape: Sequence[int]) -> ModelCost:
 
 def _spec_parts(spec: StudentSpec) -> list[tuple[str, ModelCost]]:
     """``(name prefix, cost)`` of each block of ``build(spec)`` and of its head, cached."""
-    from edgekd.space import build_block, build_head
+    from edgekd.search.space import build_block, build_head
 
     shapes = [spec.input, *spec.feature_shapes()]
     parts = []
@@ -410,7 +410,7 @@ class Calibration:
     source: str = ""
 
     def roofline(self) -> Roofline:
-        from edgekd.profiles import Hardware
+        from edgekd.inputs.profiles import Hardware
 
         return Roofline.of(Hardware(**self.hardware), self.precision)
 
@@ -644,9 +644,9 @@ def measured_latency(spec: StudentSpec, out_dir: str | Path, *, batch: int = 1,
     written beside it as ``out_dir/ID-b{batch}.json``."""
     import torch
 
-    from edgekd.export import export_onnx
-    from edgekd.measure import measure_onnx
-    from edgekd.space import build
+    from edgekd.ship.export import export_onnx  # layering: TODO issue 10 (search -> ship)
+    from edgekd.ship.measure import measure_onnx  # layering: TODO issue 10 (search -> ship)
+    from edgekd.search.space import build
 
     out_dir = Path(out_dir)
     onnx_path = out_dir / f"{spec.id}.onnx"

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import EdgekdError
-from edgekd.fileio import atomic_torch_save
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import atomic_torch_save
 
 FORMAT = "edgekd.checkpoint/1"
 _REQUIRED = ("format", "spec", "state_dict", "classes", "input_shape", "normalization",
@@ -96,7 +96,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_student(path: str | Path) -> tuple[Any, StudentCheckpoint]:
     """Rebuild the student from its spec and load its weights (eval mode, CPU)."""
-    from edgekd.space import StudentSpec, build
+    from edgekd.search.space import StudentSpec, build  # layering: TODO issue 10 (core -> search)
 
     path = Path(path)
     data = read_checkpoint(path)

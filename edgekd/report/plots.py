@@ -239,7 +239,7 @@ def _draw(ax: Any, s: Series) -> None:
 
 
 def _count_text(value: float) -> str:
-    from edgekd.units import format_count
+    from edgekd.core.units import format_count
 
     return format_count(int(round(value))) if value >= 1 else f"{value:g}"
 

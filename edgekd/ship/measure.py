@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import EdgekdError
-from edgekd.fileio import read_json
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import read_json
 
 LATENCY_KEYS = ("mean", "median", "p90", "p99", "min", "std")
 
@@ -88,7 +88,7 @@ def measurement_rows(measurement: dict[str, Any]) -> list[tuple[str, str]]:
             ("precision", measurement["precision"]), ("batch", str(measurement["batch"])),
             ("device", measurement["device"]),
             ("iterations", f"{measurement['iterations']} (+{measurement['warmup']} warm-up)")]
-    from edgekd import fmt
+    from edgekd.core import fmt
 
     rows += [(f"latency {key} (ms)", fmt.ms(latency[key])) for key in LATENCY_KEYS]
     rows.append(("throughput (samples/s)", fmt.rate(measurement["throughput"])))

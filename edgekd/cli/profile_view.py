@@ -6,8 +6,8 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING
 
-from edgekd.profiles import DeviceProfile, load_profile, shipped_profiles
-from edgekd.units import format_count
+from edgekd.inputs.profiles import DeviceProfile, load_profile, shipped_profiles
+from edgekd.core.units import format_count
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType

@@ -26,8 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgekd.errors import EdgekdError
-from edgekd.fileio import append_jsonl, atomic_write_bytes, atomic_write_json, read_json, read_jsonl
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import append_jsonl, atomic_write_bytes, atomic_write_json, read_json, read_jsonl
 
 RUN_FORMAT = "edgekd.run/1"
 #: What a trial or model id read from a run file may look like: one plain file-name part

@@ -12,7 +12,7 @@ Rules, so one figure reads the same wherever it is printed:
   significant digits, so more digits would be noise;
 * speed-up: 2 decimals and ``x`` (``2.86x``);
 * sizes: MB = 10^6 bytes, 3 decimals (``0.051 MB``);
-* counts (MACs, parameters): K/M/G with one decimal (:func:`edgekd.units.format_count`);
+* counts (MACs, parameters): K/M/G with one decimal (:func:`edgekd.core.units.format_count`);
 * stored floats (summary.json): :func:`clean` rounds away float32 noise
   (0.39899998903274536 -> 0.399).
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from edgekd.units import format_count
+from edgekd.core.units import format_count
 
 MISSING = "-"
 

@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from edgekd.errors import EdgekdError
-from edgekd.fileio import atomic_write_bytes
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

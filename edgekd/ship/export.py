@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekd import __version__, fmt
-from edgekd.errors import EdgekdError
-from edgekd.fileio import atomic_write_bytes
+from edgekd import __version__
+from edgekd.core import fmt
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -133,7 +134,7 @@ def parity_inputs(dataset: Any, n: int = MIN_PARITY_SAMPLES, normalization: Any 
     """The first ``n`` test images of ``dataset`` (an ImageDataset; topped up from the train
     split when the test split is smaller), normalised with ``normalization`` (default: the
     data set's), float32."""
-    from edgekd.data import to_tensor
+    from edgekd.inputs.data import to_tensor
 
     x = dataset.x_test[:n]
     if len(x) < n:
@@ -330,8 +331,8 @@ def student_metadata(*, spec: Any = None, classes: list[str] | None = None,
 
 def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dataset: Any,
                 normalization: Any = None, **options: Any) -> Path:
-    """The device bundle (see :mod:`edgekd.bundle`)."""
-    from edgekd.bundle import make_bundle as _make_bundle
+    """The device bundle (see :mod:`edgekd.ship.bundle`)."""
+    from edgekd.ship.bundle import make_bundle as _make_bundle  # layering: TODO issue 10 (export <-> bundle cycle)
 
     return _make_bundle(onnx_path, out_dir, profile=profile, dataset=dataset,
                         normalization=normalization, **options)

@@ -40,7 +40,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from edgekd.errors import EdgekdError
+from edgekd.core.errors import EdgekdError
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -268,7 +268,7 @@ def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int) -> "nn.Sequenti
 
 
 def _module_classes() -> tuple[type, type]:
-    """Define the torch module classes on first use (keeps ``import edgekd.space`` light)."""
+    """Define the torch module classes on first use (keeps ``import edgekd.search.space`` light)."""
     global _BASIC_BLOCK, _STUDENT_NET
     if _BASIC_BLOCK is not None:
         return _BASIC_BLOCK, _STUDENT_NET
@@ -340,7 +340,7 @@ def _head_modules(spec: StudentSpec) -> tuple["nn.Module", "nn.Module", "nn.Modu
 
 def build_head(spec: StudentSpec) -> "nn.Sequential":
     """Everything after ``features`` as one module with the same names (``pool``,
-    ``bottleneck``, ``head``) as in :func:`build`; :mod:`edgekd.cost` costs it on its own."""
+    ``bottleneck``, ``head``) as in :func:`build`; :mod:`edgekd.search.cost` costs it on its own."""
     from collections import OrderedDict
 
     from torch import nn
@@ -433,7 +433,7 @@ def enumerate_specs(input_shape: Iterable[int], classes: int,
     """Every student of the grid described by ``config``, in a deterministic order.
 
     With the defaults and a 28x28 or 32x32 input this yields about ten thousand specs
-    (depth 3..19) in well under a second; :mod:`edgekd.search` filters them by budget.
+    (depth 3..19) in well under a second; :mod:`edgekd.search.search` filters them by budget.
     """
     config = config or SpaceConfig()
     shape = tuple(int(v) for v in input_shape)

@@ -1,0 +1,16 @@
+"""CLI: the click commands (``edgekd ...``), their shared options and the CLI-only printing.
+
+Owns: cli (the commands; thin: parse, call one stage function, print), cli_options (the
+``--data`` / ``--teacher`` options and their resolution) and profile_view (``edgekd profiles``
+tables).
+
+May import: everything in edgekd. Nothing in edgekd imports this package.
+"""
+
+
+def main() -> None:
+    """The ``edgekd`` command (its home is :func:`edgekd.cli.cli.main`; kept here so that an
+    install made before the move to packages, whose script calls ``edgekd.cli:main``, still works)."""
+    from edgekd.cli.cli import main as _main
+
+    _main()

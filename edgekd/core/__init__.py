@@ -1,0 +1,10 @@
+"""Core: small utilities every stage shares, with no knowledge of the stages.
+
+Owns: errors (``EdgekdError``, the one-line user error), fileio (atomic writes, JSON/JSONL,
+hashes), units (count/shape parsing and formatting), fmt (number formatting for output), cache (the user cache root) and
+checkpoint (the self-describing student checkpoint file).
+
+May import: the standard library, third-party packages and other ``edgekd.core`` modules only.
+Known exception (``# layering: TODO issue 10``): ``checkpoint.load_student`` rebuilds the
+student through ``edgekd.search.space``.
+"""

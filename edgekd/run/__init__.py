@@ -1,0 +1,10 @@
+"""Run: one compress run end to end, and its run folder.
+
+Owns: pipeline (``compress``: search -> successive halving -> final training -> export ->
+measure -> report -> bundle), halving (the successive-halving scheduler), executors (local and
+Ray trial executors), rundir (the run folder: paths, run.json identity, resume checks) and
+progress (the live view of a search).
+
+May import: every stage (``edgekd.core``, ``inputs``, ``search``, ``distill``, ``ship``,
+``report``). Not cli.
+"""

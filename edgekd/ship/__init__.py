@@ -1,0 +1,12 @@
+"""Ship: from a trained student to something a device runs, and its host measurement.
+
+Owns: export (ONNX export, checker, parity against PyTorch, edgekd metadata), bundle (the
+device bundle: ONNX, deploy kit, profile, data, commands), export_target (``edgekd export``:
+a run, a trial or a checkpoint -> ONNX + bundle) and measure (host latency through
+``python -m deploy bench`` in a subprocess, reading its JSON).
+
+May import: ``edgekd.core``, ``edgekd.inputs``, ``edgekd.search``, ``edgekd.distill`` and
+``deploy``. Not report, run or cli. Known exception (``# layering: TODO issue 10``):
+export_target reads a run folder through ``edgekd.run.rundir``. Note: export and bundle import
+each other (``export.make_bundle`` forwards to bundle, bundle reads export's metadata).
+"""
