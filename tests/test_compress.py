@@ -46,6 +46,11 @@ def test_candidates_and_run_json(run) -> None:
     assert plan["epochs"] == search["epochs_spent"]
     log = (run.parents[1] / "stderr.txt").read_text().splitlines()
     assert log[log.index(plan["text"]) + 1].startswith("rung 1/2")
+    # export and measurement say what they do, model by model, in a log too (issue 15.3)
+    exported = [line for line in log if line.startswith("exported ")]
+    measured = [line for line in log if line.startswith("measured ")]
+    assert len(exported) == len(search["trials"]) and len(measured) == len(search["trials"]) + 1
+    assert log.index(exported[-1]) < log.index(measured[0]) < log.index("writing the report")
     assert plan["text"].startswith("plan: 2 rungs: 3 trials x 2 ep -> 1 x 3 ep (from scratch)")
 
 

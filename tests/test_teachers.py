@@ -245,6 +245,19 @@ def test_builtin_teacher_training_is_seeded(mnist: ImageDataset) -> None:
     assert model_fingerprint(a) == model_fingerprint(b)
 
 
+def test_builtin_teacher_training_reports_each_epoch_in_a_log(mnist: ImageDataset, capsys) -> None:
+    """Not a terminal (a pipe, a CI log): plain lines, not minutes of silence (issue 15.3)."""
+    small = make_dataset(name="s", source="test", classes=mnist.classes,
+                         x_train=mnist.x_train[:256], y_train=mnist.y_train[:256],
+                         x_test=mnist.x_test[:50], y_test=mnist.y_test[:50])
+    teachers_module.train_builtin_teacher(small, teachers_module.TeacherRecipe(epochs=2),
+                                          progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("training the built-in teacher: 2 epochs on 256 images")
+    assert [line.split(",")[0] for line in lines[1:]] == [
+        "built-in teacher: epoch 1/2", "built-in teacher: epoch 2/2"]
+
+
 @pytest.mark.slow
 def test_builtin_teacher_full_recipe_accuracy(tmp_path: Path, mnist: ImageDataset) -> None:
     model = builtin_teacher(mnist, cache_dir=tmp_path, progress=False)

@@ -48,6 +48,10 @@ def test_train_fitnet_checkpoint_reloads_and_reproduces_accuracy(teacher_file, t
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "fitnet: val acc" in result.output and "hint layer" in result.output
+    # one plain line per epoch where output is not a terminal (issue 15, item 3)
+    epochs = [line for line in result.output.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/2 (hint)", "epoch 2/2 (kd)"]
+    assert "val " in epochs[1] and "loss " in epochs[0]
     stored = read_json(out / "result.json")
     assert stored["method"] == "fitnet" and stored["epochs_done"] == 2
     assert [r["stage"] for r in read_jsonl(out / "metrics.jsonl")] == ["hint", "kd"]

@@ -494,6 +494,10 @@ class _Trainer:
             record["seconds"] = round(elapsed, 4)
             self._save(epoch, seconds, optimizer, opt_stage)
             append_jsonl(self.out_dir / "metrics.jsonl", record)
+            if self.progress:  # one plain line per epoch: pipes and CI logs see progress too
+                from edgekd.run.progress import epoch_line, say
+
+                say(True, epoch_line(record, cfg.epochs))
         return self._finish(epoch, seconds)
 
     def _batches(self, epoch: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None]]:

@@ -151,7 +151,9 @@ def builtin_teacher(dataset: "ImageDataset | None" = None, *, cache_dir: Path | 
                              "normalization": dataset.normalization.to_dict(),
                              "data_fingerprint": dataset.fingerprint(), "recipe": asdict(recipe),
                              "metrics": metrics})
-    _say(progress, f"built-in teacher: test accuracy {metrics['test_acc']:.4f} "
+    from edgekd.core import fmt
+
+    _say(progress, f"built-in teacher: test accuracy {fmt.percent(metrics['test_acc'])} "
                    f"({metrics['seconds']:.0f} s), cached in {path}")
     return model
 
@@ -189,7 +191,12 @@ def train_builtin_teacher(dataset: "ImageDataset", recipe: TeacherRecipe = Teach
             optimizer, max_lr=recipe.lr, total_steps=max(1, recipe.epochs * steps_per_epoch))
         generator = torch.Generator().manual_seed(recipe.seed)
         model.train()
-        with _progress_bar(progress) as bar:
+        # a live bar on a terminal; plain lines otherwise (pipes, CI logs): rich prints nothing
+        # there until the end, which was minutes of silence
+        live = progress and sys.stderr.isatty()
+        _say(progress and not live, f"training the built-in teacher: {recipe.epochs} epochs on "
+                                    f"{len(inputs):,} images (once; it is cached)")
+        with _progress_bar(live) as bar:
             task = bar.add_task("training the built-in teacher",
                                 total=recipe.epochs * steps_per_epoch, loss=float("nan"))
             for _epoch in range(recipe.epochs):
@@ -202,6 +209,9 @@ def train_builtin_teacher(dataset: "ImageDataset", recipe: TeacherRecipe = Teach
                     optimizer.step()
                     schedule.step()
                     bar.update(task, advance=1, loss=loss.item())
+                _say(progress and not live, f"built-in teacher: epoch {_epoch + 1}/{recipe.epochs}, "
+                                            f"loss {loss.item():.4g}, "
+                                            f"{time.perf_counter() - start:.0f} s")
     model.eval()
     metrics = {"test_acc": accuracy(model, dataset.x_test, dataset.y_test, dataset.normalization),
                "seconds": round(time.perf_counter() - start, 2), "train_samples": int(len(inputs)),
@@ -230,7 +240,7 @@ def _progress_bar(enabled: bool) -> Any:
 
 def _say(enabled: bool, message: str) -> None:
     if enabled:
-        print(message, file=sys.stderr)
+        print(message, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- loading

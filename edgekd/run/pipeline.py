@@ -16,16 +16,18 @@ are already there, so ``--resume`` after a kill continues where the run stopped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_json, read_json, sha256_file, write_jsonl
 from edgekd.run.halving import (HalvingConfig, Rung, SuccessiveHalving, TrialJob, epochs_spent,
                                 plan_record, plan_rungs)
+from edgekd.run.progress import say
 from edgekd.run.rundir import RunDir, default_out, identity, open_run
 
 METHODS = ("fitnet", "kd", "scratch", "mimic")
@@ -301,31 +303,38 @@ def _metadata(inputs: Inputs, name: str, *, spec: Any = None, accuracy: float | 
                             profile=inputs.profile.name, model_id=name, method=method)
 
 
-def export_stage(inputs: Inputs, run: RunDir, trial_ids: list[str]) -> list[Path]:
+def export_stage(inputs: Inputs, run: RunDir, trial_ids: list[str],
+                 note: Callable[[str], None] = lambda text: None) -> list[Path]:
     from edgekd.core.checkpoint import load_student
 
     paths = []
-    for trial_id in trial_ids:
+    for number, trial_id in enumerate(trial_ids, 1):
         checkpoint = run.trial(trial_id) / "checkpoint.pt"
         model, info = load_student(checkpoint)
         metadata = _metadata(inputs, trial_id, spec=info.spec, method=info.method,
                              accuracy=info.metrics.get("test_acc"))
         paths.append(_export(model, trial_id, inputs, run, source_sha=sha256_file(checkpoint),
                              metadata=metadata))
+        note(f"exported {trial_id} ({number}/{len(trial_ids)})")
     return paths
 
 
-def measure_stage(config: CompressConfig, inputs: Inputs, run: RunDir, names: list[str]) -> None:
+def measure_stage(config: CompressConfig, inputs: Inputs, run: RunDir, names: list[str],
+                  note: Callable[[str], None] = lambda text: None) -> None:
     """measurements/host-NAME.json for each exported model (skipped when already measured)."""
     from edgekd.ship.measure import measure_onnx
 
-    for name in names:
+    from edgekd.core import fmt
+
+    for number, name in enumerate(names, 1):
         onnx_path = run.export / f"{name}.onnx"
         out = run.measurements / f"host-{name}.json"
         if out.exists() and read_json(out).get("sha256") == sha256_file(onnx_path):
             continue
-        measure_onnx(onnx_path, batch=inputs.profile.budget.batch, backend="ort",
-                     warmup=config.measure_warmup, iters=config.measure_iters, out=out)
+        found = measure_onnx(onnx_path, batch=inputs.profile.budget.batch, backend="ort",
+                             warmup=config.measure_warmup, iters=config.measure_iters, out=out)
+        note(f"measured {name}: {fmt.ms(found['latency_ms']['median'])} ms "
+             f"({number}/{len(names)})")
 
 
 def bundle_stage(inputs: Inputs, run: RunDir, winner_trial: str) -> Path:
@@ -384,11 +393,15 @@ def compress(config: CompressConfig) -> Summary:
             trials.append({"trial": trial_id, "candidate": winner["id"], "method": method,
                            "role": "baseline"})
     mark = time.monotonic()
+    note = functools.partial(say, config.progress)  # plain lines: no silent minutes in a log
+    note(f"exporting the teacher and {len(trials)} student(s) to ONNX, each parity-checked")
     teacher_stage(inputs, run)
-    export_stage(inputs, run, [t["trial"] for t in trials])
+    export_stage(inputs, run, [t["trial"] for t in trials], note)
     timing["export_s"] = round(time.monotonic() - mark, 2)
     mark = time.monotonic()
-    measure_stage(config, inputs, run, ["teacher"] + [t["trial"] for t in trials])
+    note(f"measuring {len(trials) + 1} models on this host (ONNX Runtime, batch "
+         f"{inputs.profile.budget.batch}, {config.measure_iters} iterations each)")
+    measure_stage(config, inputs, run, ["teacher"] + [t["trial"] for t in trials], note)
     timing["measure_s"] = round(time.monotonic() - mark, 2)
     rungs = outcome.rungs
     atomic_write_json(run.root / "search.json", {
@@ -405,7 +418,10 @@ def compress(config: CompressConfig) -> Summary:
         "target_is_host": inputs.profile.name == "host-cpu",
         "timing": timing,
     })
+    note("writing the report")
     summary = write_report(run.root)
+    if config.bundle:
+        note("writing the device bundle")
     bundle = bundle_stage(inputs, run, winner_trial) if config.bundle else None
     return Summary(run.root, run.report / "report.md", run.report / "report.html", summary,
                    headline(summary), bundle, resumed, time.monotonic() - started,
