@@ -107,3 +107,23 @@ def test_layers_of_a_state_dict_teacher(teacher_file) -> None:
     result = CliRunner().invoke(cli, ["layers", str(teacher_file), "--arch", "edgekd:builtin-cnn"])
     assert result.exit_code == 0, result.output
     assert "hint (auto)" in result.output and "features.1.2" in result.output
+
+
+def test_student_id_is_found_where_search_writes_it(tmp_path, monkeypatch) -> None:
+    """`edgekd search` writes runs/search-PROFILE/candidates.jsonl while train/layers looked in
+    ./candidates.jsonl only, through an option named like compress's number --candidates
+    (issue 15, item 6). Now: found with no option, or with --search RUN|FILE."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "runs" / "search-host-cpu"
+    folder.mkdir(parents=True)
+    (folder / "candidates.jsonl").write_text(json.dumps({"id": SPEC.id, "spec": SPEC.to_dict()}) + "\n")
+    for args in ([], ["--search", "runs/search-host-cpu"],
+                 ["--search", "runs/search-host-cpu/candidates.jsonl"],
+                 ["--candidates", "runs/search-host-cpu/candidates.jsonl"]):  # the old name
+        result = CliRunner().invoke(cli, ["layers", SPEC.id, *args])
+        assert result.exit_code == 0, (args, result.output)
+        assert f"student {SPEC.id}" in result.output
+    missing = CliRunner().invoke(cli, ["layers", SPEC.id, "--search", "runs/nowhere"])
+    assert missing.exit_code == 2 and "--search runs/nowhere: no candidates.jsonl" in missing.output
+    help_text = CliRunner().invoke(cli, ["train", "--help"]).output
+    assert "--search" in help_text and "--candidates" not in help_text

@@ -204,15 +204,23 @@ def search(profile_name: str, input_text: str, classes: int, max_macs: str | Non
 
 
 # --------------------------------------------------------------------------- train
-_CANDIDATES_HELP = ("candidates.jsonl to look a student id up in (written by 'edgekd search'); "
-                    "default ./candidates.jsonl.")
+_SEARCH_HELP = ("Where to look a student id up: the folder 'edgekd search' or 'edgekd compress' "
+                "wrote, or its candidates.jsonl [./candidates.jsonl, then runs/*/, newest first].")
+
+
+def search_options(command: Any) -> Any:
+    """``--search RUN`` (and ``--candidates``, its old name, hidden: in ``compress``
+    --candidates is a number, so the file option got its own name)."""
+    command = click.option("--candidates", "old_search", hidden=True, default=None,
+                           type=click.Path(path_type=Path))(command)
+    return click.option("--search", "search", metavar="RUN|FILE", default=None,
+                        type=click.Path(path_type=Path), help=_SEARCH_HELP)(command)
 
 
 @cli.command()
 @click.option("--student", "-s", required=True, metavar="SPEC.json|ID",
-              help="The student: a spec JSON file, or an id from a candidates.jsonl (see --candidates).")
-@click.option("--candidates", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help=_CANDIDATES_HELP)
+              help="The student: a spec JSON file, or an id printed by 'edgekd search' (see --search).")
+@search_options
 @teacher_options
 @data_option
 @click.option("--method", "-m", type=click.Choice(["fitnet", "kd", "scratch", "mimic", "ban"]),
@@ -249,7 +257,7 @@ _CANDIDATES_HELP = ("candidates.jsonl to look a student id up in (written by 'ed
               default=Path("runs/train"), show_default=True,
               help="Output folder (checkpoint.pt, metrics.jsonl, result.json); rerun to resume.")
 @verbose_option
-def train(student: str, candidates: Path | None, teacher: tuple[str, ...], arch: tuple[str, ...],
+def train(student: str, search: Path | None, old_search: Path | None, teacher: tuple[str, ...], arch: tuple[str, ...],
           trust_code: bool, data: str | None, image_size: tuple[int, int] | None, method: str,
           epochs: int, hint_epochs: int, temperature: float, alpha: float, optimizer: str,
           lr: float | None, weight_decay: float, batch_size: int, seed: int, val_fraction: float,
@@ -265,14 +273,14 @@ def train(student: str, candidates: Path | None, teacher: tuple[str, ...], arch:
     \b
     Example:
         edgekd train --student spec.json --method fitnet --epochs 6 --out runs/fitnet
-        edgekd train --student 3f2a9c1b0d4e --candidates runs/s/candidates.jsonl \\
+        edgekd train --student 3f2a9c1b0d4e --search runs/search-host-cpu \\
             --teacher teacher.pt --arch resnet18 --data data.npz --method kd
     """
     from edgekd.cli.cli_options import resolve_data, resolve_teachers
     from edgekd.distill.commands import format_result, resolve_student_spec, run_train
     from edgekd.distill.trainer import TrainConfig
 
-    spec = resolve_student_spec(student, candidates)  # check the cheap inputs first
+    spec = resolve_student_spec(student, search or old_search)  # check the cheap inputs first
     config = TrainConfig(method=method, epochs=epochs, hint_epochs=hint_epochs, temperature=temperature,
                          alpha=alpha, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                          batch_size=batch_size, seed=seed, val_fraction=val_fraction,
@@ -288,18 +296,17 @@ def train(student: str, candidates: Path | None, teacher: tuple[str, ...], arch:
 
 @cli.command()
 @click.argument("model", metavar="MODEL")
-@click.option("--candidates", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help=_CANDIDATES_HELP)
+@search_options
 @click.option("--arch", default=None, metavar="ARCH", help=ARCH_OPTION_HELP.split(" Give it once")[0])
 @click.option("--trust-code", is_flag=True, help=TRUST_CODE_HELP)
 @click.option("--data", default=None, metavar="SPEC",
               help="Data that fixes a teacher's input shape and classes [mnist-subset].")
 @verbose_option
-def layers(model: str, candidates: Path | None, arch: str | None, trust_code: bool,
+def layers(model: str, search: Path | None, old_search: Path | None, arch: str | None, trust_code: bool,
            data: str | None) -> None:
     """List a model's tappable layers (for --hint-layer / --guided-layer).
 
-    MODEL is a student (a spec .json, or a candidate id looked up in --candidates) or a
+    MODEL is a student (a spec .json, or a candidate id looked up with --search) or a
     teacher (any --teacher source: builtin, a TorchScript/state_dict file with --arch, ...).
     Prints every node with its output shape and marks the automatic choice: the teacher's
     hint layer or the student's guided layer (FitNets: the middle of the network).
@@ -312,7 +319,7 @@ def layers(model: str, candidates: Path | None, arch: str | None, trust_code: bo
     """
     from edgekd.distill.commands import list_model_layers, print_layers
 
-    print_layers(list_model_layers(model, candidates=candidates, arch=arch, trust_code=trust_code,
+    print_layers(list_model_layers(model, search=search or old_search, arch=arch, trust_code=trust_code,
                                    data=data))
 
 

@@ -14,9 +14,9 @@ from edgekd.core.fileio import iter_jsonl
 DEFAULT_CANDIDATES = Path("candidates.jsonl")
 
 
-def resolve_student_spec(student: str, candidates: Path | None = None) -> Any:
+def resolve_student_spec(student: str, search: Path | None = None) -> Any:
     """A StudentSpec from ``student``: a spec JSON file, or an id in a candidates.jsonl
-    (``candidates``, default ``./candidates.jsonl``)."""
+    (see :func:`candidate_files`)."""
     from edgekd.search.space import StudentSpec
 
     path = Path(student).expanduser()
@@ -32,20 +32,40 @@ def resolve_student_spec(student: str, candidates: Path | None = None) -> Any:
         if isinstance(data, dict) and "spec" in data and "stages" not in data:
             data = data["spec"]  # a candidates.jsonl record saved as a file
         return StudentSpec.from_dict(data)
-    source = Path(candidates).expanduser() if candidates else DEFAULT_CANDIDATES
-    if not source.is_file():
-        raise EdgekdError(f"student '{student}' is not a file and there is no candidates file "
-                          f"'{source}' to look its id up in: pass a spec .json, or --candidates "
-                          "RUN/candidates.jsonl from 'edgekd search'")
-    try:
-        for record in iter_jsonl(source):
-            if str(record.get("id", "")) == student:
-                return StudentSpec.from_dict(record["spec"])
-    except (json.JSONDecodeError, KeyError) as error:
-        raise EdgekdError(f"candidates file '{source}' is malformed ({error}): regenerate it with "
-                          "'edgekd search'") from None
-    raise EdgekdError(f"student id '{student}' is not in '{source}': pick an id from that file "
-                      "(first column of 'edgekd search') or pass a spec .json")
+    files = candidate_files(search)
+    if not files:
+        raise EdgekdError(f"student '{student}' is not a file and no candidates.jsonl was found "
+                          "(./candidates.jsonl, runs/*/candidates.jsonl): pass a spec .json, run "
+                          "'edgekd search' first, or pass --search RUN_FOLDER")
+    for source in files:
+        try:
+            for record in iter_jsonl(source):
+                if str(record.get("id", "")) == student:
+                    return StudentSpec.from_dict(record["spec"])
+        except (json.JSONDecodeError, KeyError, AttributeError) as error:
+            raise EdgekdError(f"candidates file '{source}' is malformed ({error}): regenerate it "
+                              "with 'edgekd search'") from None
+    where = f"'{files[0]}'" + (f" (or {len(files) - 1} other candidates file(s))" if len(files) > 1 else "")
+    raise EdgekdError(f"student id '{student}' is not in {where}: pick an id from 'edgekd search' "
+                      "(its first column), pass --search RUN_FOLDER, or pass a spec .json")
+
+
+def candidate_files(search: Path | None = None) -> list[Path]:
+    """The candidates.jsonl files to look a student id up in: ``--search`` (a run folder that
+    ``edgekd search`` or ``compress`` wrote, or the file itself); without it
+    ./candidates.jsonl and every runs/*/candidates.jsonl, newest first (so an id printed by
+    ``edgekd search``, which writes runs/search-PROFILE/, is found with no option)."""
+    if search is not None:
+        path = Path(search).expanduser()
+        found = path / "candidates.jsonl" if path.is_dir() else path
+        if not found.is_file():
+            raise EdgekdError(f"--search {path}: no candidates.jsonl there: pass the folder "
+                              "'edgekd search' or 'edgekd compress' wrote (e.g. "
+                              "runs/search-host-cpu) or a candidates.jsonl")
+        return [found]
+    runs = sorted(Path("runs").glob("*/candidates.jsonl"), key=lambda p: p.stat().st_mtime,
+                  reverse=True)
+    return ([DEFAULT_CANDIDATES] if DEFAULT_CANDIDATES.is_file() else []) + runs
 
 
 def _json_or_error(text: str, path: Path) -> Any:
@@ -97,10 +117,10 @@ class LayerListing:
     layers: list[Any]
 
 
-def list_model_layers(model_arg: str, *, candidates: Path | None, arch: str | None,
+def list_model_layers(model_arg: str, *, search: Path | None, arch: str | None,
                       trust_code: bool, data: str | None) -> LayerListing:
-    """Layers of a student (a ``.json`` spec, or a 12-hex-digit candidate id looked up in
-    ``candidates``) or else a teacher (any ``--teacher`` source, checked on ``data``)."""
+    """Layers of a student (a ``.json`` spec, or a 12-hex-digit candidate id looked up by
+    :func:`candidate_files`) or else a teacher (any ``--teacher`` source, checked on ``data``)."""
     from edgekd.distill.hints import auto_layer, list_layers
 
     is_spec = model_arg.endswith(".json") or (
@@ -108,7 +128,7 @@ def list_model_layers(model_arg: str, *, candidates: Path | None, arch: str | No
     if is_spec:
         from edgekd.search.space import build
 
-        spec = resolve_student_spec(model_arg, candidates)
+        spec = resolve_student_spec(model_arg, search)
         model = build(spec).eval()
         layers = list_layers(model, tuple(spec.input))
         return LayerListing(f"student {spec.id} ({spec.describe()})", "guided", spec.guided_layer, layers)
