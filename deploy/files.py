@@ -44,6 +44,44 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_temporary(path: Path, data: bytes) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_files_atomic(files: list[tuple[str | Path, bytes]]) -> None:
+    """Write files that belong together (an engine and its sidecar): every file goes to a
+    temporary file first, and only when all are written are they renamed, in order, over their
+    targets. A failure while writing leaves the old files untouched; the renames themselves
+    take microseconds. Old copies of the later files are removed before the first rename, so
+    a crash between renames can leave a file without its sidecar, never with a stale one."""
+    temporaries: list[tuple[str, Path]] = []
+    try:
+        for path, data in files:
+            temporaries.append((_write_temporary(Path(path), data), Path(path)))
+        for _tmp, path in temporaries[1:]:
+            path.unlink(missing_ok=True)
+        for tmp, path in temporaries:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _path in temporaries:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
