@@ -1,7 +1,8 @@
 """``python -m deploy build | bench | profile | check`` — the torch-free deploy kit's CLI.
 
-Runs with only numpy plus onnxruntime (ORT backend) or TensorRT 10 + cuda-python (TRT
-backend): no torch, no edgekd, no click. Bad input prints one line ``error: ...`` and exits 2.
+Runs with only numpy plus onnxruntime (ORT backend) or TensorRT 8.5-11.x and the system CUDA
+runtime (TRT backend; cuda-python only where no libcudart is found): no torch, no edgekd, no
+click. Bad input prints one line ``error: ...`` and exits 2.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ INT8_ROUTE = (
     "INT8 uses explicit quantization (Q/DQ): with --calib, the ONNX model is first quantized "
     "by ONNX Runtime's quantize_static (QDQ format, symmetric int8 activations and per-channel "
     "weights, the form TensorRT's explicit-quantization path reads) using the calibration "
-    "images, then built with the INT8 flag; a model that already has Q/DQ nodes (e.g. the "
-    "bundle's model.int8.onnx) needs no --calib. Why: TensorRT 10 deprecates the implicit "
-    "IInt8EntropyCalibrator2 route, and a Q/DQ model can be checked with ONNX Runtime on the "
+    "images, then built with the INT8 and FP16 flags (TensorRT 8.x/10.x) or as a strongly "
+    "typed network (TensorRT 11.x, which has no precision flags); a model that already has Q/DQ nodes (e.g. the "
+    "bundle's model.int8.onnx) needs no --calib. Why: TensorRT 10 deprecates and 11 removes the "
+    "implicit IInt8EntropyCalibrator2 route, and a Q/DQ model can be checked with ONNX Runtime on the "
     "host before it reaches the device. Quantizing here needs 'onnx' and 'onnxruntime'.")
 
 
@@ -44,14 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m deploy",
         description="edgekd's on-device kit: build TensorRT engines, benchmark, profile and "
                     "check ONNX models or engines. Needs numpy plus onnxruntime and/or "
-                    "TensorRT 10 with cuda-python; never torch.",
+                    "TensorRT 8.5-11.x with the CUDA runtime (the system libcudart, else "
+                    "cuda-python); never torch.",
         epilog="Example: python -m deploy build model.onnx --fp16 && "
                "python -m deploy bench model.engine --batch 1 --out m.json")
     sub = parser.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="build a TensorRT engine from an ONNX model",
-                       description="Build model.engine (+ model.engine.json) with the TensorRT 10 "
-                                   "builder. " + INT8_ROUTE,
+                       description="Build model.engine (+ model.engine.json) with the TensorRT "
+                                   "builder (8.5-11.x). --fp16 on TensorRT 11 needs an FP16 ONNX "
+                                   "(11 has no FP16 builder flag). " + INT8_ROUTE,
                        epilog="Example: python -m deploy build model.onnx --fp16 "
                               "--timing-cache timing.cache")
     b.add_argument("model", help="the ONNX model")
@@ -63,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="builder workspace memory pool limit in MiB (default 1024)")
     b.add_argument("--timing-cache", help="timing cache file: loaded if present, saved after")
     b.add_argument("--dla", type=int, default=None, metavar="CORE",
-                   help="build for DLA core N (Jetson Xavier/Orin) with GPU fallback")
+                   help="build for DLA core N (Jetson Xavier/Orin) with GPU fallback; needs a "
+                        "static batch and --fp16 (on TensorRT <= 10 not --int8: its DLA runs "
+                        "no Q/DQ models)")
     b.add_argument("--min", type=_shape, help="min input shape for a dynamic batch, e.g. 1x1x28x28")
     b.add_argument("--opt", type=_shape, help="optimal input shape, e.g. 8x1x28x28")
     b.add_argument("--max", type=_shape, help="max input shape, e.g. 32x1x28x28")

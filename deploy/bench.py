@@ -41,17 +41,17 @@ def model_fields(runner: Any) -> dict[str, Any]:
 def bench(model: str | Path, *, backend: str | None = None, batch: int = 1, warmup: int = 10,
           iters: int = 50, provider: str = "cpu", threads: int = 0) -> dict[str, Any]:
     """Measure ``model`` and return the Measurement dict (see the module docstring)."""
-    runner = open_runner(model, backend, provider=provider, threads=threads, batch=batch)
-    runner.prepare(runner.random_feed(batch))
-    samples = time_callable(runner.run_prepared, warmup=warmup, iters=iters)
-    latency, throughput = summarize(samples, batch)
-    return {
-        **run_record(MEASUREMENT_FORMAT, runner, batch=batch, warmup=warmup, iters=iters),
-        "latency_ms": latency,
-        "throughput": throughput,
-        "timing": ("perf_counter around ONNX Runtime's synchronous run" if runner.backend == "ort"
-                   else "perf_counter around execute_async_v3 + cudaStreamSynchronize"),
-    }
+    with open_runner(model, backend, provider=provider, threads=threads, batch=batch) as runner:
+        runner.prepare(runner.random_feed(batch))
+        samples = time_callable(runner.run_prepared, warmup=warmup, iters=iters)
+        latency, throughput = summarize(samples, batch)
+        return {
+            **run_record(MEASUREMENT_FORMAT, runner, batch=batch, warmup=warmup, iters=iters),
+            "latency_ms": latency,
+            "throughput": throughput,
+            "timing": ("perf_counter around ONNX Runtime's synchronous run" if runner.backend == "ort"
+                       else "perf_counter around execute_async_v3 + cudaStreamSynchronize"),
+        }
 
 
 def run_record(record_format: str, runner: Any, *, batch: int, warmup: int, iters: int) -> dict[str, Any]:

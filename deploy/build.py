@@ -1,28 +1,32 @@
-"""``python -m deploy build``: ONNX -> serialized TensorRT 10 engine (+ ``.engine.json``).
+"""``python -m deploy build``: ONNX -> serialized TensorRT engine (+ ``.engine.json``), on
+TensorRT 8.5 through 11.x. deploy.trtapi picks the version path; the differences:
 
-TensorRT 10 builder API, step by step:
-
-1. ``trt.Builder(logger).create_network(0)`` — explicit batch is the only mode in TensorRT 10
-   (the EXPLICIT_BATCH flag is deprecated and ignored); the network is *weakly typed* so the
-   ``FP16``/``INT8`` builder flags choose precisions (a strongly typed network would take
-   them from the ONNX tensor types instead and forbid those flags). TensorRT 11 removed weak
-   typing: there the network is created ``STRONGLY_TYPED``, INT8 comes from the Q/DQ nodes
-   alone and ``--fp16`` is refused with a one-line error.
+1. The network: ``trt.Builder(logger).create_network(flags)``. On 8.x ``flags`` must hold
+   ``NetworkDefinitionCreationFlag.EXPLICIT_BATCH`` (implicit batch was still the default);
+   on 10.x explicit batch is the only mode (flags 0) and the network is *weakly typed*: the
+   ``FP16``/``INT8`` builder flags choose precisions. TensorRT 11 removed weak typing: every
+   network is strongly typed, the precision flags are gone, precisions come from the ONNX
+   (an FP16 graph, explicit Q/DQ), so ``--fp16`` there needs an FP16 ONNX made on the host.
 2. ``trt.OnnxParser(network, logger).parse_from_file(path)``; on failure every
-   ``parser.get_error(i)`` (description, node, operator) is listed in the error.
+   ``parser.get_error(i)`` is listed (``node()`` on 8.x, ``node_name()``/``node_operator()``
+   from 10.x).
 3. ``builder.create_builder_config()``: ``set_memory_pool_limit(MemoryPoolType.WORKSPACE,
-   MiB << 20)``; ``BuilderFlag.FP16`` / ``BuilderFlag.INT8``; detailed profiling verbosity
-   (layer types for ``deploy profile``); a timing cache (``create_timing_cache`` from the
-   file's bytes, ``set_timing_cache``; saved back after the build so the next build skips
-   tactic timing); DLA (``default_device_type = DeviceType.DLA``, ``DLA_core``, and
-   ``BuilderFlag.GPU_FALLBACK`` for layers the DLA cannot run); for a dynamic batch one
-   optimisation profile (``create_optimization_profile().set_shape(input, min, opt, max)``).
-4. ``builder.build_serialized_network(network, config)`` -> bytes, written atomically,
-   with ``model.engine.json``: TensorRT version (checked when the engine is loaded), GPU,
-   precision, shapes, and the ONNX model's metadata (normalisation, classes, ...).
+   MiB << 20)``; on 8.x/10.x ``BuilderFlag.FP16``, and for INT8 ``BuilderFlag.INT8`` plus
+   ``FP16`` (layers without Q/DQ then run in FP16 rather than FP32); detailed profiling
+   verbosity (layer types for ``deploy profile``); a timing cache (``create_timing_cache``
+   from the file's bytes, ``set_timing_cache``; saved back after the build); DLA
+   (``default_device_type = DeviceType.DLA``, ``DLA_core``, ``BuilderFlag.GPU_FALLBACK``);
+   for a dynamic batch one optimisation profile.
+4. ``builder.build_serialized_network(network, config)`` -> bytes. The engine and
+   ``model.engine.json`` (TensorRT version, GPU, precision, DLA core, shapes, the engine's
+   sha256 and the ONNX metadata) are written together: both go to temporary files first and
+   are renamed only once both exist. The GPU is asked for (CUDA checked) *before* the
+   build, so a CUDA problem stops the build instead of leaving an engine without its sidecar.
 
 INT8 is explicit quantization (see deploy.quantize): a network without Q/DQ layers is first
-quantized with ``--calib`` images, then built with the INT8 flag.
+quantized with ``--calib`` images. DLA: static shapes only; on TensorRT <= 10 the DLA runs INT8
+only from calibration scales (implicit quantization), never Q/DQ, so ``--dla --int8`` is refused
+there rather than silently running on the GPU.
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.files import sha256_file, write_bytes_atomic
+from deploy.cuda import Cuda
 from deploy.errors import DeployError
+from deploy.files import sha256_bytes, sha256_file, write_files_atomic
 from deploy.onnxmeta import read_onnx_header
-from deploy.runners import Cuda, _collecting_logger, import_tensorrt, sidecar_path
+from deploy.runners import _collecting_logger, sidecar_path
+from deploy.trtapi import api_path, import_tensorrt, strongly_typed
 
 ENGINE_FORMAT = "edgekd.engine/1"
 
@@ -59,23 +65,26 @@ class BuildOptions:
         return "int8" if self.int8 else "fp16" if self.fp16 else "fp32"
 
 
-def _strongly_typed(trt: Any) -> bool:
-    """TensorRT 11 removed weak typing (and the FP16/INT8 builder flags): networks there are
-    strongly typed, precisions come from the ONNX types and Q/DQ nodes."""
-    return int(trt.__version__.split(".")[0]) >= 11
+def network_flags(trt: Any, path: str) -> int:
+    """``create_network`` flags: EXPLICIT_BATCH on 8.x; 0 from 10.x (explicit batch is the only
+    mode, and on 11.x every network is strongly typed whatever the flags say)."""
+    if path == "8.x":
+        return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    return 0
 
 
-def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> tuple[Any, Any]:
-    flags = (1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)) if _strongly_typed(trt) else 0
-    network = builder.create_network(flags)
+def _parser_problem(error: Any, path: str) -> str:
+    if path == "8.x":
+        return f"{error.desc()} (node {error.node()})"
+    operator = error.node_operator()
+    return f"{error.desc()} (node {error.node_name()}{' ' + operator if operator else ''})"
+
+
+def _parse(trt: Any, path: str, builder: Any, logger: Any, onnx_path: Path) -> tuple[Any, Any]:
+    network = builder.create_network(network_flags(trt, path))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        problems = []
-        for i in range(parser.num_errors):
-            error = parser.get_error(i)
-            node = getattr(error, "node_name", lambda: "")() or str(error.node())
-            operator = getattr(error, "node_operator", lambda: "")()
-            problems.append(f"{error.desc()} (node {node}{' ' + operator if operator else ''})")
+        problems = [_parser_problem(parser.get_error(i), path) for i in range(parser.num_errors)]
         raise DeployError(f"TensorRT's ONNX parser rejects '{onnx_path.name}': "
                           f"{'; '.join(problems[:3]) or 'no details'}"
                           f"{f' (+{len(problems) - 3} more)' if len(problems) > 3 else ''}: "
@@ -86,6 +95,66 @@ def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path) -> tuple[Any, A
 def _has_qdq(trt: Any, network: Any) -> bool:
     return any(network.get_layer(i).type in (trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE)
                for i in range(network.num_layers))
+
+
+def check_precision(version: str, path: str, options: BuildOptions, metadata: dict[str, str]) -> None:
+    """Refuse, before anything is parsed or built, the precision/DLA combinations this TensorRT
+    cannot honour."""
+    fp16_onnx = metadata.get("edgekd.precision") == "fp16"
+    if strongly_typed(path) and options.fp16 and not fp16_onnx:
+        raise DeployError(f"TensorRT {version} has no FP16 builder flag (it builds strongly typed "
+                          "networks only, precision comes from the ONNX): --fp16 needs an FP16 ONNX "
+                          "made on the host (FP32 inputs and outputs), which edgekd does not make "
+                          "yet: build without --fp16 (fp32), or use TensorRT 10 (JetPack 6.1/6.2) "
+                          "for --fp16")
+    if options.dla_core is not None and options.int8 and not strongly_typed(path):
+        raise DeployError(f"--dla with --int8 on TensorRT {version}: its DLA runs INT8 only with "
+                          "calibration scales (implicit quantization), not the Q/DQ models this kit "
+                          "builds, so every layer would silently fall back to the GPU: build "
+                          "--dla with --fp16, or --int8 without --dla")
+    if options.dla_core is not None and strongly_typed(path) and not (options.int8 or fp16_onnx):
+        raise DeployError(f"the DLA runs FP16 or INT8 only, and TensorRT {version} takes the "
+                          "precision from the ONNX: --dla needs a Q/DQ INT8 model (--int8) or an "
+                          "FP16 ONNX made on the host")
+    if options.dla_core is not None and not strongly_typed(path) and not options.fp16:
+        raise DeployError("the DLA runs FP16 or INT8 only: add --fp16")
+
+
+def set_precision(trt: Any, path: str, config: Any, options: BuildOptions) -> None:
+    """The precision builder flags, where this TensorRT has them (8.x, 10.x)."""
+    if strongly_typed(path):
+        return  # 11.x: the ONNX's types and Q/DQ nodes decide
+    if options.fp16 or options.int8:
+        # with INT8, FP16 lets the layers outside the Q/DQ pairs run in FP16 rather than FP32
+        config.set_flag(trt.BuilderFlag.FP16)
+    if options.int8:
+        config.set_flag(trt.BuilderFlag.INT8)
+
+
+def set_dla(trt: Any, builder: Any, config: Any, network: Any, core: int) -> None:
+    cores = builder.num_DLA_cores
+    if cores == 0:
+        raise DeployError("this device has no DLA: drop --dla (DLA exists on Jetson Xavier/Orin AGX and NX)")
+    if not 0 <= core < cores:
+        raise DeployError(f"DLA core {core} does not exist: this device has cores 0..{cores - 1}")
+    shape = tuple(network.get_input(0).shape)
+    if any(int(d) < 0 for d in shape):
+        raise DeployError(f"the DLA needs static shapes and this model's input is {shape}: "
+                          "export it with a fixed batch (without --dynamic-batch)")
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = core
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+
+
+def _load_timing_cache(config: Any, cache_path: Path) -> None:
+    data = cache_path.read_bytes() if cache_path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if cache is None:  # set_timing_cache(None, ...) would raise a TypeError
+        raise DeployError(f"timing cache '{cache_path}' is not a timing cache this TensorRT can "
+                          "read: delete it; it is rebuilt on the next build")
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise DeployError(f"timing cache '{cache_path}' was made by another TensorRT or GPU: "
+                          "delete it; it is rebuilt on the next build")
 
 
 def _batch_shapes(network: Any, options: BuildOptions, metadata: dict[str, str]
@@ -119,7 +188,7 @@ def _batch_shapes(network: Any, options: BuildOptions, metadata: dict[str, str]
 
 
 def build_engine(onnx_path: str | Path, out: str | Path | None = None,
-                 options: BuildOptions = BuildOptions()) -> Path:
+                 options: BuildOptions = BuildOptions(), *, cuda: Cuda | None = None) -> Path:
     """Build ``onnx_path`` into a TensorRT engine; returns the engine path."""
     onnx_path = Path(onnx_path)
     header = read_onnx_header(onnx_path)  # missing or non-ONNX file -> one line
@@ -127,9 +196,13 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
     if options.calib and not options.int8:
         raise DeployError("--calib is only used with --int8: add --int8 or drop --calib")
     trt = import_tensorrt()
+    path = api_path(trt.__version__)
+    check_precision(trt.__version__, path, options, dict(header.metadata))
+    # CUDA first: a CUDA problem must stop us before an engine exists without its sidecar
+    gpu = (cuda or Cuda()).device_name()
     logger = _collecting_logger(trt)
     builder = trt.Builder(logger)
-    network, parser = _parse(trt, builder, logger, onnx_path)
+    network, parser = _parse(trt, path, builder, logger, onnx_path)
     source, metadata = onnx_path, dict(header.metadata)
     if options.int8 and not _has_qdq(trt, network):
         if not options.calib:
@@ -140,31 +213,14 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
         source = quantize_qdq(onnx_path, options.calib, onnx_path.with_suffix(".int8.onnx"))
         print(f"quantized to {source} (explicit Q/DQ)", file=sys.stderr)
         metadata = dict(read_onnx_header(source).metadata)
-        network, parser = _parse(trt, builder, logger, source)
+        network, parser = _parse(trt, path, builder, logger, source)
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mb) << 20)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    if _strongly_typed(trt):
-        if options.fp16:
-            raise DeployError(f"TensorRT {trt.__version__} removed the FP16 builder flag (strong "
-                              "typing only): use TensorRT 10 (JetPack 6) for --fp16, or build fp32")
-    else:
-        if options.fp16:
-            config.set_flag(trt.BuilderFlag.FP16)
-        if options.int8:
-            config.set_flag(trt.BuilderFlag.INT8)
+    set_precision(trt, path, config, options)
     if options.dla_core is not None:
-        cores = builder.num_DLA_cores
-        if cores == 0:
-            raise DeployError("this device has no DLA: drop --dla (DLA exists on Jetson Xavier/Orin AGX and NX)")
-        if not 0 <= options.dla_core < cores:
-            raise DeployError(f"DLA core {options.dla_core} does not exist: this device has cores 0..{cores - 1}")
-        if not (options.fp16 or options.int8):
-            raise DeployError("the DLA runs FP16 or INT8 only: add --fp16 (or --int8)")
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = options.dla_core
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        set_dla(trt, builder, config, network, options.dla_core)
 
     shapes = _batch_shapes(network, options, metadata)
     if shapes is not None:
@@ -174,10 +230,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
 
     cache_path = Path(options.timing_cache) if options.timing_cache else None
     if cache_path is not None:
-        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-        if not config.set_timing_cache(cache, ignore_mismatch=False):
-            raise DeployError(f"timing cache '{cache_path}' was made by another TensorRT or GPU: "
-                              "delete it; it is rebuilt on the next build")
+        _load_timing_cache(config, cache_path)
 
     started = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
@@ -186,19 +239,21 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
         raise DeployError(f"TensorRT could not build '{source.name}' ({detail}): try a larger "
                           "--workspace-mb, or drop --dla/--int8")
     seconds = time.perf_counter() - started
-    write_bytes_atomic(engine_path, bytes(plan))
-    if cache_path is not None:
-        write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+    engine = bytes(plan)
     info = {
         "format": ENGINE_FORMAT,
         "tensorrt": trt.__version__,
-        "gpu": Cuda().device_name(),
+        "tensorrt_path": path,
+        "gpu": gpu,
+        "engine_sha256": sha256_bytes(engine),
         "onnx": onnx_path.name,
         # what the host exported: a Q/DQ model names the fp32 ONNX it was quantized from
         "onnx_sha256": header.metadata.get("edgekd.source_sha256") or sha256_file(onnx_path),
         "built_from": source.name,
         "built_from_sha256": sha256_file(source),
-        "precision": options.precision,
+        # on 11.x the ONNX's own types decide (an FP16 ONNX says so in its metadata)
+        "precision": (options.precision if not strongly_typed(path) or options.int8
+                      else metadata.get("edgekd.precision", "fp32")),
         "dla_core": options.dla_core,
         "shapes": {k: list(v) for k, v in shapes.items()} if shapes else None,
         "options": asdict(options),
@@ -206,5 +261,10 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "metadata": metadata,
     }
-    write_bytes_atomic(sidecar_path(engine_path), (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+    sidecar = (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
+    write_files_atomic([(engine_path, engine), (sidecar_path(engine_path), sidecar)])
+    if cache_path is not None:
+        cache = config.get_timing_cache()
+        if cache is not None:
+            write_files_atomic([(cache_path, bytes(cache.serialize()))])
     return engine_path

@@ -118,8 +118,13 @@ def check(model: str | Path, data: str | Path, *, backend: str | None = None,
           provider: str = "cpu", batch: int | None = None,
           reference: str | Path | None = None) -> dict[str, Any]:
     """Accuracy of ``model`` on ``data`` and top-1 agreement with the reference outputs."""
-    runner = open_runner(model, backend, provider=provider)
     loaded = load_data(data)
+    with open_runner(model, backend, provider=provider) as runner:
+        return _check(runner, loaded, data, batch=batch, reference=reference)
+
+
+def _check(runner: Any, loaded: Data, data: str | Path, *, batch: int | None,
+           reference: str | Path | None) -> dict[str, Any]:
     y, ref_logits = loaded.y, loaded.logits
     x = prepare_inputs(loaded.x, runner.sample_shape,
                        normalization_of(runner) or loaded.normalization, str(data))
@@ -135,7 +140,8 @@ def check(model: str | Path, data: str | Path, *, backend: str | None = None,
     }
     source = None
     if reference is not None:
-        ref_logits = run_batched(OrtRunner(reference), x, batch_size=batch or 64)
+        with OrtRunner(reference) as ref_runner:
+            ref_logits = run_batched(ref_runner, x, batch_size=batch or 64)
         source = f"ONNX Runtime on {Path(reference).name}"
     elif ref_logits is not None:
         source = f"'logits' stored in {Path(data).name}"

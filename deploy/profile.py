@@ -28,7 +28,8 @@ from typing import Any
 from deploy import PROFILE_FORMAT
 from deploy.bench import run_record
 from deploy.errors import DeployError
-from deploy.runners import OrtRunner, TrtRunner, backend_for, import_tensorrt
+from deploy.runners import OrtRunner, TrtRunner, backend_for
+from deploy.trtapi import import_tensorrt
 from deploy.timing import summarize, time_callable
 
 KERNEL_SUFFIX = "_kernel_time"
@@ -74,25 +75,29 @@ def _profile_ort(model: Path, batch: int, warmup: int, iters: int, provider: str
 def _profile_trt(model: Path, batch: int, warmup: int, iters: int
                  ) -> tuple[Any, list[dict[str, Any]], list[float]]:
     trt = import_tensorrt()
-    runner = TrtRunner(model, batch=batch)
-    runner.prepare(runner.random_feed(batch))
-    # end-to-end latency first, without the profiler (an IProfiler slows execution down)
-    samples = time_callable(runner.run_prepared, warmup=warmup, iters=iters)
+    runner = TrtRunner(model, batch=batch)  # closed by profile()
+    try:
+        runner.prepare(runner.random_feed(batch))
+        # end-to-end latency first, without the profiler (an IProfiler slows execution down)
+        samples = time_callable(runner.run_prepared, warmup=warmup, iters=iters)
 
-    class LayerTimes(trt.IProfiler):
-        def __init__(self) -> None:
-            trt.IProfiler.__init__(self)
-            self.times: dict[str, list[float]] = defaultdict(list)
+        class LayerTimes(trt.IProfiler):
+            def __init__(self) -> None:
+                trt.IProfiler.__init__(self)
+                self.times: dict[str, list[float]] = defaultdict(list)
 
-        def report_layer_time(self, layer_name: str, ms: float) -> None:
-            self.times[layer_name].append(float(ms))
+            def report_layer_time(self, layer_name: str, ms: float) -> None:
+                self.times[layer_name].append(float(ms))
 
-    profiler = LayerTimes()
-    runner.context.profiler = profiler
-    time_callable(runner.run_prepared, warmup=0, iters=iters)  # layer times only
-    types = runner.layer_types()
-    layers = [{"name": name, "op_type": types.get(name, "unknown"), "ms": median(values)}
-              for name, values in profiler.times.items()]
+        profiler = LayerTimes()
+        runner.context.profiler = profiler
+        time_callable(runner.run_prepared, warmup=0, iters=iters)  # layer times only
+        types = runner.layer_types()
+        layers = [{"name": name, "op_type": types.get(name, "unknown"), "ms": median(values)}
+                  for name, values in profiler.times.items()]
+    except BaseException:
+        runner.close()
+        raise
     return runner, layers, samples
 
 
@@ -106,16 +111,17 @@ def profile(model: str | Path, *, backend: str | None = None, batch: int = 1, wa
         runner, layers, samples = _profile_trt(model, batch, warmup, iters)
     else:
         runner, layers, samples = _profile_ort(model, batch, warmup, iters, provider, threads)
-    if not layers:
-        raise DeployError(f"the runtime reported no layer times for '{model.name}': "
-                          "profile with more --iters")
-    latency, _throughput = summarize(samples, batch)
-    return {
-        **run_record(PROFILE_FORMAT, runner, batch=batch, warmup=warmup, iters=iters),
-        "layers": layers,
-        "total_ms": sum(layer["ms"] for layer in layers),
-        "latency_ms": latency["median"],
-    }
+    with runner:
+        if not layers:
+            raise DeployError(f"the runtime reported no layer times for '{model.name}': "
+                              "profile with more --iters")
+        latency, _throughput = summarize(samples, batch)
+        return {
+            **run_record(PROFILE_FORMAT, runner, batch=batch, warmup=warmup, iters=iters),
+            "layers": layers,
+            "total_ms": sum(layer["ms"] for layer in layers),
+            "latency_ms": latency["median"],
+        }
 
 
 def format_table(result: dict[str, Any], top: int = 15) -> str:

@@ -1,16 +1,19 @@
 """Inference runners with one contract: ``infer(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]``.
 
 * :class:`OrtRunner` — ONNX Runtime on its CPU or CUDA execution provider.
-* :class:`TrtRunner` — a serialized TensorRT 10 engine through the name-based tensor API
-  (``num_io_tensors``, ``get_tensor_name``, ``get_tensor_mode``, ``set_input_shape``,
-  ``set_tensor_address``, ``execute_async_v3`` on a CUDA stream), with device memory from
-  cuda-python. The engine's TensorRT version is checked on load.
+* :class:`TrtRunner` — a serialized TensorRT engine (8.5 to 11.x) through the name-based
+  tensor API (``num_io_tensors``, ``get_tensor_name``, ``get_tensor_mode``, ``set_input_shape``,
+  ``set_tensor_address``, ``execute_async_v3`` on a CUDA stream), with device memory and the
+  stream from deploy.cuda (the system libcudart, else cuda-python). The engine's TensorRT
+  version is checked on load; a ``--dla`` engine is loaded onto the DLA core it was built for.
 
 Each runner also exposes ``prepare(feed)`` + ``run_prepared()`` so that the timing routine
 times exactly one synchronous inference (for TensorRT: enqueue + stream synchronise, inputs
 already on the device), and a description (``backend``, ``precision``, ``device``,
 ``versions``) for the Measurement JSON. ``tensorrt`` and the CUDA binding are imported
-lazily, inside :class:`TrtRunner`, so the ONNX Runtime path needs neither.
+lazily, inside :class:`TrtRunner`, so the ONNX Runtime path needs neither. A runner holds
+device memory and a CUDA stream: release them with ``close()`` or a ``with`` block (nothing
+is freed in ``__del__``, where the CUDA context may already be gone).
 """
 
 from __future__ import annotations
@@ -22,9 +25,15 @@ from typing import Any
 
 import numpy as np
 
+from deploy.cuda import Cuda
 from deploy.errors import DeployError
+from deploy.files import sha256_bytes
 from deploy.onnxmeta import OnnxHeader, read_onnx_header
 from deploy.system import board_name, cpu_name, package_version, versions
+from deploy.trtapi import import_tensorrt
+
+__all__ = ["OrtRunner", "TrtRunner", "open_runner", "run_batched", "read_sidecar", "sidecar_path",
+           "backend_for", "import_tensorrt", "Cuda"]
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -125,6 +134,15 @@ class _Runner:
     def describe(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release what the runner holds (device memory, CUDA stream); idempotent."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
 
 # --------------------------------------------------------------------------- ONNX Runtime
 class OrtRunner(_Runner):
@@ -218,89 +236,6 @@ class OrtRunner(_Runner):
 
 
 # --------------------------------------------------------------------------- TensorRT
-def import_tensorrt():
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise DeployError("TensorRT is not installed here: use a device with TensorRT 10 "
-                          "(JetPack 6, or pip install tensorrt), or --backend ort") from None
-    major = int(trt.__version__.split(".")[0])
-    if major < 10:
-        raise DeployError(f"TensorRT {trt.__version__} is too old: the deploy kit needs TensorRT 10")
-    return trt
-
-
-def import_cudart():
-    """cuda-python's runtime API: ``cuda.bindings.runtime`` (cuda-python >= 12.6) or the
-    older ``cuda.cudart``."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # type: ignore[no-redef]
-        except ImportError:
-            raise DeployError("the CUDA Python binding is missing: pip install cuda-python") from None
-    return cudart
-
-
-class Cuda:
-    """The few CUDA runtime calls the TensorRT runner needs, with errors turned into
-    DeployError. cuda-python returns ``(error, value...)`` tuples."""
-
-    def __init__(self) -> None:
-        self.rt = import_cudart()
-
-    def call(self, result: Any) -> Any:
-        err, *values = result if isinstance(result, tuple) else (result,)
-        if err != self.rt.cudaError_t.cudaSuccess:
-            name = self.rt.cudaGetErrorName(err)[1]
-            raise DeployError(f"CUDA error {name.decode() if isinstance(name, bytes) else name}: "
-                              "check that a GPU is visible (nvidia-smi / tegrastats)")
-        if not values:
-            return None
-        return values[0] if len(values) == 1 else tuple(values)
-
-    def device_name(self) -> str:
-        device = self.call(self.rt.cudaGetDevice())
-        props = self.call(self.rt.cudaGetDeviceProperties(device))
-        name = props.name
-        return (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).rstrip("\x00")
-
-    def versions(self) -> dict[str, str]:
-        def dotted(v: int) -> str:
-            return f"{v // 1000}.{(v % 1000) // 10}"
-        return {"cuda_runtime": dotted(self.call(self.rt.cudaRuntimeGetVersion())),
-                "cuda_driver": dotted(self.call(self.rt.cudaDriverGetVersion()))}
-
-    def malloc(self, nbytes: int) -> int:
-        return int(self.call(self.rt.cudaMalloc(max(1, nbytes))))
-
-    def free(self, pointer: int) -> None:
-        self.call(self.rt.cudaFree(pointer))
-
-    def stream(self) -> Any:
-        return self.call(self.rt.cudaStreamCreate())
-
-    @staticmethod
-    def handle(stream: Any) -> int:
-        """The raw ``cudaStream_t`` value that TensorRT's ``execute_async_v3`` takes."""
-        try:
-            return int(stream)
-        except TypeError:
-            return int(stream.getPtr())
-
-    def sync(self, stream: Any) -> None:
-        self.call(self.rt.cudaStreamSynchronize(stream))
-
-    def h2d(self, pointer: int, array: np.ndarray, stream: Any) -> None:
-        kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self.call(self.rt.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes, kind, stream))
-
-    def d2h(self, array: np.ndarray, pointer: int, stream: Any) -> None:
-        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self.call(self.rt.cudaMemcpyAsync(array.ctypes.data, pointer, array.nbytes, kind, stream))
-
-
 def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     path = sidecar_path(engine_path)
     if not path.is_file():
@@ -312,17 +247,23 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
 
 
 class TrtRunner(_Runner):
-    """A serialized TensorRT 10 engine (from ``python -m deploy build``).
+    """A serialized TensorRT engine (from ``python -m deploy build``, TensorRT 8.5 to 11.x).
 
     On load the engine's TensorRT version (recorded by ``deploy build`` next to the engine)
-    is compared with the installed one, and ``Runtime.deserialize_cuda_engine`` returning
-    None (another version, another GPU, or a corrupt file) becomes one clear error.
+    is compared with the installed one, the sidecar is checked to belong to this engine, the
+    runtime is pointed at the DLA core the engine was built for, and
+    ``Runtime.deserialize_cuda_engine`` returning None (another version, another GPU, or a
+    corrupt file) becomes one clear error. ``close()`` frees the device memory and destroys
+    the CUDA stream.
     """
 
     backend = "trt"
 
-    def __init__(self, path: str | Path, *, batch: int | None = None) -> None:
+    def __init__(self, path: str | Path, *, batch: int | None = None, cuda: Any = None) -> None:
         self.path = Path(path)
+        self._buffers: dict[str, tuple[int, np.ndarray]] = {}
+        self._batch: int | None = None
+        self.stream = None
         if not self.path.is_file():
             raise DeployError(f"engine file '{self.path}' not found: check the path")
         self.info = read_sidecar(self.path)
@@ -333,17 +274,29 @@ class TrtRunner(_Runner):
             if not built_with:
                 raise
             raise DeployError(f"engine '{self.path.name}' was built with TensorRT {built_with} and "
-                              "TensorRT is not installed here: run it where that version is, or "
-                              "rebuild it on this device: python -m deploy build model.onnx") from None
+                              "no TensorRT the kit can use is installed here: run it where that "
+                              "version is, or rebuild it on this device: python -m deploy build "
+                              "model.onnx") from None
         self.trt = trt
         if built_with and built_with != trt.__version__:
             raise DeployError(f"engine '{self.path.name}' was built with TensorRT {built_with}, "
                               f"this device has TensorRT {trt.__version__}: rebuild it here "
                               "with: python -m deploy build model.onnx")
-        self.cuda = Cuda()
+        data = self.path.read_bytes()
+        recorded = self.info.get("engine_sha256")
+        if recorded and recorded != sha256_bytes(data):
+            raise DeployError(f"'{sidecar_path(self.path).name}' describes another engine than "
+                              f"'{self.path.name}' (sha256 differs): rebuild with python -m deploy "
+                              "build model.onnx")
+        self.cuda = cuda if cuda is not None else Cuda()
+        self.device = self.cuda.device_name()
         self.logger = _collecting_logger(trt)
         self.runtime = trt.Runtime(self.logger)
-        engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+        dla_core = self.info.get("dla_core")
+        if dla_core is not None:
+            # must be set before deserializing, else a --dla 1 engine runs on core 0
+            self.runtime.DLA_core = int(dla_core)
+        engine = self.runtime.deserialize_cuda_engine(data)
         if engine is None:
             detail = "; ".join(self.logger.errors[-2:]) or "no details"
             raise DeployError(f"TensorRT {trt.__version__} cannot load engine '{self.path.name}' "
@@ -368,16 +321,21 @@ class TrtRunner(_Runner):
             self.batch_range = (self.input_shape[0], self.input_shape[0])
         self.metadata = dict(self.info.get("metadata", {}))
         self.precision = str(self.info.get("precision", "unknown"))
-        self.device = self.cuda.device_name()
         self.stream = self.cuda.stream()
-        self.stream_handle = Cuda.handle(self.stream)
-        self._buffers: dict[str, tuple[int, np.ndarray]] = {}
-        self._batch: int | None = None
+        self.stream_handle = self.stream.handle
         if batch is not None:
-            self._allocate(batch)
+            try:
+                self._allocate(batch)
+            except BaseException:
+                self.close()
+                raise
 
     def check_batch(self, batch: int) -> None:
         low, high = self.batch_range
+        if low == high and batch != low:
+            raise DeployError(f"engine was built for a fixed batch of {low}, asked for {batch}: "
+                              f"use --batch {low}, or export with 'edgekd export --dynamic-batch' "
+                              "and rebuild the engine")
         if not low <= batch <= high:
             raise DeployError(f"engine accepts a batch from {low} to {high}, asked for {batch}: "
                               "rebuild it with --min/--opt/--max shapes that cover it")
@@ -400,10 +358,20 @@ class TrtRunner(_Runner):
         self._batch = batch
 
     def _free(self) -> None:
-        for pointer, _host in self._buffers.values():
-            self.cuda.free(pointer)
+        buffers = list(self._buffers.values())
         self._buffers.clear()
         self._batch = None
+        for pointer, _host in buffers:
+            self.cuda.free(pointer)
+
+    def close(self) -> None:
+        """Free the device buffers and destroy the CUDA stream (idempotent)."""
+        try:
+            self._free()
+        finally:
+            stream, self.stream = self.stream, None
+            if stream is not None:
+                stream.close()
 
     def prepare(self, feed: dict[str, np.ndarray]) -> None:
         """Copy the input to the device (the timed part is then enqueue + synchronise)."""
@@ -457,12 +425,6 @@ class TrtRunner(_Runner):
                                  cuda_python=package_version("cuda-python"),
                                  **self.cuda.versions()),
         }
-
-    def __del__(self) -> None:  # release device memory when the runner goes away
-        try:
-            self._free()
-        except Exception:
-            pass
 
 
 def _collecting_logger(trt: Any) -> Any:
