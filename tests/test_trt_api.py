@@ -255,9 +255,17 @@ class Fake:
         def engine_for(data):
             modes = self.module.TensorIOMode
             shapes = {"input": input_shape, "logits": (input_shape[0], 10)}
+            def execute(handle):
+                profiler = context._impl.get("profiler")
+                if profiler is not None:
+                    profiler.report_layer_time("conv1", 0.25)
+                return True
+
             context = Strict("IExecutionContext", L, log, set_input_shape=lambda n, s: True,
-                             get_tensor_shape=lambda n: shapes[n], execute_async_v3=lambda h: True)
-            return Strict("ICudaEngine", L, log, num_io_tensors=2,
+                             get_tensor_shape=lambda n: shapes[n], execute_async_v3=execute)
+            layers = json.dumps({"Layers": [{"Name": "conv1", "LayerType": "CaskConvolution"}]})
+            inspector = Strict("EngineInspector", L, log, get_engine_information=lambda fmt: layers)
+            return Strict("ICudaEngine", L, log, num_io_tensors=2, create_engine_inspector=lambda: inspector,
                           get_tensor_name=lambda i: ["input", "logits"][i],
                           get_tensor_mode=lambda n: modes.INPUT if n == "input" else modes.OUTPUT,
                           get_tensor_shape=lambda n: shapes[n],
@@ -473,6 +481,19 @@ def test_runner_dla_core_close_and_static_batch(monkeypatch, tmp_path: Path, pat
     assert cuda.log.count(("stream.close",)) == 1
 
 
+@pytest.mark.parametrize("path,version", VERSIONS)
+def test_profile_per_path(monkeypatch, tmp_path: Path, path, version) -> None:
+    import deploy.runners
+    from deploy.profile import profile
+
+    use_fake(monkeypatch, Fake(version))
+    cuda = FakeCuda()
+    monkeypatch.setattr(deploy.runners, "Cuda", lambda: cuda)
+    result = profile(write_engine(tmp_path, version), batch=4, warmup=1, iters=3)
+    assert result["layers"] == [{"name": "conv1", "op_type": "CaskConvolution", "ms": 0.25}]
+    assert result["backend"] == "trt" and cuda.log.count(("stream.close",)) == 1
+
+
 def test_runner_refuses_a_sidecar_of_another_engine(monkeypatch, tmp_path: Path) -> None:
     from deploy.runners import TrtRunner
 
@@ -534,7 +555,8 @@ def test_real_libcudart_without_a_gpu_is_one_line(monkeypatch) -> None:
     if binding is not None:
         pytest.skip("a CUDA GPU is usable here")
     monkeypatch.setenv("DEPLOY_CUDART", name)
-    monkeypatch.setitem(sys.modules, "cuda", None)  # and no cuda-python fallback
+    for module in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):
+        monkeypatch.setitem(sys.modules, module, None)  # and no cuda-python fallback
     with pytest.raises(DeployError) as error:
         Cuda()
     text = str(error.value)
