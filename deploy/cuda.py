@@ -344,8 +344,10 @@ class Cuda:
             # report the library that came closest: the one that reached a driver, else the first
             failed.sort(key=lambda item: item[1] == INSUFFICIENT_DRIVER)
             Cuda(failed[0][0]).check(failed[0][1], "cudaGetDeviceCount")
+        module = kernel_driver_version()
+        driver = f"NVIDIA driver {module}" if module else "no NVIDIA driver found either"
         raise DeployError("no CUDA runtime found (no libcudart.so in the loader path or "
-                          f"{LIBCUDART_DIRS[0]}, and no cuda-python): on a Jetson use JetPack's "
+                          f"{LIBCUDART_DIRS[0]}, and no cuda-python; {driver}): on a Jetson use JetPack's "
                           "CUDA (set DEPLOY_CUDART=/usr/local/cuda/lib64/libcudart.so.12 if it is "
                           "elsewhere); on a PC install the CUDA runtime or cuda-python matching the "
                           "driver's CUDA version (nvidia-smi shows it)")

@@ -561,3 +561,15 @@ def test_real_libcudart_without_a_gpu_is_one_line(monkeypatch) -> None:
         Cuda()
     text = str(error.value)
     assert "libcudart" in text and "\n" not in text and "failed with cudaError" in text
+
+
+def test_no_cuda_runtime_at_all_is_one_line(monkeypatch) -> None:
+    from deploy.cuda import Cuda
+
+    monkeypatch.setenv("DEPLOY_CUDART", "/nonexistent/libcudart.so.12")
+    for module in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(DeployError) as error:
+        Cuda()
+    text = str(error.value)
+    assert text.startswith("no CUDA runtime found") and "DEPLOY_CUDART" in text and "\n" not in text
