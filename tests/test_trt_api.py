@@ -362,6 +362,10 @@ def test_build_fp32_per_path(monkeypatch, tmp_path: Path, onnx_file: Path, path,
     assert info["engine_sha256"] == sha256_bytes(engine.read_bytes())
     assert (tmp_path / "t.cache").read_bytes() == b"CACHE"
     assert not list(tmp_path.glob(".*.tmp"))
+    from deploy.files import _umask
+
+    for written in (engine, tmp_path / "model.engine.json", tmp_path / "t.cache"):
+        assert written.stat().st_mode & 0o777 == 0o666 & ~_umask()
 
 
 @pytest.mark.parametrize("path,version", VERSIONS)
