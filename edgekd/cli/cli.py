@@ -153,8 +153,9 @@ def profiles_show(name_or_path: str, as_json: bool, as_toml: bool) -> None:
               help="MAC budget per sample, with K/M/G suffix (default: the profile's).")
 @click.option("--latency-ms", default=None, type=float,
               help="Latency budget in ms at the profile's batch (default: the profile's).")
-@click.option("--family", default="plain,residual", show_default=True,
-              help="Student families, comma-separated.")
+@click.option("--family", default=None,
+              help="Student families, comma-separated [default: "
+                   "the registry's defaults, plain,residual]; see edgekd.search.families.")
 @click.option("--max-depth", default=19, show_default=True, type=click.IntRange(min=3),
               help="Deepest student to enumerate, in conv layers.")
 @click.option("--shortlist", default=8, show_default=True, type=click.IntRange(min=1),
@@ -191,7 +192,10 @@ def search(profile_name: str, input_text: str, classes: int, max_macs: str | Non
     from edgekd.core.units import parse_count, parse_shape
 
     profile = load_profile(profile_name)
-    families = tuple(f.strip() for f in family.split(",") if f.strip())
+    from edgekd.search.families import default_families
+
+    families = (tuple(f.strip() for f in family.split(",") if f.strip()) if family
+                else default_families())
     space = SpaceConfig(families=families, max_depth=max_depth)
     out = Path(out_dir) if out_dir else Path("runs") / f"search-{profile.name}"
     result = search_candidates(

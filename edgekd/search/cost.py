@@ -56,7 +56,7 @@ KINDS: tuple[str, ...] = ("conv", "depthwise", "linear", "pool", "add", "element
 LABELS: tuple[str, ...] = ("measured", "predicted", "calibrated")
 BYTES_PER_ELEMENT: dict[str, int] = {"fp32": 4, "fp16": 2, "int8": 1}
 CALIBRATION_FORMAT = "edgekd.calibration/1"
-COST_CACHE_FORMAT = "edgekd.cost-cache/2"
+COST_CACHE_FORMAT = "edgekd.cost-cache/3"
 #: Channel block sizes the calibration tries (1 = no blocking); see :func:`blocked_compute_ms`.
 CHANNEL_BLOCKS: tuple[int, ...] = (1, 4, 8, 16, 32)
 
@@ -102,8 +102,9 @@ def _layer_kind(module: "nn.Module") -> str | None:
     if isinstance(module, (pooling._AvgPoolNd, pooling._MaxPoolNd, pooling._AdaptiveAvgPoolNd,
                            pooling._AdaptiveMaxPoolNd)):
         return "pool"
-    if type(module).__name__ == "Add":
-        return "add"
+    declared = getattr(module, "cost_kind", None)  # a family's cost hook (edgekd.search.blocks)
+    if declared is not None:
+        return str(declared)
     fused_or_free = (batchnorm._BatchNorm, nn.ReLU, nn.ReLU6, nn.Identity, nn.Flatten,
                      dropout._DropoutNd)
     if isinstance(module, fused_or_free):
@@ -184,10 +185,6 @@ _BLOCK_COSTS: dict[str, ModelCost] = {}
 _SPEC_COSTS: dict[str, ModelCost] = {}
 
 
-def _block_key(kind: str, cin: int, cout: int, kernel: int, stride: int, h: int, w: int) -> str:
-    return f"{kind}:{cin}:{cout}:{kernel}:{stride}:{h}:{w}"
-
-
 def _cost_of(key: str, make: Any, input_shape: Sequence[int]) -> ModelCost:
     cost = _BLOCK_COSTS.get(key)
     if cost is None:
@@ -205,11 +202,11 @@ def _spec_parts(spec: StudentSpec) -> list[tuple[str, ModelCost]]:
 
     shapes = [spec.input, *spec.feature_shapes()]
     parts = []
-    for i, (kind, cin, cout, stride) in enumerate(spec.block_plan()):
+    for i, block in enumerate(spec.block_plan()):
         _, h, w = shapes[i]
-        key = _block_key(kind, cin, cout, spec.kernel, stride, h, w)
+        key = f"{spec.family}/{block.key(h, w)}"  # families may reuse kind names
         parts.append((f"features.{i}.", _cost_of(
-            key, lambda: build_block(kind, cin, cout, spec.kernel, stride), shapes[i])))
+            key, lambda: build_block(spec.family, block), shapes[i])))
     last = shapes[-1]
     key = f"head:{last[0]}:{last[1]}:{last[2]}:{spec.bottleneck}:{spec.classes}"
     parts.append(("", _cost_of(key, lambda: build_head(spec), last)))

@@ -29,7 +29,8 @@ from edgekd.search.cost import (Calibration, LatencyEstimate, measured_latency, 
                          spec_cost, spec_totals)
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_json, write_jsonl
-from edgekd.search.space import FAMILIES, SpaceConfig, StudentSpec, enumerate_specs
+from edgekd.search.families import default_families
+from edgekd.search.space import SpaceConfig, StudentSpec, enumerate_specs
 from edgekd.core.units import format_count
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -207,7 +208,7 @@ def _infeasible_message(smallest: Candidate, fastest: Candidate | None, max_macs
 
 def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], classes: int, *,
                       max_macs: int | None = None, latency_ms: float | None = None,
-                      families: Iterable[str] = FAMILIES, shortlist: int = 8,
+                      families: Iterable[str] | None = None, shortlist: int = 8,
                       measure: bool = False, calibration: Calibration | str | Path | None = None,
                       out_dir: str | Path | None = None, space: SpaceConfig | None = None,
                       cost_cache: str | Path | None = None,
@@ -229,7 +230,7 @@ def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], clas
     if measure and profile.name != HOST_PROFILE:
         raise EdgekdError(f"--measure times students on this host, but profile '{profile.name}' "
                           f"is another device: drop --measure or use --profile {HOST_PROFILE}")
-    families = tuple(families)
+    families = tuple(families) if families is not None else default_families()
     space = dataclasses.replace(space or SpaceConfig(), families=families)
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 3:

@@ -1,15 +1,12 @@
 """The student search space: :class:`StudentSpec` (a JSON-round-tripping dataclass),
 :func:`build` (spec -> ``nn.Module``) and :func:`enumerate_specs`.
 
-Two families of thin, deep students (FitNets, Romero et al. 2015: at a fixed multiply budget,
+Students are thin and deep (FitNets, Romero et al. 2015: at a fixed multiply budget,
 deeper and thinner students win once hint training makes them trainable, so depth is the
-main axis of the space):
-
-* ``plain``: stages of conv-BN-ReLU blocks, like FitNets' students. ``Stage.depth`` is the
-  number of conv-BN-ReLU blocks of the stage; the first block of the first stage is the stem.
-* ``residual``: a conv-BN-ReLU stem, then stages of basic blocks (two 3x3 convs and an
-  identity or 1x1-projection shortcut, He et al. 2016). ``Stage.depth`` is the number of basic
-  blocks of the stage.
+main axis of the space). What a family's blocks are, how many conv layers they hold and how a
+family is enumerated is defined in the family registry, :mod:`edgekd.search.families` (``plain``
+conv-BN-ReLU students, ``residual`` basic-block students, and any family registered there);
+this module is generic over families. ``Stage.depth`` is the number of blocks of the stage.
 
 The stride of a stage is applied by its first block (this is where the network downsamples).
 After the features come global average pooling, an optional linear low-rank bottleneck
@@ -17,8 +14,8 @@ After the features come global average pooling, an optional linear low-rank bott
 and the linear ``head``.
 
 :attr:`StudentSpec.depth` always counts conv layers on the main path (the 1x1 projection
-shortcuts of residual blocks are not counted, as in the ResNet convention):
-``plain: sum(stage.depth)``, ``residual: 1 + 2 * sum(stage.depth)``.
+shortcuts of residual blocks are not counted, as in the ResNet convention), as each family's
+blocks declare them: ``plain: sum(stage.depth)``, ``residual: 1 + 2 * sum(stage.depth)``.
 
 Module names inside ``build(spec)``: ``features.{i}`` is the ``i``-th block (the stem is
 ``features.0``), then ``pool``, ``bottleneck`` (``nn.Identity`` when absent) and ``head``.
@@ -41,12 +38,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from edgekd.core.errors import EdgekdError
+from edgekd.search.families import Block, default_families, family_names, get_family
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-FAMILIES: tuple[str, ...] = ("plain", "residual")
-SPEC_KEYS = frozenset({"family", "input", "classes", "stages", "kernel", "bottleneck"})
+SPEC_KEYS = frozenset({"family", "input", "classes", "stages", "kernel", "bottleneck",
+                       "stem_stride", "expansion", "se", "act"})
+#: Spec fields written to JSON only when they differ from these defaults, so the ids of specs
+#: that do not use them (every plain and residual student before they existed) stay the same.
+OPTIONAL_DEFAULTS: dict[str, Any] = {"stem_stride": 1, "expansion": 1, "se": False, "act": "relu"}
+ACTIVATIONS: tuple[str, ...] = ("relu", "relu6")
 STAGE_KEYS = frozenset({"width", "depth", "stride"})
 ID_LENGTH = 12
 
@@ -83,7 +85,10 @@ class StudentSpec:
 
     ``input`` is (C, H, W); ``stages`` run from the input to the head; ``kernel`` is the conv
     kernel size (odd); ``bottleneck`` is the rank of the optional linear low-rank layer
-    before the head (None: no bottleneck).
+    before the head (None: no bottleneck). ``stem_stride`` is the stride of the stem (2
+    halves a 32x32 input before the first stage); ``expansion`` (1..6, mbconv), ``se``
+    (squeeze-excitation, mbconv) and ``act`` (relu | relu6, dwsep and mbconv) are options
+    of the families that use them; the family's ``check`` refuses the others.
     """
 
     family: str
@@ -92,12 +97,16 @@ class StudentSpec:
     stages: tuple[Stage, ...]
     kernel: int = 3
     bottleneck: int | None = None
+    stem_stride: int = 1
+    expansion: int = 1
+    se: bool = False
+    act: str = "relu"
     _id: str = field(default="", init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
+        if self.family not in family_names():
             raise EdgekdError(f"student spec: unknown family {self.family!r}: "
-                              f"use one of {', '.join(FAMILIES)}")
+                              f"use one of {', '.join(family_names())}")
         shape = tuple(self.input)
         if len(shape) != 3:
             raise EdgekdError(f"student spec: input must be (C, H, W), got {self.input!r}: "
@@ -116,11 +125,28 @@ class StudentSpec:
                               "use 1, 3, 5 or 7")
         if self.bottleneck is not None:
             _positive_int(self.bottleneck, "bottleneck")
+        self._check_options()
         object.__setattr__(self, "_id", hashlib.sha256(self.to_json().encode()).hexdigest()[:ID_LENGTH])
+
+    def _check_options(self) -> None:
+        if self.stem_stride not in (1, 2):
+            raise EdgekdError(f"student spec: stem_stride must be 1 or 2, got {self.stem_stride!r}: "
+                              "fix the spec")
+        if isinstance(self.expansion, bool) or self.expansion not in range(1, 7):
+            raise EdgekdError(f"student spec: expansion must be an integer 1..6, got "
+                              f"{self.expansion!r}: fix the spec")
+        if not isinstance(self.se, bool):
+            raise EdgekdError(f"student spec: se must be true or false, got {self.se!r}: fix the spec")
+        if self.act not in ACTIVATIONS:
+            raise EdgekdError(f"student spec: act must be one of {', '.join(ACTIVATIONS)}, got "
+                              f"{self.act!r}: fix the spec")
+        problem = get_family(self.family).check(self)
+        if problem:
+            raise EdgekdError(f"student spec: {problem}: fix the spec")
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "family": self.family,
             "input": list(self.input),
             "classes": self.classes,
@@ -128,6 +154,10 @@ class StudentSpec:
             "kernel": self.kernel,
             "bottleneck": self.bottleneck,
         }
+        for key, default in OPTIONAL_DEFAULTS.items():
+            if getattr(self, key) != default:
+                d[key] = getattr(self, key)
+        return d
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no spaces (the id hashes exactly this text)."""
@@ -165,9 +195,10 @@ class StudentSpec:
         inp = data["input"]
         if not isinstance(inp, (list, tuple)):
             raise EdgekdError(f"student spec: input must be [C, H, W], got {inp!r}: fix the spec")
+        options = {key: data[key] for key in OPTIONAL_DEFAULTS if key in data}
         return cls(family=data["family"], input=tuple(inp), classes=data["classes"],
                    stages=tuple(parsed), kernel=data.get("kernel", 3),
-                   bottleneck=data.get("bottleneck"))
+                   bottleneck=data.get("bottleneck"), **options)
 
     @classmethod
     def from_json(cls, s: str) -> "StudentSpec":
@@ -191,54 +222,50 @@ class StudentSpec:
     @property
     def blocks(self) -> int:
         """Number of blocks in ``features`` (stem included)."""
-        n = sum(s.depth for s in self.stages)
-        return n + 1 if self.family == "residual" else n
+        return len(self.block_plan())
 
     @property
     def depth(self) -> int:
         """Conv layers on the main path (projection shortcuts are not counted)."""
-        n = sum(s.depth for s in self.stages)
-        return 1 + 2 * n if self.family == "residual" else n
+        return sum(block.convs for block in self.block_plan())
 
     def convs_through(self, index: int) -> int:
         """Main-path conv layers from the input up to and including block ``features.{index}``."""
-        return 1 + 2 * index if self.family == "residual" else index + 1
+        return sum(block.convs for block in self.block_plan()[:index + 1])
 
     @property
     def guided_index(self) -> int:
         """Index of the first block whose output has seen at least half of the conv layers."""
         half = self.depth / 2
-        return next(i for i in range(self.blocks) if self.convs_through(i) >= half)
+        seen = 0
+        for i, block in enumerate(self.block_plan()):
+            seen += block.convs
+            if seen >= half:
+                return i
+        return self.blocks - 1  # pragma: no cover - the last block has seen every conv
 
     @property
     def guided_layer(self) -> str:
         """FitNets' guided layer: the block in the middle of the network, e.g. ``features.3``."""
         return f"features.{self.guided_index}"
 
-    def block_plan(self) -> list[tuple[str, int, int, int]]:
-        """Blocks of ``features`` as ``(kind, in_channels, out_channels, stride)``,
-        kind in {"conv", "basic"}; the stem is a "conv" block."""
-        plan: list[tuple[str, int, int, int]] = []
-        channels = self.input[0]
-        if self.family == "residual":
-            plan.append(("conv", channels, self.stages[0].width, 1))
-            channels = self.stages[0].width
-        kind = "basic" if self.family == "residual" else "conv"
-        for stage in self.stages:
-            for j in range(stage.depth):
-                plan.append((kind, channels, stage.width, stage.stride if j == 0 else 1))
-                channels = stage.width
-        return plan
+    def block_plan(self) -> list[Block]:
+        """The blocks of ``features``, stem first (the family's plan, cached per spec)."""
+        plan = self.__dict__.get("_plan")
+        if plan is None:
+            plan = get_family(self.family).plan(self)
+            object.__setattr__(self, "_plan", plan)
+        return list(plan)
 
     def feature_shapes(self) -> list[tuple[int, int, int]]:
         """Output shape (C, H, W) of each block ``features.{i}`` (batch excluded)."""
         _, h, w = self.input
         pad = self.kernel // 2
         shapes = []
-        for _kind, _cin, cout, stride in self.block_plan():
-            h = (h + 2 * pad - self.kernel) // stride + 1
-            w = (w + 2 * pad - self.kernel) // stride + 1
-            shapes.append((cout, h, w))
+        for block in self.block_plan():
+            h = (h + 2 * pad - self.kernel) // block.stride + 1
+            w = (w + 2 * pad - self.kernel) // block.stride + 1
+            shapes.append((block.cout, h, w))
         return shapes
 
     @property
@@ -249,95 +276,16 @@ class StudentSpec:
     def describe(self) -> str:
         """Short human text, e.g. ``plain d6 16x3/s1-32x3/s2``."""
         stages = "-".join(f"{s.width}x{s.depth}/s{s.stride}" for s in self.stages)
-        extra = f" k{self.kernel}" if self.kernel != 3 else ""
+        extra = f" s2stem" if self.stem_stride == 2 else ""
+        extra += f" e{self.expansion}" if self.expansion != 1 else ""
+        extra += " se" if self.se else ""
+        extra += f" {self.act}" if self.act != "relu" else ""
+        extra += f" k{self.kernel}" if self.kernel != 3 else ""
         extra += f" r{self.bottleneck}" if self.bottleneck else ""
         return f"{self.family} d{self.depth} {stages}{extra}"
 
 
 # ---------------------------------------------------------------------------- build
-def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int) -> "nn.Sequential":
-    from collections import OrderedDict
-
-    from torch import nn
-
-    return nn.Sequential(OrderedDict(
-        conv=nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False),
-        bn=nn.BatchNorm2d(cout),
-        relu=nn.ReLU(),
-    ))
-
-
-def _module_classes() -> tuple[type, type]:
-    """Define the torch module classes on first use (keeps ``import edgekd.search.space`` light)."""
-    global _BASIC_BLOCK, _STUDENT_NET
-    if _BASIC_BLOCK is not None:
-        return _BASIC_BLOCK, _STUDENT_NET
-    import torch
-    from torch import nn
-
-    class Add(nn.Module):
-        """``a + b`` as a module, so the residual sum shows up as a layer in cost tables."""
-
-        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return a + b
-
-    class BasicBlock(nn.Module):
-        """He et al. 2016 basic block: conv-BN-ReLU-conv-BN + shortcut, then ReLU."""
-
-        def __init__(self, cin: int, cout: int, kernel: int, stride: int) -> None:
-            super().__init__()
-            pad = kernel // 2
-            self.conv1 = nn.Conv2d(cin, cout, kernel, stride=stride, padding=pad, bias=False)
-            self.bn1 = nn.BatchNorm2d(cout)
-            self.relu1 = nn.ReLU()
-            self.conv2 = nn.Conv2d(cout, cout, kernel, stride=1, padding=pad, bias=False)
-            self.bn2 = nn.BatchNorm2d(cout)
-            if stride != 1 or cin != cout:
-                self.shortcut: nn.Module = nn.Sequential(
-                    nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
-            else:
-                self.shortcut = nn.Identity()
-            self.add = Add()
-            self.relu = nn.ReLU()
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-            return self.relu(self.add(out, self.shortcut(x)))
-
-    class StudentNet(nn.Module):
-        """``features`` (blocks) -> global average ``pool`` -> ``bottleneck`` -> ``head``."""
-
-        def __init__(self, spec: StudentSpec) -> None:
-            super().__init__()
-            blocks: list[nn.Module] = []
-            for kind, cin, cout, stride in spec.block_plan():
-                if kind == "basic":
-                    blocks.append(BasicBlock(cin, cout, spec.kernel, stride))
-                else:
-                    blocks.append(_conv_bn_relu(cin, cout, spec.kernel, stride))
-            self.features = nn.Sequential(*blocks)
-            self.pool, self.bottleneck, self.head = _head_modules(spec)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = self.pool(self.features(x))
-            return self.head(self.bottleneck(torch.flatten(x, 1)))
-
-    _BASIC_BLOCK, _STUDENT_NET = BasicBlock, StudentNet
-    return BasicBlock, StudentNet
-
-
-def _head_modules(spec: StudentSpec) -> tuple["nn.Module", "nn.Module", "nn.Module"]:
-    """Global average pool, the low-rank bottleneck (or Identity) and the linear head."""
-    from torch import nn
-
-    width = spec.stages[-1].width
-    bottleneck: nn.Module = nn.Identity()
-    if spec.bottleneck:
-        bottleneck = nn.Linear(width, spec.bottleneck, bias=False)
-        width = spec.bottleneck
-    return nn.AdaptiveAvgPool2d(1), bottleneck, nn.Linear(width, spec.classes)
-
-
 def build_head(spec: StudentSpec) -> "nn.Sequential":
     """Everything after ``features`` as one module with the same names (``pool``,
     ``bottleneck``, ``head``) as in :func:`build`; :mod:`edgekd.search.cost` costs it on its own."""
@@ -345,27 +293,25 @@ def build_head(spec: StudentSpec) -> "nn.Sequential":
 
     from torch import nn
 
-    pool, bottleneck, head = _head_modules(spec)
+    from edgekd.search.blocks import head_modules
+
+    pool, bottleneck, head = head_modules(spec.stages[-1].width, spec.bottleneck, spec.classes)
     return nn.Sequential(OrderedDict(pool=pool, flatten=nn.Flatten(), bottleneck=bottleneck,
                                      head=head))
 
 
-_BASIC_BLOCK: Any = None
-_STUDENT_NET: Any = None
-
-
-def build_block(kind: str, cin: int, cout: int, kernel: int, stride: int) -> "nn.Module":
-    """One block of ``features``: kind "conv" (conv-BN-ReLU) or "basic" (a basic block)."""
-    if kind == "basic":
-        return _module_classes()[0](cin, cout, kernel, stride)
-    if kind == "conv":
-        return _conv_bn_relu(cin, cout, kernel, stride)
-    raise ValueError(f"unknown block kind {kind!r}")
+def build_block(family: str, block: Block) -> "nn.Module":
+    """One block of ``features`` (a :class:`~edgekd.search.families.Block` of ``family``'s plan)."""
+    return get_family(family).make(block)
 
 
 def build(spec: StudentSpec) -> "nn.Module":
     """Build the student as an ``nn.Module`` (train mode, fresh weights, current device)."""
-    return _module_classes()[1](spec)
+    from edgekd.search.blocks import StudentNet
+
+    family = get_family(spec.family)
+    return StudentNet([family.make(block) for block in spec.block_plan()],
+                      spec.stages[-1].width, spec.bottleneck, spec.classes)
 
 
 # ---------------------------------------------------------------------------- enumeration
@@ -376,13 +322,17 @@ class SpaceConfig:
     Depth runs over ``min_depth..max_depth`` conv layers; a depth is split into
     1..``max_stages`` stages in every possible way (these splits are the downsampling
     positions: each stage after the first starts with a stride-2 block); stage widths follow
-    ``base * growth**i`` (rounded to an even number) for each base width and growth factor.
-    A stage is only added while the feature map stays at least ``min_resolution`` pixels.
-    Splits where one stage is more than ``max_stage_ratio`` times deeper than another are
-    skipped (they add thousands of near-duplicates of lopsided students).
+    ``base * growth**i`` rounded to a multiple of ``width_multiple`` (2 by default; 8 suits
+    tensor cores, see the profile's ``search.channel_multiple``) for each base width and
+    growth factor. A stage is only added while the feature map stays at least
+    ``min_resolution`` pixels. Splits where one stage is more than ``max_stage_ratio`` times
+    deeper than another are skipped (they add thousands of near-duplicates of lopsided
+    students). ``stem_strides`` (1 and/or 2), ``kernels`` and ``bottlenecks`` apply to every
+    family; ``expansions``, ``se`` and ``acts`` to the families that take them (mbconv,
+    dwsep), through each family's ``variants``.
     """
 
-    families: tuple[str, ...] = FAMILIES
+    families: tuple[str, ...] = field(default_factory=default_families)
     min_depth: int = 3
     max_depth: int = 19
     max_stages: int = 3
@@ -392,15 +342,26 @@ class SpaceConfig:
     bottlenecks: tuple[int | None, ...] = (None,)
     min_resolution: int = 3
     max_stage_ratio: float = 3.0
+    stem_strides: tuple[int, ...] = (1,)
+    width_multiple: int = 2
+    expansions: tuple[int, ...] = (2, 4, 6)
+    se: tuple[bool, ...] = (False,)
+    acts: tuple[str, ...] = ("relu6",)
 
     def __post_init__(self) -> None:
-        bad = [f for f in self.families if f not in FAMILIES]
+        bad = [f for f in self.families if f not in family_names()]
         if bad or not self.families:
             raise EdgekdError(f"unknown student family {', '.join(bad) or '(none)'}: "
-                              f"use one or more of {', '.join(FAMILIES)}")
+                              f"use one or more of {', '.join(family_names())}")
         if not 1 <= self.min_depth <= self.max_depth:
             raise EdgekdError(f"depth range {self.min_depth}..{self.max_depth} is empty: "
                               "give 1 <= min_depth <= max_depth")
+        if not self.stem_strides or not set(self.stem_strides) <= {1, 2}:
+            raise EdgekdError(f"stem strides {self.stem_strides} must be 1 and/or 2: fix --stem-stride")
+        if any(k < 1 or k % 2 == 0 for k in self.kernels) or not self.kernels:
+            raise EdgekdError(f"kernels {self.kernels} must be odd positive sizes: use e.g. 3,5")
+        if self.width_multiple < 1:
+            raise EdgekdError(f"width multiple {self.width_multiple} must be >= 1")
 
 
 def _compositions(total: int, parts: int) -> Iterator[tuple[int, ...]]:
@@ -410,22 +371,38 @@ def _compositions(total: int, parts: int) -> Iterator[tuple[int, ...]]:
         yield tuple(bounds[i + 1] - bounds[i] for i in range(parts))
 
 
+def round_width(width: float, multiple: int) -> int:
+    """``width`` rounded to the nearest multiple of ``multiple`` (at least ``multiple``)."""
+    return max(multiple, multiple * round(width / multiple))
+
+
 def _width_schedules(stages: int, config: SpaceConfig) -> list[tuple[int, ...]]:
     schedules = {
-        tuple(max(2, 2 * round(base * growth**i / 2)) for i in range(stages))
+        tuple(round_width(base * growth**i, config.width_multiple) for i in range(stages))
         for base in config.base_widths
         for growth in config.growths
     }
     return sorted(schedules)
 
 
-def _max_stages(input_shape: tuple[int, int, int], config: SpaceConfig) -> int:
-    size = min(input_shape[1:])
+def _max_stages(input_shape: tuple[int, int, int], config: SpaceConfig, stem_stride: int = 1) -> int:
+    size = math.ceil(min(input_shape[1:]) / stem_stride)
     stages = 1
     while stages < config.max_stages and math.ceil(size / 2) >= config.min_resolution:
         size = math.ceil(size / 2)
         stages += 1
     return stages
+
+
+def _stage_layouts(blocks: int, max_stages: int, config: SpaceConfig) -> Iterator[tuple[Stage, ...]]:
+    """Every split of ``blocks`` into stages, with every width schedule."""
+    for n_stages in range(1, min(max_stages, blocks) + 1):
+        strides = (1,) + (2,) * (n_stages - 1)
+        for split in _compositions(blocks, n_stages):
+            if max(split) > config.max_stage_ratio * min(split):
+                continue
+            for widths in _width_schedules(n_stages, config):
+                yield tuple(Stage(w, d, s) for w, d, s in zip(widths, split, strides))
 
 
 def enumerate_specs(input_shape: Iterable[int], classes: int,
@@ -436,27 +413,22 @@ def enumerate_specs(input_shape: Iterable[int], classes: int,
     (depth 3..19) in well under a second; :mod:`edgekd.search.search` filters them by budget.
     """
     config = config or SpaceConfig()
-    shape = tuple(int(v) for v in input_shape)
-    max_stages = _max_stages(shape, config)  # type: ignore[arg-type]
+    shape: tuple[int, int, int] = tuple(int(v) for v in input_shape)  # type: ignore[assignment]
     specs: dict[str, StudentSpec] = {}
-    for family in config.families:
+    for name in config.families:
+        family = get_family(name)
+        variants = [dict(v) for v in family.variants(config)]
         for depth in range(config.min_depth, config.max_depth + 1):
-            if family == "residual":
-                if depth % 2 == 0:
-                    continue  # residual depth is 1 + 2 * blocks: always odd
-                blocks = (depth - 1) // 2
-            else:
-                blocks = depth
-            for n_stages in range(1, min(max_stages, blocks) + 1):
-                strides = (1,) + (2,) * (n_stages - 1)
-                for split in _compositions(blocks, n_stages):
-                    if max(split) > config.max_stage_ratio * min(split):
-                        continue
-                    for widths in _width_schedules(n_stages, config):
-                        stages = tuple(Stage(w, d, s) for w, d, s in zip(widths, split, strides))
+            for variant in variants:
+                blocks = family.blocks_for_depth(depth, variant)
+                if not blocks or blocks < 1:
+                    continue
+                for stem_stride in config.stem_strides:
+                    max_stages = _max_stages(shape, config, stem_stride)
+                    for stages in _stage_layouts(blocks, max_stages, config):
                         for kernel in config.kernels:
                             for bottleneck in config.bottlenecks:
-                                spec = StudentSpec(family, shape, classes, stages, kernel,  # type: ignore[arg-type]
-                                                   bottleneck)
+                                spec = StudentSpec(name, shape, classes, stages, kernel,
+                                                   bottleneck, stem_stride=stem_stride, **variant)
                                 specs.setdefault(spec.id, spec)
     return list(specs.values())

@@ -1,0 +1,188 @@
+"""The student-family registry (in the spirit of timm's ``register_model``).
+
+A family is one :class:`Family` entry: its name, how a :class:`~edgekd.search.space.StudentSpec`
+becomes a list of :class:`Block` (``plan``), how one block becomes an ``nn.Module``
+(``make``), its enumeration grid (``blocks_for_depth`` and ``variants``) and the checks its
+spec options must pass. Everything else is generic and works for any registered family:
+
+* **hint taps**: each :class:`Block` says how many main-path conv layers it holds (``convs``);
+  the spec's depth and FitNets' guided layer (the block in the middle of the network) follow;
+* **cost hooks**: a block's ``key`` is the signature :mod:`edgekd.search.cost` caches its MACs and
+  layer table under; a module that costs time but is not a conv, linear or pool declares a
+  ``cost_kind`` attribute (see :mod:`edgekd.search.blocks`);
+* **enumeration**: :func:`edgekd.search.space.enumerate_specs` walks depths, stage splits, widths,
+  kernels, stem strides and bottlenecks, and asks the family how many blocks a depth has and
+  which option variants (expansion, squeeze-excitation, activation) to try.
+
+Adding a family = one :func:`register_family` call (plus its modules and one test); see
+``tests/test_families.py`` for a toy family registered at test time and searched by the CLI.
+
+The built-in families (module docstrings of :mod:`edgekd.search.blocks` cite the papers):
+
+========  =====================================================  ==========================
+family    ``features``                                           depth (main-path convs)
+========  =====================================================  ==========================
+plain     conv-BN-ReLU blocks; the first is the stem             sum(stage depths)
+residual  stem, then basic blocks                                1 + 2 * blocks
+dwsep     stem, then depthwise-separable blocks                  1 + 2 * blocks
+mbconv    stem, then inverted-residual blocks (expansion e)      1 + 3 * blocks (2 if e=1)
+========  =====================================================  ==========================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from edgekd.core.errors import EdgekdError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from edgekd.search.space import SpaceConfig, StudentSpec
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of ``features``: a family-specific ``kind`` with its channels, kernel, stride,
+    the number of main-path conv layers it holds (``convs``) and extra ``options``."""
+
+    kind: str
+    cin: int
+    cout: int
+    kernel: int
+    stride: int
+    convs: int = 1
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return dict(self.options).get(name, default)
+
+    def key(self, h: int, w: int) -> str:
+        """The cost-cache signature of this block on an ``h`` x ``w`` input."""
+        extra = "".join(f":{k}={v}" for k, v in self.options)
+        return f"{self.kind}:{self.cin}:{self.cout}:{self.kernel}:{self.stride}:{h}:{w}{extra}"
+
+
+def _no_variants(_config: "SpaceConfig") -> Iterable[dict[str, Any]]:
+    return ({},)
+
+
+def _no_check(_spec: "StudentSpec") -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Family:
+    """A registered student family (see the module docstring).
+
+    ``plan(spec)``: the blocks of ``features``; ``make(block)``: one block as an ``nn.Module``;
+    ``blocks_for_depth(depth, variant)``: how many blocks (stem excluded) a student of
+    ``depth`` main-path conv layers has, or None when no such student exists;
+    ``variants(config)``: the extra spec fields to enumerate (dicts of StudentSpec keyword
+    arguments); ``check(spec)``: a message when the spec's options do not fit the family.
+    """
+
+    name: str
+    plan: Callable[["StudentSpec"], list[Block]]
+    make: Callable[[Block], "nn.Module"]
+    blocks_for_depth: Callable[[int, dict[str, Any]], int | None]
+    variants: Callable[["SpaceConfig"], Iterable[dict[str, Any]]] = _no_variants
+    check: Callable[["StudentSpec"], str | None] = _no_check
+    default: bool = False
+    help: str = ""
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family, *, replace: bool = False) -> Family:
+    """Add ``family`` to the registry (``replace=True`` to overwrite a name already taken)."""
+    if family.name in _FAMILIES and not replace:
+        raise ValueError(f"student family {family.name!r} is already registered")
+    if not family.name or "," in family.name:
+        raise ValueError(f"bad family name {family.name!r}")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def unregister_family(name: str) -> None:
+    """Remove a family (tests register toy families and clean up after themselves)."""
+    _FAMILIES.pop(name, None)
+
+
+def family_names() -> tuple[str, ...]:
+    """Every registered family, in registration order."""
+    return tuple(_FAMILIES)
+
+
+def default_families() -> tuple[str, ...]:
+    """The families searched when none is named (``edgekd search --family``'s default)."""
+    return tuple(name for name, f in _FAMILIES.items() if f.default)
+
+
+def get_family(name: str) -> Family:
+    family = _FAMILIES.get(name)
+    if family is None:
+        raise EdgekdError(f"unknown student family {name!r}: use one or more of "
+                          f"{', '.join(_FAMILIES)}")
+    return family
+
+
+def stem_and_stages(spec: "StudentSpec", kind: str, convs: int,
+                    options: tuple[tuple[str, Any], ...] = ()) -> list[Block]:
+    """A conv-BN-act stem (stride ``spec.stem_stride``, to the first stage's width), then
+    ``stage.depth`` blocks of ``kind`` per stage, the first of each with the stage's stride."""
+    act = dict(options).get("act", "relu")
+    stem_options = (("act", act),) if act != "relu" else ()
+    plan = [Block("conv", spec.input[0], spec.stages[0].width, spec.kernel, spec.stem_stride, 1,
+                  stem_options)]
+    channels = spec.stages[0].width
+    for stage in spec.stages:
+        for j in range(stage.depth):
+            plan.append(Block(kind, channels, stage.width, spec.kernel,
+                              stage.stride if j == 0 else 1, convs, options))
+            channels = stage.width
+    return plan
+
+
+def _make_builtin(block: Block) -> "nn.Module":
+    from edgekd.search import blocks
+
+    act = block.option("act", "relu")
+    if block.kind == "conv":
+        return blocks.conv_bn_act(block.cin, block.cout, block.kernel, block.stride, act)
+    if block.kind == "basic":
+        return blocks.BasicBlock(block.cin, block.cout, block.kernel, block.stride)
+    raise ValueError(f"unknown block kind {block.kind!r}")
+
+
+# ---------------------------------------------------------------------------- plain, residual
+def _plain_plan(spec: "StudentSpec") -> list[Block]:
+    plan, channels = [], spec.input[0]
+    for i, stage in enumerate(spec.stages):
+        for j in range(stage.depth):
+            stride = 1 if j else max(stage.stride, spec.stem_stride if i == 0 else 1)
+            plan.append(Block("conv", channels, stage.width, spec.kernel, stride))
+            channels = stage.width
+    return plan
+
+
+def _relu_only(spec: "StudentSpec") -> str | None:
+    if spec.act != "relu" or spec.expansion != 1 or spec.se:
+        return (f"family {spec.family!r} takes no act/expansion/se options "
+                "(those are for dwsep and mbconv)")
+    if spec.family == "plain" and spec.stem_stride == 2 and spec.stages[0].stride == 2:
+        return "a plain student's stem is its first conv: give stem_stride 2 or a first-stage stride 2, not both"
+    return None
+
+
+register_family(Family(
+    name="plain", plan=_plain_plan, make=_make_builtin,
+    blocks_for_depth=lambda depth, _variant: depth, check=_relu_only, default=True,
+    help="conv-BN-ReLU blocks (FitNets' students)"))
+register_family(Family(
+    name="residual", plan=lambda spec: stem_and_stages(spec, "basic", 2), make=_make_builtin,
+    blocks_for_depth=lambda depth, _variant: (depth - 1) // 2 if depth % 2 else None,
+    check=_relu_only, default=True,
+    help="stem + basic blocks (two convs and a shortcut, He et al. 2016)"))
