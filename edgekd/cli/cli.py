@@ -142,6 +142,18 @@ def profiles_show(name_or_path: str, as_json: bool, as_toml: bool) -> None:
 
 
 # --------------------------------------------------------------------------- search
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    """``"3,5"`` -> ``(3, 5)``; anything else is a one-line error naming ``option``."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values:
+        raise EdgekdError(f"{option} {text!r} is not a comma-separated list of integers: "
+                          "write e.g. 3,5")
+    return values
+
+
 @cli.command()
 @click.option("--profile", "profile_name", default="host-cpu", show_default=True,
               help="Device profile: a shipped name (edgekd profiles list) or a .toml path.")
@@ -158,6 +170,11 @@ def profiles_show(name_or_path: str, as_json: bool, as_toml: bool) -> None:
                    "the registry's defaults, plain,residual]; see edgekd.search.families.")
 @click.option("--max-depth", default=19, show_default=True, type=click.IntRange(min=3),
               help="Deepest student to enumerate, in conv layers.")
+@click.option("--kernel", "kernels", default="3", show_default=True,
+              help="Conv kernel sizes to enumerate, comma-separated (e.g. 3,5).")
+@click.option("--stem-stride", "stem_strides", default="1", show_default=True,
+              help="Stem strides to enumerate, comma-separated: 2 halves a 32x32+ input "
+                   "before the first stage.")
 @click.option("--shortlist", default=8, show_default=True, type=click.IntRange(min=1),
               help="How many students to shortlist for training (spread over depths).")
 @click.option("--measure", is_flag=True,
@@ -170,7 +187,8 @@ def profiles_show(name_or_path: str, as_json: bool, as_toml: bool) -> None:
                    "[default: runs/search-PROFILE].")
 @verbose_option
 def search(profile_name: str, input_text: str, classes: int, max_macs: str | None,
-           latency_ms: float | None, family: str, max_depth: int, shortlist: int, measure: bool,
+           latency_ms: float | None, family: str | None, max_depth: int, kernels: str,
+           stem_strides: str, shortlist: int, measure: bool,
            calibration: str | None, out_dir: str | None) -> None:
     """Enumerate thin, deep students that fit a device budget (MACs and latency), find the
     Pareto front over latency, parameters and depth, and shortlist students for training.
@@ -196,7 +214,9 @@ def search(profile_name: str, input_text: str, classes: int, max_macs: str | Non
 
     families = (tuple(f.strip() for f in family.split(",") if f.strip()) if family
                 else default_families())
-    space = SpaceConfig(families=families, max_depth=max_depth)
+    space = SpaceConfig(families=families, max_depth=max_depth,
+                        kernels=_int_list(kernels, "--kernel"),
+                        stem_strides=_int_list(stem_strides, "--stem-stride"))
     out = Path(out_dir) if out_dir else Path("runs") / f"search-{profile.name}"
     result = search_candidates(
         profile, parse_shape(input_text), classes,

@@ -25,7 +25,13 @@ as the package ``edgekd.device_profiles``)::
     precision = "fp16"              # fp32 | fp16 | int8
     workspace_mb = 1024             # TensorRT builder workspace
 
-Every key is required and unknown keys are errors, so a typo never silently falls back to a
+    [search]                        # optional section
+    channel_multiple = 8            # student widths are rounded to multiples of this
+
+Every key is required (except the optional ``[search]`` section, whose
+``channel_multiple`` defaults to 8 for ``gpu`` / ``jetson`` profiles, where tensor cores
+and vectorised kernels want channel counts in multiples of 8, and to 2 for ``cpu``) and
+unknown keys are errors, so a typo never silently falls back to a
 default. Any problem is raised as one :class:`~edgekd.core.errors.EdgekdError` line that names the
 file and the dotted key.
 """
@@ -116,6 +122,18 @@ class Runtime:
 
 
 @dataclass(frozen=True)
+class SearchSettings:
+    """How the student search suits this device: widths rounded to ``channel_multiple``."""
+
+    channel_multiple: int = _positive("channels")
+
+    @classmethod
+    def default_for(cls, kind: str) -> "SearchSettings":
+        """8 on GPUs and Jetsons (tensor cores), 2 on CPUs (the even widths of the first space)."""
+        return cls(channel_multiple=8 if kind in ("gpu", "jetson") else 2)
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     """One target device: its hardware, default budget and runtime. ``source`` = where it came from."""
 
@@ -126,6 +144,7 @@ class DeviceProfile:
     budget: Budget
     runtime: Runtime
     source: str = ""
+    search: SearchSettings = field(default_factory=lambda: SearchSettings(2))
 
     def with_budget(self, latency_ms: float | None = None, macs: int | None = None,
                     batch: int | None = None) -> DeviceProfile:
@@ -195,7 +214,8 @@ def _check_value(value: Any, f: dataclasses.Field, key: str, where: str) -> Any:
     return value
 
 
-def _check_keys(table: Any, allowed: list[str], section: str, where: str) -> None:
+def _check_keys(table: Any, allowed: list[str], section: str, where: str,
+                optional: tuple[str, ...] = ()) -> None:
     prefix = f"{section}." if section else ""
     if not isinstance(table, dict):
         raise EdgekdError(f"{where}: '{section}' must be a table, got {_type_name(table)}: "
@@ -204,7 +224,7 @@ def _check_keys(table: Any, allowed: list[str], section: str, where: str) -> Non
     if unknown:
         raise EdgekdError(f"{where}: unknown key '{prefix}{unknown[0]}': remove it or check the "
                           f"spelling (allowed: {', '.join(allowed)})")
-    missing = [k for k in allowed if k not in table]
+    missing = [k for k in allowed if k not in table and k not in optional]
     if missing:
         raise EdgekdError(f"{where}: missing key '{prefix}{missing[0]}': add it "
                           f"(see 'edgekd profiles show {DEFAULT_PROFILE}' for a complete profile)")
@@ -219,14 +239,16 @@ def _build(cls: type, table: Any, section: str, where: str) -> Any:
 
 
 def _profile_from_mapping(data: dict[str, Any], origin: str, where: str) -> DeviceProfile:
-    _check_keys(data, [*_SCALARS, *_SECTIONS], "", where)
+    _check_keys(data, [*_SCALARS, *_SECTIONS, "search"], "", where, optional=("search",))
     scalars = {f.name: f for f in dataclasses.fields(DeviceProfile) if f.name in _SCALARS}
     values = {k: _check_value(data[k], scalars[k], k, where) for k in _SCALARS}
     if not _NAME_RE.match(values["name"]):
         raise EdgekdError(f"{where}: key 'name' is {values['name']!r}: use only letters, digits, "
                           "'.', '_' and '-' (it becomes part of file names)")
     sections = {k: _build(cls, data[k], k, where) for k, cls in _SECTIONS.items()}
-    profile = DeviceProfile(**values, **sections, source=origin)
+    search = (_build(SearchSettings, data["search"], "search", where) if "search" in data
+              else SearchSettings.default_for(values["kind"]))
+    profile = DeviceProfile(**values, **sections, source=origin, search=search)
     if profile.runtime.backend in GPU_BACKENDS and profile.kind == "cpu":
         raise EdgekdError(f"{where}: key 'runtime.backend' is {profile.runtime.backend!r} but "
                           "kind is 'cpu': TensorRT needs an NVIDIA GPU, use backend = \"ort\"")

@@ -186,3 +186,47 @@ register_family(Family(
     blocks_for_depth=lambda depth, _variant: (depth - 1) // 2 if depth % 2 else None,
     check=_relu_only, default=True,
     help="stem + basic blocks (two convs and a shortcut, He et al. 2016)"))
+
+
+# ---------------------------------------------------------------------------- dwsep, mbconv
+def _make_mobile(block: Block) -> "nn.Module":
+    from edgekd.search import blocks
+
+    act = block.option("act", "relu")
+    if block.kind == "dwsep":
+        return blocks.DepthwiseSeparable(block.cin, block.cout, block.kernel, block.stride, act)
+    if block.kind == "mbconv":
+        return blocks.MBConv(block.cin, block.cout, block.kernel, block.stride,
+                             block.option("expansion", 1), act, bool(block.option("se", False)))
+    return _make_builtin(block)
+
+
+def _dwsep_plan(spec: "StudentSpec") -> list[Block]:
+    return stem_and_stages(spec, "dwsep", 2, (("act", spec.act),))
+
+
+def _mbconv_plan(spec: "StudentSpec") -> list[Block]:
+    options = (("act", spec.act), ("expansion", spec.expansion), ("se", spec.se))
+    return stem_and_stages(spec, "mbconv", 3 if spec.expansion > 1 else 2, options)
+
+
+def _dwsep_check(spec: "StudentSpec") -> str | None:
+    if spec.expansion != 1 or spec.se:
+        return "family 'dwsep' takes no expansion or se (those are mbconv options)"
+    return None
+
+
+register_family(Family(
+    name="dwsep", plan=_dwsep_plan, make=_make_mobile,
+    blocks_for_depth=lambda depth, _variant: (depth - 1) // 2 if depth % 2 else None,
+    variants=lambda config: ({"act": act} for act in config.acts), check=_dwsep_check,
+    help="stem + depthwise-separable blocks (depthwise kxk + pointwise 1x1, MobileNet)"))
+register_family(Family(
+    name="mbconv", plan=_mbconv_plan, make=_make_mobile,
+    blocks_for_depth=lambda depth, variant: (
+        (depth - 1) // 3 if (depth - 1) % 3 == 0 else None) if variant.get("expansion", 1) > 1
+    else ((depth - 1) // 2 if depth % 2 else None),
+    variants=lambda config: ({"expansion": e, "se": se, "act": act} for e in config.expansions
+                             for se in config.se for act in config.acts),
+    help="stem + inverted residual blocks (expand 1x1, depthwise kxk, optional SE, project "
+         "1x1; MobileNetV2)"))

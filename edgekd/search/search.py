@@ -232,6 +232,8 @@ def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], clas
                           f"is another device: drop --measure or use --profile {HOST_PROFILE}")
     families = tuple(families) if families is not None else default_families()
     space = dataclasses.replace(space or SpaceConfig(), families=families)
+    if space.width_multiple is None:  # widths suit the device (multiples of 8 on GPUs)
+        space = dataclasses.replace(space, width_multiple=profile.search.channel_multiple)
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 3:
         raise EdgekdError(f"input shape {shape} is not CxHxW: give e.g. --input 1x28x28")

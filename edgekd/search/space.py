@@ -343,7 +343,7 @@ class SpaceConfig:
     min_resolution: int = 3
     max_stage_ratio: float = 3.0
     stem_strides: tuple[int, ...] = (1,)
-    width_multiple: int = 2
+    width_multiple: int | None = None  # None: 2 here, the profile's channel_multiple in search
     expansions: tuple[int, ...] = (2, 4, 6)
     se: tuple[bool, ...] = (False,)
     acts: tuple[str, ...] = ("relu6",)
@@ -360,7 +360,7 @@ class SpaceConfig:
             raise EdgekdError(f"stem strides {self.stem_strides} must be 1 and/or 2: fix --stem-stride")
         if any(k < 1 or k % 2 == 0 for k in self.kernels) or not self.kernels:
             raise EdgekdError(f"kernels {self.kernels} must be odd positive sizes: use e.g. 3,5")
-        if self.width_multiple < 1:
+        if self.width_multiple is not None and self.width_multiple < 1:
             raise EdgekdError(f"width multiple {self.width_multiple} must be >= 1")
 
 
@@ -378,7 +378,7 @@ def round_width(width: float, multiple: int) -> int:
 
 def _width_schedules(stages: int, config: SpaceConfig) -> list[tuple[int, ...]]:
     schedules = {
-        tuple(round_width(base * growth**i, config.width_multiple) for i in range(stages))
+        tuple(round_width(base * growth**i, config.width_multiple or 2) for i in range(stages))
         for base in config.base_widths
         for growth in config.growths
     }
