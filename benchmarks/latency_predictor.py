@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.search.cost import Calibration, fit_calibration, predict_latency, spec_cost
+from edgekd.search.cost import spec_cost
+from edgekd.search.latency import Calibration, fit_calibration, predict_latency
 from edgekd.ship.export import export_onnx
 from edgekd.core.fileio import atomic_write_json, atomic_write_text
 from edgekd.ship.measure import measure_onnx

@@ -11,9 +11,9 @@ import torch
 from click.testing import CliRunner
 
 from edgekd.cli.cli import cli
-from edgekd.search.cost import (Calibration, LatencyEstimate, feature_names, module_cost,
-                         predict_latency)
+from edgekd.search.cost import module_cost
 from edgekd.core.errors import EdgekdError
+from edgekd.search.latency import Calibration, LatencyEstimate, feature_names, predict_latency
 from edgekd.inputs.profiles import load_profile
 from edgekd.search.search import Candidate, pareto_front, pareto_mask, search_candidates, select_shortlist
 from edgekd.search.space import SpaceConfig, Stage, StudentSpec, build, enumerate_specs

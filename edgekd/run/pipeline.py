@@ -255,7 +255,8 @@ def baseline_stage(config: CompressConfig, run: RunDir, winner: dict, winner_tri
 # ============================================================================ export + measure
 def teacher_stage(inputs: Inputs, run: RunDir) -> dict:
     """teacher.json (MACs, params, test accuracy, predicted target latency) and teacher.onnx."""
-    from edgekd.search.cost import module_cost, predict_latency
+    from edgekd.search.cost import module_cost
+    from edgekd.search.latency import predict_latency
     from edgekd.inputs.teachers import accuracy
 
     path = run.root / "teacher.json"

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from edgekd.search.cost import (Calibration, LatencyEstimate, measured_latency, predict_latency,
-                         spec_cost, spec_totals)
+from edgekd.search.cost import block_cost_cache, spec_cost, spec_totals
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_json, write_jsonl
+from edgekd.search.latency import Calibration, LatencyEstimate, predict_latency
 from edgekd.search.families import default_families
 from edgekd.search.space import SpaceConfig, StudentSpec, enumerate_specs
 from edgekd.core.units import format_count
@@ -220,8 +220,6 @@ def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], clas
     (measurements, when ``measure``, to ``out_dir/search/``). ``cost_cache`` is a JSON file of
     block costs reused across runs. Raises EdgekdError when nothing fits.
     """
-    from edgekd.search import cost as cost_module
-
     started = time.perf_counter()
     say = progress or (lambda _text: None)
     profile = profile.with_budget(latency_ms=latency_ms, macs=max_macs)
@@ -246,13 +244,7 @@ def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], clas
     say(f"enumerated {len(specs)} students in {timings['enumerate']:.1f} s")
 
     tick = time.perf_counter()
-    if cost_cache is not None:
-        cost_module.load_cost_cache(cost_cache)
-    blocks_before = len(cost_module._BLOCK_COSTS)
     candidates = []
-    for spec in specs:  # MACs and params first: cheap, and they decide most of the filtering
-        macs, params = spec_totals(spec)
-        candidates.append(Candidate(spec, macs, params, None))
 
     def estimate(c: Candidate) -> LatencyEstimate:
         if c.latency is None:
@@ -261,14 +253,13 @@ def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], clas
                          else predict_latency(layers, profile, budget.batch))
         return c.latency
 
-    within_macs = [c for c in candidates if c.macs <= budget.macs]
-    for c in within_macs:
-        estimate(c)
-    if cost_cache is not None and len(cost_module._BLOCK_COSTS) > blocks_before:
-        try:
-            cost_module.save_cost_cache(cost_cache)
-        except OSError:
-            pass  # a cache that cannot be written only costs time on the next run
+    with block_cost_cache(cost_cache):
+        for spec in specs:  # MACs and params first: cheap, and they decide most of the filtering
+            macs, params = spec_totals(spec)
+            candidates.append(Candidate(spec, macs, params, None))
+        within_macs = [c for c in candidates if c.macs <= budget.macs]
+        for c in within_macs:
+            estimate(c)
     timings["cost"] = time.perf_counter() - tick
     say(f"costed {len(candidates)} students ({len(within_macs)} within the MAC budget, "
         f"latency estimated for those) in {timings['cost']:.1f} s")
@@ -321,6 +312,8 @@ def _measure_shortlist(feasible: list[Candidate], n: int, latency_ms: float, bat
     """Measure the shortlisted candidates on the host; drop the ones over budget and shortlist
     again until ``n`` measured candidates fit or nothing is left (at most 3n measurements).
     Returns the candidates still feasible, the measured shortlist and the measurement count."""
+    from edgekd.ship.measure import measured_latency  # the ship stage (export + deploy bench)
+
     remaining = list(feasible)
     measured = 0
     chosen = select_shortlist(remaining, n)
@@ -331,7 +324,7 @@ def _measure_shortlist(feasible: list[Candidate], n: int, latency_ms: float, bat
         for c in todo:
             say(f"measuring {c.id} ({c.spec.describe()}) at batch {batch}")
             c.estimate = c.latency
-            c.latency = measured_latency(c.spec, workdir, batch=batch)
+            c.latency = measured_latency(c.spec, workdir, batch=batch)  # ship stage: export + time
             measured += 1
         remaining = [c for c in remaining if c.latency.ms <= latency_ms]
         chosen = select_shortlist(remaining, n)

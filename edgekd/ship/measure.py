@@ -9,6 +9,8 @@ site-packages on ``sys.path``) and started in the kit's own folder, with the kit
 explicitly, so a ``deploy/`` folder or a ``numpy.py`` in the user's working directory never
 runs in its place.
 It returns the Measurement dict that the kit wrote (see deploy/bench.py and DESIGN.md).
+:func:`measured_latency` exports a student spec and measures it this way (the *measured*
+label of the latency model, :mod:`edgekd.search.latency`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import read_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekd.search.latency import LatencyEstimate
+    from edgekd.search.space import StudentSpec
 
 LATENCY_KEYS = ("mean", "median", "p90", "p99", "min", "std")
 
@@ -93,3 +99,26 @@ def measurement_rows(measurement: dict[str, Any]) -> list[tuple[str, str]]:
     rows += [(f"latency {key} (ms)", fmt.ms(latency[key])) for key in LATENCY_KEYS]
     rows.append(("throughput (samples/s)", fmt.rate(measurement["throughput"])))
     return rows
+
+
+def measured_latency(spec: "StudentSpec", out_dir: str | Path, *, batch: int = 1,
+                     warmup: int = 10, iters: int = 50, statistic: str = "median") -> "LatencyEstimate":
+    """Export ``build(spec)`` (fresh weights: latency does not depend on their values) to
+    ``out_dir/ID.onnx`` and time it on this host with the deploy kit; the Measurement JSON is
+    written beside it as ``out_dir/ID-b{batch}.json``."""
+    import torch
+
+    from edgekd.ship.export import export_onnx
+    from edgekd.search.latency import LatencyEstimate
+    from edgekd.search.space import build
+
+    out_dir = Path(out_dir)
+    onnx_path = out_dir / f"{spec.id}.onnx"
+    if not onnx_path.exists():
+        torch.manual_seed(0)
+        model = build(spec).eval()
+        export_onnx(model, spec.input, onnx_path, batch=batch, dynamic_batch=(1, batch, max(batch, 64)),
+                    metadata={"edgekd.spec": spec.to_json()})
+    result = measure_onnx(onnx_path, batch=batch, warmup=warmup, iters=iters,
+                          out=out_dir / f"{spec.id}-b{batch}.json")
+    return LatencyEstimate(ms=float(result["latency_ms"][statistic]), label="measured", batch=batch)

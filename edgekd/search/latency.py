@@ -1,0 +1,388 @@
+"""The latency model: how long a student takes on a device, without running it there.
+
+Every latency is carried with its label (:class:`LatencyEstimate`):
+
+* ``predicted`` (roofline): per layer ``max(MACs / peak, bytes moved / bandwidth) + overhead``
+  summed over layers, where peak = the profile's rate at its runtime precision (1 MAC = 2 ops),
+  bytes moved = (input + output activations) * batch + weights, at the precision's bytes per
+  element, and overhead = the profile's ``layer_overhead_us``.
+* ``calibrated``: the linear model ``t = c + sum_k (a_k * C_k + m_k * M_k + o_k * N_k)`` where,
+  for layer kind ``k``, ``C_k`` / ``M_k`` are the ideal compute / memory times of its layers (the
+  roofline terms above), ``N_k`` the number of its layers; ``1 / a_k`` is the kind's compute
+  efficiency, ``1 / m_k`` its memory efficiency, ``o_k`` its per-layer overhead and ``c`` the
+  per-inference overhead. The coefficients are fitted by non-negative least squares on relative
+  error (each row divided by its measured time; timing outliers beyond 3 MADs are dropped and
+  the fit redone) to a table of measurements, separately per batch when there are enough rows,
+  saved as JSON and reused (:class:`Calibration`). Conv compute may be counted on channel
+  blocks (vectorised kernels pad channels to a multiple of 8 or 16); the block size is chosen
+  per fit by cross-validation (:func:`blocked_compute_ms`).
+* ``measured`` figures come from the ship stage (:func:`edgekd.ship.measure.measured_latency`).
+
+Layers and MACs come from :mod:`edgekd.search.cost`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from edgekd.search.cost import KINDS, Layer, ModelCost, spec_cost
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import atomic_write_json
+from edgekd.search.space import StudentSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from edgekd.inputs.profiles import DeviceProfile, Hardware
+
+LABELS: tuple[str, ...] = ("measured", "predicted", "calibrated")
+BYTES_PER_ELEMENT: dict[str, int] = {"fp32": 4, "fp16": 2, "int8": 1}
+CALIBRATION_FORMAT = "edgekd.calibration/1"
+#: Channel block sizes the calibration tries (1 = no blocking); see :func:`blocked_compute_ms`.
+CHANNEL_BLOCKS: tuple[int, ...] = (1, 4, 8, 16, 32)
+
+
+# ---------------------------------------------------------------------------- latency
+@dataclass(frozen=True)
+class LatencyEstimate:
+    """A latency in milliseconds for one batch, with where it came from."""
+
+    ms: float
+    label: str
+    batch: int
+
+    def __post_init__(self) -> None:
+        if self.label not in LABELS:
+            raise ValueError(f"latency label {self.label!r} not in {LABELS}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ms": self.ms, "label": self.label, "batch": self.batch}
+
+    def __str__(self) -> str:
+        return f"{self.ms:.4g} ms ({self.label})"
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """The hardware figures the latency model uses, at one precision."""
+
+    peak_macs_per_s: float
+    bandwidth_bytes_per_s: float
+    bytes_per_element: int
+    layer_overhead_ms: float
+
+    @classmethod
+    def of(cls, hardware: "Hardware", precision: str) -> "Roofline":
+        if precision not in BYTES_PER_ELEMENT:
+            raise EdgekdError(f"unknown precision {precision!r}: use one of "
+                              f"{', '.join(BYTES_PER_ELEMENT)}")
+        return cls(peak_macs_per_s=hardware.peak_ops(precision) / 2,
+                   bandwidth_bytes_per_s=hardware.memory_bandwidth_gbs * 1e9,
+                   bytes_per_element=BYTES_PER_ELEMENT[precision],
+                   layer_overhead_ms=hardware.layer_overhead_us / 1e3)
+
+    def compute_ms(self, layer: Layer, batch: int) -> float:
+        return 1e3 * layer.macs * batch / self.peak_macs_per_s
+
+    def memory_ms(self, layer: Layer, batch: int) -> float:
+        elements = (layer.in_elems + layer.out_elems) * batch + layer.weights
+        return 1e3 * elements * self.bytes_per_element / self.bandwidth_bytes_per_s
+
+
+def _layers_of(model: "StudentSpec | ModelCost | Sequence[Layer]") -> Sequence[Layer]:
+    if isinstance(model, StudentSpec):
+        return spec_cost(model).layers
+    if isinstance(model, ModelCost):
+        return model.layers
+    return model
+
+
+def predict_latency(model: "StudentSpec | ModelCost | Sequence[Layer]", profile: "DeviceProfile",
+                    batch: int | None = None) -> LatencyEstimate:
+    """Roofline prediction: sum over layers of max(compute, memory) + per-layer overhead."""
+    batch = batch or profile.budget.batch
+    roof = Roofline.of(profile.hardware, profile.runtime.precision)
+    ms = sum(max(roof.compute_ms(layer, batch), roof.memory_ms(layer, batch)) + roof.layer_overhead_ms
+             for layer in _layers_of(model))
+    return LatencyEstimate(ms=ms, label="predicted", batch=batch)
+
+
+def feature_names() -> list[str]:
+    """Columns of :func:`latency_features`: per kind compute ms, memory ms, layer count; then 1."""
+    return [f"{k}.{term}" for k in KINDS for term in ("compute", "memory", "count")] + ["intercept"]
+
+
+def blocked_compute_ms(layer: Layer, roof: Roofline, batch: int, block: int) -> float:
+    """Ideal compute time of a conv layer whose kernel works on channel blocks of ``block``
+    (e.g. ONNX Runtime's NCHWc convolutions: 8 channels with AVX2, 16 with AVX-512): output
+    channels are padded up to a multiple of the block, input channels too when the input has
+    at least one block (a thinner input, like the image, is read directly). Other layers and
+    ``block == 1``: the plain compute time."""
+    ms = roof.compute_ms(layer, batch)
+    if block <= 1 or layer.kind not in ("conv", "depthwise") or not layer.out_channels:
+        return ms
+    pad = lambda c: -(-c // block) * block  # noqa: E731
+    factor = pad(layer.out_channels) / layer.out_channels
+    if layer.kind == "conv" and layer.in_channels >= block:
+        factor *= pad(layer.in_channels) / layer.in_channels
+    return ms * factor
+
+
+def latency_features(layers: Sequence[Layer], roof: Roofline, batch: int,
+                     channel_block: int = 1) -> list[float]:
+    """One row of the calibration design matrix (see the module docstring); conv compute is
+    counted on channel blocks of ``channel_block`` (:func:`blocked_compute_ms`)."""
+    row = {name: 0.0 for name in feature_names()}
+    for layer in layers:
+        row[f"{layer.kind}.compute"] += blocked_compute_ms(layer, roof, batch, channel_block)
+        row[f"{layer.kind}.memory"] += roof.memory_ms(layer, batch)
+        row[f"{layer.kind}.count"] += 1.0
+    row["intercept"] = 1.0
+    return list(row.values())
+
+
+@dataclass
+class Calibration:
+    """Fitted coefficients of the calibrated latency model (see the module docstring).
+
+    ``fits`` maps a batch size (as a string, for JSON) or ``"all"`` to a coefficient dict
+    keyed by :func:`feature_names`. ``hardware`` and ``precision`` are the figures the features
+    were computed with, so a saved calibration predicts the same way wherever it is loaded.
+    """
+
+    profile: str
+    precision: str
+    hardware: dict[str, float]
+    fits: dict[str, dict[str, float]]
+    samples: dict[str, int] = field(default_factory=dict)
+    source: str = ""
+
+    def roofline(self) -> Roofline:
+        from edgekd.inputs.profiles import Hardware
+
+        return Roofline.of(Hardware(**self.hardware), self.precision)
+
+    def coefficients(self, batch: int) -> dict[str, float]:
+        return self.fits.get(str(batch)) or self.fits["all"]
+
+    def predict_ms(self, model: "StudentSpec | ModelCost | Sequence[Layer]", batch: int) -> float:
+        coef = self.coefficients(batch)
+        row = latency_features(_layers_of(model), self.roofline(), batch,
+                               int(coef.get("channel_block", 1)))
+        return float(sum(c * x for c, x in zip((coef.get(n, 0.0) for n in feature_names()), row)))
+
+    def predict(self, model: "StudentSpec | ModelCost | Sequence[Layer]", batch: int) -> LatencyEstimate:
+        return LatencyEstimate(ms=self.predict_ms(model, batch), label="calibrated", batch=batch)
+
+    def efficiencies(self, batch: int | str = "all") -> dict[str, float]:
+        """Compute efficiency per kind (1 / a_k; inf when the fit found no compute cost)."""
+        coef = self.fits.get(str(batch)) or self.fits["all"]
+        return {k: (1.0 / coef[f"{k}.compute"] if coef.get(f"{k}.compute") else float("inf"))
+                for k in KINDS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": CALIBRATION_FORMAT, **dataclasses.asdict(self)}
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Calibration":
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise EdgekdError(f"calibration file {path} not found: check the path, or run "
+                              "benchmarks/latency_predictor.py / `edgekd search --measure` to make one") from None
+        except (OSError, ValueError) as error:
+            raise EdgekdError(f"calibration file {path} is not valid JSON ({error}): "
+                              "recreate it") from None
+        if not isinstance(data, dict) or data.pop("format", None) != CALIBRATION_FORMAT:
+            raise EdgekdError(f"calibration file {path} is not an edgekd calibration "
+                              f"(format {CALIBRATION_FORMAT}): recreate it")
+        try:
+            calibration = cls(**data)
+            calibration.roofline()
+            if "all" not in calibration.fits:
+                raise KeyError("all")
+        except (TypeError, KeyError, EdgekdError) as error:
+            raise EdgekdError(f"calibration file {path} is malformed ({error}): recreate it") from None
+        return calibration
+
+
+def _nnls_relative(rows: "np.ndarray", measured: "np.ndarray", *, rounds: int = 3) -> "np.ndarray":
+    """Non-negative least squares on relative error, min ||(A x - y) / y||, x >= 0, made
+    robust to the timing outliers of a shared machine: after each fit, rows whose relative
+    residual is more than 3 scaled MADs (and 5%) from the median are dropped and the fit is
+    redone (``rounds`` times at most). Noise-free data keep every row."""
+    import numpy as np
+    from scipy.optimize import nnls
+
+    keep = np.ones(len(measured), dtype=bool)
+    coef = np.zeros(rows.shape[1])
+    for _ in range(max(1, rounds)):
+        a, y = rows[keep], measured[keep]
+        used = np.flatnonzero(np.abs(a).sum(axis=0) > 0)
+        scale = a[:, used].max(axis=0)  # column scaling for conditioning
+        solution, _ = nnls(a[:, used] / scale / y[:, None], np.ones_like(y),
+                           maxiter=50 * rows.shape[1])
+        coef = np.zeros(rows.shape[1])
+        coef[used] = solution / scale
+        rel = rows @ coef / measured - 1
+        center = np.median(rel[keep])
+        spread = 1.4826 * np.median(np.abs(rel[keep] - center))
+        new_keep = np.abs(rel - center) <= max(3 * spread, 0.05)
+        if new_keep.sum() < max(rows.shape[1], len(measured) // 2) or (new_keep == keep).all():
+            break
+        keep = new_keep
+    return coef
+
+
+def _fit_with_block(layer_rows: list[Sequence[Layer]], batches: "np.ndarray", measured: "np.ndarray",
+                    roof: Roofline, blocks: Sequence[int]) -> dict[str, float]:
+    """Fit the coefficients for each channel block in ``blocks``; keep the block whose 2-fold
+    cross-validated median relative error is lowest (ties: the smaller block)."""
+    import numpy as np
+
+    order = np.random.default_rng(0).permutation(len(measured))
+    folds = (order[::2], order[1::2])
+    best: tuple[float, int, "np.ndarray"] | None = None
+    for block in blocks:
+        a = np.asarray([latency_features(layers, roof, int(b), block)
+                        for layers, b in zip(layer_rows, batches)], dtype=float)
+        score = 0.0
+        if len(blocks) > 1 and min(map(len, folds)) >= 2:
+            errors = []
+            for train, test in (folds, folds[::-1]):
+                coef = _nnls_relative(a[train], measured[train])
+                errors.append(np.abs(a[test] @ coef / measured[test] - 1))
+            score = float(np.median(np.concatenate(errors)))
+        if best is None or score < best[0] - 1e-12:
+            best = (score, block, a)
+    _score, block, a = best  # type: ignore[misc]
+    coef = dict(zip(feature_names(), map(float, _nnls_relative(a, measured))))
+    coef["channel_block"] = float(block)
+    return coef
+
+
+def fit_calibration(table: Iterable[tuple["StudentSpec | ModelCost | Sequence[Layer]", int, float]],
+                    profile: "DeviceProfile", *, min_rows_per_batch: int | None = None,
+                    channel_blocks: Sequence[int] = CHANNEL_BLOCKS, source: str = "") -> Calibration:
+    """Fit the calibrated latency model to ``table`` rows ``(model, batch, measured_ms)``.
+
+    One fit on all rows (``"all"``) and one per batch size that has at least
+    ``min_rows_per_batch`` rows (default: twice the number of non-zero feature columns). Each
+    fit also picks the conv channel block (:func:`blocked_compute_ms`) from
+    ``channel_blocks`` by 2-fold cross-validation on its own rows; it is stored as the
+    coefficient ``channel_block``.
+    """
+    import numpy as np
+
+    roof = Roofline.of(profile.hardware, profile.runtime.precision)
+    layer_rows, batches, measured = [], [], []
+    for model, batch, ms in table:
+        if not ms > 0:
+            raise EdgekdError(f"calibration: measured latency {ms} ms is not positive: "
+                              "drop that measurement")
+        layer_rows.append(_layers_of(model))
+        batches.append(batch)
+        measured.append(ms)
+    if not layer_rows:
+        raise EdgekdError("calibration: the measurement table is empty: measure some models first")
+    y, b = np.asarray(measured, dtype=float), np.asarray(batches)
+    plain = np.asarray([latency_features(layers, roof, int(bb)) for layers, bb in zip(layer_rows, b)])
+    active = int((np.abs(plain).sum(axis=0) > 0).sum())
+    min_rows = min_rows_per_batch if min_rows_per_batch is not None else 2 * active
+    blocks = tuple(channel_blocks) or (1,)
+    fits = {"all": _fit_with_block(layer_rows, b, y, roof, blocks)}
+    samples = {"all": len(y)}
+    for batch in sorted(set(batches)):
+        mask = b == batch
+        if mask.sum() >= min_rows and len(set(batches)) > 1:
+            subset = [layers for layers, keep in zip(layer_rows, mask) if keep]
+            fits[str(batch)] = _fit_with_block(subset, b[mask], y[mask], roof, blocks)
+            samples[str(batch)] = int(mask.sum())
+    return Calibration(profile=profile.name, precision=profile.runtime.precision,
+                       hardware=dataclasses.asdict(profile.hardware), fits=fits,
+                       samples=samples, source=source)
+
+
+#: How an op type in a ``deploy profile`` layer JSON maps to a layer kind (first substring that
+#: matches, case-insensitive). Unmatched ops (layout reorders, reshapes) count as per-inference
+#: overhead. Op types do not tell depthwise from dense convolutions, so both share "conv".
+PROFILE_OP_KINDS: tuple[tuple[str, str], ...] = (
+    ("conv", "conv"), ("gemm", "linear"), ("matmul", "linear"), ("fullyconnected", "linear"),
+    ("pool", "pool"), ("reduce", "pool"), ("add", "add"), ("sum", "add"),
+)
+LAYER_PROFILE_FORMAT = "edgekd.layer-profile/1"
+
+
+def profile_op_kind(op_type: str) -> str | None:
+    """The layer kind of a runtime op type (see :data:`PROFILE_OP_KINDS`), None = overhead."""
+    low = op_type.lower()
+    return next((kind for needle, kind in PROFILE_OP_KINDS if needle in low), None)
+
+
+def fit_calibration_from_layer_profiles(
+        items: Iterable[tuple["StudentSpec | ModelCost | Sequence[Layer]", dict[str, Any]]],
+        profile: "DeviceProfile", *, source: str = "") -> Calibration:
+    """Fit the calibrated model to per-layer times, as ``python -m deploy profile`` writes them
+    (``{"format": "edgekd.layer-profile/1", "batch", "layers": [{"name", "op_type", "ms"}],
+    "latency_ms", ...}``), one per (model, batch).
+
+    Each kind is fitted on its own: for every profile, the summed time of that kind's ops is a
+    row against the compute / memory / count features of that kind's layers (NNLS, relative
+    error). The intercept is the median of ``latency_ms`` minus the mapped ops' time (the
+    runtime's per-inference overhead plus unmapped ops such as layout reorders). Fitted
+    separately per batch when several batches are present, and on all rows as ``"all"``.
+    """
+    import numpy as np
+
+    roof = Roofline.of(profile.hardware, profile.runtime.precision)
+    kinds = ("conv", "linear", "pool", "add")
+    records = []
+    for model, result in items:
+        if not isinstance(result, dict) or result.get("format") != LAYER_PROFILE_FORMAT:
+            raise EdgekdError("calibration: not a layer profile from 'python -m deploy profile' "
+                              f"(format {LAYER_PROFILE_FORMAT}): profile the model with it")
+        batch = int(result["batch"])
+        layers = [dataclasses.replace(layer, kind="conv") if layer.kind == "depthwise" else layer
+                  for layer in _layers_of(model)]
+        feats = dict(zip(feature_names(), latency_features(layers, roof, batch)))
+        spent = {kind: 0.0 for kind in kinds}
+        for op in result["layers"]:
+            kind = profile_op_kind(str(op.get("op_type", "")))
+            if kind is not None:
+                spent[kind] += float(op["ms"])
+        records.append((batch, feats, spent, float(result["latency_ms"]) - sum(spent.values())))
+    if not records:
+        raise EdgekdError("calibration: no layer profiles given: run 'python -m deploy profile' first")
+
+    def fit(subset: list) -> dict[str, float]:
+        coef = {name: 0.0 for name in feature_names()}
+        for kind in kinds:
+            rows = [(r[1], r[2][kind]) for r in subset if r[2][kind] > 0 and r[1][f"{kind}.count"] > 0]
+            if not rows:
+                continue
+            terms = [f"{kind}.compute", f"{kind}.memory", f"{kind}.count"]
+            a = np.array([[f[t] for t in terms] for f, _ in rows])
+            x = _nnls_relative(a, np.array([ms for _, ms in rows]))
+            coef.update(dict(zip(terms, map(float, x))))
+        coef["depthwise.compute"], coef["depthwise.memory"], coef["depthwise.count"] = (
+            coef["conv.compute"], coef["conv.memory"], coef["conv.count"])
+        coef["intercept"] = max(0.0, float(np.median([r[3] for r in subset])))
+        return coef
+
+    fits = {"all": fit(records)}
+    samples = {"all": len(records)}
+    batches = sorted({r[0] for r in records})
+    if len(batches) > 1:
+        for batch in batches:
+            subset = [r for r in records if r[0] == batch]
+            fits[str(batch)], samples[str(batch)] = fit(subset), len(subset)
+    return Calibration(profile=profile.name, precision=profile.runtime.precision,
+                       hardware=dataclasses.asdict(profile.hardware), fits=fits,
+                       samples=samples, source=source or "deploy layer profiles")
