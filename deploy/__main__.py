@@ -79,7 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text + ".",
                            epilog=f"Example: python -m deploy {name} model.onnx --batch 1 "
                                   f"--out {name}.json")
-        p.add_argument("model", help="an .onnx model (ONNX Runtime) or an .engine (TensorRT)")
+        if name == "bench":
+            p.add_argument("model", nargs="+", help="one or more .onnx models (ONNX Runtime) or "
+                           ".engine files (TensorRT); several are timed interleaved (--min-seconds)")
+            p.add_argument("--min-seconds", type=float, default=None,
+                           help="time each model for at least this long, in --rounds rounds "
+                                "interleaved across the models (default for several models: 0.5)")
+            p.add_argument("--rounds", type=_positive, default=5)
+            p.add_argument("--no-spin", action="store_true",
+                           help="ONNX Runtime: idle intra-op threads sleep instead of spinning")
+        else:
+            p.add_argument("model", help="an .onnx model (ONNX Runtime) or an .engine (TensorRT)")
         p.add_argument("--backend", choices=("ort", "trt"),
                        help="default: trt for .engine/.plan, ort otherwise")
         p.add_argument("--provider", choices=("cpu", "cuda"), default="cpu",
@@ -114,12 +124,26 @@ def run(argv: list[str] | None = None) -> int:
         from deploy.bench import bench, default_out, format_line
         from deploy.files import write_json
 
-        measurement = bench(args.model, backend=args.backend, batch=args.batch,
-                            warmup=args.warmup, iters=args.iters, provider=args.provider,
-                            threads=args.threads)
-        out = write_json(Path(args.out) if args.out else default_out(measurement), measurement)
-        print(format_line(measurement))
-        print(f"wrote {out}")
+        if len(args.model) == 1 and args.min_seconds is None:
+            measurement = bench(args.model[0], backend=args.backend, batch=args.batch,
+                                warmup=args.warmup, iters=args.iters, provider=args.provider,
+                                threads=args.threads)
+            out = write_json(Path(args.out) if args.out else default_out(measurement), measurement)
+            print(format_line(measurement))
+            print(f"wrote {out}")
+        else:
+            from deploy.bench import bench_interleaved
+
+            results = bench_interleaved(
+                args.model, backend=args.backend, batch=args.batch, warmup=args.warmup,
+                min_seconds=0.5 if args.min_seconds is None else args.min_seconds,
+                rounds=args.rounds, provider=args.provider, threads=args.threads,
+                spinning=not args.no_spin)
+            folder = Path(args.out) if args.out else Path(".")
+            for measurement in results:
+                out = write_json(folder / default_out(measurement), measurement)
+                print(format_line(measurement))
+                print(f"wrote {out}")
     elif args.command == "profile":
         from deploy.files import write_json
         from deploy.profile import format_table, profile

@@ -8,6 +8,7 @@ throughput in samples/s (batch / median) and when it was taken.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from deploy.files import sha256_file
 from deploy.fmt import ms, rate
 from deploy.runners import open_runner
-from deploy.timing import summarize, time_callable
+from deploy.timing import summarize, time_callable, time_for
 
 from deploy import MEASUREMENT_FORMAT
 
@@ -49,9 +50,55 @@ def bench(model: str | Path, *, backend: str | None = None, batch: int = 1, warm
             **run_record(MEASUREMENT_FORMAT, runner, batch=batch, warmup=warmup, iters=iters),
             "latency_ms": latency,
             "throughput": throughput,
+            "statistic": "median",
             "timing": ("perf_counter around ONNX Runtime's synchronous run" if runner.backend == "ort"
                        else "perf_counter around execute_async_v3 + cudaStreamSynchronize"),
         }
+
+
+def bench_interleaved(models: list[str | Path], *, backend: str | None = None, batch: int = 1,
+                      warmup: int = 10, min_seconds: float = 0.5, rounds: int = 5,
+                      provider: str = "cpu", threads: int = 1,
+                      spinning: bool = False) -> list[dict[str, Any]]:
+    """Measure several models under one protocol and return one Measurement each.
+
+    Every model is opened (``threads`` intra-op threads, spinning off by default) and warmed
+    up; then, ``rounds`` times, each model in turn is timed for ``min_seconds / rounds``
+    seconds, so slow drifts of a shared machine (other jobs, clock changes) hit every model
+    alike instead of whichever was timed during the disturbance. Each model is timed for at
+    least ``min_seconds`` in total. The Measurement reports median and p25 and names the
+    statistic to use (``"statistic": "median"``) and the protocol.
+    """
+    if rounds < 1 or min_seconds < 0:
+        raise ValueError("rounds must be >= 1 and min_seconds >= 0")
+    with contextlib.ExitStack() as stack:
+        runners = [stack.enter_context(open_runner(m, backend, provider=provider, threads=threads,
+                                                   batch=batch, spinning=spinning)) for m in models]
+        return _interleave(runners, batch=batch, warmup=warmup, min_seconds=min_seconds,
+                           rounds=rounds, threads=threads, spinning=spinning)
+
+
+def _interleave(runners: list[Any], *, batch: int, warmup: int, min_seconds: float, rounds: int,
+                threads: int, spinning: bool) -> list[dict[str, Any]]:
+    """The timing loop of :func:`bench_interleaved` over open runners."""
+    for runner in runners:
+        runner.prepare(runner.random_feed(batch))
+        time_callable(runner.run_prepared, warmup=warmup, iters=1)
+    samples: list[list[float]] = [[] for _ in runners]
+    for _ in range(rounds):
+        for i, runner in enumerate(runners):
+            samples[i] += time_for(runner.run_prepared, seconds=min_seconds / rounds, min_iters=3)
+    protocol = {"min_seconds": min_seconds, "rounds": rounds, "threads": threads,
+                "spinning": spinning, "interleaved_with": len(runners)}
+    results = []
+    for runner, times in zip(runners, samples):
+        latency, throughput = summarize(times, batch)
+        results.append({
+            **run_record(MEASUREMENT_FORMAT, runner, batch=batch, warmup=warmup, iters=len(times)),
+            "latency_ms": latency, "throughput": throughput, "statistic": "median",
+            "protocol": protocol,
+            "timing": "perf_counter around each synchronous run, rounds interleaved across models"})
+    return results
 
 
 def run_record(record_format: str, runner: Any, *, batch: int, warmup: int, iters: int) -> dict[str, Any]:

@@ -55,7 +55,8 @@ def backend_for(path: str | Path, backend: str | None = None) -> str:
 
 
 def open_runner(path: str | Path, backend: str | None = None, *, provider: str = "cpu",
-                threads: int = 0, batch: int | None = None) -> "OrtRunner | TrtRunner":
+                threads: int = 0, batch: int | None = None,
+                spinning: bool = True) -> "OrtRunner | TrtRunner":
     """Open ``path`` with the runner for ``backend`` (guessed from the suffix when None)."""
     path = Path(path)
     if not path.is_file():
@@ -65,7 +66,7 @@ def open_runner(path: str | Path, backend: str | None = None, *, provider: str =
             raise DeployError(f"'{path}' is an ONNX model and --backend trt needs an engine: "
                               f"build one first: python -m deploy build {path}")
         return TrtRunner(path, batch=batch)
-    return OrtRunner(path, provider=provider, threads=threads)
+    return OrtRunner(path, provider=provider, threads=threads, spinning=spinning)
 
 
 def run_batched(runner: "OrtRunner | TrtRunner", x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -151,12 +152,15 @@ class OrtRunner(_Runner):
     ``provider`` is "cpu" or "cuda" (CUDA falls back to CPU for nodes it lacks);
     ``threads`` sets ``intra_op_num_threads`` (0 = ONNX Runtime's default: one per core).
     ``profile_prefix`` turns on ONNX Runtime's per-node profiler (see deploy.profile).
+    ``spinning=False`` stops idle intra-op threads from busy-waiting between runs
+    (``session.intra_op.allow_spinning = 0``): on a shared machine spinning threads steal
+    the cores the next model needs, which skews interleaved measurements.
     """
 
     backend = "ort"
 
     def __init__(self, path: str | Path, *, provider: str = "cpu", threads: int = 0,
-                 profile_prefix: str | None = None) -> None:
+                 profile_prefix: str | None = None, spinning: bool = True) -> None:
         self.path = Path(path)
         self.header: OnnxHeader = read_onnx_header(self.path)  # missing / not ONNX -> DeployError
         try:
@@ -174,6 +178,9 @@ class OrtRunner(_Runner):
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(0, int(threads))
         options.log_severity_level = 3
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.spinning = spinning
         if profile_prefix:
             options.enable_profiling = True
             options.profile_file_prefix = profile_prefix

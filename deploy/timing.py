@@ -34,6 +34,22 @@ def time_callable(fn: Callable[[], object], *, warmup: int = 10, iters: int = 50
     return samples
 
 
+def time_for(fn: Callable[[], object], *, seconds: float, min_iters: int = 1) -> list[float]:
+    """Latency samples in milliseconds of synchronous calls of ``fn`` (no warm-up), repeated
+    until at least ``seconds`` of timed calls and ``min_iters`` calls have accumulated: a
+    fixed time, not a fixed count, so a 20 us model gets as steady a figure as a 2 ms one."""
+    samples: list[float] = []
+    clock = time.perf_counter_ns
+    spent = 0
+    while spent < seconds * 1e9 or len(samples) < min_iters:
+        start = clock()
+        fn()
+        took = clock() - start
+        spent += took
+        samples.append(took / 1e6)
+    return samples
+
+
 def summarize(samples_ms: list[float], batch: int) -> tuple[dict[str, float], float]:
     """``(latency_ms, throughput)``: latency statistics in ms and throughput in samples/s
     (``batch / median latency``)."""
@@ -42,6 +58,7 @@ def summarize(samples_ms: list[float], batch: int) -> tuple[dict[str, float], fl
     latency = {
         "mean": float(values.mean()),
         "median": median,
+        "p25": float(np.percentile(values, 25)),
         "p90": float(np.percentile(values, 90)),
         "p99": float(np.percentile(values, 99)),
         "min": float(values.min()),

@@ -13,6 +13,8 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory):
     between modules."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("EDGEKD_CACHE_DIR", str(tmp_path_factory.mktemp("edgekd-cache")))
+        # kernel tables (edgekd calibrate) live in the config dir: keep the user's out too
+        patch.setenv("EDGEKD_CONFIG_DIR", str(tmp_path_factory.mktemp("edgekd-config")))
         yield
 
 

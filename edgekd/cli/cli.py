@@ -227,6 +227,80 @@ def search(profile_name: str, input_text: str, classes: int, max_macs: str | Non
     click.echo(format_search(result))
 
 
+# --------------------------------------------------------------------------- calibrate
+@cli.command()
+@click.option("--profile", "profile_name", default="host-cpu", show_default=True,
+              help="Device profile the table is for: a shipped name or a .toml path.")
+@click.option("--input", "input_text", default="3x32x32", show_default=True,
+              help="Input shape CxHxW of the calibration students.")
+@click.option("--classes", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--students", default=60, show_default=True, type=click.IntRange(min=4),
+              help="How many students to measure (all four families, MACs 0.3M-60M).")
+@click.option("--batch", "batches", default="1,32", show_default=True,
+              help="Batch sizes to measure, comma-separated.")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
+              help="Only write the students, index.json and commands.sh here, for a device.")
+@click.option("--from", "from_dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Fit from the measurements brought back into this exported folder.")
+@click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the kernel table [default: next to the profile].")
+@click.option("--min-seconds", default=0.5, show_default=True, type=click.FloatRange(min=0.05),
+              help="Host: time each student at least this long (interleaved rounds).")
+@click.option("--work", "work_dir", type=click.Path(file_okay=False), default=None,
+              help="Host: folder for the exported students and measurements [default: a "
+                   "folder under the cache].")
+@verbose_option
+def calibrate(profile_name: str, input_text: str, classes: int, students: int, batches: str,
+              export_dir: str | None, from_dir: str | None, table_path: str | None,
+              min_seconds: float, work_dir: str | None) -> None:
+    """Measure a set of students once per device and fit its kernel-level latency table;
+    search and compress then use it automatically and label latencies *calibrated*.
+
+    \b
+    Example:
+        edgekd calibrate --profile host-cpu
+        edgekd calibrate --profile jetson-orin-nano-8gb --export calib/   # copy to the device,
+        edgekd calibrate --profile jetson-orin-nano-8gb --from calib/     # run commands.sh, back
+    """
+    from pathlib import Path
+
+    from edgekd.ship import calibrate as calib
+    from edgekd.core.cache import cache_root
+    from edgekd.search.kernel_model import default_table_path
+    from edgekd.inputs.profiles import load_profile
+    from edgekd.search.search import HOST_PROFILE
+    from edgekd.core.units import parse_shape
+
+    profile = load_profile(profile_name)
+    batch_list = _int_list(batches, "--batch")
+    out = Path(table_path) if table_path else default_table_path(profile)
+    if from_dir is not None:
+        rows = calib.rows_from_folder(Path(from_dir))
+        source = f"measurements in {from_dir}"
+    else:
+        specs = calib.calibration_students(parse_shape(input_text), classes, students)
+        if export_dir is not None:
+            entries = calib.export_set(specs, Path(export_dir), max_batch=max(batch_list))
+            commands = calib.write_commands(Path(export_dir), entries, batch_list, profile)
+            click.echo(f"wrote {len(entries)} students, index.json and {commands}: run it on "
+                       f"the device, copy the JSON files back, then "
+                       f"edgekd calibrate --profile {profile_name} --from {export_dir}")
+            return
+        if profile.name != HOST_PROFILE:
+            raise EdgekdError(f"calibrate measures on this host, but profile '{profile.name}' is "
+                              "another device: use --export DIR, run it there, then --from DIR")
+        folder = Path(work_dir) if work_dir else cache_root() / "calibration" / profile.name
+        entries = calib.export_set(specs, folder, max_batch=max(batch_list))
+        rows = calib.measure_on_host(folder, entries, batch_list, min_seconds=min_seconds,
+                                     say=lambda text: click.echo(text, err=True))
+        source = f"{len(rows)} host measurements"
+    table = calib.fit_and_save(rows, profile, out, source=source)
+    click.echo(f"kernel table for {profile.name} ({profile.runtime.precision}): "
+               f"{len(table.kernels)} kernel signatures from {len(rows)} measurements, "
+               f"per-graph constants {', '.join(f'b{b} {c:.4f} ms' for b, c in table.constants.items())}")
+    click.echo(f"wrote {out}")
+
+
 # --------------------------------------------------------------------------- train
 _SEARCH_HELP = ("Where to look a student id up: the folder 'edgekd search' or 'edgekd compress' "
                 "wrote, or its candidates.jsonl [./candidates.jsonl, then runs/*/, newest first].")

@@ -256,6 +256,7 @@ def baseline_stage(config: CompressConfig, run: RunDir, winner: dict, winner_tri
 def teacher_stage(inputs: Inputs, run: RunDir) -> dict:
     """teacher.json (MACs, params, test accuracy, predicted target latency) and teacher.onnx."""
     from edgekd.search.cost import module_cost
+    from edgekd.search.kernel_model import find_table
     from edgekd.search.latency import predict_latency
     from edgekd.inputs.teachers import accuracy
 
@@ -265,7 +266,9 @@ def teacher_stage(inputs: Inputs, run: RunDir) -> dict:
     else:
         data = inputs.dataset
         cost = module_cost(inputs.teacher, data.input_shape)
-        latency = predict_latency(cost, inputs.profile)
+        table = find_table(inputs.profile)  # edgekd calibrate's table: a *calibrated* figure
+        latency = (table.predict(cost, inputs.profile.budget.batch) if table is not None
+                   else predict_latency(cost, inputs.profile))
         info = {"fingerprint": inputs.teacher_fp, "macs": int(cost.macs), "params": int(cost.params),
                 "test_acc": accuracy(inputs.teacher, data.x_test, data.y_test, data.normalization),
                 "predicted_latency": {"ms": float(latency.ms), "label": latency.label,

@@ -39,14 +39,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgekd.inputs.profiles import DeviceProfile, Hardware
 
 KINDS: tuple[str, ...] = ("conv", "depthwise", "linear", "pool", "add", "elementwise")
-COST_CACHE_FORMAT = "edgekd.cost-cache/3"
+COST_CACHE_FORMAT = "edgekd.cost-cache/4"
 
 
 # ---------------------------------------------------------------------------- layers
 @dataclass(frozen=True)
 class Layer:
     """One costed layer, per sample (batch 1): MACs, activation elements in/out, weights, and
-    for conv / linear layers their input and output channels (0 for other layers)."""
+    for conv / linear layers their input and output channels, and for convs the kernel size
+    and stride (0 for other layers; the kernel latency model keys on them)."""
 
     name: str
     kind: str
@@ -56,6 +57,8 @@ class Layer:
     weights: int
     in_channels: int = 0
     out_channels: int = 0
+    kernel: int = 0
+    stride: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -115,9 +118,9 @@ def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
     tensors = [*model.parameters(), *model.buffers()]
     device = "meta" if tensors and all(t.is_meta for t in tensors) else "cpu"
     params = sum(p.numel() for p in model.parameters())
-    calls: list[tuple[str, str, int, int, int, tuple[int, int]]] = []
+    calls: list[tuple[str, str, int, int, int, tuple[int, int, int, int]]] = []
 
-    def recorder(name: str, kind: str, weights: int, channels: tuple[int, int]):
+    def recorder(name: str, kind: str, weights: int, channels: tuple[int, int, int, int]):
         def hook(_module: Any, inputs: Any, output: Any) -> None:
             calls.append((name, kind, _numel(inputs), _numel(output), weights, channels))
         return hook
@@ -130,7 +133,9 @@ def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
         if kind is not None:
             weights = sum(p.numel() for p in module.parameters(recurse=False))
             channels = (getattr(module, "in_channels", getattr(module, "in_features", 0)),
-                        getattr(module, "out_channels", getattr(module, "out_features", 0)))
+                        getattr(module, "out_channels", getattr(module, "out_features", 0)),
+                        int(getattr(module, "kernel_size", (0,))[0]),
+                        int(getattr(module, "stride", (0,))[0]) if kind in ("conv", "depthwise") else 0)
             handles.append(module.register_forward_hook(recorder(name, kind, weights, channels)))
     was_training = model.training
     model.eval()
@@ -216,9 +221,7 @@ def spec_cost(spec: StudentSpec) -> ModelCost:
     parts = _spec_parts(spec)
     layers: list[Layer] = []
     for prefix, cost in parts:
-        layers += [Layer(prefix + layer.name, layer.kind, layer.macs, layer.in_elems,
-                         layer.out_elems, layer.weights, layer.in_channels, layer.out_channels)
-                   for layer in cost.layers]
+        layers += [dataclasses.replace(layer, name=prefix + layer.name) for layer in cost.layers]
     result = ModelCost(sum(c.macs for _, c in parts), sum(c.params for _, c in parts), tuple(layers))
     _SPEC_COSTS[spec.id] = result
     return result

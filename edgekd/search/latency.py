@@ -93,7 +93,7 @@ class Roofline:
         return 1e3 * elements * self.bytes_per_element / self.bandwidth_bytes_per_s
 
 
-def _layers_of(model: "StudentSpec | ModelCost | Sequence[Layer]") -> Sequence[Layer]:
+def layers_of(model: "StudentSpec | ModelCost | Sequence[Layer]") -> Sequence[Layer]:
     if isinstance(model, StudentSpec):
         return spec_cost(model).layers
     if isinstance(model, ModelCost):
@@ -107,7 +107,7 @@ def predict_latency(model: "StudentSpec | ModelCost | Sequence[Layer]", profile:
     batch = batch or profile.budget.batch
     roof = Roofline.of(profile.hardware, profile.runtime.precision)
     ms = sum(max(roof.compute_ms(layer, batch), roof.memory_ms(layer, batch)) + roof.layer_overhead_ms
-             for layer in _layers_of(model))
+             for layer in layers_of(model))
     return LatencyEstimate(ms=ms, label="predicted", batch=batch)
 
 
@@ -171,7 +171,7 @@ class Calibration:
 
     def predict_ms(self, model: "StudentSpec | ModelCost | Sequence[Layer]", batch: int) -> float:
         coef = self.coefficients(batch)
-        row = latency_features(_layers_of(model), self.roofline(), batch,
+        row = latency_features(layers_of(model), self.roofline(), batch,
                                int(coef.get("channel_block", 1)))
         return float(sum(c * x for c, x in zip((coef.get(n, 0.0) for n in feature_names()), row)))
 
@@ -213,7 +213,7 @@ class Calibration:
         return calibration
 
 
-def _nnls_relative(rows: "np.ndarray", measured: "np.ndarray", *, rounds: int = 3) -> "np.ndarray":
+def nnls_relative(rows: "np.ndarray", measured: "np.ndarray", *, rounds: int = 3) -> "np.ndarray":
     """Non-negative least squares on relative error, min ||(A x - y) / y||, x >= 0, made
     robust to the timing outliers of a shared machine: after each fit, rows whose relative
     residual is more than 3 scaled MADs (and 5%) from the median are dropped and the fit is
@@ -257,13 +257,13 @@ def _fit_with_block(layer_rows: list[Sequence[Layer]], batches: "np.ndarray", me
         if len(blocks) > 1 and min(map(len, folds)) >= 2:
             errors = []
             for train, test in (folds, folds[::-1]):
-                coef = _nnls_relative(a[train], measured[train])
+                coef = nnls_relative(a[train], measured[train])
                 errors.append(np.abs(a[test] @ coef / measured[test] - 1))
             score = float(np.median(np.concatenate(errors)))
         if best is None or score < best[0] - 1e-12:
             best = (score, block, a)
     _score, block, a = best  # type: ignore[misc]
-    coef = dict(zip(feature_names(), map(float, _nnls_relative(a, measured))))
+    coef = dict(zip(feature_names(), map(float, nnls_relative(a, measured))))
     coef["channel_block"] = float(block)
     return coef
 
@@ -287,7 +287,7 @@ def fit_calibration(table: Iterable[tuple["StudentSpec | ModelCost | Sequence[La
         if not ms > 0:
             raise EdgekdError(f"calibration: measured latency {ms} ms is not positive: "
                               "drop that measurement")
-        layer_rows.append(_layers_of(model))
+        layer_rows.append(layers_of(model))
         batches.append(batch)
         measured.append(ms)
     if not layer_rows:
@@ -350,7 +350,7 @@ def fit_calibration_from_layer_profiles(
                               f"(format {LAYER_PROFILE_FORMAT}): profile the model with it")
         batch = int(result["batch"])
         layers = [dataclasses.replace(layer, kind="conv") if layer.kind == "depthwise" else layer
-                  for layer in _layers_of(model)]
+                  for layer in layers_of(model)]
         feats = dict(zip(feature_names(), latency_features(layers, roof, batch)))
         spent = {kind: 0.0 for kind in kinds}
         for op in result["layers"]:
@@ -369,7 +369,7 @@ def fit_calibration_from_layer_profiles(
                 continue
             terms = [f"{kind}.compute", f"{kind}.memory", f"{kind}.count"]
             a = np.array([[f[t] for t in terms] for f, _ in rows])
-            x = _nnls_relative(a, np.array([ms for _, ms in rows]))
+            x = nnls_relative(a, np.array([ms for _, ms in rows]))
             coef.update(dict(zip(terms, map(float, x))))
         coef["depthwise.compute"], coef["depthwise.memory"], coef["depthwise.count"] = (
             coef["conv.compute"], coef["conv.memory"], coef["conv.count"])

@@ -4,7 +4,8 @@ the device budget, find the Pareto front and shortlist students for training.
 * **Budget.** A candidate is feasible when ``MACs <= max_macs`` (per sample) and its latency
   at the profile's budget batch is ``<= latency_ms``. Both default to the profile's budget.
   The latency is *calibrated* when a calibration is given (or found as
-  ``OUT/calibration-PROFILE.json``), else *predicted* (roofline); with ``measure=True`` (host
+  ``OUT/calibration-PROFILE.json``, or the profile's kernel table written by ``edgekd
+  calibrate`` is in its default place, :mod:`edgekd.search.kernel_model`), else *predicted* (roofline); with ``measure=True`` (host
   profile only) the shortlisted candidates are *measured* on this host and a candidate whose
   measured latency breaks the budget is replaced by the next one. Every latency carries its
   label.
@@ -34,6 +35,7 @@ from edgekd.search.space import SpaceConfig, StudentSpec, enumerate_specs
 from edgekd.core.units import format_count
 
 if TYPE_CHECKING:  # pragma: no cover
+    from edgekd.search.kernel_model import KernelTable
     from edgekd.inputs.profiles import DeviceProfile
 
 HOST_PROFILE = "host-cpu"
@@ -176,23 +178,46 @@ def default_cost_cache() -> Path:
     return cache_root() / COST_CACHE_NAME
 
 
-def _resolve_calibration(calibration: Calibration | str | Path | None, profile: "DeviceProfile",
-                         out_dir: Path | None) -> tuple[Calibration | None, str | None]:
-    """The calibration to use: the one given, else OUT/calibration-PROFILE.json if present."""
-    found: Calibration | None = None
+def _resolve_calibration(calibration: "Calibration | KernelTable | str | Path | None",
+                         profile: "DeviceProfile", out_dir: Path | None
+                         ) -> tuple["Calibration | KernelTable | None", str | None]:
+    """The calibrated model to use: the one given (a Calibration or a kernel table, object or
+    file), else OUT/calibration-PROFILE.json if present, else the profile's kernel table in
+    its default place (``edgekd calibrate`` writes it there); None: predict (roofline)."""
+    from edgekd.search.kernel_model import TABLE_FORMAT, KernelTable, find_table
+
+    found: Calibration | KernelTable | None = None
     source: str | None = None
-    if isinstance(calibration, Calibration):
+    if isinstance(calibration, (Calibration, KernelTable)):
         found, source = calibration, calibration.source or "given"
     elif calibration is not None:
-        found, source = Calibration.load(calibration), str(calibration)
+        source = str(calibration)
+        found = (KernelTable.load(calibration) if _json_format(calibration) == TABLE_FORMAT
+                 else Calibration.load(calibration))
     elif out_dir is not None and (out_dir / f"calibration-{profile.name}.json").is_file():
         source = str(out_dir / f"calibration-{profile.name}.json")
         found = Calibration.load(source)
-    if found is not None and (found.profile, found.precision) != (profile.name, profile.runtime.precision):
+    else:
+        found = find_table(profile)
+        source = found.source if found is not None else None
+    if isinstance(found, KernelTable):
+        found.check_for(profile, source or "")
+    elif found is not None and (found.profile, found.precision) != (profile.name, profile.runtime.precision):
         raise EdgekdError(f"calibration {source} was fitted for profile '{found.profile}' "
                           f"({found.precision}), not '{profile.name}' ({profile.runtime.precision}): "
                           "pass a calibration made on this device, or none")
     return found, source
+
+
+def _json_format(path: str | Path) -> str | None:
+    """The ``format`` field of a JSON file (None when unreadable: the loader then explains)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("format") if isinstance(data, dict) else None
 
 
 def _infeasible_message(smallest: Candidate, fastest: Candidate | None, max_macs: int,
@@ -209,7 +234,8 @@ def _infeasible_message(smallest: Candidate, fastest: Candidate | None, max_macs
 def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], classes: int, *,
                       max_macs: int | None = None, latency_ms: float | None = None,
                       families: Iterable[str] | None = None, shortlist: int = 8,
-                      measure: bool = False, calibration: Calibration | str | Path | None = None,
+                      measure: bool = False,
+                      calibration: "Calibration | KernelTable | str | Path | None" = None,
                       out_dir: str | Path | None = None, space: SpaceConfig | None = None,
                       cost_cache: str | Path | None = None,
                       progress: Callable[[str], None] | None = None) -> SearchResult:

@@ -1,0 +1,235 @@
+"""The kernel-level latency model: a per-device table of fused-kernel latencies.
+
+A student's latency at batch ``b`` is predicted as
+
+    t = c_b + sum over its kernels (edgekd.search.kernels) of T(signature)
+
+where ``T`` is the kernel's measured latency when its signature is in the table, else the
+regression fallback of its group ``g`` (kind, 1x1/kxk, thin input):
+``T = a_g * MACs * b + m_g * elements * b + o_g`` (compute, memory and a fixed launch cost,
+non-negative), and ``c_b`` is the per-graph constant (session dispatch, input/output copies,
+layout reorders) at that batch.
+
+**Fitting** (:func:`fit_kernel_table`) from whole-model latencies, as ``edgekd calibrate``
+measures them (or from ``deploy bench`` Measurements brought back from a device):
+
+1. the fallback and the constants by non-negative least squares on relative error
+   (:func:`edgekd.search.latency.nnls_relative`, outliers beyond 3 MADs dropped);
+2. the per-signature latencies ``T_s = prior_s * (1 + d_s)`` (``prior`` = the fallback) and
+   the constants again, by least squares on relative error with a small ridge on ``d_s``
+   (signatures seen in few models stay near the fallback; a signature seen often gets its own
+   figure). Known per-kernel costs are recovered from synthetic measurements (a test checks).
+
+The table is a versioned JSON file (:data:`TABLE_FORMAT`) made for one profile and precision;
+:meth:`KernelTable.check_for` refuses a table from another profile or precision in one line.
+Its default place is next to the profile: ``NAME.kernels.json`` beside a user's profile file,
+or ``kernel-tables/NAME.json`` in the user config dir (``$EDGEKD_CONFIG_DIR`` overrides it) for
+a shipped one (:func:`default_table_path`). Figures it gives are labelled *calibrated*.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import atomic_write_json
+from edgekd.search.kernels import Kernel, kernels_of
+from edgekd.search.latency import LatencyEstimate, layers_of, nnls_relative
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from edgekd.search.cost import Layer, ModelCost
+    from edgekd.inputs.profiles import DeviceProfile
+    from edgekd.search.space import StudentSpec
+
+TABLE_FORMAT = "edgekd.kernel-table/1"
+CONFIG_ENV = "EDGEKD_CONFIG_DIR"
+#: Ridge weight on the relative per-signature corrections d_s (see the module docstring).
+RIDGE = 1e-3
+
+
+def config_root() -> Path:
+    """``$EDGEKD_CONFIG_DIR`` if set, else the user config dir for edgekd (measured data that
+    cannot simply be rebuilt, unlike the cache)."""
+    override = os.environ.get(CONFIG_ENV)
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("edgekd"))
+
+
+def default_table_path(profile: "DeviceProfile") -> Path:
+    """Where the kernel table of ``profile`` lives unless a path is given (module docstring)."""
+    from edgekd.inputs.profiles import available_profiles
+
+    source = Path(profile.source) if profile.source else None
+    shipped = profile.name in available_profiles() and (source is None or "device_profiles" in source.parts
+                                                        or source.parent.name == "profiles")
+    if source is not None and source.suffix == ".toml" and not shipped:
+        return source.with_name(f"{source.stem}.kernels.json")
+    return config_root() / "kernel-tables" / f"{profile.name}.json"
+
+
+@dataclass
+class KernelTable:
+    """Measured fused-kernel latencies of one device (see the module docstring)."""
+
+    profile: str
+    precision: str
+    kernels: dict[str, float]  # signature -> ms
+    fallback: dict[str, list[float]]  # group -> [ms per MAC, ms per element, ms per kernel]
+    constants: dict[str, float]  # batch -> ms per graph
+    counts: dict[str, int] = field(default_factory=dict)  # signature -> models it was seen in
+    fuse_add: bool = True
+    device: str = ""
+    source: str = ""
+
+    # ------------------------------------------------------------------ prediction
+    def kernel_ms(self, kernel: Kernel) -> float:
+        measured = self.kernels.get(kernel.signature)
+        return measured if measured is not None else self.fallback_ms(kernel)
+
+    def fallback_ms(self, kernel: Kernel) -> float:
+        a, m, o = self.fallback.get(kernel.group) or self.fallback.get(kernel.kind) or (0.0, 0.0, 0.0)
+        return a * kernel.macs * kernel.batch + m * kernel.elems * kernel.batch + o
+
+    def constant_ms(self, batch: int) -> float:
+        if str(batch) in self.constants:
+            return self.constants[str(batch)]
+        nearest = min(self.constants, key=lambda b: abs(int(b) - batch), default=None)
+        return self.constants[nearest] if nearest is not None else 0.0
+
+    def predict_ms(self, model: "StudentSpec | ModelCost | Sequence[Layer]", batch: int) -> float:
+        kernels = kernels_of(layers_of(model), batch, self.precision, fuse_add=self.fuse_add)
+        return self.constant_ms(batch) + sum(self.kernel_ms(k) for k in kernels)
+
+    def predict(self, model: "StudentSpec | ModelCost | Sequence[Layer]", batch: int) -> LatencyEstimate:
+        return LatencyEstimate(ms=self.predict_ms(model, batch), label="calibrated", batch=batch)
+
+    # ------------------------------------------------------------------ file
+    def check_for(self, profile: "DeviceProfile", where: str = "") -> "KernelTable":
+        """Refuse (one line) a table measured for another profile or precision."""
+        if (self.profile, self.precision) != (profile.name, profile.runtime.precision):
+            raise EdgekdError(
+                f"kernel table {where or self.source} was measured for profile '{self.profile}' "
+                f"({self.precision}), not '{profile.name}' ({profile.runtime.precision}): run "
+                f"'edgekd calibrate --profile {profile.name}' or pass that profile's table")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": TABLE_FORMAT, "profile": self.profile, "precision": self.precision,
+                "device": self.device, "source": self.source, "fuse_add": self.fuse_add,
+                "constants": self.constants, "fallback": self.fallback,
+                "kernels": dict(sorted(self.kernels.items())), "counts": self.counts}
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "KernelTable":
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise EdgekdError(f"kernel table {path} not found: run 'edgekd calibrate' to make one") from None
+        except (OSError, ValueError) as error:
+            raise EdgekdError(f"kernel table {path} is not valid JSON ({error}): run "
+                              "'edgekd calibrate' again") from None
+        if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
+            raise EdgekdError(f"{path} is not an edgekd kernel table (format {TABLE_FORMAT}): "
+                              "run 'edgekd calibrate' again")
+        try:
+            return cls(profile=str(data["profile"]), precision=str(data["precision"]),
+                       kernels={str(k): float(v) for k, v in data["kernels"].items()},
+                       fallback={str(k): [float(x) for x in v] for k, v in data["fallback"].items()},
+                       constants={str(k): float(v) for k, v in data["constants"].items()},
+                       counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
+                       fuse_add=bool(data.get("fuse_add", True)), device=str(data.get("device", "")),
+                       source=str(path))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise EdgekdError(f"kernel table {path} is malformed ({error}): run 'edgekd calibrate' "
+                              "again") from None
+
+
+def find_table(profile: "DeviceProfile", path: str | Path | None = None) -> KernelTable | None:
+    """The table for ``profile``: the one at ``path`` (must exist), else the default place
+    (None when absent). Either is checked against the profile and precision."""
+    if path is not None:
+        return KernelTable.load(path).check_for(profile, str(path))
+    default = default_table_path(profile)
+    if not default.is_file():
+        return None
+    return KernelTable.load(default).check_for(profile, str(default))
+
+
+# ---------------------------------------------------------------------------- fitting
+def _fallback_design(rows: list[tuple[list[Kernel], int]], groups: list[str], batches: list[int]
+                     ) -> "np.ndarray":
+    """Columns: per group (MACs*b, elements*b, count), then one constant per batch."""
+    import numpy as np
+
+    a = np.zeros((len(rows), 3 * len(groups) + len(batches)))
+    for i, (kernels, batch) in enumerate(rows):
+        for k in kernels:
+            g = 3 * groups.index(k.group)
+            a[i, g:g + 3] += (k.macs * k.batch, k.elems * k.batch, 1.0)
+        a[i, 3 * len(groups) + batches.index(batch)] = 1.0
+    return a
+
+
+def fit_kernel_table(table: Iterable[tuple["StudentSpec | ModelCost | Sequence[Layer]", int, float]],
+                     profile: "DeviceProfile", *, fuse_add: bool = True, ridge: float = RIDGE,
+                     device: str = "", source: str = "") -> KernelTable:
+    """Fit a :class:`KernelTable` to whole-model rows ``(model, batch, measured_ms)``."""
+    import numpy as np
+
+    precision = profile.runtime.precision
+    rows: list[tuple[list[Kernel], int]] = []
+    measured: list[float] = []
+    for model, batch, ms in table:
+        if not ms > 0:
+            raise EdgekdError(f"kernel table: measured latency {ms} ms is not positive: drop it")
+        rows.append((kernels_of(layers_of(model), int(batch), precision, fuse_add=fuse_add), int(batch)))
+        measured.append(float(ms))
+    if len(rows) < 2:
+        raise EdgekdError("kernel table: fewer than 2 measurements: measure more models first")
+    y = np.asarray(measured)
+    groups = sorted({k.group for kernels, _ in rows for k in kernels})
+    batches = sorted({b for _, b in rows})
+    coef = nnls_relative(_fallback_design(rows, groups, batches), y)
+    fallback = {g: [float(x) for x in coef[3 * i:3 * i + 3]] for i, g in enumerate(groups)}
+    probe = KernelTable(profile.name, precision, {}, fallback, {}, fuse_add=fuse_add)
+
+    signatures = sorted({k.signature for kernels, _ in rows for k in kernels})
+    index = {s: i for i, s in enumerate(signatures)}
+    prior = np.zeros(len(signatures))
+    counts = np.zeros(len(signatures), dtype=int)
+    a = np.zeros((len(rows), len(signatures) + len(batches)))
+    for r, (kernels, batch) in enumerate(rows):
+        seen = set()
+        for k in kernels:
+            j = index[k.signature]
+            prior[j] = max(probe.fallback_ms(k), 1e-6)
+            a[r, j] += prior[j]
+            seen.add(j)
+        counts[list(seen)] += 1
+        a[r, len(signatures) + batches.index(batch)] = 1.0
+    # unknowns: d_s (T_s = prior_s * (1 + d_s)) and the constants; relative error rows + ridge
+    base = a[:, :len(signatures)].sum(axis=1)
+    lhs = np.vstack([a / y[:, None], np.hstack([np.sqrt(ridge) * np.eye(len(signatures)),
+                                                  np.zeros((len(signatures), len(batches)))])])
+    rhs = np.concatenate([(y - base) / y, np.zeros(len(signatures))])
+    # the constants enter with their own scale: columns for d_s carry prior_s already
+    solution, *_ = np.linalg.lstsq(lhs, rhs, rcond=None)
+    per_kernel = np.maximum(prior * (1 + solution[:len(signatures)]), 0.0)
+    constants = {str(b): max(0.0, float(c)) for b, c in zip(batches, solution[len(signatures):])}
+    return KernelTable(profile=profile.name, precision=precision,
+                       kernels={s: float(per_kernel[i]) for s, i in index.items()},
+                       fallback=fallback, constants=constants,
+                       counts={s: int(counts[i]) for s, i in index.items()},
+                       fuse_add=fuse_add, device=device, source=source)

@@ -1,0 +1,179 @@
+"""``edgekd calibrate``: measure a set of students once per device and fit its kernel table.
+
+On the host (``--profile host-cpu``): a stratified set of students from all four families
+(MACs spread on a log scale) is exported to ONNX, timed with the deploy kit under the
+measurement protocol (every model for at least ``min_seconds``, fixed intra-op threads,
+spinning off, rounds interleaved across the models: ``python -m deploy bench A B ...
+--min-seconds``), and :func:`edgekd.search.kernel_model.fit_kernel_table` fits the table.
+
+For another device: ``--export DIR`` writes the same students plus ``index.json`` (sha256 of
+each ONNX -> its spec) and ``commands.sh``; run those commands on the device with the deploy
+kit, bring the Measurement (or ``deploy profile``) JSON files back into DIR, and
+``--from DIR`` fits the table from them, matched to the specs through the sha256 they record.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import atomic_write_json, atomic_write_text, read_json, sha256_file
+from edgekd.search.kernel_model import KernelTable, fit_kernel_table
+from edgekd.search.space import SpaceConfig, StudentSpec, enumerate_specs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekd.inputs.profiles import DeviceProfile
+
+INDEX_FORMAT = "edgekd.calibration-set/1"
+FAMILIES = ("plain", "residual", "dwsep", "mbconv")
+
+
+def calibration_students(input_shape: Sequence[int], classes: int, n: int, *, seed: int = 0,
+                         min_macs: float = 3e5, max_macs: float = 6e7,
+                         families: Sequence[str] = FAMILIES) -> list[StudentSpec]:
+    """``n`` students stratified over family and log10(MACs) in [min_macs, max_macs], from a
+    grid with kernels 3 and 5, stem strides 1 and 2 and widths in multiples of 8."""
+    from edgekd.search.cost import spec_totals
+
+    config = SpaceConfig(families=tuple(families), max_depth=13, kernels=(3, 5),
+                         stem_strides=(1, 2), width_multiple=8, base_widths=(8, 16, 24, 32, 48),
+                         growths=(1.0, 2.0), se=(False, True))
+    rng = random.Random(seed)
+    bins: dict[tuple[str, int], list[StudentSpec]] = {}
+    grid = enumerate_specs(input_shape, classes, config)
+    # cost a random sample only: counting every block of the full grid takes a minute
+    for spec in rng.sample(grid, min(len(grid), 30 * n)):
+        macs = spec_totals(spec)[0]
+        if min_macs <= macs <= max_macs:
+            bins.setdefault((spec.family, int(4 * math.log10(macs))), []).append(spec)
+    for group in bins.values():
+        rng.shuffle(group)
+    # round robin over families, and within a family over its MAC bins in a shuffled order
+    orders = {f: [key for key in sorted(bins) if key[0] == f] for f in families}
+    for keys in orders.values():
+        rng.shuffle(keys)
+    chosen: list[StudentSpec] = []
+    turn = 0
+    while len(chosen) < n and any(bins.values()):
+        for keys in orders.values():
+            live = [key for key in keys if bins[key]]
+            if live and len(chosen) < n:
+                chosen.append(bins[live[turn % len(live)]].pop())
+        turn += 1
+    return chosen
+
+
+def export_set(specs: Iterable[StudentSpec], folder: Path, *, max_batch: int = 64) -> dict[str, dict]:
+    """Export each spec to ``folder/ID.onnx`` (dynamic batch) and write ``index.json``
+    (sha256 -> spec); returns the index entries."""
+    import torch
+
+    from edgekd.ship.export import export_onnx
+    from edgekd.search.space import build
+
+    folder.mkdir(parents=True, exist_ok=True)
+    entries: dict[str, dict] = {}
+    for spec in specs:
+        path = folder / f"{spec.id}.onnx"
+        if not path.is_file():
+            torch.manual_seed(0)
+            export_onnx(build(spec).eval(), spec.input, path, batch=1,
+                        dynamic_batch=(1, 1, max_batch), metadata={"edgekd.spec": spec.to_json()})
+        entries[sha256_file(path)] = {"id": spec.id, "file": path.name, "spec": spec.to_dict()}
+    atomic_write_json(folder / "index.json", {"format": INDEX_FORMAT, "models": entries})
+    return entries
+
+
+def _read_index(folder: Path) -> dict[str, dict]:
+    path = folder / "index.json"
+    if not path.is_file():
+        raise EdgekdError(f"{folder} has no index.json: give the folder 'edgekd calibrate "
+                          "--export' wrote (with the measurements copied back into it)")
+    data = read_json(path)
+    if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
+        raise EdgekdError(f"{path} is not an edgekd calibration set (format {INDEX_FORMAT}): "
+                          "export the set again with 'edgekd calibrate --export'")
+    return data["models"]
+
+
+def measurement_ms(measurement: dict) -> float:
+    """The latency a Measurement (its named statistic, else the median) or a layer profile
+    (its total) reports, in ms."""
+    latency = measurement.get("latency_ms")
+    if isinstance(latency, dict):
+        return float(latency[measurement.get("statistic", "median")])
+    return float(latency)
+
+
+def rows_from_folder(folder: Path) -> list[tuple[StudentSpec, int, float]]:
+    """``(spec, batch, ms)`` from every Measurement / layer-profile JSON in ``folder`` whose
+    sha256 is in its ``index.json``."""
+    index = _read_index(folder)
+    rows = []
+    for path in sorted(folder.rglob("*.json")):
+        if path.name == "index.json":
+            continue
+        try:
+            data = read_json(path)
+        except (OSError, ValueError, EdgekdError):
+            continue
+        if not isinstance(data, dict) or data.get("sha256") not in index or "latency_ms" not in data:
+            continue
+        rows.append((StudentSpec.from_dict(index[data["sha256"]]["spec"]), int(data["batch"]),
+                     measurement_ms(data)))
+    if not rows:
+        raise EdgekdError(f"no measurements of the calibration set found in {folder}: run the "
+                          "commands in commands.sh on the device and copy the JSON files back")
+    return rows
+
+
+def write_commands(folder: Path, entries: dict[str, dict], batches: Sequence[int],
+                   profile: "DeviceProfile") -> Path:
+    """``commands.sh`` for the device: build engines (TensorRT) and bench every model."""
+    files = sorted(e["file"] for e in entries.values())
+    lines = ["#!/bin/sh", "# run from this folder on the device, with the deploy kit on PYTHONPATH", "set -e"]
+    models = files
+    if profile.runtime.backend == "trt":
+        flag = {"fp16": " --fp16", "int8": " --int8", "fp32": ""}[profile.runtime.precision]
+        top = max(batches)
+        lines += [f"python3 -m deploy build {f} --min 1x{'x'.join(map(str, _input_of(entries, f)))} "
+                  f"--opt {top}x{'x'.join(map(str, _input_of(entries, f)))} "
+                  f"--max {top}x{'x'.join(map(str, _input_of(entries, f)))}{flag}" for f in files]
+        models = [f.replace(".onnx", ".engine") for f in files]
+    for batch in batches:
+        lines.append(f"python3 -m deploy bench {' '.join(models)} --batch {batch} "
+                     "--min-seconds 0.5 --rounds 5 --threads 1 --no-spin --out .")
+    return atomic_write_text(folder / "commands.sh", "\n".join(lines) + "\n")
+
+
+def _input_of(entries: dict[str, dict], file: str) -> list[int]:
+    return next(e["spec"]["input"] for e in entries.values() if e["file"] == file)
+
+
+def measure_on_host(folder: Path, entries: dict[str, dict], batches: Sequence[int], *,
+                    min_seconds: float = 0.5, rounds: int = 5, threads: int = 1, chunk: int = 25,
+                    say: Callable[[str], None] = lambda _t: None) -> list[tuple[StudentSpec, int, float]]:
+    """Time every exported student on this host under the protocol (module docstring)."""
+    from edgekd.ship.measure import run_deploy
+
+    files = sorted(e["file"] for e in entries.values())
+    for batch in batches:
+        for start in range(0, len(files), chunk):
+            part = files[start:start + chunk]
+            say(f"timing {len(part)} students at batch {batch} ({start + len(part)}/{len(files)})")
+            run_deploy(["bench", *[str((folder / f).resolve()) for f in part], "--batch", str(batch),
+                        "--min-seconds", str(min_seconds), "--rounds", str(rounds),
+                        "--threads", str(threads), "--no-spin", "--out", str((folder / f"b{batch}").resolve())],
+                       timeout=120 + 3 * len(part) * min_seconds * max(1, batch / 8))
+    return rows_from_folder(folder)
+
+
+def fit_and_save(rows: list[tuple[StudentSpec, int, float]], profile: "DeviceProfile",
+                 out: Path, *, device: str = "", source: str = "") -> KernelTable:
+    table = fit_kernel_table(rows, profile, device=device, source=source)
+    table.save(out)
+    table.source = str(out)
+    return table
