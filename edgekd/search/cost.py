@@ -96,6 +96,11 @@ def _layer_kind(module: "nn.Module") -> str | None:
     return "elementwise"
 
 
+def _first(value: Any) -> int:
+    """The first side of a conv's ``kernel_size`` / ``stride`` (an int or a tuple)."""
+    return int(value[0] if isinstance(value, (tuple, list)) else value)
+
+
 def _numel(value: Any) -> int:
     import torch
 
@@ -134,8 +139,8 @@ def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
             weights = sum(p.numel() for p in module.parameters(recurse=False))
             channels = (getattr(module, "in_channels", getattr(module, "in_features", 0)),
                         getattr(module, "out_channels", getattr(module, "out_features", 0)),
-                        int(getattr(module, "kernel_size", (0,))[0]),
-                        int(getattr(module, "stride", (0,))[0]) if kind in ("conv", "depthwise") else 0)
+                        _first(getattr(module, "kernel_size", 0)) if kind in ("conv", "depthwise") else 0,
+                        _first(getattr(module, "stride", 0)) if kind in ("conv", "depthwise") else 0)
             handles.append(module.register_forward_hook(recorder(name, kind, weights, channels)))
     was_training = model.training
     model.eval()
