@@ -28,9 +28,6 @@ OTHER_RANK = {"assets": 0, "device_profiles": 0}
 KNOWN_EXCEPTIONS = {
     # checkpoint.load_student rebuilds a student from its spec
     ("edgekd.core.checkpoint", "edgekd.search.space"),
-    # cost.measured_latency exports and times a student (Search reaching into Ship)
-    ("edgekd.search.cost", "edgekd.ship.export"),
-    ("edgekd.search.cost", "edgekd.ship.measure"),
     # the report reads the run folder through RunDir
     ("edgekd.report.report", "edgekd.run.rundir"),
     # export_target reads a run folder (its best trial, safe ids) through RunDir

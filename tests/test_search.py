@@ -17,6 +17,7 @@ from edgekd.search.latency import Calibration, LatencyEstimate, feature_names, p
 from edgekd.inputs.profiles import load_profile
 from edgekd.search.search import Candidate, pareto_front, pareto_mask, search_candidates, select_shortlist
 from edgekd.search.space import SpaceConfig, Stage, StudentSpec, build, enumerate_specs
+from edgekd.ship.measure import measured_latency
 
 SMALL = SpaceConfig(min_depth=3, max_depth=7, base_widths=(4, 8), growths=(2.0,))
 
@@ -111,7 +112,8 @@ def test_measure_times_the_shortlist_on_the_host(host, tmp_path) -> None:
     space = SpaceConfig(families=("plain",), min_depth=3, max_depth=4, base_widths=(4,),
                         growths=(1.0,))
     result = search_candidates(host, (1, 28, 28), 10, max_macs=200_000, latency_ms=50.0,
-                               shortlist=2, measure=True, space=space, out_dir=tmp_path)
+                               shortlist=2, measure=True, space=space, out_dir=tmp_path,
+                               measurer=lambda spec, folder, batch: measured_latency(spec, folder, batch=batch))
     assert result.measured >= 2 and len(result.shortlist) == 2
     for c in result.shortlist:
         assert c.latency.label == "measured" and 0 < c.latency.ms <= 50.0

@@ -206,6 +206,7 @@ def search(profile_name: str, input_text: str, classes: int, max_macs: str | Non
 
     from edgekd.inputs.profiles import load_profile
     from edgekd.search.search import default_cost_cache, format_search, search_candidates
+    from edgekd.ship.measure import measured_latency
     from edgekd.search.space import SpaceConfig
     from edgekd.core.units import parse_count, parse_shape
 
@@ -222,6 +223,7 @@ def search(profile_name: str, input_text: str, classes: int, max_macs: str | Non
         profile, parse_shape(input_text), classes,
         max_macs=parse_count(max_macs) if max_macs is not None else None,
         latency_ms=latency_ms, families=families, shortlist=shortlist, measure=measure,
+        measurer=lambda spec, folder, batch: measured_latency(spec, folder, batch=batch),
         calibration=calibration, out_dir=out, space=space,
         progress=lambda text: click.echo(text, err=True), cost_cache=default_cost_cache())
     click.echo(format_search(result))

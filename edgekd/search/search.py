@@ -235,6 +235,7 @@ def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], clas
                       max_macs: int | None = None, latency_ms: float | None = None,
                       families: Iterable[str] | None = None, shortlist: int = 8,
                       measure: bool = False,
+                      measurer: "Callable[[StudentSpec, Path, int], LatencyEstimate] | None" = None,
                       calibration: "Calibration | KernelTable | str | Path | None" = None,
                       out_dir: str | Path | None = None, space: SpaceConfig | None = None,
                       cost_cache: str | Path | None = None,
@@ -243,7 +244,9 @@ def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], clas
 
     ``max_macs`` / ``latency_ms`` override the profile's budget. With ``out_dir`` the feasible
     candidates go to ``out_dir/candidates.jsonl`` and a summary to ``out_dir/search.json``
-    (measurements, when ``measure``, to ``out_dir/search/``). ``cost_cache`` is a JSON file of
+    (measurements, when ``measure``, to ``out_dir/search/``, each taken by
+    ``measurer(spec, folder, batch)``: the caller passes the ship stage's
+    :func:`edgekd.ship.measure.measured_latency`, search never imports it). ``cost_cache`` is a JSON file of
     block costs reused across runs. Raises EdgekdError when nothing fits.
     """
     started = time.perf_counter()
@@ -304,8 +307,10 @@ def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], clas
 
     measured, measured_shortlist = 0, []
     if measure:
+        if measurer is None:
+            raise ValueError("measure=True needs a measurer (edgekd.ship.measure.measured_latency)")
         feasible, measured_shortlist, measured = _measure_shortlist(
-            feasible, shortlist, budget.latency_ms, budget.batch, (out or Path(".")) / "search", say)
+            measurer, feasible, shortlist, budget.latency_ms, budget.batch, (out or Path(".")) / "search", say)
         if not feasible:
             raise infeasible()
     tick = time.perf_counter()
@@ -332,14 +337,13 @@ def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], clas
     return result
 
 
-def _measure_shortlist(feasible: list[Candidate], n: int, latency_ms: float, batch: int,
+def _measure_shortlist(measurer: "Callable[[StudentSpec, Path, int], LatencyEstimate]",
+                       feasible: list[Candidate], n: int, latency_ms: float, batch: int,
                        workdir: Path, say: Callable[[str], None]
                        ) -> tuple[list[Candidate], list[Candidate], int]:
     """Measure the shortlisted candidates on the host; drop the ones over budget and shortlist
     again until ``n`` measured candidates fit or nothing is left (at most 3n measurements).
     Returns the candidates still feasible, the measured shortlist and the measurement count."""
-    from edgekd.ship.measure import measured_latency  # the ship stage (export + deploy bench)
-
     remaining = list(feasible)
     measured = 0
     chosen = select_shortlist(remaining, n)
@@ -350,7 +354,7 @@ def _measure_shortlist(feasible: list[Candidate], n: int, latency_ms: float, bat
         for c in todo:
             say(f"measuring {c.id} ({c.spec.describe()}) at batch {batch}")
             c.estimate = c.latency
-            c.latency = measured_latency(c.spec, workdir, batch=batch)  # ship stage: export + time
+            c.latency = measurer(c.spec, workdir, batch)  # the ship stage: export + deploy bench
             measured += 1
         remaining = [c for c in remaining if c.latency.ms <= latency_ms]
         chosen = select_shortlist(remaining, n)
