@@ -1,9 +1,12 @@
 """Search: which thin, deep students fit a device budget.
 
-Owns: space (StudentSpec, the student families, enumeration, building the nn.Module), cost
-(MACs and params, the latency model: roofline, calibration, measured table) and search (budget
-filter, Pareto front, shortlist, ``candidates.jsonl``).
+Owns: space (StudentSpec, enumeration, building the nn.Module), families (the student-family
+registry: plain, residual, dwsep, mbconv and any registered one) and blocks (their torch
+modules), cost (MACs, params and the layer table), latency (the roofline and the per-kind
+calibration), kernels and kernel_model (the fused-kernel latency model and its per-device
+table) and search (budget filter, Pareto front, shortlist, ``candidates.jsonl``).
 
-May import: ``edgekd.core``, ``edgekd.inputs``. Known exception (``# layering: TODO issue 10``):
-``cost.measured_latency`` exports and times a student through ``edgekd.ship`` (export, measure).
+May import: ``edgekd.core``, ``edgekd.inputs``. Measuring a student on the host belongs to
+``edgekd.ship`` (``measure.measured_latency``, ``calibrate``); search takes the measurer as an
+argument instead of importing it.
 """

@@ -33,10 +33,7 @@ from edgekd.core.fileio import atomic_write_json
 from edgekd.search.space import StudentSpec
 
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
     from torch import nn
-
-    from edgekd.inputs.profiles import DeviceProfile, Hardware
 
 KINDS: tuple[str, ...] = ("conv", "depthwise", "linear", "pool", "add", "elementwise")
 COST_CACHE_FORMAT = "edgekd.cost-cache/4"

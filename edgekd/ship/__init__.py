@@ -2,8 +2,10 @@
 
 Owns: export (ONNX export, checker, parity against PyTorch, edgekd metadata), bundle (the
 device bundle: ONNX, deploy kit, profile, data, commands), export_target (``edgekd export``:
-a run, a trial or a checkpoint -> ONNX + bundle) and measure (host latency through
-``python -m deploy bench`` in a subprocess, reading its JSON).
+a run, a trial or a checkpoint -> ONNX + bundle), measure (host latency through
+``python -m deploy bench`` in a subprocess, reading its JSON; ``measured_latency`` of a
+student spec) and calibrate (``edgekd calibrate``: export and time a set of students, or
+read what a device measured, and fit the kernel table of :mod:`edgekd.search.kernel_model`).
 
 May import: ``edgekd.core``, ``edgekd.inputs``, ``edgekd.search``, ``edgekd.distill`` and
 ``deploy``. Not report, run or cli. Known exception (``# layering: TODO issue 10``):
