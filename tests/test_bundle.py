@@ -336,3 +336,40 @@ def test_dynamic_batch_bundle_benchmarks_at_the_budget_batch(trained_checkpoint,
     # a budget batch outside the dynamic range falls back to OPT (a batch the engine accepts)
     assert bundle_batch({"min": 4, "opt": 8, "max": 32}, 1) == 8
     assert bundle_batch({"static": 4}, 1) == 4
+
+
+def test_predict_images_without_torch(bundle: Path, trained_checkpoint, tmp_path: Path) -> None:
+    """`edgekd predict MODEL.onnx DIR --json` with torch blocked: the top-1 class of each PNG
+    is PyTorch's prediction on the same image, with the class names from the ONNX metadata."""
+    from PIL import Image
+
+    _checkpoint, _acc, pred = trained_checkpoint
+    dataset = load_dataset()
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray(dataset.x_test[i].reshape(28, 28)).save(folder / f"img{i:02d}.png")
+    (folder / "notes.txt").write_text("not an image")  # skipped: not an image suffix
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCK_TORCH.replace('"torch", "torchvision", "edgekd"',
+                                                                '"torch", "torchvision"'))
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+           "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    proc = subprocess.run([sys.executable, "-m", "edgekd", "predict", str(bundle / "model.onnx"),
+                           str(folder), "--top", "3", "--json"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [Path(r["image"]).name for r in records] == [f"img{i:02d}.png" for i in range(12)]
+    classes = [str(c) for c in dataset.classes]
+    for i, record in enumerate(records):
+        top = record["top"]
+        assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
+        assert top[0]["class"] == classes[pred[i]], i
+    plain = CliRunner().invoke(cli, ["predict", str(bundle / "model.onnx"), str(folder / "img00.png"),
+                                     "--top", "2"])
+    assert plain.exit_code == 0 and plain.output.startswith(f"{folder / 'img00.png'}: ")
+    assert plain.output.count("%") == 2
+    bad = CliRunner().invoke(cli, ["predict", str(bundle / "model.onnx"), str(folder / "notes.txt")])
+    assert bad.exit_code == 2 and "cannot be read" in bad.output and "Traceback" not in bad.output

@@ -639,6 +639,11 @@ def compress(profile: str | None, teacher: str | None, arch: str | None, trust_c
                f"{result.seconds:.0f} s)")
 
 
+from edgekd.cli.predict_cmd import predict  # noqa: E402 - needs the group's helpers above
+
+cli.add_command(predict)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=argv, prog_name="edgekd")

@@ -1,0 +1,126 @@
+"""``edgekd predict MODEL.onnx IMAGES...|DIR``: the top-k classes of image files with an
+exported model, as Ultralytics' ``predict`` does, without torch.
+
+The model runs through the deploy kit's ONNX Runtime runner (:mod:`deploy.runners`, the same
+code a device runs), images are read with Pillow, converted to the model's channels (grey
+for 1, RGB for 3), resized to its input size and normalised with the statistics the export
+stored in the model (``edgekd.normalization``, :func:`deploy.check.prepare_inputs`). Class
+names come from the model's ``edgekd.classes`` metadata (indices when it has none).
+Probabilities are the softmax of the logits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.core.errors import EdgekdError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+@dataclass
+class Prediction:
+    """One image's top-k: ``(class name, probability)``, most likely first."""
+
+    image: str
+    top: list[tuple[str, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["top"] = [{"class": name, "probability": round(p, 6)} for name, p in self.top]
+        return record
+
+
+def image_paths(inputs: list[str | Path]) -> list[Path]:
+    """Image files from files and folders (a folder: its images, recursively, sorted)."""
+    if not inputs:
+        raise EdgekdError("no images given: pass image files or a folder of images")
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                            and p.is_file())
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise EdgekdError(f"'{item}' not found: pass image files or a folder of images")
+    if not found:
+        raise EdgekdError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in "
+                          f"{', '.join(map(str, inputs))}: pass a folder that holds images")
+    return found
+
+
+def load_images(paths: list[Path], sample_shape: tuple[int, ...]) -> np.ndarray:
+    """uint8 ``(N, C, H, W)`` images, converted and resized to ``sample_shape`` (C, H, W)."""
+    from PIL import Image, UnidentifiedImageError
+
+    channels, height, width = sample_shape
+    if channels not in (1, 3):
+        raise EdgekdError(f"the model takes {channels}-channel inputs: predict reads grey (1) "
+                          "or RGB (3) images only")
+    out = np.empty((len(paths), channels, height, width), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as image:
+                image = image.convert("L" if channels == 1 else "RGB")
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+                array = np.asarray(image, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+            raise EdgekdError(f"image '{path}' cannot be read ({error}): pass image files "
+                              "Pillow can open") from None
+        out[i] = array[None] if channels == 1 else array.transpose(2, 0, 1)
+    return out
+
+
+def class_names(metadata: dict[str, str], count: int) -> list[str]:
+    raw = metadata.get("edgekd.classes")
+    try:
+        names = json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        names = None
+    if isinstance(names, list) and len(names) == count:
+        return [str(name) for name in names]
+    return [str(i) for i in range(count)]
+
+
+def predict(model: str | Path, inputs: list[str | Path], *, top_k: int = 5,
+            batch_size: int = 64) -> list[Prediction]:
+    """The ``top_k`` classes of every image in ``inputs`` (see the module docstring)."""
+    from deploy.check import normalization_of, prepare_inputs
+    from deploy.errors import DeployError
+    from deploy.runners import OrtRunner, run_batched
+
+    model = Path(model)
+    if model.suffix != ".onnx" or not model.is_file():
+        raise EdgekdError(f"model '{model}' is not an .onnx file: pass a model from "
+                          "'edgekd export' or a run's export/ folder")
+    paths = image_paths(list(inputs))
+    try:
+        runner = OrtRunner(model)
+        images = load_images(paths, tuple(runner.sample_shape))
+        x = prepare_inputs(images, tuple(runner.sample_shape), normalization_of(runner),
+                           "the images")
+        logits = run_batched(runner, x, batch_size=batch_size).astype(np.float64)
+    except DeployError as error:
+        raise EdgekdError(str(error)) from None
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = shifted / shifted.sum(axis=1, keepdims=True)
+    names = class_names(runner.metadata, probs.shape[1])
+    k = max(1, min(top_k, probs.shape[1]))
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [Prediction(str(path), [(names[j], float(probs[i, j])) for j in order[i]])
+            for i, path in enumerate(paths)]
+
+
+def format_predictions(predictions: list[Prediction]) -> str:
+    """One line per image: ``photo.png: 7 97.20%, 1 1.10%, ...``."""
+    from edgekd.core import fmt
+
+    return "\n".join(f"{p.image}: " + ", ".join(f"{name} {fmt.percent(prob)}" for name, prob in p.top)
+                     for p in predictions)
