@@ -93,3 +93,20 @@ def test_rerun_without_out_numbers_a_new_folder(tmp_path, monkeypatch) -> None:
     named = CompressConfig(data="photos", profile="t4")  # the other default names too
     assert run_folder(named) == Path("runs/t4-photos-builtin")
     assert run_folder(CompressConfig(out=Path("runs/default"))) == Path("runs/default")
+
+
+def test_run_json_fed_back_reproduces_the_run(tmp_path_factory) -> None:
+    """`edgekd compress --config RUN/run.json` runs the same job again (issue 15: run.json's
+    config feeds back): every option is stored, and the new run's deterministic summary equals
+    the first one's."""
+    from edgekd.core.fileio import read_json
+
+    reference = reference_run(tmp_path_factory)
+    base = shared_base(tmp_path_factory)
+    options = read_json(reference / "run.json")["options"]
+    assert options["baselines"] is True and options["candidates"] == 3 and "out" not in options
+    again = base / "runs" / "again"
+    proc = run_cli(["compress", "--config", str(reference / "run.json"), "--out", str(again)], base)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _comparable(summary_of(again)) == _comparable(summary_of(reference))
+    assert read_json(again / "run.json")["options"] == options

@@ -17,6 +17,7 @@ import click
 from edgekd import __version__
 from edgekd.cli.cli_options import (ARCH_OPTION_HELP, DATA_OPTION_HELP, TRUST_CODE_HELP, data_option,
                                single_teacher_options, teacher_options)
+from edgekd.cli.config_file import config_option
 from edgekd.core.errors import EdgekdError
 
 
@@ -550,6 +551,7 @@ def report(run_dir: Path, measurements: tuple[Path, ...]) -> None:
 
 # --------------------------------------------------------------------------- compress
 @cli.command()
+@config_option
 @click.option("--profile", "-p", default=None, help="Device profile name or .toml path [host-cpu].")
 @single_teacher_options
 @click.option("--data", "-d", default=None, metavar="SPEC", help=DATA_OPTION_HELP)
@@ -616,7 +618,10 @@ def compress(profile: str | None, teacher: str | None, arch: str | None, trust_c
         edgekd compress --profile jetson-orin-nano-8gb --teacher teacher.pt --arch resnet18 \\
             --data data.npz --latency-ms 0.5 --baselines --out runs/orin
         edgekd compress --executor ray --ray-address auto --candidates 27 --epochs 9
+        edgekd compress --config job.toml --epochs 12      # the file's options, --epochs overridden
+        edgekd compress --config runs/default/run.json     # the same run again, in a new folder
     """
+    from edgekd.cli.config_file import recorded_options
     from edgekd.run.pipeline import CompressConfig, compress as run_compress
     from edgekd.core.units import parse_count
 
@@ -629,7 +634,8 @@ def compress(profile: str | None, teacher: str | None, arch: str | None, trust_c
         gpus_per_trial=gpus_per_trial, threads_per_trial=threads_per_trial, out=out,
         resume=resume, seed=seed,
         max_train_samples=max_train_samples, batch_size=batch_size, measure_iters=measure_iters,
-        bundle=not no_bundle, progress=not no_progress, command=["edgekd", *sys.argv[1:]])
+        bundle=not no_bundle, progress=not no_progress, command=["edgekd", *sys.argv[1:]],
+        options=recorded_options(click.get_current_context().params))
     result = run_compress(config)
     click.echo(result.headline)
     click.echo(f"report: {result.report_html} (and {result.report_md.name}, summary.json)")

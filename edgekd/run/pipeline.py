@@ -77,6 +77,7 @@ class CompressConfig:
     bundle: bool = True
     progress: bool = True
     command: list[str] | None = None
+    options: dict[str, Any] | None = None  # every CLI option, kept in run.json (--config)
 
     def identity_config(self) -> dict[str, Any]:
         """The settings that change the results (not: executor, output, measuring, progress)."""
@@ -216,13 +217,16 @@ def run_folder(config: CompressConfig) -> Path:
     return numbered(max(1, i - 1)) if config.resume else numbered(i)
 
 
-def store_plan(run: RunDir, rungs: list[Rung]) -> None:
-    """run.json's ``plan`` (rungs x trials x epochs), written before any training; the same
-    identity gives the same plan, so a resumed run leaves it as it is."""
+def store_plan(run: RunDir, rungs: list[Rung], options: dict[str, Any] | None = None) -> None:
+    """run.json's ``plan`` (rungs x trials x epochs), written before any training, and the
+    command's ``options`` (``edgekd compress --config run.json`` runs it again); the same
+    identity gives the same plan, so a resumed run leaves both as they are."""
     manifest = run.manifest()
-    record = plan_record(rungs)
-    if manifest.get("plan") != record:
-        atomic_write_json(run.run_json, {**manifest, "plan": record})
+    extra: dict[str, Any] = {"plan": plan_record(rungs)}
+    if options is not None and "options" not in manifest:
+        extra["options"] = options
+    if any(manifest.get(key) != value for key, value in extra.items()):
+        atomic_write_json(run.run_json, {**manifest, **extra})
 
 
 def trial_folder(candidate_id: str, rung: Rung) -> str:
@@ -366,7 +370,7 @@ def compress(config: CompressConfig) -> Summary:
     run, resumed = open_run(out, run_identity(config, inputs), resume=config.resume,
                             command=config.command if config.command is not None else sys.argv)
     write_jsonl(run.candidates, rows)
-    store_plan(run, plan_rungs(len(shortlist), config.halving()))
+    store_plan(run, plan_rungs(len(shortlist), config.halving()), config.options)
     timing: dict[str, float] = {}
     mark = time.monotonic()
     context = TrialContext([inputs.teacher], inputs.dataset, [inputs.teacher_fp],
