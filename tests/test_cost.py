@@ -113,3 +113,13 @@ def test_block_cost_cache_loads_then_saves_only_new_blocks(tmp_path) -> None:
     with block_cost_cache(None):
         assert spec_cost(spec) == first
 
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_module_cost_counts_a_model_where_it_lives() -> None:
+    """A teacher that trained students on CUDA stays there; costing it after the search ran it
+    on a CPU tensor ('weight is on cuda:0, different from other tensors on cpu', seen on an H200)."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 32 * 32, 10))
+    on_cpu = module_cost(model, (3, 32, 32))
+    on_gpu = module_cost(model.cuda(), (3, 32, 32))
+    assert on_gpu.macs == on_cpu.macs and on_gpu.params == on_cpu.params

@@ -276,3 +276,15 @@ def test_profiles_show_output_is_a_profile(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("[1, 2]")
     bad = runner.invoke(cli, ["profiles", "show", str(tmp_path / "bad.json")])
     assert bad.exit_code == 2 and "not an object" in bad.output
+
+
+def test_shipped_profiles_load_from_a_source_tree_that_was_never_installed(monkeypatch) -> None:
+    """Without ``pip install`` there is no ``edgekd.device_profiles`` package (pyproject maps
+    ``profiles/`` onto it); a lent GPU machine runs the checkout with PYTHONPATH=. and hit
+    ModuleNotFoundError. The repository's profiles/ folder serves then."""
+    import edgekd.inputs.profiles as profiles
+
+    monkeypatch.setattr(profiles, "SHIPPED_PACKAGE", "edgekd._not_installed_profiles")
+    names = profiles.available_profiles()
+    assert "host-cpu" in names and "jetson-orin-nano-8gb" in names
+    assert profiles.load_profile("host-cpu").name == "host-cpu"

@@ -267,7 +267,21 @@ def parse_profile(text: str, origin: str) -> DeviceProfile:
 
 # --------------------------------------------------------------------------- loading
 def _shipped_dir() -> Traversable:
-    return resources.files(SHIPPED_PACKAGE)
+    """The shipped profiles: the installed ``edgekd.device_profiles`` package (pyproject maps
+    the repository's ``profiles/`` onto it), or ``profiles/`` itself when edgekd runs from a
+    source tree that was never installed (``PYTHONPATH=.``, as on a lent GPU machine)."""
+    try:
+        return resources.files(SHIPPED_PACKAGE)
+    except ModuleNotFoundError:
+        return _source_tree_profiles()
+
+
+def _source_tree_profiles() -> Traversable:
+    folder = Path(__file__).resolve().parents[2] / "profiles"
+    if not folder.is_dir():
+        raise EdgekdError(f"the shipped device profiles are missing (no {SHIPPED_PACKAGE} package "
+                          f"and no {folder}): reinstall edgekd (pip install .)")
+    return folder
 
 
 def available_profiles() -> list[str]:

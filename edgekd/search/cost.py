@@ -118,7 +118,8 @@ def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
     from torch.utils.flop_counter import FlopCounterMode
 
     tensors = [*model.parameters(), *model.buffers()]
-    device = "meta" if tensors and all(t.is_meta for t in tensors) else "cpu"
+    # count where the model lives: a teacher that just trained students on CUDA stays there
+    device = tensors[0].device if tensors else torch.device("cpu")
     params = sum(p.numel() for p in model.parameters())
     calls: list[tuple[str, str, int, int, int, tuple[int, int, int, int]]] = []
 
