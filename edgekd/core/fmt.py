@@ -88,3 +88,15 @@ def clean(value: Any, digits: int = 6) -> Any:
     if isinstance(value, (list, tuple)):
         return [clean(v, digits) for v in value]
     return value
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """One line per trained epoch, for logs and pipes, e.g.
+    ``epoch 3/10 (kd): loss 0.512, train 95.10%, val 97.20%, 12.3 s``."""
+    parts = [f"loss {record['loss']:.4g}"]
+    if record.get("train_acc") is not None:
+        parts.append(f"train {percent(record['train_acc'])}")
+    if record.get("val_acc") is not None and record["val_acc"] == record["val_acc"]:  # not nan
+        parts.append(f"val {percent(record['val_acc'])}")
+    parts.append(f"{record.get('seconds', 0):.1f} s")
+    return f"epoch {record['epoch']}/{epochs} ({record.get('stage', 'train')}): {', '.join(parts)}"

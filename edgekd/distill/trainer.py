@@ -63,6 +63,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -495,9 +496,9 @@ class _Trainer:
             self._save(epoch, seconds, optimizer, opt_stage)
             append_jsonl(self.out_dir / "metrics.jsonl", record)
             if self.progress:  # one plain line per epoch: pipes and CI logs see progress too
-                from edgekd.run.progress import epoch_line, say
+                from edgekd.core.fmt import epoch_line
 
-                say(True, epoch_line(record, cfg.epochs))
+                print(epoch_line(record, cfg.epochs), file=sys.stderr, flush=True)
         return self._finish(epoch, seconds)
 
     def _batches(self, epoch: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None]]:

@@ -17,20 +17,6 @@ def _clock(seconds: float | None) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def epoch_line(record: dict[str, Any], epochs: int) -> str:
-    """One line per trained epoch, for logs and pipes, e.g.
-    ``epoch 3/10 (kd): loss 0.512, train 95.10%, val 97.20%, 12.3 s``."""
-    from edgekd.core import fmt
-
-    parts = [f"loss {record['loss']:.4g}"]
-    if record.get("train_acc") is not None:
-        parts.append(f"train {fmt.percent(record['train_acc'])}")
-    if record.get("val_acc") is not None and record["val_acc"] == record["val_acc"]:  # not nan
-        parts.append(f"val {fmt.percent(record['val_acc'])}")
-    parts.append(f"{record.get('seconds', 0):.1f} s")
-    return f"epoch {record['epoch']}/{epochs} ({record.get('stage', 'train')}): {', '.join(parts)}"
-
-
 def say(enabled: bool, message: str, stream: TextIO | None = None) -> None:
     """A plain progress line on stderr (a terminal, a pipe or a CI log alike)."""
     if enabled:
