@@ -153,16 +153,22 @@ def test_calibrate_export_then_from_device_measurements(tmp_path) -> None:
     # what the device would bring back: one Measurement per model and batch (synthetic times)
     for sha, entry in index.items():
         spec = StudentSpec.from_dict(entry["spec"])
+        ms1 = 0.05 + sum(2e-9 * k.macs + 0.01 for k in kernels_of(spec_cost(spec).layers, 1, "fp16"))
         for batch in (1, 32):
             ms = 0.05 * batch ** 0.5 + sum(2e-9 * k.macs * batch + 0.01
                                          for k in kernels_of(spec_cost(spec).layers, batch, "fp16"))
             (folder / f"{spec.id}.b{batch}.json").write_text(json.dumps({
                 "format": "edgekd.measurement/1", "sha256": sha, "batch": batch,
                 "latency_ms": {"median": ms, "p25": ms * 0.98}, "statistic": "median"}))
+        # a 'python -m deploy profile' JSON (total latency_ms, per-layer times) counts too
+        (folder / f"{spec.id}.profile.json").write_text(json.dumps({
+            "format": "edgekd.layer-profile/1", "sha256": sha, "batch": 1, "latency_ms": ms1,
+            "layers": [{"name": "conv", "op_type": "Conv", "ms": ms1 / 2}]}))
     table_path = tmp_path / "jetson.json"
     result = runner.invoke(cli, ["calibrate", "--profile", "jetson-orin-nano-8gb", "--from",
                                  str(folder), "--table", str(table_path)])
     assert result.exit_code == 0, result.output
+    assert "from 24 measurements" in result.output  # 8 models x 2 batches + 8 layer profiles
     table = KernelTable.load(table_path)
     assert (table.profile, table.precision) == ("jetson-orin-nano-8gb", "fp16")
     spec = StudentSpec.from_dict(next(iter(index.values()))["spec"])
