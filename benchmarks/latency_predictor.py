@@ -185,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=("cpu",),
                         help="the host CPU (the GPU run uses edgekd calibrate --export on the device)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder for the exported students and measurements (kept; exports "
+                             "already there are reused) [default: a temporary folder]")
+    parser.add_argument("--only-exported", action="store_true",
+                        help="measure only the chosen students already exported in --work (to "
+                             "finish a run whose export was cut short)")
     parser.add_argument("--rows", type=Path, default=None,
                         help="re-evaluate the rows saved in this latency_predictor.json")
     args = parser.parse_args(argv)
@@ -199,9 +205,14 @@ def main(argv: list[str] | None = None) -> int:
         for shape in SHAPES:
             low = 5e5 if shape[0] == 3 else 1e5
             specs += calibration_students(shape, 10, args.n // len(SHAPES), seed=args.seed, min_macs=low)
+        if args.only_exported and args.work:
+            specs = [s for s in specs if (args.work / f"{s.id}.onnx").is_file()]
         print(f"measuring {len(specs)} students at batch {BATCHES}", flush=True)
-        with tempfile.TemporaryDirectory(prefix="edgekd-latency-") as tmp:
-            rows = measure(specs, Path(tmp), args.threads, args.min_seconds)
+        if args.work:
+            rows = measure(specs, args.work, args.threads, args.min_seconds)
+        else:
+            with tempfile.TemporaryDirectory(prefix="edgekd-latency-") as tmp:
+                rows = measure(specs, Path(tmp), args.threads, args.min_seconds)
         loads.append(os.getloadavg()[0])
     result = {"benchmark": "latency_predictor", "students": len({r["id"] for r in rows}),
               "batches": list(BATCHES), "seed": args.seed, "min_seconds": args.min_seconds,

@@ -167,7 +167,7 @@ def measure_on_host(folder: Path, entries: dict[str, dict], batches: Sequence[in
             run_deploy(["bench", *[str((folder / f).resolve()) for f in part], "--batch", str(batch),
                         "--min-seconds", str(min_seconds), "--rounds", str(rounds),
                         "--threads", str(threads), "--no-spin", "--out", str((folder / f"b{batch}").resolve())],
-                       timeout=120 + 3 * len(part) * min_seconds * max(1, batch / 8))
+                       timeout=300 + 10 * len(part) * max(1.0, min_seconds) * max(1, batch / 8))
     return rows_from_folder(folder)
 
 
