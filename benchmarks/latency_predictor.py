@@ -149,7 +149,7 @@ def markdown(result: dict) -> str:
     m = result["machine"]
     lines = ["# Latency predictors on the host CPU (issue 13)", "",
              f"{result['students']} students (plain, residual, dwsep, mbconv; kernels 3/5, stem "
-             f"stride 1/2) on 3x32x32 and 1x28x28 inputs, MACs {result['macs_range'][0]:,}.."
+             f"stride 1/2) on {' and '.join(result['inputs'])} inputs, MACs {result['macs_range'][0]:,}.."
              f"{result['macs_range'][1]:,}, measured at batch 1 and 32 with `python -m deploy bench "
              f"... --min-seconds {result['min_seconds']} --rounds 5 --threads {m['ort_threads']} "
              "--no-spin` (each model timed for at least that long, rounds interleaved across 20 "
@@ -171,6 +171,13 @@ def markdown(result: dict) -> str:
                              f"| {x['median_abs_rel_error']:.1%} |")
         lines += ["", f"Held-out rows whose every kernel signature was in the table: "
                       f"{per['seen_signatures']:.0%} (the rest use the regression fallback).", ""]
+    if result["students"] < 300 or len(result["inputs"]) < len(SHAPES):
+        lines += [f"**Incomplete run**: {result['students']} students on {', '.join(result['inputs'])} "
+                  "only (aim: >= 300 on both inputs). Exporting the students took ~9 s each on "
+                  "this machine at load 12-16, so the run was finished on the students exported "
+                  "by then (`--only-exported`).", ""]
+    if result.get("reevaluated"):
+        lines += [f"Metrics recomputed {result['reevaluated']} from the saved measurements.", ""]
     lines += ["Aim: kernel model >= 95% within +-10% at batch 1 and at batch 32, Spearman >= 0.98.",
               "", "Reproduce: `nice -n 10 python benchmarks/latency_predictor.py`.", ""]
     return "\n".join(lines)
@@ -216,12 +223,17 @@ def main(argv: list[str] | None = None) -> int:
         loads.append(os.getloadavg()[0])
     result = {"benchmark": "latency_predictor", "students": len({r["id"] for r in rows}),
               "batches": list(BATCHES), "seed": args.seed, "min_seconds": args.min_seconds,
+              "inputs": sorted({"x".join(map(str, r["input"])) for r in rows}, reverse=True),
               "macs_range": [min(r["macs"] for r in rows), max(r["macs"] for r in rows)],
               "machine": machine(rows, args.threads, loads),
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "command": " ".join(["python benchmarks/latency_predictor.py", *(argv or sys.argv[1:])]),
               "seconds": time.perf_counter() - started,
               "metrics": {s: evaluate(rows, profile, args.seed, s) for s in STATISTICS}, "rows": rows}
+    if args.rows:  # the measurement's own command, time and date; the metrics are recomputed
+        result.update({k: saved[k] for k in ("command", "seconds", "created")},
+                      reevaluated=f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} with "
+                                  f"`python benchmarks/latency_predictor.py --rows {args.rows}`")
     args.out.mkdir(parents=True, exist_ok=True)
     table = fit_kernel_table([(StudentSpec.from_dict(r["spec"]), r["batch"], r["latency_ms"]["median"])
                               for r in rows], profile, source="benchmarks/latency_predictor.py (median)")

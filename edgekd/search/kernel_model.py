@@ -14,7 +14,8 @@ layout reorders) at that batch.
 measures them (or from ``deploy bench`` Measurements brought back from a device):
 
 1. the fallback and the constants by non-negative least squares on relative error
-   (:func:`edgekd.search.latency.nnls_relative`, outliers beyond 3 MADs dropped);
+   (:func:`edgekd.search.latency.nnls_relative`, outliers beyond 3 MADs dropped), separately
+   per batch (a joint fit let the outlier rule drop a whole batch's rows as "outliers");
 2. the per-signature latencies ``T_s = prior_s * (1 + d_s)`` (``prior`` = the fallback) and
    the constants again, by least squares on relative error with a small ridge on ``d_s``
    (signatures seen in few models stay near the fallback; a signature seen often gets its own
@@ -47,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgekd.inputs.profiles import DeviceProfile
     from edgekd.search.space import StudentSpec
 
-TABLE_FORMAT = "edgekd.kernel-table/1"
+TABLE_FORMAT = "edgekd.kernel-table/2"
 CONFIG_ENV = "EDGEKD_CONFIG_DIR"
 #: Ridge weight on the relative per-signature corrections d_s (see the module docstring).
 RIDGE = 1e-3
@@ -83,7 +84,7 @@ class KernelTable:
     profile: str
     precision: str
     kernels: dict[str, float]  # signature -> ms
-    fallback: dict[str, list[float]]  # group -> [ms per MAC, ms per element, ms per kernel]
+    fallback: dict[str, dict[str, list[float]]]  # batch -> group -> [ms/MAC, ms/element, ms/kernel]
     constants: dict[str, float]  # batch -> ms per graph
     counts: dict[str, int] = field(default_factory=dict)  # signature -> models it was seen in
     fuse_add: bool = True
@@ -96,7 +97,11 @@ class KernelTable:
         return measured if measured is not None else self.fallback_ms(kernel)
 
     def fallback_ms(self, kernel: Kernel) -> float:
-        a, m, o = self.fallback.get(kernel.group) or self.fallback.get(kernel.kind) or (0.0, 0.0, 0.0)
+        batch = str(kernel.batch)
+        if batch not in self.fallback:  # an unmeasured batch: the nearest measured one
+            batch = min(self.fallback, key=lambda b: abs(int(b) - kernel.batch), default=batch)
+        coefs = self.fallback.get(batch, {})
+        a, m, o = coefs.get(kernel.group) or coefs.get(kernel.kind) or (0.0, 0.0, 0.0)
         return a * kernel.macs * kernel.batch + m * kernel.elems * kernel.batch + o
 
     def constant_ms(self, batch: int) -> float:
@@ -146,7 +151,8 @@ class KernelTable:
         try:
             return cls(profile=str(data["profile"]), precision=str(data["precision"]),
                        kernels={str(k): float(v) for k, v in data["kernels"].items()},
-                       fallback={str(k): [float(x) for x in v] for k, v in data["fallback"].items()},
+                       fallback={str(b): {str(k): [float(x) for x in v] for k, v in groups.items()}
+                                 for b, groups in data["fallback"].items()},
                        constants={str(k): float(v) for k, v in data["constants"].items()},
                        counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
                        fuse_add=bool(data.get("fuse_add", True)), device=str(data.get("device", "")),
@@ -201,8 +207,12 @@ def fit_kernel_table(table: Iterable[tuple["StudentSpec | ModelCost | Sequence[L
     y = np.asarray(measured)
     groups = sorted({k.group for kernels, _ in rows for k in kernels})
     batches = sorted({b for _, b in rows})
-    coef = nnls_relative(_fallback_design(rows, groups, batches), y)
-    fallback = {g: [float(x) for x in coef[3 * i:3 * i + 3]] for i, g in enumerate(groups)}
+    fallback: dict[str, dict[str, list[float]]] = {}
+    for batch in batches:
+        mask = np.array([b == batch for _, b in rows])
+        coef = nnls_relative(_fallback_design([r for r, keep in zip(rows, mask) if keep], groups,
+                                              [batch]), y[mask])
+        fallback[str(batch)] = {g: [float(x) for x in coef[3 * i:3 * i + 3]] for i, g in enumerate(groups)}
     probe = KernelTable(profile.name, precision, {}, fallback, {}, fuse_add=fuse_add)
 
     signatures = sorted({k.signature for kernels, _ in rows for k in kernels})
