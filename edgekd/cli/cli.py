@@ -16,7 +16,7 @@ import click
 
 from edgekd import __version__
 from edgekd.cli.cli_options import (ARCH_OPTION_HELP, DATA_OPTION_HELP, TRUST_CODE_HELP, data_option,
-                               single_teacher_options, teacher_options)
+                               method_option, single_teacher_options, teacher_options)
 from edgekd.cli.config_file import config_option
 from edgekd.core.errors import EdgekdError
 
@@ -324,10 +324,7 @@ def search_options(command: Any) -> Any:
 @search_options
 @teacher_options
 @data_option
-@click.option("--method", "-m", type=click.Choice(["fitnet", "kd", "scratch", "mimic", "ban"]),
-              default="fitnet", show_default=True,
-              help="fitnet: hint stage then KD; kd: Hinton KD; scratch: labels only; mimic: logit L2; "
-                   "ban: born-again generations.")
+@method_option(compress=False, default="fitnet")
 @click.option("--epochs", "-e", type=click.IntRange(min=1), default=10, show_default=True,
               help="Total epochs (fitnet: hint stage included).")
 @click.option("--hint-epochs", type=click.IntRange(min=1), default=2, show_default=True,
@@ -364,7 +361,7 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
           lr: float | None, weight_decay: float, batch_size: int, seed: int, val_fraction: float,
           generations: int, hint_layer: str | None, guided_layer: str | None, ensemble: str,
           max_train_samples: int | None, augment: bool, device: str, out_dir: Path) -> None:
-    """Train one student from a teacher (scratch, kd, fitnet, mimic, ban).
+    """Train one student from a teacher (scratch, kd, fitnet, mimic, ban, ... see --method).
 
     Writes a self-describing OUT/checkpoint.pt (spec, classes, normalisation, method,
     metrics), OUT/metrics.jsonl (one line per epoch) and OUT/result.json. Running the same
@@ -379,6 +376,7 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
     """
     from edgekd.cli.cli_options import resolve_data, resolve_teachers
     from edgekd.distill.commands import format_result, resolve_student_spec, run_train
+    from edgekd.distill.methods import get_method
     from edgekd.distill.trainer import TrainConfig
 
     spec = resolve_student_spec(student, search or old_search)  # check the cheap inputs first
@@ -389,7 +387,7 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
                          ensemble=ensemble, max_train_samples=max_train_samples, augment=augment,
                          device=device)
     dataset = resolve_data(data, image_size)
-    teachers = resolve_teachers(teacher, arch, trust_code, dataset) if method != "scratch" else []
+    teachers = resolve_teachers(teacher, arch, trust_code, dataset) if get_method(method).uses_teacher else []
     result = run_train(spec=spec, teachers=teachers, dataset=dataset, config=config, out_dir=out_dir,
                        progress=True)
     click.echo(format_result(result))
@@ -569,8 +567,7 @@ def report(run_dir: Path, measurements: tuple[Path, ...]) -> None:
 @click.option("--eta", type=int, default=3, show_default=True, help="Keep the best 1/eta per rung.")
 @click.option("--rungs", type=int, default=None, help="Number of rungs [until the finalists].")
 @click.option("--finalists", type=int, default=1, show_default=True, help="Students of the last rung.")
-@click.option("--method", type=click.Choice(["fitnet", "kd", "scratch", "mimic"]), default="fitnet",
-              show_default=True, help="Training method of the search.")
+@method_option(compress=True, default="fitnet", help_prefix="Training method of the search. ")
 @click.option("--baselines", is_flag=True, help="Also train the winner with scratch/kd/fitnet (ablation).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--ray-address", default=None, help="Join this Ray cluster (else start a local one).")

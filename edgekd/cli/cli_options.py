@@ -121,3 +121,45 @@ def resolve_teachers(teachers: tuple[str, ...], arches: tuple[str, ...], trust_c
         model = load_teacher(source, arch=arch, trust_code=trust_code, dataset=dataset)
         loaded.append((model, model_fingerprint(model)))
     return loaded
+
+
+# --------------------------------------------------------------------------- registries
+class RegistryChoice(click.Choice):
+    """A :class:`click.Choice` whose choices are read from a registry each time they are used,
+    so that a method (or backend) registered after the CLI was imported is accepted."""
+
+    def __init__(self, names: Callable[[], list[str]]) -> None:
+        self._names = names
+        super().__init__(names())
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self._names())
+
+    @choices.setter
+    def choices(self, _value: Any) -> None:
+        pass  # click's __init__ sets it; the registry stays the source
+
+
+class RegistryHelpOption(click.Option):
+    """A click option whose help text is built when shown (``help_text()``), from a registry."""
+
+    def __init__(self, *args: Any, help_text: Callable[[], str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._help_text = help_text
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = self._help_text()
+        return super().get_help_record(ctx)
+
+
+def method_option(*, compress: bool, default: str, help_prefix: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--method``: the names in :mod:`edgekd.distill.methods` (for ``compress``: those it can
+    search with), with each method's help."""
+    from edgekd.distill.methods import method_names, methods_help
+
+    names = lambda: method_names(compress=compress)  # noqa: E731
+    flags = ("--method", "-m") if not compress else ("--method",)
+    return click.option(*flags, cls=RegistryHelpOption, type=RegistryChoice(names), default=default,
+                        show_default=True, help_text=lambda: help_prefix + methods_help(compress=compress))
+

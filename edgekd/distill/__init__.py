@@ -1,10 +1,28 @@
-"""Distillation engine: losses (KD, hints, logit mimic), FitNets hint taps and regressors,
-and the one trainer for scratch / kd / fitnet / mimic / ban (imports torch); commands holds
-the helpers of ``edgekd train`` and ``edgekd layers``.
+"""Distillation engine: the method registry (methods: name -> stages, loss objects, CLI help;
+torch-free), the loss objects (objectives) and formulas (losses: KD, hints, logit mimic),
+FitNets hint taps and regressors, and the one trainer for every registered method (imports
+torch); commands holds the helpers of ``edgekd train`` and ``edgekd layers``.
 
 May import: ``edgekd.core``, ``edgekd.inputs``, ``edgekd.search``. Not ship, report, run or cli.
+
+The trainer's names below are imported on first use, so that reading the method registry
+(``edgekd.distill.methods``, which the CLI does at start-up) does not import torch.
 """
 
-from edgekd.distill.trainer import METHODS, TrainConfig, TrainResult, train_student
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["METHODS", "TrainConfig", "TrainResult", "train_student"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "METHODS":
+        from edgekd.distill.methods import METHODS
+
+        return METHODS
+    if name in ("TrainConfig", "TrainResult", "train_student"):
+        from edgekd.distill import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module 'edgekd.distill' has no attribute {name!r}")

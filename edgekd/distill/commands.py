@@ -79,13 +79,15 @@ def _json_or_error(text: str, path: Path) -> Any:
 def run_train(*, spec: Any, teachers: list[tuple[Any, str]], dataset: Any, config: Any,
               out_dir: Path, progress: bool = True) -> Any:
     """Train ``spec`` from ``(teacher, fingerprint)`` pairs into ``out_dir`` (spec.json too)."""
+    from edgekd.distill.methods import get_method
     from edgekd.distill.trainer import train_student
     from edgekd.core.fileio import atomic_write_json
 
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / "spec.json", spec.to_dict())
-    models = [m for m, _ in teachers] if config.method != "scratch" else []
-    fps = [fp for _, fp in teachers] if config.method != "scratch" else []
+    uses = get_method(config.method).uses_teacher
+    models = [m for m, _ in teachers] if uses else []
+    fps = [fp for _, fp in teachers] if uses else []
     return train_student(spec, models, dataset, config, out_dir, teacher_fps=fps, progress=progress)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cross_entropy", "kd_soft_loss", "kd_loss", "hint_loss", "logit_mimic_loss",
+__all__ = ["cross_entropy", "kd_soft_loss", "kd_terms", "kd_loss", "hint_loss", "logit_mimic_loss",
            "combine_teacher_logits"]
 
 
@@ -33,16 +33,31 @@ def kd_soft_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * (t * t)
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-            temperature: float, alpha: float) -> torch.Tensor:
-    """Hinton KD: ``a * CE(y, p_s) + (1 - a) * T^2 * KL(softmax(z_t/T) || softmax(z_s/T))``.
+def kd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+             temperature: float, alpha: float, soft_weight: float = 1.0
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hinton KD (Hinton et al. 2015), the one place its formula is written:
 
-    ``alpha`` (``a``) is the weight of the hard labels; ``alpha=0`` is pure soft-target
-    training, ``alpha=1`` is plain back-prop.
+    ``L = (a * CE(y, p_s) + (1 - a) * w * T^2 * KL(softmax(z_t/T) || softmax(z_s/T))) / (a + (1 - a) * w)``
+
+    ``alpha`` (``a``) is the weight of the hard labels (``alpha=0``: pure soft targets,
+    ``alpha=1``: plain back-prop). ``soft_weight`` (``w``, 1 for plain KD) is FitNets'
+    ``lambda`` on the soft term; dividing by ``a + (1 - a) w`` keeps the loss scale (so the
+    effective learning rate) that of plain KD, where the denominator is 1.
+
+    Returns ``(L, CE, T^2 KL)`` so a caller can log the parts without computing them twice.
     """
     hard = cross_entropy(student_logits, labels)
     soft = kd_soft_loss(student_logits, teacher_logits, temperature)
-    return alpha * hard + (1.0 - alpha) * soft
+    w = soft_weight
+    loss = (alpha * hard + (1.0 - alpha) * w * soft) / (alpha + (1.0 - alpha) * w)
+    return loss, hard, soft
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+            temperature: float, alpha: float, soft_weight: float = 1.0) -> torch.Tensor:
+    """The KD loss ``L`` of :func:`kd_terms` alone."""
+    return kd_terms(student_logits, teacher_logits, labels, temperature, alpha, soft_weight)[0]
 
 
 def hint_loss(teacher_hint: torch.Tensor, regressed_guided: torch.Tensor,

@@ -1,6 +1,6 @@
 """One trainer for every method: scratch, kd, fitnet, mimic and ban.
 
-Methods (formulas in :mod:`edgekd.distill.losses`):
+Methods (registered in :mod:`edgekd.distill.methods`, formulas in :mod:`edgekd.distill.losses`):
 
 - ``scratch``: cross-entropy on the labels (plain back-prop).
 - ``kd`` (Hinton et al. 2015): ``a*CE + (1-a)*T^2*KL(p_t^T || p_s^T)``.
@@ -76,6 +76,7 @@ import torch.nn as nn
 from edgekd.core.checkpoint import make_checkpoint, read_checkpoint
 from edgekd.distill import losses
 from edgekd.distill.hints import FeatureTap, HintPair, make_regressor, pair_layers
+from edgekd.distill.methods import METHODS, Batch, Loss, Stage, StudentOut, TeacherOut, get_method
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import (append_jsonl, atomic_torch_save, atomic_write_json, read_json,
                            read_jsonl, sha256_file, write_jsonl)
@@ -83,7 +84,6 @@ from edgekd.core.fileio import (append_jsonl, atomic_torch_save, atomic_write_js
 __all__ = ["METHODS", "TrainConfig", "TrainResult", "train_student", "predict_logits",
            "accuracy", "default_lr"]
 
-METHODS = ("scratch", "kd", "fitnet", "mimic", "ban")
 OPTIMIZERS = ("sgd", "adamw")
 #: Config fields that do not change what is trained (may differ between calls on one out_dir).
 _RUNTIME_FIELDS = ("epochs", "device", "cache_dir", "use_cache")
@@ -131,18 +131,13 @@ class TrainConfig:
 
         if self.method not in METHODS:
             raise bad(f"unknown method {self.method!r}", f"use one of {', '.join(METHODS)}")
+        method = METHODS[self.method]
         if self.optimizer not in OPTIMIZERS:
             raise bad(f"unknown optimizer {self.optimizer!r}", "use sgd or adamw")
         if self.ensemble not in ("logits", "probs"):
             raise bad(f"unknown ensemble mode {self.ensemble!r}", "use logits or probs")
-        if self.method == "mimic" and self.ensemble == "probs":
-            raise bad("mimic regresses onto logits, and averaged probabilities give logits only up to "
-                      "a shift per image", "use --ensemble logits with --method mimic")
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise bad(f"epochs={self.epochs!r}", "give a positive integer")
-        if self.method == "fitnet" and not 1 <= self.hint_epochs < self.epochs:
-            raise bad(f"fitnet needs 1 <= hint_epochs < epochs (got hint_epochs={self.hint_epochs}, "
-                      f"epochs={self.epochs})", "epochs counts both stages; raise --epochs or lower --hint-epochs")
         if self.temperature <= 0:
             raise bad(f"temperature={self.temperature}", "give T > 0 (typical 2..8)")
         if not 0.0 <= self.alpha <= 1.0:
@@ -151,10 +146,11 @@ class TrainConfig:
             raise bad(f"lr={self.lr}", "give a positive learning rate")
         if self.batch_size < 1:
             raise bad(f"batch_size={self.batch_size}", "give a positive integer")
-        if self.method == "ban" and self.generations < 1:
-            raise bad(f"generations={self.generations}", "give at least 1")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise bad(f"max_train_samples={self.max_train_samples}", "give a positive integer or None")
+        problem = method.validate(self) if method.validate is not None else None
+        if problem is not None:
+            raise bad(*problem)
 
     @property
     def learning_rate(self) -> float:
@@ -369,6 +365,18 @@ def _check_finite(loss: torch.Tensor, stage: str, epoch: int, batch: int, lr: fl
                           f"lower --lr (now {lr:g}), or check the data and the teacher's outputs")
 
 
+def _stage_spans(config: TrainConfig) -> dict[str, tuple[Stage, int, int]]:
+    """stage name -> (stage, first epoch, number of epochs) of the config's method, in order;
+    the last stage takes the epochs left."""
+    spans: dict[str, tuple[Stage, int, int]] = {}
+    first = 0
+    for stage in get_method(config.method).stages:
+        span = stage.epochs(config) if stage.epochs is not None else config.epochs - first
+        spans[stage.name] = (stage, first, span)
+        first += span
+    return spans
+
+
 # ----------------------------------------------------------------------------- the trainer
 class _Trainer:
     """Trains one student (any method but ban) into ``out_dir``; see the module docstring."""
@@ -380,7 +388,9 @@ class _Trainer:
         self.inputs = inputs
         self.dataset, self.teachers = dataset, list(teachers)
         self.method = config.method
-        if self.method in ("kd", "fitnet", "mimic") and not self.teachers:
+        self.stages = _stage_spans(config)
+        self.losses: dict[str, Loss] = {stage.name: stage.loss(config) for stage, _, _ in self.stages.values()}
+        if get_method(self.method).needs_teacher and not self.teachers:
             raise EdgekdError(f"method '{self.method}' needs a teacher: pass --teacher "
                               "(or use --method scratch)")
         self.teacher_fps = teacher_fps
@@ -416,17 +426,19 @@ class _Trainer:
                                   "for this data")
 
     def _stage(self, epoch: int) -> str:
-        if self.method == "fitnet":
-            return "hint" if epoch < self.config.hint_epochs else "kd"
-        return self.method
+        """The name of the stage that trains epoch ``epoch`` (0-based)."""
+        for name, (_, first, span) in self.stages.items():
+            if epoch < first + span:
+                return name
+        return list(self.stages)[-1]  # past the horizon: the last stage
 
     def _stage_bounds(self, stage: str) -> tuple[int, int]:
         """(first epoch, number of epochs) of a stage under the current horizon."""
-        if stage == "hint":
-            return 0, self.config.hint_epochs
-        if self.method == "fitnet":
-            return self.config.hint_epochs, self.config.epochs - self.config.hint_epochs
-        return 0, self.config.epochs
+        _, first, span = self.stages[stage]
+        return first, span
+
+    def _is_hint(self, stage: str) -> bool:
+        return self.stages[stage][0].kind == "hint"
 
     def _setup_hints(self) -> None:
         cfg = self.config
@@ -440,7 +452,7 @@ class _Trainer:
     def _optimizer(self, stage: str) -> torch.optim.Optimizer:
         cfg = self.config
         params = list(self.model.parameters())
-        if stage == "hint" and self.regressor is not None:
+        if self._is_hint(stage) and self.regressor is not None:
             params += list(self.regressor.parameters())
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
@@ -463,11 +475,11 @@ class _Trainer:
         self.batch = min(cfg.batch_size, n_train)
         self.steps = n_train // self.batch  # drop the last partial batch
         self.targets: torch.Tensor | None = None
-        if self.method in ("kd", "fitnet", "mimic") and not cfg.augment:
+        if get_method(self.method).needs_teacher and not cfg.augment:
             fps = self.inputs["teachers"] if self.inputs else _teacher_fingerprints(self.teachers, self.teacher_fps)
             self.targets = _cached_teacher_targets(self.teachers, fps, self.dataset,
                                                    self.data.train_idx, cfg)
-        if self.method == "fitnet":
+        if get_method(self.method).has_hint_stage:
             self._setup_hints()
         self.scaler = torch.amp.GradScaler("cuda") if self.cuda else None
 
@@ -483,7 +495,7 @@ class _Trainer:
             if optimizer is None or opt_stage != stage:
                 optimizer, opt_stage = self._optimizer(stage), stage
             record = self._train_epoch(epoch, stage, optimizer)
-            if stage != "hint":
+            if not self._is_hint(stage):
                 record["val_acc"] = self._evaluate_val()
                 # ties (and no validation set: nan) go to the later epoch
                 if self.best_state is None or not record["val_acc"] < self.best_val:
@@ -522,29 +534,21 @@ class _Trainer:
 
     def _loss(self, stage: str, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None,
               progress: float) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
-        cfg = self.config
-        if stage == "hint":
+        """The stage's loss object on this batch: ``(loss, logged parts, student logits or None)``."""
+        spec = self.stages[stage][0]
+        batch = Batch(x, y, progress)
+        if spec.kind == "hint":
             with torch.no_grad():
                 u = self.teacher_tap(x).float()
             v = self.student_tap(x)
-            loss = losses.hint_loss(u, self.regressor(v).float(), reduction="mean")
-            return loss, {"hint": float(loss.detach())}, None
+            out = self.losses[stage].forward(StudentOut(hint=self.regressor(v).float()), TeacherOut(hint=u), batch)
+            return out.loss, out.parts, None
         logits = self.model(x).float()
-        if stage == "scratch":
-            loss = losses.cross_entropy(logits, y)
-            return loss, {"ce": float(loss.detach())}, logits
-        if t is None:
+        if spec.teacher and t is None:
             t = self._teacher_forward(x)
-        if stage == "mimic":
-            loss = losses.logit_mimic_loss(logits, t)
-            return loss, {"mimic": float(loss.detach())}, logits
-        ce = losses.cross_entropy(logits, y)
-        soft = losses.kd_soft_loss(logits, t, cfg.temperature)
-        lam = 1.0
-        if self.method == "fitnet":
-            lam = cfg.lambda_start + (cfg.lambda_end - cfg.lambda_start) * progress
-        loss = (cfg.alpha * ce + (1.0 - cfg.alpha) * lam * soft) / (cfg.alpha + (1.0 - cfg.alpha) * lam)
-        return loss, {"ce": float(ce.detach()), "kd": float(soft.detach()), "lambda": lam}, logits
+        out = self.losses[stage].forward(StudentOut(logits=logits), TeacherOut(logits=t if spec.teacher else None),
+                                         batch)
+        return out.loss, out.parts, logits
 
     def _train_epoch(self, epoch: int, stage: str, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         cfg = self.config
@@ -552,7 +556,7 @@ class _Trainer:
         total_steps = span * self.steps
         self.model.train()
         if self.regressor is not None:
-            self.regressor.train(stage == "hint")
+            self.regressor.train(self._is_hint(stage))
         sums: dict[str, float] = {}
         loss_sum, correct, seen, lr = 0.0, 0, 0, cfg.learning_rate
         bar = self._bar(epoch, stage)
@@ -591,7 +595,7 @@ class _Trainer:
         record: dict[str, Any] = {"epoch": epoch + 1, "stage": stage, "lr_last": lr,
                                   "loss": loss_sum / max(seen, 1), "samples": seen,
                                   "loss_parts": {k: v / max(seen, 1) for k, v in sums.items()}}
-        if stage != "hint":
+        if not self._is_hint(stage):
             record["train_acc"] = correct / max(seen, 1)
         return record
 
@@ -707,7 +711,7 @@ def _inputs(teachers: list[nn.Module], dataset: Any, config: TrainConfig,
             teacher_fps: list[str] | None) -> dict[str, Any]:
     """What a training folder was trained from, beyond its config: the data's fingerprint and
     the teachers' (none for scratch, which ignores them)."""
-    fps = [] if config.method == "scratch" else _teacher_fingerprints(teachers, teacher_fps)
+    fps = _teacher_fingerprints(teachers, teacher_fps) if get_method(config.method).uses_teacher else []
     return {"data": dataset.fingerprint(), "teachers": fps}
 
 
@@ -748,7 +752,7 @@ def _load_trained(student: Any, checkpoint: Path) -> nn.Module:
     return load_student(checkpoint)[0]
 
 
-def _train_ban(student: Any, teachers: list[nn.Module], dataset: Any, config: TrainConfig,
+def train_ban(student: Any, teachers: list[nn.Module], dataset: Any, config: TrainConfig,
                out_dir: Path, teacher_fps: list[str] | None, progress: bool) -> TrainResult:
     started = time.monotonic()
     gens: list[dict[str, Any]] = []
@@ -811,8 +815,9 @@ def train_student(student: Any, teachers: list[nn.Module], dataset: Any, config:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if config.method == "ban":
-        return _train_ban(student, teachers, dataset, config, out_dir, teacher_fps, progress)
+    driver = get_method(config.method).train
+    if driver is not None:  # a method that trains whole students itself (ban)
+        return driver(student, teachers, dataset, config, out_dir, teacher_fps, progress)
     inputs = _inputs(teachers, dataset, config, teacher_fps)
     done = _finished(out_dir, config, inputs)
     if done is not None:

@@ -25,12 +25,12 @@ from typing import Any, Callable
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_json, read_json, sha256_file, write_jsonl
+from edgekd.distill.methods import METHODS, method_names
 from edgekd.run.halving import (HalvingConfig, Rung, SuccessiveHalving, TrialJob, epochs_spent,
                                 plan_record, plan_rungs)
 from edgekd.run.progress import say
 from edgekd.run.rundir import RunDir, default_out, identity, open_run
 
-METHODS = ("fitnet", "kd", "scratch", "mimic")
 #: The ablation block: the winner's architecture trained with each of these methods.
 ABLATION_METHODS = ("scratch", "kd", "fitnet")
 BASELINE_RUNG = -1  # rung index under which baseline trials are recorded in halving.jsonl
@@ -90,11 +90,13 @@ class CompressConfig:
         rung trains at least ``hint_epochs + 1`` epochs (one of them with KD)."""
         low = self.min_epochs
         # fitnet trials (the search's, or the --baselines ablation's) need a KD epoch after the hints
-        if (self.method == "fitnet" or self.baselines) and self.epochs <= self.hint_epochs:
+        method = METHODS.get(self.method)  # an unknown name is refused by load_inputs
+        hints = method is not None and method.has_hint_stage
+        if (hints or self.baselines) and self.epochs <= self.hint_epochs:
             raise EdgekdError(f"--epochs {self.epochs} leaves no KD epoch after "
                               f"{self.hint_epochs} hint epoch(s): use --epochs "
                               f"{self.hint_epochs + 1} or more")
-        if self.method == "fitnet":
+        if hints:
             low = max(low, self.hint_epochs + 1)
         return HalvingConfig(eta=self.eta, min_epochs=min(low, self.epochs),
                              max_epochs=self.epochs, finalists=self.finalists, rungs=self.rungs)
@@ -130,8 +132,8 @@ def load_inputs(config: CompressConfig) -> Inputs:
     from edgekd.inputs.profiles import load_profile
     from edgekd.inputs.teachers import check_teacher, load_teacher, model_fingerprint
 
-    if config.method not in METHODS:
-        raise EdgekdError(f"unknown method {config.method!r}: use one of {', '.join(METHODS)}")
+    if config.method not in method_names(compress=True):
+        raise EdgekdError(f"unknown method {config.method!r}: use one of {', '.join(method_names(compress=True))}")
     latency_ms = config.latency_ms
     if latency_ms is None and config.profile is None and config.teacher is None and config.data is None:
         latency_ms = EMBEDDED_LATENCY_MS
