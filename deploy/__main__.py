@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from deploy.backends import BACKENDS, backend_names
 from deploy.errors import DeployError
 
 INT8_ROUTE = (
@@ -32,6 +33,12 @@ def _shape(text: str) -> tuple[int, ...]:
     if not dims or min(dims) < 1:
         raise argparse.ArgumentTypeError(f"bad shape '{text}': write it as 1x1x28x28")
     return dims
+
+
+def _suffixes() -> str:
+    """``trt: .engine/.plan/.trt`` for every backend that claims a suffix other than .onnx."""
+    return "; ".join(f"{b.name}: {'/'.join(b.suffixes)}" for b in BACKENDS.values()
+                     if set(b.suffixes) - {".onnx"})
 
 
 def _positive(text: str) -> int:
@@ -90,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="ONNX Runtime: idle intra-op threads sleep instead of spinning")
         else:
             p.add_argument("model", help="an .onnx model (ONNX Runtime) or an .engine (TensorRT)")
-        p.add_argument("--backend", choices=("ort", "trt"),
-                       help="default: trt for .engine/.plan, ort otherwise")
+        p.add_argument("--backend", choices=backend_names(),
+                       help=f"default: by the file's suffix ({_suffixes()}), ort otherwise")
         p.add_argument("--provider", choices=("cpu", "cuda"), default="cpu",
                        help="ONNX Runtime execution provider (default cpu)")
         p.add_argument("--threads", type=int, default=0,
@@ -109,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="Example: python -m deploy check model.engine --data val.npz")
     c.add_argument("model")
     c.add_argument("--data", required=True, help=".npz with 'x' (N,C,H,W) and 'y'; optional 'logits'")
-    c.add_argument("--backend", choices=("ort", "trt"))
+    c.add_argument("--backend", choices=backend_names())
     c.add_argument("--provider", choices=("cpu", "cuda"), default="cpu")
     c.add_argument("--batch", type=_positive, default=None,
                    help="batch size (default: the model's fixed batch, else 64)")

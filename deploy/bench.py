@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deploy.backends import get_backend
 from deploy.files import sha256_file
 from deploy.fmt import ms, rate
 from deploy.runners import open_runner
@@ -51,8 +52,7 @@ def bench(model: str | Path, *, backend: str | None = None, batch: int = 1, warm
             "latency_ms": latency,
             "throughput": throughput,
             "statistic": "median",
-            "timing": ("perf_counter around ONNX Runtime's synchronous run" if runner.backend == "ort"
-                       else "perf_counter around execute_async_v3 + cudaStreamSynchronize"),
+            "timing": get_backend(runner.backend).timing,
         }
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from deploy import PROFILE_FORMAT
 from deploy.bench import run_record
 from deploy.errors import DeployError
+from deploy.backends import get_backend
 from deploy.runners import OrtRunner, TrtRunner, backend_for
 from deploy.trtapi import import_tensorrt
 from deploy.timing import summarize, time_callable
@@ -107,10 +108,10 @@ def profile(model: str | Path, *, backend: str | None = None, batch: int = 1, wa
     model = Path(model)
     if not model.is_file():
         raise DeployError(f"model file '{model}' not found: check the path")
-    if backend_for(model, backend) == "trt":
-        runner, layers, samples = _profile_trt(model, batch, warmup, iters)
-    else:
-        runner, layers, samples = _profile_ort(model, batch, warmup, iters, provider, threads)
+    entry = get_backend(backend_for(model, backend))
+    if entry.profile is None:
+        raise DeployError(f"backend '{entry.name}' has no per-layer profiler: use 'deploy bench' for its latency")
+    runner, layers, samples = entry.profile(model, batch, warmup, iters, provider, threads)
     with runner:
         if not layers:
             raise DeployError(f"the runtime reported no layer times for '{model.name}': "

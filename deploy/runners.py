@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from deploy.backends import backend_for_path, get_backend
 from deploy.cuda import Cuda
 from deploy.errors import DeployError
 from deploy.files import sha256_bytes
@@ -35,7 +36,7 @@ from deploy.trtapi import import_tensorrt
 __all__ = ["OrtRunner", "TrtRunner", "open_runner", "run_batched", "read_sidecar", "sidecar_path",
            "backend_for", "import_tensorrt", "Cuda"]
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")  # the trt entry of deploy.backends
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
@@ -46,27 +47,22 @@ def sidecar_path(engine_path: str | Path) -> Path:
 
 
 def backend_for(path: str | Path, backend: str | None = None) -> str:
-    """``backend`` if given, else "trt" for .engine/.plan/.trt files and "ort" otherwise."""
+    """``backend`` if given (checked against :mod:`deploy.backends`), else the backend that
+    claims the file's suffix ("trt" for .engine/.plan/.trt) and "ort" otherwise."""
     if backend:
-        if backend not in ("ort", "trt"):
-            raise DeployError(f"unknown backend '{backend}': use ort or trt")
-        return backend
-    return "trt" if Path(path).suffix.lower() in ENGINE_SUFFIXES else "ort"
+        return get_backend(backend).name
+    return backend_for_path(path).name
 
 
 def open_runner(path: str | Path, backend: str | None = None, *, provider: str = "cpu",
                 threads: int = 0, batch: int | None = None,
                 spinning: bool = True) -> "OrtRunner | TrtRunner":
-    """Open ``path`` with the runner for ``backend`` (guessed from the suffix when None)."""
+    """Open ``path`` with the runner of ``backend`` (guessed from the suffix when None)."""
     path = Path(path)
     if not path.is_file():
         raise DeployError(f"model file '{path}' not found: check the path")
-    if backend_for(path, backend) == "trt":
-        if path.suffix.lower() == ".onnx":
-            raise DeployError(f"'{path}' is an ONNX model and --backend trt needs an engine: "
-                              f"build one first: python -m deploy build {path}")
-        return TrtRunner(path, batch=batch)
-    return OrtRunner(path, provider=provider, threads=threads, spinning=spinning)
+    return get_backend(backend_for(path, backend)).open(path, provider=provider, threads=threads, batch=batch,
+                                                        spinning=spinning)
 
 
 def run_batched(runner: "OrtRunner | TrtRunner", x: np.ndarray, batch_size: int = 256) -> np.ndarray:

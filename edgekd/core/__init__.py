@@ -1,7 +1,8 @@
 """Core: small utilities every stage shares, with no knowledge of the stages.
 
 Owns: errors (``EdgekdError``, the one-line user error), fileio (atomic writes, JSON/JSONL,
-hashes), units (count/shape parsing and formatting), fmt (number formatting for output), cache (the user cache root) and
+hashes), units (count/shape parsing and formatting), fmt (number formatting for output), progress
+(the plain progress lines any stage may print), cache (the user cache root) and
 checkpoint (the self-describing student checkpoint file).
 
 May import: the standard library, third-party packages and other ``edgekd.core`` modules only.

@@ -509,8 +509,9 @@ class _Trainer:
             append_jsonl(self.out_dir / "metrics.jsonl", record)
             if self.progress:  # one plain line per epoch: pipes and CI logs see progress too
                 from edgekd.core.fmt import epoch_line
+                from edgekd.core.progress import say
 
-                print(epoch_line(record, cfg.epochs), file=sys.stderr, flush=True)
+                say(True, epoch_line(record, cfg.epochs))
         return self._finish(epoch, seconds)
 
     def _batches(self, epoch: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None]]:

@@ -48,6 +48,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deploy import backends as deploy_backends
 from edgekd.core.errors import EdgekdError
 
 if TYPE_CHECKING:
@@ -59,10 +60,11 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 KINDS = ("cpu", "gpu", "jetson")
-BACKENDS = ("ort", "trt")
+#: ``runtime.backend`` values: the deploy kit's backend table (deploy.backends), read at import.
+BACKENDS = tuple(deploy_backends.BACKENDS)
 PRECISIONS = ("fp32", "fp16", "int8")
 #: Backends that need an NVIDIA GPU (so a ``cpu`` profile cannot use them).
-GPU_BACKENDS = ("trt",)
+GPU_BACKENDS = tuple(b.name for b in deploy_backends.BACKENDS.values() if b.gpu)
 #: The package that holds the shipped ``*.toml`` files (the repo's ``profiles/`` folder).
 SHIPPED_PACKAGE = "edgekd.device_profiles"
 DEFAULT_PROFILE = "host-cpu"
@@ -251,7 +253,8 @@ def _profile_from_mapping(data: dict[str, Any], origin: str, where: str) -> Devi
     profile = DeviceProfile(**values, **sections, source=origin, search=search)
     if profile.runtime.backend in GPU_BACKENDS and profile.kind == "cpu":
         raise EdgekdError(f"{where}: key 'runtime.backend' is {profile.runtime.backend!r} but "
-                          "kind is 'cpu': TensorRT needs an NVIDIA GPU, use backend = \"ort\"")
+                          f"kind is 'cpu': {deploy_backends.get_backend(profile.runtime.backend).title} needs an "
+                          "NVIDIA GPU, use backend = \"ort\"")
     return profile
 
 

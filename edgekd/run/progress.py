@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+from edgekd.core.progress import say  # noqa: F401  (re-exported: the plain lines live in core)
 from edgekd.run.halving import HalvingEvent, describe_plan
 
 
@@ -15,12 +16,6 @@ def _clock(seconds: float | None) -> str:
         return "?"
     seconds = int(round(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def say(enabled: bool, message: str, stream: TextIO | None = None) -> None:
-    """A plain progress line on stderr (a terminal, a pipe or a CI log alike)."""
-    if enabled:
-        print(message, file=stream or sys.stderr, flush=True)
 
 
 def describe(event: HalvingEvent) -> str:

@@ -71,19 +71,21 @@ def bundle_batch(exported: dict, budget_batch: int) -> int:
 
 
 def _commands(profile: Any, batch: int, has_teacher: bool, int8: bool) -> str:
+    """The device commands, from the profile's entry in the deploy kit's backend table: its
+    build step (if any) per model, then bench, check and profile on the file it runs."""
+    from deploy.backends import get_backend
+
     runtime = profile.runtime
+    backend = get_backend(runtime.backend)
     lines: list[str] = []
     models = ["model"] + (["teacher"] if has_teacher else [])
-    if runtime.backend == "trt":
-        flags = {"fp16": " --fp16", "int8": " --int8", "fp32": ""}[runtime.precision]
+    suffix = backend.suffixes[0]
+    if backend.build is not None:
         for name in models:
             source = f"{name}.int8.onnx" if int8 else f"{name}.onnx"
-            out = f" --out {name}.engine" if int8 else ""
-            lines.append(f"python3 -m deploy build {source}{flags}{out} "
-                         f"--workspace-mb {runtime.workspace_mb} --timing-cache timing.cache")
-        run_models = [f"{name}.engine" for name in models]
-    else:
-        run_models = [f"{name}.onnx" for name in models]
+            lines.append(backend.build(source, f"{name}{suffix}" if int8 else None, runtime.precision,
+                                       runtime.workspace_mb))
+    run_models = [f"{name}{suffix}" for name in models]
     for name, model in zip(models, run_models):
         lines.append(f"python3 -m deploy bench {model} --batch {batch} --warmup 50 --iters 500 "
                      f"--out measurement-{name}.json")
@@ -94,9 +96,9 @@ def _commands(profile: Any, batch: int, has_teacher: bool, int8: bool) -> str:
 
 def _readme(profile: Any, batch: int, model_sha: str, has_teacher: bool, int8: bool,
             run_dir: Path | None) -> str:
-    backend = profile.runtime.backend
-    needs = ("TensorRT 10 (JetPack 6) and cuda-python (`pip install cuda-python`)"
-             if backend == "trt" else "onnxruntime (`pip install onnxruntime`)")
+    from deploy.backends import get_backend
+
+    needs = get_backend(profile.runtime.backend).needs
     run = str(run_dir) if run_dir else "runs/NAME"
     return f"""# edgekd device bundle — {profile.name}
 
