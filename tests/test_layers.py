@@ -130,3 +130,23 @@ def test_deploy_imports_neither_torch_nor_edgekd() -> None:
     for file in files:
         roots = {name.split(".")[0] for name in _imports(file)}
         assert not roots & {"torch", "torchvision", "edgekd"}, f"{file.relative_to(REPO)} imports {roots}"
+
+
+#: The modules that may print (issue 10.6): the CLI, and the two progress modules.
+PRESENTERS = ("edgekd.cli", "edgekd.core.progress", "edgekd.run.progress")
+
+
+def test_only_the_cli_and_the_progress_modules_print() -> None:
+    """Stage modules return data; ``print``, click and rich belong to the presenters."""
+    found = []
+    for file in _edgekd_modules():
+        module = _module_name(file)
+        if module.startswith(PRESENTERS) or module == "edgekd.__main__":
+            continue
+        tree = ast.parse(file.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "print":
+                found.append(f"{module}:{node.lineno} calls print")
+        found += [f"{module} imports {name}" for name in _imports(file)
+                  if name.split(".")[0] in ("click", "rich")]
+    assert not found, "; ".join(found) + ": return data and print in edgekd.cli (or a progress module)"

@@ -1,8 +1,8 @@
 """CLI: the click commands (``edgekd ...``), their shared options and the CLI-only printing.
 
 Owns: cli (the commands; thin: parse, call one stage function, print), cli_options (the
-``--data`` / ``--teacher`` options and their resolution) and profile_view (``edgekd profiles``
-tables).
+``--data`` / ``--teacher`` / ``--method`` options and their resolution), profile_view
+(``edgekd profiles`` tables) and train_view (what ``edgekd train`` and ``edgekd layers`` print).
 
 May import: everything in edgekd. Nothing in edgekd imports this package.
 """

@@ -375,7 +375,8 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
             --teacher teacher.pt --arch resnet18 --data data.npz --method kd
     """
     from edgekd.cli.cli_options import resolve_data, resolve_teachers
-    from edgekd.distill.commands import format_result, resolve_student_spec, run_train
+    from edgekd.cli.train_view import format_result
+    from edgekd.distill.commands import resolve_student_spec, run_train
     from edgekd.distill.methods import get_method
     from edgekd.distill.trainer import TrainConfig
 
@@ -416,7 +417,8 @@ def layers(model: str, search: Path | None, old_search: Path | None, arch: str |
         edgekd layers resnet18-weights.pt --arch resnet18 --data torchvision:CIFAR10:~/data
         edgekd layers spec.json
     """
-    from edgekd.distill.commands import list_model_layers, print_layers
+    from edgekd.cli.train_view import print_layers
+    from edgekd.distill.commands import list_model_layers
 
     print_layers(list_model_layers(model, search=search or old_search, arch=arch, trust_code=trust_code,
                                    data=data))

@@ -1,4 +1,5 @@
-"""What ``edgekd train`` and ``edgekd layers`` do (the CLI only parses and prints)."""
+"""What ``edgekd train`` and ``edgekd layers`` do; they return data, the CLI prints it
+(:mod:`edgekd.cli.train_view`)."""
 
 from __future__ import annotations
 
@@ -91,24 +92,6 @@ def run_train(*, spec: Any, teachers: list[tuple[Any, str]], dataset: Any, confi
     return train_student(spec, models, dataset, config, out_dir, teacher_fps=fps, progress=progress)
 
 
-def format_result(result: Any) -> str:
-    """A few lines summarising a training result for the terminal."""
-    from edgekd.core import fmt
-
-    lines = [f"{result.method}: val acc {fmt.percent(result.val_acc)}, "
-             f"test acc {fmt.percent(result.test_acc)} "
-             f"after {result.epochs_done} epochs ({result.seconds:.1f} s)"]
-    if result.hint:
-        lines.append(f"hint layer {result.hint['hint_layer']} {result.hint['hint_shape']} <- guided "
-                     f"layer {result.hint['guided_layer']} {result.hint['guided_shape']}")
-    for gen in result.generations or []:
-        lines.append(f"generation {gen['generation']} ({gen['method']}): test acc {fmt.percent(gen['test_acc'])}")
-    if result.ensemble_test_acc is not None:
-        lines.append(f"ensemble of generations: test acc {fmt.percent(result.ensemble_test_acc)}")
-    lines.append(f"wrote {result.checkpoint} (+ metrics.jsonl, result.json)")
-    return "\n".join(lines)
-
-
 @dataclass
 class LayerListing:
     """``edgekd layers`` output: the model's description, its layers, and the auto choice."""
@@ -142,31 +125,3 @@ def list_model_layers(model_arg: str, *, search: Path | None, arch: str | None,
     layers = list_layers(teacher, tuple(dataset.input_shape))
     return LayerListing(f"teacher {model_arg} on input {list(dataset.input_shape)}", "hint",
                         auto_layer(layers), layers)
-
-
-def print_layers(listing: LayerListing) -> None:
-    """A rich table: node name, kind, output shape, and the automatic hint/guided choice."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=listing.title)
-    for column in ("node", "kind", "output shape", "auto"):
-        table.add_column(column)
-    marked = _marked_row(listing)
-    for i, layer in enumerate(listing.layers):
-        shape = "x".join(str(v) for v in layer.shape) if layer.shape else "-"
-        mark = ""
-        if i == marked:
-            mark = f"{listing.role} (auto)" + (f" = {listing.chosen}" if layer.name != listing.chosen else "")
-        table.add_row(layer.name, layer.kind, shape, mark, style="bold green" if mark else None)
-    Console().print(table)
-    Console().print(f"automatic {listing.role} layer: {listing.chosen}; override with "
-                    f"--{listing.role}-layer NAME in 'edgekd train'")
-
-
-def _marked_row(listing: LayerListing) -> int | None:
-    for i, layer in enumerate(listing.layers):
-        if layer.name == listing.chosen:
-            return i
-    inside = [i for i, layer in enumerate(listing.layers) if layer.name.startswith(listing.chosen + ".")]
-    return inside[-1] if inside else None

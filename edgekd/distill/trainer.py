@@ -78,6 +78,8 @@ from edgekd.distill import losses
 from edgekd.distill.hints import FeatureTap, HintPair, make_regressor, pair_layers
 from edgekd.distill.methods import METHODS, Batch, Loss, Stage, StudentOut, TeacherOut, get_method
 from edgekd.core.errors import EdgekdError
+from edgekd.core.fmt import epoch_line
+from edgekd.core.progress import StepBar, say
 from edgekd.core.fileio import (append_jsonl, atomic_torch_save, atomic_write_json, read_json,
                            read_jsonl, sha256_file, write_jsonl)
 
@@ -507,11 +509,8 @@ class _Trainer:
             record["seconds"] = round(elapsed, 4)
             self._save(epoch, seconds, optimizer, opt_stage)
             append_jsonl(self.out_dir / "metrics.jsonl", record)
-            if self.progress:  # one plain line per epoch: pipes and CI logs see progress too
-                from edgekd.core.fmt import epoch_line
-                from edgekd.core.progress import say
-
-                say(True, epoch_line(record, cfg.epochs))
+            # one plain line per epoch: pipes and CI logs see progress too
+            say(self.progress, epoch_line(record, cfg.epochs))
         return self._finish(epoch, seconds)
 
     def _batches(self, epoch: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
@@ -560,7 +559,7 @@ class _Trainer:
             self.regressor.train(self._is_hint(stage))
         sums: dict[str, float] = {}
         loss_sum, correct, seen, lr = 0.0, 0, 0, cfg.learning_rate
-        bar = self._bar(epoch, stage)
+        bar = StepBar(f"epoch {epoch + 1}/{cfg.epochs} {stage}", self.steps, enabled=self.progress)
         for b, x, y, t in self._batches(epoch):
             step = (epoch - first) * self.steps + b
             lr = cfg.learning_rate * _cosine(step, total_steps)
@@ -588,32 +587,14 @@ class _Trainer:
             if logits is not None:
                 correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
-            if bar is not None:
-                bar[0].update(bar[1], advance=1, description=f"epoch {epoch + 1}/{cfg.epochs} {stage} "
-                              f"loss {loss_sum / seen:.4f}")
-        if bar is not None:
-            bar[0].stop()
+            bar.update(description=f"epoch {epoch + 1}/{cfg.epochs} {stage} loss {loss_sum / seen:.4f}")
+        bar.close()
         record: dict[str, Any] = {"epoch": epoch + 1, "stage": stage, "lr_last": lr,
                                   "loss": loss_sum / max(seen, 1), "samples": seen,
                                   "loss_parts": {k: v / max(seen, 1) for k, v in sums.items()}}
         if not self._is_hint(stage):
             record["train_acc"] = correct / max(seen, 1)
         return record
-
-    def _bar(self, epoch: int, stage: str) -> Any:
-        if not self.progress:
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        console = Console(stderr=True)
-        if not console.is_terminal:
-            return None
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                       TimeElapsedColumn(), transient=True, console=console)
-        task = bar.add_task(f"epoch {epoch + 1}/{self.config.epochs} {stage}", total=self.steps)
-        bar.start()
-        return bar, task
 
     def _evaluate_val(self) -> float:
         if len(self.data.y_val) == 0:
@@ -763,8 +744,7 @@ def train_ban(student: Any, teachers: list[nn.Module], dataset: Any, config: Tra
     for g in range(1, config.generations + 1):
         method = "kd" if current else "scratch"
         gen_cfg = replace(config, method=method)
-        if progress:
-            print(f"born-again generation {g}/{config.generations} ({method})")
+        say(progress, f"born-again generation {g}/{config.generations} ({method})")
         result = train_student(student, current, dataset, gen_cfg, out_dir / f"gen{g}",
                                teacher_fps=fps, progress=progress)
         model = result.model.to("cpu").eval()

@@ -53,6 +53,7 @@ from torch import nn
 from edgekd.core.cache import cache_root
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_torch_save, sha256_file, sha256_json
+from edgekd.core.progress import StepBar, say
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekd.inputs.data import ImageDataset
@@ -144,7 +145,7 @@ def builtin_teacher(dataset: "ImageDataset | None" = None, *, cache_dir: Path | 
             return _model_from_payload(torch.load(path, map_location="cpu", weights_only=True), path)
         except (EdgekdError, RuntimeError, OSError, EOFError, ValueError, KeyError,
                 zipfile.BadZipFile) as error:
-            _say(progress, f"built-in teacher cache {path} is unreadable ({error}); retraining")
+            say(progress, f"built-in teacher cache {path} is unreadable ({error}); retraining")
     model, metrics = train_builtin_teacher(dataset, recipe, progress=progress)
     atomic_torch_save(path, {"format": BUILTIN_FORMAT, "arch": model.config,
                              "state_dict": model.state_dict(), "classes": list(dataset.classes),
@@ -153,7 +154,7 @@ def builtin_teacher(dataset: "ImageDataset | None" = None, *, cache_dir: Path | 
                              "metrics": metrics})
     from edgekd.core import fmt
 
-    _say(progress, f"built-in teacher: test accuracy {fmt.percent(metrics['test_acc'])} "
+    say(progress, f"built-in teacher: test accuracy {fmt.percent(metrics['test_acc'])} "
                    f"({metrics['seconds']:.0f} s), cached in {path}")
     return model
 
@@ -194,11 +195,10 @@ def train_builtin_teacher(dataset: "ImageDataset", recipe: TeacherRecipe = Teach
         # a live bar on a terminal; plain lines otherwise (pipes, CI logs): rich prints nothing
         # there until the end, which was minutes of silence
         live = progress and sys.stderr.isatty()
-        _say(progress and not live, f"training the built-in teacher: {recipe.epochs} epochs on "
+        say(progress and not live, f"training the built-in teacher: {recipe.epochs} epochs on "
                                     f"{len(inputs):,} images (once; it is cached)")
-        with _progress_bar(live) as bar:
-            task = bar.add_task("training the built-in teacher",
-                                total=recipe.epochs * steps_per_epoch, loss=float("nan"))
+        with StepBar("training the built-in teacher", recipe.epochs * steps_per_epoch, enabled=live,
+                     loss=True, transient=False) as bar:
             for _epoch in range(recipe.epochs):
                 order = torch.randperm(len(inputs), generator=generator)
                 for step in range(steps_per_epoch):
@@ -208,8 +208,8 @@ def train_builtin_teacher(dataset: "ImageDataset", recipe: TeacherRecipe = Teach
                     loss.backward()
                     optimizer.step()
                     schedule.step()
-                    bar.update(task, advance=1, loss=loss.item())
-                _say(progress and not live, f"built-in teacher: epoch {_epoch + 1}/{recipe.epochs}, "
+                    bar.update(loss=loss.item())
+                say(progress and not live, f"built-in teacher: epoch {_epoch + 1}/{recipe.epochs}, "
                                             f"loss {loss.item():.4g}, "
                                             f"{time.perf_counter() - start:.0f} s")
     model.eval()
@@ -226,21 +226,6 @@ def accuracy(model: nn.Module, x_uint8: np.ndarray, y: np.ndarray, norm: Any,
 
     logits = teacher_logits(model, x_uint8, norm, cache_dir=None, teacher_fp="", batch_size=batch_size)
     return float((logits.argmax(axis=1) == y).mean())
-
-
-def _progress_bar(enabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)
-
-
-def _say(enabled: bool, message: str) -> None:
-    if enabled:
-        print(message, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- loading

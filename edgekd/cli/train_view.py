@@ -1,0 +1,56 @@
+"""What ``edgekd train`` and ``edgekd layers`` print: the summary of a training result and the
+table of a model's tappable layers (the data comes from :mod:`edgekd.distill.commands`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgekd.distill.commands import LayerListing
+    from edgekd.distill.trainer import TrainResult
+
+
+def format_result(result: TrainResult) -> str:
+    """A few lines summarising a training result for the terminal."""
+    from edgekd.core import fmt
+
+    lines = [f"{result.method}: val acc {fmt.percent(result.val_acc)}, "
+             f"test acc {fmt.percent(result.test_acc)} "
+             f"after {result.epochs_done} epochs ({result.seconds:.1f} s)"]
+    if result.hint:
+        lines.append(f"hint layer {result.hint['hint_layer']} {result.hint['hint_shape']} <- guided "
+                     f"layer {result.hint['guided_layer']} {result.hint['guided_shape']}")
+    for gen in result.generations or []:
+        lines.append(f"generation {gen['generation']} ({gen['method']}): test acc {fmt.percent(gen['test_acc'])}")
+    if result.ensemble_test_acc is not None:
+        lines.append(f"ensemble of generations: test acc {fmt.percent(result.ensemble_test_acc)}")
+    lines.append(f"wrote {result.checkpoint} (+ metrics.jsonl, result.json)")
+    return "\n".join(lines)
+
+
+def print_layers(listing: LayerListing) -> None:
+    """A rich table: node name, kind, output shape, and the automatic hint/guided choice."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=listing.title)
+    for column in ("node", "kind", "output shape", "auto"):
+        table.add_column(column)
+    marked = _marked_row(listing)
+    for i, layer in enumerate(listing.layers):
+        shape = "x".join(str(v) for v in layer.shape) if layer.shape else "-"
+        mark = ""
+        if i == marked:
+            mark = f"{listing.role} (auto)" + (f" = {listing.chosen}" if layer.name != listing.chosen else "")
+        table.add_row(layer.name, layer.kind, shape, mark, style="bold green" if mark else None)
+    Console().print(table)
+    Console().print(f"automatic {listing.role} layer: {listing.chosen}; override with "
+                    f"--{listing.role}-layer NAME in 'edgekd train'")
+
+
+def _marked_row(listing: LayerListing) -> int | None:
+    for i, layer in enumerate(listing.layers):
+        if layer.name == listing.chosen:
+            return i
+    inside = [i for i, layer in enumerate(listing.layers) if layer.name.startswith(listing.chosen + ".")]
+    return inside[-1] if inside else None
