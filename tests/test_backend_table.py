@@ -25,7 +25,8 @@ class ToyRunner(_Runner):
     backend = "toy"
     runs = 0
 
-    def __init__(self, path: Path, *, provider: str = "cpu", threads: int = 0, batch: int | None = None) -> None:
+    def __init__(self, path: Path, *, provider: str = "cpu", threads: int = 0, batch: int | None = None,
+                 spinning: bool = True) -> None:
         self.path = Path(path)
         with np.load(self.path) as data:
             self.w, shape = data["w"], tuple(int(d) for d in data["shape"])

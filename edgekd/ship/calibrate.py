@@ -135,14 +135,17 @@ def write_commands(folder: Path, entries: dict[str, dict], batches: Sequence[int
     """``commands.sh`` for the device: build engines (TensorRT) and bench every model."""
     files = sorted(e["file"] for e in entries.values())
     lines = ["#!/bin/sh", "# run from this folder on the device, with the deploy kit on PYTHONPATH", "set -e"]
+    from deploy.backends import get_backend
+
+    backend = get_backend(profile.runtime.backend)
     models = files
-    if profile.runtime.backend == "trt":
+    if backend.build is not None:  # TensorRT: build each engine with the calibration's batch range
         flag = {"fp16": " --fp16", "int8": " --int8", "fp32": ""}[profile.runtime.precision]
         top = max(batches)
         lines += [f"python3 -m deploy build {f} --min 1x{'x'.join(map(str, _input_of(entries, f)))} "
                   f"--opt {top}x{'x'.join(map(str, _input_of(entries, f)))} "
                   f"--max {top}x{'x'.join(map(str, _input_of(entries, f)))}{flag}" for f in files]
-        models = [f.replace(".onnx", ".engine") for f in files]
+        models = [f.replace(".onnx", backend.suffixes[0]) for f in files]
     for batch in batches:
         lines.append(f"python3 -m deploy bench {' '.join(models)} --batch {batch} "
                      "--min-seconds 0.5 --rounds 5 --threads 1 --no-spin --out .")
