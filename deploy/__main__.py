@@ -13,6 +13,7 @@ from pathlib import Path
 
 from deploy.backends import BACKENDS, backend_names
 from deploy.errors import DeployError
+from deploy.units import parse_shape
 
 INT8_ROUTE = (
     "INT8 uses explicit quantization (Q/DQ): with --calib, the ONNX model is first quantized "
@@ -27,12 +28,9 @@ INT8_ROUTE = (
 
 def _shape(text: str) -> tuple[int, ...]:
     try:
-        dims = tuple(int(p) for p in text.lower().replace(",", "x").split("x") if p)
+        return parse_shape(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"bad shape '{text}': write it as 1x1x28x28") from None
-    if not dims or min(dims) < 1:
-        raise argparse.ArgumentTypeError(f"bad shape '{text}': write it as 1x1x28x28")
-    return dims
 
 
 def _suffixes() -> str:

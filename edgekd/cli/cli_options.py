@@ -52,14 +52,15 @@ def _parse_image_size(_ctx: click.Context, _param: click.Parameter, value: str |
                       ) -> tuple[int, int] | None:
     if value is None:
         return None
-    parts = value.lower().replace(",", "x").split("x")
+    from edgekd.core.units import parse_shape
+
     try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        raise click.BadParameter(f"'{value}' is not N or HxW, e.g. 32 or 32x48") from None
+        size = parse_shape(value)
+    except EdgekdError:
+        raise click.BadParameter(f"'{value}' is not N or HxW with positive numbers, e.g. 32 or 32x48") from None
     if len(size) == 1:
         size = size * 2
-    if len(size) != 2 or min(size) <= 0:
+    if len(size) != 2:
         raise click.BadParameter(f"'{value}' is not N or HxW with positive numbers, e.g. 32x48")
     return size  # type: ignore[return-value]
 

@@ -5,7 +5,8 @@ hashes), units (count/shape parsing and formatting), fmt (number formatting for 
 (the plain progress lines any stage may print), cache (the user cache root) and
 checkpoint (the self-describing student checkpoint file).
 
-May import: the standard library, third-party packages and other ``edgekd.core`` modules only.
+May import: the standard library, third-party packages, other ``edgekd.core`` modules and
+``deploy`` (units: the one shape parser).
 Known exception (``# layering: TODO issue 10``): ``checkpoint.load_student`` rebuilds the
 student through ``edgekd.search.space``.
 """

@@ -10,13 +10,13 @@ import math
 import re
 from collections.abc import Sequence
 
+from deploy import units as deploy_units
 from edgekd.core.errors import EdgekdError
 
 #: Decimal multipliers, largest first (the order :func:`format_count` tries them in).
 COUNT_SUFFIXES: dict[str, int] = {"G": 10**9, "M": 10**6, "K": 10**3}
 
 _COUNT_RE = re.compile(r"^\s*((?:[0-9][0-9_]*(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]?)\s*$")
-_SHAPE_SPLIT_RE = re.compile(r"[xX,\s]+")
 
 
 def parse_count(text: str | int) -> int:
@@ -77,12 +77,12 @@ def parse_shape(text: str | Sequence[int]) -> tuple[int, ...]:
     as a tuple, so callers may pass either form.
     """
     if isinstance(text, str):
-        body = text.strip().strip("()[]").strip()
-        parts = [p for p in _SHAPE_SPLIT_RE.split(body) if p]
-        if not parts or not all(p.isdigit() for p in parts):
-            raise EdgekdError(f"shape {text!r} is not a list of integers: "
-                              "write it as CxHxW, e.g. 1x28x28")
-        dims = tuple(int(p) for p in parts)
+        try:
+            return deploy_units.parse_shape(text)  # the one parser (deploy cannot import edgekd)
+        except ValueError as error:
+            fix = ("every dimension must be a positive integer, e.g. 1x28x28" if "<= 0" in str(error)
+                   else "write it as CxHxW, e.g. 1x28x28")
+            raise EdgekdError(f"{error}: {fix}") from None
     else:
         if not all(isinstance(d, int) and not isinstance(d, bool) for d in text):
             raise EdgekdError(f"shape {tuple(text)!r} is not a list of integers: "
