@@ -20,7 +20,8 @@ This module imports no torch (the CLI reads it at start-up): built-in loss objec
 
 Example, a method at test time or in a plugin module::
 
-    from edgekd.distill.methods import Method, Stage, register_method
+    from edgekd.distill import losses
+    from edgekd.distill.methods import LossOut, Method, Stage, register_method
 
     class HalfKD:                       # any object with this forward()
         def __init__(self, config): self.t = config.temperature
