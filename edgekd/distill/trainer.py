@@ -63,7 +63,6 @@ from __future__ import annotations
 import copy
 import math
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
