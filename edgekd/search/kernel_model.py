@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_json
-from edgekd.search.kernels import Kernel, kernels_of
+from edgekd.search.kernels import CHANNEL_BLOCKS, Kernel, kernels_of
 from edgekd.search.latency import LatencyEstimate, layers_of, nnls_relative
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,6 +88,7 @@ class KernelTable:
     constants: dict[str, float]  # batch -> ms per graph
     counts: dict[str, int] = field(default_factory=dict)  # signature -> models it was seen in
     fuse_add: bool = True
+    channel_block: int = 1  # the fallback's compute term pads channels to this block
     device: str = ""
     source: str = ""
 
@@ -102,7 +103,8 @@ class KernelTable:
             batch = min(self.fallback, key=lambda b: abs(int(b) - kernel.batch), default=batch)
         coefs = self.fallback.get(batch, {})
         a, m, o = coefs.get(kernel.group) or coefs.get(kernel.kind) or (0.0, 0.0, 0.0)
-        return a * kernel.macs * kernel.batch + m * kernel.elems * kernel.batch + o
+        return (a * kernel.padded_macs(self.channel_block) * kernel.batch
+                + m * kernel.elems * kernel.batch + o)
 
     def constant_ms(self, batch: int) -> float:
         if str(batch) in self.constants:
@@ -130,6 +132,7 @@ class KernelTable:
     def to_dict(self) -> dict[str, Any]:
         return {"format": TABLE_FORMAT, "profile": self.profile, "precision": self.precision,
                 "device": self.device, "source": self.source, "fuse_add": self.fuse_add,
+                "channel_block": self.channel_block,
                 "constants": self.constants, "fallback": self.fallback,
                 "kernels": dict(sorted(self.kernels.items())), "counts": self.counts}
 
@@ -155,7 +158,8 @@ class KernelTable:
                                  for b, groups in data["fallback"].items()},
                        constants={str(k): float(v) for k, v in data["constants"].items()},
                        counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
-                       fuse_add=bool(data.get("fuse_add", True)), device=str(data.get("device", "")),
+                       fuse_add=bool(data.get("fuse_add", True)),
+                       channel_block=int(data.get("channel_block", 1)), device=str(data.get("device", "")),
                        source=str(path))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise EdgekdError(f"kernel table {path} is malformed ({error}): run 'edgekd calibrate' "
@@ -174,18 +178,58 @@ def find_table(profile: "DeviceProfile", path: str | Path | None = None) -> Kern
 
 
 # ---------------------------------------------------------------------------- fitting
-def _fallback_design(rows: list[tuple[list[Kernel], int]], groups: list[str], batches: list[int]
-                     ) -> "np.ndarray":
-    """Columns: per group (MACs*b, elements*b, count), then one constant per batch."""
+def _fallback_design(rows: list[tuple[list[Kernel], int]], groups: list[str], batches: list[int],
+                     block: int = 1) -> "np.ndarray":
+    """Columns: per group (padded MACs*b, elements*b, count), then one constant per batch."""
     import numpy as np
 
     a = np.zeros((len(rows), 3 * len(groups) + len(batches)))
     for i, (kernels, batch) in enumerate(rows):
         for k in kernels:
             g = 3 * groups.index(k.group)
-            a[i, g:g + 3] += (k.macs * k.batch, k.elems * k.batch, 1.0)
+            a[i, g:g + 3] += (k.padded_macs(block) * k.batch, k.elems * k.batch, 1.0)
         a[i, 3 * len(groups) + batches.index(batch)] = 1.0
     return a
+
+
+def _fit_fallback(rows: list[tuple[list[Kernel], int]], y: "np.ndarray", groups: list[str],
+                  batches: list[int], block: int) -> dict[str, dict[str, list[float]]]:
+    """The regression fallback, one NNLS fit per batch (see the module docstring)."""
+    import numpy as np
+
+    fallback: dict[str, dict[str, list[float]]] = {}
+    for batch in batches:
+        mask = np.array([b == batch for _, b in rows])
+        coef = nnls_relative(_fallback_design([r for r, keep in zip(rows, mask) if keep], groups,
+                                              [batch], block), y[mask])
+        fallback[str(batch)] = {g: [float(x) for x in coef[3 * i:3 * i + 3]] for i, g in enumerate(groups)}
+    return fallback
+
+
+def _pick_block(rows: list[tuple[list[Kernel], int]], y: "np.ndarray", groups: list[str],
+                batches: list[int]) -> int:
+    """The channel block whose fallback has the lowest 2-fold cross-validated median
+    relative error (ties: the smaller block); 1 when there are too few rows to split."""
+    import numpy as np
+
+    order = np.random.default_rng(0).permutation(len(rows))
+    folds = (order[::2], order[1::2])
+    if min(map(len, folds)) < 2 * len(groups) + 2:
+        return 1
+    best = (float("inf"), 1)
+    for block in CHANNEL_BLOCKS:
+        errors = []
+        for train, test in (folds, folds[::-1]):
+            sub = [rows[i] for i in train]
+            if {b for _, b in sub} != set(batches):
+                return 1
+            probe = KernelTable("", "", {}, _fit_fallback(sub, y[train], groups, batches, block), {},
+                                channel_block=block)
+            errors += [abs(sum(map(probe.fallback_ms, rows[i][0])) / y[i] - 1) for i in test]
+        score = float(np.median(errors))
+        if score < best[0] - 1e-12:
+            best = (score, block)
+    return best[1]
 
 
 def fit_kernel_table(table: Iterable[tuple["StudentSpec | ModelCost | Sequence[Layer]", int, float]],
@@ -207,13 +251,10 @@ def fit_kernel_table(table: Iterable[tuple["StudentSpec | ModelCost | Sequence[L
     y = np.asarray(measured)
     groups = sorted({k.group for kernels, _ in rows for k in kernels})
     batches = sorted({b for _, b in rows})
-    fallback: dict[str, dict[str, list[float]]] = {}
-    for batch in batches:
-        mask = np.array([b == batch for _, b in rows])
-        coef = nnls_relative(_fallback_design([r for r, keep in zip(rows, mask) if keep], groups,
-                                              [batch]), y[mask])
-        fallback[str(batch)] = {g: [float(x) for x in coef[3 * i:3 * i + 3]] for i, g in enumerate(groups)}
-    probe = KernelTable(profile.name, precision, {}, fallback, {}, fuse_add=fuse_add)
+    block = _pick_block(rows, y, groups, batches)
+    fallback = _fit_fallback(rows, y, groups, batches, block)
+    probe = KernelTable(profile.name, precision, {}, fallback, {}, fuse_add=fuse_add,
+                        channel_block=block)
 
     signatures = sorted({k.signature for kernels, _ in rows for k in kernels})
     index = {s: i for i, s in enumerate(signatures)}
@@ -242,4 +283,4 @@ def fit_kernel_table(table: Iterable[tuple["StudentSpec | ModelCost | Sequence[L
                        kernels={s: float(per_kernel[i]) for s, i in index.items()},
                        fallback=fallback, constants=constants,
                        counts={s: int(counts[i]) for s, i in index.items()},
-                       fuse_add=fuse_add, device=device, source=source)
+                       fuse_add=fuse_add, channel_block=block, device=device, source=source)

@@ -26,6 +26,9 @@ from typing import Sequence
 
 from edgekd.search.cost import Layer
 
+#: Channel blocks the fallback's compute term may assume (ONNX Runtime's NCHWc kernels use 8
+#: or 16 lanes, TensorRT's tensor-core tactics 8 or 32); the fit picks one per table.
+CHANNEL_BLOCKS: tuple[int, ...] = (1, 8, 16, 32)
 KERNEL_KINDS: tuple[str, ...] = ("conv", "dwconv", "add", "pool", "gemm", "elementwise")
 
 
@@ -50,6 +53,17 @@ class Kernel:
         add = "+add" if self.fused_add else ""
         return (f"{self.kind}{add}:{self.cin}:{self.cout}:k{self.k}:s{self.stride}:"
                 f"hw{self.hw}:b{self.batch}:{self.precision}")
+
+    def padded_macs(self, block: int) -> float:
+        """MACs with channels padded to blocks of ``block`` (vectorised conv kernels compute
+        whole channel blocks; a thin input, cin < block, is read as is)."""
+        if block <= 1 or self.kind not in ("conv", "dwconv") or not self.cout:
+            return float(self.macs)
+        pad = lambda c: -(-c // block) * block  # noqa: E731
+        factor = pad(self.cout) / self.cout
+        if self.kind == "conv" and self.cin >= block:
+            factor *= pad(self.cin) / self.cin
+        return self.macs * factor
 
     @property
     def group(self) -> str:
