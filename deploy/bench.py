@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deploy import onnxmeta
 from deploy.backends import get_backend
 from deploy.files import sha256_file
 from deploy.fmt import ms, rate
@@ -34,8 +35,8 @@ def model_fields(runner: Any) -> dict[str, Any]:
         # an engine is identified by the ONNX file it was built from (what the host exported)
         "sha256": info.get("onnx_sha256") or runner.metadata.get("edgekd.source_sha256") or own_sha,
         "file_sha256": own_sha,
-        "model_id": runner.metadata.get("edgekd.id"),
-        "profile": runner.metadata.get("edgekd.profile"),
+        "model_id": runner.metadata.get(onnxmeta.ID),
+        "profile": runner.metadata.get(onnxmeta.PROFILE),
         "input_shape": list(runner.sample_shape),
     }
 

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy import onnxmeta
 from deploy.cuda import Cuda
 from deploy.errors import DeployError
 from deploy.files import sha256_bytes, sha256_file, write_files_atomic
@@ -173,7 +174,7 @@ def _batch_shapes(network: Any, options: BuildOptions, metadata: dict[str, str]
     elif any(given):
         raise DeployError("give all three of --min, --opt and --max (e.g. 1x1x28x28 8x1x28x28 32x1x28x28)")
     else:
-        batch = json.loads(metadata.get("edgekd.batch", "{}"))
+        batch = onnxmeta.batch_of(metadata)
         if "min" not in batch:
             raise DeployError(f"the model has a dynamic batch: pass --min/--opt/--max shapes, "
                               f"e.g. --min 1x{'x'.join(map(str, sample))}")

@@ -72,6 +72,9 @@ def load_data(path: str | Path) -> Data:
     if y is not None and (y.ndim != 1 or len(y) != len(x)):
         raise DeployError(f"'{path}': labels shaped {y.shape} for {len(x)} images: store one "
                           "integer label per image as 'y'")
+    if y is not None and len(y) and (not np.issubdtype(y.dtype, np.integer) or int(y.min()) < 0):
+        raise DeployError(f"'{path}': labels must be class indices 0, 1, ... (found dtype "
+                          f"{y.dtype}, smallest {y.min()}): store them as non-negative integers")
     if logits is not None and len(logits) != len(x):
         raise DeployError(f"'{path}': {len(logits)} reference logits for {len(x)} images: "
                           "regenerate the file")
@@ -105,13 +108,10 @@ def prepare_inputs(x: np.ndarray, sample_shape: tuple[int, ...],
 
 
 def normalization_of(runner: Any) -> tuple[list[float], list[float]] | None:
-    import json
+    """The model's ``edgekd.normalization`` (checked: see deploy.onnxmeta.normalization_of)."""
+    from deploy import onnxmeta
 
-    raw = runner.metadata.get("edgekd.normalization")
-    if not raw:
-        return None
-    norm = json.loads(raw) if isinstance(raw, str) else raw
-    return [float(v) for v in norm["mean"]], [float(v) for v in norm["std"]]
+    return onnxmeta.normalization_of(runner.metadata, f"model '{getattr(runner, 'path', 'model')}'")
 
 
 def check(model: str | Path, data: str | Path, *, backend: str | None = None,
@@ -129,6 +129,9 @@ def _check(runner: Any, loaded: Data, data: str | Path, *, batch: int | None,
     x = prepare_inputs(loaded.x, runner.sample_shape,
                        normalization_of(runner) or loaded.normalization, str(data))
     logits = run_batched(runner, x, batch_size=batch or 64)
+    if y is not None and len(y) and logits.ndim == 2 and int(y.max()) >= logits.shape[1]:
+        raise DeployError(f"'{data}': label {int(y.max())} is out of range for a model with "
+                          f"{logits.shape[1]} classes: pass the data set the model was trained on")
     result: dict[str, Any] = {
         **model_fields(runner),
         **runner.describe(),

@@ -12,12 +12,78 @@ wire type 0 is a varint, 1 is 8 bytes, 2 is a varint length + bytes, 5 is 4 byte
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy.errors import DeployError
 
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
+
+# The ``edgekd.*`` keys of an exported model's ``metadata_props``: the one list edgekd (which
+# writes them; it imports them from here) and the kit (which reads them) share.
+ID = "edgekd.id"                          # the student's id (trial or spec id)
+SPEC = "edgekd.spec"                      # JSON StudentSpec
+CLASSES = "edgekd.classes"                # JSON list of class names
+INPUT_SHAPE = "edgekd.input_shape"        # JSON [C, H, W]
+NORMALIZATION = "edgekd.normalization"    # JSON {"mean": [...], "std": [...]} (per channel)
+ACCURACY = "edgekd.accuracy"              # test accuracy of the weights exported
+PROFILE = "edgekd.profile"                # the device profile it was exported for
+METHOD = "edgekd.method"                  # how it was trained (fitnet, kd, ...)
+VERSION = "edgekd.version"                # edgekd's version
+OPSET = "edgekd.opset"                    # the ai.onnx opset of the file
+EXPORTER = "edgekd.exporter"              # which torch exporter wrote it
+BATCH = "edgekd.batch"                    # JSON {"static": N} or {"min", "opt", "max"}
+SIMPLIFIED = "edgekd.simplified"          # whether onnxsim ran
+PARITY = "edgekd.parity"                  # JSON parity report against torch, or "not checked"
+PRECISION = "edgekd.precision"            # "int8" for a Q/DQ model (else fp32)
+QUANTIZATION = "edgekd.quantization"      # how a Q/DQ model was quantized
+KEYS = (ID, SPEC, CLASSES, INPUT_SHAPE, NORMALIZATION, ACCURACY, PROFILE, METHOD, VERSION, OPSET,
+        EXPORTER, BATCH, SIMPLIFIED, PARITY, PRECISION, QUANTIZATION)
+
+
+def json_value(metadata: dict[str, str], key: str, default: object = None) -> object:
+    """The JSON value stored under ``key`` (``default`` when absent or not valid JSON)."""
+    raw = metadata.get(key)
+    if raw is None:
+        return default
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return default
+
+
+def batch_of(metadata: dict[str, str]) -> dict[str, int]:
+    """``edgekd.batch``: ``{"static": N}`` or ``{"min", "opt", "max"}``; {} when absent or damaged."""
+    value = json_value(metadata, BATCH, {})
+    return value if isinstance(value, dict) else {}
+
+
+def normalization_of(metadata: dict[str, str], where: str = "the model"
+                     ) -> tuple[list[float], list[float]] | None:
+    """``(mean, std)`` from ``edgekd.normalization``, None when absent. Malformed values (not
+    JSON, missing or unequal lists, a std that is zero, negative or not finite) are refused
+    in one line: dividing by them would give wrong accuracies silently."""
+    raw = metadata.get(NORMALIZATION)
+    if not raw:
+        return None
+    fix = "re-export the model with edgekd, or fix its edgekd.normalization metadata"
+    try:
+        norm = json.loads(raw) if isinstance(raw, str) else raw
+        mean = [float(v) for v in norm["mean"]]
+        std = [float(v) for v in norm["std"]]
+    except (ValueError, TypeError, KeyError):
+        raise DeployError(f"{where}: edgekd.normalization is not {{\"mean\": [...], \"std\": "
+                          f"[...]}} ({str(raw)[:40]!r}): {fix}") from None
+    if not mean or len(mean) != len(std):
+        raise DeployError(f"{where}: edgekd.normalization has {len(mean)} mean(s) and {len(std)} "
+                          f"std(s): {fix}")
+    if not all(math.isfinite(v) for v in mean) or not all(math.isfinite(v) and v > 0 for v in std):
+        raise DeployError(f"{where}: edgekd.normalization has a std that is zero, negative or not "
+                          f"finite (std {std}, mean {mean}): {fix}")
+    return mean, std
 
 
 @dataclass(frozen=True)
@@ -28,12 +94,8 @@ class OnnxHeader:
     metadata: dict[str, str] = field(default_factory=dict)
 
     def normalization(self) -> tuple[list[float], list[float]] | None:
-        """``(mean, std)`` from ``edgekd.normalization`` metadata, or None when absent."""
-        raw = self.metadata.get("edgekd.normalization")
-        if not raw:
-            return None
-        norm = json.loads(raw)
-        return [float(v) for v in norm["mean"]], [float(v) for v in norm["std"]]
+        """``(mean, std)`` from ``edgekd.normalization`` metadata (:func:`normalization_of`)."""
+        return normalization_of(self.metadata)
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from deploy import onnxmeta
 from deploy.files import sha256_file
 from deploy.check import load_data, normalization_of, prepare_inputs
 from deploy.errors import DeployError
@@ -84,11 +85,11 @@ def quantize_qdq(onnx_path: str | Path, calib: str | Path | np.ndarray, out_path
                                        "QuantizeBias": False})
         model = onnx.load(str(tmp))
         props = {p.key: p.value for p in model.metadata_props}
-        props.update({"edgekd.precision": "int8",
+        props.update({onnxmeta.PRECISION: "int8",
                       # device measurements of the INT8 engine map back onto the fp32 export
                       "edgekd.source_sha256": props.get("edgekd.source_sha256")
                       or sha256_file(onnx_path),
-                      "edgekd.quantization": "QDQ int8 symmetric per-channel, MinMax on "
+                      onnxmeta.QUANTIZATION: "QDQ int8 symmetric per-channel, MinMax on "
                                              f"{len(x) - len(x) % step} images"})
         del model.metadata_props[:]
         onnx.helper.set_model_props(model, props)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from deploy import onnxmeta
 from deploy.backends import backend_for_path, get_backend
 from deploy.cuda import Cuda
 from deploy.errors import DeployError
@@ -198,6 +199,10 @@ class OrtRunner(_Runner):
             raise DeployError(f"'{self.path}' has {len(inputs)} inputs: the deploy kit runs "
                               "single-input classifiers")
         self.input_name = inputs[0].name
+        if any(isinstance(d, int) and d == 0 for d in inputs[0].shape):
+            raise DeployError(f"'{self.path}' input shape {inputs[0].shape} has a zero-size "
+                              "dimension, so no image fits it: re-export the model with batch 1 "
+                              "or more")
         self.input_shape = tuple(d if isinstance(d, int) and d > 0 else None
                                  for d in inputs[0].shape)
         if len(self.input_shape) < 2 or any(d is None for d in self.input_shape[1:]):
@@ -205,7 +210,7 @@ class OrtRunner(_Runner):
                               "dimension may be dynamic")
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.precision = self.metadata.get("edgekd.precision", "fp32")
+        self.precision = self.metadata.get(onnxmeta.PRECISION, "fp32")
         self.device = cpu_name() if provider == "cpu" else f"CUDA GPU via ONNX Runtime ({cpu_name()} host)"
         self._prepared: dict[str, np.ndarray] | None = None
 

@@ -38,7 +38,7 @@ def test_candidates_and_run_json(run) -> None:
         assert StudentSpec.from_dict(row["spec"]).id == row["id"]
         assert row["latency"]["label"] in ("predicted", "calibrated", "measured")
         assert row["macs"] <= 500_000 and row["latency"]["ms"] <= identity["budget"]["latency_ms"]
-    search = read_json(run / "search.json")
+    search = read_json(run / "outcome.json")
     assert {c["id"] for c in candidates if c["shortlisted"]} == set(search["shortlist"])
     # the plan (rungs x trials x epochs) is stored, and printed before the first trial trains
     plan = manifest["plan"]
@@ -72,7 +72,7 @@ def test_run_files_are_readable_as_the_umask_allows(run) -> None:
 
 
 def test_trials_follow_the_halving_plan(run) -> None:
-    search = read_json(run / "search.json")
+    search = read_json(run / "outcome.json")
     assert len(search["shortlist"]) == 3
     assert [(r["keep"], r["epochs"]) for r in search["rungs"]] == [(3, 2), (1, 3)]
     records = read_jsonl(run / "halving.jsonl")
@@ -103,7 +103,7 @@ def test_onnx_exports_pass_parity_and_are_measured(run) -> None:
     from edgekd.inputs.data import load_dataset
     from edgekd.ship.export import check_parity, parity_inputs, read_metadata
 
-    search = read_json(run / "search.json")
+    search = read_json(run / "outcome.json")
     names = ["teacher"] + [t["trial"] for t in search["trials"]]
     for name in names:
         onnx = run / "export" / f"{name}.onnx"
@@ -120,7 +120,7 @@ def test_onnx_exports_pass_parity_and_are_measured(run) -> None:
 
 def test_summary_report_and_bundle(run) -> None:
     summary = read_json(run / "report" / "summary.json")
-    search = read_json(run / "search.json")
+    search = read_json(run / "outcome.json")
     assert summary["winner"] == search["winner"]
     students = {s["trial"]: s for s in summary["students"]}
     assert set(students) == {t["trial"] for t in search["trials"]}

@@ -20,7 +20,7 @@ def test_ray_executor_matches_local(tmp_path_factory) -> None:
                                  "--no-bundle"), base, timeout=400)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
-    local, remote = read_json(reference / "search.json"), read_json(out / "search.json")
+    local, remote = read_json(reference / "outcome.json"), read_json(out / "outcome.json")
     assert remote["shortlist"] == local["shortlist"]
     assert remote["winner"] == local["winner"]
     assert remote["survivors"] == local["survivors"]

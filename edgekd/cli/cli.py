@@ -18,7 +18,7 @@ from edgekd import __version__
 from edgekd.cli.cli_options import (ARCH_OPTION_HELP, DATA_OPTION_HELP, TRUST_CODE_HELP, data_option,
                                method_option, single_teacher_options, teacher_options)
 from edgekd.cli.config_file import config_option
-from edgekd.core.errors import EdgekdError
+from edgekd.core.errors import EdgekdError, disk_error
 
 
 def _set_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
@@ -40,6 +40,10 @@ def is_verbose(ctx: click.Context | None = None) -> bool:
     return bool(ctx and ctx.find_root().meta.get("edgekd.verbose"))
 
 
+#: The largest batch an option accepts: larger ones only exhaust memory (1e12 images).
+MAX_BATCH = 65536
+
+
 class EdgekdGroup(click.Group):
     """A click group that turns :class:`EdgekdError` into one line and exit status 2."""
 
@@ -51,6 +55,14 @@ class EdgekdGroup(click.Group):
                 traceback.print_exc()
             click.secho(f"error: {error}", fg="red", err=True)
             ctx.exit(error.exit_code)
+        except OSError as error:
+            disk = disk_error(error)
+            if disk is None:
+                raise
+            if is_verbose(ctx):
+                traceback.print_exc()
+            click.secho(f"error: {disk}", fg="red", err=True)
+            ctx.exit(disk.exit_code)
         except KeyboardInterrupt:
             click.secho("interrupted: finished work is saved; rerun with --resume to continue",
                         fg="yellow", err=True)
@@ -450,7 +462,7 @@ def _parse_dynamic_batch(_ctx: click.Context, _param: click.Parameter, value: st
 @click.option("--dynamic-batch", callback=_parse_dynamic_batch, default=None, metavar="MIN,OPT,MAX",
               help="Export a dynamic batch dimension (TensorRT optimisation profile MIN/OPT/MAX) "
                    "instead of the static batch.")
-@click.option("--batch", type=click.IntRange(min=1), default=None,
+@click.option("--batch", type=click.IntRange(min=1, max=MAX_BATCH), default=None,
               help="Static batch [default: the profile's budget batch, else 1].")
 @click.option("--simplify", is_flag=True,
               help="Simplify with onnxslim; kept only if parity still holds.")
@@ -491,7 +503,7 @@ def export(target: Path, out_dir: Path, bundle: bool, profile_name: str | None,
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1, max=MAX_BATCH), default=1, show_default=True)
 @click.option("--iters", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
@@ -557,7 +569,8 @@ def report(run_dir: Path, measurements: tuple[Path, ...]) -> None:
 @click.option("--data", "-d", default=None, metavar="SPEC", help=DATA_OPTION_HELP)
 @click.option("--max-macs", default=None, help="MACs budget per image, e.g. 1.5M [profile's].")
 @click.option("--latency-ms", type=float, default=None, help="Latency budget in ms [profile's].")
-@click.option("--batch", type=int, default=None, help="Batch of the latency budget [profile's].")
+@click.option("--batch", type=click.IntRange(min=1, max=MAX_BATCH), default=None,
+              help="Batch of the latency budget [profile's].")
 @click.option("--candidates", "-n", type=int, default=6, show_default=True,
               help="Students shortlisted for successive halving.")
 @click.option("--epochs", "-e", type=int, default=6, show_default=True,
@@ -593,6 +606,8 @@ def report(run_dir: Path, measurements: tuple[Path, ...]) -> None:
 @click.option("--no-progress", is_flag=True,
               help="Print nothing during the search (default: a live view on a terminal, "
                    "else one line per trial).")
+@click.option("--yes", is_flag=True,
+              help="Run even when the plan is absurdly large (see the warning it gives).")
 @verbose_option
 def compress(profile: str | None, teacher: str | None, arch: str | None, trust_code: bool,
              data: str | None, max_macs: str | None, latency_ms: float | None, batch: int | None,
@@ -603,7 +618,7 @@ def compress(profile: str | None, teacher: str | None, arch: str | None, trust_c
              threads_per_trial: int | None, out: Path | None, resume: bool, seed: int,
              max_train_samples: int | None,
              batch_size: int | None, measure_iters: int, no_bundle: bool,
-             no_progress: bool) -> None:
+             no_progress: bool, yes: bool) -> None:
     """Search, train (successive halving), export, measure and report in one command.
 
     With no options it runs the embedded default: the shipped MNIST subset, the built-in
@@ -633,7 +648,8 @@ def compress(profile: str | None, teacher: str | None, arch: str | None, trust_c
         gpus_per_trial=gpus_per_trial, threads_per_trial=threads_per_trial, out=out,
         resume=resume, seed=seed,
         max_train_samples=max_train_samples, batch_size=batch_size, measure_iters=measure_iters,
-        bundle=not no_bundle, progress=not no_progress, command=["edgekd", *sys.argv[1:]],
+        bundle=not no_bundle, progress=not no_progress, yes=yes,
+        command=["edgekd", *sys.argv[1:]],
         options=recorded_options(click.get_current_context().params))
     result = run_compress(config)
     click.echo(result.headline)

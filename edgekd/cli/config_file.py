@@ -93,8 +93,8 @@ def config_option(command: click.Command) -> click.Command:
 
 def recorded_options(params: dict[str, Any]) -> dict[str, Any]:
     """Every option of an invocation as JSON values, for run.json (``out`` and ``resume`` are
-    left out: feeding the file back then starts a new run in a new folder)."""
-    skip = NOT_FROM_FILE | {"out", "resume"}
+    left out: feeding the file back then starts a new run in a new folder; ``yes`` too)."""
+    skip = NOT_FROM_FILE | {"out", "resume", "yes"}  # --yes is asked for each time
     return {name: (str(value) if isinstance(value, Path) else
                    list(value) if isinstance(value, tuple) else value)
             for name, value in sorted(params.items()) if name not in skip}

@@ -2,8 +2,10 @@
 
 Owns: errors (``EdgekdError``, the one-line user error), fileio (atomic writes, JSON/JSONL,
 hashes), units (count/shape parsing and formatting), fmt (number formatting for output), progress
-(the plain progress lines any stage may print), cache (the user cache root) and
-checkpoint (the self-describing student checkpoint file).
+(the plain progress lines any stage may print), cache (the user cache root),
+checkpoint (the self-describing student checkpoint file) and runfolder (every path and JSON
+document of a run folder, named, versioned and checked on read: the one owner of the run's
+layout, shared by ship, report and run).
 
 May import: the standard library, third-party packages, other ``edgekd.core`` modules and
 ``deploy`` (units: the one shape parser).

@@ -83,14 +83,18 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
         first = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
         raise EdgekdError(f"checkpoint '{path}' cannot be read ({first}): it is corrupt or not "
-                          "an edgekd checkpoint; retrain or pass another file") from None
+                          "an edgekd checkpoint; pass another file, or delete it and run the "
+                          "command that wrote it again ('edgekd compress --out RUN --resume' "
+                          "retrains a run's damaged trial by itself)") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise EdgekdError(f"checkpoint '{path}' is not an edgekd student checkpoint (format {found!r}, "
                           f"expected {FORMAT!r}): pass a checkpoint.pt written by 'edgekd train'")
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
-        raise EdgekdError(f"checkpoint '{path}' lacks {', '.join(missing)}: it is damaged; retrain")
+        raise EdgekdError(f"checkpoint '{path}' lacks {', '.join(missing)}: it is damaged; delete "
+                          "it and run the command that wrote it again (edgekd train / compress "
+                          "--resume)")
     return data
 
 

@@ -1,9 +1,11 @@
 """Small file helpers shared by every stage: atomic writes, JSON lines, hashing.
 
 Every file in a run directory is written atomically (write a temporary file in the same
-folder, fsync, then ``os.replace``) so a crash or ``kill -9`` never leaves a half-written
-file behind: a reader sees either the old content or the new one. The file gets the mode
-a plain ``open()`` would give it (0666 minus the umask), not mkstemp's 0600.
+folder, fsync, then ``os.replace``, then fsync the folder so the new entry survives a power
+cut) so a crash or ``kill -9`` never leaves a half-written file behind: a reader sees either
+the old content or the new one. The file gets the mode a plain ``open()`` would give it
+(0666 minus the umask), not mkstemp's 0600. A kill can leave the temporary file
+(``.NAME.XXXX.tmp``, :data:`TEMP_GLOB`); :func:`remove_temp_files` cleans them.
 """
 
 from __future__ import annotations
@@ -36,6 +38,35 @@ def _public_mode(fd: int) -> None:
     os.fchmod(fd, 0o666 & ~_umask())
 
 
+#: The names :func:`_atomic_write`'s temporary files have (``tempfile.mkstemp`` prefix/suffix).
+TEMP_GLOB = ".*.tmp"
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """fsync a folder, so a rename or a new file in it is on disk (POSIX; a no-op elsewhere)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory
+    finally:
+        os.close(fd)
+
+
+def remove_temp_files(root: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files interrupted atomic writes left under ``root``; returns them.
+    Call it only while no other process writes there (the run lock)."""
+    removed = []
+    for path in Path(root).rglob(TEMP_GLOB):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +78,7 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -73,9 +105,17 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
     """``torch.save`` to ``path`` atomically (torch is imported here, not at module load)."""
+    import errno
+
     import torch
 
-    return _atomic_write(Path(path), lambda h: torch.save(obj, h), "wb")
+    try:
+        return _atomic_write(Path(path), lambda h: torch.save(obj, h), "wb")
+    except RuntimeError as error:  # torch's zip writer reports a failed write this way
+        if "write" not in str(error).lower():
+            raise
+        raise OSError(errno.ENOSPC, f"writing failed ({str(error).splitlines()[0][:80]}); is the "
+                      "disk full?", str(path)) from None
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -85,15 +125,23 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one JSON record as a line. Each line is written with one ``write`` call and
-    flushed, so a crash loses at most the line being written; :func:`read_jsonl` skips a
-    torn last line."""
+    fsynced, so a crash loses at most the line being written; :func:`read_jsonl` skips a
+    torn line. After a torn tail (no final newline) the record starts on a fresh line, so it
+    never sticks onto the torn bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=True, default=str) + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line)
+    new = not path.exists()
+    with open(path, "a+b") as handle:
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                line = "\n" + line
+        handle.write(line.encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())
+    if new:
+        fsync_dir(path.parent)
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
@@ -103,24 +151,30 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read JSON lines; a torn (unparseable) final line from a crash is ignored."""
+    """Read JSON lines; a line that is not a JSON object (torn by a kill, garbage) is skipped.
+    Readers that must know about skipped lines use :func:`edgekd.core.runfolder.read_records`."""
     return list(iter_jsonl(path))
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
-    path = Path(path)
-    if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for index, line in enumerate(lines):
-        if not line.strip():
-            continue
+    for line in iter_jsonl_lines(path):
         try:
-            yield json.loads(line)
-        except json.JSONDecodeError:
-            if index == len(lines) - 1:
-                return  # torn last line after a crash
-            raise
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            yield value
+
+
+def iter_jsonl_lines(path: str | os.PathLike) -> Iterator[str]:
+    """The non-blank lines of a text file (none when it does not exist); undecodable bytes
+    become U+FFFD, so a damaged file yields bad lines rather than raising."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.strip():
+            yield line
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

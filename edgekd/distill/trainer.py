@@ -356,6 +356,12 @@ def _cached_teacher_targets(teachers: list[nn.Module], fps: list[str], dataset: 
     per_teacher = [torch.from_numpy(teacher_logits(t, dataset.x_train, dataset.normalization,
                                                    cache_dir=cache_dir, teacher_fp=fp))[train_idx]
                    for t, fp in zip(teachers, fps)]
+    for index, logits in enumerate(per_teacher):
+        if not bool(torch.isfinite(logits).all()):  # no --lr helps a teacher that outputs nan
+            bad = int((~torch.isfinite(logits)).any(1).sum())
+            raise EdgekdError(f"teacher {index + 1} outputs nan or inf for {bad} of {len(logits)} "
+                              "training images: the teacher is broken (check its weights, and that "
+                              "it expects the data's normalisation), not the student's training")
     return losses.combine_teacher_logits(per_teacher, config.ensemble, config.temperature)
 
 
@@ -506,8 +512,10 @@ class _Trainer:
             elapsed = time.monotonic() - t0
             seconds += elapsed
             record["seconds"] = round(elapsed, 4)
-            self._save(epoch, seconds, optimizer, opt_stage)
+            # the curve point first: a kill between the two leaves a line past the checkpoint,
+            # which _restore drops (and that epoch trains again); the other order lost it
             append_jsonl(self.out_dir / "metrics.jsonl", record)
+            self._save(epoch, seconds, optimizer, opt_stage)
             # one plain line per epoch: pipes and CI logs see progress too
             say(self.progress, epoch_line(record, cfg.epochs))
         return self._finish(epoch, seconds)
@@ -713,6 +721,8 @@ def _finished(out_dir: Path, config: TrainConfig, inputs: dict[str, Any] | None 
         stored = read_json(path)
     except (OSError, ValueError):
         return None
+    if not isinstance(stored, dict) or not isinstance(stored.get("epochs_done"), int):
+        return None  # damaged: the checkpoint tells where training stands
     _check_identity(TrainConfig.from_dict(stored.get("config", {})).identity(), config, path)
     _check_inputs(stored.get("inputs"), inputs, path)
     if int(stored.get("epochs_done", 0)) < config.epochs:

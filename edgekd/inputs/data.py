@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ TORCHVISION_EXAMPLES = ("MNIST", "FashionMNIST", "KMNIST", "CIFAR10", "CIFAR100"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 MAX_CHANNELS = 4  # an axis of at most this size is taken as the channel axis
+MAX_CLASSES = 100_000  # labels imply this many classes at most (ImageNet-21k has 21,841)
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 _STATS_CHUNK = 4096  # images per chunk when computing mean/std (bounded memory)
 _MIN_STD = 1e-6  # a constant channel gets std 1 instead of a division by ~0
@@ -254,6 +256,10 @@ def make_dataset(*, name: str, source: str, x_train: np.ndarray, y_train: np.nda
                           f"test images are {_shape_text(xs['x_test'].shape[1:])}; "
                           "use one image size and channel count for both splits")
     top = int(max(ys["y_train"].max(), ys["y_test"].max()))
+    if classes is None and top >= MAX_CLASSES:
+        raise EdgekdError(f"{where}: the largest label is {top}, which would mean {top + 1} classes "
+                          f"(at most {MAX_CLASSES}): labels must be class indices 0..K-1; renumber "
+                          "them, or give the class names as 'classes'")
     names = [str(i) for i in range(top + 1)] if classes is None else [str(c) for c in classes]
     if not names:
         raise EdgekdError(f"{where}: the class list is empty; give one name per class")
@@ -355,7 +361,9 @@ def read_images(paths: Sequence[Path], *, size_hw: tuple[int, int] | None = None
     arrays: list[np.ndarray] = []
     for path in paths:
         try:
-            with Image.open(path) as image:
+            with warnings.catch_warnings(), Image.open(path) as image:
+                # a decompression bomb (more pixels than PIL's limit) is an error, not a warning
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
                 gray = image.mode in _GRAY_MODES if channels is None else channels == 1
                 image = image.convert("L" if gray else "RGB")
                 if size_hw is None:
@@ -363,7 +371,8 @@ def read_images(paths: Sequence[Path], *, size_hw: tuple[int, int] | None = None
                 if (image.height, image.width) != size_hw:
                     image = image.resize((size_hw[1], size_hw[0]), Image.Resampling.BILINEAR)
                 array = np.asarray(image, dtype=np.uint8)
-        except (OSError, UnidentifiedImageError, ValueError) as error:
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning) as error:
             raise EdgekdError(f"image '{path}' cannot be read ({error}); remove or replace it") from None
         arrays.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
     if any(a.shape[0] == 3 for a in arrays):

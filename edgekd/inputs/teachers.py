@@ -457,11 +457,25 @@ class ExportedTeacher(nn.Module):
 
     @classmethod
     def load(cls, path: Path) -> "ExportedTeacher":
+        import logging
+
+        class _Keep(logging.Handler):  # torch logs the real error with a traceback, then
+            def emit(self, record: logging.LogRecord) -> None:  # raises a vaguer one
+                if record.exc_info and record.exc_info[1] is not None:
+                    seen.append(record.exc_info[1])
+
+        seen: list[BaseException] = []
+        logger, keep = logging.getLogger("torch.export"), _Keep()
+        propagate, logger.propagate = logger.propagate, False
+        handlers, logger.handlers = logger.handlers, [keep]
         try:
             program = torch.export.load(str(path))
         except Exception as error:  # noqa: BLE001 - a corrupt/foreign archive
             raise EdgekdError(f"teacher '{path}': cannot load the torch.export program "
-                              f"({_short(error)}); re-save it with torch.export.save") from None
+                              f"({_short(seen[0] if seen else error)}); re-save it with "
+                              "torch.export.save") from None
+        finally:
+            logger.handlers, logger.propagate = handlers, propagate
         return cls(program, sha256_file(path))
 
     def train(self, mode: bool = True) -> "ExportedTeacher":

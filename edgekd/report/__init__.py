@@ -3,6 +3,5 @@
 Owns: report (summary.json, Markdown, HTML) and plots (the figures, one style per method).
 
 May import: ``edgekd.core``, ``edgekd.inputs``, ``edgekd.search``, ``edgekd.distill``,
-``edgekd.ship``. Not run or cli. Known exception (``# layering: TODO issue 10``): report reads
-the run folder through ``edgekd.run.rundir.RunDir``.
+``edgekd.ship``. Not run or cli. It reads the run folder through ``edgekd.core.runfolder``.
 """

@@ -1,10 +1,11 @@
 """The trade-off report of a run: summary.json, report.md, report.html and the plots.
 
-Everything is rebuilt from the run folder's files (see :mod:`edgekd.run.rundir`), so
+Everything is rebuilt from the run folder's files (see :mod:`edgekd.core.runfolder`, which also
+checks each document as it is read), so
 ``edgekd report RUN --measurements FILE...`` can merge latencies measured on the device
 later:
 
-* ``search.json``      the halving outcome the pipeline wrote (rungs, finalists, winner, baselines)
+* ``outcome.json``     the halving outcome the pipeline wrote (rungs, finalists, winner, baselines)
 * ``teacher.json``     the teacher's MACs, params, test accuracy, predicted target latency
 * ``candidates.jsonl`` each student's spec, MACs, params and predicted target latency
 * ``trials/ID/``       result.json (accuracy, epochs) and metrics.jsonl (training curves)
@@ -31,10 +32,10 @@ from typing import Any, Iterable
 
 from edgekd.core import fmt
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import (atomic_write_bytes, atomic_write_json, atomic_write_text, read_json,
-                           read_jsonl, sha256_file)
+from edgekd.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from edgekd.report.plots import CAPTIONS, PLOTS, plots, target_ms
-from edgekd.run.rundir import RunDir, safe_id  # layering: TODO issue 10 (report -> run: the run folder's owner)
+from edgekd.core.runfolder import (CANDIDATE, MEASUREMENT, METRIC, OUTCOME, RESULT, TEACHER, RunDir,
+                              read_doc, read_records, safe_id)
 
 SUMMARY_FORMAT = "edgekd.summary/1"
 #: Keys whose values depend on the clock or the machine's load (the Pareto front too: it
@@ -48,19 +49,22 @@ VOLATILE_KEYS = frozenset({"latency", "fps", "speedup", "pareto", "timing", "sec
 def _measurements(run: RunDir) -> dict[str, dict[str, dict]]:
     """``{"host"|"target": {sha256: measurement}}`` from measurements/*.json."""
     found: dict[str, dict[str, dict]] = {"host": {}, "target": {}}
-    if not run.measurements.exists():
-        return found
-    for path in sorted(run.measurements.glob("*.json")):
+    for path in run.measurement_files():
         where = "host" if path.name.startswith("host-") else "target"
-        try:
-            record = read_json(path)
-            sha = record["sha256"]
-            float(record["latency_ms"]["median"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise EdgekdError(f"{path} is not a deploy-kit Measurement JSON (needs sha256 and "
-                              "latency_ms.median): remove it or measure again") from None
-        found[where][sha] = record
+        record = _measurement(path, "remove it or measure again")
+        found[where][record["sha256"]] = record
     return found
+
+
+def _measurement(path: Path, fix: str) -> dict:
+    """A deploy-kit Measurement JSON (one line naming ``path`` when it is not one)."""
+    try:
+        record = read_doc(MEASUREMENT, path)
+        float(record["latency_ms"]["median"])
+    except (EdgekdError, KeyError, TypeError, ValueError):
+        raise EdgekdError(f"{path} is not a deploy-kit Measurement JSON (needs sha256 and "
+                          f"latency_ms.median): {fix}") from None
+    return record
 
 
 def _latency_from(measurement: dict) -> dict[str, Any]:
@@ -99,8 +103,8 @@ def _speed(latency: dict[str, dict | None], teacher: dict[str, dict | None]) -> 
 
 def _curve(trial: Path) -> list[dict]:
     rows = []
-    for record in read_jsonl(trial / "metrics.jsonl"):
-        if "val_acc" in record and "epoch" in record:
+    for record in read_records(METRIC, trial / "metrics.jsonl")[0]:
+        if isinstance(record.get("val_acc"), (int, float)):
             rows.append({"epoch": int(record["epoch"]), "val_acc": float(record["val_acc"]),
                          "stage": record.get("stage", "train")})
     return rows
@@ -110,18 +114,18 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
     """Read the run folder and return the summary (also what summary.json holds)."""
     run = RunDir(Path(run_root))
     manifest = run.manifest()
-    search_path = run.root / "search.json"
+    search_path = run.outcome_path()
     if not search_path.exists():
-        raise EdgekdError(f"{run.root} has no search.json yet: finish the run with "
+        raise EdgekdError(f"{run.root} has no outcome.json yet: finish the run with "
                           f"'edgekd compress --out {run.root} --resume' first")
-    search = read_json(search_path)
-    teacher_info = read_json(run.root / "teacher.json")
-    candidates = {c["id"]: c for c in read_jsonl(run.candidates)}
+    search = run.read(OUTCOME, search_path)
+    teacher_info = run.read(TEACHER, run.teacher_json)
+    candidates = {c["id"]: c for c in read_records(CANDIDATE, run.candidates)[0]}
     measured = _measurements(run)
     identity = manifest["identity"]
     target_is_host = bool(search.get("target_is_host"))
 
-    teacher_onnx = run.export / "teacher.onnx"
+    teacher_onnx = run.export_onnx("teacher")
     teacher_latency = _model_latency(teacher_onnx, measured, teacher_info.get("predicted_latency"),
                                      target_is_host)
     teacher = {key: teacher_info.get(key) for key in ("macs", "params", "test_acc", "source")}
@@ -130,13 +134,13 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
 
     students = []
     for entry in search["trials"]:
-        trial_id, cid = safe_id(entry["trial"], search_path), entry["candidate"]
-        result_path = run.trial(trial_id) / "result.json"
-        if not result_path.exists():
-            continue
-        result = read_json(result_path)
+        if not isinstance(entry, dict) or "candidate" not in entry or "method" not in entry:
+            raise EdgekdError(f"{search_path} has a bad trial entry ({str(entry)[:40]}): rebuild "
+                              f"it with 'edgekd compress --out {run.root} --resume'")
+        trial_id, cid = safe_id(entry.get("trial"), search_path), entry["candidate"]
+        result = run.read(RESULT, run.trial_file(trial_id, "result.json"))
         candidate = candidates.get(cid, {})
-        onnx = run.export / f"{trial_id}.onnx"
+        onnx = run.export_onnx(trial_id)
         latency = _model_latency(onnx, measured, candidate.get("latency"), target_is_host)
         students.append({
             # "id" is unique per student (the trial); "candidate" is the architecture, shared
@@ -178,8 +182,7 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
         "students": students,
         "winner": search["winner"],
         "ablation": ablation,
-        "measurement_files": sorted(p.name for p in run.measurements.glob("*.json"))
-        if run.measurements.exists() else [],
+        "measurement_files": [p.name for p in run.measurement_files()],
         "timing": search.get("timing", {}),
     })
 
@@ -398,12 +401,7 @@ def merge_measurements(run_root: str | Path, files: Iterable[str | Path]) -> lis
         if not path.is_file():
             raise EdgekdError(f"measurement file {path} does not exist: pass the JSON written by "
                               "'python -m deploy bench' on the device")
-        try:
-            record = read_json(path)
-            record["sha256"], float(record["latency_ms"]["median"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise EdgekdError(f"{path} is not a deploy-kit Measurement JSON (needs sha256 and "
-                              "latency_ms.median): pass the file 'python -m deploy bench' wrote") from None
+        _measurement(path, "pass the file 'python -m deploy bench' wrote")
         name = path.name if path.name.startswith("target-") else f"target-{path.name}"
         destination = run.measurements / name
         atomic_write_bytes(destination, path.read_bytes())
@@ -418,8 +416,8 @@ def write_report(run_root: str | Path, measurements: Iterable[str | Path] = ()) 
         raise EdgekdError(f"run folder {run.root} does not exist: pass runs/NAME of a compress run")
     # a folder that is not a (finished) run is refused before anything is written into it
     run.manifest()
-    if not (run.root / "search.json").exists():
-        raise EdgekdError(f"{run.root} has no search.json yet: finish the run with "
+    if not run.outcome_path().exists():
+        raise EdgekdError(f"{run.root} has no outcome.json yet: finish the run with "
                           f"'edgekd compress --out {run.root} --resume' first")
     merge_measurements(run.root, measurements)
     summary = build_summary(run.root)

@@ -27,10 +27,7 @@ from typing import Any, Callable
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_json, read_json
 from edgekd.run.halving import TrialJob
-from edgekd.run.rundir import RunDir
-
-#: Files of a trial folder that travel between driver and worker.
-TRIAL_FILES = ("spec.json", "metrics.jsonl", "checkpoint.pt", "result.json")
+from edgekd.core.runfolder import TRIAL_FILES, RunDir
 #: result.json fields that name a worker's paths or its clock; not part of the rung record.
 _LOCAL_FIELDS = ("checkpoint", "seconds")
 

@@ -189,7 +189,8 @@ class RungStore(Protocol):
     def rung_result(self, rung: int, trial_id: str, epochs: int,
                     folder: str | None = None) -> dict | None: ...
 
-    def record_rung(self, rung: int, trial_id: str, epochs: int, result: dict) -> None: ...
+    def record_rung(self, rung: int, trial_id: str, epochs: int, result: dict,
+                    folder: str | None = None) -> None: ...
 
 
 @dataclass
@@ -274,7 +275,8 @@ class SuccessiveHalving:
 
             def finished(job: TrialJob, result: dict) -> None:
                 nonlocal done, best, remaining_epochs
-                self.store.record_rung(rung.index, job.trial_id, rung.epochs, result)
+                self.store.record_rung(rung.index, job.trial_id, rung.epochs, result,
+                                       folder=job.folder)
                 rung_results[job.trial_id] = result
                 trained.append((rung.index, job.trial_id))
                 done += 1

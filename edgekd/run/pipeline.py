@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import atomic_write_json, read_json, sha256_file, write_jsonl
+from edgekd.core.fileio import atomic_write_json, sha256_file, write_jsonl
 from edgekd.distill.methods import METHODS, method_names
 from edgekd.run.halving import (HalvingConfig, Rung, SuccessiveHalving, TrialJob, epochs_spent,
                                 plan_record, plan_rungs)
 from edgekd.run.progress import say
 from edgekd.run.rundir import RunDir, default_out, identity, open_run
+from edgekd.core.runfolder import EXPORT, MEASUREMENT, OUTCOME, TEACHER, read_doc_or_none, write_doc
 
 #: The ablation block: the winner's architecture trained with each of these methods.
 ABLATION_METHODS = ("scratch", "kd", "fitnet")
@@ -78,6 +79,7 @@ class CompressConfig:
     progress: bool = True
     command: list[str] | None = None
     options: dict[str, Any] | None = None  # every CLI option, kept in run.json (--config)
+    yes: bool = False  # run a plan that check_effort finds absurd
 
     def identity_config(self) -> dict[str, Any]:
         """The settings that change the results (not: executor, output, measuring, progress)."""
@@ -115,6 +117,22 @@ class Summary:
     resumed: bool
     seconds: float
     trained: list[tuple[int, str]] = field(default_factory=list)
+
+
+#: Trial-epochs (and epochs of one trial) past which a plan is taken for a typo (1e6
+#: candidates, 1e20 epochs) and needs --yes: about a year of the tiny MNIST trials on 2 CPUs.
+ABSURD_TRIAL_EPOCHS = 100_000
+ABSURD_EPOCHS = 10_000
+
+
+def check_effort(config: CompressConfig, rungs: list[Rung]) -> None:
+    """Refuse (unless ``config.yes``) a plan so large it is surely a typo."""
+    spent = epochs_spent(rungs) + (2 * config.epochs if config.baselines else 0)
+    if config.yes or (spent <= ABSURD_TRIAL_EPOCHS and config.epochs <= ABSURD_EPOCHS):
+        return
+    raise EdgekdError(f"--candidates {config.candidates} --epochs {config.epochs} plans {spent:,} "
+                      "trial-epochs, which would take months or more: lower them, or add --yes "
+                      "if you mean it")
 
 
 # ============================================================================ inputs
@@ -254,7 +272,7 @@ def baseline_stage(config: CompressConfig, run: RunDir, winner: dict, winner_tri
                 winner["spec"], train_config(config, method, config.epochs))))
     if jobs:
         executor.run(jobs, lambda job, result: run.record_rung(BASELINE_RUNG, job.trial_id,
-                                                                job.epochs, result))
+                                                                job.epochs, result, folder=job.folder))
     return trials
 
 
@@ -266,10 +284,8 @@ def teacher_stage(inputs: Inputs, run: RunDir) -> dict:
     from edgekd.search.latency import predict_latency
     from edgekd.inputs.teachers import accuracy
 
-    path = run.root / "teacher.json"
-    if path.exists() and read_json(path).get("fingerprint") == inputs.teacher_fp:
-        info = read_json(path)
-    else:
+    info = read_doc_or_none(TEACHER, run.teacher_json)  # damaged: made again
+    if info is None or info["fingerprint"] != inputs.teacher_fp:
         data = inputs.dataset
         cost = module_cost(inputs.teacher, data.input_shape)
         table = find_table(inputs.profile)  # edgekd calibrate's table: a *calibrated* figure
@@ -279,7 +295,7 @@ def teacher_stage(inputs: Inputs, run: RunDir) -> dict:
                 "test_acc": accuracy(inputs.teacher, data.x_test, data.y_test, data.normalization),
                 "predicted_latency": {"ms": float(latency.ms), "label": latency.label,
                                       "batch": inputs.profile.budget.batch}}
-        atomic_write_json(path, info)
+        write_doc(TEACHER, run.teacher_json, info)
     _export(inputs.teacher, "teacher", inputs, run, source_sha=inputs.teacher_fp,
             metadata=_metadata(inputs, "teacher", accuracy=info["test_acc"]))
     return info
@@ -291,15 +307,13 @@ def _export(model: Any, name: str, inputs: Inputs, run: RunDir, *, source_sha: s
     weights were exported already (so measurements brought back still match its sha256)."""
     from edgekd.ship.export import export_onnx, parity_inputs
 
-    onnx_path = run.export / f"{name}.onnx"
-    marker = run.export / f"{name}.json"
-    if onnx_path.exists() and marker.exists():
-        done = read_json(marker)
-        if done.get("source_sha256") == source_sha and done.get("onnx_sha256") == sha256_file(onnx_path):
-            return onnx_path
+    onnx_path, marker = run.export_onnx(name), run.export_marker(name)
+    done = read_doc_or_none(EXPORT, marker) if onnx_path.exists() else None  # damaged: again
+    if done and done["source_sha256"] == source_sha and done["onnx_sha256"] == sha256_file(onnx_path):
+        return onnx_path
     export_onnx(model, inputs.dataset.input_shape, onnx_path, batch=inputs.profile.budget.batch,
                 metadata=metadata, parity_x=parity_inputs(inputs.dataset))
-    atomic_write_json(marker, {"source_sha256": source_sha, "onnx_sha256": sha256_file(onnx_path)})
+    write_doc(EXPORT, marker, {"source_sha256": source_sha, "onnx_sha256": sha256_file(onnx_path)})
     return onnx_path
 
 
@@ -319,7 +333,7 @@ def export_stage(inputs: Inputs, run: RunDir, trial_ids: list[str],
 
     paths = []
     for number, trial_id in enumerate(trial_ids, 1):
-        checkpoint = run.trial(trial_id) / "checkpoint.pt"
+        checkpoint = run.trial_file(trial_id, "checkpoint.pt")
         model, info = load_student(checkpoint)
         metadata = _metadata(inputs, trial_id, spec=info.spec, method=info.method,
                              accuracy=info.metrics.get("test_acc"))
@@ -337,9 +351,9 @@ def measure_stage(config: CompressConfig, inputs: Inputs, run: RunDir, names: li
     from edgekd.core import fmt
 
     for number, name in enumerate(names, 1):
-        onnx_path = run.export / f"{name}.onnx"
-        out = run.measurements / f"host-{name}.json"
-        if out.exists() and read_json(out).get("sha256") == sha256_file(onnx_path):
+        onnx_path, out = run.export_onnx(name), run.host_measurement(name)
+        done = read_doc_or_none(MEASUREMENT, out)  # damaged: measured again
+        if done is not None and done["sha256"] == sha256_file(onnx_path):
             continue
         found = measure_onnx(onnx_path, batch=inputs.profile.budget.batch, backend="ort",
                              warmup=config.measure_warmup, iters=config.measure_iters, out=out)
@@ -350,58 +364,46 @@ def measure_stage(config: CompressConfig, inputs: Inputs, run: RunDir, names: li
 def bundle_stage(inputs: Inputs, run: RunDir, winner_trial: str) -> Path:
     from edgekd.ship.export import make_bundle
 
-    return make_bundle(run.export / f"{winner_trial}.onnx", run.bundle, profile=inputs.profile,
-                       dataset=inputs.dataset, teacher_onnx=run.export / "teacher.onnx",
+    return make_bundle(run.export_onnx(winner_trial), run.bundle, profile=inputs.profile,
+                       dataset=inputs.dataset, teacher_onnx=run.export_onnx("teacher"),
                        run_dir=run.root)
 
 
 # ============================================================================ the command
 def compress(config: CompressConfig) -> Summary:
-    """Run (or resume) the whole pipeline and return where the report is."""
-    from edgekd.run.executors import TrialContext, make_executor
-    from edgekd.run.progress import SearchProgress
-    from edgekd.report.report import headline, write_report
-
+    """Run (or resume) the whole pipeline and return where the report is. The run folder is
+    locked for the whole call (edgekd.run.rundir.open_run) and repaired before training
+    (edgekd.run.repair)."""
     started = time.monotonic()
     # Check the schedule first: a bad --eta/--epochs/--candidates must fail before the teacher
     # is trained and before run.json exists (else the corrected rerun would meet a "different run").
-    plan_rungs(config.candidates, config.halving())
+    check_effort(config, plan_rungs(config.candidates, config.halving()))
     inputs = load_inputs(config)
     out = run_folder(config)
     rows, shortlist, counts = search_stage(config, inputs)
     run, resumed = open_run(out, run_identity(config, inputs), resume=config.resume,
                             command=config.command if config.command is not None else sys.argv)
+    try:
+        return _compress_locked(config, inputs, run, resumed, rows, shortlist, counts, started)
+    finally:
+        run.release()
+
+
+def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resumed: bool,
+                     rows: list[dict], shortlist: list[dict], counts: dict, started: float) -> Summary:
+    from edgekd.report.report import headline, write_report
+    from edgekd.run.repair import reset_damaged_trials, restore_results
+
     write_jsonl(run.candidates, rows)
     store_plan(run, plan_rungs(len(shortlist), config.halving()), config.options)
+    reset_damaged_trials(run)
     timing: dict[str, float] = {}
     mark = time.monotonic()
-    context = TrialContext([inputs.teacher], inputs.dataset, [inputs.teacher_fp],
-                           threads=config.threads_per_trial)
-    executor = make_executor(config.executor, run, context, address=config.ray_address,
-                             num_cpus=config.ray_cpus, gpus_per_trial=config.gpus_per_trial)
-    try:
-        with SearchProgress(enabled=config.progress) as progress:
-            outcome = halving_stage(config, inputs, run, shortlist, executor, progress.update)
-        by_id = {row["id"]: row for row in shortlist}
-        winner = by_id[outcome.finalists[0]]
-        winner_trial = trial_folder(winner["id"], outcome.rungs[-1])
-        baselines = (baseline_stage(config, run, winner, winner_trial, executor)
-                     if config.baselines else None)
-    finally:
-        executor.close()
+    outcome, winner, baselines = _train(config, inputs, run, shortlist)
+    winner_trial = trial_folder(winner["id"], outcome.rungs[-1])
     timing["training_s"] = round(time.monotonic() - mark, 2)
-
-    seen: dict[str, dict] = {}  # trial folder -> entry, in the order the rungs trained them
-    for rung, alive in zip(outcome.rungs, outcome.survivors):
-        for tid in alive:
-            folder = trial_folder(tid, rung)
-            seen[folder] = {"trial": folder, "candidate": tid, "method": config.method,
-                            "rung": rung.index, "role": "final" if rung.fresh else "search"}
-    trials = list(seen.values())
-    for method, trial_id in (baselines or {}).items():
-        if trial_id != winner_trial:
-            trials.append({"trial": trial_id, "candidate": winner["id"], "method": method,
-                           "role": "baseline"})
+    trials = _trial_entries(config, outcome, winner, winner_trial, baselines)
+    restore_results(run, [t["trial"] for t in trials])
     mark = time.monotonic()
     note = functools.partial(say, config.progress)  # plain lines: no silent minutes in a log
     note(f"exporting the teacher and {len(trials)} student(s) to ONNX, each parity-checked")
@@ -414,7 +416,7 @@ def compress(config: CompressConfig) -> Summary:
     measure_stage(config, inputs, run, ["teacher"] + [t["trial"] for t in trials], note)
     timing["measure_s"] = round(time.monotonic() - mark, 2)
     rungs = outcome.rungs
-    atomic_write_json(run.root / "search.json", {
+    write_doc(OUTCOME, run.outcome, {
         **counts,
         "shortlist": [row["id"] for row in shortlist],
         "rungs": [dataclasses.asdict(r) for r in rungs],
@@ -436,3 +438,43 @@ def compress(config: CompressConfig) -> Summary:
     return Summary(run.root, run.report / "report.md", run.report / "report.html", summary,
                    headline(summary), bundle, resumed, time.monotonic() - started,
                    outcome.trained)
+
+
+def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[dict]
+           ) -> tuple[Any, dict, dict[str, str] | None]:
+    """Successive halving, then the baselines: (halving outcome, winner row, baselines)."""
+    from edgekd.run.executors import TrialContext, make_executor
+    from edgekd.run.progress import SearchProgress
+
+    context = TrialContext([inputs.teacher], inputs.dataset, [inputs.teacher_fp],
+                           threads=config.threads_per_trial)
+    executor = make_executor(config.executor, run, context, address=config.ray_address,
+                             num_cpus=config.ray_cpus, gpus_per_trial=config.gpus_per_trial)
+    try:
+        with SearchProgress(enabled=config.progress) as progress:
+            outcome = halving_stage(config, inputs, run, shortlist, executor, progress.update)
+        winner = {row["id"]: row for row in shortlist}[outcome.finalists[0]]
+        winner_trial = trial_folder(winner["id"], outcome.rungs[-1])
+        baselines = (baseline_stage(config, run, winner, winner_trial, executor)
+                     if config.baselines else None)
+    finally:
+        executor.close()
+    return outcome, winner, baselines
+
+
+def _trial_entries(config: CompressConfig, outcome: Any, winner: dict, winner_trial: str,
+                   baselines: dict[str, str] | None) -> list[dict]:
+    """outcome.json's ``trials``: every trained trial folder, in the order the rungs trained
+    them, then the baselines."""
+    seen: dict[str, dict] = {}  # trial folder -> entry
+    for rung, alive in zip(outcome.rungs, outcome.survivors):
+        for tid in alive:
+            folder = trial_folder(tid, rung)
+            seen[folder] = {"trial": folder, "candidate": tid, "method": config.method,
+                            "rung": rung.index, "role": "final" if rung.fresh else "search"}
+    trials = list(seen.values())
+    for method, trial_id in (baselines or {}).items():
+        if trial_id != winner_trial:
+            trials.append({"trial": trial_id, "candidate": winner["id"], "method": method,
+                           "role": "baseline"})
+    return trials

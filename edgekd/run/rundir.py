@@ -1,38 +1,32 @@
-"""The run directory (DESIGN.md): one folder holds everything a ``compress`` run produced.
+"""Opening a run: its identity, the refusal of a different run, the lock, the cleanup.
 
-```
-runs/NAME/
-  run.json            command line, versions, and the run's identity: profile, budget,
-                      data + teacher fingerprints, seed, config
-  candidates.jsonl    every enumerated student
-  halving.jsonl       one line per finished (rung, trial): the resume bookkeeping
-  trials/ID/          spec.json metrics.jsonl checkpoint.pt result.json
-  export/  measurements/  bundle/  report/
-```
-
-A run is identified by :func:`identity` (everything that changes its results). Opening a
-folder that holds a run with a different identity is refused with one line naming what
-differs; an identical run is continued (a finished (rung, trial) is never trained again).
+The folder's layout and documents belong to :mod:`edgekd.core.runfolder` (``RunDir`` is defined
+there and re-exported here). A run is identified by :func:`identity` (everything that changes
+its results). Opening a folder that holds a run with a different identity is refused with
+one line naming what differs; an identical run is continued (a finished (rung, trial) is
+never trained again). :func:`open_run` takes an exclusive lock on the folder (``.lock``,
+``fcntl.flock``) for the life of the process, so two ``--resume`` never train the same
+trials, and deletes the temporary files a kill left behind.
 """
 
 from __future__ import annotations
 
+import os
 import platform
-import re
 import sys
 import time
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import append_jsonl, atomic_write_bytes, atomic_write_json, read_json, read_jsonl
+from edgekd.core.fileio import TEMP_GLOB, remove_temp_files
+from edgekd.core.runfolder import RUN, RunDir, safe_id, write_doc
 
-RUN_FORMAT = "edgekd.run/1"
-#: What a trial or model id read from a run file may look like: one plain file-name part
-#: (no separator, no ``..``), so a path built from it stays inside the run.
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+__all__ = ["RunDir", "safe_id", "identity", "differences", "open_run", "default_out", "versions",
+           "RUN_FORMAT", "lock_run"]
+
+RUN_FORMAT = RUN.format
 #: The identity's parts, in the order differences are named in a refusal.
 IDENTITY_KEYS = ("teacher", "data", "profile", "budget", "seed", "config")
 
@@ -86,127 +80,6 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-@dataclass
-class RunDir:
-    """Paths inside one run folder, and the (rung, trial) bookkeeping used on resume."""
-
-    root: Path
-
-    def __post_init__(self) -> None:
-        self.root = Path(self.root)
-
-    # ------------------------------------------------------------------ paths
-    @property
-    def run_json(self) -> Path:
-        return self.root / "run.json"
-
-    @property
-    def candidates(self) -> Path:
-        return self.root / "candidates.jsonl"
-
-    @property
-    def halving_log(self) -> Path:
-        return self.root / "halving.jsonl"
-
-    @property
-    def trials(self) -> Path:
-        return self.root / "trials"
-
-    def trial(self, trial_id: str) -> Path:
-        return self.trials / safe_id(trial_id, self.root)
-
-    def inside(self, path: str | Path, source: str | Path) -> Path:
-        """``path`` (relative to the run, or absolute) resolved; refused (one line naming
-        ``source``, the file it was read from) unless it stays inside the run folder."""
-        candidate = Path(path)
-        resolved = (candidate if candidate.is_absolute() else self.root / candidate).resolve()
-        root = self.root.resolve()
-        if resolved != root and root not in resolved.parents:
-            raise EdgekdError(f"{source} points outside the run folder ({_short(str(path))}): "
-                              f"the file was edited or is not from this run; rebuild it with "
-                              f"'edgekd report {self.root}'")
-        return resolved
-
-    @property
-    def export(self) -> Path:
-        return self.root / "export"
-
-    @property
-    def measurements(self) -> Path:
-        return self.root / "measurements"
-
-    @property
-    def bundle(self) -> Path:
-        return self.root / "bundle"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report"
-
-    # ------------------------------------------------------------------ run.json
-    def manifest(self) -> dict:
-        if not self.run_json.exists():
-            raise EdgekdError(f"{self.root} holds no run.json: pass the folder of an edgekd "
-                              "compress run (runs/NAME)")
-        try:
-            return read_json(self.run_json)
-        except (OSError, ValueError) as error:
-            raise EdgekdError(f"{self.run_json} is not readable JSON ({error}): "
-                              "restore it or start a new run with another --out") from None
-
-    # ------------------------------------------------------------------ rung bookkeeping
-    def rung_result(self, rung: int, trial_id: str, epochs: int,
-                    folder: str | None = None) -> dict | None:
-        """The result of ``trial_id`` at ``rung`` if it finished, else None.
-
-        A line in halving.jsonl is authoritative. Without one (killed between the trial's
-        result.json and the line), a result.json in the trial's folder (``folder``, default
-        the trial id) whose ``epochs_done`` equals the rung's epochs is the same finished
-        trial, so it is recorded and returned.
-        """
-        for record in self._rung_records():
-            if record["rung"] == rung and record["trial"] == trial_id and record["epochs"] == epochs:
-                return record["result"]
-        result_path = self.trial(folder or trial_id) / "result.json"
-        if result_path.exists():
-            result = read_json(result_path)
-            if int(result.get("epochs_done", -1)) == epochs:
-                self.record_rung(rung, trial_id, epochs, result)
-                return result
-        return None
-
-    def record_rung(self, rung: int, trial_id: str, epochs: int, result: dict) -> None:
-        append_jsonl(self.halving_log, {"rung": rung, "trial": trial_id, "epochs": epochs,
-                                        "result": result})
-        self._records = None
-
-    def rung_records(self) -> list[dict]:
-        return list(self._rung_records())
-
-    def _rung_records(self) -> list[dict]:
-        if getattr(self, "_records", None) is None:
-            self._records = read_jsonl(self.halving_log)
-        return self._records
-
-    def write_trial_files(self, trial_id: str, files: dict[str, bytes]) -> None:
-        """Write files a remote worker sent back; result.json last, so its presence means
-        the rest is complete."""
-        folder = self.trial(trial_id)
-        for name in sorted(files, key=lambda n: n == "result.json"):
-            atomic_write_bytes(folder / name, files[name])
-
-
-def safe_id(value: Any, source: str | Path) -> str:
-    """``value`` if it is a plain id (letters, digits, ``-_.``; see ``_SAFE_ID``), else one
-    line naming ``source``: an id read from a run file must not lead outside the run."""
-    text = str(value)
-    if not isinstance(value, str) or not _SAFE_ID.match(text) or ".." in text:
-        raise EdgekdError(f"{source} names a trial or model {_short(text)!r} that is not a plain "
-                          "id: the file was edited or is not from this run; restore it or start "
-                          "a new run with another --out")
-    return text
-
-
 def default_out(profile: str | None, data: str | None, teacher: str | None) -> Path:
     """The deterministic default ``--out``: ``runs/default`` for the embedded default, else
     ``runs/<profile>-<data>-<teacher>`` from the names given (so ``--resume`` needs no --out)."""
@@ -218,39 +91,79 @@ def default_out(profile: str | None, data: str | None, teacher: str | None) -> P
     return Path("runs") / "".join(c if c.isalnum() or c in "-_." else "_" for c in slug)
 
 
+def lock_run(run: RunDir) -> IO[str]:
+    """Take the run's exclusive lock (``.lock``, ``fcntl.flock``), held until the returned
+    handle is closed or the process ends (a kill releases it too). A folder another process
+    holds is refused in one line naming that process's pid."""
+    import fcntl
+
+    handle = open(run.lock, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        pid = handle.read().strip() or "unknown"
+        handle.close()
+        raise EdgekdError(f"--out {run.root} is in use by another edgekd process (pid {pid}): "
+                          "wait for it to finish, or stop it and run again with --resume") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _holds_files(root: Path) -> bool:
+    """Whether ``root`` holds anything but the lock and temp files of an interrupted start."""
+    return any(p.name != ".lock" and not p.match(TEMP_GLOB) for p in root.iterdir())
+
+
 def open_run(root: str | Path, run_identity: dict, *, resume: bool,
              command: list[str] | None = None) -> tuple[RunDir, bool]:
-    """Create ``root`` for a new run, or reopen it to continue the same run.
+    """Create ``root`` for a new run, or reopen it to continue the same run; lock it.
 
-    Returns ``(run_dir, resumed)``. Refuses (EdgekdError, one line) a folder that holds a
-    different run (naming what differs), or a non-empty folder that holds no run at all.
-    Without ``--resume`` an existing identical run is refused too, so a finished run is never
-    touched by accident; with it, the run continues.
+    Returns ``(run_dir, resumed)``; ``run_dir.release()`` (or the process's end) frees the
+    lock. Refuses (EdgekdError, one line) a folder another process works on, a folder that
+    holds a different run (naming what differs), a damaged run.json, or a non-empty folder
+    that holds no run at all. Without ``--resume`` an existing identical run is refused too,
+    so a finished run is never touched by accident; with it, the run continues.
     """
     run = RunDir(Path(root))
     if run.root.exists() and not run.root.is_dir():
         raise EdgekdError(f"--out {run.root} is a file: pass a folder path")
-    has_files = run.root.exists() and any(run.root.iterdir())
-    if has_files:
-        if not run.run_json.exists():
-            raise EdgekdError(f"--out {run.root} is not empty and holds no edgekd run: "
-                              "pass a new or empty folder")
-        old = run.manifest()
-        diff = differences(old.get("identity", {}), run_identity)
-        if diff:
-            verb = "cannot resume" if resume else "holds a different run"
-            raise EdgekdError(f"--out {run.root} {verb}: {'; '.join(diff)}; pass a new --out "
-                              "or the same teacher, data and budget")
-        if not resume:
-            raise EdgekdError(f"--out {run.root} already holds this run: add --resume to "
-                              "continue it, or pass a new --out")
-        return run, True
-    run.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run.run_json, {
-        "format": RUN_FORMAT,
-        "command": list(command if command is not None else sys.argv),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": versions(),
-        "identity": run_identity,
-    })
-    return run, False
+    try:
+        run.root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EdgekdError(f"--out {run.root} cannot be created ({error.strerror}): pass a "
+                          "folder on a writable disk") from None
+    run.hold(lock_run(run))
+    try:
+        remove_temp_files(run.root)
+        resumed = _reopen(run, run_identity, resume=resume) if _holds_files(run.root) else False
+        if not resumed:
+            write_doc(RUN, run.run_json, {
+                "command": list(command if command is not None else sys.argv),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "versions": versions(),
+                "identity": run_identity,
+            })
+    except BaseException:
+        run.release()
+        raise
+    return run, resumed
+
+
+def _reopen(run: RunDir, run_identity: dict, *, resume: bool) -> bool:
+    if not run.run_json.exists():
+        raise EdgekdError(f"--out {run.root} is not empty and holds no edgekd run (no run.json): "
+                          "pass a new or empty folder, or restore its run.json")
+    old = run.manifest()
+    diff = differences(old.get("identity", {}), run_identity)
+    if diff:
+        verb = "cannot resume" if resume else "holds a different run"
+        raise EdgekdError(f"--out {run.root} {verb}: {'; '.join(diff)}; pass a new --out "
+                          "or the same teacher, data and budget")
+    if not resume:
+        raise EdgekdError(f"--out {run.root} already holds this run: add --resume to "
+                          "continue it, or pass a new --out")
+    return True

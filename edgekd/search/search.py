@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from edgekd.search.cost import block_cost_cache, spec_cost, spec_totals
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import atomic_write_json, write_jsonl
+from edgekd.core.fileio import write_jsonl
+from edgekd.core.runfolder import SEARCH, write_doc
 from edgekd.search.latency import Calibration, LatencyEstimate, predict_latency
 from edgekd.search.families import default_families
 from edgekd.search.space import SpaceConfig, StudentSpec, enumerate_specs
@@ -331,9 +332,9 @@ def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], clas
                           calibration=calib_source, measured=measured, timings=timings)
     if out is not None:
         write_jsonl(out / "candidates.jsonl", (c.to_record() for c in feasible))
-        atomic_write_json(out / "search.json", {**result.summary(), "profile_detail": profile.to_dict(),
-                                                "input": list(shape), "classes": classes,
-                                                "families": list(families)})
+        write_doc(SEARCH, out / "search.json", {
+            **result.summary(), "profile_detail": profile.to_dict(), "input": list(shape),
+            "classes": classes, "families": list(families)})
     return result
 
 

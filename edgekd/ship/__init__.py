@@ -8,7 +8,7 @@ student spec) and calibrate (``edgekd calibrate``: export and time a set of stud
 read what a device measured, and fit the kernel table of :mod:`edgekd.search.kernel_model`).
 
 May import: ``edgekd.core``, ``edgekd.inputs``, ``edgekd.search``, ``edgekd.distill`` and
-``deploy``. Not report, run or cli. Known exception (``# layering: TODO issue 10``):
-export_target reads a run folder through ``edgekd.run.rundir``. Note: export and bundle import
+``deploy`` (whose ``deploy.onnxmeta`` owns the ``edgekd.*`` ONNX metadata keys). Not report,
+run or cli. export_target reads a run folder through ``edgekd.core.runfolder``. Note: export and bundle import
 each other (``export.make_bundle`` forwards to bundle, bundle reads export's metadata).
 """

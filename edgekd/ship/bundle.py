@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from deploy import onnxmeta
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 
@@ -154,9 +155,9 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dat
     norm = normalization if normalization is not None else dataset.normalization
     if isinstance(norm, dict):
         norm = Normalization.from_dict(norm)
-    meta = read_metadata(onnx_path)
+    metadata = read_metadata(onnx_path)
     out.mkdir(parents=True, exist_ok=True)
-    batch = bundle_batch(json.loads(meta.get("edgekd.batch", "{}")), profile.budget.batch)
+    batch = bundle_batch(onnxmeta.batch_of(metadata), profile.budget.batch)
 
     model_bytes = onnx_path.read_bytes()
     atomic_write_bytes(out / "model.onnx", model_bytes)
@@ -196,7 +197,7 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dat
                    and "__pycache__" not in p.parts)
     atomic_write_json(out / "manifest.json", {
         "format": "edgekd.bundle/1", "profile": profile.name, "batch": batch,
-        "model_sha256": model_sha, "model_id": meta.get("edgekd.id"),
+        "model_sha256": model_sha, "model_id": metadata.get(onnxmeta.ID),
         "normalization": {"mean": norm_pair[0], "std": norm_pair[1]},
         "files": {str(p.relative_to(out)): sha256_file(p) for p in files},
     })

@@ -37,9 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from deploy import onnxmeta as meta  # the edgekd.* metadata keys (one list, the kit's)
 from edgekd import __version__
 from edgekd.core import fmt
-from edgekd.core.errors import EdgekdError
+from edgekd.core.errors import EdgekdError, disk_error
 from edgekd.core.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -182,6 +183,8 @@ def _torch_export(model: "torch.nn.Module", example: "torch.Tensor", path: Path,
                                   verbose=False)
                 return "dynamo"
             except Exception as error:  # noqa: BLE001 - any capture failure -> fallback
+                if disk_error(error):
+                    raise  # a full or read-only disk, not an untraceable model
                 errors.append(f"dynamo: {str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__}")
         try:
             dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if bounds else None
@@ -190,6 +193,8 @@ def _torch_export(model: "torch.nn.Module", example: "torch.Tensor", path: Path,
                               dynamic_axes=dynamic_axes, do_constant_folding=True)
             return "torchscript"
         except Exception as error:  # noqa: BLE001
+            if disk_error(error):
+                raise
             errors.append(f"torchscript: {str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__}")
     raise EdgekdError(f"cannot export the model to ONNX ({'; '.join(errors)}): make its forward "
                       "traceable (no data-dependent Python control flow), or rerun with --verbose")
@@ -273,11 +278,11 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: st
         proto = onnx.load(str(tmp))
         set_metadata(proto, {
             **(metadata or {}),
-            "edgekd.version": __version__,
-            "edgekd.opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset),
-            "edgekd.exporter": exporter,
-            "edgekd.batch": {"static": batch} if bounds is None else
-                            {"min": dynamic_batch[0], "opt": dynamic_batch[1], "max": dynamic_batch[2]},
+            meta.VERSION: __version__,
+            meta.OPSET: next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset),
+            meta.EXPORTER: exporter,
+            meta.BATCH: {"static": batch} if bounds is None else
+                        {"min": dynamic_batch[0], "opt": dynamic_batch[1], "max": dynamic_batch[2]},
         })
         _check_model(proto, "exported model")
         tmp.write_bytes(proto.SerializeToString())
@@ -299,8 +304,8 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: st
                     simplified = f"rejected: {error}"
                 finally:
                     slim_tmp.unlink(missing_ok=True)
-        set_metadata(proto, {"edgekd.simplified": simplified,
-                             "edgekd.parity": report.to_dict() if report else "not checked"})
+        set_metadata(proto, {meta.SIMPLIFIED: simplified,
+                             meta.PARITY: report.to_dict() if report else "not checked"})
         atomic_write_bytes(path, proto.SerializeToString())
     finally:
         tmp.unlink(missing_ok=True)
@@ -318,14 +323,14 @@ def student_metadata(*, spec: Any = None, classes: list[str] | None = None,
     norm = normalization.to_dict() if hasattr(normalization, "to_dict") else normalization
     spec_dict = spec.to_dict() if hasattr(spec, "to_dict") else spec
     return {
-        "edgekd.spec": spec_dict,
-        "edgekd.id": model_id,
-        "edgekd.classes": list(classes) if classes is not None else None,
-        "edgekd.input_shape": list(input_shape) if input_shape is not None else None,
-        "edgekd.normalization": norm,
-        "edgekd.accuracy": accuracy,
-        "edgekd.profile": profile,
-        "edgekd.method": method,
+        meta.SPEC: spec_dict,
+        meta.ID: model_id,
+        meta.CLASSES: list(classes) if classes is not None else None,
+        meta.INPUT_SHAPE: list(input_shape) if input_shape is not None else None,
+        meta.NORMALIZATION: norm,
+        meta.ACCURACY: accuracy,
+        meta.PROFILE: profile,
+        meta.METHOD: method,
     }
 
 

@@ -12,13 +12,14 @@ metadata and a parity check, and optionally write the device bundle.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy import onnxmeta as meta
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import atomic_write_bytes, read_json
+from edgekd.core.fileio import atomic_write_bytes
+from edgekd.core.runfolder import SUMMARY, RunDir, safe_id
 
 
 @dataclass
@@ -47,21 +48,13 @@ def _dataset(data: str | None, input_shape: tuple[int, ...], fingerprint: str | 
 def _run_best(run: Path) -> tuple[str, Path]:
     """The best trial's id and checkpoint named by summary.json; both are checked to stay
     inside the run (a summary edited to ``../../X`` must not write or read outside it)."""
-    from edgekd.run.rundir import RunDir, safe_id  # layering: TODO issue 10 (ship -> run: the run folder's owner)
-
-    summary_path = run / "report" / "summary.json"
+    rundir = RunDir(run)
+    summary_path = rundir.summary
     if not summary_path.is_file():
         raise EdgekdError(f"{run} has no report/summary.json: finish the run first "
                           f"(edgekd compress --out {run} --resume, or edgekd report {run})")
-    try:
-        summary = read_json(summary_path)
-    except (OSError, ValueError):
-        summary = None
-    if not isinstance(summary, dict):
-        raise EdgekdError(f"{summary_path} is not a report summary (corrupt JSON): rebuild it "
-                          f"with 'edgekd report {run}'")
+    summary = rundir.read(SUMMARY, summary_path)
     best = summary.get("best")
-    rundir = RunDir(run)
     if isinstance(best, dict) and best.get("id"):
         trial = safe_id(best["id"], summary_path)
         relative = best.get("checkpoint") or f"trials/{trial}/checkpoint.pt"
@@ -85,10 +78,10 @@ def require_onnxslim() -> None:
 
 
 def _run_identity(run: Path) -> dict[str, Any]:
-    path = run / "run.json"
-    if not path.is_file():
+    rundir = RunDir(run)
+    if not rundir.run_json.is_file():
         return {}
-    return dict(read_json(path).get("identity") or {})
+    return dict(rundir.manifest()["identity"])
 
 
 def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
@@ -136,9 +129,9 @@ def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
                        tuple(info.input_shape), data_fp)
     norm = Normalization.from_dict(info.normalization)
     onnx_path = out / f"{model_id}.onnx"
-    existing = run / "export" / f"{trial}.onnx" if run else None
+    existing = RunDir(run).export_onnx(trial) if run else None
     reuse = (existing is not None and existing.is_file() and dynamic_batch is None and not simplify
-             and json.loads(read_metadata(existing).get("edgekd.batch", "{}")).get("static") == export_batch)
+             and meta.batch_of(read_metadata(existing)).get("static") == export_batch)
     if reuse:
         atomic_write_bytes(onnx_path, existing.read_bytes())
         notes.append(f"copied the run's parity-checked export {existing} unchanged (same sha256 "
@@ -153,16 +146,14 @@ def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
                         normalization=norm, accuracy=metrics.get("test_acc"),
                         profile=device.name if device else None, model_id=model_id,
                         method=info.method))
-    meta = read_metadata(onnx_path)
-    if simplify and not meta.get("edgekd.simplified", "").startswith("yes"):
-        notes.append(f"--simplify: {meta.get('edgekd.simplified')}; the plain export was kept")
-    parity = None
-    if meta.get("edgekd.parity", "").startswith("{"):
-
-        parity = json.loads(meta["edgekd.parity"])
+    metadata = read_metadata(onnx_path)
+    if simplify and not metadata.get(meta.SIMPLIFIED, "").startswith("yes"):
+        notes.append(f"--simplify: {metadata.get(meta.SIMPLIFIED)}; the plain export was kept")
+    parity = meta.json_value(metadata, meta.PARITY)
+    parity = parity if isinstance(parity, dict) else None
     bundle_dir = None
     if bundle:
-        teacher = run / "export" / "teacher.onnx" if run else None
+        teacher = RunDir(run).export_onnx("teacher") if run else None
         if run is not None and not (teacher and teacher.is_file()):
             notes.append("the run has no export/teacher.onnx, so the bundle has no teacher baseline")
         bundle_dir = make_bundle(onnx_path, out / "bundle", profile=device, dataset=dataset,

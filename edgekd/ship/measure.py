@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deploy import onnxmeta
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import read_json
 
@@ -118,7 +119,7 @@ def measured_latency(spec: "StudentSpec", out_dir: str | Path, *, batch: int = 1
         torch.manual_seed(0)
         model = build(spec).eval()
         export_onnx(model, spec.input, onnx_path, batch=batch, dynamic_batch=(1, batch, max(batch, 64)),
-                    metadata={"edgekd.spec": spec.to_json()})
+                    metadata={onnxmeta.SPEC: spec.to_json()})
     result = measure_onnx(onnx_path, batch=batch, warmup=warmup, iters=iters,
                           out=out_dir / f"{spec.id}-b{batch}.json")
     return LatencyEstimate(ms=float(result["latency_ms"][statistic]), label="measured", batch=batch)

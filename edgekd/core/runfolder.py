@@ -1,0 +1,361 @@
+"""The run folder's one owner: every path and every JSON document of a run, named and versioned.
+
+```
+runs/NAME/
+  run.json                 edgekd.run/1       command line, versions, the run's identity
+  candidates.jsonl         (lines)            every enumerated student within the budget
+  outcome.json             edgekd.outcome/1   the halving outcome: rungs, finalists, winner,
+                                              baselines, the trained trials, timing
+  halving.jsonl            (lines)            one line per finished (rung, trial): resume bookkeeping
+  teacher.json             edgekd.teacher/1   the teacher's MACs, params, accuracy, predicted latency
+  trials/ID/spec.json                         the student spec trained there
+  trials/ID/checkpoint.pt  edgekd.checkpoint/1  (edgekd.core.checkpoint)
+  trials/ID/result.json                       the trainer's TrainResult
+  trials/ID/metrics.jsonl  (lines)            one line per epoch
+  export/NAME.onnx, export/NAME.json  edgekd.export/1  (the marker: which weights, which bytes)
+  measurements/host-NAME.json, target-*.json  edgekd.measurement/1 (deploy kit)
+  report/summary.json      edgekd.summary/1   + report.md, report.html, *.png
+  bundle/                                     the device bundle (manifest.json: edgekd.bundle/1)
+  .lock                                       held by the process working on the run
+```
+
+Until this module, ``search.json`` named two documents: the summary ``edgekd search --out``
+writes, and the halving outcome of a run. A run's outcome is ``outcome.json`` now; a run made
+before reads its ``search.json`` (:meth:`RunDir.outcome_path`).
+
+Reading goes through :func:`read_doc` / :func:`read_records`, which check the document's shape
+(:data:`DOCUMENTS`): a corrupt, truncated or foreign file gives one line that names the file and
+the command that fixes it (:class:`RunFileError`), never a JSONDecodeError or KeyError deeper
+in. :func:`read_doc_or_none` is for files a resume can rebuild (teacher.json, a trial's
+result.json, an export marker, a host measurement): damaged means "not there, do it again".
+Every id read from a run file goes through :func:`safe_id` and every path through
+:meth:`RunDir.inside`, so no run file can lead a read or a write outside the run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable
+
+from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import (append_jsonl, atomic_write_bytes, atomic_write_json, iter_jsonl_lines,
+                           write_jsonl)
+
+#: What a trial or model id read from a run file may look like: one plain file-name part
+#: (no separator, no ``..``), so a path built from it stays inside the run.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_NUMBER = (int, float)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One kind of run file: its name, format tag (None: untagged), the keys (and types) a
+    sound one has, and what to do when it is damaged."""
+
+    name: str
+    format: str | None
+    required: dict[str, Any] = field(default_factory=dict)
+    fix: str = "start a new run with another --out"
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not a sound document of this kind, or None."""
+        if not isinstance(value, dict):
+            return f"holds {type(value).__name__}, not an object"
+        found = value.get("format")
+        if self.format and found is not None and found != self.format:
+            return f"is a {found!r} file, not {self.format!r}"
+        for key, kind in self.required.items():
+            if key not in value:
+                return f"lacks '{key}'"
+            item = value[key]
+            if kind is not None and (not isinstance(item, kind) or isinstance(item, bool)):
+                return f"has a bad '{key}' ({_short(item)})"
+        return None
+
+
+RUN = Document("run.json", "edgekd.run/1", {"identity": dict},
+               "restore it from a backup or start a new run with another --out")
+OUTCOME = Document("outcome.json", "edgekd.outcome/1",
+                   {"trials": list, "winner": str, "rungs": list, "survivors": list},
+                   "rebuild it with 'edgekd compress --out RUN --resume'")
+TEACHER = Document("teacher.json", "edgekd.teacher/1",
+                   {"fingerprint": str, "macs": int, "params": int, "test_acc": _NUMBER,
+                    "predicted_latency": dict},
+                   "resume the run, which rebuilds it ('edgekd compress --out RUN --resume')")
+RESULT = Document("result.json", None, {"epochs_done": int, "test_acc": _NUMBER},
+                  "resume the run, which rebuilds it ('edgekd compress --out RUN --resume')")
+EXPORT = Document("export marker", "edgekd.export/1", {"source_sha256": str, "onnx_sha256": str},
+                  "resume the run, which exports again ('edgekd compress --out RUN --resume')")
+MEASUREMENT = Document("measurement", "edgekd.measurement/1", {"sha256": str, "latency_ms": dict},
+                       "remove it, or measure again and pass the file 'python -m deploy bench' "
+                       "wrote with 'edgekd report RUN --measurements FILE'")
+SUMMARY = Document("summary.json", "edgekd.summary/1", {},
+                   "rebuild it with 'edgekd report RUN'")
+SPEC = Document("spec.json", None, {})
+#: Not a run file: what ``edgekd search --out DIR`` writes beside its candidates.jsonl.
+SEARCH = Document("search.json", "edgekd.search/1", {})
+CANDIDATE = Document("candidates.jsonl line", None, {"id": str, "spec": dict})
+RUNG = Document("halving.jsonl line", None,
+                {"rung": int, "trial": str, "epochs": int, "result": dict})
+METRIC = Document("metrics.jsonl line", None, {"epoch": int})
+#: Every JSON document of a run, by the name it is known by.
+DOCUMENTS = {doc.name: doc for doc in (RUN, OUTCOME, TEACHER, RESULT, EXPORT, MEASUREMENT,
+                                       SUMMARY, SPEC, CANDIDATE, RUNG, METRIC, SEARCH)}
+
+
+class RunFileError(EdgekdError):
+    """A run file that is missing where it must be, corrupt or foreign: one line naming it."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        self.path = Path(path)
+        super().__init__(message)
+
+
+def _fix(doc: Document, root: Path | None) -> str:
+    return doc.fix.replace("RUN", str(root)) if root is not None else doc.fix
+
+
+def read_doc(doc: Document, path: str | Path, *, root: Path | None = None) -> dict[str, Any]:
+    """The document at ``path``, checked against ``doc``; RunFileError (one line naming the
+    file and the fix) when it is missing, unreadable or of another shape."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunFileError(path, f"{path} is missing: {_fix(doc, root)}") from None
+    except (OSError, ValueError) as error:
+        reason = "is empty" if path.exists() and path.stat().st_size == 0 else \
+            f"is not readable JSON ({str(error).splitlines()[0][:60]})"
+        raise RunFileError(path, f"{path} {reason}: {_fix(doc, root)}") from None
+    problem = doc.problem(value)
+    if problem:
+        raise RunFileError(path, f"{path} {problem} (not a sound {doc.name}): {_fix(doc, root)}")
+    return value
+
+
+def read_doc_or_none(doc: Document, path: str | Path) -> dict[str, Any] | None:
+    """The document, or None when it is missing or damaged (for files a resume rebuilds)."""
+    try:
+        return read_doc(doc, path)
+    except RunFileError:
+        return None
+
+
+def write_doc(doc: Document, path: str | Path, value: dict[str, Any]) -> Path:
+    """Write ``value`` atomically, tagged with ``doc``'s format."""
+    body = {"format": doc.format, **value} if doc.format else dict(value)
+    return atomic_write_json(path, body)
+
+
+def read_records(doc: Document, path: str | Path) -> tuple[list[dict], int]:
+    """The sound lines of a JSON-lines file and how many were not (torn by a kill, garbage,
+    of another shape). A missing file has no lines."""
+    records, bad = [], 0
+    for line in iter_jsonl_lines(path):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if doc.problem(value):
+            bad += 1
+            continue
+        records.append(value)
+    return records, bad
+
+
+def safe_id(value: Any, source: str | Path) -> str:
+    """``value`` if it is a plain id (letters, digits, ``-_.``; see ``_SAFE_ID``), else one
+    line naming ``source``: an id read from a run file must not lead outside the run."""
+    text = str(value)
+    if not isinstance(value, str) or not _SAFE_ID.match(text) or ".." in text:
+        raise EdgekdError(f"{source} names a trial or model {_short(text)!r} that is not a plain "
+                          "id: the file was edited or is not from this run; restore it or start "
+                          "a new run with another --out")
+    return text
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@dataclass
+class RunDir:
+    """Paths inside one run folder, and the (rung, trial) bookkeeping used on resume."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def candidates(self) -> Path:
+        return self.root / "candidates.jsonl"
+
+    @property
+    def outcome(self) -> Path:
+        return self.root / "outcome.json"
+
+    def outcome_path(self) -> Path:
+        """outcome.json, or a run's ``search.json`` from before the rename."""
+        legacy = self.root / "search.json"
+        return legacy if not self.outcome.exists() and legacy.exists() else self.outcome
+
+    @property
+    def halving_log(self) -> Path:
+        return self.root / "halving.jsonl"
+
+    @property
+    def teacher_json(self) -> Path:
+        return self.root / "teacher.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    @property
+    def trials(self) -> Path:
+        return self.root / "trials"
+
+    def trial(self, trial_id: str) -> Path:
+        return self.trials / safe_id(trial_id, self.root)
+
+    def trial_file(self, trial_id: str, name: str) -> Path:
+        """trials/ID/NAME for NAME in spec.json, checkpoint.pt, result.json, metrics.jsonl."""
+        if name not in TRIAL_FILES:
+            raise ValueError(f"not a trial file: {name}")
+        return self.trial(trial_id) / name
+
+    @property
+    def export(self) -> Path:
+        return self.root / "export"
+
+    def export_onnx(self, name: str) -> Path:
+        return self.export / f"{safe_id(name, self.root)}.onnx"
+
+    def export_marker(self, name: str) -> Path:
+        return self.export / f"{safe_id(name, self.root)}.json"
+
+    @property
+    def measurements(self) -> Path:
+        return self.root / "measurements"
+
+    def host_measurement(self, name: str) -> Path:
+        return self.measurements / f"host-{safe_id(name, self.root)}.json"
+
+    def target_measurement(self, file_name: str) -> Path:
+        """measurements/target-NAME.json for a device Measurement file called ``file_name``."""
+        name = file_name if file_name.startswith("target-") else f"target-{file_name}"
+        return self.measurements / safe_id(name, self.root)
+
+    def measurement_files(self) -> list[Path]:
+        return sorted(self.measurements.glob("*.json")) if self.measurements.is_dir() else []
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / "bundle"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def summary(self) -> Path:
+        return self.report / "summary.json"
+
+    def inside(self, path: str | Path, source: str | Path) -> Path:
+        """``path`` (relative to the run, or absolute) resolved; refused (one line naming
+        ``source``, the file it was read from) unless it stays inside the run folder."""
+        candidate = Path(path)
+        resolved = (candidate if candidate.is_absolute() else self.root / candidate).resolve()
+        root = self.root.resolve()
+        if resolved != root and root not in resolved.parents:
+            raise EdgekdError(f"{source} points outside the run folder ({_short(str(path))}): "
+                              f"the file was edited or is not from this run; rebuild it with "
+                              f"'edgekd report {self.root}'")
+        return resolved
+
+    # ------------------------------------------------------------------ the lock
+    def hold(self, lock: IO[str]) -> None:
+        """Keep the run's lock (see :func:`edgekd.run.rundir.lock_run`) until :meth:`release`."""
+        self._lock = lock
+
+    def release(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.close()
+            self._lock = None
+
+    # ------------------------------------------------------------------ documents
+    def manifest(self) -> dict:
+        """run.json, checked; a folder without one is not a run."""
+        if not self.run_json.exists():
+            raise EdgekdError(f"{self.root} holds no run.json: pass the folder of an edgekd "
+                              "compress run (runs/NAME)")
+        return read_doc(RUN, self.run_json, root=self.root)
+
+    def read(self, doc: Document, path: Path) -> dict[str, Any]:
+        return read_doc(doc, path, root=self.root)
+
+    # ------------------------------------------------------------------ rung bookkeeping
+    def rung_result(self, rung: int, trial_id: str, epochs: int,
+                    folder: str | None = None) -> dict | None:
+        """The result of ``trial_id`` at ``rung`` if it finished, else None.
+
+        A line in halving.jsonl is authoritative. Without one (killed between the trial's
+        result.json and the line), a sound result.json in the trial's folder (``folder``,
+        default the trial id) whose ``epochs_done`` equals the rung's epochs is the same
+        finished trial, so it is recorded and returned.
+        """
+        for record in self._rung_records():
+            if record["rung"] == rung and record["trial"] == trial_id and record["epochs"] == epochs:
+                return record["result"]
+        result = read_doc_or_none(RESULT, self.trial_file(folder or trial_id, "result.json"))
+        if result is not None and result["epochs_done"] == epochs:
+            self.record_rung(rung, trial_id, epochs, result, folder=folder)
+            return result
+        return None
+
+    def record_rung(self, rung: int, trial_id: str, epochs: int, result: dict,
+                    folder: str | None = None) -> None:
+        """Append the halving line of a finished (rung, trial), with the folder it trained in."""
+        append_jsonl(self.halving_log, {"rung": rung, "trial": trial_id, "epochs": epochs,
+                                        "folder": folder or trial_id, "result": result})
+        self._records = None
+
+    def rung_records(self) -> list[dict]:
+        return list(self._rung_records())
+
+    def forget_folders(self, folders: Iterable[str], folder_of: Callable[[dict], str]) -> None:
+        """Drop the halving lines whose trial folder (``folder_of(line)``) is in ``folders``
+        (their weights are lost: those trials train again)."""
+        drop = set(folders)
+        write_jsonl(self.halving_log, [r for r in self._rung_records() if folder_of(r) not in drop])
+        self._records = None
+
+    def _rung_records(self) -> list[dict]:
+        if getattr(self, "_records", None) is None:
+            records, bad = read_records(RUNG, self.halving_log)
+            if bad:  # a torn or garbage line: keep the sound ones, so appends start clean
+                write_jsonl(self.halving_log, records)
+            self._records = records
+        return self._records
+
+    def write_trial_files(self, trial_id: str, files: dict[str, bytes]) -> None:
+        """Write files a remote worker sent back; result.json last, so its presence means
+        the rest is complete."""
+        for name in sorted(files, key=lambda n: n == "result.json"):
+            atomic_write_bytes(self.trial_file(trial_id, name), files[name])
+
+
+#: The files of a trial folder (and the ones that travel between driver and Ray worker).
+TRIAL_FILES = ("spec.json", "metrics.jsonl", "checkpoint.pt", "result.json")
