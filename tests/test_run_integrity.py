@@ -190,3 +190,45 @@ def test_append_after_a_torn_tail_starts_a_fresh_line(tmp_path) -> None:
     append_jsonl(log, {"c": 3})
     assert read_jsonl(log) == [{"a": 1}, {"b": 2}, {"c": 3}]
 
+
+
+def test_directory_is_fsynced_after_each_atomic_replace(tmp_path, monkeypatch) -> None:
+    import edgekd.core.fileio as fileio
+
+    synced: list[Path] = []
+    monkeypatch.setattr(fileio, "fsync_dir", lambda folder: synced.append(Path(folder)))
+    fileio.atomic_write_json(tmp_path / "a" / "x.json", {"x": 1})
+    fileio.append_jsonl(tmp_path / "b" / "log.jsonl", {"x": 1})  # a new file's entry too
+    assert synced == [tmp_path / "a", tmp_path / "b"]
+
+
+def test_a_kill_between_metrics_line_and_checkpoint_loses_no_curve_point(tmp_path, monkeypatch,
+                                                                        one_thread) -> None:
+    import edgekd.distill.trainer as trainer
+    from edgekd.inputs.data import load_dataset, make_dataset
+    from edgekd.distill import TrainConfig, train_student
+    from edgekd.search.space import Stage, StudentSpec
+
+    full = load_dataset()
+    data = make_dataset(name="tiny", source="test", classes=full.classes,
+                        x_train=full.x_train[:128], y_train=full.y_train[:128],
+                        x_test=full.x_test[:32], y_test=full.y_test[:32])
+    spec = StudentSpec(family="plain", input=(1, 28, 28), classes=10, stages=(Stage(4, 1, 2),))
+    config = TrainConfig(method="scratch", epochs=2, batch_size=32)
+    saves = {"n": 0}
+    real_save = trainer.atomic_torch_save
+
+    def killed_at_second_save(path, obj):
+        saves["n"] += 1
+        if saves["n"] == 2:  # epoch 2's checkpoint: "kill -9" right before it is written
+            raise KeyboardInterrupt
+        return real_save(path, obj)
+
+    monkeypatch.setattr(trainer, "atomic_torch_save", killed_at_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_student(spec, [], data, config, tmp_path / "t", progress=False)
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "t" / "metrics.jsonl")] == [1, 2]
+    monkeypatch.setattr(trainer, "atomic_torch_save", real_save)
+    result = train_student(spec, [], data, config, tmp_path / "t", progress=False)
+    assert result.epochs_done == 2
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "t" / "metrics.jsonl")] == [1, 2]

@@ -85,8 +85,10 @@ TEACHER = Document("teacher.json", "edgekd.teacher/1",
                    {"fingerprint": str, "macs": int, "params": int, "test_acc": _NUMBER,
                     "predicted_latency": dict},
                    "resume the run, which rebuilds it ('edgekd compress --out RUN --resume')")
-RESULT = Document("result.json", None, {"epochs_done": int, "test_acc": _NUMBER},
+RESULT = Document("result.json", None, {"epochs_done": int, "val_acc": (int, float, type(None))},
                   "resume the run, which rebuilds it ('edgekd compress --out RUN --resume')")
+#: A result.json the report can show (the trainer always writes test_acc).
+FINISHED_RESULT = Document("result.json", None, {**RESULT.required, "test_acc": _NUMBER}, RESULT.fix)
 EXPORT = Document("export marker", "edgekd.export/1", {"source_sha256": str, "onnx_sha256": str},
                   "resume the run, which exports again ('edgekd compress --out RUN --resume')")
 MEASUREMENT = Document("measurement", "edgekd.measurement/1", {"sha256": str, "latency_ms": dict},
@@ -102,7 +104,7 @@ RUNG = Document("halving.jsonl line", None,
                 {"rung": int, "trial": str, "epochs": int, "result": dict})
 METRIC = Document("metrics.jsonl line", None, {"epoch": int})
 #: Every JSON document of a run, by the name it is known by.
-DOCUMENTS = {doc.name: doc for doc in (RUN, OUTCOME, TEACHER, RESULT, EXPORT, MEASUREMENT,
+DOCUMENTS = {doc.name: doc for doc in (RUN, OUTCOME, TEACHER, FINISHED_RESULT, EXPORT, MEASUREMENT,
                                        SUMMARY, SPEC, CANDIDATE, RUNG, METRIC, SEARCH)}
 
 

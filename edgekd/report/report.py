@@ -33,9 +33,9 @@ from typing import Any, Iterable
 from edgekd.core import fmt
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from edgekd.core.runfolder import (CANDIDATE, FINISHED_RESULT, MEASUREMENT, METRIC, OUTCOME,
+                                   TEACHER, RunDir, read_doc, read_records, safe_id)
 from edgekd.report.plots import CAPTIONS, PLOTS, plots, target_ms
-from edgekd.core.runfolder import (CANDIDATE, MEASUREMENT, METRIC, OUTCOME, RESULT, TEACHER, RunDir,
-                              read_doc, read_records, safe_id)
 
 SUMMARY_FORMAT = "edgekd.summary/1"
 #: Keys whose values depend on the clock or the machine's load (the Pareto front too: it
@@ -138,7 +138,7 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
             raise EdgekdError(f"{search_path} has a bad trial entry ({str(entry)[:40]}): rebuild "
                               f"it with 'edgekd compress --out {run.root} --resume'")
         trial_id, cid = safe_id(entry.get("trial"), search_path), entry["candidate"]
-        result = run.read(RESULT, run.trial_file(trial_id, "result.json"))
+        result = run.read(FINISHED_RESULT, run.trial_file(trial_id, "result.json"))
         candidate = candidates.get(cid, {})
         onnx = run.export_onnx(trial_id)
         latency = _model_latency(onnx, measured, candidate.get("latency"), target_is_host)

@@ -22,7 +22,7 @@ from pathlib import Path
 from edgekd.core.checkpoint import read_checkpoint
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_json
-from edgekd.core.runfolder import RESULT, RunDir, read_doc_or_none
+from edgekd.core.runfolder import FINISHED_RESULT, RunDir, read_doc_or_none
 
 #: Fields of result.json that a halving line does not keep (see edgekd.run.executors._LOCAL_FIELDS).
 _LINE_ONLY = ("job_seconds",)
@@ -73,7 +73,7 @@ def restore_results(run: RunDir, folders: list[str]) -> list[str]:
     restored = []
     for folder in folders:
         path = run.trial_file(folder, "result.json")
-        if read_doc_or_none(RESULT, path) is not None or folder not in last:
+        if read_doc_or_none(FINISHED_RESULT, path) is not None or folder not in last:
             continue
         result = {k: v for k, v in last[folder]["result"].items() if k not in _LINE_ONLY}
         result["checkpoint"] = str(run.trial_file(folder, "checkpoint.pt"))
