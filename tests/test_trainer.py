@@ -181,10 +181,13 @@ class _NaNTeacher(nn.Module):
         return torch.full((x.shape[0], 10), float("nan"))
 
 
-def test_nan_loss_names_stage_and_epoch(dataset, tmp_path) -> None:
-    with pytest.raises(EdgekdError, match=r"loss became nan in stage 'kd' at epoch 1 \(batch 1\): lower --lr"):
-        train_student(SPEC, [_NaNTeacher()], dataset, _config(tmp_path, method="kd"), tmp_path / "nan",
-                      progress=False)
+@pytest.mark.parametrize("augment", [False, True])  # cached teacher logits, or live per batch
+def test_nan_teacher_is_named_not_the_learning_rate(dataset, tmp_path, augment) -> None:
+    # issue 16.11: this used to say "loss became nan ...: lower --lr", which cannot help
+    with pytest.raises(EdgekdError, match=r"teacher 1 outputs nan or inf .* the teacher is broken") as caught:
+        train_student(SPEC, [_NaNTeacher()], dataset, _config(tmp_path, method="kd", augment=augment),
+                      tmp_path / "nan", progress=False)
+    assert "--lr" not in str(caught.value)
 
 
 def test_teacher_cache_is_reused_and_invalidated(dataset, teacher, tmp_path) -> None:

@@ -357,12 +357,17 @@ def _cached_teacher_targets(teachers: list[nn.Module], fps: list[str], dataset: 
                                                    cache_dir=cache_dir, teacher_fp=fp))[train_idx]
                    for t, fp in zip(teachers, fps)]
     for index, logits in enumerate(per_teacher):
-        if not bool(torch.isfinite(logits).all()):  # no --lr helps a teacher that outputs nan
-            bad = int((~torch.isfinite(logits)).any(1).sum())
-            raise EdgekdError(f"teacher {index + 1} outputs nan or inf for {bad} of {len(logits)} "
-                              "training images: the teacher is broken (check its weights, and that "
-                              "it expects the data's normalisation), not the student's training")
+        _check_teacher_finite(logits, index)
     return losses.combine_teacher_logits(per_teacher, config.ensemble, config.temperature)
+
+
+def _check_teacher_finite(logits: torch.Tensor, index: int) -> None:
+    """A teacher that outputs nan/inf is named as the cause (no --lr helps it)."""
+    if not bool(torch.isfinite(logits).all()):
+        bad = int((~torch.isfinite(logits)).reshape(len(logits), -1).any(1).sum())
+        raise EdgekdError(f"teacher {index + 1} outputs nan or inf for {bad} of {len(logits)} "
+                          "training images: the teacher is broken (check its weights, and that it "
+                          "expects the data's normalisation), not the student's training")
 
 
 def _check_finite(loss: torch.Tensor, stage: str, epoch: int, batch: int, lr: float) -> None:
@@ -534,6 +539,8 @@ class _Trainer:
     def _teacher_forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), self._autocast():
             outs = [t(x).float() for t in self.teachers]
+        for index, logits in enumerate(outs):
+            _check_teacher_finite(logits, index)
         return losses.combine_teacher_logits(outs, self.config.ensemble, self.config.temperature)
 
     def _autocast(self) -> Any:
