@@ -28,10 +28,6 @@ OTHER_RANK = {"assets": 0, "device_profiles": 0}
 KNOWN_EXCEPTIONS = {
     # checkpoint.load_student rebuilds a student from its spec
     ("edgekd.core.checkpoint", "edgekd.search.space"),
-    # the report reads the run folder through RunDir
-    ("edgekd.report.report", "edgekd.run.rundir"),
-    # export_target reads a run folder (its best trial, safe ids) through RunDir
-    ("edgekd.ship.export_target", "edgekd.run.rundir"),
 }
 
 
