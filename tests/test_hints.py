@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 
 from edgekd.distill import losses
-from edgekd.distill.hints import (FeatureTap, auto_layer, list_layers, make_regressor, pair_layers)
+from edgekd.distill.hints import (FeatureTap, auto_layer, hint_pairs, list_layers, make_regressor,
+                                  pair_layers)
 from edgekd.core.errors import EdgekdError
 from edgekd.search.space import Stage, StudentSpec, build
 
@@ -21,11 +22,12 @@ def test_auto_pairing_torchvision_teacher_and_spec_student() -> None:
     teacher = resnet18(num_classes=10)
     spec = StudentSpec("plain", (3, 32, 32), 10, (Stage(8, 3, 1), Stage(16, 3, 2), Stage(32, 3, 2)))
     pair = pair_layers(teacher, build(spec), (3, 32, 32), spec=spec)
-    # resnet18 has 17 ReLU outputs; the middle one (index 8) closes layer2's last block
-    assert pair.hint_layer == "layer2.1.relu_1"
-    assert pair.hint_shape == (128, 4, 4)
-    assert pair.guided_layer == spec.guided_layer
-    assert pair.guided_shape == spec.guided_shape
+    # resnet18 at 32x32: stem 16x16, layer1 8x8, layer2 4x4, layer3 2x2, layer4 1x1; the student
+    # has 32, 16 and 8. The stage end nearest the teacher's middle with an equal-size student
+    # map is layer1's end (8x8), paired with the student's first 8x8 layer (nearest depth).
+    assert (pair.hint_layer, pair.hint_shape) == ("layer1.1.relu_1", (64, 8, 8))
+    assert pair.guided_shape[1:] == pair.hint_shape[1:]
+    assert pair.guided_layer == "features.6.relu"
     # an explicit choice wins, and a wrong name is a one-line user error naming the layer
     pair = pair_layers(teacher, build(spec), (3, 32, 32), spec=spec, hint_layer="layer1",
                        guided_layer="features.2")
@@ -33,6 +35,43 @@ def test_auto_pairing_torchvision_teacher_and_spec_student() -> None:
     assert pair.guided_shape == (8, 32, 32)
     with pytest.raises(EdgekdError, match="hint layer 'layer9'"):
         pair_layers(teacher, build(spec), (3, 32, 32), hint_layer="layer9")
+
+
+def test_pairing_picks_equal_resolutions_resnet18_at_224() -> None:
+    from torchvision.models import resnet18
+
+    teacher = resnet18(num_classes=10)
+    spec = StudentSpec("residual", (3, 224, 224), 10,
+                       (Stage(8, 1, 2), Stage(8, 2, 2), Stage(16, 2, 2), Stage(16, 2, 2), Stage(32, 1, 2)))
+    pairs = hint_pairs(teacher, build(spec), (3, 224, 224), stages="all")
+    sizes = [(p.hint_shape[1:], p.guided_shape[1:]) for p in pairs]
+    assert all(h == g for h, g in sizes)
+    # one pair per teacher stage (112 stem, layer1..layer4 at 56, 28, 14, 7), in order on both sides
+    assert [h for h, _ in sizes] == [(112, 112), (56, 56), (28, 28), (14, 14), (7, 7)]
+    assert pairs[1].hint_layer == "layer1.1.relu_1" and pairs[4].hint_layer == "layer4.1.relu_1"
+    single = pair_layers(teacher, build(spec), (3, 224, 224))
+    assert single.hint_shape[1:] == single.guided_shape[1:] == (28, 28)  # layer2: the teacher's middle
+
+
+@pytest.mark.parametrize("family", ["plain", "residual"])
+def test_pairing_picks_equal_resolutions_on_search_space_students(family: str) -> None:
+    from edgekd.search.space import enumerate_specs
+
+    teacher = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
+                            nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                            nn.Flatten(), nn.Linear(32 * 7 * 7, 10)).eval()
+    every = [s for s in enumerate_specs((1, 28, 28), 10) if s.family == family]
+    specs = every[:: max(1, len(every) // 8)]  # spread over depths and widths
+    assert specs
+    for spec in specs:
+        pair = pair_layers(teacher, build(spec), (1, 28, 28), spec=spec)
+        student_sizes = {l.shape[1:] for l in list_layers(build(spec), (1, 28, 28))
+                         if l.shape is not None and len(l.shape) == 3}
+        if pair.hint_shape[1:] in student_sizes:
+            assert pair.guided_shape[1:] == pair.hint_shape[1:], spec.describe()
+        else:  # no equal size: the student map is smaller and the hint is pooled down to it
+            assert pair.guided_shape[1] < pair.hint_shape[1]
 
 
 def test_auto_layer_without_spec_is_the_middle_activation() -> None:
@@ -47,7 +86,7 @@ def test_auto_layer_without_spec_is_the_middle_activation() -> None:
 @pytest.mark.parametrize("guided,hint,kind,params", [
     ((8, 14, 14), (32, 14, 14), "conv1x1", 8 * 32 + 32),
     ((8, 28, 28), (32, 14, 14), "conv", 8 * 32 * 15 * 15 + 32),   # kernel N_g - N_h + 1 = 15
-    ((8, 7, 7), (32, 14, 14), "upsample+conv1x1", 8 * 32 + 32),
+    ((8, 7, 7), (32, 14, 14), "conv1x1+pooled-hint", 8 * 32 + 32),
     ((16,), (64,), "linear", 16 * 64 + 64),
     ((16, 7, 7), (64,), "pool+linear", 16 * 64 + 64),
 ])
@@ -55,7 +94,15 @@ def test_regressor_shapes(guided, hint, kind, params) -> None:
     reg = make_regressor(guided, hint)
     assert reg.kind == kind
     assert sum(p.numel() for p in reg.parameters()) == params
-    assert reg(torch.randn(2, *guided)).shape == (2, *hint)
+    out = reg(torch.randn(2, *guided))
+    assert out.shape == (2, *reg.target_shape)
+    assert reg.target(torch.randn(2, *hint)).shape == out.shape
+    if kind == "conv1x1+pooled-hint":  # the hint is pooled down to the student's 7x7, never upsampled
+        assert out.shape == (2, 32, 7, 7)
+        u = torch.arange(14.0).repeat(14, 1).expand(1, 32, 14, 14)
+        assert float(reg.target(u)[0, 0, 0, 0]) == pytest.approx(0.5)  # mean of columns 0 and 1
+    else:
+        assert out.shape == (2, *hint)
 
 
 def test_regressor_refuses_vector_to_map() -> None:
@@ -115,7 +162,7 @@ def test_hint_stage_lowers_the_hint_loss_on_mnist() -> None:
     reg = make_regressor(pair.guided_shape, pair.hint_shape)
     t_tap, s_tap = FeatureTap(teacher, pair.hint_layer), FeatureTap(student, pair.guided_layer)
     with torch.no_grad():
-        target = t_tap(x)
+        target = reg.target(t_tap(x))
     opt = torch.optim.Adam(list(student.parameters()) + list(reg.parameters()), lr=1e-2)
 
     def loss() -> torch.Tensor:
@@ -138,3 +185,29 @@ def test_torchscript_teacher_has_no_hint_layers_and_says_so() -> None:
     assert list_layers(teacher, (1, 28, 28)) == []
     with pytest.raises(EdgekdError, match="no tappable layers"):
         pair_layers(teacher, student, (1, 28, 28))
+
+
+def test_r2_of_a_synthetic_fit_matches_numpy() -> None:
+    import numpy as np
+
+    from edgekd.distill.hint_stage import R2Meter, plateaued
+
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=(64, 3, 4, 4)) * np.array([1.0, 5.0, 0.2])[None, :, None, None] + 2.0
+    noise = rng.normal(size=u.shape) * 0.5
+    r = u + noise
+    # by hand: 1 - SS_res / SS_tot, SS_tot around each channel's own mean over images and positions
+    ss_res = (noise ** 2).sum()
+    ss_tot = sum(((u[:, c] - u[:, c].mean()) ** 2).sum() for c in range(3))
+    meter = R2Meter()
+    for i in range(0, 64, 24):  # streamed in uneven batches
+        meter.update(torch.tensor(u[i:i + 24]), torch.tensor(r[i:i + 24]))
+    assert meter.value() == pytest.approx(1 - ss_res / ss_tot, rel=1e-9)
+    exact, mean_only = R2Meter(), R2Meter()
+    exact.update(torch.tensor(u), torch.tensor(u))
+    mean_only.update(torch.tensor(u), torch.tensor(u.mean(axis=(0, 2, 3), keepdims=True)).expand(*u.shape))
+    assert exact.value() == pytest.approx(1.0) and mean_only.value() == pytest.approx(0.0, abs=1e-9)
+    # the convergence rule: stop once the last 2 epochs add less than 0.01 to the best before
+    assert not plateaued([0.2, 0.4, 0.5], 2, 0.01)
+    assert plateaued([0.2, 0.5, 0.505, 0.508], 2, 0.01)
+    assert not plateaued([0.5, 0.505], 2, 0.01)  # too few epochs to judge

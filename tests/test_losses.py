@@ -94,3 +94,65 @@ def test_ensemble_of_logits_and_probabilities() -> None:
     assert losses.combine_teacher_logits([a], "probs") is a
     with pytest.raises(ValueError):
         losses.combine_teacher_logits([a, b], "median")
+
+
+def _kl(p: list[float], q: list[float]) -> float:
+    return sum(a * math.log(a / b) for a, b in zip(p, q) if a > 0)
+
+
+def test_hint_loss_channel_scale_by_hand() -> None:
+    u = torch.tensor([[[[1.0, 2.0]], [[0.0, -1.0]]]])  # (1, C=2, H=1, W=2)
+    r = torch.tensor([[[[0.0, 2.0]], [[1.0, 1.0]]]])
+    # position (0,0): (1-0)^2 + (0-1)^2 = 2; position (0,1): 0 + 4 = 4; mean over 2 positions
+    assert float(losses.hint_loss(u, r, reduction="channel")) == pytest.approx(0.5 * (2 + 4) / 2)
+    vec_u, vec_r = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[0.0, 2.0, 1.0]])
+    assert float(losses.hint_loss(vec_u, vec_r, reduction="channel")) == pytest.approx(0.5 * 5)
+
+
+@pytest.mark.parametrize("t", [1.0, 4.0])
+def test_dkd_terms_by_hand(t: float) -> None:
+    total_tckd = total_nckd = 0.0
+    for zs, zt, y in zip(S, TT, Y):
+        ps, pt = _softmax(zs, t), _softmax(zt, t)
+        total_tckd += _kl([pt[y], 1 - pt[y]], [ps[y], 1 - ps[y]])
+        # non-target distribution: softmax over the other classes only
+        others = [i for i in range(3) if i != y]
+        qs = _softmax([zs[i] for i in others], t)
+        qt = _softmax([zt[i] for i in others], t)
+        total_nckd += _kl(qt, qs)
+    tckd, nckd = losses.dkd_terms(torch.tensor(S), torch.tensor(TT), torch.tensor(Y), t)
+    assert float(tckd) == pytest.approx(t * t * total_tckd / 2, rel=1e-5)
+    assert float(nckd) == pytest.approx(t * t * total_nckd / 2, rel=1e-5)
+    # the paper's eq. 5: KD = TCKD + (1 - p_t^T) * NCKD, image by image
+    for zs, zt, y in zip(S, TT, Y):
+        one = [torch.tensor([v]) for v in (zs, zt)] + [torch.tensor([y])]
+        tc, nc = losses.dkd_terms(*one, t)
+        kd = losses.kd_soft_loss(one[0], one[1], t)
+        assert float(kd) == pytest.approx(float(tc) + (1 - _softmax(zt, t)[y]) * float(nc), rel=1e-5)
+
+
+def test_dkd_loss_weights_by_hand() -> None:
+    s, tt, y = torch.tensor(S), torch.tensor(TT), torch.tensor(Y)
+    tckd, nckd = losses.dkd_terms(s, tt, y, 4.0)
+    ce = -sum(math.log(_softmax(row)[c]) for row, c in zip(S, Y)) / 2
+    got = losses.dkd_loss(s, tt, y, 4.0, alpha=1.0, beta=8.0, warmup=0.5)
+    assert float(got) == pytest.approx(ce + 0.5 * (float(tckd) + 8.0 * float(nckd)), rel=1e-6)
+
+
+def test_lskd_by_hand() -> None:
+    tau = 2.0
+
+    def zscore(row: list[float]) -> list[float]:
+        m = sum(row) / len(row)
+        sd = math.sqrt(sum((v - m) ** 2 for v in row) / (len(row) - 1))  # unbiased, as the paper's code
+        return [(v - m) / sd for v in row]
+
+    expected = sum(_kl(_softmax(zscore(zt), tau), _softmax(zscore(zs), tau))
+                   for zs, zt in zip(S, TT)) / 2 * tau * tau
+    got = losses.lskd_soft_loss(torch.tensor(S), torch.tensor(TT), tau)
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    # invariant to shifting and scaling either network's logits (z-score), unlike plain KD
+    scaled = losses.lskd_soft_loss(3.0 * torch.tensor(S) + 7.0, 0.5 * torch.tensor(TT) - 1.0, tau)
+    assert float(scaled) == pytest.approx(expected, rel=1e-4)
+    assert float(losses.kd_soft_loss(3.0 * torch.tensor(S), torch.tensor(TT), tau)) != pytest.approx(
+        float(losses.kd_soft_loss(torch.tensor(S), torch.tensor(TT), tau)), rel=1e-2)

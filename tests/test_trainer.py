@@ -65,6 +65,9 @@ def _config(tmp_path: Path, **changes) -> TrainConfig:
     ("scratch", {}),
     ("kd", {}),
     ("fitnet", {"epochs": 2}),
+    ("dkd", {}),
+    ("lskd", {}),
+    ("fitnet-dkd", {"epochs": 2, "lr": 0.05}),
     ("mimic", {"epochs": 2, "lr": 0.05}),
     ("ban", {"generations": 2}),
     ("kd", {"augment": True}),
@@ -80,16 +83,18 @@ def test_each_method_beats_chance(method, changes, dataset, teacher, tmp_path) -
     assert TrainResult.from_dict(json.loads(json.dumps(result.to_dict()))).to_dict() == result.to_dict()
     model, info = load_student(out / "checkpoint.pt")
     assert info.method == method and info.spec == SPEC.to_dict()
-    if method == "fitnet":
+    if method.startswith("fitnet"):
         stages = [r["stage"] for r in read_jsonl(out / "metrics.jsonl")]
-        assert stages == ["hint", "kd"]
-        assert result.hint["guided_layer"] == SPEC.guided_layer
+        assert stages == ["hint", "kd" if method == "fitnet" else "dkd"]
+        # equal resolutions: the teacher's 14x14 stage end guides the student's 14x14 layer (issue 12)
+        assert list(result.hint["hint_shape"][1:]) == list(result.hint["guided_shape"][1:]) == [14, 14]
     if changes.get("augment"):  # augmented images: the teacher runs per batch, nothing cached
         assert not list((tmp_path / "cache").glob("*.npy"))
-    elif method in ("kd", "fitnet", "mimic"):
+    elif method in ("kd", "dkd", "lskd", "fitnet", "fitnet-dkd", "mimic"):
         assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
     if method == "ban":
         assert [g["generation"] for g in result.generations] == [1, 2]
+        assert [g["seed"] for g in result.generations] == [0, 1]  # each generation its own seed
         assert result.ensemble_test_acc is not None and result.ensemble_test_acc > 0.15
         assert (out / "gen2" / "checkpoint.pt").exists()
 

@@ -9,12 +9,11 @@ one named node and computes only the part of the graph that node needs. Models t
 cannot trace (data-dependent control flow) fall back to a forward hook on a *module* name;
 the hook stops the forward pass once the output is captured.
 
-Automatic choice (FitNets: hint and guided layers in the middle, since a deeper hint
-over-regularizes the student): among the model's activation nodes (ReLU-like outputs, in
-execution order) pick the middle one, index ``(n - 1) // 2``; a model without activation
-nodes uses the middle of its 4-D (feature map) nodes. A student built from a
-:class:`edgekd.search.space.StudentSpec` uses ``spec.guided_layer``. ``--hint-layer`` and
-``--guided-layer`` override either choice.
+Automatic choice: :mod:`edgekd.distill.pairing` pairs the end of a teacher stage with the
+student node of the same spatial size at a similar relative depth (the stage end nearest the
+middle of the teacher for a single pair; one pair per stage with ``stages="all"``).
+:func:`auto_layer` (the middle activation) remains what ``edgekd layers`` shows for one model
+alone. ``--hint-layer`` and ``--guided-layer`` override either choice.
 
 Regressor (:func:`make_regressor`), from the guided shape ``(C_g, N_g, N_g)`` to the hint
 shape ``(C_h, N_h, N_h)``:
@@ -23,11 +22,10 @@ shape ``(C_h, N_h, N_h)``:
 - student map larger (``N_g > N_h``): convolution with kernel ``N_g - N_h + 1`` per side,
   no padding, which outputs ``N_h`` exactly (the paper's choice; fewer parameters than a
   fully connected regressor);
-- student map smaller (``N_g < N_h``, in any side): bilinear upsampling of the student's
-  map to ``N_h`` followed by a 1x1 convolution. Chosen over pooling the teacher's hint
-  down because it keeps the hint target ``u_h`` exactly as the teacher computes it (the
-  loss stays eq. 3 of the paper) while the regressor stays a 1x1 conv (parameter-free
-  upsampling);
+- student map smaller (``N_g < N_h``, in any side): the teacher's hint is average-pooled
+  down to ``N_g`` (:meth:`HintRegressor.target`) and a 1x1 convolution maps ``C_g -> C_h``.
+  The student map is never upsampled: that asked the student for spatial detail it cannot
+  represent at its resolution (issue 12);
 - vectors (``(D_g,) -> (D_h,)``): a linear layer; a feature map guiding a vector hint is
   global-average-pooled first. A vector guiding a feature map is refused.
 """
@@ -45,7 +43,7 @@ import torch.nn.functional as F
 from edgekd.core.errors import EdgekdError
 
 __all__ = ["LayerInfo", "HintPair", "FeatureTap", "list_layers", "auto_layer", "pair_layers",
-           "HintRegressor", "make_regressor"]
+           "hint_pairs", "HintRegressor", "make_regressor"]
 
 _ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
@@ -199,11 +197,25 @@ def _resolve(model: nn.Module, layers: list[LayerInfo], name: str, role: str) ->
 def pair_layers(teacher: nn.Module, student: nn.Module, input_shape: tuple[int, ...], *,
                 hint_layer: str | None = None, guided_layer: str | None = None,
                 spec: Any = None) -> HintPair:
-    """Choose (or check) the teacher's hint layer and the student's guided layer.
+    """The single (hint, guided) pair: explicit names win, else the resolution-aware rule of
+    :mod:`edgekd.distill.pairing` (``spec`` is accepted for callers that pass it; its middle
+    block is no longer the automatic choice since it may sit at another resolution)."""
+    return hint_pairs(teacher, student, input_shape, hint_layer=hint_layer,
+                      guided_layer=guided_layer)[0]
 
-    Explicit names win; else the student's ``spec.guided_layer`` (if a spec is given);
-    else the middle activation of each model (:func:`auto_layer`).
+
+def hint_pairs(teacher: nn.Module, student: nn.Module, input_shape: tuple[int, ...], *,
+               hint_layer: str | None = None, guided_layer: str | None = None,
+               stages: str = "one") -> list[HintPair]:
+    """(hint, guided) pairs: one (``stages="one"``) or one per teacher stage (``"all"``).
+
+    An explicit ``hint_layer`` and/or ``guided_layer`` gives exactly one pair; a missing side
+    is chosen by the same rule among the nodes compatible with the given one.
     """
+    from edgekd.distill import pairing
+
+    if stages not in ("one", "all"):
+        raise EdgekdError(f"unknown hint stages {stages!r}: use one or all")
     t_layers = list_layers(teacher, input_shape)
     s_layers = list_layers(student, input_shape)
     for layers, who in ((t_layers, "teacher"), (s_layers, "student")):
@@ -211,14 +223,39 @@ def pair_layers(teacher: nn.Module, student: nn.Module, input_shape: tuple[int, 
             raise EdgekdError(f"the {who} has no tappable layers (TorchScript and torch.export models "
                               "hide them): use --method kd or mimic, or give the model as a state_dict "
                               "with --arch to train with hints")
-    hint = _resolve(teacher, t_layers, hint_layer or auto_layer(t_layers), "hint")
-    guided_name = guided_layer or getattr(spec, "guided_layer", None) or auto_layer(s_layers)
-    guided = _resolve(student, s_layers, guided_name, "guided")
-    for layer, role in ((hint, "hint"), (guided, "guided")):
-        if layer.shape is None or len(layer.shape) not in (1, 3):
-            raise EdgekdError(f"{role} layer '{layer.name}' outputs {layer.shape}, not a feature map "
-                              "or a vector: choose another with --hint-layer/--guided-layer")
-    return HintPair(hint.name, guided.name, tuple(hint.shape), tuple(guided.shape))
+    if hint_layer is None and guided_layer is None and stages == "all":
+        chosen = pairing.stage_pairs(t_layers, s_layers)
+        if not chosen:
+            chosen = [_auto_pair(t_layers, s_layers)]
+    elif hint_layer is None and guided_layer is None:
+        chosen = [_auto_pair(t_layers, s_layers)]
+    else:
+        hint = _resolve(teacher, t_layers, hint_layer, "hint") if hint_layer else None
+        guided = _resolve(student, s_layers, guided_layer, "guided") if guided_layer else None
+        if hint is None:
+            pick = pairing.best_pair(t_layers, [guided])
+            hint = pick[0] if pick else _resolve(teacher, t_layers, auto_layer(t_layers), "hint")
+        if guided is None:
+            pick = pairing.best_pair([hint], s_layers)
+            guided = pick[1] if pick else _resolve(student, s_layers, auto_layer(s_layers), "guided")
+        chosen = [(hint, guided)]
+    for hint, guided in chosen:
+        for layer, role in ((hint, "hint"), (guided, "guided")):
+            if layer.shape is None or len(layer.shape) not in (1, 3):
+                raise EdgekdError(f"{role} layer '{layer.name}' outputs {layer.shape}, not a feature map "
+                                  "or a vector: choose another with --hint-layer/--guided-layer")
+    return [HintPair(h.name, g.name, tuple(h.shape), tuple(g.shape)) for h, g in chosen]
+
+
+def _auto_pair(t_layers: list[LayerInfo], s_layers: list[LayerInfo]) -> tuple[LayerInfo, LayerInfo]:
+    from edgekd.distill import pairing
+
+    pick = pairing.best_pair(t_layers, s_layers)
+    if pick is not None:
+        return pick
+    # no feature maps on one side: the middle node of each (vectors are regressed linearly)
+    t_name, s_name = auto_layer(t_layers), auto_layer(s_layers)
+    return (next(l for l in t_layers if l.name == t_name), next(l for l in s_layers if l.name == s_name))
 
 
 class FeatureTap(nn.Module):
@@ -271,13 +308,15 @@ class HintRegressor(nn.Module):
     """``r(v_g)``: maps the student's guided output onto the teacher's hint shape.
 
     ``kind`` is one of ``"conv1x1"``, ``"conv"`` (kernel ``N_g - N_h + 1``),
-    ``"upsample+conv1x1"``, ``"linear"``, ``"pool+linear"`` (see the module docstring).
+    ``"conv1x1+pooled-hint"``, ``"linear"``, ``"pool+linear"`` (see the module docstring).
+    The loss compares ``regressor(v)`` with ``regressor.target(u)``, which pools the hint
+    down when the student map is smaller (and is ``u`` itself otherwise).
     """
 
     def __init__(self, guided_shape: tuple[int, ...], hint_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.guided_shape, self.hint_shape = tuple(guided_shape), tuple(hint_shape)
-        self.upsample_to: tuple[int, int] | None = None
+        self.pool_hint_to: tuple[int, int] | None = None
         self.pool = False
         if len(hint_shape) == 3 and len(guided_shape) == 3:
             (cg, hg, wg), (ch, hh, wh) = guided_shape, hint_shape
@@ -286,8 +325,10 @@ class HintRegressor(nn.Module):
             elif hg >= hh and wg >= wh:
                 self.kind, self.map = "conv", nn.Conv2d(cg, ch, (hg - hh + 1, wg - wh + 1))
             else:
-                self.kind, self.map = "upsample+conv1x1", nn.Conv2d(cg, ch, 1)
-                self.upsample_to = (hh, wh)
+                self.kind, self.map = "conv1x1+pooled-hint", nn.Conv2d(cg, ch, 1)
+                self.pool_hint_to = (min(hg, hh), min(wg, wh))
+                if (hg, wg) != self.pool_hint_to:  # student larger on one side: crop it by conv
+                    self.map = nn.Conv2d(cg, ch, (hg - self.pool_hint_to[0] + 1, wg - self.pool_hint_to[1] + 1))
         elif len(hint_shape) == 1 and len(guided_shape) == 1:
             self.kind, self.map = "linear", nn.Linear(guided_shape[0], hint_shape[0])
         elif len(hint_shape) == 1 and len(guided_shape) == 3:
@@ -297,9 +338,21 @@ class HintRegressor(nn.Module):
                               f"shape {hint_shape}: guide a feature map with a feature map "
                               "(--guided-layer/--hint-layer)")
 
+    @property
+    def target_shape(self) -> tuple[int, ...]:
+        """The shape the loss compares: the hint's, pooled down when the student is smaller."""
+        if self.pool_hint_to is None:
+            return self.hint_shape
+        return (self.hint_shape[0], *self.pool_hint_to)
+
+    def target(self, u: torch.Tensor) -> torch.Tensor:
+        """The teacher hint as the loss sees it: ``u``, average-pooled to the student's size
+        when the student map is smaller (adaptive average pooling, never upsampling)."""
+        if self.pool_hint_to is None:
+            return u
+        return F.adaptive_avg_pool2d(u, self.pool_hint_to)
+
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        if self.upsample_to is not None:
-            v = F.interpolate(v, size=self.upsample_to, mode="bilinear", align_corners=False)
         if self.pool:
             v = v.mean(dim=(2, 3))
         return self.map(v)

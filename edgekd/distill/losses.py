@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cross_entropy", "kd_soft_loss", "kd_terms", "kd_loss", "hint_loss", "logit_mimic_loss",
-           "combine_teacher_logits"]
+__all__ = ["cross_entropy", "kd_soft_loss", "kd_terms", "kd_loss", "dkd_terms", "dkd_loss",
+           "standardize_logits", "lskd_soft_loss", "hint_loss", "logit_mimic_loss", "combine_teacher_logits"]
 
 
 def cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -60,16 +60,101 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     return kd_terms(student_logits, teacher_logits, labels, temperature, alpha, soft_weight)[0]
 
 
+def dkd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+              temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two parts of Decoupled KD (Zhao et al., CVPR 2022, "Decoupled Knowledge
+    Distillation"), each averaged over the batch and multiplied by ``T^2``.
+
+    With ``p = softmax(z/T)`` and ``t`` the target class of each image:
+
+    - TCKD (target-class KD), a binary KL between "target" and "all others":
+      ``b = [p_t, 1 - p_t]``, ``TCKD = KL(b^T || b^S)``;
+    - NCKD (non-target-class KD), the KL between the distributions among the non-target
+      classes only: ``p_hat_i = softmax_{i != t}(z_i/T)``, ``NCKD = KL(p_hat^T || p_hat^S)``.
+
+    Classical KD is ``KL(p^T||p^S) = TCKD + (1 - p_t^T) * NCKD`` (the paper's eq. 5), which
+    ties NCKD's weight to the teacher's confidence; DKD frees it (:func:`dkd_loss`).
+    Returns ``(T^2 * TCKD, T^2 * NCKD)``.
+    """
+    t = float(temperature)
+    mask = F.one_hot(labels, student_logits.shape[1]).to(torch.bool)
+
+    def binary_log_probs(z: torch.Tensor) -> torch.Tensor:
+        log_p = F.log_softmax(z / t, dim=1)
+        log_target = log_p.masked_select(mask)
+        # log(1 - p_t) = logsumexp over the non-target log-probabilities (stable)
+        log_other = torch.logsumexp(log_p.masked_fill(mask, float("-inf")), dim=1)
+        return torch.stack([log_target, log_other], dim=1)
+
+    tckd = F.kl_div(binary_log_probs(student_logits), binary_log_probs(teacher_logits),
+                    reduction="batchmean", log_target=True)
+
+    def non_target_log_probs(z: torch.Tensor) -> torch.Tensor:
+        # the target class gets probability 0 (its log-prob is -inf and is excluded below)
+        return F.log_softmax((z / t).masked_fill(mask, float("-inf")), dim=1)
+
+    ls, lt = non_target_log_probs(student_logits), non_target_log_probs(teacher_logits)
+    keep = ~mask
+    per_class = torch.where(keep, lt.exp() * (lt - ls), torch.zeros_like(lt))
+    nckd = per_class.sum(dim=1).mean()
+    return tckd * (t * t), nckd * (t * t)
+
+
+def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+             temperature: float, alpha: float, beta: float, warmup: float = 1.0) -> torch.Tensor:
+    """Decoupled KD (Zhao et al. 2022): ``CE(y, p_s) + w * T^2 * (alpha*TCKD + beta*NCKD)``.
+
+    ``alpha``, ``beta``: the paper's weights (its CIFAR-100 setting: ``alpha=1, beta=8, T=4``);
+    ``w`` (``warmup``, in [0, 1]) is the paper's linear warm-up factor of the distillation
+    term (``min(epoch / 20, 1)`` over its 240 epochs; the trainer scales it to the run).
+    TCKD and NCKD are defined in :func:`dkd_terms`.
+    """
+    tckd, nckd = dkd_terms(student_logits, teacher_logits, labels, temperature)
+    return cross_entropy(student_logits, labels) + float(warmup) * (alpha * tckd + beta * nckd)
+
+
+def standardize_logits(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Z-score of each logit vector (Sun et al., CVPR 2024, "Logit Standardization in
+    Knowledge Distillation"): ``Z(z) = (z - mean(z)) / (std(z) + eps)`` over the classes,
+    with the unbiased standard deviation (``n - 1``), as in the authors' code."""
+    mean = logits.mean(dim=1, keepdim=True)
+    std = logits.std(dim=1, keepdim=True)
+    return (logits - mean) / (std + eps)
+
+
+def lskd_soft_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                   temperature: float) -> torch.Tensor:
+    """KD on standardised logits (Sun et al. 2024): ``tau^2 * KL(softmax(Z(z_t)/tau) ||
+    softmax(Z(z_s)/tau))``, averaged over the batch.
+
+    The temperature rule of the paper: teacher and student need not share one temperature;
+    each image's effective temperature is ``tau * std(z)`` of its own logits, so the student
+    matches the teacher's *relations* between logits, not their range. ``tau`` is the base
+    temperature (the authors use 2 where vanilla KD uses 4). The soft targets are invariant
+    to shifting and scaling either network's logits.
+    """
+    return kd_soft_loss(standardize_logits(student_logits), standardize_logits(teacher_logits),
+                        temperature)
+
+
 def hint_loss(teacher_hint: torch.Tensor, regressed_guided: torch.Tensor,
               reduction: str = "sum") -> torch.Tensor:
     """FitNets hint loss (Romero et al. 2015, eq. 3): ``1/2 * ||u_h(x) - r(v_g(x))||^2``.
 
     ``u_h`` is the teacher's hint-layer output, ``r(v_g)`` the regressor applied to the
-    student's guided-layer output. ``reduction="sum"`` is the paper's per-example loss: the
-    squared L2 norm summed over the feature dimensions, then averaged over the batch.
-    ``reduction="mean"`` also divides by the number of hint elements ``D = C_h*H_h*W_h``
-    (same minimiser, gradients ``D`` times smaller): the trainer uses it so that one
-    learning rate is stable for both FitNets stages, whatever the hint layer's size.
+    student's guided-layer output. Three scales of the same minimiser:
+
+    - ``"sum"``: the paper's per-example loss, the squared L2 norm summed over all
+      ``D = C*H*W`` feature elements, averaged over the batch;
+    - ``"channel"``: summed over channels, averaged over spatial positions (and the batch):
+      ``1/(H W) * sum_{h,w} 1/2 ||u[:, h, w] - r(v)[:, h, w]||^2``. This is what the hint
+      stage uses: each position's term is the paper's loss of a ``C``-vector, and the scale
+      does not depend on the map size (``"sum"`` grows with ``H*W``) while it does not shrink
+      by ``C`` (``"mean"`` divided the gradient by ``C*H*W``, which left the regressor under-fit
+      at R^2 ~ 0.3 with the KD learning rate, issue 12);
+    - ``"mean"``: divided by ``D`` (per element).
+
+    A vector hint ``(B, D)`` has ``H = W = 1``: ``"channel"`` equals ``"sum"``.
     """
     if teacher_hint.shape != regressed_guided.shape:
         raise ValueError(f"hint shape {tuple(teacher_hint.shape)} != regressor output "
@@ -78,8 +163,11 @@ def hint_loss(teacher_hint: torch.Tensor, regressed_guided: torch.Tensor,
     per_example = 0.5 * diff.pow(2).sum(dim=1)
     if reduction == "mean":
         per_example = per_example / diff.shape[1]
+    elif reduction == "channel":
+        positions = teacher_hint[0, 0].numel() if teacher_hint.dim() > 2 else 1
+        per_example = per_example / positions
     elif reduction != "sum":
-        raise ValueError(f"unknown reduction {reduction!r}: use 'sum' or 'mean'")
+        raise ValueError(f"unknown reduction {reduction!r}: use 'sum', 'channel' or 'mean'")
     return per_example.mean()
 
 

@@ -256,6 +256,17 @@ register_method(Method(
     stages=(Stage("hint", lazy_loss(_OBJECTIVES, "HintLoss"), kind="hint", epochs=_hint_epochs),
             Stage("kd", lazy_loss(_OBJECTIVES, "KDLoss", anneal=True), teacher=True))))
 register_method(Method(
+    "dkd", "decoupled KD (Zhao et al. 2022: CE + alpha*TCKD + beta*NCKD)",
+    stages=(Stage("dkd", lazy_loss(_OBJECTIVES, "DKDLoss"), teacher=True),)))
+register_method(Method(
+    "lskd", "KD on z-scored logits (Sun et al. 2024)",
+    stages=(Stage("lskd", lazy_loss(_OBJECTIVES, "LSKDLoss"), teacher=True),)))
+for _second in ("dkd", "lskd"):  # FitNets' hint stage, then a modern logit method as stage 2
+    register_method(Method(
+        f"fitnet-{_second}", f"hint stage then {_second.upper()}", validate=_check_fitnet,
+        stages=(Stage("hint", lazy_loss(_OBJECTIVES, "HintLoss"), kind="hint", epochs=_hint_epochs),
+                Stage(_second, lazy_loss(_OBJECTIVES, f"{_second.upper()}Loss"), teacher=True))))
+register_method(Method(
     "mimic", "logit L2 (Ba & Caruana)", validate=_check_mimic,
     stages=(Stage("mimic", lazy_loss(_OBJECTIVES, "MimicLoss"), teacher=True),)))
 register_method(Method(

@@ -14,7 +14,7 @@ from edgekd.distill.methods import Batch, LossOut, StudentOut, TeacherOut
 if TYPE_CHECKING:
     from edgekd.distill.trainer import TrainConfig
 
-__all__ = ["CrossEntropyLoss", "KDLoss", "MimicLoss", "HintLoss"]
+__all__ = ["CrossEntropyLoss", "KDLoss", "DKDLoss", "LSKDLoss", "MimicLoss", "HintLoss"]
 
 
 class CrossEntropyLoss:
@@ -45,6 +45,40 @@ class KDLoss:
         loss, ce, soft = losses.kd_terms(student_out.logits, teacher_out.logits, batch.y,
                                          self.temperature, self.alpha, soft_weight=lam)
         return LossOut(loss, {"ce": float(ce.detach()), "kd": float(soft.detach()), "lambda": lam})
+
+
+class DKDLoss:
+    """Decoupled KD (Zhao et al., CVPR 2022), :func:`edgekd.distill.losses.dkd_loss`:
+    ``CE + w * T^2 * (alpha*TCKD + beta*NCKD)``, ``w`` rising linearly from 0 to 1 over the first
+    ``config.dkd_warmup`` of the stage (the paper: 20 of 240 epochs); ``alpha = config.dkd_alpha``
+    (1), ``beta = config.dkd_beta`` (8, the paper's CIFAR setting), ``T = config.temperature``."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.temperature, self.warmup = config.temperature, config.dkd_warmup
+        self.alpha, self.beta = config.dkd_alpha, config.dkd_beta
+
+    def forward(self, student_out: StudentOut, teacher_out: TeacherOut, batch: Batch) -> LossOut:
+        warm = 1.0 if self.warmup <= 0 else min(1.0, batch.progress / self.warmup)
+        ce = losses.cross_entropy(student_out.logits, batch.y)
+        tckd, nckd = losses.dkd_terms(student_out.logits, teacher_out.logits, batch.y, self.temperature)
+        loss = ce + warm * (self.alpha * tckd + self.beta * nckd)
+        return LossOut(loss, {"ce": float(ce.detach()), "tckd": float(tckd.detach()),
+                              "nckd": float(nckd.detach()), "warmup": warm})
+
+
+class LSKDLoss:
+    """KD on z-scored logits (Sun et al., CVPR 2024), :func:`edgekd.distill.losses.lskd_soft_loss`:
+    ``a*CE + (1-a)*tau^2*KL(softmax(Z(z_t)/tau) || softmax(Z(z_s)/tau))`` with the base temperature
+    ``tau = config.ls_temperature`` (2, the authors' choice where vanilla KD uses 4)."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.temperature, self.alpha = config.ls_temperature, config.alpha
+
+    def forward(self, student_out: StudentOut, teacher_out: TeacherOut, batch: Batch) -> LossOut:
+        ce = losses.cross_entropy(student_out.logits, batch.y)
+        soft = losses.lskd_soft_loss(student_out.logits, teacher_out.logits, self.temperature)
+        loss = self.alpha * ce + (1.0 - self.alpha) * soft
+        return LossOut(loss, {"ce": float(ce.detach()), "lskd": float(soft.detach())})
 
 
 class MimicLoss:

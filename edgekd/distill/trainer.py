@@ -120,6 +120,12 @@ class TrainConfig:
     lambda_start: float = 4.0
     lambda_end: float = 1.0
     augment: bool = False
+    dkd_alpha: float = 1.0
+    dkd_beta: float = 8.0
+    dkd_warmup: float = 0.1
+    ls_temperature: float = 2.0
+    #: added to ``seed`` for initialisation and data order only (born-again generations)
+    seed_offset: int = 0
     cache_dir: str | None = None
     use_cache: bool = True
 
@@ -409,7 +415,7 @@ class _Trainer:
         self.device = _resolve_device(config.device)
         self.cuda = self.device.type == "cuda"
         self.spec = student if hasattr(student, "to_dict") and hasattr(student, "stages") else None
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.seed + config.seed_offset)
         if self.spec is not None:
             from edgekd.search.space import build
 
@@ -526,7 +532,7 @@ class _Trainer:
         return self._finish(epoch, seconds)
 
     def _batches(self, epoch: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-        gen = _epoch_generator(self.config.seed, epoch)
+        gen = _epoch_generator(self.config.seed + self.config.seed_offset, epoch)
         order = torch.randperm(len(self.data.y_train), generator=gen)
         for b in range(self.steps):
             idx = order[b * self.batch:(b + 1) * self.batch]
@@ -555,7 +561,7 @@ class _Trainer:
             with torch.no_grad():
                 u = self.teacher_tap(x).float()
             v = self.student_tap(x)
-            out = self.losses[stage].forward(StudentOut(hint=self.regressor(v).float()), TeacherOut(hint=u), batch)
+            out = self.losses[stage].forward(StudentOut(hint=self.regressor(v).float()), TeacherOut(hint=self.regressor.target(u)), batch)
             return out.loss, out.parts, None
         logits = self.model(x).float()
         if spec.teacher and t is None:
@@ -759,14 +765,16 @@ def train_ban(student: Any, teachers: list[nn.Module], dataset: Any, config: Tra
     seconds = 0.0
     for g in range(1, config.generations + 1):
         method = "kd" if current else "scratch"
-        gen_cfg = replace(config, method=method)
+        # each generation its own seed (init and data order); the validation split stays seed's
+        gen_cfg = replace(config, method=method, seed_offset=config.seed_offset + g - 1)
         say(progress, f"born-again generation {g}/{config.generations} ({method})")
         result = train_student(student, current, dataset, gen_cfg, out_dir / f"gen{g}",
                                teacher_fps=fps, progress=progress)
         model = result.model.to("cpu").eval()
         models.append(model)
         seconds += result.seconds
-        gens.append({"generation": g, "method": method, "val_acc": result.val_acc,
+        gens.append({"generation": g, "method": method, "seed": config.seed + gen_cfg.seed_offset,
+                     "val_acc": result.val_acc,
                      "test_acc": result.test_acc, "epochs_done": result.epochs_done,
                      "checkpoint": str(result.checkpoint)})
         current, fps = [model], [sha256_file(result.checkpoint)]
