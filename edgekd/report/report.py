@@ -199,14 +199,14 @@ def _size_mb(onnx: Path, params: int | None) -> float | None:
 
 def pareto_front(points: Iterable[tuple[str, float | None, float]]) -> list[str]:
     """Names of the points not dominated by another (lower-or-equal latency and
-    higher-or-equal accuracy, one strictly). Points without a latency are left out."""
+    higher-or-equal accuracy, one strictly). Points without a latency are left out. The
+    dominance test is the search's (:func:`edgekd.search.search.pareto_mask`), the one
+    implementation of a Pareto front."""
+    from edgekd.search.search import pareto_mask
+
     valid = [(name, ms, acc) for name, ms, acc in points if ms is not None]
-    front = []
-    for name, ms, acc in valid:
-        dominated = any((m <= ms and a >= acc) and (m < ms or a > acc) for _, m, a in valid)
-        if not dominated:
-            front.append(name)
-    return front
+    keep = pareto_mask([(ms, acc) for _, ms, acc in valid], ("min", "max"))
+    return [name for (name, _, _), kept in zip(valid, keep) if kept]
 
 
 def deterministic_view(summary: dict) -> Any:
