@@ -108,14 +108,16 @@ def test_methods_without_a_teacher_are_refused_and_unknown_names_listed(toy_meth
     with pytest.raises(EdgekdError, match="method 'toy-soft' needs a teacher"):
         train_student(SPEC, [], load_dataset(None), TrainConfig(method="toy-soft"), tmp_path,
                       progress=False)
-    with pytest.raises(EdgekdError, match="unknown method 'nope': use one of scratch, kd, fitnet, mimic, ban, toy-soft"):
+    with pytest.raises(EdgekdError, match="unknown method 'nope': use one of scratch, kd, ") as error:
         get_method("nope")
+    assert str(error.value).endswith(", ".join(method_names()))  # every registered name, toy-soft last
+    assert str(error.value).endswith("ban, toy-soft")
     with pytest.raises(ValueError, match="already registered"):
         register_method(toy_method)
 
 
 def test_builtins_and_what_compress_can_search_with() -> None:
-    assert method_names()[:5] == ["scratch", "kd", "fitnet", "mimic", "ban"]
+    assert {"scratch", "kd", "fitnet", "mimic", "ban"} <= set(method_names())
     assert "ban" not in method_names(compress=True)
     fitnet = get_method("fitnet")
     assert [s.name for s in fitnet.stages] == ["hint", "kd"] and fitnet.has_hint_stage
