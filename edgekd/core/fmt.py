@@ -14,7 +14,7 @@ Rules, so one figure reads the same wherever it is printed:
 * sizes: MB = 10^6 bytes, 3 decimals (``0.051 MB``);
 * counts (MACs, parameters): K/M/G with one decimal (:func:`edgekd.core.units.format_count`);
 * stored floats (summary.json): :func:`clean` rounds away float32 noise
-  (0.39899998903274536 -> 0.399).
+  (0.39899998903274536 -> 0.399), to 7 significant digits.
 """
 
 from __future__ import annotations
@@ -78,11 +78,12 @@ def count(value: int | None) -> str:
     return MISSING if value is None else format_count(int(value))
 
 
-def clean(value: Any, digits: int = 6) -> Any:
-    """``value`` with every float (in dicts and lists too) rounded to ``digits`` decimals,
-    so JSON written from float32 results carries no noise digits."""
+def clean(value: Any, digits: int = 7) -> Any:
+    """``value`` with every float (in dicts and lists too) rounded to ``digits`` significant
+    digits: float32 carries about 7, so JSON written from float32 results loses its noise
+    (0.39899998903274536 -> 0.399) and small values (latencies of 0.02 ms) keep their precision."""
     if isinstance(value, float):
-        return round(value, digits) if math.isfinite(value) else value
+        return significant(value, digits)
     if isinstance(value, dict):
         return {k: clean(v, digits) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
