@@ -131,6 +131,6 @@ register_backend(Backend(
     timing="perf_counter around ONNX Runtime's synchronous run", profile=_profile_ort))
 register_backend(Backend(
     "trt", "TensorRT", open=_open_trt, suffixes=(".engine", ".plan", ".trt"),
-    needs="TensorRT 10 (JetPack 6) and cuda-python (`pip install cuda-python`)",
+    needs="TensorRT 8.5-11.x with the CUDA runtime (a Jetson's system python3 has both)",
     timing="perf_counter around execute_async_v3 + cudaStreamSynchronize",
     profile=_profile_trt, build=_build_trt, gpu=True))

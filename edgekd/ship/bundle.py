@@ -6,6 +6,8 @@ bundle/
                     so the device's Measurement JSON maps back onto the run's report)
   teacher.onnx      the teacher, when given (device speed-up baseline)
   *.int8.onnx       explicit Q/DQ INT8 copies, when the profile's precision is int8
+  *.fp16.onnx       FP16 copies (float32 I/O), for fp16 TensorRT profiles: TensorRT 11 builds these;
+                    each is checked against the FP32 ONNX with ONNX Runtime first (ship/fp16.py)
   deploy/           a copy of the torch-free deploy kit (python -m deploy ...)
   profile.toml      the target profile (with the run's budget)
   calib.npz         x: uint8 train images for INT8 calibration; mean, std
@@ -29,6 +31,7 @@ import numpy as np
 from deploy import onnxmeta
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from edgekd.ship.bundle_readme import ReadmeInputs, build_commands, render_readme, run_commands
 
 CALIB_SAMPLES = 512
 VAL_SAMPLES = 1000
@@ -72,66 +75,31 @@ def bundle_batch(exported: dict, budget_batch: int) -> int:
 
 
 def _commands(profile: Any, batch: int, has_teacher: bool, int8: bool) -> str:
-    """The device commands, from the profile's entry in the deploy kit's backend table: its
-    build step (if any) per model, then bench, check and profile on the file it runs."""
-    from deploy.backends import get_backend
-
-    runtime = profile.runtime
-    backend = get_backend(runtime.backend)
-    lines: list[str] = []
-    models = ["model"] + (["teacher"] if has_teacher else [])
-    suffix = backend.suffixes[0]
-    if backend.build is not None:
-        for name in models:
-            source = f"{name}.int8.onnx" if int8 else f"{name}.onnx"
-            lines.append(backend.build(source, f"{name}{suffix}" if int8 else None, runtime.precision,
-                                       runtime.workspace_mb))
-    run_models = [f"{name}{suffix}" for name in models]
-    for name, model in zip(models, run_models):
-        lines.append(f"python3 -m deploy bench {model} --batch {batch} --warmup 50 --iters 500 "
-                     f"--out measurement-{name}.json")
-    lines.append(f"python3 -m deploy check {run_models[0]} --data val.npz")
-    lines.append(f"python3 -m deploy profile {run_models[0]} --batch {batch} --out profile-model.json")
-    return "\n".join(lines)
+    """The device commands (TensorRT <= 10.x build route), from the deploy kit's backend table:
+    the build step per model (if any), then bench, check and profile (see bundle_readme)."""
+    info = ReadmeInputs(batch=batch, model_sha="", has_teacher=has_teacher, input_shape=(),
+                        dynamic=False, int8=int8)
+    return "\n".join(build_commands(profile, info) + run_commands(profile, info))
 
 
-def _readme(profile: Any, batch: int, model_sha: str, has_teacher: bool, int8: bool,
-            run_dir: Path | None) -> str:
-    from deploy.backends import get_backend
+def _add_int8(out: Path, calib: np.ndarray, norm_pair: tuple[list[float], list[float]]) -> None:
+    """Explicit Q/DQ copies made here, so the device needs only TensorRT."""
+    from deploy.errors import DeployError
+    from deploy.quantize import quantize_qdq
 
-    needs = get_backend(profile.runtime.backend).needs
-    run = str(run_dir) if run_dir else "runs/NAME"
-    return f"""# edgekd device bundle — {profile.name}
+    for name in ("model", "teacher"):
+        if (out / f"{name}.onnx").is_file():
+            try:
+                quantize_qdq(out / f"{name}.onnx", calib, out / f"{name}.int8.onnx",
+                             normalization=norm_pair)
+            except DeployError as error:
+                raise EdgekdError(str(error)) from None
 
-{profile.description}
 
-Everything here runs with Python 3, numpy and {needs}; no torch, no edgekd.
-`model.onnx` has sha256 `{model_sha}`; the Measurement JSON carries it, which is how the
-host matches device numbers to the run.
-
-## On the device
-
-```
-cd bundle
-{_commands(profile, batch, has_teacher, int8)}
-```
-
-`build` writes `model.engine` and `model.engine.json` (TensorRT version, GPU, precision); an
-engine only runs with the TensorRT version that built it, so build on the device itself.
-`check` prints the accuracy on `val.npz` and the top-1 agreement with the host's ONNX outputs
-stored in it. Every command prints `error: ...` and exits 2 on bad input.
-{"INT8 uses the `*.int8.onnx` files: explicit Q/DQ scales calibrated on the host from calib.npz (TensorRT 10 deprecates implicit calibration)." if int8 else "INT8 (optional): `python3 -m deploy build model.onnx --int8 --calib calib.npz` (needs `pip install onnx onnxruntime` on the device to quantize)."}
-
-## Bring the numbers back
-
-```
-scp DEVICE:bundle/measurement-*.json .
-edgekd report {run} --measurements measurement-model.json{" --measurements measurement-teacher.json" if has_teacher else ""}
-```
-
-No GPU or TensorRT on the host is needed for this; the report marks these figures as
-measured on the target.
-"""
+def _check_line(check: dict) -> str:
+    return (f"{check['precision']} ONNX vs fp32 ONNX on {check['samples']} validation images: "
+            f"accuracy {100 * check['accuracy']:.2f}% vs {100 * check['fp32_accuracy']:.2f}%, "
+            f"top-1 agreement {100 * check['top1_agreement']:.2f}%")
 
 
 def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dataset: Any,
@@ -178,26 +146,30 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dat
         classes=np.asarray([str(c) for c in dataset.classes]), **stats))
 
     int8 = profile.runtime.precision == "int8"
-    if int8:  # explicit Q/DQ made here, so the device needs only TensorRT
-        from deploy.errors import DeployError
-        from deploy.quantize import quantize_qdq
+    checks: list[dict] = []
+    if int8:
+        _add_int8(out, calib, norm_pair)
+    if profile.runtime.backend == "trt" and profile.runtime.precision == "fp16":
+        from edgekd.ship.fp16 import make_checked_fp16
 
-        for name in ("model", "teacher"):
-            if (out / f"{name}.onnx").is_file():
-                try:
-                    quantize_qdq(out / f"{name}.onnx", calib, out / f"{name}.int8.onnx",
-                                 normalization=norm_pair)
-                except DeployError as error:
-                    raise EdgekdError(str(error)) from None
+        checks.append(make_checked_fp16(out / "model.onnx", out / "model.fp16.onnx",
+                                        x_float, y_val, logits).to_dict())
+        if (out / "teacher.onnx").is_file():
+            make_checked_fp16(out / "teacher.onnx", out / "teacher.fp16.onnx", x_float,
+                              y_val, onnx_logits(out / "teacher.onnx", x_float),
+                              max_drop=1.0)  # the teacher is only a speed baseline
     model_sha = sha256_file(out / "model.onnx")
-    atomic_write_text(out / "README.md", _readme(profile, batch, model_sha,
-                                                 (out / "teacher.onnx").exists(), int8,
-                                                 Path(run_dir) if run_dir else None))
+    info = ReadmeInputs(batch=batch, model_sha=model_sha, has_teacher=(out / "teacher.onnx").exists(),
+                        input_shape=tuple(dataset.input_shape),
+                        dynamic=not onnxmeta.batch_of(metadata).get("static"),
+                        run_dir=Path(run_dir) if run_dir else None, int8=int8,
+                        checks=tuple(_check_line(c) for c in checks))
+    atomic_write_text(out / "README.md", render_readme(profile, info))
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"
                    and "__pycache__" not in p.parts)
     atomic_write_json(out / "manifest.json", {
         "format": "edgekd.bundle/1", "profile": profile.name, "batch": batch,
-        "model_sha256": model_sha, "model_id": metadata.get(onnxmeta.ID),
+        "model_sha256": model_sha, "model_id": metadata.get(onnxmeta.ID), "host_checks": checks,
         "normalization": {"mean": norm_pair[0], "std": norm_pair[1]},
         "files": {str(p.relative_to(out)): sha256_file(p) for p in files},
     })
