@@ -105,9 +105,9 @@ def check_precision(version: str, path: str, options: BuildOptions, metadata: di
     if strongly_typed(path) and options.fp16 and not fp16_onnx:
         raise DeployError(f"TensorRT {version} has no FP16 builder flag (it builds strongly typed "
                           "networks only, precision comes from the ONNX): --fp16 needs an FP16 ONNX "
-                          "made on the host (FP32 inputs and outputs), which edgekd does not make "
-                          "yet: build without --fp16 (fp32), or use TensorRT 10 (JetPack 6.1/6.2) "
-                          "for --fp16")
+                          "made on the host (FP32 inputs and outputs, metadata edgekd.precision=fp16): "
+                          "build the bundle's model.fp16.onnx (edgekd export --bundle with an fp16 "
+                          "profile makes it), or build without --fp16 (fp32)")
     if options.dla_core is not None and options.int8 and not strongly_typed(path):
         raise DeployError(f"--dla with --int8 on TensorRT {version}: its DLA runs INT8 only with "
                           "calibration scales (implicit quantization), not the Q/DQ models this kit "

@@ -152,6 +152,13 @@ TensorRT 8.5 to 10.x:
     return "\n".join(parts)
 
 
+def _int8_note(profile: Any) -> str:
+    if profile.runtime.backend != "trt" or profile.runtime.precision == "int8":
+        return ""
+    return ("INT8 (optional; needs `onnx` and `onnxruntime` on the device to quantize): "
+            "`python3 -m deploy build model.onnx --int8 --calib calib.npz --out model.int8.engine`.\n")
+
+
 def render_readme(profile: Any, info: ReadmeInputs) -> str:
     """The whole README.md of a bundle for ``profile``."""
     trt = profile.runtime.backend == "trt"
@@ -175,16 +182,15 @@ host matches device numbers to the run. Every command prints `error: ...` and ex
 
 `check` prints the accuracy on `val.npz` and the top-1 agreement with the host's ONNX outputs
 stored in it.
-
+{_int8_note(profile)}
 ## Send back
 
 {_block(["scp DEVICE:bundle/measurement-*.json DEVICE:bundle/check-model.json "
          "DEVICE:bundle/profile-model.json DEVICE:bundle/*.engine.json .",
          f"edgekd report {run} {measured}"])}
 
-`edgekd report` checks that each file's device, backend, precision and batch match the run's
-profile ({profile.name}, {profile.runtime.backend}, {profile.runtime.precision}, batch {info.batch})
-and marks the figures as measured on the target.
+The run's profile is {profile.name} ({profile.runtime.backend}, {profile.runtime.precision}, batch
+{info.batch}): measure with exactly these settings, so the figures stand for this target.
 
 ## What has been verified
 

@@ -61,6 +61,28 @@ def compare_precision(precision: str, fp32_logits: np.ndarray, logits: np.ndarra
                           top1_agreement=float(np.mean(ref == pred)))
 
 
+def _sort_nodes(graph: "onnx.GraphProto") -> None:
+    """Put ``graph``'s nodes in topological order (Kahn). The converter appends the input Casts
+    after their consumers; ONNX Runtime re-sorts, but the ONNX checker and TensorRT's ONNX
+    parser need the order."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(name in available for name in n.input)]
+        if not ready:
+            raise EdgekdError("the FP16 graph has a cycle or a missing tensor: report this as a bug")
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        done = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in done]
+    copies = [type(n)() for n in ordered]
+    for copy, node in zip(copies, ordered):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
 def convert_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:
     """Write an FP16 copy of ``onnx_path`` (float32 inputs/outputs kept) to ``out_path``, with the
     metadata of the source plus ``edgekd.precision = fp16`` and ``edgekd.source_sha256`` (so the
@@ -77,6 +99,7 @@ def convert_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:
     props.update({"edgekd.precision": "fp16",
                   "edgekd.source_sha256": props.get("edgekd.source_sha256") or sha256_file(onnx_path),
                   "edgekd.conversion": "onnxruntime convert_float_to_float16, keep_io_types"})
+    _sort_nodes(half.graph)
     del half.metadata_props[:]
     onnx.helper.set_model_props(half, props)
     onnx.checker.check_model(half)
