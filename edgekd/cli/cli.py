@@ -544,8 +544,11 @@ def measure(model: Path, batch: int, iters: int, warmup: int, threads: int,
 @click.option("--measurements", "-m", "measurements", multiple=True,
               type=click.Path(path_type=Path),
               help="Measurement JSON from 'python -m deploy bench' on the device (repeatable).")
+@click.option("--force", is_flag=True,
+              help="Merge measurements whose device, backend, precision or batch is not the run "
+                   "profile's (labelled 'measured, forced' in the report).")
 @verbose_option
-def report(run_dir: Path, measurements: tuple[Path, ...]) -> None:
+def report(run_dir: Path, measurements: tuple[Path, ...], force: bool) -> None:
     """Rebuild a run's report (summary.json, report.md, report.html, plots) from its files,
     merging latencies measured on the target device.
 
@@ -554,9 +557,13 @@ def report(run_dir: Path, measurements: tuple[Path, ...]) -> None:
         edgekd report runs/default
         edgekd report runs/orin --measurements orin-bench/*.json
     """
+    from edgekd.report.merge import merge_lines
     from edgekd.report.report import headline, write_report
 
-    summary = write_report(run_dir, measurements)
+    merged: list = []
+    summary = write_report(run_dir, measurements, force=force, merged=merged)
+    for line in merge_lines(merged, bool(summary["search"].get("target_is_host"))):
+        click.echo(line)
     click.echo(headline(summary))
     click.echo(f"report: {run_dir / 'report' / 'report.html'} (and report.md, summary.json)")
 

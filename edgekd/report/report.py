@@ -35,6 +35,7 @@ from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from edgekd.core.runfolder import (CANDIDATE, FINISHED_RESULT, MEASUREMENT, METRIC, OUTCOME,
                                    TEACHER, RunDir, read_doc, read_records, safe_id)
+from edgekd.report.merge import merge_measurements
 from edgekd.report.plots import CAPTIONS, PLOTS, plots, target_ms
 
 SUMMARY_FORMAT = "edgekd.summary/1"
@@ -68,7 +69,9 @@ def _measurement(path: Path, fix: str) -> dict:
 
 
 def _latency_from(measurement: dict) -> dict[str, Any]:
-    return {"ms": float(measurement["latency_ms"]["median"]), "label": "measured",
+    forced = measurement.get("forced")  # merged with --force although it does not match the profile
+    return {"ms": float(measurement["latency_ms"]["median"]),
+            "label": "measured, forced" if forced else "measured", **({"forced": forced} if forced else {}),
             "device": measurement.get("device", "?"), "backend": measurement.get("backend", "?"),
             "precision": measurement.get("precision", "fp32"),
             "batch": int(measurement.get("batch", 1))}
@@ -96,7 +99,8 @@ def _speed(latency: dict[str, dict | None], teacher: dict[str, dict | None]) -> 
         mine, theirs = latency.get(where), teacher.get(where)
         # 3 significant digits: the latency it comes from has about as many (edgekd.core.fmt)
         fps[where] = None if not mine else fmt.significant(1000.0 * mine.get("batch", 1) / mine["ms"])
-        same_kind = mine and theirs and (mine["label"] == "measured") == (theirs["label"] == "measured")
+        same_kind = mine and theirs and (mine["label"].startswith("measured")
+                                         == theirs["label"].startswith("measured"))
         speedup[where] = round(theirs["ms"] / mine["ms"], 2) if same_kind and mine["ms"] > 0 else None
     return {"fps": fps, "speedup": speedup}
 
@@ -241,6 +245,8 @@ TABLE_NOTES = ("Latency labels: measured by the deploy kit, calibrated or predic
                "student is both faster and more accurate. FPS = 1000 x batch / latency in ms, "
                "rounded to 3 significant digits (a predicted latency gives a predicted FPS). "
                "Speed-up = teacher latency / student latency, both taken the same way. "
+               "'measured, forced': merged with --force although its device, backend, precision or "
+               "batch is not the profile's (summary.json says which). "
                "* marks the winner.")
 
 
@@ -392,25 +398,11 @@ def to_html(summary: dict, images: dict[str, bytes]) -> str:
 
 
 # ============================================================================ entry points
-def merge_measurements(run_root: str | Path, files: Iterable[str | Path]) -> list[Path]:
-    """Copy device Measurement JSON files into ``measurements/target-*.json`` (checked first)."""
-    run = RunDir(Path(run_root))
-    copied = []
-    for file in files:
-        path = Path(file)
-        if not path.is_file():
-            raise EdgekdError(f"measurement file {path} does not exist: pass the JSON written by "
-                              "'python -m deploy bench' on the device")
-        _measurement(path, "pass the file 'python -m deploy bench' wrote")
-        name = path.name if path.name.startswith("target-") else f"target-{path.name}"
-        destination = run.measurements / name
-        atomic_write_bytes(destination, path.read_bytes())
-        copied.append(destination)
-    return copied
-
-
-def write_report(run_root: str | Path, measurements: Iterable[str | Path] = ()) -> dict:
-    """Rebuild summary.json, report.md, report.html and the PNGs of a run from its files."""
+def write_report(run_root: str | Path, measurements: Iterable[str | Path] = (), *,
+                 force: bool = False, merged: list | None = None) -> dict:
+    """Rebuild summary.json, report.md, report.html and the PNGs of a run from its files, after
+    merging ``measurements`` (checked against the run's profile, see edgekd.report.merge;
+    ``force`` merges mismatches labelled as such; ``merged`` receives what was merged)."""
     run = RunDir(Path(run_root))
     if not run.root.is_dir():
         raise EdgekdError(f"run folder {run.root} does not exist: pass runs/NAME of a compress run")
@@ -419,7 +411,9 @@ def write_report(run_root: str | Path, measurements: Iterable[str | Path] = ()) 
     if not run.outcome_path().exists():
         raise EdgekdError(f"{run.root} has no outcome.json yet: finish the run with "
                           f"'edgekd compress --out {run.root} --resume' first")
-    merge_measurements(run.root, measurements)
+    done = merge_measurements(run.root, measurements, force=force)
+    if merged is not None:
+        merged.extend(done)
     summary = build_summary(run.root)
     images = plots(summary)
     run.report.mkdir(parents=True, exist_ok=True)

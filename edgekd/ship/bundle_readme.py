@@ -142,8 +142,9 @@ TensorRT 8.5 to 10.x:
 
 {_block(['cd bundle'] + build_commands(profile, info, True))}
 """)
-    parts.append(f"""If `python3 -m deploy build` fails, `trtexec` builds the same engine (it writes no
-`.engine.json`, so `bench` cannot check the TensorRT version; send `trtexec`'s output too):
+    parts.append(f"""If `python3 -m deploy build` fails, `trtexec` builds the same engine. It writes no
+`.engine.json`, so `bench` cannot check the TensorRT version nor record the precision (then
+`edgekd report` accepts the measurement only with `--force`); send `trtexec`'s output too:
 
 {_block(trtexec_commands(profile, info, False))}
 """)
