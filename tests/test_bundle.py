@@ -266,6 +266,11 @@ def test_int8_profile_bundle_ships_qdq_models(bundle: Path, tmp_path: Path) -> N
     readme = (out / "README.md").read_text()
     assert "python3 -m deploy build model.int8.onnx --int8 --out model.engine" in readme
     assert "python3 -m deploy build teacher.int8.onnx --int8 --out teacher.engine" in readme
+    # the Q/DQ model's host accuracy (ONNX Runtime) is measured next to FP32's (issue 14)
+    (check,) = json.loads((out / "manifest.json").read_text())["host_checks"]
+    assert check["precision"] == "int8" and check["samples"] == 300
+    assert check["fp32_accuracy"] > 0.2 and check["top1_agreement"] >= 0.9
+    assert f"int8 ONNX vs fp32 ONNX on 300 validation images: accuracy {100 * check['accuracy']:.2f}%" in readme
 
 
 def test_bundle_commands_use_the_batch_the_model_was_exported_with(trained_checkpoint, tmp_path: Path) -> None:

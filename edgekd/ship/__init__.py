@@ -1,7 +1,9 @@
 """Ship: from a trained student to something a device runs, and its host measurement.
 
 Owns: export (ONNX export, checker, parity against PyTorch, edgekd metadata), bundle (the
-device bundle: ONNX, deploy kit, profile, data, commands), export_target (``edgekd export``:
+device bundle: ONNX, deploy kit, profile, data), bundle_readme (the bundle's README per
+profile: versions, commands, trtexec fallback), fp16 (the FP16 ONNX and its host accuracy
+check against FP32), export_target (``edgekd export``:
 a run, a trial or a checkpoint -> ONNX + bundle), measure (host latency through
 ``python -m deploy bench`` in a subprocess, reading its JSON; ``measured_latency`` of a
 student spec) and calibrate (``edgekd calibrate``: export and time a set of students, or

@@ -148,7 +148,11 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dat
     int8 = profile.runtime.precision == "int8"
     checks: list[dict] = []
     if int8:
-        _add_int8(out, calib, norm_pair)
+        from edgekd.ship.fp16 import compare_precision
+
+        _add_int8(out, calib, norm_pair)  # measured and reported next to FP32, never refused
+        checks.append(compare_precision("int8", logits, onnx_logits(out / "model.int8.onnx", x_float),
+                                        y_val).to_dict())
     if profile.runtime.backend == "trt" and profile.runtime.precision == "fp16":
         from edgekd.ship.fp16 import make_checked_fp16
 
