@@ -26,10 +26,11 @@ import numpy as np
 from edgekd.core.fileio import read_json
 
 REPO = Path(__file__).resolve().parents[1]
-#: The tiny search: 3 shortlisted students, rungs (3 x 1 epoch) then (1 x 2 epochs).
+#: The tiny search: 3 shortlisted students, rungs (3 x 2 epochs, kd) then (1 x 3 epochs, fitnet, fresh);
+#: one finalist and no augmentation keep it short (the defaults are 2 finalists and auto).
 TINY = ["--candidates", "3", "--epochs", "3", "--eta", "3", "--max-train-samples", "1000",
         "--batch-size", "32", "--max-macs", "500K", "--measure-iters", "20", "--seed", "0",
-        "--threads-per-trial", "1"]
+        "--threads-per-trial", "1", "--finalists", "1", "--min-epochs", "2", "--augment", "none"]
 TEACHER_EPOCHS = 2
 _MEMO: dict[str, Path] = {}
 

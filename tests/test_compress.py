@@ -79,23 +79,34 @@ def test_trials_follow_the_halving_plan(run) -> None:
     pairs = [(r["rung"], r["trial"]) for r in records]
     assert len(pairs) == len(set(pairs)), "a (rung, trial) was trained twice"
     spent = 0
-    winner = search["winner"]
-    assert winner.endswith("-final") and search["finalists"] == [winner]
-    for trial in [*search["shortlist"], winner]:
+    final = search["finalists"][0]
+    assert final.endswith("-final") and search["finalists"] == [final]
+    for trial in [*search["shortlist"], final]:
         folder = run / "trials" / trial
         for name in ("spec.json", "metrics.jsonl", "checkpoint.pt", "result.json"):
             assert (folder / name).is_file(), f"{trial}/{name} missing"
         result = read_json(folder / "result.json")
-        assert result["epochs_done"] == (3 if trial == winner else 2)
+        assert result["epochs_done"] == (3 if trial == final else 2)
+        # the selection rungs train kd (fitnet's hint stage does not fit a short rung), the final fitnet
+        assert result["method"] == ("fitnet" if trial == final else "kd")
         spent += result["epochs_done"]
     # rung 1: 3 students x 2 epochs; final: the best one trained from scratch for 3 epochs
     assert spent == search["epochs_spent"] == 3 * 2 + 3
     assert search["epochs_full"] == 3 * 3
     # the final training's metrics start at epoch 1: it did not continue the rung-1 checkpoint
-    assert [r["epoch"] for r in read_jsonl(run / "trials" / winner / "metrics.jsonl")] == [1, 2, 3]
-    # the winner is the best of rung 1 by validation accuracy
+    assert [r["epoch"] for r in read_jsonl(run / "trials" / final / "metrics.jsonl")] == [1, 2, 3]
+    # the finalist is the best of rung 1 by validation accuracy
     rung0 = {r["trial"]: r["result"]["val_acc"] for r in records if r["rung"] == 0}
-    assert rung0[winner.removesuffix("-final")] == max(rung0.values())
+    assert rung0[final.removesuffix("-final")] == max(rung0.values())
+    # per-rung depths are reported
+    assert [len(d) for d in search["rung_depths"]] == [3, 1]
+    # with --baselines the winner is the best by validation among the finalist's methods
+    val = {m: read_json(run / "trials" / t / "result.json")["val_acc"] for m, t in search["baselines"].items()}
+    assert search["baselines"]["fitnet"] == final
+    assert search["winner"] == search["baselines"][search["winner_method"]]
+    assert val[search["winner_method"]] == max(val.values())
+    text = (run / "report" / "report.md").read_text()
+    assert f"Winner by validation accuracy among these: {search['winner_method']} (" in text
 
 
 def test_onnx_exports_pass_parity_and_are_measured(run) -> None:

@@ -134,7 +134,8 @@ def test_no_room_to_select_trains_every_candidate(tmp_path) -> None:
     be trained to --epochs (the plan used to be one rung of ONE trial: two were dropped)."""
     from edgekd.run.pipeline import CompressConfig
 
-    config = CompressConfig(candidates=3, epochs=2, method="fitnet").halving()
+    config = CompressConfig(candidates=3, epochs=2, method="fitnet", rung_method="fitnet",
+                            finalists=1).halving()
     rungs = plan_rungs(3, config)
     assert [(r.keep, r.epochs) for r in rungs] == [(3, 2)]
     run, events = RunDir(tmp_path), []
@@ -169,3 +170,54 @@ def test_plan_is_announced_before_training(tmp_path) -> None:
     assert lines[1].startswith("rung 1/3")
     record = plan_record(plan_rungs(9, HalvingConfig(eta=3, min_epochs=1, max_epochs=9)))
     assert record["epochs"] == 24 and [r["keep"] for r in record["rungs"]] == [9, 3, 1]
+
+
+# ----------------------------------------------------------------------------- depth
+#: three shallow students that learn fast and saturate low, three deep ones that start slow
+#: and overtake them only after 7 epochs (the FitNets picture of a deep, thin student)
+DEPTHS = {"s0": 3, "s1": 4, "s2": 5, "d0": 13, "d1": 16, "d2": 19}
+
+
+def slow_deep_curve(trial_id: str, epochs: int) -> float:
+    if trial_id.startswith("s"):
+        return 0.60 + 0.01 * epochs + 0.001 * DEPTHS[trial_id]
+    return 0.30 + 0.06 * epochs + 0.001 * DEPTHS[trial_id]
+
+
+class DepthExecutor(CurveExecutor):
+    def run(self, jobs, on_done) -> None:
+        for job in jobs:
+            self.jobs.append((job.rung, job.trial_id))
+            result = {"val_acc": slow_deep_curve(job.trial_id, job.epochs), "epochs_done": job.epochs}
+            atomic_write_json(self.folder.trial(job.folder) / "result.json", result)
+            on_done(job, result)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_halving_keeps_a_deep_student_that_wins_only_after_more_epochs(tmp_path, grouped) -> None:
+    from edgekd.run.halving import depth_groups
+
+    run = RunDir(tmp_path)
+    config = HalvingConfig(eta=3, min_epochs=1, max_epochs=9, finalists=2)
+    groups = depth_groups(DEPTHS) if grouped else None
+    scheduler = SuccessiveHalving(config, lambda tid, rung: TrialJob(tid, rung.index, rung.epochs,
+                                                                      folder=rung.folder(tid)),
+                                  run, groups=groups)
+    result = scheduler.run(list(DEPTHS), DepthExecutor(run))
+    final_depths = sorted(DEPTHS[t] for t in result.survivors[-1])
+    if grouped:  # the best deep student reaches the final rung and wins there
+        assert final_depths == [5, 19]
+        assert result.finalists[0] == "d2"
+        assert slow_deep_curve("d2", 9) > slow_deep_curve("s2", 9)
+    else:  # plain accuracy ranking after 1 epoch: every deep student is gone
+        assert final_depths == [4, 5]
+        assert result.finalists[0] == "s2"
+
+
+def test_depth_groups_split_at_the_median() -> None:
+    from edgekd.run.halving import depth_groups
+
+    assert depth_groups(DEPTHS) == {"s0": "shallow", "s1": "shallow", "s2": "shallow",
+                                    "d0": "deep", "d1": "deep", "d2": "deep"}
+    assert promote({"a": {"val_acc": 0.9}, "b": {"val_acc": 0.8}, "c": {"val_acc": 0.1}},
+                   ["a", "b", "c"], 2, {"a": "shallow", "b": "shallow", "c": "deep"}) == ["a", "c"]

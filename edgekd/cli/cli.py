@@ -15,8 +15,9 @@ from typing import Any, Callable
 import click
 
 from edgekd import __version__
-from edgekd.cli.cli_options import (ARCH_OPTION_HELP, DATA_OPTION_HELP, TRUST_CODE_HELP, data_option,
-                               method_option, single_teacher_options, teacher_options)
+from edgekd.cli.cli_options import (ARCH_OPTION_HELP, AUGMENT_HELP, AUGMENTS, DATA_OPTION_HELP,
+                                   TRUST_CODE_HELP, data_option, method_option, single_teacher_options,
+                                   teacher_options)
 from edgekd.cli.config_file import config_option
 from edgekd.core.errors import EdgekdError, disk_error
 
@@ -361,7 +362,17 @@ def search_options(command: Any) -> Any:
               help="How several --teacher are averaged.")
 @click.option("--max-train-samples", type=click.IntRange(min=1), default=None,
               help="Train on at most this many images (a seeded subset).")
-@click.option("--augment", is_flag=True, help="Random shifts of up to 2 px (teacher runs every batch then).")
+@click.option("--augment", type=click.Choice(AUGMENTS), default="none", show_default=True,
+              is_flag=False, flag_value="auto", help=AUGMENT_HELP + " A bare --augment means auto.")
+@click.option("--teacher-views", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With augmentation: 0 = run the teacher on every batch; K = cache its outputs on K "
+                   "augmented views per image (drawn once) and serve one of them per step.")
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Linear learning-rate warm-up (at most a fifth of the run), then a cosine.")
+@click.option("--lr-floor", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="The cosine ends at this fraction of --lr.")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True, help="Label smoothing of the hard-label cross-entropy.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("runs/train"), show_default=True,
@@ -372,7 +383,8 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
           epochs: int, hint_epochs: int, temperature: float, alpha: float, optimizer: str,
           lr: float | None, weight_decay: float, batch_size: int, seed: int, val_fraction: float,
           generations: int, hint_layer: str | None, guided_layer: str | None, ensemble: str,
-          max_train_samples: int | None, augment: bool, device: str, out_dir: Path) -> None:
+          max_train_samples: int | None, augment: str, teacher_views: int, warmup_epochs: float,
+          lr_floor: float, label_smoothing: float, device: str, out_dir: Path) -> None:
     """Train one student from a teacher (scratch, kd, fitnet, mimic, ban, ... see --method).
 
     Writes a self-describing OUT/checkpoint.pt (spec, classes, normalisation, method,
@@ -398,7 +410,8 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
                          batch_size=batch_size, seed=seed, val_fraction=val_fraction,
                          generations=generations, hint_layer=hint_layer, guided_layer=guided_layer,
                          ensemble=ensemble, max_train_samples=max_train_samples, augment=augment,
-                         device=device)
+                         teacher_views=teacher_views, warmup_epochs=warmup_epochs, lr_floor=lr_floor,
+                         label_smoothing=label_smoothing, device=device)
     dataset = resolve_data(data, image_size)
     teachers = resolve_teachers(teacher, arch, trust_code, dataset) if get_method(method).uses_teacher else []
     result = run_train(spec=spec, teachers=teachers, dataset=dataset, config=config, out_dir=out_dir,
@@ -580,16 +593,41 @@ def report(run_dir: Path, measurements: tuple[Path, ...], force: bool) -> None:
               help="Batch of the latency budget [profile's].")
 @click.option("--candidates", "-n", type=int, default=6, show_default=True,
               help="Students shortlisted for successive halving.")
-@click.option("--epochs", "-e", type=int, default=6, show_default=True,
-              help="Epochs of the final training (the last rung).")
-@click.option("--min-epochs", type=int, default=1, show_default=True,
-              help="Epochs of the first rung (fitnet: at least --hint-epochs + 1).")
+@click.option("--epochs", "-e", type=int, default=None,
+              help="Epochs of the final training (the last rung) [from the data size: about 150k "
+                   "training images seen, 4..60 epochs; printed].")
+@click.option("--min-epochs", type=int, default=None,
+              help="Epochs of the first rung [--epochs / --eta: long enough to rank deep students].")
 @click.option("--hint-epochs", type=int, default=1, show_default=True,
               help="FitNets stage-1 (hint) epochs of every fitnet trial.")
 @click.option("--eta", type=int, default=3, show_default=True, help="Keep the best 1/eta per rung.")
 @click.option("--rungs", type=int, default=None, help="Number of rungs [until the finalists].")
-@click.option("--finalists", type=int, default=1, show_default=True, help="Students of the last rung.")
-@method_option(compress=True, default="fitnet", help_prefix="Training method of the search. ")
+@click.option("--finalists", type=int, default=2, show_default=True,
+              help="Students of the last rung, trained fully from scratch (2: the best shallow and "
+                   "the best deep one, see --no-depth-groups).")
+@method_option(compress=True, default="fitnet",
+               help_prefix="Training method of the final rung (and of the search rungs, except a hint "
+                           "method such as fitnet, whose search rungs train kd; see --rung-method). ")
+@click.option("--rung-method", default=None, metavar="METHOD",
+              help="Training method of the selection rungs [kd for --method fitnet, else --method].")
+@click.option("--no-depth-groups", is_flag=True,
+              help="Promote by accuracy alone (default: every rung keeps the best shallow and the "
+                   "best deep student, depth split at the shortlist's median).")
+@click.option("--augment", type=click.Choice(AUGMENTS), default="auto", show_default=True, help=AUGMENT_HELP)
+@click.option("--teacher-views", type=click.IntRange(min=0), default=None,
+              help="With augmentation: 0 = teacher on every batch; K = teacher outputs cached once per "
+                   "run on K augmented views per image [8 on CPU, 0 on CUDA].")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True, help="Label smoothing of the hard-label term.")
+@click.option("--parity-samples", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Images of the ONNX parity check (test images first, topped up from the training "
+                   "split); checked before training.")
+@click.option("--calibration", type=click.Path(dir_okay=False), default=None,
+              help="A calibration JSON of the target profile (from 'edgekd search --measure') for the "
+                   "latency model; checked before training.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where trials train (and the teacher runs for them): auto = cuda when available "
+                   "(AMP + channels_last there). Export and latency stay on this host's CPU.")
 @click.option("--baselines", is_flag=True, help="Also train the winner with scratch/kd/fitnet (ablation).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--ray-address", default=None, help="Join this Ray cluster (else start a local one).")
@@ -618,9 +656,12 @@ def report(run_dir: Path, measurements: tuple[Path, ...], force: bool) -> None:
 @verbose_option
 def compress(profile: str | None, teacher: str | None, arch: str | None, trust_code: bool,
              data: str | None, max_macs: str | None, latency_ms: float | None, batch: int | None,
-             candidates: int, epochs: int, min_epochs: int, hint_epochs: int, eta: int,
+             candidates: int, epochs: int | None, min_epochs: int | None, hint_epochs: int, eta: int,
              rungs: int | None,
-             finalists: int, method: str, baselines: bool, executor: str,
+             finalists: int, method: str, rung_method: str | None, no_depth_groups: bool,
+             augment: str, teacher_views: int | None, label_smoothing: float, parity_samples: int,
+             calibration: str | None, device: str,
+             baselines: bool, executor: str,
              ray_address: str | None, ray_cpus: int | None, gpus_per_trial: float,
              threads_per_trial: int | None, out: Path | None, resume: bool, seed: int,
              max_train_samples: int | None,
@@ -651,6 +692,9 @@ def compress(profile: str | None, teacher: str | None, arch: str | None, trust_c
         max_macs=parse_count(max_macs) if max_macs is not None else None,
         latency_ms=latency_ms, batch=batch, candidates=candidates, epochs=epochs,
         min_epochs=min_epochs, hint_epochs=hint_epochs, eta=eta, rungs=rungs, finalists=finalists, method=method,
+        rung_method=rung_method, depth_groups=not no_depth_groups, augment=augment,
+        teacher_views=teacher_views, label_smoothing=label_smoothing, device=device,
+        parity_samples=parity_samples, calibration=calibration,
         baselines=baselines, executor=executor, ray_address=ray_address, ray_cpus=ray_cpus,
         gpus_per_trial=gpus_per_trial, threads_per_trial=threads_per_trial, out=out,
         resume=resume, seed=seed,

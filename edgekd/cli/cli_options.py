@@ -45,6 +45,12 @@ DATA_OPTION_HELP = (
     "(uint8 or float images, NHW, NHWC or NCHW; optional classes), an image folder "
     "DIR/train/<class>/* + DIR/test/<class>/* (or val/), or 'torchvision:NAME:ROOT' for a "
     "torchvision set already downloaded (edgekd never downloads).")
+#: ``--augment`` of train and compress: edgekd.distill.augment.AUGMENTS, repeated here so that
+#: the CLI does not import torch to build its options (tests/test_augment.py checks they agree).
+AUGMENTS = ("auto", "none", "shift", "crop-flip")
+AUGMENT_HELP = ("Training augmentation, identical for student and teacher inputs: auto = random "
+                "crop (pad 1/8 of the side) + horizontal flip for RGB images, small shifts (up to "
+                "1/14 of the side, 2 px on 28x28) for single-channel images; none; shift; crop-flip.")
 IMAGE_SIZE_HELP = "Resize image-folder data to this size: N or HxW (default: the first image's size)."
 
 

@@ -83,8 +83,12 @@ class _StopForward(Exception):
 
 
 def _fx_node_names(model: nn.Module) -> list[str] | None:
-    from torchvision.models.feature_extraction import get_graph_node_names
-
+    """fx node names, or None when the model cannot be traced or torchvision is absent (a
+    machine with torch alone, like the GPU hosts: hooks on module names then)."""
+    try:
+        from torchvision.models.feature_extraction import get_graph_node_names
+    except ImportError:
+        return None
     try:
         return list(get_graph_node_names(model, suppress_diff_warning=True)[1])
     except Exception:  # noqa: BLE001 - any tracing failure means: use hooks
@@ -285,7 +289,13 @@ class FeatureTap(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._hooked is None:
             return self.extractor(x)["out"]
+        # a torch.export teacher exported at a constant batch runs in chunks of it, and the
+        # hook below stops the forward pass at the first chunk: tap chunk by chunk
+        from edgekd.inputs.teachers import in_static_batches
 
+        return in_static_batches(self._tap, x, getattr(self.extractor, "static_batch", None))
+
+    def _tap(self, x: torch.Tensor) -> torch.Tensor:
         def hook(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
             self._captured = out
             raise _StopForward

@@ -13,9 +13,11 @@ __all__ = ["cross_entropy", "kd_soft_loss", "kd_terms", "kd_loss", "dkd_terms", 
            "standardize_logits", "lskd_soft_loss", "hint_loss", "logit_mimic_loss", "combine_teacher_logits"]
 
 
-def cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Hard-label cross-entropy, ``CE(y, p_s) = -mean_i log softmax(z_s)_i[y_i]``."""
-    return F.cross_entropy(student_logits, labels)
+def cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor,
+                  label_smoothing: float = 0.0) -> torch.Tensor:
+    """Hard-label cross-entropy, ``CE(y, p_s) = -mean_i log softmax(z_s)_i[y_i]``; with label
+    smoothing ``e`` (Szegedy et al. 2016) the target is ``(1-e) onehot(y) + e/K``."""
+    return F.cross_entropy(student_logits, labels, label_smoothing=label_smoothing)
 
 
 def kd_soft_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -34,8 +36,8 @@ def kd_soft_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 
 
 def kd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-             temperature: float, alpha: float, soft_weight: float = 1.0
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             temperature: float, alpha: float, soft_weight: float = 1.0,
+             label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hinton KD (Hinton et al. 2015), the one place its formula is written:
 
     ``L = (a * CE(y, p_s) + (1 - a) * w * T^2 * KL(softmax(z_t/T) || softmax(z_s/T))) / (a + (1 - a) * w)``
@@ -47,7 +49,7 @@ def kd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels:
 
     Returns ``(L, CE, T^2 KL)`` so a caller can log the parts without computing them twice.
     """
-    hard = cross_entropy(student_logits, labels)
+    hard = cross_entropy(student_logits, labels, label_smoothing)
     soft = kd_soft_loss(student_logits, teacher_logits, temperature)
     w = soft_weight
     loss = (alpha * hard + (1.0 - alpha) * w * soft) / (alpha + (1.0 - alpha) * w)

@@ -21,10 +21,10 @@ class CrossEntropyLoss:
     """``scratch``: ``CE(y, p_s)`` on the labels (plain back-prop)."""
 
     def __init__(self, config: TrainConfig) -> None:
-        del config
+        self.label_smoothing = config.label_smoothing
 
     def forward(self, student_out: StudentOut, teacher_out: TeacherOut, batch: Batch) -> LossOut:
-        loss = losses.cross_entropy(student_out.logits, batch.y)
+        loss = losses.cross_entropy(student_out.logits, batch.y, self.label_smoothing)
         return LossOut(loss, {"ce": float(loss.detach())})
 
 
@@ -37,13 +37,15 @@ class KDLoss:
     def __init__(self, config: TrainConfig, *, anneal: bool = False) -> None:
         self.temperature, self.alpha = config.temperature, config.alpha
         self.anneal, self.start, self.end = anneal, config.lambda_start, config.lambda_end
+        self.label_smoothing = config.label_smoothing
 
     def forward(self, student_out: StudentOut, teacher_out: TeacherOut, batch: Batch) -> LossOut:
         lam = 1.0
         if self.anneal:
             lam = self.start + (self.end - self.start) * batch.progress
         loss, ce, soft = losses.kd_terms(student_out.logits, teacher_out.logits, batch.y,
-                                         self.temperature, self.alpha, soft_weight=lam)
+                                         self.temperature, self.alpha, soft_weight=lam,
+                                         label_smoothing=self.label_smoothing)
         return LossOut(loss, {"ce": float(ce.detach()), "kd": float(soft.detach()), "lambda": lam})
 
 

@@ -39,12 +39,21 @@ cached on disk by :func:`edgekd.inputs.data.teacher_logits` (key: teacher finger
 fingerprint), so a KD epoch does no teacher forward pass; a different teacher gets a
 different file.
 
-Optimisation: SGD (momentum, Nesterov) or AdamW; the learning rate follows a cosine from
-``lr`` to 0 over each stage, set per step from ``(step, stage horizon)``. **When the horizon
+Augmentation (``augment``, :mod:`edgekd.distill.augment`): drawn once per batch; the one
+augmented tensor is what the student and the teacher see. The teacher then runs per batch,
+or, with ``teacher_views = K``, on K augmented views per image drawn once at the start
+(each batch serves a random one of the K views and its cached targets): K teacher passes in
+all instead of one per epoch (benchmarks/train_throughput.py measures which is faster).
+
+Optimisation: SGD (momentum, Nesterov) or AdamW; the learning rate of each stage warms up
+linearly over ``warmup_epochs`` (at most a fifth of the stage), then follows a cosine from
+``lr`` down to ``lr_floor * lr`` at the stage's end (:func:`lr_factor`), set per step from
+``(step, stage horizon)``; the KD/scratch stage is one schedule over all its epochs.
+``label_smoothing`` smooths the hard-label term. **When the horizon
 grows** (successive halving calls again with a larger ``epochs``), training continues from
 the checkpoint and the cosine is recomputed for the new horizon: the rate jumps back up to
-the new curve's value at the current step (a warm restart, as in SGDR) and decays to 0 at
-the new end. A run that goes straight to ``epochs=E`` therefore differs from one that
+the new curve's value at the current step (a warm restart, as in SGDR) and decays to the
+floor at the new end. A run that goes straight to ``epochs=E`` therefore differs from one that
 stopped at ``E/2`` and was extended; an interrupted-and-resumed run with the same
 ``epochs`` is identical to an uninterrupted one.
 
@@ -73,7 +82,7 @@ import torch
 import torch.nn as nn
 
 from edgekd.core.checkpoint import make_checkpoint, read_checkpoint
-from edgekd.distill import losses
+from edgekd.distill import augment, losses
 from edgekd.distill.hints import FeatureTap, HintPair, make_regressor, pair_layers
 from edgekd.distill.methods import METHODS, Batch, Loss, Stage, StudentOut, TeacherOut, get_method
 from edgekd.core.errors import EdgekdError
@@ -119,7 +128,11 @@ class TrainConfig:
     momentum: float = 0.9
     lambda_start: float = 4.0
     lambda_end: float = 1.0
-    augment: bool = False
+    augment: str = "none"
+    teacher_views: int = 0
+    warmup_epochs: float = 1.0
+    lr_floor: float = 0.01
+    label_smoothing: float = 0.0
     dkd_alpha: float = 1.0
     dkd_beta: float = 8.0
     dkd_warmup: float = 0.1
@@ -130,6 +143,8 @@ class TrainConfig:
     use_cache: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.augment, bool):  # configs written when --augment was a flag (2 px shifts)
+            self.augment = "shift" if self.augment else "none"
         self.validate()
 
     def validate(self) -> None:
@@ -158,6 +173,17 @@ class TrainConfig:
         problem = method.validate(self) if method.validate is not None else None
         if problem is not None:
             raise bad(*problem)
+        from edgekd.distill.augment import AUGMENTS
+
+        if self.augment not in AUGMENTS:
+            raise bad(f"unknown augmentation {self.augment!r}", f"use one of {', '.join(AUGMENTS)}")
+        if self.teacher_views < 0:
+            raise bad(f"teacher_views={self.teacher_views}", "give 0 (teacher per batch) or K >= 1 cached views")
+        if self.warmup_epochs < 0 or not 0.0 <= self.lr_floor <= 1.0:
+            raise bad(f"warmup_epochs={self.warmup_epochs}, lr_floor={self.lr_floor}",
+                      "give warmup_epochs >= 0 and 0 <= lr_floor <= 1 (a fraction of --lr)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise bad(f"label_smoothing={self.label_smoothing}", "give 0 <= label_smoothing < 1")
 
     @property
     def learning_rate(self) -> float:
@@ -251,21 +277,27 @@ def _cosine(step: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
+def lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
+    """The learning-rate multiplier at ``step`` of ``total``: a linear warm-up from ``1/warmup``
+    to 1 over the first ``warmup`` steps (Goyal et al. 2017), then a cosine from 1 down to
+    ``floor`` at ``total`` (Loshchilov & Hutter 2017)::
+
+        f(s) = (s + 1) / W                                             s < W
+        f(s) = floor + (1 - floor) * 0.5 (1 + cos(pi (s - W) / (T - W)))  otherwise
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    return floor + (1.0 - floor) * _cosine(step - warmup, max(total - warmup, 1))
+
+
+def warmup_steps(warmup_epochs: float, span_epochs: int, steps_per_epoch: int) -> int:
+    """Warm-up length in steps: ``warmup_epochs``, but at most a fifth of the stage (so a
+    2-epoch halving rung is not all warm-up)."""
+    return int(round(min(warmup_epochs, 0.2 * span_epochs) * steps_per_epoch))
+
+
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch) + 17)
-
-
-def _shift_augment(x: torch.Tensor, pad_value: torch.Tensor, gen: torch.Generator, pad: int = 2
-                   ) -> torch.Tensor:
-    """Random translation by up to ``pad`` pixels per image (background-filled)."""
-    b, c, h, w = x.shape
-    xp = pad_value.view(1, c, 1, 1).expand(b, c, h + 2 * pad, w + 2 * pad).clone()
-    xp[:, :, pad:pad + h, pad:pad + w] = x
-    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
-    cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
-    return xp[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
 
 
 def _rng_state() -> dict[str, Any]:
@@ -395,6 +427,18 @@ def _stage_spans(config: TrainConfig) -> dict[str, tuple[Stage, int, int]]:
     return spans
 
 
+_CHECK_EVERY = 25  # steps between finiteness checks on CUDA (each one is a host sync)
+
+
+def _check_first_bad(first_bad: torch.Tensor, loss: torch.Tensor, stage: str, epoch: int,
+                     lr_at: Any) -> None:
+    """Raise the named error for the first non-finite batch tracked on the device, if any."""
+    b = int(first_bad)
+    if b >= 0:
+        _check_finite(torch.tensor(float("nan") if bool(torch.isnan(loss)) else float("inf")),
+                      stage, epoch, b, lr_at(b))
+
+
 # ----------------------------------------------------------------------------- the trainer
 class _Trainer:
     """Trains one student (any method but ban) into ``out_dir``; see the module docstring."""
@@ -492,11 +536,15 @@ class _Trainer:
                               "give more data or a smaller --val-fraction")
         self.batch = min(cfg.batch_size, n_train)
         self.steps = n_train // self.batch  # drop the last partial batch
+        self.augment = augment.resolve(cfg.augment, tuple(self.dataset.input_shape))
         self.targets: torch.Tensor | None = None
-        if get_method(self.method).needs_teacher and not cfg.augment:
+        self.views: tuple[augment.AugParams, torch.Tensor] | None = None
+        if get_method(self.method).needs_teacher and not self.augment.active:
             fps = self.inputs["teachers"] if self.inputs else _teacher_fingerprints(self.teachers, self.teacher_fps)
             self.targets = _cached_teacher_targets(self.teachers, fps, self.dataset,
                                                    self.data.train_idx, cfg)
+        elif get_method(self.method).needs_teacher and cfg.teacher_views > 0:
+            self.views = self._teacher_views(cfg.teacher_views)
         if get_method(self.method).has_hint_stage:
             self._setup_hints()
         self.scaler = torch.amp.GradScaler("cuda") if self.cuda else None
@@ -531,15 +579,84 @@ class _Trainer:
             say(self.progress, epoch_line(record, cfg.epochs))
         return self._finish(epoch, seconds)
 
+    def _teacher_views(self, k: int) -> tuple[augment.AugParams, torch.Tensor]:
+        """K augmented views per training image and the combined teacher targets on each:
+        (params stacked view-major as (K*N,), targets (K, N, classes)) for the N training images
+        of this split. The views are drawn once for the whole data set (seeded by ``seed``) and
+        each teacher's logits on them are cached on disk like :func:`_cached_teacher_targets`'
+        (key: teacher, data, augmentation, K, seed), so every trial of a run shares one file and
+        pays the K teacher passes once."""
+        ds, cfg = self.dataset, self.config
+        n_all = len(ds.x_train)
+        gen = _epoch_generator(cfg.seed, -1)
+        params = [augment.sample(self.augment, n_all, gen) for _ in range(k)]
+        fps = self.inputs["teachers"] if self.inputs else _teacher_fingerprints(self.teachers, self.teacher_fps)
+        per_teacher = [self._view_logits(t, fp, params) for t, fp in zip(self.teachers, fps)]
+        idx = torch.as_tensor(self.data.train_idx, dtype=torch.long)
+        targets = torch.stack([losses.combine_teacher_logits([lt[v][idx] for lt in per_teacher],
+                                                             cfg.ensemble, cfg.temperature)
+                               for v in range(k)])
+        stacked = augment.AugParams(torch.cat([p.oy[idx] for p in params]), torch.cat([p.ox[idx] for p in params]),
+                                    torch.cat([p.flip[idx] for p in params]))
+        return stacked, targets
+
+    def _view_logits(self, teacher: nn.Module, fp: str, params: list[augment.AugParams]) -> torch.Tensor:
+        """One teacher's logits (K, N_all, classes) on the views ``params``, cached on disk."""
+        from edgekd.core.fileio import atomic_write_bytes
+        from edgekd.inputs.data import array_fingerprint, to_tensor
+
+        ds, aug = self.dataset, self.augment
+        path = None
+        cache_dir = _cache_dir(self.config)
+        if cache_dir is not None:
+            data_fp = array_fingerprint(ds.x_train, ds.normalization.to_dict())
+            path = Path(cache_dir) / (f"views-{fp[:16]}-{data_fp[:16]}-{aug.kind}{aug.pad}-"
+                                      f"k{len(params)}-s{self.config.seed}.npy")
+            if path.is_file():
+                try:
+                    cached = np.load(path, allow_pickle=False)
+                    if cached.shape[:2] == (len(params), len(ds.x_train)) and cached.dtype == np.float32:
+                        return torch.from_numpy(cached)
+                except (OSError, ValueError, EOFError):
+                    pass  # corrupt: recompute
+        views = []
+        with torch.no_grad(), self._autocast():
+            for p in params:
+                outs = []
+                for i in range(0, len(ds.x_train), 512):
+                    rows = torch.arange(i, min(i + 512, len(ds.x_train)))
+                    x = augment.apply(to_tensor(ds.x_train[i:i + 512], ds.normalization), aug, p[rows],
+                                      self.data.pad_value)
+                    outs.append(teacher(x.to(self.device)).float().cpu())
+                views.append(torch.cat(outs))
+        logits = torch.stack(views)
+        if path is not None:
+            import io
+
+            buffer = io.BytesIO()
+            np.save(buffer, logits.numpy(), allow_pickle=False)
+            atomic_write_bytes(path, buffer.getvalue())
+        return logits
+
     def _batches(self, epoch: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """(batch index, images, labels, teacher targets or None) of epoch ``epoch``. Images are
+        augmented here, once per batch, and the same tensor goes to student and teacher."""
         gen = _epoch_generator(self.config.seed + self.config.seed_offset, epoch)
-        order = torch.randperm(len(self.data.y_train), generator=gen)
+        n = len(self.data.y_train)
+        order = torch.randperm(n, generator=gen)
+        view = torch.randint(0, self.views[1].shape[0], (n,), generator=gen) if self.views else None
         for b in range(self.steps):
             idx = order[b * self.batch:(b + 1) * self.batch]
-            x = self.data.x_train[idx]
-            if self.config.augment:
-                x = _shift_augment(x, self.data.pad_value, gen)
-            t = self.targets[idx] if self.targets is not None else None
+            x, t = self.data.x_train[idx], None
+            if self.views is not None:
+                v = view[idx]
+                x = augment.apply(x, self.augment, self.views[0][v * n + idx], self.data.pad_value)
+                t = self.views[1][v, idx]
+            elif self.augment.active:
+                x = augment.apply(x, self.augment, augment.sample(self.augment, len(idx), gen),
+                                  self.data.pad_value)
+            if self.targets is not None:
+                t = self.targets[idx]
             yield b, x, self.data.y_train[idx], t
 
     def _teacher_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -574,15 +691,24 @@ class _Trainer:
         cfg = self.config
         first, span = self._stage_bounds(stage)
         total_steps = span * self.steps
+        warmup = warmup_steps(cfg.warmup_epochs, span, self.steps)
         self.model.train()
         if self.regressor is not None:
             self.regressor.train(self._is_hint(stage))
-        sums: dict[str, float] = {}
-        loss_sum, correct, seen, lr = 0.0, 0, 0, cfg.learning_rate
+        sums: dict[str, Any] = {}
+        seen, lr = 0, cfg.learning_rate
+        # running sums stay tensors on the device: no host sync per step (on CUDA a float() per
+        # step would stall the queue); the loss is checked every step on CPU, every
+        # _CHECK_EVERY steps on CUDA (the first bad batch is tracked on the device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         bar = StepBar(f"epoch {epoch + 1}/{cfg.epochs} {stage}", self.steps, enabled=self.progress)
+        lr_at = lambda b: cfg.learning_rate * lr_factor((epoch - first) * self.steps + b, total_steps,  # noqa: E731
+                                                      warmup, cfg.lr_floor)
         for b, x, y, t in self._batches(epoch):
             step = (epoch - first) * self.steps + b
-            lr = cfg.learning_rate * _cosine(step, total_steps)
+            lr = lr_at(b)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -592,7 +718,13 @@ class _Trainer:
                 t = t.to(self.device, non_blocking=True)
             with self._autocast():
                 loss, parts, logits = self._loss(stage, x, y, t, step / max(total_steps, 1))
-            _check_finite(loss, stage, epoch, b, lr)
+            if not self.cuda:
+                _check_finite(loss, stage, epoch, b, lr)
+            else:
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()),
+                                        torch.full_like(first_bad, b), first_bad)
+                if b % _CHECK_EVERY == _CHECK_EVERY - 1 or b == self.steps - 1:
+                    _check_first_bad(first_bad, loss, stage, epoch, lr_at)
             optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -601,19 +733,20 @@ class _Trainer:
             else:
                 loss.backward()
                 optimizer.step()
-            loss_sum += float(loss.detach()) * len(y)
+            loss_sum += loss.detach().float() * len(y)
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value * len(y)
             if logits is not None:
-                correct += int((logits.argmax(1) == y).sum())
+                correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
-            bar.update(description=f"epoch {epoch + 1}/{cfg.epochs} {stage} loss {loss_sum / seen:.4f}")
+            if self.progress:  # (trials of compress run without: no host sync per step there)
+                bar.update(description=f"epoch {epoch + 1}/{cfg.epochs} {stage} loss {float(loss_sum) / seen:.4f}")
         bar.close()
         record: dict[str, Any] = {"epoch": epoch + 1, "stage": stage, "lr_last": lr,
-                                  "loss": loss_sum / max(seen, 1), "samples": seen,
-                                  "loss_parts": {k: v / max(seen, 1) for k, v in sums.items()}}
+                                  "loss": float(loss_sum) / max(seen, 1), "samples": seen,
+                                  "loss_parts": {k: float(v) / max(seen, 1) for k, v in sums.items()}}
         if not self._is_hint(stage):
-            record["train_acc"] = correct / max(seen, 1)
+            record["train_acc"] = int(correct) / max(seen, 1)
         return record
 
     def _evaluate_val(self) -> float:

@@ -447,7 +447,13 @@ class ExportedTeacher(nn.Module):
 
     def __init__(self, program: Any, fingerprint: str) -> None:
         super().__init__()
-        self.program = program.module()
+        # torch.export.unflatten restores the original module hierarchy (named submodules that
+        # forward hooks, hint taps and per-layer costing can use); program.module() is one
+        # flat graph. Fall back to it for programs unflatten cannot rebuild.
+        try:
+            self.program = torch.export.unflatten(program)
+        except Exception:  # noqa: BLE001 - any unflatten failure: the flat module still runs
+            self.program = program.module()
         setattr(self, FINGERPRINT_ATTR, fingerprint)
         inputs = [n for n in program.graph.nodes
                   if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
@@ -483,17 +489,22 @@ class ExportedTeacher(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = self.static_batch
-        if size is None or x.shape[0] == size:
-            return self.program(x)
-        outputs = []
-        for start in range(0, x.shape[0], size):
-            chunk = x[start:start + size]
-            pad = size - chunk.shape[0]
-            if pad:
-                chunk = torch.cat([chunk, chunk.new_zeros((pad, *chunk.shape[1:]))])
-            outputs.append(self.program(chunk)[:size - pad])
-        return torch.cat(outputs)
+        return in_static_batches(self.program, x, self.static_batch)
+
+
+def in_static_batches(fn: Any, x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """``fn(x)`` for a graph exported at the constant batch ``size``: run in chunks of ``size``
+    (the last one zero-padded) and concatenated; ``fn`` as is when ``size`` is None or fits."""
+    if size is None or x.shape[0] == size:
+        return fn(x)
+    outputs = []
+    for start in range(0, x.shape[0], size):
+        chunk = x[start:start + size]
+        pad = size - chunk.shape[0]
+        if pad:
+            chunk = torch.cat([chunk, chunk.new_zeros((pad, *chunk.shape[1:]))])
+        outputs.append(fn(chunk)[:size - pad])
+    return torch.cat(outputs)
 
 
 # --------------------------------------------------------------------------- checks, fingerprints

@@ -181,7 +181,8 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
                 "command": manifest.get("command"), "versions": manifest.get("versions")},
         "search": {key: search.get(key) for key in
                    ("rungs", "survivors", "finalists", "epochs_spent", "epochs_full", "winner",
-                    "candidates_enumerated", "candidates_in_budget", "shortlist", "target_is_host")},
+                    "winner_method", "rung_depths", "candidates_enumerated", "candidates_in_budget",
+                    "shortlist", "target_is_host")},
         "teacher": teacher,
         "students": students,
         "winner": search["winner"],
@@ -309,6 +310,7 @@ def document(summary: dict) -> list[tuple]:
     ``("table", header, rows)`` and ``("figure", plot name, caption)``."""
     run, search = summary["run"], summary["search"]
     data, teacher = run["data"], run["teacher"]
+    depths = search.get("rung_depths") or []
     blocks: list[tuple] = [
         ("h1", f"edgekd report: {run['folder']}"),
         ("p", f"Profile {run['profile']} ({run['profile_kind']}), budget: "
@@ -325,16 +327,20 @@ def document(summary: dict) -> list[tuple]:
               f"{len(search.get('shortlist') or [])}. Successive halving trained "
               f"{search.get('epochs_spent')} epochs in all, against {search.get('epochs_full')} "
               "to train the whole shortlist fully."),
-        ("table", ("rung", "trials", "epochs", "trained"),
+        ("table", ("rung", "trials", "epochs", "trained", "depths"),
          [[str(i + 1), str(r["keep"]),
            f"{r['epochs']}" + (" (final, from scratch)" if r.get("fresh")
                                else " (continued)" if i else ""),
-           ", ".join(search["survivors"][i])]
+           ", ".join(search["survivors"][i]),
+           ", ".join(str(d) for d in depths[i]) if i < len(depths) else "-"]
           for i, r in enumerate(search.get("rungs") or [])]),
     ]
     if summary.get("ablation"):
-        blocks += [("h2", "Ablation (the winner's architecture, other training methods)"),
-                   ("table", ("method", "trial", "epochs", "val acc", "test acc"),
+        blocks += [("h2", "Ablation (the winner's architecture, other training methods)")]
+        if search.get("winner_method"):
+            blocks.append(("p", f"Winner by validation accuracy among these: {search['winner_method']} "
+                                f"({summary['winner']}, the exported and bundled student)."))
+        blocks += [("table", ("method", "trial", "epochs", "val acc", "test acc"),
                     [[a["method"], a["trial"], str(a["epochs"]), fmt.percent(a["val_acc"]),
                       fmt.percent(a["test_acc"])] for a in summary["ablation"]])]
     blocks.append(("h2", "Plots"))

@@ -2,7 +2,7 @@
 
 Owns: pipeline (``compress``: search -> successive halving -> final training -> export ->
 measure -> report -> bundle), halving (the successive-halving scheduler), executors (local and
-Ray trial executors), rundir (opening a run: identity, resume checks, the lock), repair (damaged run files on resume) and
+Ray trial executors), preflight (the checks compress makes before training or run.json), rundir (opening a run: identity, resume checks, the lock), repair (damaged run files on resume) and
 progress (the live view of a search).
 
 May import: every stage (``edgekd.core``, ``inputs``, ``search``, ``distill``, ``ship``,

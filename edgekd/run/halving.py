@@ -154,12 +154,34 @@ def epochs_spent(rungs: Iterable[Rung]) -> int:
     return spent
 
 
-def promote(results: dict[str, dict], order: list[str], keep: int) -> list[str]:
+def promote(results: dict[str, dict], order: list[str], keep: int,
+            groups: dict[str, Any] | None = None) -> list[str]:
     """The ``keep`` best trial ids by validation accuracy; ties go to the earlier candidate
-    in ``order`` (the search's ranking), so the choice is deterministic."""
+    in ``order`` (the search's ranking), so the choice is deterministic.
+
+    With ``groups`` (trial id -> group, e.g. shallow/deep), the best trial of every group is
+    kept first (best groups first, while ``keep`` allows), then the rest by accuracy: a deep
+    student, slower to start, is not dropped after a short rung only because shallow ones
+    converge faster (FitNets' point is that depth pays once it is trained long enough)."""
     rank = {tid: i for i, tid in enumerate(order)}
     ranked = sorted(results, key=lambda tid: (-float(results[tid]["val_acc"]), rank[tid]))
-    return ranked[:keep]
+    if not groups:
+        return ranked[:keep]
+    chosen: list[str] = []
+    for tid in ranked:
+        if len(chosen) < keep and groups.get(tid) not in {groups.get(c) for c in chosen}:
+            chosen.append(tid)
+    chosen += [tid for tid in ranked if tid not in chosen][: keep - len(chosen)]
+    return sorted(chosen, key=ranked.index)
+
+
+def depth_groups(depths: dict[str, int]) -> dict[str, str]:
+    """Trial id -> ``"shallow"`` (depth at or below the median of ``depths``) or ``"deep"``."""
+    if not depths:
+        return {}
+    values = sorted(depths.values())
+    median = values[(len(values) - 1) // 2]
+    return {tid: "shallow" if d <= median else "deep" for tid, d in depths.items()}
 
 
 @dataclass
@@ -229,11 +251,13 @@ class SuccessiveHalving:
     records each finished (rung, trial) immediately, promotes the best ``1/eta``."""
 
     def __init__(self, config: HalvingConfig, make_job: Callable[[str, Rung], TrialJob],
-                 store: RungStore, on_event: Callable[[HalvingEvent], None] | None = None) -> None:
+                 store: RungStore, on_event: Callable[[HalvingEvent], None] | None = None,
+                 groups: dict[str, Any] | None = None) -> None:
         self.config = config
         self.make_job = make_job
         self.store = store
         self.on_event = on_event or (lambda event: None)
+        self.groups = groups  # see promote(): every group keeps its best while keep allows
 
     def run(self, candidate_ids: list[str], executor: Executor) -> HalvingResult:
         rungs = plan_rungs(len(candidate_ids), self.config)
@@ -296,7 +320,7 @@ class SuccessiveHalving:
             latest.update(rung_results)
             previous_epochs = rung.epochs
             if rung.index + 1 < len(rungs):
-                alive = promote(rung_results, candidate_ids, rungs[rung.index + 1].keep)
+                alive = promote(rung_results, candidate_ids, rungs[rung.index + 1].keep, self.groups)
         finalists = promote({t: latest[t] for t in alive}, candidate_ids,
                             min(self.config.finalists, len(alive)))
         event("done", rungs[-1])

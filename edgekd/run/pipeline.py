@@ -55,13 +55,23 @@ class CompressConfig:
     latency_ms: float | None = None
     batch: int | None = None
     candidates: int = 6
-    epochs: int = 6
-    min_epochs: int = 1
+    epochs: int | None = None  # None: default_epochs(training images), printed
+    min_epochs: int | None = None  # None: a third of epochs (a rung long enough to rank on)
     hint_epochs: int = 1
     eta: int = 3
-    finalists: int = 1
+    finalists: int = 2
     rungs: int | None = None
     method: str = "fitnet"
+    #: method of the selection rungs (None: kd for fitnet, whose hint stage does not fit a
+    #: short rung, else the method itself); the fresh final rung trains ``method``
+    rung_method: str | None = None
+    depth_groups: bool = True
+    augment: str = "auto"
+    teacher_views: int | None = None  # None: 8 cached views on CPU, the teacher per batch on CUDA
+    label_smoothing: float = 0.0
+    device: str = "auto"
+    parity_samples: int = 256  # images of the ONNX parity check (edgekd.export.MIN_PARITY_SAMPLES)
+    calibration: str | None = None
     baselines: bool = False
     executor: str = "local"
     ray_address: str | None = None
@@ -84,24 +94,68 @@ class CompressConfig:
     def identity_config(self) -> dict[str, Any]:
         """The settings that change the results (not: executor, output, measuring, progress)."""
         keys = ("candidates", "epochs", "min_epochs", "hint_epochs", "eta", "finalists", "rungs",
-                "method", "max_train_samples", "batch_size", "arch")
+                "method", "max_train_samples", "batch_size", "arch", "rung_method", "depth_groups",
+                "augment", "teacher_views", "label_smoothing")
         return {key: getattr(self, key) for key in keys}
 
+    def selection_method(self) -> str:
+        """What the selection rungs train: ``rung_method``, else kd for fitnet (a short rung
+        spent mostly on the hint stage ranks deep students at ~chance), else ``method``."""
+        if self.rung_method is not None:
+            return self.rung_method
+        return "kd" if _has_hints(self.method) else self.method
+
+    def resolved(self, n_train: int) -> "CompressConfig":
+        """This config with ``epochs`` and ``min_epochs`` filled in from the data size."""
+        epochs = self.epochs if self.epochs is not None else default_epochs(n_train)
+        low = self.min_epochs if self.min_epochs is not None else max(1, round(epochs / self.eta))
+        views = self.teacher_views
+        if views is None:
+            import torch
+
+            cuda = self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available())
+            views = 0 if cuda else DEFAULT_TEACHER_VIEWS_CPU
+        return dataclasses.replace(self, epochs=epochs, min_epochs=min(low, epochs), teacher_views=views)
+
     def halving(self) -> HalvingConfig:
-        """The schedule; with fitnet every rung must reach past the hint stage, so the first
+        """The schedule (``epochs``/``min_epochs`` resolved, see :meth:`resolved`); with a hint
+        method in the selection rungs every rung must reach past the hint stage, so the first
         rung trains at least ``hint_epochs + 1`` epochs (one of them with KD)."""
-        low = self.min_epochs
-        # fitnet trials (the search's, or the --baselines ablation's) need a KD epoch after the hints
-        method = METHODS.get(self.method)  # an unknown name is refused by load_inputs
-        hints = method is not None and method.has_hint_stage
-        if (hints or self.baselines) and self.epochs <= self.hint_epochs:
-            raise EdgekdError(f"--epochs {self.epochs} leaves no KD epoch after "
+        if self.epochs is None:
+            raise ValueError("CompressConfig.halving() before resolved(): epochs unknown")
+        epochs = self.epochs
+        low = self.min_epochs if self.min_epochs is not None else max(1, round(epochs / self.eta))
+        # fitnet trials (the final's, or the --baselines ablation's) need a KD epoch after the hints
+        if (_has_hints(self.method) or self.baselines) and epochs <= self.hint_epochs:
+            raise EdgekdError(f"--epochs {epochs} leaves no KD epoch after "
                               f"{self.hint_epochs} hint epoch(s): use --epochs "
                               f"{self.hint_epochs + 1} or more")
-        if hints:
+        if _has_hints(self.selection_method()):
             low = max(low, self.hint_epochs + 1)
-        return HalvingConfig(eta=self.eta, min_epochs=min(low, self.epochs),
-                             max_epochs=self.epochs, finalists=self.finalists, rungs=self.rungs)
+        return HalvingConfig(eta=self.eta, min_epochs=min(low, epochs),
+                             max_epochs=epochs, finalists=self.finalists, rungs=self.rungs)
+
+
+#: Training images seen per full trial by default: ``epochs = clamp(round(SAMPLES / n), 4, 60)``
+#: (15 epochs of a 10k-image set, which keeps the default MNIST run near 10 CPU-minutes on 2
+#: cores; 4 on full MNIST-sized sets of 60k). CIFAR-sized data with crop + flip converges
+#: further with more (pass --epochs 30 on a GPU).
+DEFAULT_SAMPLES_PER_TRIAL = 150_000
+#: ``--teacher-views`` when not given: on CPU the teacher's outputs on 8 augmented views per
+#: image are computed once per run (cached) instead of a teacher pass per batch; on CUDA the
+#: teacher runs per batch (cheap there, and every step sees a fresh crop).
+DEFAULT_TEACHER_VIEWS_CPU = 8
+
+
+def _has_hints(name: str) -> bool:
+    """Whether method ``name`` has a hint stage (an unknown name is refused elsewhere)."""
+    method = METHODS.get(name)
+    return method is not None and method.has_hint_stage
+
+
+def default_epochs(n_train: int) -> int:
+    """Epochs of a full trial when --epochs is not given (see DEFAULT_SAMPLES_PER_TRIAL)."""
+    return int(min(60, max(4, round(DEFAULT_SAMPLES_PER_TRIAL / max(n_train, 1)))))
 
 
 @dataclass
@@ -142,10 +196,18 @@ class Inputs:
     dataset: Any
     teacher: Any
     teacher_fp: str
+    parity_samples: int = 256
 
 
-def load_inputs(config: CompressConfig) -> Inputs:
-    """Profile (with budget overrides), data and teacher, checked against each other."""
+def train_images(dataset: Any, config: CompressConfig) -> int:
+    """How many images a trial trains on (before the validation split)."""
+    n = len(dataset.y_train)
+    return min(n, config.max_train_samples) if config.max_train_samples else n
+
+
+def load_inputs(config: CompressConfig, dataset: Any = None) -> Inputs:
+    """Profile (with budget overrides), data (unless given) and teacher, checked against
+    each other."""
     from edgekd.inputs.data import load_dataset
     from edgekd.inputs.profiles import load_profile
     from edgekd.inputs.teachers import check_teacher, load_teacher, model_fingerprint
@@ -157,11 +219,11 @@ def load_inputs(config: CompressConfig) -> Inputs:
         latency_ms = EMBEDDED_LATENCY_MS
     profile = load_profile(config.profile or "host-cpu").with_budget(
         latency_ms=latency_ms, macs=config.max_macs, batch=config.batch)
-    dataset = load_dataset(config.data)
+    dataset = dataset if dataset is not None else load_dataset(config.data)
     teacher = load_teacher(config.teacher, arch=config.arch, num_classes=dataset.num_classes,
                            trust_code=config.trust_code, dataset=dataset)
     check_teacher(teacher, dataset.input_shape, dataset.num_classes)
-    return Inputs(profile, dataset, teacher, model_fingerprint(teacher))
+    return Inputs(profile, dataset, teacher, model_fingerprint(teacher), config.parity_samples)
 
 
 def run_identity(config: CompressConfig, inputs: Inputs) -> dict:
@@ -183,7 +245,7 @@ def search_stage(config: CompressConfig, inputs: Inputs) -> tuple[list[dict], li
 
     found = search_candidates(inputs.profile, inputs.dataset.input_shape,
                               inputs.dataset.num_classes, shortlist=config.candidates,
-                              cost_cache=default_cost_cache())
+                              cost_cache=default_cost_cache(), calibration=config.calibration)
     rows = [c.to_record() for c in found.feasible]
     shortlist = [c.to_record() for c in found.shortlist]
     return rows, shortlist, {"candidates_enumerated": len(found.candidates),
@@ -195,7 +257,9 @@ def train_config(config: CompressConfig, method: str, epochs: int) -> dict[str, 
     """The TrainConfig fields of one trial (edgekd.distill.TrainConfig defaults elsewhere)."""
     values: dict[str, Any] = {"method": method, "epochs": epochs, "seed": config.seed,
                               "max_train_samples": config.max_train_samples,
-                              "hint_epochs": config.hint_epochs}
+                              "hint_epochs": config.hint_epochs, "augment": config.augment,
+                              "teacher_views": config.teacher_views,
+                              "label_smoothing": config.label_smoothing, "device": config.device}
     if config.batch_size is not None:
         values["batch_size"] = config.batch_size
     return values
@@ -209,10 +273,15 @@ def halving_stage(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist
 
     def make_job(trial_id: str, rung: Rung) -> TrialJob:
         return TrialJob(trial_id, rung.index, rung.epochs, trial_payload(
-            specs[trial_id], train_config(config, config.method, rung.epochs)),
+            specs[trial_id], train_config(config, rung_method(config, rung), rung.epochs)),
             folder=trial_folder(trial_id, rung))
 
-    scheduler = SuccessiveHalving(config.halving(), make_job, run, on_event)
+    groups = None
+    if config.depth_groups:
+        from edgekd.run.halving import depth_groups
+
+        groups = depth_groups({tid: spec_depth(spec) for tid, spec in specs.items()})
+    scheduler = SuccessiveHalving(config.halving(), make_job, run, on_event, groups=groups)
     return scheduler.run([row["id"] for row in shortlist], executor)
 
 
@@ -249,9 +318,39 @@ def store_plan(run: RunDir, rungs: list[Rung], options: dict[str, Any] | None = 
         atomic_write_json(run.run_json, {**manifest, **extra})
 
 
+def run_methods(config: CompressConfig) -> set[str]:
+    """Every method the run trains with: the final rung's, the selection rungs', the baselines'."""
+    return {config.method, config.selection_method(), *(ABLATION_METHODS if config.baselines else ())}
+
+
+def rung_method(config: CompressConfig, rung: Rung) -> str:
+    """The method a rung trains: the fresh final rung ``method``, selection rungs
+    :meth:`CompressConfig.selection_method`."""
+    return config.method if rung.fresh else config.selection_method()
+
+
+def spec_depth(spec: dict) -> int:
+    from edgekd.search.space import StudentSpec
+
+    return StudentSpec.from_dict(spec).depth
+
+
 def trial_folder(candidate_id: str, rung: Rung) -> str:
     """trials/ID for continued rungs; trials/ID-final for the fresh final training."""
     return rung.folder(candidate_id)
+
+
+def best_method(run: RunDir, trials: dict[str, str]) -> tuple[str, str]:
+    """(method, trial) with the best validation accuracy among the trials of one
+    architecture (method -> trial); ties go to the first listed (the search's method)."""
+    best: tuple[float, str, str] | None = None
+    for method, trial in trials.items():
+        val = read_json(run.trial(trial) / "result.json").get("val_acc")
+        score = float("-inf") if val is None else float(val)
+        if best is None or score > best[0]:
+            best = (score, method, trial)
+    assert best is not None
+    return best[1], best[2]
 
 
 def baseline_stage(config: CompressConfig, run: RunDir, winner: dict, winner_trial: str,
@@ -312,7 +411,8 @@ def _export(model: Any, name: str, inputs: Inputs, run: RunDir, *, source_sha: s
     if done and done["source_sha256"] == source_sha and done["onnx_sha256"] == sha256_file(onnx_path):
         return onnx_path
     export_onnx(model, inputs.dataset.input_shape, onnx_path, batch=inputs.profile.budget.batch,
-                metadata=metadata, parity_x=parity_inputs(inputs.dataset))
+                metadata=metadata, parity_x=parity_inputs(inputs.dataset, inputs.parity_samples),
+                parity_min=inputs.parity_samples)
     write_doc(EXPORT, marker, {"source_sha256": source_sha, "onnx_sha256": sha256_file(onnx_path)})
     return onnx_path
 
@@ -374,15 +474,38 @@ def compress(config: CompressConfig) -> Summary:
     """Run (or resume) the whole pipeline and return where the report is. The run folder is
     locked for the whole call (edgekd.run.rundir.open_run) and repaired before training
     (edgekd.run.repair)."""
+    from edgekd.inputs.data import load_dataset
+    from edgekd.run import preflight
+    from edgekd.search.space import StudentSpec
+
     started = time.monotonic()
+    for name, flag in ((config.method, "--method"), (config.rung_method, "--rung-method")):
+        if name is not None and name not in method_names(compress=True):
+            raise EdgekdError(f"unknown method {name!r} for {flag}: use one of "
+                              f"{', '.join(method_names(compress=True))}")
+    dataset = load_dataset(config.data)
+    explicit = config.epochs is not None
+    config = config.resolved(train_images(dataset, config))
+    how = "as given" if explicit else f"default for {train_images(dataset, config)} training images"
+    schedule_line = (f"epochs per full trial: {config.epochs} ({how}); selection rungs start at "
+                     f"{config.min_epochs}")
     # Check the schedule first: a bad --eta/--epochs/--candidates must fail before the teacher
     # is trained and before run.json exists (else the corrected rerun would meet a "different run").
     check_effort(config, plan_rungs(config.candidates, config.halving()))
-    inputs = load_inputs(config)
     out = run_folder(config)
-    rows, shortlist, counts = search_stage(config, inputs)
+    preflight.check_out(out)
+    if config.calibration:
+        from edgekd.inputs.profiles import load_profile
+
+        preflight.check_calibration(config.calibration, load_profile(config.profile or "host-cpu"))
+    preflight.check_parity_sample(dataset, config.parity_samples)
+    inputs = load_inputs(config, dataset)
+    rows, shortlist, counts = search_stage(config, inputs)  # refuses an infeasible budget
+    preflight.check_hint_taps(inputs.teacher, [StudentSpec.from_dict(r["spec"]) for r in shortlist],
+                              tuple(dataset.input_shape), run_methods(config))
     run, resumed = open_run(out, run_identity(config, inputs), resume=config.resume,
                             command=config.command if config.command is not None else sys.argv)
+    say(config.progress, schedule_line)  # once every check has passed, before the first trial
     try:
         return _compress_locked(config, inputs, run, resumed, rows, shortlist, counts, started)
     finally:
@@ -402,7 +525,15 @@ def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resume
     outcome, winner, baselines = _train(config, inputs, run, shortlist)
     winner_trial = trial_folder(winner["id"], outcome.rungs[-1])
     timing["training_s"] = round(time.monotonic() - mark, 2)
+    winner_method = config.method
+    if baselines:  # the best by validation among the winner's architecture's methods
+        winner_method, winner_trial = best_method(run, baselines)
     trials = _trial_entries(config, outcome, winner, winner_trial, baselines)
+    specs = {row["id"]: row["spec"] for row in shortlist}
+    rung_depths = [sorted(spec_depth(specs[tid]) for tid in alive) for alive in outcome.survivors]
+    say(config.progress, "depths per rung: " + " | ".join(
+        f"rung {r.index} ({rung_method(config, r)}, {r.epochs} ep): {d}"
+        for r, d in zip(outcome.rungs, rung_depths)))
     restore_results(run, [t["trial"] for t in trials])
     mark = time.monotonic()
     note = functools.partial(say, config.progress)  # plain lines: no silent minutes in a log
@@ -423,6 +554,8 @@ def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resume
         "survivors": outcome.survivors,
         "finalists": [trial_folder(tid, rungs[-1]) for tid in outcome.finalists],
         "winner": winner_trial,
+        "winner_method": winner_method,
+        "rung_depths": rung_depths,
         "epochs_spent": epochs_spent(rungs),
         "epochs_full": len(shortlist) * config.epochs,
         "baselines": baselines,
@@ -459,6 +592,7 @@ def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[
                      if config.baselines else None)
     finally:
         executor.close()
+        inputs.teacher.to("cpu")  # trials may have moved it to the GPU; export and costing run on CPU
     return outcome, winner, baselines
 
 
@@ -470,11 +604,11 @@ def _trial_entries(config: CompressConfig, outcome: Any, winner: dict, winner_tr
     for rung, alive in zip(outcome.rungs, outcome.survivors):
         for tid in alive:
             folder = trial_folder(tid, rung)
-            seen[folder] = {"trial": folder, "candidate": tid, "method": config.method,
+            seen[folder] = {"trial": folder, "candidate": tid, "method": rung_method(config, rung),
                             "rung": rung.index, "role": "final" if rung.fresh else "search"}
     trials = list(seen.values())
     for method, trial_id in (baselines or {}).items():
-        if trial_id != winner_trial:
+        if trial_id not in seen:
             trials.append({"trial": trial_id, "candidate": winner["id"], "method": method,
                            "role": "baseline"})
     return trials

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -129,7 +130,10 @@ def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
         return hook
 
     handles = []
-    for name, module in model.named_modules():
+    # TorchScript refuses forward hooks: count its MACs in total (FlopCounterMode sees its ops),
+    # without a per-layer breakdown
+    hookable = not isinstance(model, torch.jit.ScriptModule)
+    for name, module in model.named_modules() if hookable else ():
         if next(module.children(), None) is not None:
             continue
         kind = _layer_kind(module)
@@ -142,8 +146,11 @@ def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
             handles.append(module.register_forward_hook(recorder(name, kind, weights, channels)))
     was_training = model.training
     model.eval()
+    # a torch.export graph exported at a constant batch B runs B images per call (one image is
+    # padded to B): count one call at B and divide, so MACs are per image as for any model
+    batch = getattr(model, "static_batch", None) or 1
     try:
-        x = torch.zeros(1, *input_shape, device=device)
+        x = torch.zeros(batch, *input_shape, device=device)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(x)
     except RuntimeError as error:
@@ -161,11 +168,13 @@ def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
     for name, *_ in calls:
         n_calls[name] = n_calls.get(name, 0) + 1
     layers = tuple(
-        Layer(name, kind, int(flops_of.get(f"{root}.{name}", 0) // 2 // n_calls[name]),
-              inp, out, weights, *channels)
+        Layer(name, kind, int(flops_of.get(f"{root}.{name}", 0) // 2 // n_calls[name] // batch),
+              inp // batch, out // batch, weights, *channels)
         for name, kind, inp, out, weights, channels in calls
     )
-    total_macs = int(flops_of.get("Global", 0) // 2)
+    total_macs = int(flops_of.get("Global", 0) // 2 // batch)
+    if not hookable:  # one layer for the whole graph, so the roofline still predicts a latency
+        layers = (Layer("<torchscript>", "conv", total_macs, math.prod(input_shape), 0, params),)
     return ModelCost(macs=total_macs, params=params, layers=layers)
 
 

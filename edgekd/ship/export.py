@@ -251,13 +251,14 @@ def _simplify(model_proto: "onnx.ModelProto") -> tuple["onnx.ModelProto | None",
 def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: str | Path, *,
                 batch: int = 1, dynamic_batch: tuple[int, int, int] | None = None,
                 opset: int = DEFAULT_OPSET, metadata: dict[str, Any] | None = None,
-                simplify: bool = False, parity_x: np.ndarray | None = None) -> Path:
+                simplify: bool = False, parity_x: np.ndarray | None = None,
+                parity_min: int = MIN_PARITY_SAMPLES) -> Path:
     """Export ``model`` (one ``(N, *input_shape)`` float input named "input", output
     "logits") to ``path`` atomically; see the module docstring for exporter, opset, batch,
     parity and simplification. ``metadata`` goes into ``metadata_props`` (non-strings as
     JSON) with ``edgekd.version``, ``edgekd.opset``, ``edgekd.exporter``, ``edgekd.batch``,
     ``edgekd.parity`` and ``edgekd.simplified``. With ``parity_x`` the export is checked
-    against PyTorch (:func:`check_parity`) and a failure raises."""
+    against PyTorch (:func:`check_parity`, at least ``parity_min`` samples) and a failure raises."""
     import onnx
     import torch
 
@@ -286,7 +287,7 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: st
         })
         _check_model(proto, "exported model")
         tmp.write_bytes(proto.SerializeToString())
-        report = check_parity(model, tmp, parity_x) if parity_x is not None else None
+        report = check_parity(model, tmp, parity_x, min_samples=parity_min) if parity_x is not None else None
         simplified = "no"
         if simplify:
             slim, why = _simplify(proto)
@@ -298,7 +299,7 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: st
                     _check_model(slim, "simplified model")
                     slim_tmp.write_bytes(slim.SerializeToString())
                     if parity_x is not None:
-                        report = check_parity(model, slim_tmp, parity_x)
+                        report = check_parity(model, slim_tmp, parity_x, min_samples=parity_min)
                     proto, simplified = slim, "yes (onnxslim)"
                 except EdgekdError as error:
                     simplified = f"rejected: {error}"

@@ -1,0 +1,88 @@
+"""Checks ``edgekd compress`` runs before anything is trained or written.
+
+A run that would fail late (the fitnet baseline after the whole search, the ONNX parity check
+after training, an output folder that is a file) wastes the search and leaves a run.json a
+corrected rerun then collides with. ``compress`` calls these checks, in this order, and each raises an
+:class:`~edgekd.errors.EdgekdError` (one line, exit status 2) at the first failure:
+
+1. **output folder**: not an existing file; its nearest existing parent is a writable folder.
+2. **calibration**: a ``--calibration`` file loads and is an edgekd calibration.
+3. **hint taps**: for every method the run trains with hints (``--method fitnet``, or fitnet
+   as a ``--baselines`` arm) the teacher has a tappable hint layer and every shortlisted
+   student pairs with it (:func:`edgekd.distill.hints.pair_layers`). A TorchScript teacher
+   hides its layers: it is refused here, not after the search.
+4. **parity sample**: the data has at least ``parity_samples`` images for the ONNX parity
+   check (test images first, topped up from the training split); ``--parity-samples N``
+   states a smaller sample.
+
+Budget feasibility (some student within the MACs/latency budget) is checked by the search
+itself (:func:`edgekd.search.search_candidates`), which runs before this and writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from edgekd.core.errors import EdgekdError
+
+__all__ = ["check_out", "check_calibration", "check_hint_taps", "check_parity_sample", "HINT_METHODS"]
+
+#: Methods whose training taps the teacher's intermediate layers.
+HINT_METHODS = frozenset({"fitnet"})
+
+
+def check_out(out: Path) -> None:
+    """The output folder can be created (or is a folder) and written to."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EdgekdError(f"output '{out}' is a file, not a folder: pass another --out")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise EdgekdError(f"cannot write into '{parent}' (for --out '{out}'): pass an --out "
+                          "in a folder you can write to")
+
+
+def check_calibration(path: str | Path | None, profile: Any) -> None:
+    """A ``--calibration`` file loads the way the search will read it (a calibration or a
+    kernel table, fitted for ``profile``)."""
+    if path is None:
+        return
+    from edgekd.search.search import _resolve_calibration
+
+    _resolve_calibration(path, profile, None)
+
+
+def check_hint_taps(teacher: Any, specs: Iterable[Any], input_shape: tuple[int, ...],
+                    methods: Iterable[str]) -> None:
+    """Every hint method can pair the teacher's hint layer with each student's guided layer."""
+    needed = sorted(set(methods) & HINT_METHODS)
+    if not needed:
+        return
+    from edgekd.distill.hints import list_layers, pair_layers
+    from edgekd.search.space import build
+
+    if not list_layers(teacher, input_shape):
+        kind = "a TorchScript model" if _is_script(teacher) else "this model"
+        raise EdgekdError(f"--method {needed[0]} (or its --baselines arm) taps the teacher's layers, "
+                          f"but {kind} exposes none: use --method kd (without --baselines), or give "
+                          "the teacher as a state_dict with --arch, or as a torch.export .pt2")
+    for spec in specs:
+        pair_layers(teacher, build(spec).eval(), input_shape, spec=spec)
+
+
+def check_parity_sample(dataset: Any, needed: int) -> None:
+    """Enough images for the ONNX parity check (test split topped up from the train split)."""
+    have = len(dataset.y_test) + len(dataset.y_train)
+    if have < needed:
+        raise EdgekdError(f"the data has {have} images but the ONNX parity check takes {needed}: "
+                          f"give more test images, or state a smaller sample with --parity-samples {have}")
+
+
+def _is_script(model: Any) -> bool:
+    import torch
+
+    return isinstance(model, torch.jit.ScriptModule)
