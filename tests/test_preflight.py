@@ -144,7 +144,7 @@ def test_pt2_teacher_runs_fitnet_end_to_end(inputs, pt2_teacher, tmp_path) -> No
                          "--candidates", "2", "--epochs", "2", "--min-epochs", "1")
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, (result.output, result.stderr, result.exception)
-    search = read_json(out / "search.json")
+    search = read_json(out / "outcome.json")
     final = read_json(out / "trials" / search["finalists"][0] / "result.json")
     assert final["method"] == "fitnet" and final["hint"]["hint_layer"].startswith("program.")
     teacher = read_json(out / "teacher.json")

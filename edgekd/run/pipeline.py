@@ -343,6 +343,8 @@ def trial_folder(candidate_id: str, rung: Rung) -> str:
 def best_method(run: RunDir, trials: dict[str, str]) -> tuple[str, str]:
     """(method, trial) with the best validation accuracy among the trials of one
     architecture (method -> trial); ties go to the first listed (the search's method)."""
+    from edgekd.core.fileio import read_json
+
     best: tuple[float, str, str] | None = None
     for method, trial in trials.items():
         val = read_json(run.trial(trial) / "result.json").get("val_acc")
