@@ -21,7 +21,6 @@ bundle/
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
