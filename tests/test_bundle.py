@@ -378,3 +378,32 @@ def test_predict_images_without_torch(bundle: Path, trained_checkpoint, tmp_path
     assert plain.output.count("%") == 2
     bad = CliRunner().invoke(cli, ["predict", str(bundle / "model.onnx"), str(folder / "notes.txt")])
     assert bad.exit_code == 2 and "cannot be read" in bad.output and "Traceback" not in bad.output
+
+
+def test_export_int8_reports_host_accuracy_next_to_fp32(trained_checkpoint, tmp_path: Path) -> None:
+    """``export --int8``: a Q/DQ model (per-channel weights) calibrated on training images, its
+    ONNX Runtime accuracy printed next to FP32 and recorded in ID.int8.json."""
+    import onnx
+
+    from edgekd.core.fileio import read_json, sha256_file
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["export", str(trained_checkpoint[0]), "--out", str(out), "--int8"])
+    assert result.exit_code == 0, result.output
+    [fp32] = [p for p in out.glob("*.onnx") if not p.name.endswith(".int8.onnx")]
+    qdq = fp32.with_name(f"{fp32.stem}.int8.onnx")
+    ops = {node.op_type for node in onnx.load(str(qdq)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    weight_scales = [i for i in onnx.load(str(qdq)).graph.initializer
+                     if i.name.endswith("_scale") and len(i.dims) == 1 and i.dims[0] > 1]
+    assert weight_scales  # per-channel: one scale per output channel
+    record = read_json(fp32.with_name(f"{fp32.stem}.int8.json"))
+    check = record["check"]
+    assert record["onnx_sha256"] == sha256_file(qdq) and record["source_sha256"] == sha256_file(fp32)
+    # FP32 figure: the ONNX on the same 1000 test images PyTorch was scored on (well above chance)
+    assert check["samples"] == 1000 and abs(check["fp32_accuracy"] - trained_checkpoint[1]) <= 0.002
+    assert check["fp32_accuracy"] > 0.2
+    assert abs(check["accuracy"] - check["fp32_accuracy"]) <= 0.03
+    assert check["top1_agreement"] >= 0.9
+    assert (f"accuracy {100 * check['accuracy']:.2f}% vs fp32 {100 * check['fp32_accuracy']:.2f}%"
+            in result.output)

@@ -479,13 +479,16 @@ def _parse_dynamic_batch(_ctx: click.Context, _param: click.Parameter, value: st
               help="Static batch [default: the profile's budget batch, else 1].")
 @click.option("--simplify", is_flag=True,
               help="Simplify with onnxslim; kept only if parity still holds.")
+@click.option("--int8", is_flag=True,
+              help="Also write OUT/ID.int8.onnx (Q/DQ, per-channel weights, calibrated on the "
+                   "training images) and ID.int8.json with its ONNX Runtime accuracy next to FP32.")
 @click.option("--data", default=None,
               help="Data for the parity check and the bundle's npz files "
                    "[default: the run's data, else mnist-subset].")
 @verbose_option
 def export(target: Path, out_dir: Path, bundle: bool, profile_name: str | None,
            dynamic_batch: tuple[int, int, int] | None, batch: int | None, simplify: bool,
-           data: str | None) -> None:
+           int8: bool, data: str | None) -> None:
     """Export a trained student to ONNX (opset 18, onnx.checker, parity with PyTorch on 256
     real test samples: max |logit difference| <= 1e-4 and 100% top-1 agreement), with its
     spec, classes, input shape, normalisation, accuracy and profile in the model metadata.
@@ -497,17 +500,23 @@ def export(target: Path, out_dir: Path, bundle: bool, profile_name: str | None,
         edgekd export runs/orin --out exported --bundle
         edgekd export runs/orin/trials/t03/checkpoint.pt --out exported \\
             --profile jetson-orin-nano-8gb --dynamic-batch 1,8,32 --simplify --bundle
+        edgekd export runs/orin --out exported --int8
     """
     from edgekd.core import fmt
     from edgekd.ship.export_target import export_target
 
     result = export_target(target, out_dir, bundle=bundle, profile=profile_name,
-                           dynamic_batch=dynamic_batch, simplify=simplify, data=data, batch=batch)
+                           dynamic_batch=dynamic_batch, simplify=simplify, data=data, batch=batch,
+                           int8=int8)
     click.echo(f"exported {result.model_id} -> {result.onnx}")
     if result.parity:
         p = result.parity
         click.echo(f"parity: max |logit difference| {p['max_abs_diff']:.3g} (limit {p['atol']:g}), "
                    f"top-1 agreement {fmt.percent(p['top1_agreement'])} on {p['samples']} samples")
+    if result.int8:
+        click.echo(f"int8 -> {result.onnx.with_name(result.int8['onnx'])}: {result.int8['line']}")
+        if result.int8.get("recorded_in"):
+            click.echo(f"int8: recorded in {result.int8['recorded_in']} ('edgekd report' shows it)")
     for note in result.notes:
         click.echo(f"note: {note}")
     if result.bundle:

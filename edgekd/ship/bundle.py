@@ -83,16 +83,11 @@ def _commands(profile: Any, batch: int, has_teacher: bool, int8: bool) -> str:
 
 def _add_int8(out: Path, calib: np.ndarray, norm_pair: tuple[list[float], list[float]]) -> None:
     """Explicit Q/DQ copies made here, so the device needs only TensorRT."""
-    from deploy.errors import DeployError
-    from deploy.quantize import quantize_qdq
+    from edgekd.ship.int8 import quantize_int8
 
     for name in ("model", "teacher"):
         if (out / f"{name}.onnx").is_file():
-            try:
-                quantize_qdq(out / f"{name}.onnx", calib, out / f"{name}.int8.onnx",
-                             normalization=norm_pair)
-            except DeployError as error:
-                raise EdgekdError(str(error)) from None
+            quantize_int8(out / f"{name}.onnx", out / f"{name}.int8.onnx", calib, norm_pair)
 
 
 def _check_line(check: dict) -> str:

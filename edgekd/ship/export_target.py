@@ -29,6 +29,7 @@ class ExportResult:
     source: str                        # "checkpoint" or "run"
     parity: dict[str, Any] | None      # ParityReport.to_dict() of this export
     bundle: Path | None = None
+    int8: dict[str, Any] | None = None  # edgekd.ship.int8 sidecar, with --int8
     notes: list[str] = field(default_factory=list)
 
 
@@ -84,10 +85,26 @@ def _run_identity(run: Path) -> dict[str, Any]:
     return dict(rundir.manifest()["identity"])
 
 
+def _int8(onnx_path: Path, dataset: Any, norm: Any, run: Path | None, trial: str) -> dict[str, Any]:
+    """``--int8``: OUT/ID.int8.onnx + ID.int8.json; for a run, also copied into RUN/export/ (when
+    RUN/export/ID.onnx is this very export) so ``edgekd report RUN`` shows the INT8 row."""
+    from edgekd.core.fileio import sha256_file
+    from edgekd.ship.int8 import export_int8, sidecar_path
+
+    record = export_int8(onnx_path, dataset, norm)
+    existing = RunDir(run).export_onnx(trial) if run else None
+    if existing is not None and existing.is_file() and sha256_file(existing) == record["source_sha256"]:
+        made = onnx_path.with_name(record["onnx"])
+        atomic_write_bytes(existing.with_name(made.name), made.read_bytes())
+        atomic_write_bytes(sidecar_path(existing.with_name(made.name)), sidecar_path(made).read_bytes())
+        record = {**record, "recorded_in": str(existing.parent)}
+    return record
+
+
 def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
                   profile: str | None = None, dynamic_batch: tuple[int, int, int] | None = None,
-                  simplify: bool = False, data: str | None = None, batch: int | None = None
-                  ) -> ExportResult:
+                  simplify: bool = False, data: str | None = None, batch: int | None = None,
+                  int8: bool = False) -> ExportResult:
     """Export a checkpoint or a run's best student to ``out`` (see the module docstring)."""
     from edgekd.core.checkpoint import load_student
     from edgekd.inputs.data import Normalization
@@ -151,6 +168,7 @@ def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
         notes.append(f"--simplify: {metadata.get(meta.SIMPLIFIED)}; the plain export was kept")
     parity = meta.json_value(metadata, meta.PARITY)
     parity = parity if isinstance(parity, dict) else None
+    int8_record = _int8(onnx_path, dataset, norm, run, trial) if int8 else None
     bundle_dir = None
     if bundle:
         teacher = RunDir(run).export_onnx("teacher") if run else None
@@ -159,4 +177,4 @@ def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
         bundle_dir = make_bundle(onnx_path, out / "bundle", profile=device, dataset=dataset,
                                  normalization=norm, teacher_onnx=teacher, run_dir=run)
     return ExportResult(onnx=onnx_path, model_id=model_id, source="run" if run else "checkpoint",
-                        parity=parity, bundle=bundle_dir, notes=notes)
+                        parity=parity, bundle=bundle_dir, int8=int8_record, notes=notes)
