@@ -120,11 +120,13 @@ def check(model: str | Path, data: str | Path, *, backend: str | None = None,
     """Accuracy of ``model`` on ``data`` and top-1 agreement with the reference outputs."""
     loaded = load_data(data)
     with open_runner(model, backend, provider=provider) as runner:
-        return _check(runner, loaded, data, batch=batch, reference=reference)
+        return check_runner(runner, loaded, data, batch=batch, reference=reference)
 
 
-def _check(runner: Any, loaded: Data, data: str | Path, *, batch: int | None,
-           reference: str | Path | None) -> dict[str, Any]:
+def check_runner(runner: Any, loaded: Data, data: str | Path, *, batch: int | None = None,
+                 reference: str | Path | None = None) -> dict[str, Any]:
+    """:func:`check` on an open runner and loaded arrays (``data`` names them in messages);
+    ``edgekd measure --data`` calls it with a data set's test split."""
     y, ref_logits = loaded.y, loaded.logits
     x = prepare_inputs(loaded.x, runner.sample_shape,
                        normalization_of(runner) or loaded.normalization, str(data))
@@ -137,6 +139,7 @@ def _check(runner: Any, loaded: Data, data: str | Path, *, batch: int | None,
         **runner.describe(),
         "data": str(data),
         "samples": int(len(x)),
+        "classes": int(logits.shape[1]) if logits.ndim == 2 else None,
         "accuracy": float(np.mean(logits.argmax(1) == y)) if y is not None else None,
         "reference": None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -407,3 +407,56 @@ def test_export_int8_reports_host_accuracy_next_to_fp32(trained_checkpoint, tmp_
     assert check["top1_agreement"] >= 0.9
     assert (f"accuracy {100 * check['accuracy']:.2f}% vs fp32 {100 * check['fp32_accuracy']:.2f}%"
             in result.output)
+
+
+def _measure_data(path: Path, x_test: np.ndarray, y_test: np.ndarray) -> Path:
+    np.savez(path, x_train=x_test, y_train=y_test, x_test=x_test, y_test=y_test)
+    return path
+
+
+def test_measure_with_data_prints_accuracy_next_to_latency(bundle: Path, trained_checkpoint,
+                                                            tmp_path: Path) -> None:
+    """`edgekd measure MODEL.onnx --data DATA` with torch blocked: top-1 accuracy on the test
+    split (the 1,000 images PyTorch scored in the fixture) matches PyTorch's, on one line with
+    the latency and in the JSON; a model/data mismatch is one line, exit 2, nothing written."""
+    _checkpoint, torch_accuracy, _pred = trained_checkpoint
+    dataset = load_dataset()
+    data = _measure_data(tmp_path / "d.npz", dataset.x_test[:1000], dataset.y_test[:1000])
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCK_TORCH.replace('"torch", "torchvision", "edgekd"',
+                                                                '"torch", "torchvision"'))
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+           "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    out = tmp_path / "m.json"
+    proc = subprocess.run([sys.executable, "-m", "edgekd", "measure", str(bundle / "model.onnx"),
+                           "--data", str(data), "--iters", "5", "--warmup", "1", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(out.read_text())
+    acc = record["accuracy"]
+    assert acc["samples"] == 1000 and acc["split"] == "test" and acc["classes"] == 10
+    assert acc["top1"] == pytest.approx(torch_accuracy, abs=2e-3) and acc["top1"] > 0.15  # above chance (0.1)
+    assert record["latency_ms"]["median"] > 0
+    from edgekd.core import fmt
+
+    line = [x for x in proc.stdout.splitlines() if "top-1 accuracy" in x]
+    assert len(line) == 1 and "ms (median, batch 1)" in line[0], proc.stdout
+    assert f"top-1 accuracy {fmt.percent(acc['top1'])} on 1,000 test images" in line[0]
+
+    plain_out = tmp_path / "plain.json"
+    plain = CliRunner().invoke(cli, ["measure", str(bundle / "model.onnx"), "--iters", "2",
+                                     "--warmup", "0", "--out", str(plain_out)])
+    assert plain.exit_code == 0, plain.output
+    assert "accuracy" not in json.loads(plain_out.read_text()) and "top-1" not in plain.output
+
+    rgb = _measure_data(tmp_path / "rgb.npz", np.repeat(dataset.x_test[:50], 3, axis=1),
+                        dataset.y_test[:50])
+    five = _measure_data(tmp_path / "five.npz", dataset.x_test[:50], dataset.y_test[:50] % 5)
+    for bad_data, words in ((rgb, "(3, 28, 28)"), (five, "has 10 classes")):
+        bad_out = tmp_path / f"{bad_data.stem}.json"
+        bad = CliRunner().invoke(cli, ["measure", str(bundle / "model.onnx"), "--data",
+                                       str(bad_data), "--out", str(bad_out)])
+        assert bad.exit_code == 2 and "Traceback" not in bad.output, bad.output
+        assert bad.output.startswith("error: ") and len(bad.output.strip().splitlines()) == 1
+        assert words in bad.output and not bad_out.exists(), bad.output

@@ -532,30 +532,46 @@ def export(target: Path, out_dir: Path, bundle: bool, profile_name: str | None,
               help="ONNX Runtime intra-op threads (0 = one per core).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Keep the Measurement JSON here.")
+@click.option("--data", "data", default=None, metavar="SPEC",
+              help="Also measure top-1 accuracy on this data set's test split: a .npz with "
+                   "x_test/y_test, an image folder DIR/test/<class>/, or 'mnist-subset' "
+                   "[default: no accuracy].")
 @verbose_option
 def measure(model: Path, batch: int, iters: int, warmup: int, threads: int,
-            out_file: Path | None) -> None:
+            out_file: Path | None, data: str | None) -> None:
     """Measure an ONNX model's latency on this host through the deploy kit
     (python -m deploy bench in a subprocess: the same timing code as on the device)
     and print the Measurement: median, p90, p99, min, mean, std in ms and throughput.
+    With --data, top-1 accuracy on the data's test split too (deploy check's ONNX Runtime
+    path, normalised with the model's metadata; no torch), on one line with the latency and
+    as "accuracy" in the JSON.
 
     \b
     Example:
         edgekd measure exported/t03.onnx --batch 1 --iters 200 --out host.json
+        edgekd measure exported/t03.onnx --data mnist-subset --out host.json
     """
     from rich.console import Console
     from rich.table import Table
 
-    from edgekd.ship.measure import measure_onnx, measurement_rows
+    from edgekd.core.fileio import atomic_write_json
+    from edgekd.ship.measure import measure_onnx, measurement_rows, summary_line, data_accuracy
 
+    accuracy = data_accuracy(model, data) if data is not None else None  # fails before timing
     result = measure_onnx(model, batch=batch, warmup=warmup, iters=iters, out=out_file,
                           threads=threads)
+    if accuracy is not None:
+        result["accuracy"] = accuracy
+        if out_file:
+            atomic_write_json(out_file, result)
     table = Table(title=f"{result['model']} on this host", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     for name, value in measurement_rows(result):
         table.add_row(name, value)
     Console().print(table)
+    if accuracy is not None:
+        click.echo(summary_line(result))
     if out_file:
         click.echo(f"wrote {out_file}")
 

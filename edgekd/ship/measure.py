@@ -9,6 +9,9 @@ site-packages on ``sys.path``) and started in the kit's own folder, with the kit
 explicitly, so a ``deploy/`` folder or a ``numpy.py`` in the user's working directory never
 runs in its place.
 It returns the Measurement dict that the kit wrote (see deploy/bench.py and DESIGN.md).
+:func:`data_accuracy` adds top-1 accuracy on a data set's test split for ``edgekd measure
+--data``, through the deploy kit's torch-free ONNX Runtime path (``deploy check``'s
+:func:`deploy.check.check_runner`, normalised with the model's ``edgekd.normalization``).
 :func:`measured_latency` exports a student spec and measures it this way (the *measured*
 label of the latency model, :mod:`edgekd.search.latency`).
 """
@@ -85,6 +88,54 @@ def measure_onnx(onnx_path: str | Path, *, batch: int = 1, backend: str = "ort",
                     "--warmup", str(warmup), "--iters", str(iters), "--provider", provider,
                     "--threads", str(threads), "--out", str(target)], timeout=timeout)
         return read_json(target)
+
+
+def data_accuracy(onnx_path: str | Path, data: str) -> dict[str, Any]:
+    """Top-1 accuracy of ``onnx_path`` on the test split of ``data`` (an .npz, an image folder,
+    'mnist-subset': see :func:`edgekd.inputs.data.load_dataset`; folders are resized to the
+    model's input size): ``accuracy = mean(argmax(logits) == y)`` over the split, computed by
+    ``deploy check``'s code. A model whose input shape or class count differs from the data's
+    is an EdgekdError (nothing is measured)."""
+    from deploy.check import Data, check_runner
+    from deploy.errors import DeployError
+    from deploy.runners import OrtRunner
+    from edgekd.inputs.data import load_dataset
+
+    onnx_path = Path(onnx_path)
+    if onnx_path.suffix != ".onnx" or not onnx_path.is_file():
+        raise EdgekdError(f"model '{onnx_path}' is not an .onnx file: accuracy (--data) needs an "
+                          "ONNX model from 'edgekd export'")
+    try:
+        with OrtRunner(onnx_path) as runner:
+            shape = tuple(int(v) for v in runner.sample_shape)
+            dataset = load_dataset(data, image_size=shape[1:])
+            if tuple(dataset.input_shape) != shape:
+                raise EdgekdError(f"data '{data}' holds images shaped {tuple(dataset.input_shape)}, "
+                                  f"model '{onnx_path.name}' takes {shape}: pass the data set "
+                                  "the model was trained on")
+            result = check_runner(runner, Data(dataset.x_test, dataset.y_test, None, None), data)
+    except DeployError as error:
+        raise EdgekdError(str(error)) from None
+    if result["classes"] != dataset.num_classes:
+        raise EdgekdError(f"model '{onnx_path.name}' has {result['classes']} classes, data "
+                          f"'{data}' has {dataset.num_classes}: pass the data set the model "
+                          "was trained on")
+    return {"top1": result["accuracy"], "split": "test", "samples": result["samples"],
+            "classes": dataset.num_classes, "data": dataset.source}
+
+
+def summary_line(measurement: dict[str, Any]) -> str:
+    """``t03.onnx: latency 0.12 ms (median, batch 1), top-1 accuracy 97.20% on 2,000 test
+    images of mnist-subset`` (the accuracy part when the measurement has one)."""
+    from edgekd.core import fmt
+
+    line = (f"{measurement['model']}: latency {fmt.ms(measurement['latency_ms']['median'])} ms "
+            f"(median, batch {measurement['batch']})")
+    acc = measurement.get("accuracy")
+    if acc:
+        line += (f", top-1 accuracy {fmt.percent(acc['top1'])} on {acc['samples']:,} "
+                 f"{acc['split']} images of {acc['data']}")
+    return line
 
 
 def measurement_rows(measurement: dict[str, Any]) -> list[tuple[str, str]]:
