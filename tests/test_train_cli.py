@@ -43,7 +43,7 @@ def test_train_fitnet_checkpoint_reloads_and_reproduces_accuracy(teacher_file, t
     spec_file.write_text(SPEC.to_json())
     out = tmp_path / "run"
     args = ["train", "--student", str(spec_file), "--teacher", str(teacher_file), "--arch", "edgekd:builtin-cnn",
-            "--method", "fitnet", "--epochs", "2", "--hint-epochs", "1", "--max-train-samples", "1200",
+            "--method", "fitnet", "--epochs", "1", "--hint-epochs", "1", "--max-train-samples", "1200",
             "--batch-size", "16", "--lr", "0.2", "--temperature", "2", "--alpha", "0.5", "--out", str(out)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
@@ -53,7 +53,8 @@ def test_train_fitnet_checkpoint_reloads_and_reproduces_accuracy(teacher_file, t
     assert [line.split(":")[0] for line in epochs] == ["epoch 1/2 (hint)", "epoch 2/2 (kd)"]
     assert "val " in epochs[1] and "loss " in epochs[0]
     stored = read_json(out / "result.json")
-    assert stored["method"] == "fitnet" and stored["epochs_done"] == 2
+    assert stored["method"] == "fitnet" and stored["epochs_done"] == 2  # 1 hint epoch on top of 1 KD epoch
+    assert stored["hint_epochs_done"] == 1 and len(stored["hint_r2"]) == 1
     assert [r["stage"] for r in read_jsonl(out / "metrics.jsonl")] == ["hint", "kd"]
 
     model, info = load_student(out / "checkpoint.pt")

@@ -64,10 +64,10 @@ def _config(tmp_path: Path, **changes) -> TrainConfig:
 @pytest.mark.parametrize("method,changes", [
     ("scratch", {}),
     ("kd", {}),
-    ("fitnet", {"epochs": 2}),
+    ("fitnet", {}),  # 1 hint epoch on top of 1 KD epoch (issue 12)
     ("dkd", {}),
     ("lskd", {}),
-    ("fitnet-dkd", {"epochs": 2, "lr": 0.05}),
+    ("fitnet-dkd", {"lr": 0.05}),
     ("mimic", {"epochs": 2, "lr": 0.05}),
     ("ban", {"generations": 2}),
     ("kd", {"augment": True}),
@@ -88,6 +88,11 @@ def test_each_method_beats_chance(method, changes, dataset, teacher, tmp_path) -
         assert stages == ["hint", "kd" if method == "fitnet" else "dkd"]
         # equal resolutions: the teacher's 14x14 stage end guides the student's 14x14 layer (issue 12)
         assert list(result.hint["hint_shape"][1:]) == list(result.hint["guided_shape"][1:]) == [14, 14]
+        # the hint epoch comes on top of --epochs; its R^2 is logged and kept in result.json
+        assert result.epochs_done == 2 and stored["hint_epochs_done"] == 1
+        hint_record = read_jsonl(out / "metrics.jsonl")[0]
+        assert 0.0 < hint_record["r2_mean"] <= 1.0
+        assert stored["hint_r2"] == [hint_record["r2_mean"]]
     if changes.get("augment"):  # augmented images: the teacher runs per batch, nothing cached
         assert not list((tmp_path / "cache").glob("*.npy"))
     elif method in ("kd", "dkd", "lskd", "fitnet", "fitnet-dkd", "mimic"):
@@ -234,9 +239,38 @@ def test_bad_checkpoints_are_user_errors(tmp_path) -> None:
 def test_config_errors_are_one_line(dataset, tmp_path) -> None:
     with pytest.raises(EdgekdError, match="unknown method"):
         TrainConfig(method="magic")
-    with pytest.raises(EdgekdError, match="hint_epochs < epochs"):
-        TrainConfig(method="fitnet", epochs=2, hint_epochs=2)
+    with pytest.raises(EdgekdError, match="hint_epochs >= 1"):
+        TrainConfig(method="fitnet", epochs=2, hint_epochs=0)
+    TrainConfig(method="fitnet", epochs=2, hint_epochs=2)  # hint epochs come on top (issue 12)
+    with pytest.raises(EdgekdError, match="hint_lr"):
+        TrainConfig(method="fitnet", hint_lr=0.0)
     with pytest.raises(EdgekdError, match="ensemble logits"):
         TrainConfig(method="mimic", ensemble="probs")
     with pytest.raises(EdgekdError, match="needs a teacher"):
         train_student(SPEC, [], dataset, TrainConfig(method="kd", epochs=1), tmp_path, progress=False)
+
+
+def test_fitnet_hint_epochs_on_top_and_r2_plateau(dataset, teacher, tmp_path) -> None:
+    """Issue 12: --hint-epochs is a budget added to --epochs; the hint stage stops early when
+    the regressor's R^2 plateaus, and the KD stage still gets all of --epochs."""
+    small = dict(method="fitnet", max_train_samples=600, batch_size=32)
+    full = train_student(SPEC, [teacher], dataset, _config(tmp_path, epochs=2, hint_epochs=3, hint_patience=0,
+                                                           **small), tmp_path / "full", progress=False)
+    records = read_jsonl(tmp_path / "full" / "metrics.jsonl")
+    assert [r["stage"] for r in records] == ["hint"] * 3 + ["kd"] * 2
+    assert full.epochs_done == 5 and full.hint_epochs_done == 3 and len(full.hint_r2) == 3
+    assert full.hint_r2 == [r["r2_mean"] for r in records[:3]]
+    assert full.hint_r2[-1] > full.hint_r2[0]  # the own-Adam hint stage improves the fit
+    # a plateau rule that nothing can pass: the stage ends after patience + 1 epochs
+    stop = train_student(SPEC, [teacher], dataset, _config(tmp_path, epochs=2, hint_epochs=4, hint_patience=1,
+                                                           hint_min_delta=10.0, **small),
+                         tmp_path / "stop", progress=False)
+    records = read_jsonl(tmp_path / "stop" / "metrics.jsonl")
+    assert [r["stage"] for r in records] == ["hint", "hint", "kd", "kd"]
+    assert "plateau" in records[1]["hint_stop"] and stop.hint_epochs_done == 2
+    assert stop.epochs_done == 4
+    # a finished run is returned as it is (its hint epochs do not count against --epochs)
+    again = train_student(SPEC, [teacher], dataset, _config(tmp_path, epochs=2, hint_epochs=4, hint_patience=1,
+                                                            hint_min_delta=10.0, **small),
+                          tmp_path / "stop", progress=False)
+    assert again.epochs_done == 4 and len(read_jsonl(tmp_path / "stop" / "metrics.jsonl")) == 4

@@ -339,9 +339,10 @@ def search_options(command: Any) -> Any:
 @data_option
 @method_option(compress=False, default="fitnet")
 @click.option("--epochs", "-e", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Total epochs (fitnet: hint stage included).")
+              help="Epochs trained on labels/logits (fitnet: the hint stage comes on top).")
 @click.option("--hint-epochs", type=click.IntRange(min=1), default=2, show_default=True,
-              help="fitnet: epochs of the hint stage (stage 1).")
+              help="fitnet: at most this many hint-stage (stage 1) epochs, ON TOP of --epochs; "
+                   "the stage stops earlier when the regressor's R^2 plateaus (own Adam, lr 5e-3).")
 @click.option("--temperature", "-T", type=click.FloatRange(min=0, min_open=True), default=4.0,
               show_default=True, help="KD temperature.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.1, show_default=True,
@@ -624,7 +625,7 @@ def report(run_dir: Path, measurements: tuple[Path, ...], force: bool) -> None:
 @click.option("--min-epochs", type=int, default=None,
               help="Epochs of the first rung [--epochs / --eta: long enough to rank deep students].")
 @click.option("--hint-epochs", type=int, default=1, show_default=True,
-              help="FitNets stage-1 (hint) epochs of every fitnet trial.")
+              help="FitNets stage-1 (hint) epochs of every fitnet trial, on top of its --epochs.")
 @click.option("--eta", type=int, default=3, show_default=True, help="Keep the best 1/eta per rung.")
 @click.option("--rungs", type=int, default=None, help="Number of rungs [until the finalists].")
 @click.option("--finalists", type=int, default=2, show_default=True,

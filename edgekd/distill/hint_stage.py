@@ -1,9 +1,22 @@
 """FitNets hint-stage measurements (issue 12): the regressor's R^2 and the plateau rule.
 
-The hint stage this is written for (landed in part; the trainer integration is pending on the
-method registry): loss ``1/2 ||u - r(v)||^2`` per channel (``reduction="channel"``), its own
-Adam and cosine, at most ``hint_epochs`` epochs on top of the KD epochs, stopped early when
-:func:`plateaued` says the regressors' R^2 (:class:`R2Meter`) no longer improves.
+The hint stage (:mod:`edgekd.distill.trainer`, the ``hint`` stage of ``fitnet``/``fitnet-*``):
+
+- **Loss scale**: per channel (:class:`edgekd.distill.objectives.HintLoss`,
+  ``reduction="channel"``: ``1/2 ||u - r(v)||^2`` over the channels of each position, averaged
+  over positions). A per-element mean divides the gradient by ``C*H*W`` and left the
+  regressor under-fit (R^2 ~ 0.3 on MNIST, issue 12); the paper's sum grows with the map size.
+- **Optimiser**: its own Adam (``hint_lr``, default 5e-3, no weight decay) on the student and
+  the regressor, with its own cosine from ``hint_lr`` to 0 over the hint budget
+  (``hint_epochs``). Adam is invariant to the loss scale, so one learning rate fits any hint
+  layer's size; the KD stage keeps its own optimiser.
+- **Budget and convergence**: at most ``hint_epochs`` epochs, *in addition to* the KD epochs;
+  the stage stops earlier when :func:`plateaued` says the regressor's R^2 no longer improves
+  (the best of the last ``hint_patience`` epochs is less than ``hint_min_delta`` above the best
+  before them; ``hint_patience=0`` turns the rule off).
+- **R^2** (:class:`R2Meter`) at the end of every hint epoch on (up to 2048) validation images in
+  eval mode, logged per epoch in metrics.jsonl (``r2``, ``r2_mean``) and kept in result.json
+  (``hint_r2``, ``hint_epochs_done``).
 """
 
 from __future__ import annotations

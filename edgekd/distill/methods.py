@@ -216,9 +216,9 @@ _OBJECTIVES = "edgekd.distill.objectives"
 
 
 def _check_fitnet(config: TrainConfig) -> tuple[str, str] | None:
-    if not 1 <= config.hint_epochs < config.epochs:
-        return (f"fitnet needs 1 <= hint_epochs < epochs (got hint_epochs={config.hint_epochs}, "
-                f"epochs={config.epochs})", "epochs counts both stages; raise --epochs or lower --hint-epochs")
+    if not (isinstance(config.hint_epochs, int) and config.hint_epochs >= 1):
+        return (f"fitnet needs hint_epochs >= 1 (got {config.hint_epochs!r})",
+                "give the hint stage's epoch budget (added on top of --epochs), e.g. --hint-epochs 5")
     return None
 
 

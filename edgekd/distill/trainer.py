@@ -4,16 +4,18 @@ Methods (registered in :mod:`edgekd.distill.methods`, formulas in :mod:`edgekd.d
 
 - ``scratch``: cross-entropy on the labels (plain back-prop).
 - ``kd`` (Hinton et al. 2015): ``a*CE + (1-a)*T^2*KL(p_t^T || p_s^T)``.
-- ``fitnet`` (Romero et al. 2015), two stages in one epoch count. Epochs ``0..hint_epochs-1``
-  are stage 1 (``"hint"``): the student up to its guided layer plus a regressor are trained
-  on ``1/2 ||u_h - r(v_g)||^2`` (:mod:`edgekd.distill.hints`; the hint comes from the first
-  teacher), taken per hint element (``reduction="mean"``: same minimiser, and the summed
-  form diverged at the KD learning rate on MNIST). The teacher runs up to its hint layer on
-  every batch of stage 1 (hint maps are too large to cache). The remaining
-  ``epochs - hint_epochs`` epochs are stage 2 (``"kd"``): the whole student is trained with
-  KD whose soft term is weighted by ``lambda``, annealed *linearly per step* from
-  ``lambda_start`` (4) to ``lambda_end`` (1) over stage 2, with the weights renormalised so
-  the loss scale (hence the effective learning rate) stays that of ``kd``::
+- ``fitnet`` (Romero et al. 2015), two stages. Stage 1 (``"hint"``,
+  :mod:`edgekd.distill.hint_stage`): the student up to its guided layer plus a regressor
+  (:mod:`edgekd.distill.pairing`: equal resolutions) are trained on ``1/2 ||u_h - r(v_g)||^2``
+  summed over channels, averaged over positions (``reduction="channel"``), with their own Adam
+  (``hint_lr``) and cosine, for at most ``hint_epochs`` epochs **in addition to** the
+  ``epochs`` of stage 2, stopping early when the regressor's R^2 plateaus (``hint_patience``,
+  ``hint_min_delta``); R^2 is logged per hint epoch (metrics.jsonl) and in result.json
+  (``hint_r2``, ``hint_epochs_done``). The teacher runs up to its hint layer on every batch of
+  stage 1 (hint maps are too large to cache). Stage 2 (``"kd"``) trains the whole student
+  for ``epochs`` epochs with KD whose soft term is weighted by ``lambda``, annealed
+  *linearly per step* from ``lambda_start`` (4) to ``lambda_end`` (1) over stage 2, with the
+  weights renormalised so the loss scale (hence the effective learning rate) stays that of ``kd``::
 
       L = (a*CE + (1-a)*lambda(t)*T^2*KL) / (a + (1-a)*lambda(t))
 
@@ -23,8 +25,8 @@ Methods (registered in :mod:`edgekd.distill.methods`, formulas in :mod:`edgekd.d
   larger at the start of stage 2, a 4x jump of the effective learning rate right after
   the hint stage. At lambda = 1 the loss is exactly ``kd``'s, so
   ``fitnet`` vs ``kd`` isolates the hints and the annealing. The regressor is thrown away
-  after stage 1. ``epochs`` counts both stages, so ``scratch``, ``kd`` and ``fitnet`` with
-  the same ``epochs`` get the same number of passes.
+  after stage 1. ``scratch``, ``kd`` and ``fitnet`` with the same ``epochs`` get the same
+  number of KD passes; fitnet's hint epochs are extra (compare at equal wall-clock as well).
 - ``mimic`` (Ba & Caruana 2014): ``1/2 ||z_s - z_t||^2`` on logits, no labels.
 - ``ban`` (Furlanello et al. 2018, born-again networks): ``generations`` students of the
   same architecture in ``out_dir/gen{g}``; generation 1 learns with ``kd`` from the given
@@ -83,6 +85,7 @@ import torch.nn as nn
 
 from edgekd.core.checkpoint import make_checkpoint, read_checkpoint
 from edgekd.distill import augment, losses
+from edgekd.distill.hint_stage import R2Meter, hint_record, plateaued
 from edgekd.distill.hints import FeatureTap, HintPair, make_regressor, pair_layers
 from edgekd.distill.methods import METHODS, Batch, Loss, Stage, StudentOut, TeacherOut, get_method
 from edgekd.core.errors import EdgekdError
@@ -106,7 +109,8 @@ def default_lr(optimizer: str) -> float:
 
 @dataclass
 class TrainConfig:
-    """How to train one student. ``epochs`` counts all epochs (hint stage included)."""
+    """How to train one student. ``epochs`` counts the epochs trained on labels/logits;
+    fitnet's hint stage (at most ``hint_epochs``) comes on top (issue 12)."""
 
     method: str = "kd"
     epochs: int = 10
@@ -137,6 +141,10 @@ class TrainConfig:
     dkd_beta: float = 8.0
     dkd_warmup: float = 0.1
     ls_temperature: float = 2.0
+    #: fitnet's hint stage (edgekd.distill.hint_stage): its own Adam lr, and the R^2 plateau rule
+    hint_lr: float = 5e-3
+    hint_patience: int = 2
+    hint_min_delta: float = 0.01
     #: added to ``seed`` for initialisation and data order only (born-again generations)
     seed_offset: int = 0
     cache_dir: str | None = None
@@ -166,6 +174,9 @@ class TrainConfig:
             raise bad(f"alpha={self.alpha}", "give 0 <= alpha <= 1 (the weight of the hard labels)")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise bad(f"lr={self.lr}", "give a positive learning rate")
+        if not (self.hint_lr > 0 and math.isfinite(self.hint_lr)) or self.hint_patience < 0 or self.hint_min_delta < 0:
+            raise bad(f"hint_lr={self.hint_lr}, hint_patience={self.hint_patience}, "
+                      f"hint_min_delta={self.hint_min_delta}", "give hint_lr > 0, patience and min_delta >= 0")
         if self.batch_size < 1:
             raise bad(f"batch_size={self.batch_size}", "give a positive integer")
         if self.max_train_samples is not None and self.max_train_samples < 1:
@@ -224,6 +235,9 @@ class TrainResult:
     inputs: dict[str, Any] | None = None  # fingerprints of the data and the teachers (see _inputs)
     ensemble_val_acc: float | None = None
     ensemble_test_acc: float | None = None
+    #: fitnet: hint epochs trained (on top of ``epochs``) and the regressor's R^2 per hint epoch
+    hint_epochs_done: int = 0
+    hint_r2: list[float] | None = None
     #: The trained student (in memory only, never serialised).
     model: nn.Module | None = field(default=None, repr=False, compare=False)
 
@@ -415,13 +429,26 @@ def _check_finite(loss: torch.Tensor, stage: str, epoch: int, batch: int, lr: fl
                           f"lower --lr (now {lr:g}), or check the data and the teacher's outputs")
 
 
-def _stage_spans(config: TrainConfig) -> dict[str, tuple[Stage, int, int]]:
+def _stage_spans(config: TrainConfig, hint_end: int | None = None) -> dict[str, tuple[Stage, int, int]]:
     """stage name -> (stage, first epoch, number of epochs) of the config's method, in order;
-    the last stage takes the epochs left."""
+    the last stage takes the epochs left. Hint stages (``kind="hint"``) come ON TOP of
+    ``config.epochs`` (issue 12): the horizon is ``epochs`` + their epochs; ``hint_end`` is
+    the hint epochs actually trained once the plateau rule or the budget ended that stage."""
+    stages = get_method(config.method).stages
     spans: dict[str, tuple[Stage, int, int]] = {}
     first = 0
-    for stage in get_method(config.method).stages:
-        span = stage.epochs(config) if stage.epochs is not None else config.epochs - first
+    extra = 0
+    for stage in stages:
+        if stage.kind == "hint":
+            extra += hint_end if hint_end is not None else stage.epochs(config)
+    horizon = config.epochs + extra
+    for stage in stages:
+        if stage.epochs is None:
+            span = horizon - first
+        elif stage.kind == "hint" and hint_end is not None:
+            span = hint_end
+        else:
+            span = stage.epochs(config)
         spans[stage.name] = (stage, first, span)
         first += span
     return spans
@@ -437,6 +464,12 @@ def _check_first_bad(first_bad: torch.Tensor, loss: torch.Tensor, stage: str, ep
     if b >= 0:
         _check_finite(torch.tensor(float("nan") if bool(torch.isnan(loss)) else float("inf")),
                       stage, epoch, b, lr_at(b))
+
+
+def _horizon(spans: dict[str, tuple[Stage, int, int]]) -> int:
+    """The total number of epochs of a run (hint epochs included)."""
+    _, first, span = list(spans.values())[-1]
+    return first + span
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -477,6 +510,8 @@ class _Trainer:
             teacher.eval().to(self.device)
         self.pair: HintPair | None = None
         self.regressor: nn.Module | None = None
+        self.hint_end: int | None = None  # hint epochs trained, once the hint stage has ended
+        self.r2_history: list[float] = []
 
     # -- setup -------------------------------------------------------------------------
     def _check_dataset(self) -> None:
@@ -495,9 +530,32 @@ class _Trainer:
         return list(self.stages)[-1]  # past the horizon: the last stage
 
     def _stage_bounds(self, stage: str) -> tuple[int, int]:
-        """(first epoch, number of epochs) of a stage under the current horizon."""
-        _, first, span = self.stages[stage]
+        """(first epoch, number of epochs) of a stage under the current horizon (a hint
+        stage's cosine spans its whole budget even when the plateau rule stops it early)."""
+        spec, first, span = self.stages[stage]
+        if spec.kind == "hint":
+            return first, spec.epochs(self.config)
         return first, span
+
+    @property
+    def total_epochs(self) -> int:
+        return _horizon(self.stages)
+
+    def _end_hint_stage(self, epoch: int, stage: str, record: dict[str, Any]) -> None:
+        """Record R^2; end the hint stage at its budget or when R^2 plateaus
+        (:func:`edgekd.distill.hint_stage.plateaued`)."""
+        cfg = self.config
+        self.r2_history.append(float(record["r2_mean"]))
+        first, budget = self._stage_bounds(stage)
+        done = epoch + 1 - first
+        if done >= budget:
+            self.hint_end = done
+        elif plateaued(self.r2_history, cfg.hint_patience, cfg.hint_min_delta):
+            self.hint_end = done
+            record["hint_stop"] = (f"R^2 plateau (best of the last {cfg.hint_patience} epochs < "
+                                   f"{cfg.hint_min_delta} above the best before)")
+        if self.hint_end is not None:
+            self.stages = _stage_spans(cfg, self.hint_end)
 
     def _is_hint(self, stage: str) -> bool:
         return self.stages[stage][0].kind == "hint"
@@ -516,6 +574,8 @@ class _Trainer:
         params = list(self.model.parameters())
         if self._is_hint(stage) and self.regressor is not None:
             params += list(self.regressor.parameters())
+        if self._is_hint(stage):  # the hint stage's own optimiser (hint_stage module docstring)
+            return torch.optim.Adam(params, lr=cfg.hint_lr)
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
         groups = [{"params": decay, "weight_decay": cfg.weight_decay},
@@ -555,13 +615,15 @@ class _Trainer:
         self.best_state = state["best_state"]
         optimizer, opt_stage = state["optimizer"], state["opt_stage"]
         seconds += time.monotonic() - started  # setup time of this call
-        while epoch < cfg.epochs:
+        while epoch < self.total_epochs:
             t0 = time.monotonic()
             stage = self._stage(epoch)
             if optimizer is None or opt_stage != stage:
                 optimizer, opt_stage = self._optimizer(stage), stage
             record = self._train_epoch(epoch, stage, optimizer)
-            if not self._is_hint(stage):
+            if self._is_hint(stage):
+                self._end_hint_stage(epoch, stage, record)
+            else:
                 record["val_acc"] = self._evaluate_val()
                 # ties (and no validation set: nan) go to the later epoch
                 if self.best_state is None or not record["val_acc"] < self.best_val:
@@ -576,7 +638,7 @@ class _Trainer:
             append_jsonl(self.out_dir / "metrics.jsonl", record)
             self._save(epoch, seconds, optimizer, opt_stage)
             # one plain line per epoch: pipes and CI logs see progress too
-            say(self.progress, epoch_line(record, cfg.epochs))
+            say(self.progress, epoch_line(record, self.total_epochs))
         return self._finish(epoch, seconds)
 
     def _teacher_views(self, k: int) -> tuple[augment.AugParams, torch.Tensor]:
@@ -691,21 +753,26 @@ class _Trainer:
         cfg = self.config
         first, span = self._stage_bounds(stage)
         total_steps = span * self.steps
-        warmup = warmup_steps(cfg.warmup_epochs, span, self.steps)
+        hint = self._is_hint(stage)
+        # the hint stage: its own Adam lr and a plain cosine to 0 (edgekd.distill.hint_stage)
+        warmup = 0 if hint else warmup_steps(cfg.warmup_epochs, span, self.steps)
+        floor = 0.0 if hint else cfg.lr_floor
         self.model.train()
         if self.regressor is not None:
-            self.regressor.train(self._is_hint(stage))
+            self.regressor.train(hint)
+        base_lr = cfg.hint_lr if hint else cfg.learning_rate
         sums: dict[str, Any] = {}
-        seen, lr = 0, cfg.learning_rate
+        seen, lr = 0, base_lr
+        total = self.total_epochs
         # running sums stay tensors on the device: no host sync per step (on CUDA a float() per
         # step would stall the queue); the loss is checked every step on CPU, every
         # _CHECK_EVERY steps on CUDA (the first bad batch is tracked on the device)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
-        bar = StepBar(f"epoch {epoch + 1}/{cfg.epochs} {stage}", self.steps, enabled=self.progress)
-        lr_at = lambda b: cfg.learning_rate * lr_factor((epoch - first) * self.steps + b, total_steps,  # noqa: E731
-                                                      warmup, cfg.lr_floor)
+        bar = StepBar(f"epoch {epoch + 1}/{total} {stage}", self.steps, enabled=self.progress)
+        lr_at = lambda b: base_lr * lr_factor((epoch - first) * self.steps + b, total_steps,  # noqa: E731
+                                              warmup, floor)
         for b, x, y, t in self._batches(epoch):
             step = (epoch - first) * self.steps + b
             lr = lr_at(b)
@@ -740,14 +807,34 @@ class _Trainer:
                 correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
             if self.progress:  # (trials of compress run without: no host sync per step there)
-                bar.update(description=f"epoch {epoch + 1}/{cfg.epochs} {stage} loss {float(loss_sum) / seen:.4f}")
+                bar.update(description=f"epoch {epoch + 1}/{total} {stage} loss {float(loss_sum) / seen:.4f}")
         bar.close()
         record: dict[str, Any] = {"epoch": epoch + 1, "stage": stage, "lr_last": lr,
                                   "loss": float(loss_sum) / max(seen, 1), "samples": seen,
                                   "loss_parts": {k: float(v) / max(seen, 1) for k, v in sums.items()}}
         if not self._is_hint(stage):
             record["train_acc"] = int(correct) / max(seen, 1)
+        else:
+            record.update(self._hint_r2())
         return record
+
+    @torch.no_grad()
+    def _hint_r2(self, limit: int = 2048) -> dict[str, Any]:
+        """R^2 of the regressor at the end of a hint epoch, in eval mode, on (up to ``limit``)
+        validation images (training images when there is no validation split)."""
+        x = self.data.x_val if len(self.data.y_val) else self.data.x_train
+        meter = R2Meter()
+        self.model.eval()
+        self.regressor.eval()
+        for i in range(0, min(len(x), limit), 256):
+            xb = x[i:i + 256].to(self.device)
+            with self._autocast():
+                u = self.teacher_tap(xb).float()
+                prediction = self.regressor(self.student_tap(xb)).float()
+            meter.update(self.regressor.target(u), prediction)
+        self.model.train()
+        self.regressor.train()
+        return hint_record([meter], [self.pair])
 
     def _evaluate_val(self) -> float:
         if len(self.data.y_val) == 0:
@@ -772,6 +859,7 @@ class _Trainer:
             "inputs": self.inputs,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "regressor": self.regressor.state_dict() if self.regressor is not None else None,
+            "hint_end": self.hint_end, "r2_history": self.r2_history,
             "optimizer": optimizer.state_dict(), "opt_stage": opt_stage,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "best_val": self.best_val, "best_epoch": self.best_epoch, "best_state": self.best_state,
@@ -800,10 +888,13 @@ class _Trainer:
             self.regressor.load_state_dict(state["regressor"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        self.hint_end, self.r2_history = state.get("hint_end"), list(state.get("r2_history") or [])
+        if self.hint_end is not None:
+            self.stages = _stage_spans(self.config, self.hint_end)
         _set_rng_state(state["rng"])
         epoch = int(state["epoch"])
         optimizer = None
-        if epoch < self.config.epochs and self._stage(epoch) == state["opt_stage"]:
+        if epoch < self.total_epochs and self._stage(epoch) == state["opt_stage"]:
             optimizer = self._optimizer(state["opt_stage"])
             optimizer.load_state_dict(state["optimizer"])
         kept = [r for r in read_jsonl(self.out_dir / "metrics.jsonl") if int(r.get("epoch", 0)) <= epoch]
@@ -823,6 +914,7 @@ class _Trainer:
             checkpoint=self.out_dir / "checkpoint.pt", seconds=round(seconds, 3),
             best_epoch=self.best_epoch, train_samples=len(self.data.y_train),
             config=self.config.to_dict(), hint=self.pair.to_dict() if self.pair else None,
+            hint_epochs_done=self.hint_end or 0, hint_r2=list(self.r2_history) if self.pair else None,
             model=self.model, inputs=self.inputs)
         # the checkpoint's metrics now carry the final numbers too (same weights, same state)
         data = read_checkpoint(result.checkpoint)
@@ -871,7 +963,8 @@ def _finished(out_dir: Path, config: TrainConfig, inputs: dict[str, Any] | None 
         return None  # damaged: the checkpoint tells where training stands
     _check_identity(TrainConfig.from_dict(stored.get("config", {})).identity(), config, path)
     _check_inputs(stored.get("inputs"), inputs, path)
-    if int(stored.get("epochs_done", 0)) < config.epochs:
+    # fitnet's hint epochs come on top of config.epochs (issue 12)
+    if int(stored.get("epochs_done", 0)) - int(stored.get("hint_epochs_done") or 0) < config.epochs:
         return None
     result = TrainResult.from_dict(stored)
     result.checkpoint = out_dir / "checkpoint.pt"  # the folder may have moved (Ray workers)
