@@ -11,7 +11,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from compress_runs import reference_run, summary_of
+from compress_runs import reference_run, shared_base, summary_of
 from edgekd.cli.cli import cli
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import read_json
@@ -189,3 +189,28 @@ def test_measurement_target_checks_device_backend_precision_batch() -> None:
                                        "is not a jetson-xavier-nx"]
     h100 = Target("h100", "gpu", "trt", "fp16", 64)
     assert h100.mismatches({**good, "device": "NVIDIA H100 80GB HBM3", "batch": 64}) == []
+
+
+def test_report_shows_the_int8_row_next_to_fp32(run_copy, tmp_path, tmp_path_factory) -> None:
+    """After ``export RUN --int8`` the report lists the winner's FP32 row and its INT8 row, with
+    the INT8 ONNX Runtime accuracy next to the FP32 ONNX's; a stale INT8 copy is not shown."""
+    winner = summary_of(run_copy)["winner"]
+    data = shared_base(tmp_path_factory) / "tiny.npz"  # the run's data (recorded by name)
+    result = CliRunner().invoke(cli, ["export", str(run_copy), "--out", str(tmp_path / "x"), "--int8",
+                                      "--data", str(data)])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert (run_copy / "export" / f"{winner}.int8.onnx").is_file()
+    result = CliRunner().invoke(cli, ["report", str(run_copy)])
+    assert result.exit_code == 0, result.output + result.stderr
+    summary = summary_of(run_copy)
+    [student] = [s for s in summary["students"] if s["trial"] == winner]
+    int8 = student["int8"]
+    assert 0.0 <= int8["accuracy"] <= 1.0 and abs(int8["accuracy"] - int8["fp32_onnx_accuracy"]) <= 0.1
+    assert int8["onnx"] == f"{winner}.int8.onnx" and int8["samples"] > 0
+    report = (run_copy / "report" / "report.md").read_text()
+    fp32_row = next(line for line in report.splitlines() if line.startswith(f"| {winner} *"))
+    int8_row = next(line for line in report.splitlines() if line.startswith(f"| {winner} int8 |"))
+    assert report.splitlines().index(int8_row) == report.splitlines().index(fp32_row) + 1
+    assert "fp32 ONNX" in int8_row and f"{100 * int8['accuracy']:.1f}" in int8_row
+    (run_copy / "export" / f"{winner}.onnx").write_bytes(b"changed")  # the INT8 copy is now stale
+    assert build_summary(run_copy) and not any(s.get("int8") for s in build_summary(run_copy)["students"])

@@ -35,6 +35,7 @@ from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from edgekd.core.runfolder import (CANDIDATE, FINISHED_RESULT, MEASUREMENT, METRIC, OUTCOME,
                                    TEACHER, RunDir, read_doc, read_records, safe_id)
+from edgekd.report.int8_rows import int8_entry, int8_row
 from edgekd.report.merge import merge_measurements
 from edgekd.report.plots import CAPTIONS, PLOTS, plots, target_ms
 
@@ -160,6 +161,7 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
             "latency": latency, **_speed(latency, teacher_latency),
             "curve": _curve(run.trial(trial_id)),
             "exported": onnx.exists(),
+            "int8": int8_entry(onnx, measured, target_is_host, teacher_latency),
         })
     if not students:
         raise EdgekdError(f"{run.root} has no finished trial: resume the run first")
@@ -248,6 +250,8 @@ TABLE_NOTES = ("Latency labels: measured by the deploy kit, calibrated or predic
                "Speed-up = teacher latency / student latency, both taken the same way. "
                "'measured, forced': merged with --force although its device, backend, precision or "
                "batch is not the profile's (summary.json says which). "
+               "An 'ID int8' row is the Q/DQ INT8 copy from 'edgekd export RUN --int8': its top-1 is "
+               "ONNX Runtime's on the host, next to the FP32 ONNX's on the same test images. "
                "* marks the winner.")
 
 
@@ -275,6 +279,8 @@ def table_rows(summary: dict) -> list[list[str]]:
                      _latency(s["latency"]["host"]), fmt.rate(s["fps"]["host"]),
                      fmt.speedup(s["speedup"]["host"]), _latency(s["latency"]["target"]),
                      fmt.rate(s["fps"]["target"]), fmt.speedup(s["speedup"]["target"])])
+        if s.get("int8"):
+            rows.append(int8_row(s))
     width = len(table_header(summary))
     return [row[:width] for row in rows]
 

@@ -78,3 +78,15 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
         raise EdgekdError(f"{path} is not an {SIDECAR_FORMAT} sidecar: remove it, or make it "
                           "again with 'edgekd export RUN --int8'") from None
     return record
+
+
+def recorded_int8(fp32_onnx: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The INT8 copy recorded beside ``fp32_onnx`` (``ID.int8.onnx`` + ``ID.int8.json``) and its
+    sidecar, or None when there is none or it was made from another FP32 file (stale)."""
+    int8_onnx = fp32_onnx.with_name(f"{fp32_onnx.stem}.int8.onnx")
+    record = read_sidecar(sidecar_path(int8_onnx))
+    if record is None or not int8_onnx.is_file() or not fp32_onnx.is_file():
+        return None
+    if sha256_file(fp32_onnx) != record.get("source_sha256"):
+        return None
+    return int8_onnx, record
