@@ -221,3 +221,17 @@ def test_depth_groups_split_at_the_median() -> None:
                                     "d0": "deep", "d1": "deep", "d2": "deep"}
     assert promote({"a": {"val_acc": 0.9}, "b": {"val_acc": 0.8}, "c": {"val_acc": 0.1}},
                    ["a", "b", "c"], 2, {"a": "shallow", "b": "shallow", "c": "deep"}) == ["a", "c"]
+
+
+def test_embedded_default_is_a_short_demo_and_given_inputs_get_the_data_size_schedule() -> None:
+    """The README's first command (no profile, teacher or data) must finish in minutes on 2 CPU
+    cores: 6 epochs without augmentation. Any given input switches to the data-size schedule
+    with augmentation; explicit flags always win."""
+    from edgekd.run.pipeline import EMBEDDED_AUGMENT, EMBEDDED_EPOCHS, CompressConfig, default_epochs
+
+    demo = CompressConfig().resolved(10_000)
+    assert (demo.epochs, demo.augment) == (EMBEDDED_EPOCHS, EMBEDDED_AUGMENT) == (6, "none")
+    own = CompressConfig(data="mine.npz", device="cpu").resolved(10_000)
+    assert (own.epochs, own.augment) == (default_epochs(10_000), "auto")
+    flags = CompressConfig(epochs=9, augment="shift").resolved(10_000)
+    assert (flags.epochs, flags.augment) == (9, "shift")

@@ -621,7 +621,7 @@ def report(run_dir: Path, measurements: tuple[Path, ...], force: bool) -> None:
               help="Students shortlisted for successive halving.")
 @click.option("--epochs", "-e", type=int, default=None,
               help="Epochs of the final training (the last rung) [from the data size: about 150k "
-                   "training images seen, 4..60 epochs; printed].")
+                   "training images seen, 4..60 epochs; 6 for the embedded default; printed].")
 @click.option("--min-epochs", type=int, default=None,
               help="Epochs of the first rung [--epochs / --eta: long enough to rank deep students].")
 @click.option("--hint-epochs", type=int, default=1, show_default=True,
@@ -639,7 +639,8 @@ def report(run_dir: Path, measurements: tuple[Path, ...], force: bool) -> None:
 @click.option("--no-depth-groups", is_flag=True,
               help="Promote by accuracy alone (default: every rung keeps the best shallow and the "
                    "best deep student, depth split at the shortlist's median).")
-@click.option("--augment", type=click.Choice(AUGMENTS), default="auto", show_default=True, help=AUGMENT_HELP)
+@click.option("--augment", type=click.Choice(AUGMENTS), default=None,
+              help=AUGMENT_HELP + " [auto; none for the embedded default, a few-minute demo]")
 @click.option("--teacher-views", type=click.IntRange(min=0), default=None,
               help="With augmentation: 0 = teacher on every batch; K = teacher outputs cached once per "
                    "run on K augmented views per image [8 on CPU, 0 on CUDA].")
@@ -685,7 +686,7 @@ def compress(profile: str | None, teacher: str | None, arch: str | None, trust_c
              candidates: int, epochs: int | None, min_epochs: int | None, hint_epochs: int, eta: int,
              rungs: int | None,
              finalists: int, method: str, rung_method: str | None, no_depth_groups: bool,
-             augment: str, teacher_views: int | None, label_smoothing: float, parity_samples: int,
+             augment: str | None, teacher_views: int | None, label_smoothing: float, parity_samples: int,
              calibration: str | None, device: str,
              baselines: bool, executor: str,
              ray_address: str | None, ray_cpus: int | None, gpus_per_trial: float,

@@ -40,6 +40,12 @@ BASELINE_RUNG = -1  # rung index under which baseline trials are recorded in hal
 #: in about 0.1 ms through ONNX Runtime, and students predicted under 0.1 ms measure about as
 #: fast, so the default asks for a speed-up that shows in the measured numbers.
 EMBEDDED_LATENCY_MS = 0.05
+#: ... and this schedule, unless --epochs/--augment are given: the embedded default is the demo of
+#: the README's first command and must finish in a few minutes on 2 CPU cores. The data-size
+#: default (15 epochs with augmentation and 8 cached teacher views) took over 20 CPU-minutes on the
+#: shipped 10k-image subset; 6 epochs without augmentation take about 3 (see the README).
+EMBEDDED_EPOCHS = 6
+EMBEDDED_AUGMENT = "none"
 
 
 @dataclass
@@ -66,7 +72,7 @@ class CompressConfig:
     #: short rung, else the method itself); the fresh final rung trains ``method``
     rung_method: str | None = None
     depth_groups: bool = True
-    augment: str = "auto"
+    augment: str | None = None  # None: auto (none for the embedded default, see EMBEDDED_AUGMENT)
     teacher_views: int | None = None  # None: 8 cached views on CPU, the teacher per batch on CUDA
     label_smoothing: float = 0.0
     device: str = "auto"
@@ -107,7 +113,11 @@ class CompressConfig:
 
     def resolved(self, n_train: int) -> "CompressConfig":
         """This config with ``epochs`` and ``min_epochs`` filled in from the data size."""
-        epochs = self.epochs if self.epochs is not None else default_epochs(n_train)
+        embedded = self.is_embedded()
+        epochs = self.epochs if self.epochs is not None else (
+            EMBEDDED_EPOCHS if embedded else default_epochs(n_train))
+        augment = self.augment if self.augment is not None else (
+            EMBEDDED_AUGMENT if embedded else "auto")
         low = self.min_epochs if self.min_epochs is not None else max(1, round(epochs / self.eta))
         views = self.teacher_views
         if views is None:
@@ -115,7 +125,12 @@ class CompressConfig:
 
             cuda = self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available())
             views = 0 if cuda else DEFAULT_TEACHER_VIEWS_CPU
-        return dataclasses.replace(self, epochs=epochs, min_epochs=min(low, epochs), teacher_views=views)
+        return dataclasses.replace(self, epochs=epochs, min_epochs=min(low, epochs), teacher_views=views,
+                                   augment=augment)
+
+    def is_embedded(self) -> bool:
+        """The embedded default: no profile, teacher or data given."""
+        return self.profile is None and self.teacher is None and self.data is None
 
     def halving(self) -> HalvingConfig:
         """The schedule (``epochs``/``min_epochs`` resolved, see :meth:`resolved`); with a hint
@@ -215,7 +230,7 @@ def load_inputs(config: CompressConfig, dataset: Any = None) -> Inputs:
     if config.method not in method_names(compress=True):
         raise EdgekdError(f"unknown method {config.method!r}: use one of {', '.join(method_names(compress=True))}")
     latency_ms = config.latency_ms
-    if latency_ms is None and config.profile is None and config.teacher is None and config.data is None:
+    if latency_ms is None and config.is_embedded():
         latency_ms = EMBEDDED_LATENCY_MS
     profile = load_profile(config.profile or "host-cpu").with_budget(
         latency_ms=latency_ms, macs=config.max_macs, batch=config.batch)
@@ -488,7 +503,8 @@ def compress(config: CompressConfig) -> Summary:
     dataset = load_dataset(config.data)
     explicit = config.epochs is not None
     config = config.resolved(train_images(dataset, config))
-    how = "as given" if explicit else f"default for {train_images(dataset, config)} training images"
+    how = ("as given" if explicit else "the embedded default's" if config.is_embedded()
+           else f"default for {train_images(dataset, config)} training images")
     schedule_line = (f"epochs per full trial: {config.epochs} ({how}); selection rungs start at "
                      f"{config.min_epochs}")
     # Check the schedule first: a bad --eta/--epochs/--candidates must fail before the teacher
