@@ -1,5 +1,5 @@
-"""Number formatting of the deploy kit: a copy of the rules of edgekd/core/fmt.py (deploy/ must not
-import edgekd; tests/test_fmt.py checks both print the same). Accuracy ``97.20%``, latency in
+"""Number formatting of the deploy kit: a copy of the rules of edgekd/core/fmt.py (the kit never
+depends on edgekd; tests/test_fmt.py checks both print the same). Accuracy ``97.20%``, latency in
 ms with 3 decimals below 100 ms, throughput to 3 significant digits (``30,900``)."""
 
 from __future__ import annotations
