@@ -1,6 +1,6 @@
 """File helpers of the deploy kit (stdlib only): atomic writes and sha256.
 
-deploy/ must not import edgekd, so these mirror the few edgekd.fileio helpers it needs. A write
+deploy/ must not import edgekd, so these live here and edgekd.core.fileio reuses them. A write
 goes to a temporary file in the same folder, is fsynced, then renamed over the target, so an
 interrupted build or bench never leaves a half-written engine or JSON behind.
 """
@@ -29,7 +29,7 @@ def _umask() -> int:
     return mask
 
 
-def _public_mode(fd: int) -> None:
+def public_mode(fd: int) -> None:
     """Give a ``mkstemp`` file (always 0600) the mode ``open()`` would: 0666 minus the umask,
     so an atomically written file is as readable as any other the user writes."""
     os.fchmod(fd, 0o666 & ~_umask())
@@ -52,7 +52,7 @@ def _write_temporary(path: Path, data: bytes) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        _public_mode(fd)
+        public_mode(fd)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

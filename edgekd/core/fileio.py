@@ -17,25 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux exposes it (/proc), else by
-    the set-and-restore idiom."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _public_mode(fd: int) -> None:
-    """Give a ``mkstemp`` file (always 0600) the mode ``open()`` would: 0666 minus the umask,
-    so an atomically written file is as readable as any other the user writes."""
-    os.fchmod(fd, 0o666 & ~_umask())
+from deploy.files import public_mode  # one definition: the torch-free kit's
 
 
 #: The names :func:`_atomic_write`'s temporary files have (``tempfile.mkstemp`` prefix/suffix).
@@ -72,7 +54,7 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        _public_mode(fd)
+        public_mode(fd)
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
