@@ -1,5 +1,5 @@
 """One formatting of numbers across CLI, report and deploy output (issue 15, item 7): the
-rules of edgekd.core.fmt, and deploy/fmt.py (the kit's torch-free copy) printing the same."""
+rules of edgekd.core.fmt, whose shared functions are the deploy kit's (deploy/fmt.py, torch-free)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,14 @@ def test_rules() -> None:
         {"a": [0.399, 1, "x"], "b": 0.3}
 
 
+def test_edgekd_reuses_the_kits_functions() -> None:
+    """One implementation (issue 10.7): edgekd imports the kit's, it does not keep a copy."""
+    for name in ("MISSING", "percent", "ms", "significant", "rate"):
+        assert getattr(fmt, name) is getattr(kit, name), name
+
+
 @pytest.mark.parametrize("value", VALUES)
-def test_deploy_copy_prints_the_same(value: float) -> None:
+def test_deploy_prints_the_same(value: float) -> None:
     assert kit.percent(value) == fmt.percent(value)
     assert kit.ms(value) == fmt.ms(value)
     assert kit.rate(value) == fmt.rate(value)

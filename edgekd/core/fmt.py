@@ -1,5 +1,6 @@
-"""One way to print numbers, for the CLI, the report and (through its own copy,
-``deploy/fmt.py``, which must not import edgekd) the deploy kit.
+"""One way to print numbers, for the CLI, the report and the deploy kit: percent, ms,
+significant and rate are the kit's (``deploy/fmt.py``, which may not depend on edgekd), reused
+here; the rest are edgekd's own.
 
 Rules, so one figure reads the same wherever it is printed:
 
@@ -19,42 +20,13 @@ Rules, so one figure reads the same wherever it is printed:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from deploy.fmt import MISSING, ms, percent, rate, significant  # the one implementation
 from edgekd.core.units import format_count
 
-MISSING = "-"
-
-
-def percent(fraction: float | None) -> str:
-    """``0.972 -> "97.20%"``."""
-    return MISSING if fraction is None else f"{100.0 * float(fraction):.2f}%"
-
-
-def ms(value: float | None) -> str:
-    """A latency in ms without the unit: ``0.0321 -> "0.032"``, ``123.45 -> "123.5"``."""
-    if value is None:
-        return MISSING
-    value = float(value)
-    return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
-
-
-def significant(value: float, digits: int = 3) -> float:
-    """``value`` rounded to ``digits`` significant digits (``13028.8 -> 13000.0``)."""
-    if value == 0 or not math.isfinite(value):
-        return value
-    return round(value, digits - 1 - int(math.floor(math.log10(abs(value)))))
-
-
-def rate(value: float | None) -> str:
-    """A throughput (FPS, samples/s): ``13028.8 -> "13,000"``, ``95.44 -> "95.4"``."""
-    if value is None:
-        return MISSING
-    rounded = significant(float(value))
-    if not math.isfinite(rounded):
-        return str(rounded)
-    return f"{rounded:,.0f}" if abs(rounded) >= 100 else f"{rounded:g}"
+__all__ = ["MISSING", "percent", "ms", "significant", "rate", "fps", "speedup", "size_mb", "count",
+           "clean", "epoch_line"]
 
 
 def fps(latency_ms: float | None, batch: int = 1) -> str:

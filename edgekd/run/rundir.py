@@ -12,13 +12,12 @@ trials, and deletes the temporary files a kill left behind.
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
+from deploy import system
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import TEMP_GLOB, remove_temp_files
 from edgekd.core.runfolder import RUN, RunDir, safe_id, write_doc
@@ -29,18 +28,16 @@ __all__ = ["RunDir", "safe_id", "identity", "differences", "open_run", "default_
 RUN_FORMAT = RUN.format
 #: The identity's parts, in the order differences are named in a refusal.
 IDENTITY_KEYS = ("teacher", "data", "profile", "budget", "seed", "config")
+#: The libraries whose versions run.json records.
+VERSIONED_PACKAGES = ("edgekd", "torch", "torchvision", "onnx", "onnxruntime", "numpy")
 
 
 def versions() -> dict[str, str]:
-    """Versions of Python and the libraries that change results (read from package metadata,
-    so nothing heavy is imported)."""
-    found = {"python": platform.python_version()}
-    for name in ("edgekd", "torch", "torchvision", "onnx", "onnxruntime", "numpy"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "absent"
-    return found
+    """Versions of Python, the OS and the libraries that change results: the deploy kit's
+    :func:`deploy.system.versions` (one implementation; it reads package metadata, so nothing
+    heavy is imported) plus edgekd's own libraries, ``"absent"`` when not installed."""
+    return system.versions(**{name: system.package_version(name) or "absent"
+                              for name in VERSIONED_PACKAGES})
 
 
 def identity(*, teacher: dict, data: dict, profile: dict, budget: dict, seed: int,
