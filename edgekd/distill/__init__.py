@@ -1,7 +1,11 @@
 """Distillation engine: the method registry (methods: name -> stages, loss objects, CLI help;
 torch-free), the loss objects (objectives) and formulas (losses: KD, hints, logit mimic),
 FitNets hint taps and regressors, and the one trainer for every registered method (imports
-torch); commands holds the helpers of ``edgekd train`` and ``edgekd layers``.
+torch). The trainer's parts: config (TrainConfig, TrainResult; torch-free), schedule (stage
+spans, learning rate), trainset (the split as tensors), targets (cached teacher logits and
+views), checkpointing (save, resume, result.json), evaluate (device, logits, accuracy),
+trainer (the loop) and ban (born-again generations). commands holds the helpers of
+``edgekd train`` and ``edgekd layers``.
 
 May import: ``edgekd.core``, ``edgekd.inputs``, ``edgekd.search``. Not ship, report, run or cli.
 
@@ -21,8 +25,12 @@ def __getattr__(name: str) -> Any:
         from edgekd.distill.methods import METHODS
 
         return METHODS
-    if name in ("TrainConfig", "TrainResult", "train_student"):
-        from edgekd.distill import trainer
+    if name in ("TrainConfig", "TrainResult"):
+        from edgekd.distill import config
 
-        return getattr(trainer, name)
+        return getattr(config, name)
+    if name == "train_student":
+        from edgekd.distill.trainer import train_student
+
+        return train_student
     raise AttributeError(f"module 'edgekd.distill' has no attribute {name!r}")

@@ -7,7 +7,7 @@ from here, so adding a method is one :func:`register_method` call plus its loss 
 A method is a sequence of :class:`Stage`\\ s (``fitnet`` = a ``hint`` stage, then a ``kd``
 stage); each stage names what the trainer computes for it (``kind``: the student's and the
 teachers' ``"logits"``, or the FitNets ``"hint"`` features through the regressor) and builds
-a loss object from the :class:`~edgekd.distill.trainer.TrainConfig`. Every loss object has
+a loss object from the :class:`~edgekd.distill.config.TrainConfig`. Every loss object has
 ONE signature::
 
     loss_object.forward(student_out: StudentOut, teacher_out: TeacherOut, batch: Batch) -> LossOut
@@ -44,7 +44,7 @@ from edgekd.core.errors import EdgekdError
 if TYPE_CHECKING:
     import torch
 
-    from edgekd.distill.trainer import TrainConfig, TrainResult
+    from edgekd.distill.config import TrainConfig, TrainResult
 
 __all__ = ["StudentOut", "TeacherOut", "Batch", "LossOut", "Loss", "Stage", "Method", "METHODS",
            "register_method", "unregister_method", "get_method", "method_names", "methods_help",
@@ -236,7 +236,7 @@ def _check_ban(config: TrainConfig) -> tuple[str, str] | None:
 
 
 def _train_ban(*args: object, **kwargs: object) -> TrainResult:
-    from edgekd.distill.trainer import train_ban
+    from edgekd.distill.ban import train_ban
 
     return train_ban(*args, **kwargs)
 

@@ -12,7 +12,7 @@ from edgekd.distill import losses
 from edgekd.distill.methods import Batch, LossOut, StudentOut, TeacherOut
 
 if TYPE_CHECKING:
-    from edgekd.distill.trainer import TrainConfig
+    from edgekd.distill.config import TrainConfig
 
 __all__ = ["CrossEntropyLoss", "KDLoss", "DKDLoss", "LSKDLoss", "MimicLoss", "HintLoss"]
 

@@ -1,0 +1,176 @@
+"""The training configuration and result: :class:`TrainConfig` (every training default, once)
+and :class:`TrainResult` (what ``result.json`` holds). Torch-free, so the CLI can read the
+defaults without importing torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekd.core.errors import EdgekdError
+from edgekd.distill.methods import METHODS
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+__all__ = ["OPTIMIZERS", "TrainConfig", "TrainResult", "default_lr"]
+
+OPTIMIZERS = ("sgd", "adamw")
+#: Config fields that do not change what is trained (may differ between calls on one out_dir).
+_RUNTIME_FIELDS = ("epochs", "device", "cache_dir", "use_cache")
+
+
+def default_lr(optimizer: str) -> float:
+    """The learning rate used when ``TrainConfig.lr`` is None: SGD 0.05, AdamW 0.002."""
+    return {"sgd": 0.05, "adamw": 0.002}[optimizer]
+
+
+@dataclass
+class TrainConfig:
+    """How to train one student. ``epochs`` counts the epochs trained on labels/logits;
+    fitnet's hint stage (at most ``hint_epochs``) comes on top (issue 12)."""
+
+    method: str = "kd"
+    epochs: int = 10
+    hint_epochs: int = 2
+    temperature: float = 4.0
+    alpha: float = 0.1
+    optimizer: str = "sgd"
+    lr: float | None = None
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    seed: int = 0
+    val_fraction: float = 0.1
+    generations: int = 3
+    hint_layer: str | None = None
+    guided_layer: str | None = None
+    ensemble: str = "logits"
+    max_train_samples: int | None = None
+    device: str = "auto"
+    momentum: float = 0.9
+    lambda_start: float = 4.0
+    lambda_end: float = 1.0
+    augment: str = "none"
+    teacher_views: int = 0
+    warmup_epochs: float = 1.0
+    lr_floor: float = 0.01
+    label_smoothing: float = 0.0
+    dkd_alpha: float = 1.0
+    dkd_beta: float = 8.0
+    dkd_warmup: float = 0.1
+    ls_temperature: float = 2.0
+    #: fitnet's hint stage (edgekd.distill.hint_stage): its own Adam lr, and the R^2 plateau rule
+    hint_lr: float = 5e-3
+    hint_patience: int = 2
+    hint_min_delta: float = 0.01
+    #: added to ``seed`` for initialisation and data order only (born-again generations)
+    seed_offset: int = 0
+    cache_dir: str | None = None
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, bool):  # configs written when --augment was a flag (2 px shifts)
+            self.augment = "shift" if self.augment else "none"
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(what: str, fix: str) -> EdgekdError:
+            return EdgekdError(f"training config: {what}: {fix}")
+
+        if self.method not in METHODS:
+            raise bad(f"unknown method {self.method!r}", f"use one of {', '.join(METHODS)}")
+        method = METHODS[self.method]
+        if self.optimizer not in OPTIMIZERS:
+            raise bad(f"unknown optimizer {self.optimizer!r}", "use sgd or adamw")
+        if self.ensemble not in ("logits", "probs"):
+            raise bad(f"unknown ensemble mode {self.ensemble!r}", "use logits or probs")
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise bad(f"epochs={self.epochs!r}", "give a positive integer")
+        if self.temperature <= 0:
+            raise bad(f"temperature={self.temperature}", "give T > 0 (typical 2..8)")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise bad(f"alpha={self.alpha}", "give 0 <= alpha <= 1 (the weight of the hard labels)")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise bad(f"lr={self.lr}", "give a positive learning rate")
+        if not (self.hint_lr > 0 and math.isfinite(self.hint_lr)) or self.hint_patience < 0 or self.hint_min_delta < 0:
+            raise bad(f"hint_lr={self.hint_lr}, hint_patience={self.hint_patience}, "
+                      f"hint_min_delta={self.hint_min_delta}", "give hint_lr > 0, patience and min_delta >= 0")
+        if self.batch_size < 1:
+            raise bad(f"batch_size={self.batch_size}", "give a positive integer")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise bad(f"max_train_samples={self.max_train_samples}", "give a positive integer or None")
+        problem = method.validate(self) if method.validate is not None else None
+        if problem is not None:
+            raise bad(*problem)
+        from edgekd.distill.augment import AUGMENTS
+
+        if self.augment not in AUGMENTS:
+            raise bad(f"unknown augmentation {self.augment!r}", f"use one of {', '.join(AUGMENTS)}")
+        if self.teacher_views < 0:
+            raise bad(f"teacher_views={self.teacher_views}", "give 0 (teacher per batch) or K >= 1 cached views")
+        if self.warmup_epochs < 0 or not 0.0 <= self.lr_floor <= 1.0:
+            raise bad(f"warmup_epochs={self.warmup_epochs}, lr_floor={self.lr_floor}",
+                      "give warmup_epochs >= 0 and 0 <= lr_floor <= 1 (a fraction of --lr)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise bad(f"label_smoothing={self.label_smoothing}", "give 0 <= label_smoothing < 1")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else default_lr(self.optimizer)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise EdgekdError(f"training config: unknown field(s) {', '.join(unknown)}: "
+                              f"use only {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define what is trained (all but epochs/device/cache settings)."""
+        return {k: v for k, v in self.to_dict().items() if k not in _RUNTIME_FIELDS}
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced; ``to_dict()`` is result.json (JSON-serialisable)."""
+
+    method: str
+    val_acc: float | None
+    test_acc: float
+    epochs_done: int
+    checkpoint: Path
+    seconds: float
+    best_epoch: int | None = None
+    train_samples: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+    hint: dict[str, Any] | None = None
+    generations: list[dict[str, Any]] | None = None
+    inputs: dict[str, Any] | None = None  # fingerprints of the data and the teachers (see _inputs)
+    ensemble_val_acc: float | None = None
+    ensemble_test_acc: float | None = None
+    #: fitnet: hint epochs trained (on top of ``epochs``) and the regressor's R^2 per hint epoch
+    hint_epochs_done: int = 0
+    hint_r2: list[float] | None = None
+    #: The trained student (in memory only, never serialised).
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        data["checkpoint"] = str(self.checkpoint)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainResult":
+        known = {f.name for f in fields(cls)} - {"model"}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["checkpoint"] = Path(kwargs["checkpoint"])
+        return cls(**kwargs)
+

@@ -1,0 +1,149 @@
+"""Teacher targets for the trainer.
+
+Teacher ensembles: several teachers are combined with ``ensemble="logits"`` (mean logits)
+or ``"probs"`` (mean tempered probabilities), :func:`~edgekd.distill.losses.combine_teacher_logits`.
+With augmentation off, each teacher's logits on the training images are computed once and
+cached on disk by :func:`edgekd.inputs.data.teacher_logits` (key: teacher fingerprint + data
+fingerprint), so a KD epoch does no teacher forward pass; a different teacher gets a
+different file.
+
+Augmentation (``augment``, :mod:`edgekd.distill.augment`): drawn once per batch; the one
+augmented tensor is what the student and the teacher see. The teacher then runs per batch,
+or, with ``teacher_views = K``, on K augmented views per image drawn once at the start
+(each batch serves a random one of the K views and its cached targets): K teacher passes in
+all instead of one per epoch (benchmarks/train_throughput.py measures which is faster).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from edgekd.core.errors import EdgekdError
+from edgekd.distill import augment, losses
+from edgekd.distill.evaluate import autocast
+from edgekd.distill.trainset import TrainData, epoch_generator
+
+if TYPE_CHECKING:
+    from edgekd.distill.config import TrainConfig
+    from edgekd.inputs.data import ImageDataset
+
+__all__ = ["cached_teacher_targets", "check_teacher_finite", "logit_cache_dir",
+           "teacher_fingerprints", "teacher_views"]
+
+
+def teacher_fingerprints(teachers: list[nn.Module], given: list[str] | None) -> list[str]:
+    if given is not None:
+        if len(given) != len(teachers):
+            raise EdgekdError(f"{len(given)} teacher fingerprints for {len(teachers)} teachers: "
+                              "give one per teacher")
+        return list(given)
+    from edgekd.inputs.teachers import model_fingerprint
+
+    return [model_fingerprint(t) for t in teachers]
+
+
+def logit_cache_dir(config: TrainConfig) -> Path | None:
+    if not config.use_cache:
+        return None
+    if config.cache_dir:
+        return Path(config.cache_dir)
+    from edgekd.core.cache import cache_root
+
+    return cache_root() / "teacher_logits"
+
+
+
+def cached_teacher_targets(teachers: list[nn.Module], fps: list[str], dataset: ImageDataset,
+                            train_idx: np.ndarray, config: TrainConfig) -> torch.Tensor:
+    """Combined teacher logits for the training images, from the on-disk cache.
+
+    Each teacher's logits are computed on *all* training images (so every seed, split and
+    rung of a run shares one cache file per teacher) and then indexed.
+    """
+    from edgekd.inputs.data import teacher_logits
+
+    cache_dir = logit_cache_dir(config)
+    per_teacher = [torch.from_numpy(teacher_logits(t, dataset.x_train, dataset.normalization,
+                                                   cache_dir=cache_dir, teacher_fp=fp))[train_idx]
+                   for t, fp in zip(teachers, fps)]
+    for index, logits in enumerate(per_teacher):
+        check_teacher_finite(logits, index)
+    return losses.combine_teacher_logits(per_teacher, config.ensemble, config.temperature)
+
+
+def check_teacher_finite(logits: torch.Tensor, index: int) -> None:
+    """A teacher that outputs nan/inf is named as the cause (no --lr helps it)."""
+    if not bool(torch.isfinite(logits).all()):
+        bad = int((~torch.isfinite(logits)).reshape(len(logits), -1).any(1).sum())
+        raise EdgekdError(f"teacher {index + 1} outputs nan or inf for {bad} of {len(logits)} "
+                          "training images: the teacher is broken (check its weights, and that it "
+                          "expects the data's normalisation), not the student's training")
+
+
+
+
+def teacher_views(teachers: list[nn.Module], fps: list[str], dataset: ImageDataset, data: TrainData,
+                  aug: augment.Augment, config: TrainConfig, device: torch.device,
+                  k: int) -> tuple[augment.AugParams, torch.Tensor]:
+    """K augmented views per training image and the combined teacher targets on each:
+    (params stacked view-major as (K*N,), targets (K, N, classes)) for the N training images
+    of this split. The views are drawn once for the whole data set (seeded by ``seed``) and
+    each teacher's logits on them are cached on disk like :func:`cached_teacher_targets`'
+    (key: teacher, data, augmentation, K, seed), so every trial of a run shares one file and
+    pays the K teacher passes once."""
+    n_all = len(dataset.x_train)
+    gen = epoch_generator(config.seed, -1)
+    params = [augment.sample(aug, n_all, gen) for _ in range(k)]
+    per_teacher = [_view_logits(t, fp, params, dataset, aug, data.pad_value, config, device)
+                   for t, fp in zip(teachers, fps)]
+    idx = torch.as_tensor(data.train_idx, dtype=torch.long)
+    targets = torch.stack([losses.combine_teacher_logits([lt[v][idx] for lt in per_teacher],
+                                                         config.ensemble, config.temperature)
+                           for v in range(k)])
+    stacked = augment.AugParams(torch.cat([p.oy[idx] for p in params]), torch.cat([p.ox[idx] for p in params]),
+                                torch.cat([p.flip[idx] for p in params]))
+    return stacked, targets
+
+
+def _view_logits(teacher: nn.Module, fp: str, params: list[augment.AugParams], dataset: ImageDataset,
+                 aug: augment.Augment, pad_value: torch.Tensor, config: TrainConfig,
+                 device: torch.device) -> torch.Tensor:
+    """One teacher's logits (K, N_all, classes) on the views ``params``, cached on disk."""
+    from edgekd.core.fileio import atomic_write_bytes
+    from edgekd.inputs.data import array_fingerprint, to_tensor
+
+    ds = dataset
+    path = None
+    cache_dir = logit_cache_dir(config)
+    if cache_dir is not None:
+        data_fp = array_fingerprint(ds.x_train, ds.normalization.to_dict())
+        path = Path(cache_dir) / (f"views-{fp[:16]}-{data_fp[:16]}-{aug.kind}{aug.pad}-"
+                                  f"k{len(params)}-s{config.seed}.npy")
+        if path.is_file():
+            try:
+                cached = np.load(path, allow_pickle=False)
+                if cached.shape[:2] == (len(params), len(ds.x_train)) and cached.dtype == np.float32:
+                    return torch.from_numpy(cached)
+            except (OSError, ValueError, EOFError):
+                pass  # corrupt: recompute
+    views = []
+    with torch.no_grad(), autocast(device):
+        for p in params:
+            outs = []
+            for i in range(0, len(ds.x_train), 512):
+                rows = torch.arange(i, min(i + 512, len(ds.x_train)))
+                x = augment.apply(to_tensor(ds.x_train[i:i + 512], ds.normalization), aug, p[rows], pad_value)
+                outs.append(teacher(x.to(device)).float().cpu())
+            views.append(torch.cat(outs))
+    logits = torch.stack(views)
+    if path is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, logits.numpy(), allow_pickle=False)
+        atomic_write_bytes(path, buffer.getvalue())
+    return logits
