@@ -1,6 +1,9 @@
 """CLI: the click commands (``edgekd ...``), their shared options and the CLI-only printing.
 
-Owns: cli (the commands; thin: parse, call one stage function, print), cli_options (the
+Owns: cli (the ``edgekd`` group; registers the commands), base (``--verbose``, the group that
+turns an EdgekdError into one line), one module per command group (profiles_cmd, search_cmd:
+search and calibrate, train_cmd: train and layers, ship_cmd: export and measure, report_cmd,
+compress_cmd, predict_cmd; thin: parse, call one stage function, print), cli_options (the
 ``--data`` / ``--teacher`` / ``--method`` options and their resolution), profile_view
 (``edgekd profiles`` tables) and train_view (what ``edgekd train`` and ``edgekd layers`` print).
 

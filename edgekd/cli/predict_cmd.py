@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgekd.cli.cli import verbose_option
+from edgekd.cli.base import verbose_option
 
 
 @click.command()

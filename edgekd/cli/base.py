@@ -1,0 +1,61 @@
+"""What every ``edgekd`` command shares: ``--verbose``, the group class that turns an
+:class:`~edgekd.core.errors.EdgekdError` into one line and exit status 2, and ``MAX_BATCH``."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any, Callable
+
+import click
+
+from edgekd.core.errors import EdgekdError, disk_error
+
+__all__ = ["MAX_BATCH", "EdgekdGroup", "is_verbose", "verbose_option"]
+
+
+def _set_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.find_root().meta["edgekd.verbose"] = True
+    return value
+
+
+def verbose_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--verbose`` (show tracebacks and debug output) to a command."""
+    return click.option(
+        "--verbose", "-v", is_flag=True, expose_value=False, is_eager=True,
+        callback=_set_verbose, help="Show tracebacks and debug output.",
+    )(func)
+
+
+def is_verbose(ctx: click.Context | None = None) -> bool:
+    ctx = ctx or click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().meta.get("edgekd.verbose"))
+
+
+#: The largest batch an option accepts: larger ones only exhaust memory (1e12 images).
+MAX_BATCH = 65536
+
+
+class EdgekdGroup(click.Group):
+    """A click group that turns :class:`EdgekdError` into one line and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgekdError as error:
+            if is_verbose(ctx):
+                traceback.print_exc()
+            click.secho(f"error: {error}", fg="red", err=True)
+            ctx.exit(error.exit_code)
+        except OSError as error:
+            disk = disk_error(error)
+            if disk is None:
+                raise
+            if is_verbose(ctx):
+                traceback.print_exc()
+            click.secho(f"error: {disk}", fg="red", err=True)
+            ctx.exit(disk.exit_code)
+        except KeyboardInterrupt:
+            click.secho("interrupted: finished work is saved; rerun with --resume to continue",
+                        fg="yellow", err=True)
+            ctx.exit(130)

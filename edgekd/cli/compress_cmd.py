@@ -1,0 +1,146 @@
+"""``edgekd compress``: the whole pipeline (search, successive halving, export, measure,
+report, bundle) into one run folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from edgekd.cli.base import MAX_BATCH, verbose_option
+from edgekd.cli.cli_options import (AUGMENT_HELP, AUGMENTS, DATA_OPTION_HELP, method_option,
+                                    single_teacher_options)
+from edgekd.cli.config_file import config_option
+
+__all__ = ["compress"]
+
+
+@click.command()
+@config_option
+@click.option("--profile", "-p", default=None, help="Device profile name or .toml path [host-cpu].")
+@single_teacher_options
+@click.option("--data", "-d", default=None, metavar="SPEC", help=DATA_OPTION_HELP)
+@click.option("--max-macs", default=None, help="MACs budget per image, e.g. 1.5M [profile's].")
+@click.option("--latency-ms", type=float, default=None, help="Latency budget in ms [profile's].")
+@click.option("--batch", type=click.IntRange(min=1, max=MAX_BATCH), default=None,
+              help="Batch of the latency budget [profile's].")
+@click.option("--candidates", "-n", type=int, default=6, show_default=True,
+              help="Students shortlisted for successive halving.")
+@click.option("--epochs", "-e", type=int, default=None,
+              help="Epochs of the final training (the last rung) [from the data size: about 150k "
+                   "training images seen, 4..60 epochs; 6 for the embedded default; printed].")
+@click.option("--min-epochs", type=int, default=None,
+              help="Epochs of the first rung [--epochs / --eta: long enough to rank deep students].")
+@click.option("--hint-epochs", type=int, default=1, show_default=True,
+              help="FitNets stage-1 (hint) epochs of every fitnet trial, on top of its --epochs.")
+@click.option("--eta", type=int, default=3, show_default=True, help="Keep the best 1/eta per rung.")
+@click.option("--rungs", type=int, default=None, help="Number of rungs [until the finalists].")
+@click.option("--finalists", type=int, default=2, show_default=True,
+              help="Students of the last rung, trained fully from scratch (2: the best shallow and "
+                   "the best deep one, see --no-depth-groups).")
+@method_option(compress=True, default="fitnet",
+               help_prefix="Training method of the final rung (and of the search rungs, except a hint "
+                           "method such as fitnet, whose search rungs train kd; see --rung-method). ")
+@click.option("--rung-method", default=None, metavar="METHOD",
+              help="Training method of the selection rungs [kd for --method fitnet, else --method].")
+@click.option("--no-depth-groups", is_flag=True,
+              help="Promote by accuracy alone (default: every rung keeps the best shallow and the "
+                   "best deep student, depth split at the shortlist's median).")
+@click.option("--augment", type=click.Choice(AUGMENTS), default=None,
+              help=AUGMENT_HELP + " [auto; none for the embedded default, a few-minute demo]")
+@click.option("--teacher-views", type=click.IntRange(min=0), default=None,
+              help="With augmentation: 0 = teacher on every batch; K = teacher outputs cached once per "
+                   "run on K augmented views per image [8 on CPU, 0 on CUDA].")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True, help="Label smoothing of the hard-label term.")
+@click.option("--parity-samples", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Images of the ONNX parity check (test images first, topped up from the training "
+                   "split); checked before training.")
+@click.option("--calibration", type=click.Path(dir_okay=False), default=None,
+              help="A calibration JSON of the target profile (from 'edgekd search --measure') for the "
+                   "latency model; checked before training.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where trials train (and the teacher runs for them): auto = cuda when available "
+                   "(AMP + channels_last there). Export and latency stay on this host's CPU.")
+@click.option("--baselines", is_flag=True, help="Also train the winner with scratch/kd/fitnet (ablation).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--ray-address", default=None, help="Join this Ray cluster (else start a local one).")
+@click.option("--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance [all].")
+@click.option("--gpus-per-trial", type=float, default=0.0, show_default=True,
+              help="GPUs each Ray trial asks for.")
+@click.option("--threads-per-trial", type=click.IntRange(min=1), default=None,
+              help="torch threads (= Ray CPUs) per trial [local: all cores; ray: 1].")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
+              help="Run folder [runs/default with no inputs given, else runs/PROFILE-DATA-TEACHER; "
+                   "a rerun takes the next free runs/default2, runs/default3 ...].")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out (after a crash or kill) [without --out: the latest "
+                   "numbered default folder].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-train-samples", type=int, default=None, help="Train on at most this many images.")
+@click.option("--batch-size", type=int, default=None, help="Training batch size [trainer's].")
+@click.option("--measure-iters", type=int, default=500, show_default=True,
+              help="Timed iterations per latency measurement.")
+@click.option("--no-bundle", is_flag=True, help="Skip the device bundle.")
+@click.option("--no-progress", is_flag=True,
+              help="Print nothing during the search (default: a live view on a terminal, "
+                   "else one line per trial).")
+@click.option("--yes", is_flag=True,
+              help="Run even when the plan is absurdly large (see the warning it gives).")
+@verbose_option
+def compress(profile: str | None, teacher: str | None, arch: str | None, trust_code: bool,
+             data: str | None, max_macs: str | None, latency_ms: float | None, batch: int | None,
+             candidates: int, epochs: int | None, min_epochs: int | None, hint_epochs: int, eta: int,
+             rungs: int | None,
+             finalists: int, method: str, rung_method: str | None, no_depth_groups: bool,
+             augment: str | None, teacher_views: int | None, label_smoothing: float, parity_samples: int,
+             calibration: str | None, device: str,
+             baselines: bool, executor: str,
+             ray_address: str | None, ray_cpus: int | None, gpus_per_trial: float,
+             threads_per_trial: int | None, out: Path | None, resume: bool, seed: int,
+             max_train_samples: int | None,
+             batch_size: int | None, measure_iters: int, no_bundle: bool,
+             no_progress: bool, yes: bool) -> None:
+    """Search, train (successive halving), export, measure and report in one command.
+
+    With no options it runs the embedded default: the shipped MNIST subset, the built-in
+    teacher and the host-cpu profile with a 0.05 ms latency budget, into runs/default.
+    Rerun with --resume after a crash.
+
+    \b
+    Example:
+        edgekd compress
+        edgekd compress --resume
+        edgekd compress --profile jetson-orin-nano-8gb --teacher teacher.pt --arch resnet18 \\
+            --data data.npz --latency-ms 0.5 --baselines --out runs/orin
+        edgekd compress --executor ray --ray-address auto --candidates 27 --epochs 9
+        edgekd compress --config job.toml --epochs 12      # the file's options, --epochs overridden
+        edgekd compress --config runs/default/run.json     # the same run again, in a new folder
+    """
+    from edgekd.cli.config_file import recorded_options
+    from edgekd.run.pipeline import CompressConfig, compress as run_compress
+    from edgekd.core.units import parse_count
+
+    config = CompressConfig(
+        profile=profile, teacher=teacher, arch=arch, trust_code=trust_code, data=data,
+        max_macs=parse_count(max_macs) if max_macs is not None else None,
+        latency_ms=latency_ms, batch=batch, candidates=candidates, epochs=epochs,
+        min_epochs=min_epochs, hint_epochs=hint_epochs, eta=eta, rungs=rungs, finalists=finalists, method=method,
+        rung_method=rung_method, depth_groups=not no_depth_groups, augment=augment,
+        teacher_views=teacher_views, label_smoothing=label_smoothing, device=device,
+        parity_samples=parity_samples, calibration=calibration,
+        baselines=baselines, executor=executor, ray_address=ray_address, ray_cpus=ray_cpus,
+        gpus_per_trial=gpus_per_trial, threads_per_trial=threads_per_trial, out=out,
+        resume=resume, seed=seed,
+        max_train_samples=max_train_samples, batch_size=batch_size, measure_iters=measure_iters,
+        bundle=not no_bundle, progress=not no_progress, yes=yes,
+        command=["edgekd", *sys.argv[1:]],
+        options=recorded_options(click.get_current_context().params))
+    result = run_compress(config)
+    click.echo(result.headline)
+    click.echo(f"report: {result.report_html} (and {result.report_md.name}, summary.json)")
+    if result.bundle is not None:
+        click.echo(f"bundle: {result.bundle}")
+    click.echo(f"run folder: {result.run_dir} ({'resumed' if result.resumed else 'new'}, "
+               f"{result.seconds:.0f} s)")

@@ -1,0 +1,147 @@
+"""``edgekd train`` (one student from a teacher, any method) and ``edgekd layers`` (the
+layers of a model, for ``--hint-layer``/``--guided-layer``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekd.cli.base import verbose_option
+from edgekd.cli.cli_options import (ARCH_OPTION_HELP, AUGMENT_HELP, AUGMENTS, TRUST_CODE_HELP, data_option,
+                                    method_option, teacher_options)
+
+__all__ = ["layers", "search_options", "train"]
+
+
+_SEARCH_HELP = ("Where to look a student id up: the folder 'edgekd search' or 'edgekd compress' "
+                "wrote, or its candidates.jsonl [./candidates.jsonl, then runs/*/, newest first].")
+
+
+def search_options(command: Any) -> Any:
+    """``--search RUN`` (and ``--candidates``, its old name, hidden: in ``compress``
+    --candidates is a number, so the file option got its own name)."""
+    command = click.option("--candidates", "old_search", hidden=True, default=None,
+                           type=click.Path(path_type=Path))(command)
+    return click.option("--search", "search", metavar="RUN|FILE", default=None,
+                        type=click.Path(path_type=Path), help=_SEARCH_HELP)(command)
+
+
+@click.command()
+@click.option("--student", "-s", required=True, metavar="SPEC.json|ID",
+              help="The student: a spec JSON file, or an id printed by 'edgekd search' (see --search).")
+@search_options
+@teacher_options
+@data_option
+@method_option(compress=False, default="fitnet")
+@click.option("--epochs", "-e", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Epochs trained on labels/logits (fitnet: the hint stage comes on top).")
+@click.option("--hint-epochs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="fitnet: at most this many hint-stage (stage 1) epochs, ON TOP of --epochs; "
+                   "the stage stops earlier when the regressor's R^2 plateaus (own Adam, lr 5e-3).")
+@click.option("--temperature", "-T", type=click.FloatRange(min=0, min_open=True), default=4.0,
+              show_default=True, help="KD temperature.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="KD weight of the hard labels: a*CE + (1-a)*T^2*KL.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak learning rate (cosine to 0) [sgd 0.05, adamw 0.002].")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="Share of the training images held out to select the best epoch.")
+@click.option("--generations", type=click.IntRange(min=1), default=3, show_default=True,
+              help="ban: number of born-again generations.")
+@click.option("--hint-layer", default=None, help="Teacher node for the hint [middle activation]; see 'edgekd layers'.")
+@click.option("--guided-layer", default=None, help="Student node for the guided layer [spec's middle block].")
+@click.option("--ensemble", type=click.Choice(["logits", "probs"]), default="logits", show_default=True,
+              help="How several --teacher are averaged.")
+@click.option("--max-train-samples", type=click.IntRange(min=1), default=None,
+              help="Train on at most this many images (a seeded subset).")
+@click.option("--augment", type=click.Choice(AUGMENTS), default="none", show_default=True,
+              is_flag=False, flag_value="auto", help=AUGMENT_HELP + " A bare --augment means auto.")
+@click.option("--teacher-views", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With augmentation: 0 = run the teacher on every batch; K = cache its outputs on K "
+                   "augmented views per image (drawn once) and serve one of them per step.")
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Linear learning-rate warm-up (at most a fifth of the run), then a cosine.")
+@click.option("--lr-floor", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="The cosine ends at this fraction of --lr.")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True, help="Label smoothing of the hard-label cross-entropy.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("runs/train"), show_default=True,
+              help="Output folder (checkpoint.pt, metrics.jsonl, result.json); rerun to resume.")
+@verbose_option
+def train(student: str, search: Path | None, old_search: Path | None, teacher: tuple[str, ...], arch: tuple[str, ...],
+          trust_code: bool, data: str | None, image_size: tuple[int, int] | None, method: str,
+          epochs: int, hint_epochs: int, temperature: float, alpha: float, optimizer: str,
+          lr: float | None, weight_decay: float, batch_size: int, seed: int, val_fraction: float,
+          generations: int, hint_layer: str | None, guided_layer: str | None, ensemble: str,
+          max_train_samples: int | None, augment: str, teacher_views: int, warmup_epochs: float,
+          lr_floor: float, label_smoothing: float, device: str, out_dir: Path) -> None:
+    """Train one student from a teacher (scratch, kd, fitnet, mimic, ban, ... see --method).
+
+    Writes a self-describing OUT/checkpoint.pt (spec, classes, normalisation, method,
+    metrics), OUT/metrics.jsonl (one line per epoch) and OUT/result.json. Running the same
+    command again continues from the checkpoint (a larger --epochs trains more); a finished
+    run is not retrained. Teacher and data default to the built-in ones.
+
+    \b
+    Example:
+        edgekd train --student spec.json --method fitnet --epochs 6 --out runs/fitnet
+        edgekd train --student 3f2a9c1b0d4e --search runs/search-host-cpu \\
+            --teacher teacher.pt --arch resnet18 --data data.npz --method kd
+    """
+    from edgekd.cli.cli_options import resolve_data, resolve_teachers
+    from edgekd.cli.train_view import format_result
+    from edgekd.distill.commands import resolve_student_spec, run_train
+    from edgekd.distill.methods import get_method
+    from edgekd.distill.trainer import TrainConfig
+
+    spec = resolve_student_spec(student, search or old_search)  # check the cheap inputs first
+    config = TrainConfig(method=method, epochs=epochs, hint_epochs=hint_epochs, temperature=temperature,
+                         alpha=alpha, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+                         batch_size=batch_size, seed=seed, val_fraction=val_fraction,
+                         generations=generations, hint_layer=hint_layer, guided_layer=guided_layer,
+                         ensemble=ensemble, max_train_samples=max_train_samples, augment=augment,
+                         teacher_views=teacher_views, warmup_epochs=warmup_epochs, lr_floor=lr_floor,
+                         label_smoothing=label_smoothing, device=device)
+    dataset = resolve_data(data, image_size)
+    teachers = resolve_teachers(teacher, arch, trust_code, dataset) if get_method(method).uses_teacher else []
+    result = run_train(spec=spec, teachers=teachers, dataset=dataset, config=config, out_dir=out_dir,
+                       progress=True)
+    click.echo(format_result(result))
+
+
+@click.command()
+@click.argument("model", metavar="MODEL")
+@search_options
+@click.option("--arch", default=None, metavar="ARCH", help=ARCH_OPTION_HELP.split(" Give it once")[0])
+@click.option("--trust-code", is_flag=True, help=TRUST_CODE_HELP)
+@click.option("--data", default=None, metavar="SPEC",
+              help="Data that fixes a teacher's input shape and classes [mnist-subset].")
+@verbose_option
+def layers(model: str, search: Path | None, old_search: Path | None, arch: str | None, trust_code: bool,
+           data: str | None) -> None:
+    """List a model's tappable layers (for --hint-layer / --guided-layer).
+
+    MODEL is a student (a spec .json, or a candidate id looked up with --search) or a
+    teacher (any --teacher source: builtin, a TorchScript/state_dict file with --arch, ...).
+    Prints every node with its output shape and marks the automatic choice: the teacher's
+    hint layer or the student's guided layer (FitNets: the middle of the network).
+
+    \b
+    Example:
+        edgekd layers builtin
+        edgekd layers resnet18-weights.pt --arch resnet18 --data torchvision:CIFAR10:~/data
+        edgekd layers spec.json
+    """
+    from edgekd.cli.train_view import print_layers
+    from edgekd.distill.commands import list_model_layers
+
+    print_layers(list_model_layers(model, search=search or old_search, arch=arch, trust_code=trust_code,
+                                   data=data))
