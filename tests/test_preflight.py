@@ -94,13 +94,39 @@ def test_infeasible_budget(inputs, tmp_path) -> None:
     _refused(compress_args(data, teacher, out, "--max-macs", "2K"), out, "smallest")
 
 
-def test_torchscript_teacher_refused_for_fitnet_and_its_baseline(inputs, script_teacher, tmp_path) -> None:
+@pytest.mark.parametrize("method", ["fitnet", "fitnet-dkd", "fitnet-lskd"])
+def test_torchscript_teacher_refused_for_every_hint_method(inputs, script_teacher, tmp_path, method) -> None:
     _, data, _ = inputs
     out = tmp_path / "o"
-    _refused(compress_args(data, script_teacher, out, "--method", "fitnet"), out, "TorchScript",
+    _refused(compress_args(data, script_teacher, out, "--method", method), out, "TorchScript",
              "--method kd")
+
+
+def test_torchscript_teacher_refused_for_the_fitnet_baseline(inputs, script_teacher, tmp_path) -> None:
+    _, data, _ = inputs
+    out = tmp_path / "o"
     _refused(compress_args(data, script_teacher, out, "--method", "kd", "--baselines"), out,
              "TorchScript")
+
+
+def test_torchscript_teacher_runs_kd_end_to_end(inputs, script_teacher, tmp_path) -> None:
+    """The issue's crash: kd trained every trial, then ``cost.module_cost`` failed on the
+    ScriptModule. Now the whole run finishes, and the teacher is costed and measured."""
+    _, data, teacher = inputs
+    out = tmp_path / "o"
+    args = compress_args(data, script_teacher, out, "--method", "kd", "--no-bundle",
+                         "--candidates", "2", "--epochs", "2", "--min-epochs", "1")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, (result.output, result.stderr, result.exception)
+    search = read_json(out / "outcome.json")
+    final = read_json(out / "trials" / search["finalists"][0] / "result.json")
+    assert final["method"] == "kd" and final["test_acc"] > 0.1  # trained (chance 0.1; 2 tiny epochs)
+    from edgekd.search.cost import module_cost
+
+    info = read_json(out / "teacher.json")
+    assert info["macs"] == module_cost(_builtin(teacher), (1, 28, 28)).macs > 0
+    assert info["test_acc"] > 0.5
+    assert (out / "report" / "summary.json").is_file()
 
 
 def test_torchscript_teacher_is_costed():

@@ -7,8 +7,8 @@ corrected rerun then collides with. ``compress`` calls these checks, in this ord
 
 1. **output folder**: not an existing file; its nearest existing parent is a writable folder.
 2. **calibration**: a ``--calibration`` file loads and is an edgekd calibration.
-3. **hint taps**: for every method the run trains with hints (``--method fitnet``, or fitnet
-   as a ``--baselines`` arm) the teacher has a tappable hint layer and every shortlisted
+3. **hint taps**: for every method the run trains with a hint stage (any method of the
+   registry with one: fitnet, fitnet-dkd, fitnet-lskd, ...; or fitnet as a ``--baselines`` arm) the teacher has a tappable hint layer and every shortlisted
    student pairs with it (:func:`edgekd.distill.hints.pair_layers`). A TorchScript teacher
    hides its layers: it is refused here, not after the search.
 4. **parity sample**: the data has at least ``parity_samples`` images for the ONNX parity
@@ -27,10 +27,15 @@ from typing import Any, Iterable
 
 from edgekd.core.errors import EdgekdError
 
-__all__ = ["check_out", "check_calibration", "check_hint_taps", "check_parity_sample", "HINT_METHODS"]
+__all__ = ["check_out", "check_calibration", "check_hint_taps", "check_parity_sample", "hint_methods"]
 
-#: Methods whose training taps the teacher's intermediate layers.
-HINT_METHODS = frozenset({"fitnet"})
+
+def hint_methods(methods: Iterable[str]) -> list[str]:
+    """Those of ``methods`` whose training taps the teacher's intermediate layers (a hint stage
+    in the method registry), sorted; unknown names are left to the method check."""
+    from edgekd.distill.methods import METHODS
+
+    return sorted(m for m in set(methods) if m in METHODS and METHODS[m].has_hint_stage)
 
 
 def check_out(out: Path) -> None:
@@ -59,7 +64,7 @@ def check_calibration(path: str | Path | None, profile: Any) -> None:
 def check_hint_taps(teacher: Any, specs: Iterable[Any], input_shape: tuple[int, ...],
                     methods: Iterable[str]) -> None:
     """Every hint method can pair the teacher's hint layer with each student's guided layer."""
-    needed = sorted(set(methods) & HINT_METHODS)
+    needed = hint_methods(methods)
     if not needed:
         return
     from edgekd.distill.hints import list_layers, pair_layers
