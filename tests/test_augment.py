@@ -145,3 +145,38 @@ def test_teacher_views_are_cached_once_for_every_trial(tmp_path):
     train_student(_net(), [teacher], data, TrainConfig(**{**config.to_dict(), "seed": 0, "lr": 0.01}),
                   tmp_path / "b", progress=False, teacher_fps=["f" * 64])
     assert len(teacher.seen) == calls  # a second trial reads the file: no teacher pass at all
+
+
+def _conv_net() -> nn.Module:
+    """A small CNN fx can trace, with a conv stage at full resolution for the hint pairing."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+
+@pytest.mark.parametrize("views", [0, 2])
+def test_fitnet_hint_stage_taps_teacher_and_student_on_the_same_crop(tmp_path, monkeypatch, views):
+    """FitNets stage 1 regresses the teacher's feature map from the student's: both must come
+    from one augmented batch (with the per-batch teacher and with cached teacher views)."""
+    from edgekd.distill.hints import FeatureTap
+
+    taps: list[tuple[int, torch.Tensor]] = []
+    real = FeatureTap.forward
+
+    def spy(self, x):
+        taps.append((id(self), x.detach().clone()))
+        return real(self, x)
+
+    monkeypatch.setattr(FeatureTap, "forward", spy)
+    data = _rgb_data()
+    torch.manual_seed(0)
+    config = TrainConfig(method="fitnet", epochs=1, hint_epochs=1, batch_size=16, augment="crop-flip",
+                         teacher_views=views, val_fraction=0.0, use_cache=False)
+    train_student(_conv_net(), [_conv_net().eval()], data, config, tmp_path / "run", progress=False)
+    steps = 96 // 16
+    hint_batches = _SEEN[:steps]  # what _loss fed the hint epoch's steps
+    assert len({who for who, _ in taps}) == 2  # one teacher tap, one student tap
+    for batch in hint_batches:  # each step's batch reached BOTH taps unchanged
+        assert len({who for who, x in taps if x.shape == batch.shape and torch.equal(x, batch)}) == 2
+    background = float((0.0 - data.normalization.mean[0]) / data.normalization.std[0])
+    edges = torch.cat([torch.cat([b[:, 0, 0, :], b[:, 0, -1, :]]) for b in hint_batches])
+    assert bool((edges - background).abs().lt(1e-5).any())  # and they were augmented
