@@ -54,6 +54,11 @@ __all__ = ["compress"]
                    "run on K augmented views per image [8 on CPU, 0 on CUDA].")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               show_default=True, help="Label smoothing of the hard-label term.")
+@click.option("--ema", "ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              metavar="DECAY",
+              help="EMA of the weights: validate, select and keep an exponential moving average of the "
+                   "student's weights with this decay (e.g. 0.999; about the last 1/(1-DECAY) steps), "
+                   "started after the hint stage. 0: off.")
 @click.option("--parity-samples", type=click.IntRange(min=1), default=256, show_default=True,
               help="Images of the ONNX parity check (test images first, topped up from the training "
                    "split); checked before training.")
@@ -94,7 +99,8 @@ def compress(profile: str | None, teacher: str | None, arch: str | None, trust_c
              candidates: int, epochs: int | None, min_epochs: int | None, hint_epochs: int, eta: int,
              rungs: int | None,
              finalists: int, method: str, rung_method: str | None, no_depth_groups: bool,
-             augment: str | None, teacher_views: int | None, label_smoothing: float, parity_samples: int,
+             augment: str | None, teacher_views: int | None, label_smoothing: float, ema: float,
+             parity_samples: int,
              calibration: str | None, device: str,
              baselines: bool, executor: str,
              ray_address: str | None, ray_cpus: int | None, gpus_per_trial: float,
@@ -128,7 +134,7 @@ def compress(profile: str | None, teacher: str | None, arch: str | None, trust_c
         latency_ms=latency_ms, batch=batch, candidates=candidates, epochs=epochs,
         min_epochs=min_epochs, hint_epochs=hint_epochs, eta=eta, rungs=rungs, finalists=finalists, method=method,
         rung_method=rung_method, depth_groups=not no_depth_groups, augment=augment,
-        teacher_views=teacher_views, label_smoothing=label_smoothing, device=device,
+        teacher_views=teacher_views, label_smoothing=label_smoothing, ema=ema, device=device,
         parity_samples=parity_samples, calibration=calibration,
         baselines=baselines, executor=executor, ray_address=ray_address, ray_cpus=ray_cpus,
         gpus_per_trial=gpus_per_trial, threads_per_trial=threads_per_trial, out=out,

@@ -71,6 +71,11 @@ def search_options(command: Any) -> Any:
               help="The cosine ends at this fraction of --lr.")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               show_default=True, help="Label smoothing of the hard-label cross-entropy.")
+@click.option("--ema", "ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              metavar="DECAY",
+              help="EMA of the weights: validate, select and keep an exponential moving average of the "
+                   "student's weights with this decay (e.g. 0.999; about the last 1/(1-DECAY) steps), "
+                   "started after the hint stage. 0: off.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("runs/train"), show_default=True,
@@ -82,7 +87,7 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
           lr: float | None, weight_decay: float, batch_size: int, seed: int, val_fraction: float,
           generations: int, hint_layer: str | None, guided_layer: str | None, ensemble: str,
           max_train_samples: int | None, augment: str, teacher_views: int, warmup_epochs: float,
-          lr_floor: float, label_smoothing: float, device: str, out_dir: Path) -> None:
+          lr_floor: float, label_smoothing: float, ema: float, device: str, out_dir: Path) -> None:
     """Train one student from a teacher (scratch, kd, fitnet, mimic, ban, ... see --method).
 
     Writes a self-describing OUT/checkpoint.pt (spec, classes, normalisation, method,
@@ -109,7 +114,7 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
                          generations=generations, hint_layer=hint_layer, guided_layer=guided_layer,
                          ensemble=ensemble, max_train_samples=max_train_samples, augment=augment,
                          teacher_views=teacher_views, warmup_epochs=warmup_epochs, lr_floor=lr_floor,
-                         label_smoothing=label_smoothing, device=device)
+                         label_smoothing=label_smoothing, ema=ema, device=device)
     dataset = resolve_data(data, image_size)
     teachers = resolve_teachers(teacher, arch, trust_code, dataset) if get_method(method).uses_teacher else []
     result = run_train(spec=spec, teachers=teachers, dataset=dataset, config=config, out_dir=out_dir,

@@ -23,6 +23,7 @@ from edgekd.core.checkpoint import make_checkpoint, read_checkpoint
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_torch_save, atomic_write_json, read_json, read_jsonl, write_jsonl
 from edgekd.distill.config import TrainConfig, TrainResult
+from edgekd.distill.ema import WeightEMA
 from edgekd.distill.evaluate import accuracy, predict_logits
 from edgekd.distill.methods import get_method
 from edgekd.distill.schedule import stage_spans
@@ -60,10 +61,14 @@ class Checkpoints:
     """The trainer's checkpoint side (a mixin of :class:`edgekd.distill.trainer._Trainer`,
     whose attributes it reads): save after every epoch, restore on the next call, finish."""
 
+    def _scored(self) -> nn.Module:
+        """The weights that are validated, selected and kept: the EMA shadow with --ema."""
+        return self.ema.shadow if self.ema is not None else self.model
+
     def _selected_state(self) -> dict[str, torch.Tensor]:
         if self.best_state is not None:
             return self.best_state
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return {k: v.detach().cpu() for k, v in self._scored().state_dict().items()}
 
     def _describe(self, metrics: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         ds = self.dataset
@@ -82,6 +87,8 @@ class Checkpoints:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "best_val": self.best_val, "best_epoch": self.best_epoch, "best_state": self.best_state,
             "rng": rng_state(),
+            "ema": ({"state": self.ema.state_dict(), "updates": self.ema.updates}
+                    if self.ema is not None else None),
         }
         metrics = {"val_acc": self.best_val, "best_epoch": self.best_epoch, "epochs_done": epoch}
         atomic_torch_save(self.out_dir / "checkpoint.pt", self._describe(metrics, {"train_state": train_state}))
@@ -104,6 +111,9 @@ class Checkpoints:
         self.model.load_state_dict(state["model"])
         if self.regressor is not None and state["regressor"] is not None:
             self.regressor.load_state_dict(state["regressor"])
+        if state.get("ema") is not None:  # --ema: the shadow continues where it was
+            self.ema = WeightEMA(self.model, self.config.ema)
+            self.ema.load_state_dict(state["ema"]["state"], int(state["ema"]["updates"]))
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.hint_end, self.r2_history = state.get("hint_end"), list(state.get("r2_history") or [])

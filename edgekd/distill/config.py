@@ -58,6 +58,8 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     lr_floor: float = 0.01
     label_smoothing: float = 0.0
+    #: decay of the EMA of the weights that are validated and kept (edgekd.distill.ema); 0: off
+    ema: float = 0.0
     dkd_alpha: float = 1.0
     dkd_beta: float = 8.0
     dkd_warmup: float = 0.1
@@ -116,6 +118,8 @@ class TrainConfig:
                       "give warmup_epochs >= 0 and 0 <= lr_floor <= 1 (a fraction of --lr)")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise bad(f"label_smoothing={self.label_smoothing}", "give 0 <= label_smoothing < 1")
+        if not 0.0 <= self.ema < 1.0:
+            raise bad(f"ema={self.ema}", "give 0 (off) or a decay below 1, e.g. 0.999")
 
     @property
     def learning_rate(self) -> float:
@@ -135,7 +139,10 @@ class TrainConfig:
 
     def identity(self) -> dict[str, Any]:
         """The fields that define what is trained (all but epochs/device/cache settings)."""
-        return {k: v for k, v in self.to_dict().items() if k not in _RUNTIME_FIELDS}
+        identity = {k: v for k, v in self.to_dict().items() if k not in _RUNTIME_FIELDS}
+        if not identity["ema"]:  # no EMA: the same as a folder trained before the option existed
+            del identity["ema"]
+        return identity
 
 
 @dataclass

@@ -38,7 +38,8 @@ Optimisation: SGD (momentum, Nesterov) or AdamW; the learning rate of each stage
 linearly over ``warmup_epochs`` (at most a fifth of the stage), then follows a cosine from
 ``lr`` down to ``lr_floor * lr`` at the stage's end (:func:`lr_factor`), set per step from
 ``(step, stage horizon)``; the KD/scratch stage is one schedule over all its epochs.
-``label_smoothing`` smooths the hard-label term. **When the horizon
+``label_smoothing`` smooths the hard-label term; ``ema`` validates, selects and keeps an EMA of
+the weights (:mod:`edgekd.distill.ema`). **When the horizon
 grows** (successive halving calls again with a larger ``epochs``), training continues from
 the checkpoint and the cosine is recomputed for the new horizon: the rate jumps back up to
 the new curve's value at the current step (a warm restart, as in SGDR) and decays to the
@@ -73,6 +74,7 @@ from edgekd.core.progress import StepBar, say
 from edgekd.distill import augment, losses
 from edgekd.distill.checkpointing import Checkpoints, finished_result, load_trained, training_inputs
 from edgekd.distill.config import OPTIMIZERS, TrainConfig, TrainResult, default_lr
+from edgekd.distill.ema import WeightEMA
 from edgekd.distill.evaluate import accuracy, autocast, predict_logits, resolve_device
 from edgekd.distill.hint_stage import R2Meter, hint_record, plateaued
 from edgekd.distill.hints import FeatureTap, HintPair, make_regressor, pair_layers
@@ -152,6 +154,7 @@ class _Trainer(Checkpoints):
         self.regressor: nn.Module | None = None
         self.hint_end: int | None = None  # hint epochs trained, once the hint stage has ended
         self.r2_history: list[float] = []
+        self.ema: WeightEMA | None = None  # --ema: made at the first step after the hint stage
 
     # -- setup -------------------------------------------------------------------------
     def _check_dataset(self) -> None:
@@ -259,7 +262,7 @@ class _Trainer(Checkpoints):
                 # ties (and no validation set: nan) go to the later epoch
                 if self.best_state is None or not record["val_acc"] < self.best_val:
                     self.best_val, self.best_epoch = record["val_acc"], epoch + 1
-                    self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+                    self.best_state = {k: v.detach().cpu().clone() for k, v in self._scored().state_dict().items()}
             epoch += 1
             elapsed = time.monotonic() - t0
             seconds += elapsed
@@ -388,6 +391,9 @@ class _Trainer(Checkpoints):
                 if b % _CHECK_EVERY == _CHECK_EVERY - 1 or b == self.steps - 1:
                     _check_first_bad(first_bad, loss, stage, epoch, lr_at)
             self._step(loss, optimizer)
+            if self.config.ema > 0 and not self._is_hint(stage):
+                self.ema = self.ema or WeightEMA(self.model, self.config.ema)  # from this step's weights
+                self.ema.update(self.model)
             loss_sum += loss.detach().float() * len(y)
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value * len(y)
@@ -427,7 +433,7 @@ class _Trainer(Checkpoints):
     def _evaluate_val(self) -> float:
         if len(self.data.y_val) == 0:
             return float("nan")
-        return accuracy(predict_logits(self.model, self.data.x_val, device=self.device), self.data.y_val)
+        return accuracy(predict_logits(self._scored(), self.data.x_val, device=self.device), self.data.y_val)
 
     # -- checkpoints ---------------------------------------------------------------------
 

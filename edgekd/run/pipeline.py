@@ -75,6 +75,7 @@ class CompressConfig:
     augment: str | None = None  # None: auto (none for the embedded default, see EMBEDDED_AUGMENT)
     teacher_views: int | None = None  # None: 8 cached views on CPU, the teacher per batch on CUDA
     label_smoothing: float = 0.0
+    ema: float = 0.0  # decay of the EMA of the weights every trial keeps (0: off)
     device: str = "auto"
     parity_samples: int = 256  # images of the ONNX parity check (edgekd.export.MIN_PARITY_SAMPLES)
     calibration: str | None = None
@@ -102,7 +103,10 @@ class CompressConfig:
         keys = ("candidates", "epochs", "min_epochs", "hint_epochs", "eta", "finalists", "rungs",
                 "method", "max_train_samples", "batch_size", "arch", "rung_method", "depth_groups",
                 "augment", "teacher_views", "label_smoothing")
-        return {key: getattr(self, key) for key in keys}
+        identity = {key: getattr(self, key) for key in keys}
+        if self.ema:  # runs without --ema keep the identity they had before the option
+            identity["ema"] = self.ema
+        return identity
 
     def selection_method(self) -> str:
         """What the selection rungs train: ``rung_method``, else kd for fitnet (a short rung
@@ -277,6 +281,8 @@ def train_config(config: CompressConfig, method: str, epochs: int) -> dict[str, 
                               "label_smoothing": config.label_smoothing, "device": config.device}
     if config.batch_size is not None:
         values["batch_size"] = config.batch_size
+    if config.ema:
+        values["ema"] = config.ema
     return values
 
 
