@@ -78,6 +78,13 @@ def test_broken_calibration(inputs, tmp_path) -> None:
     _refused(compress_args(data, teacher, out, "--calibration", str(bad)), out, "calibration")
 
 
+def test_missing_calibration(inputs, tmp_path) -> None:
+    _, data, teacher = inputs
+    out = tmp_path / "o"
+    _refused(compress_args(data, teacher, out, "--calibration", str(tmp_path / "nowhere.json")), out,
+             "nowhere.json")
+
+
 def test_too_few_images_for_parity(inputs, tmp_path) -> None:
     _, data, teacher = inputs
     full = np.load(data)
