@@ -21,160 +21,29 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import atomic_write_json, sha256_file, write_jsonl
-from edgekd.distill.methods import METHODS, method_names
-from edgekd.run.halving import (HalvingConfig, Rung, SuccessiveHalving, TrialJob, epochs_spent,
-                                plan_record, plan_rungs)
+from edgekd.core.fileio import atomic_write_json, write_jsonl
+from edgekd.core.runfolder import OUTCOME, write_doc
+from edgekd.distill.methods import method_names
+from edgekd.run.halving import Rung, SuccessiveHalving, TrialJob, epochs_spent, plan_record, plan_rungs
 from edgekd.run.progress import say
-from edgekd.run.rundir import RunDir, default_out, identity, open_run
-from edgekd.core.runfolder import EXPORT, MEASUREMENT, OUTCOME, TEACHER, read_doc_or_none, write_doc
+from edgekd.run.rundir import RunDir, default_out, open_run
+from edgekd.run.config import (EMBEDDED_AUGMENT, EMBEDDED_EPOCHS, EMBEDDED_LATENCY_MS, CompressConfig,
+                               check_effort, default_epochs)
+from edgekd.run.setup import Inputs, load_inputs, run_identity, train_images
+from edgekd.run.ship_stages import bundle_stage, export_stage, measure_stage, teacher_stage
+
+# CompressConfig and its defaults live in run.config, Inputs in run.setup; they stay importable
+# from here
+__all__ = ["EMBEDDED_AUGMENT", "EMBEDDED_EPOCHS", "EMBEDDED_LATENCY_MS", "CompressConfig", "Inputs",
+           "Summary", "compress", "default_epochs", "run_folder", "search_stage"]
+
 
 #: The ablation block: the winner's architecture trained with each of these methods.
 ABLATION_METHODS = ("scratch", "kd", "fitnet")
 BASELINE_RUNG = -1  # rung index under which baseline trials are recorded in halving.jsonl
-#: The embedded default (no profile, teacher or data given): host-cpu with this latency
-#: budget (ms, predicted), half the profile's: on a 2-core x86 host the built-in teacher runs
-#: in about 0.1 ms through ONNX Runtime, and students predicted under 0.1 ms measure about as
-#: fast, so the default asks for a speed-up that shows in the measured numbers.
-EMBEDDED_LATENCY_MS = 0.05
-#: ... and this schedule, unless --epochs/--augment are given: the embedded default is the demo of
-#: the README's first command and must finish in a few minutes on 2 CPU cores. The data-size
-#: default (15 epochs with augmentation and 8 cached teacher views) took over 20 CPU-minutes on the
-#: shipped 10k-image subset; 6 epochs without augmentation take about 3 (see the README).
-EMBEDDED_EPOCHS = 6
-EMBEDDED_AUGMENT = "none"
-
-
-@dataclass
-class CompressConfig:
-    """Everything ``edgekd compress`` takes. ``None`` means: the profile's or the default."""
-
-    profile: str | None = None
-    teacher: str | None = None
-    arch: str | None = None
-    trust_code: bool = False
-    data: str | None = None
-    max_macs: int | None = None
-    latency_ms: float | None = None
-    batch: int | None = None
-    candidates: int = 6
-    epochs: int | None = None  # None: default_epochs(training images), printed
-    min_epochs: int | None = None  # None: a third of epochs (a rung long enough to rank on)
-    hint_epochs: int = 1
-    eta: int = 3
-    finalists: int = 2
-    rungs: int | None = None
-    method: str = "fitnet"
-    #: method of the selection rungs (None: kd for fitnet, whose hint stage does not fit a
-    #: short rung, else the method itself); the fresh final rung trains ``method``
-    rung_method: str | None = None
-    depth_groups: bool = True
-    augment: str | None = None  # None: auto (none for the embedded default, see EMBEDDED_AUGMENT)
-    teacher_views: int | None = None  # None: 8 cached views on CPU, the teacher per batch on CUDA
-    label_smoothing: float = 0.0
-    ema: float = 0.0  # decay of the EMA of the weights every trial keeps (0: off)
-    device: str = "auto"
-    parity_samples: int = 256  # images of the ONNX parity check (edgekd.export.MIN_PARITY_SAMPLES)
-    calibration: str | None = None
-    baselines: bool = False
-    executor: str = "local"
-    ray_address: str | None = None
-    ray_cpus: int | None = None
-    gpus_per_trial: float = 0.0
-    threads_per_trial: int | None = None
-    out: Path | None = None
-    resume: bool = False
-    seed: int = 0
-    max_train_samples: int | None = None
-    batch_size: int | None = None
-    measure_warmup: int = 50
-    measure_iters: int = 500
-    bundle: bool = True
-    progress: bool = True
-    command: list[str] | None = None
-    options: dict[str, Any] | None = None  # every CLI option, kept in run.json (--config)
-    yes: bool = False  # run a plan that check_effort finds absurd
-
-    def identity_config(self) -> dict[str, Any]:
-        """The settings that change the results (not: executor, output, measuring, progress)."""
-        keys = ("candidates", "epochs", "min_epochs", "hint_epochs", "eta", "finalists", "rungs",
-                "method", "max_train_samples", "batch_size", "arch", "rung_method", "depth_groups",
-                "augment", "teacher_views", "label_smoothing")
-        identity = {key: getattr(self, key) for key in keys}
-        if self.ema:  # runs without --ema keep the identity they had before the option
-            identity["ema"] = self.ema
-        return identity
-
-    def selection_method(self) -> str:
-        """What the selection rungs train: ``rung_method``, else kd for fitnet (a short rung
-        spent mostly on the hint stage ranks deep students at ~chance), else ``method``."""
-        if self.rung_method is not None:
-            return self.rung_method
-        return "kd" if _has_hints(self.method) else self.method
-
-    def resolved(self, n_train: int) -> "CompressConfig":
-        """This config with ``epochs`` and ``min_epochs`` filled in from the data size."""
-        embedded = self.is_embedded()
-        epochs = self.epochs if self.epochs is not None else (
-            EMBEDDED_EPOCHS if embedded else default_epochs(n_train))
-        augment = self.augment if self.augment is not None else (
-            EMBEDDED_AUGMENT if embedded else "auto")
-        low = self.min_epochs if self.min_epochs is not None else max(1, round(epochs / self.eta))
-        views = self.teacher_views
-        if views is None:
-            import torch
-
-            cuda = self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available())
-            views = 0 if cuda else DEFAULT_TEACHER_VIEWS_CPU
-        return dataclasses.replace(self, epochs=epochs, min_epochs=min(low, epochs), teacher_views=views,
-                                   augment=augment)
-
-    def is_embedded(self) -> bool:
-        """The embedded default: no profile, teacher or data given."""
-        return self.profile is None and self.teacher is None and self.data is None
-
-    def halving(self) -> HalvingConfig:
-        """The schedule (``epochs``/``min_epochs`` resolved, see :meth:`resolved`); with a hint
-        method in the selection rungs every rung must reach past the hint stage, so the first
-        rung trains at least ``hint_epochs + 1`` epochs (one of them with KD)."""
-        if self.epochs is None:
-            raise ValueError("CompressConfig.halving() before resolved(): epochs unknown")
-        epochs = self.epochs
-        low = self.min_epochs if self.min_epochs is not None else max(1, round(epochs / self.eta))
-        # fitnet trials (the final's, or the --baselines ablation's) need a KD epoch after the hints
-        if (_has_hints(self.method) or self.baselines) and epochs <= self.hint_epochs:
-            raise EdgekdError(f"--epochs {epochs} leaves no KD epoch after "
-                              f"{self.hint_epochs} hint epoch(s): use --epochs "
-                              f"{self.hint_epochs + 1} or more")
-        if _has_hints(self.selection_method()):
-            low = max(low, self.hint_epochs + 1)
-        return HalvingConfig(eta=self.eta, min_epochs=min(low, epochs),
-                             max_epochs=epochs, finalists=self.finalists, rungs=self.rungs)
-
-
-#: Training images seen per full trial by default: ``epochs = clamp(round(SAMPLES / n), 4, 60)``
-#: (15 epochs of a 10k-image set, which keeps the default MNIST run near 10 CPU-minutes on 2
-#: cores; 4 on full MNIST-sized sets of 60k). CIFAR-sized data with crop + flip converges
-#: further with more (pass --epochs 30 on a GPU).
-DEFAULT_SAMPLES_PER_TRIAL = 150_000
-#: ``--teacher-views`` when not given: on CPU the teacher's outputs on 8 augmented views per
-#: image are computed once per run (cached) instead of a teacher pass per batch; on CUDA the
-#: teacher runs per batch (cheap there, and every step sees a fresh crop).
-DEFAULT_TEACHER_VIEWS_CPU = 8
-
-
-def _has_hints(name: str) -> bool:
-    """Whether method ``name`` has a hint stage (an unknown name is refused elsewhere)."""
-    method = METHODS.get(name)
-    return method is not None and method.has_hint_stage
-
-
-def default_epochs(n_train: int) -> int:
-    """Epochs of a full trial when --epochs is not given (see DEFAULT_SAMPLES_PER_TRIAL)."""
-    return int(min(60, max(4, round(DEFAULT_SAMPLES_PER_TRIAL / max(n_train, 1)))))
 
 
 @dataclass
@@ -190,69 +59,6 @@ class Summary:
     resumed: bool
     seconds: float
     trained: list[tuple[int, str]] = field(default_factory=list)
-
-
-#: Trial-epochs (and epochs of one trial) past which a plan is taken for a typo (1e6
-#: candidates, 1e20 epochs) and needs --yes: about a year of the tiny MNIST trials on 2 CPUs.
-ABSURD_TRIAL_EPOCHS = 100_000
-ABSURD_EPOCHS = 10_000
-
-
-def check_effort(config: CompressConfig, rungs: list[Rung]) -> None:
-    """Refuse (unless ``config.yes``) a plan so large it is surely a typo."""
-    spent = epochs_spent(rungs) + (2 * config.epochs if config.baselines else 0)
-    if config.yes or (spent <= ABSURD_TRIAL_EPOCHS and config.epochs <= ABSURD_EPOCHS):
-        return
-    raise EdgekdError(f"--candidates {config.candidates} --epochs {config.epochs} plans {spent:,} "
-                      "trial-epochs, which would take months or more: lower them, or add --yes "
-                      "if you mean it")
-
-
-# ============================================================================ inputs
-@dataclass
-class Inputs:
-    profile: Any
-    dataset: Any
-    teacher: Any
-    teacher_fp: str
-    parity_samples: int = 256
-
-
-def train_images(dataset: Any, config: CompressConfig) -> int:
-    """How many images a trial trains on (before the validation split)."""
-    n = len(dataset.y_train)
-    return min(n, config.max_train_samples) if config.max_train_samples else n
-
-
-def load_inputs(config: CompressConfig, dataset: Any = None) -> Inputs:
-    """Profile (with budget overrides), data (unless given) and teacher, checked against
-    each other."""
-    from edgekd.inputs.data import load_dataset
-    from edgekd.inputs.profiles import load_profile
-    from edgekd.inputs.teachers import check_teacher, load_teacher, model_fingerprint
-
-    if config.method not in method_names(compress=True):
-        raise EdgekdError(f"unknown method {config.method!r}: use one of {', '.join(method_names(compress=True))}")
-    latency_ms = config.latency_ms
-    if latency_ms is None and config.is_embedded():
-        latency_ms = EMBEDDED_LATENCY_MS
-    profile = load_profile(config.profile or "host-cpu").with_budget(
-        latency_ms=latency_ms, macs=config.max_macs, batch=config.batch)
-    dataset = dataset if dataset is not None else load_dataset(config.data)
-    teacher = load_teacher(config.teacher, arch=config.arch, num_classes=dataset.num_classes,
-                           trust_code=config.trust_code, dataset=dataset)
-    check_teacher(teacher, dataset.input_shape, dataset.num_classes)
-    return Inputs(profile, dataset, teacher, model_fingerprint(teacher), config.parity_samples)
-
-
-def run_identity(config: CompressConfig, inputs: Inputs) -> dict:
-    profile = inputs.profile.to_dict()
-    budget = profile.pop("budget")
-    profile.pop("source", None)
-    return identity(
-        teacher={"name": config.teacher or "builtin", "fingerprint": inputs.teacher_fp},
-        data={"name": inputs.dataset.name, "fingerprint": inputs.dataset.fingerprint()},
-        profile=profile, budget=budget, seed=config.seed, config=config.identity_config())
 
 
 # ============================================================================ search
@@ -396,100 +202,6 @@ def baseline_stage(config: CompressConfig, run: RunDir, winner: dict, winner_tri
         executor.run(jobs, lambda job, result: run.record_rung(BASELINE_RUNG, job.trial_id,
                                                                 job.epochs, result, folder=job.folder))
     return trials
-
-
-# ============================================================================ export + measure
-def teacher_stage(inputs: Inputs, run: RunDir) -> dict:
-    """teacher.json (MACs, params, test accuracy, predicted target latency) and teacher.onnx."""
-    from edgekd.search.cost import module_cost
-    from edgekd.search.kernel_model import find_table
-    from edgekd.search.latency import predict_latency
-    from edgekd.inputs.teachers import accuracy
-
-    info = read_doc_or_none(TEACHER, run.teacher_json)  # damaged: made again
-    if info is None or info["fingerprint"] != inputs.teacher_fp:
-        data = inputs.dataset
-        cost = module_cost(inputs.teacher, data.input_shape)
-        table = find_table(inputs.profile)  # edgekd calibrate's table: a *calibrated* figure
-        latency = (table.predict(cost, inputs.profile.budget.batch) if table is not None
-                   else predict_latency(cost, inputs.profile))
-        info = {"fingerprint": inputs.teacher_fp, "macs": int(cost.macs), "params": int(cost.params),
-                "test_acc": accuracy(inputs.teacher, data.x_test, data.y_test, data.normalization),
-                "predicted_latency": {"ms": float(latency.ms), "label": latency.label,
-                                      "batch": inputs.profile.budget.batch}}
-        write_doc(TEACHER, run.teacher_json, info)
-    _export(inputs.teacher, "teacher", inputs, run, source_sha=inputs.teacher_fp,
-            metadata=_metadata(inputs, "teacher", accuracy=info["test_acc"]))
-    return info
-
-
-def _export(model: Any, name: str, inputs: Inputs, run: RunDir, *, source_sha: str,
-            metadata: dict[str, Any]) -> Path:
-    """export/NAME.onnx with a parity check; skipped when export/NAME.json says the same
-    weights were exported already (so measurements brought back still match its sha256)."""
-    from edgekd.ship.export import export_onnx, parity_inputs
-
-    onnx_path, marker = run.export_onnx(name), run.export_marker(name)
-    done = read_doc_or_none(EXPORT, marker) if onnx_path.exists() else None  # damaged: again
-    if done and done["source_sha256"] == source_sha and done["onnx_sha256"] == sha256_file(onnx_path):
-        return onnx_path
-    export_onnx(model, inputs.dataset.input_shape, onnx_path, batch=inputs.profile.budget.batch,
-                metadata=metadata, parity_x=parity_inputs(inputs.dataset, inputs.parity_samples),
-                parity_min=inputs.parity_samples)
-    write_doc(EXPORT, marker, {"source_sha256": source_sha, "onnx_sha256": sha256_file(onnx_path)})
-    return onnx_path
-
-
-def _metadata(inputs: Inputs, name: str, *, spec: Any = None, accuracy: float | None = None,
-              method: str | None = None) -> dict[str, Any]:
-    from edgekd.ship.export import student_metadata
-
-    data = inputs.dataset
-    return student_metadata(spec=spec, classes=list(data.classes), input_shape=data.input_shape,
-                            normalization=data.normalization, accuracy=accuracy,
-                            profile=inputs.profile.name, model_id=name, method=method)
-
-
-def export_stage(inputs: Inputs, run: RunDir, trial_ids: list[str],
-                 note: Callable[[str], None] = lambda text: None) -> list[Path]:
-    from edgekd.core.checkpoint import load_student
-
-    paths = []
-    for number, trial_id in enumerate(trial_ids, 1):
-        checkpoint = run.trial_file(trial_id, "checkpoint.pt")
-        model, info = load_student(checkpoint)
-        metadata = _metadata(inputs, trial_id, spec=info.spec, method=info.method,
-                             accuracy=info.metrics.get("test_acc"))
-        paths.append(_export(model, trial_id, inputs, run, source_sha=sha256_file(checkpoint),
-                             metadata=metadata))
-        note(f"exported {trial_id} ({number}/{len(trial_ids)})")
-    return paths
-
-
-def measure_stage(config: CompressConfig, inputs: Inputs, run: RunDir, names: list[str],
-                  note: Callable[[str], None] = lambda text: None) -> None:
-    """measurements/host-NAME.json for each exported model (skipped when already measured)."""
-    from edgekd.ship.measure import measure_onnx
-
-    from edgekd.core import fmt
-
-    for number, name in enumerate(names, 1):
-        onnx_path, out = run.export_onnx(name), run.host_measurement(name)
-        done = read_doc_or_none(MEASUREMENT, out)  # damaged: measured again
-        if done is not None and done["sha256"] == sha256_file(onnx_path):
-            continue
-        found = measure_onnx(onnx_path, batch=inputs.profile.budget.batch, backend="ort",
-                             warmup=config.measure_warmup, iters=config.measure_iters, out=out)
-        note(f"measured {name}: {fmt.ms(found['latency_ms']['median'])} ms "
-             f"({number}/{len(names)})")
-
-
-def bundle_stage(inputs: Inputs, run: RunDir, winner_trial: str) -> Path:
-    from edgekd.ship.export import make_bundle
-
-    return make_bundle(run.export_onnx(winner_trial), run.bundle, profile=inputs.profile,
-                       dataset=inputs.dataset, teacher_onnx=run.export_onnx("teacher"),
-                       run_dir=run.root)
 
 
 # ============================================================================ the command

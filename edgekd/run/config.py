@@ -1,0 +1,176 @@
+"""The configuration of ``edgekd compress``: :class:`CompressConfig` (every option, ``None``
+for "the profile's or the data-size default"), the defaults that depend on the data size and
+on the embedded default run, and the check that refuses an absurd plan."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekd.core.errors import EdgekdError
+from edgekd.distill.methods import METHODS
+from edgekd.run.halving import HalvingConfig, Rung, epochs_spent
+
+__all__ = ["CompressConfig", "DEFAULT_SAMPLES_PER_TRIAL", "DEFAULT_TEACHER_VIEWS_CPU", "EMBEDDED_AUGMENT",
+           "EMBEDDED_EPOCHS", "EMBEDDED_LATENCY_MS", "check_effort", "default_epochs", "has_hints"]
+
+#: The embedded default (no profile, teacher or data given): host-cpu with this latency
+#: budget (ms, predicted), half the profile's: on a 2-core x86 host the built-in teacher runs
+#: in about 0.1 ms through ONNX Runtime, and students predicted under 0.1 ms measure about as
+#: fast, so the default asks for a speed-up that shows in the measured numbers.
+EMBEDDED_LATENCY_MS = 0.05
+#: ... and this schedule, unless --epochs/--augment are given: the embedded default is the demo of
+#: the README's first command and must finish in a few minutes on 2 CPU cores. The data-size
+#: default (15 epochs with augmentation and 8 cached teacher views) took over 20 CPU-minutes on the
+#: shipped 10k-image subset; 6 epochs without augmentation take about 3 (see the README).
+EMBEDDED_EPOCHS = 6
+EMBEDDED_AUGMENT = "none"
+
+
+@dataclass
+class CompressConfig:
+    """Everything ``edgekd compress`` takes. ``None`` means: the profile's or the default."""
+
+    profile: str | None = None
+    teacher: str | None = None
+    arch: str | None = None
+    trust_code: bool = False
+    data: str | None = None
+    max_macs: int | None = None
+    latency_ms: float | None = None
+    batch: int | None = None
+    candidates: int = 6
+    epochs: int | None = None  # None: default_epochs(training images), printed
+    min_epochs: int | None = None  # None: a third of epochs (a rung long enough to rank on)
+    hint_epochs: int = 1
+    eta: int = 3
+    finalists: int = 2
+    rungs: int | None = None
+    method: str = "fitnet"
+    #: method of the selection rungs (None: kd for fitnet, whose hint stage does not fit a
+    #: short rung, else the method itself); the fresh final rung trains ``method``
+    rung_method: str | None = None
+    depth_groups: bool = True
+    augment: str | None = None  # None: auto (none for the embedded default, see EMBEDDED_AUGMENT)
+    teacher_views: int | None = None  # None: 8 cached views on CPU, the teacher per batch on CUDA
+    label_smoothing: float = 0.0
+    ema: float = 0.0  # decay of the EMA of the weights every trial keeps (0: off)
+    device: str = "auto"
+    parity_samples: int = 256  # images of the ONNX parity check (edgekd.export.MIN_PARITY_SAMPLES)
+    calibration: str | None = None
+    baselines: bool = False
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_cpus: int | None = None
+    gpus_per_trial: float = 0.0
+    threads_per_trial: int | None = None
+    out: Path | None = None
+    resume: bool = False
+    seed: int = 0
+    max_train_samples: int | None = None
+    batch_size: int | None = None
+    measure_warmup: int = 50
+    measure_iters: int = 500
+    bundle: bool = True
+    progress: bool = True
+    command: list[str] | None = None
+    options: dict[str, Any] | None = None  # every CLI option, kept in run.json (--config)
+    yes: bool = False  # run a plan that check_effort finds absurd
+
+    def identity_config(self) -> dict[str, Any]:
+        """The settings that change the results (not: executor, output, measuring, progress)."""
+        keys = ("candidates", "epochs", "min_epochs", "hint_epochs", "eta", "finalists", "rungs",
+                "method", "max_train_samples", "batch_size", "arch", "rung_method", "depth_groups",
+                "augment", "teacher_views", "label_smoothing")
+        identity = {key: getattr(self, key) for key in keys}
+        if self.ema:  # runs without --ema keep the identity they had before the option
+            identity["ema"] = self.ema
+        return identity
+
+    def selection_method(self) -> str:
+        """What the selection rungs train: ``rung_method``, else kd for fitnet (a short rung
+        spent mostly on the hint stage ranks deep students at ~chance), else ``method``."""
+        if self.rung_method is not None:
+            return self.rung_method
+        return "kd" if has_hints(self.method) else self.method
+
+    def resolved(self, n_train: int) -> "CompressConfig":
+        """This config with ``epochs`` and ``min_epochs`` filled in from the data size."""
+        embedded = self.is_embedded()
+        epochs = self.epochs if self.epochs is not None else (
+            EMBEDDED_EPOCHS if embedded else default_epochs(n_train))
+        augment = self.augment if self.augment is not None else (
+            EMBEDDED_AUGMENT if embedded else "auto")
+        low = self.min_epochs if self.min_epochs is not None else max(1, round(epochs / self.eta))
+        views = self.teacher_views
+        if views is None:
+            import torch
+
+            cuda = self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available())
+            views = 0 if cuda else DEFAULT_TEACHER_VIEWS_CPU
+        return dataclasses.replace(self, epochs=epochs, min_epochs=min(low, epochs), teacher_views=views,
+                                   augment=augment)
+
+    def is_embedded(self) -> bool:
+        """The embedded default: no profile, teacher or data given."""
+        return self.profile is None and self.teacher is None and self.data is None
+
+    def halving(self) -> HalvingConfig:
+        """The schedule (``epochs``/``min_epochs`` resolved, see :meth:`resolved`); with a hint
+        method in the selection rungs every rung must reach past the hint stage, so the first
+        rung trains at least ``hint_epochs + 1`` epochs (one of them with KD)."""
+        if self.epochs is None:
+            raise ValueError("CompressConfig.halving() before resolved(): epochs unknown")
+        epochs = self.epochs
+        low = self.min_epochs if self.min_epochs is not None else max(1, round(epochs / self.eta))
+        # fitnet trials (the final's, or the --baselines ablation's) need a KD epoch after the hints
+        if (has_hints(self.method) or self.baselines) and epochs <= self.hint_epochs:
+            raise EdgekdError(f"--epochs {epochs} leaves no KD epoch after "
+                              f"{self.hint_epochs} hint epoch(s): use --epochs "
+                              f"{self.hint_epochs + 1} or more")
+        if has_hints(self.selection_method()):
+            low = max(low, self.hint_epochs + 1)
+        return HalvingConfig(eta=self.eta, min_epochs=min(low, epochs),
+                             max_epochs=epochs, finalists=self.finalists, rungs=self.rungs)
+
+
+#: Training images seen per full trial by default: ``epochs = clamp(round(SAMPLES / n), 4, 60)``
+#: (15 epochs of a 10k-image set, which keeps the default MNIST run near 10 CPU-minutes on 2
+#: cores; 4 on full MNIST-sized sets of 60k). CIFAR-sized data with crop + flip converges
+#: further with more (pass --epochs 30 on a GPU).
+DEFAULT_SAMPLES_PER_TRIAL = 150_000
+#: ``--teacher-views`` when not given: on CPU the teacher's outputs on 8 augmented views per
+#: image are computed once per run (cached) instead of a teacher pass per batch; on CUDA the
+#: teacher runs per batch (cheap there, and every step sees a fresh crop).
+DEFAULT_TEACHER_VIEWS_CPU = 8
+
+
+def has_hints(name: str) -> bool:
+    """Whether method ``name`` has a hint stage (an unknown name is refused elsewhere)."""
+    method = METHODS.get(name)
+    return method is not None and method.has_hint_stage
+
+
+def default_epochs(n_train: int) -> int:
+    """Epochs of a full trial when --epochs is not given (see DEFAULT_SAMPLES_PER_TRIAL)."""
+    return int(min(60, max(4, round(DEFAULT_SAMPLES_PER_TRIAL / max(n_train, 1)))))
+
+
+#: Trial-epochs (and epochs of one trial) past which a plan is taken for a typo (1e6
+#: candidates, 1e20 epochs) and needs --yes: about a year of the tiny MNIST trials on 2 CPUs.
+ABSURD_TRIAL_EPOCHS = 100_000
+ABSURD_EPOCHS = 10_000
+
+
+def check_effort(config: CompressConfig, rungs: list[Rung]) -> None:
+    """Refuse (unless ``config.yes``) a plan so large it is surely a typo."""
+    spent = epochs_spent(rungs) + (2 * config.epochs if config.baselines else 0)
+    if config.yes or (spent <= ABSURD_TRIAL_EPOCHS and config.epochs <= ABSURD_EPOCHS):
+        return
+    raise EdgekdError(f"--candidates {config.candidates} --epochs {config.epochs} plans {spent:,} "
+                      "trial-epochs, which would take months or more: lower them, or add --yes "
+                      "if you mean it")
+
+

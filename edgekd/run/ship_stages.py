@@ -1,0 +1,110 @@
+"""The ship end of ``edgekd compress``: teacher.json and the teacher's ONNX, every trained
+student exported to ONNX (parity-checked, skipped when the same weights were exported
+already), host latency through the deploy kit, and the winner's device bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from edgekd.core.fileio import sha256_file
+from edgekd.core.runfolder import EXPORT, MEASUREMENT, TEACHER, read_doc_or_none, write_doc
+from edgekd.run.config import CompressConfig
+from edgekd.run.rundir import RunDir
+from edgekd.run.setup import Inputs
+
+__all__ = ["bundle_stage", "export_stage", "measure_stage", "teacher_stage"]
+
+
+def teacher_stage(inputs: Inputs, run: RunDir) -> dict:
+    """teacher.json (MACs, params, test accuracy, predicted target latency) and teacher.onnx."""
+    from edgekd.search.cost import module_cost
+    from edgekd.search.kernel_model import find_table
+    from edgekd.search.latency import predict_latency
+    from edgekd.inputs.teachers import accuracy
+
+    info = read_doc_or_none(TEACHER, run.teacher_json)  # damaged: made again
+    if info is None or info["fingerprint"] != inputs.teacher_fp:
+        data = inputs.dataset
+        cost = module_cost(inputs.teacher, data.input_shape)
+        table = find_table(inputs.profile)  # edgekd calibrate's table: a *calibrated* figure
+        latency = (table.predict(cost, inputs.profile.budget.batch) if table is not None
+                   else predict_latency(cost, inputs.profile))
+        info = {"fingerprint": inputs.teacher_fp, "macs": int(cost.macs), "params": int(cost.params),
+                "test_acc": accuracy(inputs.teacher, data.x_test, data.y_test, data.normalization),
+                "predicted_latency": {"ms": float(latency.ms), "label": latency.label,
+                                      "batch": inputs.profile.budget.batch}}
+        write_doc(TEACHER, run.teacher_json, info)
+    _export(inputs.teacher, "teacher", inputs, run, source_sha=inputs.teacher_fp,
+            metadata=_metadata(inputs, "teacher", accuracy=info["test_acc"]))
+    return info
+
+
+def _export(model: Any, name: str, inputs: Inputs, run: RunDir, *, source_sha: str,
+            metadata: dict[str, Any]) -> Path:
+    """export/NAME.onnx with a parity check; skipped when export/NAME.json says the same
+    weights were exported already (so measurements brought back still match its sha256)."""
+    from edgekd.ship.export import export_onnx, parity_inputs
+
+    onnx_path, marker = run.export_onnx(name), run.export_marker(name)
+    done = read_doc_or_none(EXPORT, marker) if onnx_path.exists() else None  # damaged: again
+    if done and done["source_sha256"] == source_sha and done["onnx_sha256"] == sha256_file(onnx_path):
+        return onnx_path
+    export_onnx(model, inputs.dataset.input_shape, onnx_path, batch=inputs.profile.budget.batch,
+                metadata=metadata, parity_x=parity_inputs(inputs.dataset, inputs.parity_samples),
+                parity_min=inputs.parity_samples)
+    write_doc(EXPORT, marker, {"source_sha256": source_sha, "onnx_sha256": sha256_file(onnx_path)})
+    return onnx_path
+
+
+def _metadata(inputs: Inputs, name: str, *, spec: Any = None, accuracy: float | None = None,
+              method: str | None = None) -> dict[str, Any]:
+    from edgekd.ship.export import student_metadata
+
+    data = inputs.dataset
+    return student_metadata(spec=spec, classes=list(data.classes), input_shape=data.input_shape,
+                            normalization=data.normalization, accuracy=accuracy,
+                            profile=inputs.profile.name, model_id=name, method=method)
+
+
+def export_stage(inputs: Inputs, run: RunDir, trial_ids: list[str],
+                 note: Callable[[str], None] = lambda text: None) -> list[Path]:
+    from edgekd.core.checkpoint import load_student
+
+    paths = []
+    for number, trial_id in enumerate(trial_ids, 1):
+        checkpoint = run.trial_file(trial_id, "checkpoint.pt")
+        model, info = load_student(checkpoint)
+        metadata = _metadata(inputs, trial_id, spec=info.spec, method=info.method,
+                             accuracy=info.metrics.get("test_acc"))
+        paths.append(_export(model, trial_id, inputs, run, source_sha=sha256_file(checkpoint),
+                             metadata=metadata))
+        note(f"exported {trial_id} ({number}/{len(trial_ids)})")
+    return paths
+
+
+def measure_stage(config: CompressConfig, inputs: Inputs, run: RunDir, names: list[str],
+                  note: Callable[[str], None] = lambda text: None) -> None:
+    """measurements/host-NAME.json for each exported model (skipped when already measured)."""
+    from edgekd.ship.measure import measure_onnx
+
+    from edgekd.core import fmt
+
+    for number, name in enumerate(names, 1):
+        onnx_path, out = run.export_onnx(name), run.host_measurement(name)
+        done = read_doc_or_none(MEASUREMENT, out)  # damaged: measured again
+        if done is not None and done["sha256"] == sha256_file(onnx_path):
+            continue
+        found = measure_onnx(onnx_path, batch=inputs.profile.budget.batch, backend="ort",
+                             warmup=config.measure_warmup, iters=config.measure_iters, out=out)
+        note(f"measured {name}: {fmt.ms(found['latency_ms']['median'])} ms "
+             f"({number}/{len(names)})")
+
+
+def bundle_stage(inputs: Inputs, run: RunDir, winner_trial: str) -> Path:
+    from edgekd.ship.export import make_bundle
+
+    return make_bundle(run.export_onnx(winner_trial), run.bundle, profile=inputs.profile,
+                       dataset=inputs.dataset, teacher_onnx=run.export_onnx("teacher"),
+                       run_dir=run.root)
+
