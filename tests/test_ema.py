@@ -33,6 +33,8 @@ def _net() -> nn.Module:
 def test_update_is_the_exponential_average_and_copies_integer_buffers():
     model = _net()
     ema = WeightEMA(model, 0.75)
+    ema.updates = 100  # past the warm-up: d_t = min(0.75, 101/110) = 0.75
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(100) == 0.75
     before = {k: v.clone() for k, v in ema.shadow.state_dict().items()}
     with torch.no_grad():
         for p in model.parameters():
@@ -45,7 +47,7 @@ def test_update_is_the_exponential_average_and_copies_integer_buffers():
             assert torch.allclose(after[name], 0.75 * before[name] + 0.25 * value)
         else:
             assert int(after[name]) == 7
-    assert ema.updates == 1 and not any(p.requires_grad for p in ema.shadow.parameters())
+    assert ema.updates == 101 and not any(p.requires_grad for p in ema.shadow.parameters())
     with pytest.raises(ValueError):
         WeightEMA(model, 1.0)
 
@@ -77,9 +79,10 @@ def test_kept_weights_are_the_ema_of_the_trained_ones(dataset, tmp_path, monkeyp
 
     assert len(states) == 2 * 600 // 50
     expected = {k: v.clone() for k, v in states[0].items()}  # the shadow starts at the first step
-    for state in states:
+    for t, state in enumerate(states):
+        d = min(decay, (1 + t) / (10 + t))  # with the warm-up of the decay
         for k, v in state.items():
-            expected[k] = decay * expected[k] + (1 - decay) * v if v.dtype.is_floating_point else v.clone()
+            expected[k] = d * expected[k] + (1 - d) * v if v.dtype.is_floating_point else v.clone()
     kept = averaged.model.state_dict()
     for k, v in expected.items():
         assert torch.allclose(kept[k], v, atol=1e-6), k
