@@ -3,9 +3,12 @@
 On the host CPU, measure N (default 320) students of all four families (plain, residual,
 dwsep, mbconv; kernels 3 and 5, stem stride 1 and 2) on a 3x32x32 input (MACs ~0.5M..60M) and
 on 1x28x28, at batch 1 and batch 32, through the deploy kit under the measurement protocol
-(``python -m deploy bench A B ... --min-seconds 0.5 --rounds 5 --threads T --no-spin``: every
-model timed for at least 0.5 s, in rounds interleaved across 20 models, fixed intra-op threads,
-spinning off). Fit each predictor on a random half of the students and predict the other half:
+(``deploy.bench.bench_interleaved``, as ``python -m deploy bench A B ... --min-seconds 0.5
+--rounds 5 --threads T --no-spin``: every model timed for at least 0.5 s, in rounds interleaved
+across 20 models, fixed intra-op threads, spinning off). Students are exported (TorchScript
+exporter, :func:`edgekd.ship.calibrate.export_set`) and timed 20 at a time, and each
+measurement is appended to ``WORK/rows.jsonl`` at once: ``--time-limit`` or a kill loses
+nothing, and a rerun with the same ``--work`` measures only what is missing. Fit each predictor on a random half of the students and predict the other half:
 
 * ``macs``: t = a * MACs * batch + c per batch (NNLS on relative error);
 * ``roofline``: the profile's per-layer roofline, unfitted (*predicted*);
@@ -18,8 +21,8 @@ Aim (issue 13): kernel model >= 95% within +-10% at batch 1 and at batch 32, Spe
 
 Run from the repository root (about 25 minutes on a loaded 2-core machine)::
 
-    nice -n 10 python benchmarks/latency_predictor.py
-    python benchmarks/latency_predictor.py --n 24 --out /tmp/lp     # a quick pilot
+    nice -n 10 python benchmarks/latency_predictor.py --time-limit 30
+    python benchmarks/latency_predictor.py --n 24 --out /tmp/lp --work /tmp/lp-work   # a pilot
     python benchmarks/latency_predictor.py --rows benchmarks/results/latency_predictor.json
 
 Writes ``latency_predictor.json`` (machine, load, command, every measurement, metrics) and
@@ -34,14 +37,14 @@ import os
 import platform
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from edgekd.ship.calibrate import calibration_students, export_set, measure_on_host
+from edgekd.ship.calibrate import calibration_students, export_set
 from edgekd.search.cost import spec_totals
+from edgekd.core.cache import cache_root
 from edgekd.core.fileio import atomic_write_json, atomic_write_text, read_json
 from edgekd.search.kernel_model import fit_kernel_table
 from edgekd.search.latency import fit_calibration, predict_latency
@@ -51,29 +54,75 @@ from edgekd.search.space import StudentSpec
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCHES = (1, 32)
 SHAPES = ((3, 32, 32), (1, 28, 28))
-STATISTICS = ("median", "p25")
+STATISTICS = ("cpu", "median", "p25")
+
+
+def latency_of(row: dict, statistic: str) -> float:
+    """The row's latency in ms: ``cpu`` = the median over rounds of the thread CPU time per
+    run (the idle-machine latency on a loaded host, see deploy.bench.bench_interleaved), else
+    that wall-clock statistic."""
+    if statistic == "cpu":
+        return float(row["cpu_ms"]["median"])
+    return float(row["latency_ms"][statistic])
 WITHIN = 0.10
 PREDICTORS = ("macs", "roofline", "calibration", "kernel")
 
 
-def measure(specs: list[StudentSpec], folder: Path, threads: int, min_seconds: float) -> list[dict]:
-    """Export and time every student at every batch; one row per (student, batch)."""
-    entries = export_set(specs, folder, max_batch=max(BATCHES))
-    loads = []
-    measure_on_host(folder, entries, BATCHES, min_seconds=min_seconds, rounds=5, threads=threads,
-                    chunk=20, say=lambda text: (loads.append(os.getloadavg()[0]),
-                                                print(f"  {text} (load {loads[-1]:.1f})", flush=True)))
+def read_rows(path: Path) -> list[dict]:
+    """The rows measured so far (one JSON object a line; a line cut short by a kill is skipped)."""
     rows = []
-    for path in sorted(folder.glob("b*/*.json")):
-        m = read_json(path)
-        entry = entries.get(m.get("sha256"))
-        if entry is None:
-            continue
-        spec = StudentSpec.from_dict(entry["spec"])
-        rows.append({"id": spec.id, "spec": entry["spec"], "family": spec.family,
-                     "input": list(spec.input), "macs": spec_totals(spec)[0], "batch": m["batch"],
-                     "latency_ms": m["latency_ms"], "iterations": m["iterations"],
-                     "protocol": m.get("protocol"), "device": m.get("device")})
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    return rows
+
+
+def measure(specs: list[StudentSpec], work: Path, threads: int, min_seconds: float, *,
+            deadline: float | None = None, chunk: int = 20) -> list[dict]:
+    """Export and time the students ``chunk`` at a time (each chunk at every batch, rounds
+    interleaved across its models), appending one row per (student, batch) to
+    ``work/rows.jsonl`` as soon as it is measured: a run cut short (``--time-limit``, a kill)
+    loses nothing and a rerun with the same ``--work`` measures only what is missing. No new
+    chunk is started after ``deadline`` (``time.time()``)."""
+    import torch
+
+    from deploy.bench import bench_interleaved
+
+    torch.set_num_threads(threads)
+    rows_path = work / "rows.jsonl"
+    rows = read_rows(rows_path)
+    done = {(r["id"], r["batch"]) for r in rows}
+    todo = [s for s in specs if any((s.id, b) not in done for b in BATCHES)]
+    print(f"{len(rows)} rows already in {rows_path}; {len(todo)} students to measure", flush=True)
+    for start in range(0, len(todo), chunk):
+        if deadline is not None and time.time() > deadline:
+            print(f"time limit reached: stopping with {len(todo) - start} students unmeasured", flush=True)
+            break
+        part = todo[start:start + chunk]
+        entries = export_set(part, work, max_batch=max(BATCHES))
+        by_id = {e["id"]: e for e in entries.values()}
+        for batch in BATCHES:
+            specs_b = [s for s in part if (s.id, batch) not in done]
+            results = bench_interleaved([work / by_id[s.id]["file"] for s in specs_b], batch=batch,
+                                        min_seconds=min_seconds, rounds=5, threads=threads)
+            load = os.getloadavg()[0]
+            with rows_path.open("a", encoding="utf-8") as out:
+                for m in results:
+                    entry = entries[m["sha256"]]
+                    spec = StudentSpec.from_dict(entry["spec"])
+                    row = {"id": spec.id, "spec": entry["spec"], "family": spec.family,
+                           "input": list(spec.input), "macs": spec_totals(spec)[0], "batch": batch,
+                           "latency_ms": m["latency_ms"], "cpu_ms": m.get("cpu_ms"),
+                           "iterations": m["iterations"],
+                           "protocol": m.get("protocol"), "device": m.get("device"), "load_1min": load}
+                    out.write(json.dumps(row, sort_keys=True) + "\n")
+                    rows.append(row)
+                    done.add((spec.id, batch))
+        print(f"  {start + len(part)}/{len(todo)} students measured (load {os.getloadavg()[0]:.1f})",
+              flush=True)
     return rows
 
 
@@ -101,7 +150,7 @@ def evaluate(rows: list[dict], profile, seed: int, statistic: str) -> dict:
     rng.shuffle(ids)
     train_ids = set(ids[: len(ids) // 2])
     spec_of = {r["id"]: StudentSpec.from_dict(r["spec"]) for r in rows}
-    ms = lambda r: float(r["latency_ms"][statistic])  # noqa: E731
+    ms = lambda r: latency_of(r, statistic)  # noqa: E731
     train = [r for r in rows if r["id"] in train_ids]
     test = [r for r in rows if r["id"] not in train_ids]
     table_rows = [(spec_of[r["id"]], r["batch"], ms(r)) for r in train]
@@ -137,12 +186,15 @@ def machine(rows: list[dict], threads: int, loads: list[float]) -> dict:
     import onnxruntime
     import torch
 
+    during = [r["load_1min"] for r in rows if "load_1min" in r]
     return {"cpu": rows[0].get("device") if rows else None, "cores": os.cpu_count(),
             "platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "ort_threads": threads, "load_1min": loads,
+            "load_1min_during": [min(during), float(np.median(during)), max(during)] if during else None,
             "note": "shared 2-core VM; other engineers' test suites and benchmarks ran during "
-                    "the measurement (1-min load averages above)"}
+                    "the measurement (1-min load averages before/after above): timings under "
+                    "load are noisier than on an idle machine"}
 
 
 def markdown(result: dict) -> str:
@@ -157,11 +209,16 @@ def markdown(result: dict) -> str:
              "other half.", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, ONNX Runtime {m['onnxruntime']}, "
              f"{m['ort_threads']} intra-op thread(s); {m['note']}: "
-             f"{', '.join(f'{x:.1f}' for x in m['load_1min'])}. Took "
+             f"{', '.join(f'{x:.1f}' for x in m['load_1min'])}"
+             + (f" (during the timing: min {m['load_1min_during'][0]:.1f}, median "
+                f"{m['load_1min_during'][1]:.1f}, max {m['load_1min_during'][2]:.1f})"
+                if m.get("load_1min_during") else "") + ". Took "
              f"{result['seconds'] / 60:.1f} min. Command: `{result['command']}`.", ""]
-    for statistic in STATISTICS:
-        per = result["metrics"][statistic]
-        lines += [f"## Statistic: {statistic} of the timed runs", "",
+    for statistic, per in result["metrics"].items():
+        title = ("thread CPU time per run (median over the 5 rounds): the idle-core latency "
+                 "on this loaded machine" if statistic == "cpu" else
+                 f"{statistic} of the wall-clock times (includes the time other processes held the core)")
+        lines += [f"## Statistic: {title}", "",
                   "| batch | predictor | within +-10% | Spearman | median abs. rel. error |",
                   "|---|---|---|---|---|"]
         for batch in (*map(str, BATCHES), "all"):
@@ -173,9 +230,8 @@ def markdown(result: dict) -> str:
                       f"{per['seen_signatures']:.0%} (the rest use the regression fallback).", ""]
     if result["students"] < 300 or len(result["inputs"]) < len(SHAPES):
         lines += [f"**Incomplete run**: {result['students']} students on {', '.join(result['inputs'])} "
-                  "only (aim: >= 300 on both inputs). Exporting the students took ~9 s each on "
-                  "this machine at load 12-16, so the run was finished on the students exported "
-                  "by then (`--only-exported`).", ""]
+                  "only (aim: >= 300 on both inputs); rerun the command with the same --work to "
+                  "measure the rest.", ""]
     if result.get("reevaluated"):
         lines += [f"Metrics recomputed {result['reevaluated']} from the saved measurements.", ""]
     lines += ["Aim: kernel model >= 95% within +-10% at batch 1 and at batch 32, Spearman >= 0.98.",
@@ -193,34 +249,37 @@ def main(argv: list[str] | None = None) -> int:
                         help="the host CPU (the GPU run uses edgekd calibrate --export on the device)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--work", type=Path, default=None,
-                        help="folder for the exported students and measurements (kept; exports "
-                             "already there are reused) [default: a temporary folder]")
-    parser.add_argument("--only-exported", action="store_true",
-                        help="measure only the chosen students already exported in --work (to "
-                             "finish a run whose export was cut short)")
+                        help="folder for the exported students and rows.jsonl, the measurements "
+                             "(kept: a rerun measures only what is missing) [default: "
+                             "latency-benchmark under the edgekd cache]")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                        help="start no new chunk of students after this many minutes; the "
+                             "report covers what was measured (rerun to continue)")
     parser.add_argument("--rows", type=Path, default=None,
-                        help="re-evaluate the rows saved in this latency_predictor.json")
+                        help="re-evaluate saved rows: a latency_predictor.json or a rows.jsonl")
     args = parser.parse_args(argv)
     profile = load_profile("host-cpu")
     started = time.perf_counter()
     loads = [os.getloadavg()[0]]
-    if args.rows:
+    saved: dict = {}
+    if args.rows and args.rows.suffix == ".jsonl":
+        rows = read_rows(args.rows)
+    elif args.rows:
         saved = json.loads(args.rows.read_text())
         rows, loads = saved["rows"], saved["machine"]["load_1min"]
     else:
-        specs = []
-        for shape in SHAPES:
-            low = 5e5 if shape[0] == 3 else 1e5
-            specs += calibration_students(shape, 10, args.n // len(SHAPES), seed=args.seed, min_macs=low)
-        if args.only_exported and args.work:
-            specs = [s for s in specs if (args.work / f"{s.id}.onnx").is_file()]
+        per_shape = [calibration_students(shape, 10, args.n // len(SHAPES), seed=args.seed,
+                                          min_macs=5e5 if shape[0] == 3 else 1e5) for shape in SHAPES]
+        # alternate the inputs, so that a run cut short still covers both
+        specs = [s for pair in zip(*per_shape) for s in pair]
         print(f"measuring {len(specs)} students at batch {BATCHES}", flush=True)
-        if args.work:
-            rows = measure(specs, args.work, args.threads, args.min_seconds)
-        else:
-            with tempfile.TemporaryDirectory(prefix="edgekd-latency-") as tmp:
-                rows = measure(specs, Path(tmp), args.threads, args.min_seconds)
+        work = args.work or cache_root() / "latency-benchmark"
+        deadline = time.time() + 60 * args.time_limit if args.time_limit else None
+        rows = measure(specs, work, args.threads, args.min_seconds, deadline=deadline)
+        wanted = {s.id for s in specs}
+        rows = [r for r in rows if r["id"] in wanted]
         loads.append(os.getloadavg()[0])
+    statistics = [s for s in STATISTICS if s != "cpu" or all(r.get("cpu_ms") for r in rows)]
     result = {"benchmark": "latency_predictor", "students": len({r["id"] for r in rows}),
               "batches": list(BATCHES), "seed": args.seed, "min_seconds": args.min_seconds,
               "inputs": sorted({"x".join(map(str, r["input"])) for r in rows}, reverse=True),
@@ -229,14 +288,15 @@ def main(argv: list[str] | None = None) -> int:
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "command": " ".join(["python benchmarks/latency_predictor.py", *(argv or sys.argv[1:])]),
               "seconds": time.perf_counter() - started,
-              "metrics": {s: evaluate(rows, profile, args.seed, s) for s in STATISTICS}, "rows": rows}
-    if args.rows:  # the measurement's own command, time and date; the metrics are recomputed
+              "metrics": {s: evaluate(rows, profile, args.seed, s) for s in statistics}, "rows": rows}
+    if saved:  # the measurement's own command, time and date; the metrics are recomputed
         result.update({k: saved[k] for k in ("command", "seconds", "created")},
                       reevaluated=f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} with "
                                   f"`python benchmarks/latency_predictor.py --rows {args.rows}`")
     args.out.mkdir(parents=True, exist_ok=True)
-    table = fit_kernel_table([(StudentSpec.from_dict(r["spec"]), r["batch"], r["latency_ms"]["median"])
-                              for r in rows], profile, source="benchmarks/latency_predictor.py (median)")
+    table = fit_kernel_table([(StudentSpec.from_dict(r["spec"]), r["batch"], latency_of(r, statistics[0]))
+                              for r in rows], profile,
+                             source=f"benchmarks/latency_predictor.py ({statistics[0]})")
     table.save(args.out / "kernel-table-host-cpu.json")
     atomic_write_json(args.out / "latency_predictor.json", result)
     summary = markdown(result)

@@ -148,6 +148,10 @@ def test_calibrate_export_then_from_device_measurements(tmp_path) -> None:
     commands = (folder / "commands.sh").read_text()
     assert "deploy build" in commands and "--fp16" in commands and "--min-seconds 0.5" in commands
     index = json.loads((folder / "index.json").read_text())["models"]
+    from deploy.onnxmeta import EXPORTER, read_onnx_header
+
+    # the fast exporter for throw-away calibration students (same runtime kernels)
+    assert read_onnx_header(folder / next(iter(index.values()))["file"]).metadata[EXPORTER] == "torchscript"
     assert len(index) == 8 and {e["spec"]["family"] for e in index.values()} == {
         "plain", "residual", "dwsep", "mbconv"}
     # what the device would bring back: one Measurement per model and batch (synthetic times)
@@ -198,9 +202,15 @@ def test_interleaved_bench_protocol(tmp_path) -> None:
         assert m["statistic"] == "median" and m["protocol"]["rounds"] == 2
         assert not m["protocol"]["spinning"] and m["protocol"]["threads"] == 1
         assert m["latency_ms"]["p25"] <= m["latency_ms"]["median"]
+        # one ORT thread computes in the calling thread: its CPU time per run is the latency
+        # without preemption, never (beyond timer noise) above the wall-clock time
+        assert len(m["cpu_ms"]["rounds"]) == 2 and 0 < m["cpu_ms"]["min"] <= m["cpu_ms"]["median"]
+        assert m["cpu_ms"]["min"] <= 1.05 * m["latency_ms"]["max"]
         # timed for at least min_seconds in total (not a fixed count), 3+ runs per round
         assert m["iterations"] * m["latency_ms"]["mean"] >= 0.1 * 1000 * 0.99 and m["iterations"] >= 6
     assert np.isfinite([m["throughput"] for m in results]).all()
+    # with several intra-op threads the calling thread's CPU time is not the run's: not recorded
+    assert "cpu_ms" not in bench_interleaved(paths[:1], batch=1, min_seconds=0.02, rounds=1, threads=2)[0]
 
 
 def test_compress_search_on_jetson_is_calibrated_with_a_device_table_else_predicted() -> None:

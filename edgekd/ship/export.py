@@ -162,15 +162,16 @@ def _example_and_shapes(input_shape: tuple[int, ...], batch: int,
 
 
 def _torch_export(model: "torch.nn.Module", example: "torch.Tensor", path: Path, opset: int,
-                  bounds: tuple[int, int] | None) -> str:
-    """Export to ``path``; return the exporter used ("dynamo" or "torchscript")."""
+                  bounds: tuple[int, int] | None, exporter: str = "auto") -> str:
+    """Export to ``path``; return the exporter used ("dynamo" or "torchscript").
+    ``exporter="torchscript"`` skips the dynamo exporter (see :func:`export_onnx`)."""
     import torch
 
     errors: list[str] = []
     quiet = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
         warnings.simplefilter("ignore")
-        if opset >= DEFAULT_OPSET:
+        if opset >= DEFAULT_OPSET and exporter != "torchscript":
             dynamic_shapes = None
             if bounds is not None:
                 low, high = bounds
@@ -252,13 +253,18 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: st
                 batch: int = 1, dynamic_batch: tuple[int, int, int] | None = None,
                 opset: int = DEFAULT_OPSET, metadata: dict[str, Any] | None = None,
                 simplify: bool = False, parity_x: np.ndarray | None = None,
-                parity_min: int = MIN_PARITY_SAMPLES) -> Path:
+                parity_min: int = MIN_PARITY_SAMPLES, exporter: str = "auto") -> Path:
     """Export ``model`` (one ``(N, *input_shape)`` float input named "input", output
     "logits") to ``path`` atomically; see the module docstring for exporter, opset, batch,
     parity and simplification. ``metadata`` goes into ``metadata_props`` (non-strings as
     JSON) with ``edgekd.version``, ``edgekd.opset``, ``edgekd.exporter``, ``edgekd.batch``,
     ``edgekd.parity`` and ``edgekd.simplified``. With ``parity_x`` the export is checked
-    against PyTorch (:func:`check_parity`, at least ``parity_min`` samples) and a failure raises."""
+    against PyTorch (:func:`check_parity`, at least ``parity_min`` samples) and a failure raises.
+    ``exporter="torchscript"`` uses the TorchScript exporter directly: 20-50x faster on small
+    CNNs (0.1-0.3 s instead of 5-12 s), for the hundreds of throw-away students of a latency
+    calibration, whose runtime graph is the same (BN folded, the same fused convolutions)."""
+    if exporter not in ("auto", "torchscript"):
+        raise ValueError(f"exporter {exporter!r}: use 'auto' or 'torchscript'")
     import onnx
     import torch
 
@@ -275,7 +281,7 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: st
     tmp = Path(tmp_name)
     try:
         with torch.no_grad():
-            exporter = _torch_export(model, example, tmp, opset, bounds)
+            exporter = _torch_export(model, example, tmp, opset, bounds, exporter)
         proto = onnx.load(str(tmp))
         set_metadata(proto, {
             **(metadata or {}),
