@@ -7,7 +7,9 @@ Format (read by the search's latency calibration)::
 
 ``layers`` are the kernels the runtime actually executes, in execution order (ONNX Runtime
 and TensorRT both fuse, e.g. Conv+ReLU is one layer), each with the median over
-``iters`` runs of its time in ms; ``total_ms`` is their sum; ``latency_ms`` is the median
+``iters`` runs of its time in ms (ONNX Runtime also gives each one's ``inputs`` and
+``outputs`` shapes, weights included, as its trace records them: edgekd's kernel table
+matches the layers to its kernels with them); ``total_ms`` is their sum; ``latency_ms`` is the median
 end-to-end time of the same runs (the difference is the runtime's per-inference overhead).
 
 * ONNX Runtime: ``SessionOptions.enable_profiling``; the Chrome-trace JSON it writes has one
@@ -39,14 +41,23 @@ KERNEL_SUFFIX = "_kernel_time"
 def parse_ort_trace(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per-node median ms (in first-execution order) from ONNX Runtime's profiling trace."""
     times: dict[str, list[float]] = defaultdict(list)
-    op_types: dict[str, str] = {}
+    first: dict[str, dict[str, Any]] = {}
     for event in events:
         if event.get("cat") != "Node" or not str(event.get("name", "")).endswith(KERNEL_SUFFIX):
             continue
         name = event["name"][: -len(KERNEL_SUFFIX)]
         times[name].append(float(event.get("dur", 0)) / 1000.0)
-        op_types.setdefault(name, str(event.get("args", {}).get("op_name", "unknown")))
-    return [{"name": n, "op_type": op_types[n], "ms": median(v)} for n, v in times.items()]
+        first.setdefault(name, event.get("args", {}))
+    return [{"name": n, "op_type": str(first[n].get("op_name", "unknown")), "ms": median(v),
+             "inputs": _shapes(first[n].get("input_type_shape")),
+             "outputs": _shapes(first[n].get("output_type_shape"))} for n, v in times.items()]
+
+
+def _shapes(entries: Any) -> list[list[int]]:
+    """``[{"float": [2, 32, 16, 16]}, ...]`` (ORT's trace) -> ``[[2, 32, 16, 16], ...]``."""
+    if not isinstance(entries, list):
+        return []
+    return [[int(d) for d in next(iter(e.values()), [])] for e in entries if isinstance(e, dict)]
 
 
 def _profile_ort(model: Path, batch: int, warmup: int, iters: int, provider: str,

@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import click
 
 from edgekd.cli.base import verbose_option
 from edgekd.core.errors import EdgekdError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekd.inputs.profiles import DeviceProfile
 
 __all__ = ["calibrate", "search"]
 
@@ -110,8 +116,10 @@ def search(profile_name: str, input_text: str, classes: int, max_macs: str | Non
               help="Batch sizes to measure, comma-separated.")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
               help="Only write the students, index.json and commands.sh here, for a device.")
-@click.option("--from", "from_dir", type=click.Path(file_okay=False, exists=True), default=None,
-              help="Fit from the measurements brought back into this exported folder.")
+@click.option("--from", "from_dir", type=click.Path(exists=True), default=None,
+              help="Fit from the measurements brought back into this exported folder, or "
+                   "build / update the table from one 'python -m deploy profile' JSON "
+                   "(per-kernel times).")
 @click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
               help="Where to write the kernel table [default: next to the profile].")
 @click.option("--min-seconds", default=0.5, show_default=True, type=click.FloatRange(min=0.05),
@@ -131,6 +139,7 @@ def calibrate(profile_name: str, input_text: str, classes: int, students: int, b
         edgekd calibrate --profile host-cpu
         edgekd calibrate --profile jetson-orin-nano-8gb --export calib/   # copy to the device,
         edgekd calibrate --profile jetson-orin-nano-8gb --from calib/     # run commands.sh, back
+        edgekd calibrate --profile jetson-orin-nano-8gb --from calib/ID.profile.json
     """
     from pathlib import Path
 
@@ -144,6 +153,9 @@ def calibrate(profile_name: str, input_text: str, classes: int, students: int, b
     profile = load_profile(profile_name)
     batch_list = _int_list(batches, "--batch")
     out = Path(table_path) if table_path else default_table_path(profile)
+    if from_dir is not None and not Path(from_dir).is_dir():  # one layer profile
+        _calibrate_from_layer_profile(profile, Path(from_dir), out)
+        return
     if from_dir is not None:
         rows = calib.rows_from_folder(Path(from_dir))
         source = f"measurements in {from_dir}"
@@ -165,7 +177,32 @@ def calibrate(profile_name: str, input_text: str, classes: int, students: int, b
                                      say=lambda text: click.echo(text, err=True))
         source = f"{len(rows)} host measurements"
     table = calib.fit_and_save(rows, profile, out, source=source)
+    profiles = calib.layer_profiles_from(Path(from_dir)) if from_dir is not None else []
+    if profiles:  # per-kernel times on top of the whole-model fit
+        try:
+            table, used, skipped = calib.apply_layer_profiles(table, profiles, profile,
+                                                              source=f"layer profiles in {from_dir}")
+            table.save(out)
+            click.echo(f"per-kernel times from {used} layer profiles ({skipped} did not match "
+                       "their student kernel by kernel)")
+        except EdgekdError as error:
+            click.echo(f"layer profiles not used: {error}", err=True)
     click.echo(f"kernel table for {profile.name} ({profile.runtime.precision}): "
                f"{len(table.kernels)} kernel signatures from {len(rows)} measurements, "
                f"per-graph constants {', '.join(f'b{b} {c:.4f} ms' for b, c in table.constants.items())}")
+    click.echo(f"wrote {out}")
+
+
+def _calibrate_from_layer_profile(profile: "DeviceProfile", path: Path, out: Path) -> None:
+    """``calibrate --from PROFILE.json``: build the table at ``out`` from the per-kernel
+    times of one ``python -m deploy profile`` JSON, or update the one already there."""
+    from edgekd.search.kernel_model import KernelTable
+    from edgekd.ship import calibrate as calib
+
+    base = KernelTable.load(out).check_for(profile, str(out)) if out.is_file() else None
+    table, _used, _skipped = calib.apply_layer_profiles(
+        base, calib.layer_profiles_from(path), profile, source=f"layer profile {path}")
+    table.save(out)
+    click.echo(f"kernel table for {profile.name} ({profile.runtime.precision}): "
+               f"{'updated' if base else 'built'} from the per-kernel times of {path}")
     click.echo(f"wrote {out}")

@@ -10,6 +10,9 @@ For another device: ``--export DIR`` writes the same students plus ``index.json`
 each ONNX -> its spec) and ``commands.sh``; run those commands on the device with the deploy
 kit, bring the Measurement (or ``deploy profile``) JSON files back into DIR, and
 ``--from DIR`` fits the table from them, matched to the specs through the sha256 they record.
+Layer profiles (``python -m deploy profile``) also give per-kernel times
+(:mod:`edgekd.search.op_times`): ``--from DIR`` applies them on top of the whole-model fit, and
+``--from PROFILE.json`` builds the table from them alone, or updates the one already there.
 """
 
 from __future__ import annotations
@@ -133,6 +136,65 @@ def rows_from_folder(folder: Path) -> list[tuple[StudentSpec, int, float]]:
         raise EdgekdError(f"no measurements of the calibration set found in {folder}: run the "
                           "commands in commands.sh on the device and copy the JSON files back")
     return rows
+
+
+def layer_profiles_from(path: Path) -> list[tuple[StudentSpec, dict]]:
+    """``(spec, layer profile)`` for a ``python -m deploy profile`` JSON file, or for every one
+    in a folder. The spec comes from the folder's ``index.json`` (by sha256) when there is
+    one, else from the ``edgekd.spec`` metadata of the ONNX file the profile names, beside it."""
+    from deploy.onnxmeta import SPEC, read_onnx_header
+    from edgekd.search.latency import LAYER_PROFILE_FORMAT
+
+    folder = path if path.is_dir() else path.parent
+    index = _read_index(folder) if (folder / "index.json").is_file() else {}
+    files = sorted(folder.rglob("*.json")) if path.is_dir() else [path]
+    found = []
+    for file in files:
+        try:
+            data = read_json(file)
+        except (OSError, ValueError, EdgekdError):
+            if path.is_dir():
+                continue
+            raise EdgekdError(f"{file} is not valid JSON: give the file 'python -m deploy "
+                              "profile --out' wrote") from None
+        if not isinstance(data, dict) or data.get("format") != LAYER_PROFILE_FORMAT:
+            if path.is_dir():
+                continue
+            raise EdgekdError(f"{file} is not a layer profile (format {LAYER_PROFILE_FORMAT}): "
+                              "make it with 'python -m deploy profile MODEL --out FILE'")
+        if data.get("sha256") in index:
+            found.append((StudentSpec.from_dict(index[data["sha256"]]["spec"]), data))
+            continue
+        onnx = folder / str(data.get("model", ""))
+        spec = read_onnx_header(onnx).metadata.get(SPEC) if onnx.suffix == ".onnx" and onnx.is_file() else None
+        if spec is None:
+            if path.is_dir():
+                continue
+            raise EdgekdError(f"cannot tell which student {file} profiled: put the edgekd-exported "
+                              f"{onnx.name or 'ONNX file'} beside it, or use the folder "
+                              "'edgekd calibrate --export' wrote")
+        found.append((StudentSpec.from_json(spec), data))
+    return found
+
+
+def apply_layer_profiles(table: KernelTable | None, items: list[tuple[StudentSpec, dict]],
+                         profile: "DeviceProfile", *, source: str = "") -> tuple[KernelTable, int, int]:
+    """Build (``table`` None) or update a kernel table from layer profiles' per-kernel times;
+    returns it with the number of profiles matched and skipped (:mod:`edgekd.search.op_times`)."""
+    from edgekd.search.op_times import match_profile, table_from_kernel_times
+
+    precision = profile.runtime.precision
+    for _spec, data in items:
+        if str(data.get("precision", precision)) != precision:
+            raise EdgekdError(f"layer profile of {data.get('model')} was measured at "
+                              f"{data.get('precision')}, not {precision} as profile "
+                              f"'{profile.name}' runs: profile the {precision} model")
+    matched = [m for m in (match_profile(spec, data, precision) for spec, data in items) if m is not None]
+    if not matched:
+        raise EdgekdError("no layer profile matched its student kernel by kernel: profile "
+                          "edgekd-exported students with 'python -m deploy profile'")
+    table = table_from_kernel_times(matched, profile, base=table, source=source)
+    return table, len(matched), len(items) - len(matched)
 
 
 def write_commands(folder: Path, entries: dict[str, dict], batches: Sequence[int],
