@@ -54,16 +54,38 @@ from edgekd.search.space import StudentSpec
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCHES = (1, 32)
 SHAPES = ((3, 32, 32), (1, 28, 28))
-STATISTICS = ("cpu", "median", "p25")
+STATISTICS = ("cpu_min", "cpu", "min", "median", "p25")
 
 
 def latency_of(row: dict, statistic: str) -> float:
     """The row's latency in ms: ``cpu`` = the median over rounds of the thread CPU time per
     run (the idle-machine latency on a loaded host, see deploy.bench.bench_interleaved), else
     that wall-clock statistic."""
-    if statistic == "cpu":
-        return float(row["cpu_ms"]["median"])
+    if statistic.startswith("cpu"):
+        return float(row["cpu_ms"]["min" if statistic == "cpu_min" else "median"])
     return float(row["latency_ms"][statistic])
+
+
+def retest(rows: list[dict], again: list[dict], statistics: list[str]) -> dict:
+    """Test-retest of each statistic: the same students measured a second time, in other
+    chunks (other neighbours, another moment of the machine's load): the share within
+    +-10% of the first figure is the ceiling any predictor can reach on these data."""
+    from scipy.stats import spearmanr
+
+    first = {(r["id"], r["batch"]): r for r in rows}
+    pairs = [(first[(r["id"], r["batch"])], r) for r in again if (r["id"], r["batch"]) in first]
+    out: dict = {"students": len({a["id"] for a, _ in pairs})}
+    for statistic in statistics:
+        out[statistic] = {}
+        for batch in BATCHES:
+            x = np.array([latency_of(a, statistic) for a, b in pairs if a["batch"] == batch])
+            y = np.array([latency_of(b, statistic) for a, b in pairs if a["batch"] == batch])
+            if len(x) > 2:
+                out[statistic][str(batch)] = {
+                    "n": int(len(x)), "within_10pct": float(np.mean(np.abs(y / x - 1) <= WITHIN)),
+                    "spearman": float(spearmanr(x, y).statistic),
+                    "median_abs_rel_error": float(np.median(np.abs(y / x - 1)))}
+    return out
 WITHIN = 0.10
 PREDICTORS = ("macs", "roofline", "calibration", "kernel")
 
@@ -81,10 +103,10 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def measure(specs: list[StudentSpec], work: Path, threads: int, min_seconds: float, *,
-            deadline: float | None = None, chunk: int = 20) -> list[dict]:
+            deadline: float | None = None, chunk: int = 20, name: str = "rows.jsonl") -> list[dict]:
     """Export and time the students ``chunk`` at a time (each chunk at every batch, rounds
     interleaved across its models), appending one row per (student, batch) to
-    ``work/rows.jsonl`` as soon as it is measured: a run cut short (``--time-limit``, a kill)
+    ``work/NAME`` as soon as it is measured: a run cut short (``--time-limit``, a kill)
     loses nothing and a rerun with the same ``--work`` measures only what is missing. No new
     chunk is started after ``deadline`` (``time.time()``)."""
     import torch
@@ -92,7 +114,7 @@ def measure(specs: list[StudentSpec], work: Path, threads: int, min_seconds: flo
     from deploy.bench import bench_interleaved
 
     torch.set_num_threads(threads)
-    rows_path = work / "rows.jsonl"
+    rows_path = work / name
     rows = read_rows(rows_path)
     done = {(r["id"], r["batch"]) for r in rows}
     todo = [s for s in specs if any((s.id, b) not in done for b in BATCHES)]
@@ -197,6 +219,30 @@ def machine(rows: list[dict], threads: int, loads: list[float]) -> dict:
                     "load are noisier than on an idle machine"}
 
 
+TITLES = {
+    "cpu_min": "thread CPU time per run, the lowest of the 5 rounds' means",
+    "cpu": "thread CPU time per run, the median of the 5 rounds' means",
+    "min": "fastest wall-clock run",
+    "median": "median wall-clock run (the Measurement's own statistic)",
+    "p25": "25th percentile of the wall-clock runs",
+}
+
+
+def retest_markdown(test: dict) -> list[str]:
+    lines = ["## Test-retest: the noise ceiling of each statistic", "",
+             f"{test['students']} students measured a second time after the run, in other chunks "
+             "(other neighbours, another moment of the load). Share of the second figure within "
+             "+-10% of the first: no predictor can be expected to beat it on these data.", "",
+             "| statistic | batch 1 within +-10% | batch 32 within +-10% | batch 32 median abs. diff. |",
+             "|---|---|---|---|"]
+    for statistic, per in test.items():
+        if statistic == "students" or not per:
+            continue
+        lines.append(f"| `{statistic}` | {per['1']['within_10pct']:.0%} | {per['32']['within_10pct']:.0%} "
+                     f"| {per['32']['median_abs_rel_error']:.1%} |")
+    return lines + [""]
+
+
 def markdown(result: dict) -> str:
     m = result["machine"]
     lines = ["# Latency predictors on the host CPU (issue 13)", "",
@@ -214,11 +260,10 @@ def markdown(result: dict) -> str:
                 f"{m['load_1min_during'][1]:.1f}, max {m['load_1min_during'][2]:.1f})"
                 if m.get("load_1min_during") else "") + ". Took "
              f"{result['seconds'] / 60:.1f} min. Command: `{result['command']}`.", ""]
+    if result.get("retest"):
+        lines += retest_markdown(result["retest"])
     for statistic, per in result["metrics"].items():
-        title = ("thread CPU time per run (median over the 5 rounds): the idle-core latency "
-                 "on this loaded machine" if statistic == "cpu" else
-                 f"{statistic} of the wall-clock times (includes the time other processes held the core)")
-        lines += [f"## Statistic: {title}", "",
+        lines += [f"## Statistic `{statistic}`: {TITLES[statistic]}", "",
                   "| batch | predictor | within +-10% | Spearman | median abs. rel. error |",
                   "|---|---|---|---|---|"]
         for batch in (*map(str, BATCHES), "all"):
@@ -257,29 +302,14 @@ def main(argv: list[str] | None = None) -> int:
                              "report covers what was measured (rerun to continue)")
     parser.add_argument("--rows", type=Path, default=None,
                         help="re-evaluate saved rows: a latency_predictor.json or a rows.jsonl")
+    parser.add_argument("--retest", type=int, default=0, metavar="N",
+                        help="measure N of the students a second time, in other chunks, and "
+                             "report each statistic's test-retest agreement (the noise ceiling)")
     args = parser.parse_args(argv)
     profile = load_profile("host-cpu")
     started = time.perf_counter()
-    loads = [os.getloadavg()[0]]
-    saved: dict = {}
-    if args.rows and args.rows.suffix == ".jsonl":
-        rows = read_rows(args.rows)
-    elif args.rows:
-        saved = json.loads(args.rows.read_text())
-        rows, loads = saved["rows"], saved["machine"]["load_1min"]
-    else:
-        per_shape = [calibration_students(shape, 10, args.n // len(SHAPES), seed=args.seed,
-                                          min_macs=5e5 if shape[0] == 3 else 1e5) for shape in SHAPES]
-        # alternate the inputs, so that a run cut short still covers both
-        specs = [s for pair in zip(*per_shape) for s in pair]
-        print(f"measuring {len(specs)} students at batch {BATCHES}", flush=True)
-        work = args.work or cache_root() / "latency-benchmark"
-        deadline = time.time() + 60 * args.time_limit if args.time_limit else None
-        rows = measure(specs, work, args.threads, args.min_seconds, deadline=deadline)
-        wanted = {s.id for s in specs}
-        rows = [r for r in rows if r["id"] in wanted]
-        loads.append(os.getloadavg()[0])
-    statistics = [s for s in STATISTICS if s != "cpu" or all(r.get("cpu_ms") for r in rows)]
+    rows, again, loads, saved = collect(args)
+    statistics = [s for s in STATISTICS if not s.startswith("cpu") or all(r.get("cpu_ms") for r in rows)]
     result = {"benchmark": "latency_predictor", "students": len({r["id"] for r in rows}),
               "batches": list(BATCHES), "seed": args.seed, "min_seconds": args.min_seconds,
               "inputs": sorted({"x".join(map(str, r["input"])) for r in rows}, reverse=True),
@@ -288,9 +318,11 @@ def main(argv: list[str] | None = None) -> int:
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "command": " ".join(["python benchmarks/latency_predictor.py", *(argv or sys.argv[1:])]),
               "seconds": time.perf_counter() - started,
-              "metrics": {s: evaluate(rows, profile, args.seed, s) for s in statistics}, "rows": rows}
+              "metrics": {s: evaluate(rows, profile, args.seed, s) for s in statistics},
+              "retest": retest(rows, again, statistics) if again else None,
+              "rows": rows, "retest_rows": again}
     if saved:  # the measurement's own command, time and date; the metrics are recomputed
-        result.update({k: saved[k] for k in ("command", "seconds", "created")},
+        result.update({k: saved[k] for k in ("command", "seconds", "created") if k in saved},
                       reevaluated=f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} with "
                                   f"`python benchmarks/latency_predictor.py --rows {args.rows}`")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -304,6 +336,37 @@ def main(argv: list[str] | None = None) -> int:
     print(summary)
     print(f"wrote {args.out / 'latency_predictor.json'}, latency_predictor.md, kernel-table-host-cpu.json")
     return 0
+
+
+def collect(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[float], dict]:
+    """``(rows, retest rows, load averages, saved result)``: measured now (resuming what
+    ``--work`` holds) or read back with ``--rows``."""
+    loads = [os.getloadavg()[0]]
+    if args.rows and args.rows.suffix == ".jsonl":
+        retest_file = args.rows.with_name("retest.jsonl")
+        return read_rows(args.rows), read_rows(retest_file), loads, {}
+    if args.rows:
+        saved = json.loads(args.rows.read_text())
+        return saved["rows"], saved.get("retest_rows") or [], saved["machine"]["load_1min"], saved
+    per_shape = [calibration_students(shape, 10, args.n // len(SHAPES), seed=args.seed,
+                                      min_macs=5e5 if shape[0] == 3 else 1e5) for shape in SHAPES]
+    # alternate the inputs, so that a run cut short still covers both
+    specs = [s for pair in zip(*per_shape) for s in pair]
+    print(f"measuring {len(specs)} students at batch {BATCHES}", flush=True)
+    work = args.work or cache_root() / "latency-benchmark"
+    deadline = time.time() + 60 * args.time_limit if args.time_limit else None
+    rows = measure(specs, work, args.threads, args.min_seconds, deadline=deadline)
+    wanted = {s.id for s in specs}
+    rows = [r for r in rows if r["id"] in wanted]
+    again: list[dict] = []
+    if args.retest:
+        measured = sorted({r["id"] for r in rows})
+        chosen = set(random.Random(args.seed + 1).sample(measured, min(args.retest, len(measured))))
+        redo = [s for s in specs if s.id in chosen]
+        random.Random(args.seed + 2).shuffle(redo)  # other neighbours in the chunks
+        again = measure(redo, work, args.threads, args.min_seconds, name="retest.jsonl")
+    loads.append(os.getloadavg()[0])
+    return rows, again, loads, {}
 
 
 if __name__ == "__main__":
