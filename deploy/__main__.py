@@ -56,7 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: python -m deploy build model.onnx --fp16 && "
                "python -m deploy bench model.engine --batch 1 --out m.json")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_build(sub)
+    _add_timing(sub)
+    _add_check(sub)
+    return parser
 
+
+def _add_build(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     b = sub.add_parser("build", help="build a TensorRT engine from an ONNX model",
                        description="Build model.engine (+ model.engine.json) with the TensorRT "
                                    "builder (8.5-11.x). --fp16 on TensorRT 11 needs an FP16 ONNX "
@@ -79,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--opt", type=_shape, help="optimal input shape, e.g. 8x1x28x28")
     b.add_argument("--max", type=_shape, help="max input shape, e.g. 32x1x28x28")
 
+
+def _add_timing(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """``bench`` and ``profile``: the same runner options, bench times several models."""
     for name, text in (("bench", "time a model -> Measurement JSON"),
                        ("profile", "per-layer times -> profile JSON")):
         p = sub.add_parser(name, help=text, description=text + ".",
@@ -106,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--iters", type=_positive, default=50 if name == "bench" else 20)
         p.add_argument("--out", help="JSON file to write (default: derived from the model name)")
 
+
+def _add_check(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     c = sub.add_parser("check", help="accuracy on labelled data + agreement with the ONNX outputs",
                        description="Run the model on --data (uint8 images, normalised with the "
                                    "model's own metadata, or float32 already normalised) and "
@@ -120,65 +131,77 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch size (default: the model's fixed batch, else 64)")
     c.add_argument("--reference", help="ONNX model whose outputs are the reference")
     c.add_argument("--out", help="write the check result as JSON here")
-    return parser
 
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "bench":
-        from deploy.bench import bench, default_out, format_line
-        from deploy.files import write_json
-
-        if len(args.model) == 1 and args.min_seconds is None:
-            measurement = bench(args.model[0], backend=args.backend, batch=args.batch,
-                                warmup=args.warmup, iters=args.iters, provider=args.provider,
-                                threads=args.threads)
-            out = write_json(Path(args.out) if args.out else default_out(measurement), measurement)
-            print(format_line(measurement))
-            print(f"wrote {out}")
-        else:
-            from deploy.bench import bench_interleaved
-
-            results = bench_interleaved(
-                args.model, backend=args.backend, batch=args.batch, warmup=args.warmup,
-                min_seconds=0.5 if args.min_seconds is None else args.min_seconds,
-                rounds=args.rounds, provider=args.provider, threads=args.threads,
-                spinning=not args.no_spin)
-            folder = Path(args.out) if args.out else Path(".")
-            for measurement in results:
-                out = write_json(folder / default_out(measurement), measurement)
-                print(format_line(measurement))
-                print(f"wrote {out}")
-    elif args.command == "profile":
-        from deploy.files import write_json
-        from deploy.profile import format_table, profile
-
-        result = profile(args.model, backend=args.backend, batch=args.batch, warmup=args.warmup,
-                         iters=args.iters, provider=args.provider, threads=args.threads)
-        out = Path(args.out) if args.out else Path(f"{Path(args.model).stem}.{result['backend']}.profile.json")
-        write_json(out, result)
-        print(format_table(result))
-        print(f"wrote {out}")
-    elif args.command == "check":
-        from deploy.files import write_json
-        from deploy.check import check, format_check
-
-        result = check(args.model, args.data, backend=args.backend, provider=args.provider,
-                       batch=args.batch, reference=args.reference)
-        print(format_check(result))
-        if args.out:
-            write_json(args.out, result)
-            print(f"wrote {args.out}")
-    elif args.command == "build":
-        from deploy.build import BuildOptions, build_engine
-
-        options = BuildOptions(fp16=args.fp16, int8=args.int8, calib=args.calib,
-                               workspace_mb=args.workspace_mb, timing_cache=args.timing_cache,
-                               dla_core=args.dla, min_shape=args.min, opt_shape=args.opt,
-                               max_shape=args.max)
-        engine = build_engine(args.model, args.out, options)
-        print(f"wrote {engine} (+ {engine.name}.json)")
+    COMMANDS[args.command](args)
     return 0
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from deploy.bench import bench, default_out, format_line
+    from deploy.files import write_json
+
+    if len(args.model) == 1 and args.min_seconds is None:
+        measurement = bench(args.model[0], backend=args.backend, batch=args.batch,
+                            warmup=args.warmup, iters=args.iters, provider=args.provider,
+                            threads=args.threads)
+        out = write_json(Path(args.out) if args.out else default_out(measurement), measurement)
+        print(format_line(measurement))
+        print(f"wrote {out}")
+        return
+    from deploy.bench import bench_interleaved
+
+    results = bench_interleaved(
+        args.model, backend=args.backend, batch=args.batch, warmup=args.warmup,
+        min_seconds=0.5 if args.min_seconds is None else args.min_seconds,
+        rounds=args.rounds, provider=args.provider, threads=args.threads,
+        spinning=not args.no_spin)
+    folder = Path(args.out) if args.out else Path(".")
+    for measurement in results:
+        out = write_json(folder / default_out(measurement), measurement)
+        print(format_line(measurement))
+        print(f"wrote {out}")
+
+
+def _profile(args: argparse.Namespace) -> None:
+    from deploy.files import write_json
+    from deploy.profile import format_table, profile
+
+    result = profile(args.model, backend=args.backend, batch=args.batch, warmup=args.warmup,
+                     iters=args.iters, provider=args.provider, threads=args.threads)
+    out = Path(args.out) if args.out else Path(f"{Path(args.model).stem}.{result['backend']}.profile.json")
+    write_json(out, result)
+    print(format_table(result))
+    print(f"wrote {out}")
+
+
+def _check(args: argparse.Namespace) -> None:
+    from deploy.check import check, format_check
+    from deploy.files import write_json
+
+    result = check(args.model, args.data, backend=args.backend, provider=args.provider,
+                   batch=args.batch, reference=args.reference)
+    print(format_check(result))
+    if args.out:
+        write_json(args.out, result)
+        print(f"wrote {args.out}")
+
+
+def _build(args: argparse.Namespace) -> None:
+    from deploy.build import BuildOptions, build_engine
+
+    options = BuildOptions(fp16=args.fp16, int8=args.int8, calib=args.calib,
+                           workspace_mb=args.workspace_mb, timing_cache=args.timing_cache,
+                           dla_core=args.dla, min_shape=args.min, opt_shape=args.opt,
+                           max_shape=args.max)
+    engine = build_engine(args.model, args.out, options)
+    print(f"wrote {engine} (+ {engine.name}.json)")
+
+
+#: subcommand -> what it does with the parsed arguments
+COMMANDS = {"bench": _bench, "profile": _profile, "check": _check, "build": _build}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -190,7 +190,10 @@ def _batch_shapes(network: Any, options: BuildOptions, metadata: dict[str, str]
 
 def build_engine(onnx_path: str | Path, out: str | Path | None = None,
                  options: BuildOptions = BuildOptions(), *, cuda: Cuda | None = None) -> Path:
-    """Build ``onnx_path`` into a TensorRT engine; returns the engine path."""
+    """Build ``onnx_path`` into a TensorRT engine; returns the engine path.
+
+    The per-version API paths (8.x / 10.x / 11.x, :mod:`deploy.trtapi`) are taken in
+    :func:`check_precision`, :func:`set_precision`, :func:`set_dla` and :func:`_parse`."""
     onnx_path = Path(onnx_path)
     header = read_onnx_header(onnx_path)  # missing or non-ONNX file -> one line
     engine_path = Path(out) if out else onnx_path.with_suffix(".engine")
@@ -206,29 +209,10 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
     network, parser = _parse(trt, path, builder, logger, onnx_path)
     source, metadata = onnx_path, dict(header.metadata)
     if options.int8 and not _has_qdq(trt, network):
-        if not options.calib:
-            raise DeployError(f"'{onnx_path.name}' has no Q/DQ nodes, so INT8 needs calibration "
-                              "images: add --calib calib.npz (or build model.int8.onnx)")
-        from deploy.quantize import quantize_qdq
-
-        source = quantize_qdq(onnx_path, options.calib, onnx_path.with_suffix(".int8.onnx"))
-        print(f"quantized to {source} (explicit Q/DQ)", file=sys.stderr)
+        source = _quantize_for_int8(onnx_path, options)
         metadata = dict(read_onnx_header(source).metadata)
         network, parser = _parse(trt, path, builder, logger, source)
-
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mb) << 20)
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    set_precision(trt, path, config, options)
-    if options.dla_core is not None:
-        set_dla(trt, builder, config, network, options.dla_core)
-
-    shapes = _batch_shapes(network, options, metadata)
-    if shapes is not None:
-        profile = builder.create_optimization_profile()
-        profile.set_shape(network.get_input(0).name, shapes["min"], shapes["opt"], shapes["max"])
-        config.add_optimization_profile(profile)
-
+    config, shapes = _builder_config(trt, path, builder, network, options, metadata)
     cache_path = Path(options.timing_cache) if options.timing_cache else None
     if cache_path is not None:
         _load_timing_cache(config, cache_path)
@@ -241,9 +225,54 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
                           "--workspace-mb, or drop --dla/--int8")
     seconds = time.perf_counter() - started
     engine = bytes(plan)
-    info = {
+    info = _sidecar_info(trt.__version__, path, gpu, engine, onnx_path, header, source, metadata,
+                         options, shapes, seconds)
+    sidecar = (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
+    write_files_atomic([(engine_path, engine), (sidecar_path(engine_path), sidecar)])
+    if cache_path is not None:
+        cache = config.get_timing_cache()
+        if cache is not None:
+            write_files_atomic([(cache_path, bytes(cache.serialize()))])
+    return engine_path
+
+
+def _quantize_for_int8(onnx_path: Path, options: BuildOptions) -> Path:
+    """An ONNX without Q/DQ nodes, quantized with ``--calib`` next to it (``model.int8.onnx``)."""
+    if not options.calib:
+        raise DeployError(f"'{onnx_path.name}' has no Q/DQ nodes, so INT8 needs calibration "
+                          "images: add --calib calib.npz (or build model.int8.onnx)")
+    from deploy.quantize import quantize_qdq
+
+    source = quantize_qdq(onnx_path, options.calib, onnx_path.with_suffix(".int8.onnx"))
+    print(f"quantized to {source} (explicit Q/DQ)", file=sys.stderr)
+    return source
+
+
+def _builder_config(trt: Any, path: str, builder: Any, network: Any, options: BuildOptions,
+                    metadata: dict[str, str]) -> tuple[Any, dict[str, tuple[int, ...]] | None]:
+    """The builder config (workspace, detailed profiling, precision, DLA, the batch profile)
+    and the min/opt/max shapes of a dynamic batch (None for a static one)."""
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mb) << 20)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    set_precision(trt, path, config, options)
+    if options.dla_core is not None:
+        set_dla(trt, builder, config, network, options.dla_core)
+    shapes = _batch_shapes(network, options, metadata)
+    if shapes is not None:
+        profile = builder.create_optimization_profile()
+        profile.set_shape(network.get_input(0).name, shapes["min"], shapes["opt"], shapes["max"])
+        config.add_optimization_profile(profile)
+    return config, shapes
+
+
+def _sidecar_info(version: str, path: str, gpu: str, engine: bytes, onnx_path: Path,
+                  header: Any, source: Path, metadata: dict[str, str], options: BuildOptions,
+                  shapes: dict[str, tuple[int, ...]] | None, seconds: float) -> dict[str, Any]:
+    """What ``model.engine.json`` records: versions, hashes, precision, shapes, metadata."""
+    return {
         "format": ENGINE_FORMAT,
-        "tensorrt": trt.__version__,
+        "tensorrt": version,
         "tensorrt_path": path,
         "gpu": gpu,
         "engine_sha256": sha256_bytes(engine),
@@ -262,10 +291,3 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "metadata": metadata,
     }
-    sidecar = (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
-    write_files_atomic([(engine_path, engine), (sidecar_path(engine_path), sidecar)])
-    if cache_path is not None:
-        cache = config.get_timing_cache()
-        if cache is not None:
-            write_files_atomic([(cache_path, bytes(cache.serialize()))])
-    return engine_path

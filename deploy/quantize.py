@@ -49,14 +49,7 @@ def quantize_qdq(onnx_path: str | Path, calib: str | Path | np.ndarray, out_path
         raise DeployError("INT8 quantization needs 'onnx' and 'onnxruntime' (pip install onnx "
                           "onnxruntime), or build the bundle's ready-made model.int8.onnx") from None
     runner = OrtRunner(onnx_path)
-    file_norm = None
-    if isinstance(calib, (str, Path)):
-        loaded = load_data(calib)
-        x_raw, file_norm, source = loaded.x, loaded.normalization, str(calib)
-    else:
-        x_raw, source = np.asarray(calib), "calibration images"
-    x = prepare_inputs(x_raw[:max_samples], runner.sample_shape,
-                       normalization_of(runner) or normalization or file_norm, source)
+    x, source = _calibration_inputs(runner, calib, normalization, max_samples)
     step = runner.fixed_batch or 32
     if len(x) < step:
         raise DeployError(f"'{source}' has {len(x)} calibration images, fewer than the model's "
@@ -83,17 +76,7 @@ def quantize_qdq(onnx_path: str | Path, calib: str | Path | np.ndarray, out_path
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                        "QuantizeBias": False})
-        model = onnx.load(str(tmp))
-        props = {p.key: p.value for p in model.metadata_props}
-        props.update({onnxmeta.PRECISION: "int8",
-                      # device measurements of the INT8 engine map back onto the fp32 export
-                      "edgekd.source_sha256": props.get("edgekd.source_sha256")
-                      or sha256_file(onnx_path),
-                      onnxmeta.QUANTIZATION: "QDQ int8 symmetric per-channel, MinMax on "
-                                             f"{len(x) - len(x) % step} images"})
-        del model.metadata_props[:]
-        onnx.helper.set_model_props(model, props)
-        onnx.save(model, str(tmp))
+        _mark_int8(onnx, tmp, onnx_path, f"{len(x) - len(x) % step} images")
         tmp.replace(out_path)
     except DeployError:
         raise
@@ -104,3 +87,33 @@ def quantize_qdq(onnx_path: str | Path, calib: str | Path | np.ndarray, out_path
         root.setLevel(level)
         tmp.unlink(missing_ok=True)
     return out_path
+
+
+def _calibration_inputs(runner: OrtRunner, calib: str | Path | np.ndarray,
+                        normalization: tuple[list[float], list[float]] | None,
+                        max_samples: int) -> tuple[np.ndarray, str]:
+    """Model-ready calibration images (at most ``max_samples``) and where they came from;
+    uint8 images normalised with the model's metadata, else ``normalization``, else the file's."""
+    file_norm = None
+    if isinstance(calib, (str, Path)):
+        loaded = load_data(calib)
+        x_raw, file_norm, source = loaded.x, loaded.normalization, str(calib)
+    else:
+        x_raw, source = np.asarray(calib), "calibration images"
+    x = prepare_inputs(x_raw[:max_samples], runner.sample_shape,
+                       normalization_of(runner) or normalization or file_norm, source)
+    return x, source
+
+
+def _mark_int8(onnx: Any, path: Path, onnx_path: str | Path, calibrated_on: str) -> None:
+    """Rewrite the quantized model at ``path`` with its metadata: precision int8, the fp32
+    source's sha256 (device measurements of the INT8 engine map back onto the fp32 export),
+    and how it was quantized."""
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({onnxmeta.PRECISION: "int8",
+                  "edgekd.source_sha256": props.get("edgekd.source_sha256") or sha256_file(onnx_path),
+                  onnxmeta.QUANTIZATION: f"QDQ int8 symmetric per-channel, MinMax on {calibrated_on}"})
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(path))

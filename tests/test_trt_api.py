@@ -93,7 +93,7 @@ VARIABLES = {"builder": "Builder", "config": "IBuilderConfig", "network": "INetw
              "context": "IExecutionContext", "runtime": "Runtime", "inspector": "EngineInspector",
              "profile": "IOptimizationProfile", "cache": "ITimingCache"}
 RESULTS = {"get_input": "ITensor", "get_layer": "ILayer", "get_error": "ParserError"}
-FILES = ("build.py", "runners.py", "profile.py")
+FILES = ("build.py", "runners.py", "trt_runner.py", "profile.py")
 
 
 def _chain(node: ast.AST) -> list[str] | None:
@@ -487,12 +487,12 @@ def test_runner_dla_core_close_and_static_batch(monkeypatch, tmp_path: Path, pat
 
 @pytest.mark.parametrize("path,version", VERSIONS)
 def test_profile_per_path(monkeypatch, tmp_path: Path, path, version) -> None:
-    import deploy.runners
+    import deploy.trt_runner
     from deploy.profile import profile
 
     use_fake(monkeypatch, Fake(version))
     cuda = FakeCuda()
-    monkeypatch.setattr(deploy.runners, "Cuda", lambda: cuda)
+    monkeypatch.setattr(deploy.trt_runner, "Cuda", lambda: cuda)
     result = profile(write_engine(tmp_path, version), batch=4, warmup=1, iters=3)
     assert result["layers"] == [{"name": "conv1", "op_type": "CaskConvolution", "ms": 0.25}]
     assert result["backend"] == "trt" and cuda.log.count(("stream.close",)) == 1
