@@ -124,56 +124,18 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
         raise EdgekdError(f"{run.root} has no outcome.json yet: finish the run with "
                           f"'edgekd compress --out {run.root} --resume' first")
     search = run.read(OUTCOME, search_path)
-    teacher_info = run.read(TEACHER, run.teacher_json)
     candidates = {c["id"]: c for c in read_records(CANDIDATE, run.candidates)[0]}
     measured = _measurements(run)
     identity = manifest["identity"]
     target_is_host = bool(search.get("target_is_host"))
-
-    teacher_onnx = run.export_onnx("teacher")
-    teacher_latency = _model_latency(teacher_onnx, measured, teacher_info.get("predicted_latency"),
-                                     target_is_host)
-    teacher = {key: teacher_info.get(key) for key in ("macs", "params", "test_acc", "source")}
-    teacher.update(size_mb=_size_mb(teacher_onnx, teacher_info.get("params")),
-                   latency=teacher_latency)
-
-    students = []
-    for entry in search["trials"]:
-        if not isinstance(entry, dict) or "candidate" not in entry or "method" not in entry:
-            raise EdgekdError(f"{search_path} has a bad trial entry ({str(entry)[:40]}): rebuild "
-                              f"it with 'edgekd compress --out {run.root} --resume'")
-        trial_id, cid = safe_id(entry.get("trial"), search_path), entry["candidate"]
-        result = run.read(FINISHED_RESULT, run.trial_file(trial_id, "result.json"))
-        candidate = candidates.get(cid, {})
-        onnx = run.export_onnx(trial_id)
-        latency = _model_latency(onnx, measured, candidate.get("latency"), target_is_host)
-        students.append({
-            # "id" is unique per student (the trial); "candidate" is the architecture, shared
-            # by a search trial, its fresh final training and its baselines
-            "trial": trial_id, "id": trial_id, "candidate": cid,
-            "role": entry.get("role", "search"),
-            "method": entry["method"], "rung": entry.get("rung"),
-            "depth": candidate.get("depth"), "macs": candidate.get("macs"),
-            "params": candidate.get("params"), "spec": candidate.get("spec"),
-            "size_mb": _size_mb(onnx, candidate.get("params")),
-            "epochs": int(result.get("epochs_done", 0)),
-            "val_acc": float(result["val_acc"]), "test_acc": float(result["test_acc"]),
-            "latency": latency, **_speed(latency, teacher_latency),
-            "curve": _curve(run.trial(trial_id)),
-            "exported": onnx.exists(),
-            "int8": int8_entry(onnx, measured, target_is_host, teacher_latency),
-        })
+    teacher = _teacher(run, measured, target_is_host)
+    students = [_student(run, entry, candidates, measured, target_is_host, teacher["latency"])
+                for entry in search["trials"]]
     if not students:
         raise EdgekdError(f"{run.root} has no finished trial: resume the run first")
     pareto = pareto_front([(s["trial"], target_ms(s), s["test_acc"]) for s in students])
     for student in students:
         student["pareto"] = student["trial"] in pareto
-    ablation = None
-    if search.get("baselines"):
-        by_trial = {s["trial"]: s for s in students}
-        ablation = [{"method": method, "trial": trial, "test_acc": by_trial[trial]["test_acc"],
-                     "val_acc": by_trial[trial]["val_acc"], "epochs": by_trial[trial]["epochs"]}
-                    for method, trial in search["baselines"].items() if trial in by_trial]
     return fmt.clean({  # no float32 noise digits in summary.json
         "format": SUMMARY_FORMAT,
         "run": {"folder": run.root.name, "profile": identity["profile"].get("name"),
@@ -188,10 +150,61 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
         "teacher": teacher,
         "students": students,
         "winner": search["winner"],
-        "ablation": ablation,
+        "ablation": _ablation(search, students),
         "measurement_files": [p.name for p in run.measurement_files()],
         "timing": search.get("timing", {}),
     })
+
+
+def _teacher(run: RunDir, measured: dict[str, dict[str, dict]], target_is_host: bool) -> dict[str, Any]:
+    """The teacher's row: MACs, parameters, accuracy, source, ONNX size and latency."""
+    teacher_info = run.read(TEACHER, run.teacher_json)
+    teacher_onnx = run.export_onnx("teacher")
+    teacher = {key: teacher_info.get(key) for key in ("macs", "params", "test_acc", "source")}
+    teacher.update(size_mb=_size_mb(teacher_onnx, teacher_info.get("params")),
+                   latency=_model_latency(teacher_onnx, measured, teacher_info.get("predicted_latency"),
+                                          target_is_host))
+    return teacher
+
+
+def _student(run: RunDir, entry: Any, candidates: dict[str, dict], measured: dict[str, dict[str, dict]],
+             target_is_host: bool, teacher_latency: dict) -> dict[str, Any]:
+    """One student's row from its outcome.json trial entry, result.json, candidate and files."""
+    search_path = run.outcome_path()
+    if not isinstance(entry, dict) or "candidate" not in entry or "method" not in entry:
+        raise EdgekdError(f"{search_path} has a bad trial entry ({str(entry)[:40]}): rebuild "
+                          f"it with 'edgekd compress --out {run.root} --resume'")
+    trial_id, cid = safe_id(entry.get("trial"), search_path), entry["candidate"]
+    result = run.read(FINISHED_RESULT, run.trial_file(trial_id, "result.json"))
+    candidate = candidates.get(cid, {})
+    onnx = run.export_onnx(trial_id)
+    latency = _model_latency(onnx, measured, candidate.get("latency"), target_is_host)
+    return {
+        # "id" is unique per student (the trial); "candidate" is the architecture, shared
+        # by a search trial, its fresh final training and its baselines
+        "trial": trial_id, "id": trial_id, "candidate": cid,
+        "role": entry.get("role", "search"),
+        "method": entry["method"], "rung": entry.get("rung"),
+        "depth": candidate.get("depth"), "macs": candidate.get("macs"),
+        "params": candidate.get("params"), "spec": candidate.get("spec"),
+        "size_mb": _size_mb(onnx, candidate.get("params")),
+        "epochs": int(result.get("epochs_done", 0)),
+        "val_acc": float(result["val_acc"]), "test_acc": float(result["test_acc"]),
+        "latency": latency, **_speed(latency, teacher_latency),
+        "curve": _curve(run.trial(trial_id)),
+        "exported": onnx.exists(),
+        "int8": int8_entry(onnx, measured, target_is_host, teacher_latency),
+    }
+
+
+def _ablation(search: dict, students: list[dict]) -> list[dict] | None:
+    """The ``--baselines`` rows (method, trial, accuracies, epochs), None without baselines."""
+    if not search.get("baselines"):
+        return None
+    by_trial = {s["trial"]: s for s in students}
+    return [{"method": method, "trial": trial, "test_acc": by_trial[trial]["test_acc"],
+             "val_acc": by_trial[trial]["val_acc"], "epochs": by_trial[trial]["epochs"]}
+            for method, trial in search["baselines"].items() if trial in by_trial]
 
 
 def _size_mb(onnx: Path, params: int | None) -> float | None:

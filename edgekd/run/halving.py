@@ -261,70 +261,87 @@ class SuccessiveHalving:
 
     def run(self, candidate_ids: list[str], executor: Executor) -> HalvingResult:
         rungs = plan_rungs(len(candidate_ids), self.config)
-        total = sum(r.keep for r in rungs)
-        done, started = 0, time.monotonic()
-        best: tuple[str, float] | None = None
-        epoch_seconds: list[float] = []  # seconds per trained epoch, for the ETA
-        remaining_epochs = epochs_spent(rungs)
+        tally = _Tally(self.on_event, rungs, total=sum(r.keep for r in rungs),
+                       remaining_epochs=epochs_spent(rungs))
         alive = list(candidate_ids)
         survivors: list[list[str]] = []
         latest: dict[str, dict] = {}
         trained: list[tuple[int, str]] = []
         previous_epochs = 0
-
-        def event(kind: str, rung: Rung, **kw: Any) -> None:
-            mean = sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else None
-            eta_s = None if mean is None else mean * remaining_epochs
-            self.on_event(HalvingEvent(kind, rung, rungs, done, total, best=best,
-                                       elapsed_s=time.monotonic() - started, eta_s=eta_s, **kw))
-
-        event("plan", rungs[0])
+        tally.event("plan", rungs[0])
         for rung in rungs:
             alive = alive[: rung.keep] if rung.index == 0 else alive
             survivors.append(list(alive))
-            event("rung", rung)
-            rung_results: dict[str, dict] = {}
-            todo: list[TrialJob] = []
-            for tid in alive:
-                job = self.make_job(tid, rung)
-                found = self.store.rung_result(rung.index, tid, rung.epochs, folder=job.folder)
-                if found is None:
-                    todo.append(job)
-                    continue
-                rung_results[tid] = found
-                done += 1
-                remaining_epochs -= rung.epochs - (0 if rung.fresh else previous_epochs)
-                best = _better(best, tid, found)
-                event("trial", rung, trial_id=tid, result=found, skipped=True)
-
-            def finished(job: TrialJob, result: dict) -> None:
-                nonlocal done, best, remaining_epochs
-                self.store.record_rung(rung.index, job.trial_id, rung.epochs, result,
-                                       folder=job.folder)
-                rung_results[job.trial_id] = result
-                trained.append((rung.index, job.trial_id))
-                done += 1
-                step = rung.epochs - (0 if rung.fresh else previous_epochs)
-                remaining_epochs -= step
-                seconds = float(result.get("job_seconds") or 0.0)  # set by the executor
-                if seconds > 0 and step > 0:
-                    epoch_seconds.append(seconds / step)
-                best = _better(best, job.trial_id, result)
-                event("trial", rung, trial_id=job.trial_id, result=result)
-
-            if todo:
-                executor.run(todo, finished)
-            missing = [tid for tid in alive if tid not in rung_results]
-            if missing:
-                raise RuntimeError(f"executor returned no result for {missing}")
+            tally.event("rung", rung)
+            rung_results = self._run_rung(rung, alive, executor, tally, previous_epochs, trained)
             latest.update(rung_results)
             previous_epochs = rung.epochs
             if rung.index + 1 < len(rungs):
                 alive = promote(rung_results, candidate_ids, rungs[rung.index + 1].keep, self.groups)
         finalists = promote({t: latest[t] for t in alive}, candidate_ids,
                             min(self.config.finalists, len(alive)))
-        event("done", rungs[-1])
+        tally.event("done", rungs[-1])
         return HalvingResult(rungs, survivors, latest, trained, finalists)
+
+    def _run_rung(self, rung: Rung, alive: list[str], executor: Executor, tally: "_Tally",
+                  previous_epochs: int, trained: list[tuple[int, str]]) -> dict[str, dict]:
+        """Train the trials of ``rung`` the store has no result for; returns every trial's
+        result. A continued trial trains ``rung.epochs - previous_epochs`` more epochs."""
+        step = rung.epochs - (0 if rung.fresh else previous_epochs)
+        rung_results: dict[str, dict] = {}
+        todo: list[TrialJob] = []
+        for tid in alive:
+            job = self.make_job(tid, rung)
+            found = self.store.rung_result(rung.index, tid, rung.epochs, folder=job.folder)
+            if found is None:
+                todo.append(job)
+                continue
+            rung_results[tid] = found
+            tally.count(tid, found, step)
+            tally.event("trial", rung, trial_id=tid, result=found, skipped=True)
+
+        def finished(job: TrialJob, result: dict) -> None:
+            self.store.record_rung(rung.index, job.trial_id, rung.epochs, result, folder=job.folder)
+            rung_results[job.trial_id] = result
+            trained.append((rung.index, job.trial_id))
+            tally.count(job.trial_id, result, step, seconds=float(result.get("job_seconds") or 0.0))
+            tally.event("trial", rung, trial_id=job.trial_id, result=result)
+
+        if todo:
+            executor.run(todo, finished)
+        missing = [tid for tid in alive if tid not in rung_results]
+        if missing:
+            raise RuntimeError(f"executor returned no result for {missing}")
+        return rung_results
+
+
+class _Tally:
+    """The progress of a halving run for its events: trials done, the best so far, and the
+    ETA from the seconds per trained epoch times the epochs left."""
+
+    def __init__(self, on_event: Callable[[HalvingEvent], None], rungs: list[Rung], *, total: int,
+                 remaining_epochs: int) -> None:
+        self.on_event, self.rungs, self.total = on_event, rungs, total
+        self.remaining_epochs = remaining_epochs
+        self.done = 0
+        self.best: tuple[str, float] | None = None
+        self.epoch_seconds: list[float] = []
+        self.started = time.monotonic()
+
+    def count(self, tid: str, result: dict, epochs: int, seconds: float = 0.0) -> None:
+        """One trial finished (or found done) after ``epochs`` epochs; ``seconds`` > 0 (set
+        by the executor) feeds the ETA."""
+        self.done += 1
+        self.remaining_epochs -= epochs
+        if seconds > 0 and epochs > 0:
+            self.epoch_seconds.append(seconds / epochs)
+        self.best = _better(self.best, tid, result)
+
+    def event(self, kind: str, rung: Rung, **kw: Any) -> None:
+        mean = sum(self.epoch_seconds) / len(self.epoch_seconds) if self.epoch_seconds else None
+        eta_s = None if mean is None else mean * self.remaining_epochs
+        self.on_event(HalvingEvent(kind, rung, self.rungs, self.done, self.total, best=self.best,
+                                   elapsed_s=time.monotonic() - self.started, eta_s=eta_s, **kw))
 
 
 def _better(best: tuple[str, float] | None, tid: str, result: dict) -> tuple[str, float]:

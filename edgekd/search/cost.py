@@ -109,11 +109,18 @@ def _numel(value: Any) -> int:
     return 0
 
 
+#: one hooked leaf call: (name, kind, input elements, output elements, weights,
+#: (in channels, out channels, kernel, stride))
+_Call = tuple[str, str, int, int, int, tuple[int, int, int, int]]
+
+
 def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
     """Count ``model`` at batch 1 on an input of shape ``input_shape`` (C, H, W).
 
     A model whose parameters live on the meta device is run on a meta tensor (free);
     otherwise on a zero CPU tensor, in eval mode and without gradients (the mode is restored).
+    MACs are FLOPs / 2 from ``torch.utils.flop_counter.FlopCounterMode``, per leaf module
+    (forward hooks give its inputs, outputs and weights).
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -122,28 +129,11 @@ def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
     # count where the model lives: a teacher that just trained students on CUDA stays there
     device = tensors[0].device if tensors else torch.device("cpu")
     params = sum(p.numel() for p in model.parameters())
-    calls: list[tuple[str, str, int, int, int, tuple[int, int, int, int]]] = []
-
-    def recorder(name: str, kind: str, weights: int, channels: tuple[int, int, int, int]):
-        def hook(_module: Any, inputs: Any, output: Any) -> None:
-            calls.append((name, kind, _numel(inputs), _numel(output), weights, channels))
-        return hook
-
-    handles = []
+    calls: list[_Call] = []
     # TorchScript refuses forward hooks: count its MACs in total (FlopCounterMode sees its ops),
     # without a per-layer breakdown
     hookable = not isinstance(model, torch.jit.ScriptModule)
-    for name, module in model.named_modules() if hookable else ():
-        if next(module.children(), None) is not None:
-            continue
-        kind = _layer_kind(module)
-        if kind is not None:
-            weights = sum(p.numel() for p in module.parameters(recurse=False))
-            channels = (getattr(module, "in_channels", getattr(module, "in_features", 0)),
-                        getattr(module, "out_channels", getattr(module, "out_features", 0)),
-                        _first(getattr(module, "kernel_size", 0)) if kind in ("conv", "depthwise") else 0,
-                        _first(getattr(module, "stride", 0)) if kind in ("conv", "depthwise") else 0)
-            handles.append(module.register_forward_hook(recorder(name, kind, weights, channels)))
+    handles = _hook_leaves(model, calls) if hookable else []
     was_training = model.training
     model.eval()
     # a torch.export graph exported at a constant batch B runs B images per call (one image is
@@ -161,21 +151,50 @@ def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    counts = counter.get_flop_counts()
-    root = type(model).__name__
-    flops_of = {key: sum(ops.values()) for key, ops in counts.items()}
+    flops_of = {key: sum(ops.values()) for key, ops in counter.get_flop_counts().items()}
+    total_macs = int(flops_of.get("Global", 0) // 2 // batch)
+    if not hookable:  # one layer for the whole graph, so the roofline still predicts a latency
+        layers = (Layer("<torchscript>", "conv", total_macs, math.prod(input_shape), 0, params),)
+    else:
+        layers = _layers(calls, flops_of, type(model).__name__, batch)
+    return ModelCost(macs=total_macs, params=params, layers=layers)
+
+
+def _hook_leaves(model: "nn.Module", calls: list[_Call]) -> list[Any]:
+    """Forward hooks on every costed leaf module that append its :data:`_Call` to ``calls``;
+    returns the handles (remove them after the forward pass)."""
+    def recorder(name: str, kind: str, weights: int, channels: tuple[int, int, int, int]):
+        def hook(_module: Any, inputs: Any, output: Any) -> None:
+            calls.append((name, kind, _numel(inputs), _numel(output), weights, channels))
+        return hook
+
+    handles = []
+    for name, module in model.named_modules():
+        if next(module.children(), None) is not None:
+            continue
+        kind = _layer_kind(module)
+        if kind is not None:
+            weights = sum(p.numel() for p in module.parameters(recurse=False))
+            spatial = kind in ("conv", "depthwise")
+            channels = (getattr(module, "in_channels", getattr(module, "in_features", 0)),
+                        getattr(module, "out_channels", getattr(module, "out_features", 0)),
+                        _first(getattr(module, "kernel_size", 0)) if spatial else 0,
+                        _first(getattr(module, "stride", 0)) if spatial else 0)
+            handles.append(module.register_forward_hook(recorder(name, kind, weights, channels)))
+    return handles
+
+
+def _layers(calls: list[_Call], flops_of: dict[str, int], root: str, batch: int) -> tuple[Layer, ...]:
+    """One :class:`Layer` per hooked call, per image: a module called n times (shared weights)
+    gets 1/n of its counted FLOPs per call."""
     n_calls: dict[str, int] = {}
     for name, *_ in calls:
         n_calls[name] = n_calls.get(name, 0) + 1
-    layers = tuple(
+    return tuple(
         Layer(name, kind, int(flops_of.get(f"{root}.{name}", 0) // 2 // n_calls[name] // batch),
               inp // batch, out // batch, weights, *channels)
         for name, kind, inp, out, weights, channels in calls
     )
-    total_macs = int(flops_of.get("Global", 0) // 2 // batch)
-    if not hookable:  # one layer for the whole graph, so the roofline still predicts a latency
-        layers = (Layer("<torchscript>", "conv", total_macs, math.prod(input_shape), 0, params),)
-    return ModelCost(macs=total_macs, params=params, layers=layers)
 
 
 # ---------------------------------------------------------------------------- spec costs

@@ -255,70 +255,25 @@ def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], clas
     profile = profile.with_budget(latency_ms=latency_ms, macs=max_macs)
     budget = profile.budget
     out = Path(out_dir) if out_dir is not None else None
-    if measure and profile.name != HOST_PROFILE:
-        raise EdgekdError(f"--measure times students on this host, but profile '{profile.name}' "
-                          f"is another device: drop --measure or use --profile {HOST_PROFILE}")
-    families = tuple(families) if families is not None else default_families()
-    space = dataclasses.replace(space or SpaceConfig(), families=families)
-    if space.width_multiple is None:  # widths suit the device (multiples of 8 on GPUs)
-        space = dataclasses.replace(space, width_multiple=profile.search.channel_multiple)
-    shape = tuple(int(v) for v in input_shape)
-    if len(shape) != 3:
-        raise EdgekdError(f"input shape {shape} is not CxHxW: give e.g. --input 1x28x28")
+    shape = _check_request(profile, input_shape, measure)
+    space = _space_for(profile, families, space)
     calib, calib_source = _resolve_calibration(calibration, profile, out)
     timings: dict[str, float] = {}
-
-    tick = time.perf_counter()
-    specs = enumerate_specs(shape, classes, space)
-    timings["enumerate"] = time.perf_counter() - tick
-    say(f"enumerated {len(specs)} students in {timings['enumerate']:.1f} s")
-
-    tick = time.perf_counter()
-    candidates = []
-
-    def estimate(c: Candidate) -> LatencyEstimate:
-        if c.latency is None:
-            layers = spec_cost(c.spec)
-            c.latency = (calib.predict(layers, budget.batch) if calib is not None
-                         else predict_latency(layers, profile, budget.batch))
-        return c.latency
-
-    with block_cost_cache(cost_cache):
-        for spec in specs:  # MACs and params first: cheap, and they decide most of the filtering
-            macs, params = spec_totals(spec)
-            candidates.append(Candidate(spec, macs, params, None))
-        within_macs = [c for c in candidates if c.macs <= budget.macs]
-        for c in within_macs:
-            estimate(c)
-    timings["cost"] = time.perf_counter() - tick
-    say(f"costed {len(candidates)} students ({len(within_macs)} within the MAC budget, "
-        f"latency estimated for those) in {timings['cost']:.1f} s")
-
-    def infeasible() -> EdgekdError:
-        smallest = min(candidates, key=lambda c: (c.macs, c.id))
-        estimate(smallest)
-        fastest = min((c for c in within_macs if c.latency is not None),
-                      key=lambda c: (c.latency.ms, c.macs), default=None)
-        return EdgekdError(_infeasible_message(smallest, fastest, budget.macs,
-                                               budget.latency_ms, budget.batch))
+    estimate = _Estimator(profile, calib)
+    candidates, within_macs = _enumerate_and_cost(shape, classes, space, estimate, cost_cache,
+                                                  timings, say)
 
     feasible = [c for c in within_macs if c.latency.ms <= budget.latency_ms]
-    if not feasible:
-        raise infeasible()
-
     measured, measured_shortlist = 0, []
-    if measure:
+    if feasible and measure:
         if measurer is None:
             raise ValueError("measure=True needs a measurer (edgekd.ship.measure.measured_latency)")
         feasible, measured_shortlist, measured = _measure_shortlist(
             measurer, feasible, shortlist, budget.latency_ms, budget.batch, (out or Path(".")) / "search", say)
-        if not feasible:
-            raise infeasible()
+    if not feasible:
+        raise _infeasible(candidates, within_macs, estimate, budget)
     tick = time.perf_counter()
-    feasible.sort(key=lambda c: (c.latency.ms, c.macs, c.id))
-    front = pareto_front(feasible)
-    for c in front:
-        c.pareto = True
+    front = _mark_pareto(feasible)
     timings["pareto"] = time.perf_counter() - tick
     # with --measure the shortlist is the set of measured survivors
     chosen = measured_shortlist if measure else select_shortlist(feasible, shortlist)
@@ -331,11 +286,106 @@ def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], clas
                           seconds=time.perf_counter() - started, out_dir=out,
                           calibration=calib_source, measured=measured, timings=timings)
     if out is not None:
-        write_jsonl(out / "candidates.jsonl", (c.to_record() for c in feasible))
-        write_doc(SEARCH, out / "search.json", {
-            **result.summary(), "profile_detail": profile.to_dict(), "input": list(shape),
-            "classes": classes, "families": list(families)})
+        _write(out, result, {"profile_detail": profile.to_dict(), "input": list(shape),
+                             "classes": classes, "families": list(space.families)})
     return result
+
+
+def _write(out: Path, result: SearchResult, detail: dict[str, Any]) -> None:
+    """``candidates.jsonl`` (the feasible candidates) and ``search.json`` (the summary)."""
+    write_jsonl(out / "candidates.jsonl", (c.to_record() for c in result.feasible))
+    write_doc(SEARCH, out / "search.json", {**result.summary(), **detail})
+
+
+def _check_request(profile: "DeviceProfile", input_shape: Sequence[int], measure: bool
+                   ) -> tuple[int, ...]:
+    """The input shape as ``(C, H, W)``; refuses another shape, and ``measure`` (timing on this
+    host) for a profile of another device."""
+    if measure and profile.name != HOST_PROFILE:
+        raise EdgekdError(f"--measure times students on this host, but profile '{profile.name}' "
+                          f"is another device: drop --measure or use --profile {HOST_PROFILE}")
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) != 3:
+        raise EdgekdError(f"input shape {shape} is not CxHxW: give e.g. --input 1x28x28")
+    return shape
+
+
+def _enumerate_and_cost(shape: tuple[int, ...], classes: int, space: SpaceConfig,
+                        estimate: "_Estimator", cost_cache: str | Path | None,
+                        timings: dict[str, float], say: Callable[[str], None]
+                        ) -> tuple[list[Candidate], list[Candidate]]:
+    """Every student of ``space`` as a Candidate, and those within the MAC budget with their
+    latency estimated (:func:`_cost`); the two phases' seconds go into ``timings``."""
+    tick = time.perf_counter()
+    specs = enumerate_specs(shape, classes, space)
+    timings["enumerate"] = time.perf_counter() - tick
+    say(f"enumerated {len(specs)} students in {timings['enumerate']:.1f} s")
+    tick = time.perf_counter()
+    candidates, within_macs = _cost(specs, estimate, estimate.profile.budget.macs, cost_cache)
+    timings["cost"] = time.perf_counter() - tick
+    say(f"costed {len(candidates)} students ({len(within_macs)} within the MAC budget, "
+        f"latency estimated for those) in {timings['cost']:.1f} s")
+    return candidates, within_macs
+
+
+def _space_for(profile: "DeviceProfile", families: Iterable[str] | None,
+               space: SpaceConfig | None) -> SpaceConfig:
+    """The search space with ``families`` (default: the registered defaults) and, unless
+    given, the profile's channel multiple (widths suit the device: multiples of 8 on GPUs)."""
+    families = tuple(families) if families is not None else default_families()
+    space = dataclasses.replace(space or SpaceConfig(), families=families)
+    if space.width_multiple is None:
+        space = dataclasses.replace(space, width_multiple=profile.search.channel_multiple)
+    return space
+
+
+def _mark_pareto(feasible: list[Candidate]) -> list[Candidate]:
+    """Sort ``feasible`` by latency (in place), flag and return its Pareto front."""
+    feasible.sort(key=lambda c: (c.latency.ms, c.macs, c.id))
+    front = pareto_front(feasible)
+    for c in front:
+        c.pareto = True
+    return front
+
+
+@dataclass
+class _Estimator:
+    """A candidate's latency at the budget batch: calibrated when a calibration is given,
+    else predicted (roofline); computed once and kept on the candidate."""
+
+    profile: "DeviceProfile"
+    calib: "Calibration | KernelTable | None"
+
+    def __call__(self, c: Candidate) -> LatencyEstimate:
+        if c.latency is None:
+            layers = spec_cost(c.spec)
+            batch = self.profile.budget.batch
+            c.latency = (self.calib.predict(layers, batch) if self.calib is not None
+                         else predict_latency(layers, self.profile, batch))
+        return c.latency
+
+
+def _cost(specs: list[StudentSpec], estimate: _Estimator, max_macs: int,
+          cost_cache: str | Path | None) -> tuple[list[Candidate], list[Candidate]]:
+    """Every spec as a Candidate with its MACs and parameters, and those within ``max_macs``
+    with their latency estimated (MACs first: cheap, and they decide most of the filtering)."""
+    with block_cost_cache(cost_cache):
+        candidates = [Candidate(spec, *spec_totals(spec), None) for spec in specs]
+        within_macs = [c for c in candidates if c.macs <= max_macs]
+        for c in within_macs:
+            estimate(c)
+    return candidates, within_macs
+
+
+def _infeasible(candidates: list[Candidate], within_macs: list[Candidate], estimate: _Estimator,
+                budget: Any) -> EdgekdError:
+    """The error for a budget no candidate fits: the smallest and the fastest candidate."""
+    smallest = min(candidates, key=lambda c: (c.macs, c.id))
+    estimate(smallest)
+    fastest = min((c for c in within_macs if c.latency is not None),
+                  key=lambda c: (c.latency.ms, c.macs), default=None)
+    return EdgekdError(_infeasible_message(smallest, fastest, budget.macs,
+                                           budget.latency_ms, budget.batch))
 
 
 def _measure_shortlist(measurer: "Callable[[StudentSpec, Path, int], LatencyEstimate]",

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,10 @@ from deploy import onnxmeta
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from edgekd.ship.bundle_readme import ReadmeInputs, build_commands, render_readme, run_commands
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekd.inputs.data import ImageDataset, Normalization
+    from edgekd.inputs.profiles import DeviceProfile
 
 CALIB_SAMPLES = 512
 VAL_SAMPLES = 1000
@@ -103,9 +107,8 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dat
     """Write the device bundle for ``onnx_path`` into ``out_dir`` (see the module docstring)
     and return ``out_dir``. ``profile`` is a DeviceProfile or a profile name/path;
     ``normalization`` defaults to the data set's."""
-    from deploy.check import prepare_inputs
     from edgekd.inputs.data import Normalization
-    from edgekd.ship.export import onnx_logits, read_metadata  # layering: TODO issue 10 (export <-> bundle cycle)
+    from edgekd.ship.export import read_metadata  # layering: TODO issue 10 (export <-> bundle cycle)
     from edgekd.inputs.profiles import load_profile, profile_toml
 
     onnx_path = Path(onnx_path)
@@ -128,34 +131,10 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dat
     copy_deploy_kit(out)
     atomic_write_text(out / "profile.toml", profile_toml(profile, "edgekd export --bundle"))
 
-    stats = {"mean": np.asarray(norm.mean, np.float32), "std": np.asarray(norm.std, np.float32)}
-    calib = dataset.x_train[:calib_samples]
-    atomic_write_bytes(out / "calib.npz", _npz_bytes(x=calib, **stats))
-    x_val, y_val = dataset.x_test[:val_samples], dataset.y_test[:val_samples]
-    norm_pair = ([float(v) for v in norm.mean], [float(v) for v in norm.std])
-    x_float = prepare_inputs(x_val, tuple(dataset.input_shape), norm_pair, "the test split")
-    logits = onnx_logits(onnx_path, x_float).astype(np.float32)
-    atomic_write_bytes(out / "val.npz", _npz_bytes(
-        x=x_val, y=y_val.astype(np.int64), logits=logits,
-        classes=np.asarray([str(c) for c in dataset.classes]), **stats))
-
+    calib, x_float, y_val, logits, norm_pair = _write_data(out, onnx_path, dataset, norm,
+                                                           calib_samples, val_samples)
     int8 = profile.runtime.precision == "int8"
-    checks: list[dict] = []
-    if int8:
-        from edgekd.ship.fp16 import compare_precision
-
-        _add_int8(out, calib, norm_pair)  # measured and reported next to FP32, never refused
-        checks.append(compare_precision("int8", logits, onnx_logits(out / "model.int8.onnx", x_float),
-                                        y_val).to_dict())
-    if profile.runtime.backend == "trt" and profile.runtime.precision == "fp16":
-        from edgekd.ship.fp16 import make_checked_fp16
-
-        checks.append(make_checked_fp16(out / "model.onnx", out / "model.fp16.onnx",
-                                        x_float, y_val, logits).to_dict())
-        if (out / "teacher.onnx").is_file():
-            make_checked_fp16(out / "teacher.onnx", out / "teacher.fp16.onnx", x_float,
-                              y_val, onnx_logits(out / "teacher.onnx", x_float),
-                              max_drop=1.0)  # the teacher is only a speed baseline
+    checks = _precision_copies(out, profile, calib, norm_pair, x_float, y_val, logits)
     model_sha = sha256_file(out / "model.onnx")
     info = ReadmeInputs(batch=batch, model_sha=model_sha, has_teacher=(out / "teacher.onnx").exists(),
                         input_shape=tuple(dataset.input_shape),
@@ -172,3 +151,51 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dat
         "files": {str(p.relative_to(out)): sha256_file(p) for p in files},
     })
     return out
+
+
+def _write_data(out: Path, onnx_path: Path, dataset: "ImageDataset", norm: "Normalization",
+                calib_samples: int, val_samples: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[list[float], list[float]]]:
+    """``calib.npz`` (uint8 training images) and ``val.npz`` (test images, labels and the
+    model's FP32 ONNX logits) with the normalisation; returns (calibration images, normalised
+    validation inputs, labels, logits, (mean, std))."""
+    from deploy.check import prepare_inputs
+    from edgekd.ship.export import onnx_logits  # layering: TODO issue 10 (export <-> bundle cycle)
+
+    stats = {"mean": np.asarray(norm.mean, np.float32), "std": np.asarray(norm.std, np.float32)}
+    calib = dataset.x_train[:calib_samples]
+    atomic_write_bytes(out / "calib.npz", _npz_bytes(x=calib, **stats))
+    x_val, y_val = dataset.x_test[:val_samples], dataset.y_test[:val_samples]
+    norm_pair = ([float(v) for v in norm.mean], [float(v) for v in norm.std])
+    x_float = prepare_inputs(x_val, tuple(dataset.input_shape), norm_pair, "the test split")
+    logits = onnx_logits(onnx_path, x_float).astype(np.float32)
+    atomic_write_bytes(out / "val.npz", _npz_bytes(
+        x=x_val, y=y_val.astype(np.int64), logits=logits,
+        classes=np.asarray([str(c) for c in dataset.classes]), **stats))
+    return calib, x_float, y_val, logits, norm_pair
+
+
+def _precision_copies(out: Path, profile: "DeviceProfile", calib: np.ndarray,
+                      norm_pair: tuple[list[float], list[float]], x_float: np.ndarray,
+                      y_val: np.ndarray, logits: np.ndarray) -> list[dict]:
+    """The INT8 Q/DQ copy (int8 profiles) or the FP16 copies (TensorRT fp16 profiles), each
+    checked against the FP32 ONNX on the validation images; returns the checks."""
+    from edgekd.ship.export import onnx_logits  # layering: TODO issue 10 (export <-> bundle cycle)
+
+    checks: list[dict] = []
+    if profile.runtime.precision == "int8":
+        from edgekd.ship.fp16 import compare_precision
+
+        _add_int8(out, calib, norm_pair)  # measured and reported next to FP32, never refused
+        checks.append(compare_precision("int8", logits, onnx_logits(out / "model.int8.onnx", x_float),
+                                        y_val).to_dict())
+    if profile.runtime.backend == "trt" and profile.runtime.precision == "fp16":
+        from edgekd.ship.fp16 import make_checked_fp16
+
+        checks.append(make_checked_fp16(out / "model.onnx", out / "model.fp16.onnx",
+                                        x_float, y_val, logits).to_dict())
+        if (out / "teacher.onnx").is_file():
+            make_checked_fp16(out / "teacher.onnx", out / "teacher.fp16.onnx", x_float,
+                              y_val, onnx_logits(out / "teacher.onnx", x_float),
+                              max_drop=1.0)  # the teacher is only a speed baseline
+    return checks

@@ -296,27 +296,35 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: st
         report = check_parity(model, tmp, parity_x, min_samples=parity_min) if parity_x is not None else None
         simplified = "no"
         if simplify:
-            slim, why = _simplify(proto)
-            simplified = why
-            if slim is not None:
-                set_metadata(slim, {p.key: p.value for p in proto.metadata_props})
-                slim_tmp = tmp.with_suffix(".slim.onnx")
-                try:
-                    _check_model(slim, "simplified model")
-                    slim_tmp.write_bytes(slim.SerializeToString())
-                    if parity_x is not None:
-                        report = check_parity(model, slim_tmp, parity_x, min_samples=parity_min)
-                    proto, simplified = slim, "yes (onnxslim)"
-                except EdgekdError as error:
-                    simplified = f"rejected: {error}"
-                finally:
-                    slim_tmp.unlink(missing_ok=True)
+            proto, simplified, report = _simplified(model, proto, tmp, parity_x, parity_min, report)
         set_metadata(proto, {meta.SIMPLIFIED: simplified,
                              meta.PARITY: report.to_dict() if report else "not checked"})
         atomic_write_bytes(path, proto.SerializeToString())
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _simplified(model: "torch.nn.Module", proto: Any, tmp: Path, parity_x: np.ndarray | None,
+                parity_min: int, report: "ParityReport | None") -> tuple[Any, str, "ParityReport | None"]:
+    """The onnxslim-simplified model when it passes the checker and parity (re-checked on
+    ``parity_x``), else ``proto`` unchanged; with what happened (``edgekd.simplified``) and
+    the parity report of the model returned."""
+    slim, why = _simplify(proto)
+    if slim is None:
+        return proto, why, report
+    set_metadata(slim, {p.key: p.value for p in proto.metadata_props})
+    slim_tmp = tmp.with_suffix(".slim.onnx")
+    try:
+        _check_model(slim, "simplified model")
+        slim_tmp.write_bytes(slim.SerializeToString())
+        if parity_x is not None:
+            report = check_parity(model, slim_tmp, parity_x, min_samples=parity_min)
+        return slim, "yes (onnxslim)", report
+    except EdgekdError as error:
+        return proto, f"rejected: {error}", report
+    finally:
+        slim_tmp.unlink(missing_ok=True)
 
 
 def student_metadata(*, spec: Any = None, classes: list[str] | None = None,

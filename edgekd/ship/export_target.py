@@ -14,12 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deploy import onnxmeta as meta
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_bytes
 from edgekd.core.runfolder import SUMMARY, RunDir, safe_id
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekd.inputs.data import ImageDataset, Normalization
+    from edgekd.inputs.profiles import DeviceProfile
 
 
 @dataclass
@@ -108,31 +112,15 @@ def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
     """Export a checkpoint or a run's best student to ``out`` (see the module docstring)."""
     from edgekd.core.checkpoint import load_student
     from edgekd.inputs.data import Normalization
-    from edgekd.ship.export import export_onnx, make_bundle, parity_inputs, read_metadata, student_metadata
-    from edgekd.inputs.profiles import DeviceProfile, load_profile
+    from edgekd.ship.export import export_onnx, parity_inputs, read_metadata, student_metadata
     from edgekd.search.space import StudentSpec
 
     target, out = Path(target), Path(out)
     if simplify:
         require_onnxslim()
     notes: list[str] = []
-    run: Path | None = None
-    identity: dict[str, Any] = {}
-    if target.is_dir():
-        run = target
-        trial, checkpoint = _run_best(run)
-        identity = _run_identity(run)
-    elif target.is_file():
-        checkpoint, trial = target, ""
-    else:
-        raise EdgekdError(f"'{target}' not found: pass a checkpoint.pt or a run folder (runs/NAME)")
-
-    device: Any = None
-    if profile:
-        device = load_profile(profile)
-    elif identity.get("profile"):
-        device = DeviceProfile.from_dict({**identity["profile"], "budget": identity["budget"]},
-                                         source=f"{run}/run.json")
+    run, trial, checkpoint, identity = _resolve_target(target)
+    device = _target_device(profile, identity, run)
     if bundle and device is None:
         raise EdgekdError("--bundle needs the target device: add --profile NAME "
                           "(see 'edgekd profiles list')")
@@ -169,12 +157,43 @@ def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
     parity = meta.json_value(metadata, meta.PARITY)
     parity = parity if isinstance(parity, dict) else None
     int8_record = _int8(onnx_path, dataset, norm, run, trial) if int8 else None
-    bundle_dir = None
-    if bundle:
-        teacher = RunDir(run).export_onnx("teacher") if run else None
-        if run is not None and not (teacher and teacher.is_file()):
-            notes.append("the run has no export/teacher.onnx, so the bundle has no teacher baseline")
-        bundle_dir = make_bundle(onnx_path, out / "bundle", profile=device, dataset=dataset,
-                                 normalization=norm, teacher_onnx=teacher, run_dir=run)
+    bundle_dir = _bundle(onnx_path, out / "bundle", device, dataset, norm, run, notes) if bundle else None
     return ExportResult(onnx=onnx_path, model_id=model_id, source="run" if run else "checkpoint",
                         parity=parity, bundle=bundle_dir, int8=int8_record, notes=notes)
+
+
+def _resolve_target(target: Path) -> tuple[Path | None, str, Path, dict[str, Any]]:
+    """(run folder or None, trial id or "", checkpoint, the run's identity or {}) for a run
+    folder (its best student) or a checkpoint file."""
+    if target.is_dir():
+        trial, checkpoint = _run_best(target)
+        return target, trial, checkpoint, _run_identity(target)
+    if target.is_file():
+        return None, "", target, {}
+    raise EdgekdError(f"'{target}' not found: pass a checkpoint.pt or a run folder (runs/NAME)")
+
+
+def _target_device(profile: str | None, identity: dict[str, Any], run: Path | None
+                   ) -> "DeviceProfile | None":
+    """The device to export for: ``--profile``, else the run's profile and budget, else None."""
+    from edgekd.inputs.profiles import DeviceProfile, load_profile
+
+    if profile:
+        return load_profile(profile)
+    if identity.get("profile"):
+        return DeviceProfile.from_dict({**identity["profile"], "budget": identity["budget"]},
+                                       source=f"{run}/run.json")
+    return None
+
+
+def _bundle(onnx_path: Path, folder: Path, device: "DeviceProfile", dataset: "ImageDataset",
+            norm: "Normalization", run: Path | None, notes: list[str]) -> Path:
+    """The device bundle of ``onnx_path`` (with the run's teacher export as the speed baseline
+    when there is one; a note when a run has none)."""
+    from edgekd.ship.export import make_bundle
+
+    teacher = RunDir(run).export_onnx("teacher") if run else None
+    if run is not None and not (teacher and teacher.is_file()):
+        notes.append("the run has no export/teacher.onnx, so the bundle has no teacher baseline")
+    return make_bundle(onnx_path, folder, profile=device, dataset=dataset, normalization=norm,
+                       teacher_onnx=teacher, run_dir=run)
