@@ -1,6 +1,7 @@
 """The built-in teacher and the teacher-logit cache, measured.
 
-1. Train the built-in teacher (edgekd.inputs.teachers.BuiltinCNN, default recipe) on the shipped
+1. Train the built-in teacher (edgekd.inputs.builtin_teacher.BuiltinCNN, default recipe, through
+   the trainer: edgekd.distill.builtin_teacher) on the shipped
    MNIST subset's 10,000 training images, from an empty cache: wall time, test accuracy on
    the subset's 2,000 test images and on the full 10,000-image MNIST test set (when
    ``../shared/data/mnist.npz`` exists), parameters and MACs.
@@ -30,7 +31,8 @@ import torch
 
 from edgekd.inputs.data import load_dataset, make_dataset, teacher_logits
 from edgekd.core.fileio import atomic_write_json, atomic_write_text
-from edgekd.inputs.teachers import accuracy, builtin_teacher, builtin_teacher_path, TeacherRecipe
+from edgekd.distill.builtin_teacher import builtin_teacher, model_accuracy as accuracy
+from edgekd.inputs.builtin_teacher import TeacherRecipe, builtin_teacher_path
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = Path(__file__).resolve().parents[2] / "shared/data/mnist.npz"

@@ -68,7 +68,8 @@ def main() -> None:
     from edgekd.inputs.profiles import load_profile
     from edgekd.run.rundir import RunDir
     from edgekd.search.search import default_cost_cache, search_candidates
-    from edgekd.inputs.teachers import accuracy, builtin_teacher, model_fingerprint
+    from edgekd.distill.builtin_teacher import builtin_teacher, model_accuracy as accuracy
+    from edgekd.inputs.teachers import model_fingerprint
     from edgekd.core.units import parse_count
 
     info = {"machine": machine(), "args": vars(args),

@@ -42,7 +42,7 @@ from edgekd.core.fileio import atomic_write_json, atomic_write_text, read_jsonl
 from edgekd.distill import TrainConfig, train_student
 from edgekd.distill import augment as aug_module
 from edgekd.inputs.data import load_dataset, split_train_val, to_tensor
-from edgekd.inputs.teachers import builtin_teacher
+from edgekd.distill.builtin_teacher import builtin_teacher
 from edgekd.search.space import Stage, StudentSpec, build
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,8 +21,9 @@ from edgekd.cli.cli_options import data_option, pair_arches, resolve_teachers, t
 from edgekd.inputs.data import ImageDataset, load_dataset, make_dataset, to_tensor
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import sha256_file
-from edgekd.inputs.teachers import (BUILTIN_ARCH, BuiltinCNN, builtin_teacher, check_teacher,
-                             load_teacher, model_fingerprint)
+from edgekd.distill import builtin_teacher as builtin_module
+from edgekd.distill.builtin_teacher import builtin_teacher, load_teacher
+from edgekd.inputs.teachers import BUILTIN_ARCH, BuiltinCNN, check_teacher, model_fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +227,7 @@ def test_builtin_teacher_is_trained_once_then_cached(tmp_path: Path, mnist: Imag
     def no_training(*_args, **_kwargs):
         raise AssertionError("the cached teacher must be reused, not retrained")
 
-    monkeypatch.setattr(teachers_module, "train_builtin_teacher", no_training)
+    monkeypatch.setattr(builtin_module, "train_builtin_teacher", no_training)
     again = builtin_teacher(small, cache_dir=tmp_path, epochs=1, progress=False)
     assert model_fingerprint(again) == model_fingerprint(first)
     from_file = load_teacher(str(files[0]), dataset=small)  # the cache file is a teacher file
@@ -239,10 +240,40 @@ def test_builtin_teacher_training_is_seeded(mnist: ImageDataset) -> None:
     small = make_dataset(name="s", source="test", classes=mnist.classes,
                          x_train=mnist.x_train[:256], y_train=mnist.y_train[:256],
                          x_test=mnist.x_test[:50], y_test=mnist.y_test[:50])
-    recipe = teachers_module.TeacherRecipe(epochs=1, batch_size=64)
-    a, _ = teachers_module.train_builtin_teacher(small, recipe, progress=False)
-    b, _ = teachers_module.train_builtin_teacher(small, recipe, progress=False)
+    recipe = builtin_module.TeacherRecipe(epochs=1, batch_size=64)
+    a, _ = builtin_module.train_builtin_teacher(small, recipe, progress=False)
+    b, _ = builtin_module.train_builtin_teacher(small, recipe, progress=False)
     assert model_fingerprint(a) == model_fingerprint(b)
+
+
+def test_builtin_teacher_trains_through_the_one_trainer(mnist: ImageDataset, tmp_path: Path) -> None:
+    """No second loop (issue 10.7): the teacher is exactly what train_student makes of a seeded
+    BuiltinCNN with the recipe's TrainConfig, and its accuracy is the trainer's."""
+    from edgekd.distill.trainer import train_student
+
+    small = make_dataset(name="s", source="test", classes=mnist.classes,
+                         x_train=mnist.x_train[:256], y_train=mnist.y_train[:256],
+                         x_test=mnist.x_test[:50], y_test=mnist.y_test[:50])
+    recipe = builtin_module.TeacherRecipe(epochs=2, batch_size=64)
+    teacher, metrics = builtin_module.train_builtin_teacher(small, recipe, progress=False)
+    torch.manual_seed(recipe.seed)
+    config = builtin_module.teacher_train_config(recipe)
+    assert (config.method, config.optimizer, config.lr, config.val_fraction) == ("scratch", "adamw",
+                                                                                  recipe.lr, 0.0)
+    direct = train_student(BuiltinCNN(small.input_shape, small.num_classes), [], small, config,
+                           tmp_path / "direct", progress=False)
+    assert model_fingerprint(direct.model.cpu()) == model_fingerprint(teacher)
+    assert metrics["test_acc"] == direct.test_acc == pytest.approx(
+        builtin_module.model_accuracy(teacher, small.x_test, small.y_test, small.normalization))
+    assert metrics["train_samples"] == 256 and metrics["epochs"] == 2
+
+
+def test_inputs_stage_loads_the_builtin_teacher_it_is_given(mnist: ImageDataset) -> None:
+    """inputs never trains: its load_teacher takes the built-in teacher from the caller."""
+    given = BuiltinCNN(mnist.input_shape, mnist.num_classes)
+    assert teachers_module.load_teacher(None, dataset=mnist, builtin=lambda _data: given) is given
+    with pytest.raises(ValueError, match="distill"):
+        teachers_module.load_teacher("builtin", dataset=mnist)
 
 
 def test_builtin_teacher_training_reports_each_epoch_in_a_log(mnist: ImageDataset, capsys) -> None:
@@ -250,18 +281,19 @@ def test_builtin_teacher_training_reports_each_epoch_in_a_log(mnist: ImageDatase
     small = make_dataset(name="s", source="test", classes=mnist.classes,
                          x_train=mnist.x_train[:256], y_train=mnist.y_train[:256],
                          x_test=mnist.x_test[:50], y_test=mnist.y_test[:50])
-    teachers_module.train_builtin_teacher(small, teachers_module.TeacherRecipe(epochs=2),
-                                          progress=True)
+    builtin_module.train_builtin_teacher(small, builtin_module.TeacherRecipe(epochs=2),
+                                         progress=True)
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("training the built-in teacher: 2 epochs on 256 images")
-    assert [line.split(",")[0] for line in lines[1:]] == [
-        "built-in teacher: epoch 1/2", "built-in teacher: epoch 2/2"]
+    # the trainer's own epoch lines (edgekd.core.fmt.epoch_line): the teacher has no loop of its own
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        "epoch 1/2 (scratch)", "epoch 2/2 (scratch)"]
 
 
 @pytest.mark.slow
 def test_builtin_teacher_full_recipe_accuracy(tmp_path: Path, mnist: ImageDataset) -> None:
     model = builtin_teacher(mnist, cache_dir=tmp_path, progress=False)
-    acc = teachers_module.accuracy(model, mnist.x_test, mnist.y_test, mnist.normalization)
+    acc = builtin_module.model_accuracy(model, mnist.x_test, mnist.y_test, mnist.normalization)
     assert acc >= 0.98
 
 
@@ -299,11 +331,11 @@ def test_resolve_teachers_checks_against_the_data(tmp_path: Path, resnet: nn.Mod
 def test_builtin_teacher_cache_lives_under_edgekd_cache_dir(tmp_path: Path, mnist: ImageDataset,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "c"))
-    path = teachers_module.builtin_teacher_path(mnist, teachers_module.TeacherRecipe())
+    path = builtin_module.builtin_teacher_path(mnist, builtin_module.TeacherRecipe())
     assert path.parent == tmp_path / "c" / "teachers" and path.name.startswith("builtin-cnn-")
     monkeypatch.delenv("EDGEKD_CACHE_DIR")
-    assert tmp_path not in teachers_module.builtin_teacher_path(
-        mnist, teachers_module.TeacherRecipe()).parents
+    assert tmp_path not in builtin_module.builtin_teacher_path(
+        mnist, builtin_module.TeacherRecipe()).parents
 
 
 def test_student_checkpoint_is_a_teacher(tmp_path: Path, mnist: ImageDataset) -> None:

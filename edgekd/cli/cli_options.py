@@ -121,7 +121,8 @@ def pair_arches(teachers: tuple[str, ...], arches: tuple[str, ...]) -> list[tupl
 def resolve_teachers(teachers: tuple[str, ...], arches: tuple[str, ...], trust_code: bool,
                      dataset: "ImageDataset") -> list[tuple["nn.Module", str]]:
     """Load every teacher (checked against ``dataset``); returns (model, fingerprint) pairs."""
-    from edgekd.inputs.teachers import load_teacher, model_fingerprint
+    from edgekd.distill.builtin_teacher import load_teacher
+    from edgekd.inputs.teachers import model_fingerprint
 
     loaded = []
     for source, arch in pair_arches(teachers, arches):

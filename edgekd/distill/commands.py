@@ -118,7 +118,7 @@ def list_model_layers(model_arg: str, *, search: Path | None, arch: str | None,
         layers = list_layers(model, tuple(spec.input))
         return LayerListing(f"student {spec.id} ({spec.describe()})", "guided", spec.guided_layer, layers)
     from edgekd.inputs.data import load_dataset
-    from edgekd.inputs.teachers import load_teacher
+    from edgekd.distill.builtin_teacher import load_teacher
 
     dataset = load_dataset(data)
     teacher = load_teacher(model_arg, arch=arch, trust_code=trust_code, dataset=dataset)

@@ -1,8 +1,9 @@
 """Inputs: what a run starts from.
 
 Owns: profiles (DeviceProfile: load and validate device TOML files), data (data sets, transfer
-sets, the teacher-output cache) and teachers (load a teacher in any supported format, the
-built-in CNN teacher, fingerprints, accuracy).
+sets; images: image folders and torchvision sets; logits: the teacher-output cache), teachers
+(load a teacher in any supported format, fingerprints) and builtin_teacher (the built-in CNN,
+its training recipe and its cache file; it is trained by the distill stage, inputs only loads).
 
 May import: ``edgekd.core`` and ``deploy`` (the backend table). Not search, distill, ship, report, run or cli.
 """

@@ -24,10 +24,11 @@ Also read: edgekd's own files, which describe their architecture: the built-in t
 cache file and a student checkpoint (``edgekd.checkpoint/1``, e.g. for born-again
 generations), so no ``arch`` is needed for them.
 
-The built-in teacher (:func:`builtin_teacher`) is a wide, shallow CNN trained on the data
-(by default the shipped MNIST subset) in about a minute on two CPU cores and cached in
-``<cache>/teachers/builtin-cnn-<hash>.pt``, the hash covering the architecture, the data
-fingerprint and the training recipe (see :mod:`edgekd.core.cache` for ``<cache>``).
+The built-in teacher (source omitted or ``"builtin"``) is :class:`BuiltinCNN`
+(:mod:`edgekd.inputs.builtin_teacher`: architecture, recipe, cache file). Training it is the
+distill stage's job, so :func:`load_teacher` takes it from its ``builtin`` argument;
+:func:`edgekd.distill.builtin_teacher.load_teacher` passes the one that trains it through
+the trainer (or reads it from the cache).
 """
 
 from __future__ import annotations
@@ -35,32 +36,25 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib
-import math
 import os
 import re
 import sys
-import time
 import warnings
 import zipfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from edgekd.core.cache import cache_root
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import atomic_torch_save, sha256_file, sha256_json
-from edgekd.core.progress import StepBar, say
+from edgekd.core.fileio import sha256_file
+from edgekd.inputs.builtin_teacher import (BUILTIN, BUILTIN_ARCH, BUILTIN_FORMAT, BuiltinCNN,  # noqa: F401
+                                           model_from_payload)
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekd.inputs.data import ImageDataset
 
-BUILTIN = "builtin"
-BUILTIN_ARCH = "edgekd:builtin-cnn"
-BUILTIN_FORMAT = "edgekd.builtin-teacher/1"
 STUDENT_FORMAT = "edgekd.checkpoint/1"
 FINGERPRINT_ATTR = "edgekd_fingerprint"
 _ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -71,167 +65,15 @@ TEACHER_HELP = ("omit it (or 'builtin') for the built-in teacher; a TorchScript 
                 "--trust-code")
 
 
-# --------------------------------------------------------------------------- the built-in teacher
-class BuiltinCNN(nn.Module):
-    """The built-in teacher: a wide, shallow CNN.
-
-    ``features`` is three blocks conv3x3 -> BatchNorm -> ReLU -> maxpool2 of widths
-    (32, 64, 128), so a 28x28 input goes 28 -> 14 -> 7 -> 3; ``head`` is
-    flatten -> linear(128*3*3, 256) -> ReLU -> dropout -> linear(256, classes).
-    At 1x28x28 and 10 classes: 0.39M parameters, 7.7M multiply-accumulates. The automatic
-    FitNets hint (:mod:`edgekd.distill.hints`, the middle activation) is ``features.1.2``,
-    the 64-channel map of the middle block before its pooling.
-    """
-
-    def __init__(self, input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10,
-                 widths: Sequence[int] = (32, 64, 128), hidden: int = 256,
-                 dropout: float = 0.25) -> None:
-        super().__init__()
-        channels, height, width = (int(v) for v in input_shape)
-        scale = 2 ** len(widths)
-        if height < scale or width < scale:
-            raise EdgekdError(f"the built-in teacher needs images of at least {scale}x{scale}, "
-                              f"got {height}x{width}: use larger images or your own teacher")
-        blocks = []
-        for out_channels in widths:
-            blocks.append(nn.Sequential(
-                nn.Conv2d(channels, out_channels, 3, padding=1, bias=False),
-                nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True), nn.MaxPool2d(2)))
-            channels = out_channels
-        self.features = nn.Sequential(*blocks)
-        flat = channels * (height // scale) * (width // scale)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(inplace=True),
-                                  nn.Dropout(dropout), nn.Linear(hidden, num_classes))
-        self.config = {"input_shape": [int(v) for v in input_shape], "num_classes": int(num_classes),
-                       "widths": [int(w) for w in widths], "hidden": int(hidden),
-                       "dropout": float(dropout)}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-@dataclass(frozen=True)
-class TeacherRecipe:
-    """How the built-in teacher is trained: AdamW with a one-cycle learning-rate schedule
-    (Smith & Topin 2019), cross-entropy, seeded shuffling and initialisation."""
-
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 5e-4
-    seed: int = 0
-    max_train_samples: int | None = None
-
-
-def builtin_teacher(dataset: "ImageDataset | None" = None, *, cache_dir: Path | None = None,
-                    epochs: int | None = None, progress: bool = True,
-                    max_train_samples: int | None = None) -> nn.Module:
-    """The built-in teacher for ``dataset`` (default: the shipped MNIST subset), in eval mode.
-
-    Loaded from ``<cache_dir>/teachers/builtin-cnn-<hash>.pt`` when present, else trained
-    (:func:`train_builtin_teacher`) and saved there atomically. ``cache_dir`` defaults to
-    :func:`edgekd.core.cache.cache_root`; ``epochs`` and ``max_train_samples`` override the recipe
-    (tests use a tiny budget) and are part of the cache key.
-    """
-    from edgekd.inputs.data import load_dataset
-
-    dataset = dataset if dataset is not None else load_dataset()
-    recipe = TeacherRecipe(**{**asdict(TeacherRecipe()),
-                              **({"epochs": epochs} if epochs is not None else {}),
-                              "max_train_samples": max_train_samples})
-    path = builtin_teacher_path(dataset, recipe, cache_dir=cache_dir)
-    if path.is_file():
-        try:
-            return _model_from_payload(torch.load(path, map_location="cpu", weights_only=True), path)
-        except (EdgekdError, RuntimeError, OSError, EOFError, ValueError, KeyError,
-                zipfile.BadZipFile) as error:
-            say(progress, f"built-in teacher cache {path} is unreadable ({error}); retraining")
-    model, metrics = train_builtin_teacher(dataset, recipe, progress=progress)
-    atomic_torch_save(path, {"format": BUILTIN_FORMAT, "arch": model.config,
-                             "state_dict": model.state_dict(), "classes": list(dataset.classes),
-                             "normalization": dataset.normalization.to_dict(),
-                             "data_fingerprint": dataset.fingerprint(), "recipe": asdict(recipe),
-                             "metrics": metrics})
-    from edgekd.core import fmt
-
-    say(progress, f"built-in teacher: test accuracy {fmt.percent(metrics['test_acc'])} "
-                   f"({metrics['seconds']:.0f} s), cached in {path}")
-    return model
-
-
-def builtin_teacher_path(dataset: "ImageDataset", recipe: TeacherRecipe, *,
-                         cache_dir: Path | None = None) -> Path:
-    """Cache path keyed by the architecture, the data fingerprint and the recipe."""
-    arch = BuiltinCNN(dataset.input_shape, dataset.num_classes).config
-    key = sha256_json({"format": BUILTIN_FORMAT, "arch": arch, "data": dataset.fingerprint(),
-                       "recipe": asdict(recipe)})
-    root = Path(cache_dir) if cache_dir is not None else cache_root()
-    return root / "teachers" / f"builtin-cnn-{key[:16]}.pt"
-
-
-def train_builtin_teacher(dataset: "ImageDataset", recipe: TeacherRecipe = TeacherRecipe(), *,
-                          progress: bool = True) -> tuple[BuiltinCNN, dict[str, float]]:
-    """Train :class:`BuiltinCNN` on the dataset's train split; returns (model in eval mode,
-    metrics {test_acc, seconds, train_samples, epochs}). Deterministic for a given seed on a
-    given machine (the global RNG state is restored afterwards)."""
-    from edgekd.inputs.data import to_tensor
-
-    start = time.perf_counter()
-    x_train, y_train = dataset.x_train, dataset.y_train
-    if recipe.max_train_samples is not None:
-        x_train, y_train = x_train[:recipe.max_train_samples], y_train[:recipe.max_train_samples]
-    inputs = to_tensor(x_train, dataset.normalization)
-    targets = torch.from_numpy(y_train)
-    steps_per_epoch = math.ceil(len(inputs) / recipe.batch_size)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(recipe.seed)
-        model = BuiltinCNN(dataset.input_shape, dataset.num_classes)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr,
-                                      weight_decay=recipe.weight_decay)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=recipe.lr, total_steps=max(1, recipe.epochs * steps_per_epoch))
-        generator = torch.Generator().manual_seed(recipe.seed)
-        model.train()
-        # a live bar on a terminal; plain lines otherwise (pipes, CI logs): rich prints nothing
-        # there until the end, which was minutes of silence
-        live = progress and sys.stderr.isatty()
-        say(progress and not live, f"training the built-in teacher: {recipe.epochs} epochs on "
-                                    f"{len(inputs):,} images (once; it is cached)")
-        with StepBar("training the built-in teacher", recipe.epochs * steps_per_epoch, enabled=live,
-                     loss=True, transient=False) as bar:
-            for _epoch in range(recipe.epochs):
-                order = torch.randperm(len(inputs), generator=generator)
-                for step in range(steps_per_epoch):
-                    index = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-                    loss = nn.functional.cross_entropy(model(inputs[index]), targets[index])
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    schedule.step()
-                    bar.update(loss=loss.item())
-                say(progress and not live, f"built-in teacher: epoch {_epoch + 1}/{recipe.epochs}, "
-                                            f"loss {loss.item():.4g}, "
-                                            f"{time.perf_counter() - start:.0f} s")
-    model.eval()
-    metrics = {"test_acc": accuracy(model, dataset.x_test, dataset.y_test, dataset.normalization),
-               "seconds": round(time.perf_counter() - start, 2), "train_samples": int(len(inputs)),
-               "epochs": recipe.epochs}
-    return model, metrics
-
-
-def accuracy(model: nn.Module, x_uint8: np.ndarray, y: np.ndarray, norm: Any,
-             batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``model`` (in eval mode) on uint8 images."""
-    from edgekd.inputs.data import teacher_logits
-
-    logits = teacher_logits(model, x_uint8, norm, cache_dir=None, teacher_fp="", batch_size=batch_size)
-    return float((logits.argmax(axis=1) == y).mean())
-
-
 # --------------------------------------------------------------------------- loading
 def load_teacher(source: str | None, *, arch: str | None = None, num_classes: int | None = None,
-                 trust_code: bool = False, dataset: "ImageDataset | None" = None) -> nn.Module:
+                 trust_code: bool = False, dataset: "ImageDataset | None" = None,
+                 builtin: "Callable[[ImageDataset | None], nn.Module] | None" = None) -> nn.Module:
     """Load a teacher (see the module docstring for the formats) on the CPU in eval mode.
+
+    ``builtin(dataset)`` gives the built-in teacher (source None or ``"builtin"``); callers
+    pass :func:`edgekd.distill.builtin_teacher.builtin_teacher`, or use
+    :func:`edgekd.distill.builtin_teacher.load_teacher`, which does.
 
     ``num_classes`` (default: the dataset's) sizes the head of a model built from ``arch``.
     When ``dataset`` is given the teacher is checked against it (:func:`check_teacher`).
@@ -245,7 +87,10 @@ def load_teacher(source: str | None, *, arch: str | None = None, num_classes: in
         if arch is not None and arch != BUILTIN_ARCH:
             raise EdgekdError(f"--arch {arch} was given without --teacher: pass the weights file "
                               "with --teacher, or drop --arch to use the built-in teacher")
-        model = builtin_teacher(dataset)
+        if builtin is None:
+            raise ValueError("the built-in teacher is trained in the distill stage: call "
+                             "edgekd.distill.builtin_teacher.load_teacher")
+        model = builtin(dataset)
     elif _ENTRY_POINT.match(source) and not Path(source).exists():
         model = _call_entry_point(source, trust_code=trust_code)
     else:
@@ -290,7 +135,7 @@ def _load_file(path: Path, *, arch: str | None, num_classes: int | None,
 
         return load_student(path)[0]
     if payload.get("format") == BUILTIN_FORMAT:
-        return _model_from_payload(payload, path)
+        return model_from_payload(payload, path)
     state = unwrap_state_dict(payload, path)
     if arch is None:
         raise EdgekdError(f"teacher '{path}' is a state_dict (weights only): pass --arch NAME, a "
@@ -426,15 +271,6 @@ def _call_entry_point(spec: str, *, trust_code: bool) -> nn.Module:
         raise EdgekdError(f"entry point '{spec}' returned a {type(model).__name__}, not a "
                           "torch.nn.Module: make it return the model")
     return model
-
-
-def _model_from_payload(payload: dict, path: Path) -> nn.Module:
-    """Rebuild :class:`BuiltinCNN` from its cache-file payload."""
-    if payload.get("format") != BUILTIN_FORMAT:
-        raise EdgekdError(f"'{path}' is not a built-in teacher file: delete it to retrain")
-    model = BuiltinCNN(**payload["arch"])
-    load_weights(model, payload["state_dict"], what=f"teacher '{path}'", arch=BUILTIN_ARCH)
-    return model.eval()
 
 
 class ExportedTeacher(nn.Module):

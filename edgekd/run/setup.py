@@ -35,7 +35,8 @@ def load_inputs(config: CompressConfig, dataset: Any = None) -> Inputs:
     each other."""
     from edgekd.inputs.data import load_dataset
     from edgekd.inputs.profiles import load_profile
-    from edgekd.inputs.teachers import check_teacher, load_teacher, model_fingerprint
+    from edgekd.distill.builtin_teacher import load_teacher
+    from edgekd.inputs.teachers import check_teacher, model_fingerprint
 
     if config.method not in method_names(compress=True):
         raise EdgekdError(f"unknown method {config.method!r}: use one of {', '.join(method_names(compress=True))}")

@@ -21,7 +21,7 @@ def teacher_stage(inputs: Inputs, run: RunDir) -> dict:
     from edgekd.search.cost import module_cost
     from edgekd.search.kernel_model import find_table
     from edgekd.search.latency import predict_latency
-    from edgekd.inputs.teachers import accuracy
+    from edgekd.distill.builtin_teacher import model_accuracy as accuracy
 
     info = read_doc_or_none(TEACHER, run.teacher_json)  # damaged: made again
     if info is None or info["fingerprint"] != inputs.teacher_fp:
