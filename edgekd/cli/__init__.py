@@ -5,7 +5,8 @@ turns an EdgekdError into one line), one module per command group (profiles_cmd,
 search and calibrate, train_cmd: train and layers, ship_cmd: export and measure, report_cmd,
 compress_cmd, predict_cmd; thin: parse, call one stage function, print), cli_options (the
 ``--data`` / ``--teacher`` / ``--method`` options and their resolution), profile_view
-(``edgekd profiles`` tables) and train_view (what ``edgekd train`` and ``edgekd layers`` print).
+(``edgekd profiles`` tables), train_view (what ``edgekd train`` and ``edgekd layers`` print) and
+views (what ``edgekd search`` and ``edgekd measure`` print).
 
 May import: everything in edgekd. Nothing in edgekd imports this package.
 """

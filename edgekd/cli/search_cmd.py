@@ -80,7 +80,8 @@ def search(profile_name: str, input_text: str, classes: int, max_macs: str | Non
     from pathlib import Path
 
     from edgekd.inputs.profiles import load_profile
-    from edgekd.search.search import default_cost_cache, format_search, search_candidates
+    from edgekd.cli.views import format_search
+    from edgekd.search.search import default_cost_cache, search_candidates
     from edgekd.ship.measure import measured_latency
     from edgekd.search.space import SpaceConfig
     from edgekd.core.units import parse_count, parse_shape

@@ -117,7 +117,8 @@ def measure(model: Path, batch: int, iters: int, warmup: int, threads: int,
     from rich.table import Table
 
     from edgekd.core.fileio import atomic_write_json
-    from edgekd.ship.measure import measure_onnx, measurement_rows, summary_line, data_accuracy
+    from edgekd.cli.views import measurement_rows, summary_line
+    from edgekd.ship.measure import data_accuracy, measure_onnx
 
     accuracy = data_accuracy(model, data) if data is not None else None  # fails before timing
     result = measure_onnx(model, batch=batch, warmup=warmup, iters=iters, out=out_file,

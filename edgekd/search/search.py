@@ -410,25 +410,3 @@ def _measure_shortlist(measurer: "Callable[[StudentSpec, Path, int], LatencyEsti
         remaining = [c for c in remaining if c.latency.ms <= latency_ms]
         chosen = select_shortlist(remaining, n)
     return remaining, [c for c in chosen if c.latency.label == "measured"], measured
-
-
-# ---------------------------------------------------------------------------- printing
-def format_search(result: SearchResult) -> str:
-    """The shortlist as a table plus a summary (plain text, for the CLI)."""
-    header = ("id", "family", "depth", "widths", "MACs", "params", "latency", "pareto")
-    rows = [(c.id, c.spec.family, str(c.depth), "-".join(map(str, c.spec.widths)),
-             format_count(c.macs), format_count(c.params),
-             f"{c.latency.ms:.4f} ms {c.latency.label}", "yes" if c.pareto else "")
-            for c in result.shortlist]
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    line = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
-    lines = [f"budget ({result.profile}): MACs <= {format_count(result.max_macs)}, latency <= "
-             f"{result.latency_ms:g} ms at batch {result.batch} "
-             f"({result.latency_label}{', ' + result.calibration if result.calibration else ''})",
-             f"{len(result.candidates)} students enumerated, {len(result.feasible)} fit, "
-             f"{len(result.pareto)} on the Pareto front (latency, params, depth); "
-             f"shortlist of {len(result.shortlist)}:",
-             "", line(header), line(tuple("-" * w for w in widths)), *map(line, rows)]
-    if result.out_dir is not None:
-        lines += ["", f"wrote {result.out_dir / 'candidates.jsonl'} and {result.out_dir / 'search.json'}"]
-    return "\n".join(lines)

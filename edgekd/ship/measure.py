@@ -124,35 +124,6 @@ def data_accuracy(onnx_path: str | Path, data: str) -> dict[str, Any]:
             "classes": dataset.num_classes, "data": dataset.source}
 
 
-def summary_line(measurement: dict[str, Any]) -> str:
-    """``t03.onnx: latency 0.12 ms (median, batch 1), top-1 accuracy 97.20% on 2,000 test
-    images of mnist-subset`` (the accuracy part when the measurement has one)."""
-    from edgekd.core import fmt
-
-    line = (f"{measurement['model']}: latency {fmt.ms(measurement['latency_ms']['median'])} ms "
-            f"(median, batch {measurement['batch']})")
-    acc = measurement.get("accuracy")
-    if acc:
-        line += (f", top-1 accuracy {fmt.percent(acc['top1'])} on {acc['samples']:,} "
-                 f"{acc['split']} images of {acc['data']}")
-    return line
-
-
-def measurement_rows(measurement: dict[str, Any]) -> list[tuple[str, str]]:
-    """(field, value) rows for printing a Measurement."""
-    latency = measurement["latency_ms"]
-    rows = [("model", measurement["model"]), ("sha256", measurement["sha256"][:16]),
-            ("backend", f"{measurement['backend']} ({measurement.get('provider', '')})"),
-            ("precision", measurement["precision"]), ("batch", str(measurement["batch"])),
-            ("device", measurement["device"]),
-            ("iterations", f"{measurement['iterations']} (+{measurement['warmup']} warm-up)")]
-    from edgekd.core import fmt
-
-    rows += [(f"latency {key} (ms)", fmt.ms(latency[key])) for key in LATENCY_KEYS]
-    rows.append(("throughput (samples/s)", fmt.rate(measurement["throughput"])))
-    return rows
-
-
 def measured_latency(spec: "StudentSpec", out_dir: str | Path, *, batch: int = 1,
                      warmup: int = 10, iters: int = 50, statistic: str = "median") -> "LatencyEstimate":
     """Export ``build(spec)`` (fresh weights: latency does not depend on their values) to
