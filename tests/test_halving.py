@@ -223,15 +223,39 @@ def test_depth_groups_split_at_the_median() -> None:
                    ["a", "b", "c"], 2, {"a": "shallow", "b": "shallow", "c": "deep"}) == ["a", "c"]
 
 
-def test_embedded_default_is_a_short_demo_and_given_inputs_get_the_data_size_schedule() -> None:
-    """The README's first command (no profile, teacher or data) must finish in minutes on 2 CPU
-    cores: 6 epochs without augmentation. Any given input switches to the data-size schedule
-    with augmentation; explicit flags always win."""
-    from edgekd.run.pipeline import EMBEDDED_AUGMENT, EMBEDDED_EPOCHS, CompressConfig, default_epochs
+def test_embedded_default_gets_the_data_size_schedule_and_stride_2_stems() -> None:
+    """The README's first command (no profile, teacher or data) runs the data-size schedule
+    with augmentation like any other run (15 epochs of the 10k subset, shifts, 8 cached views,
+    one thread per CPU trial), and its search also tries stride-2 stems; a given input keeps
+    stride-1 stems only. Explicit settings always win."""
+    from edgekd.run.pipeline import EMBEDDED_STEM_STRIDES, CompressConfig, default_epochs
 
-    demo = CompressConfig().resolved(10_000)
-    assert (demo.epochs, demo.augment) == (EMBEDDED_EPOCHS, EMBEDDED_AUGMENT) == (6, "none")
+    demo = CompressConfig(device="cpu").resolved(10_000)
+    assert (demo.epochs, demo.augment, demo.teacher_views, demo.threads_per_trial) == (15, "auto", 8, 1)
+    assert demo.stem_strides == EMBEDDED_STEM_STRIDES == (1, 2)
+    assert "stem_strides" in demo.identity_config()
     own = CompressConfig(data="mine.npz", device="cpu").resolved(10_000)
-    assert (own.epochs, own.augment) == (default_epochs(10_000), "auto")
-    flags = CompressConfig(epochs=9, augment="shift").resolved(10_000)
-    assert (flags.epochs, flags.augment) == (9, "shift")
+    assert (own.epochs, own.augment, own.stem_strides) == (default_epochs(10_000), "auto", (1,))
+    assert "stem_strides" not in own.identity_config()  # runs of before keep their identity
+    flags = CompressConfig(epochs=9, augment="shift", stem_strides=(1,)).resolved(10_000)
+    assert (flags.epochs, flags.augment, flags.stem_strides) == (9, "shift", (1,))
+
+
+def test_embedded_search_shortlists_stride_2_stems_and_a_given_config_does_not() -> None:
+    """search_stage searches the config's stem strides: the embedded default's budget is then
+    met by students that halve the image in their first conv (much faster to run on the host)."""
+    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.profiles import load_profile
+    from edgekd.run.pipeline import EMBEDDED_LATENCY_MS, CompressConfig, Inputs, search_stage
+    from edgekd.search.space import StudentSpec
+
+    dataset = load_dataset(None)
+    profile = load_profile("host-cpu").with_budget(latency_ms=EMBEDDED_LATENCY_MS)
+    inputs = Inputs(profile, dataset, None, "")
+
+    def stems(config: CompressConfig) -> set[int]:
+        _, shortlist, _ = search_stage(config.resolved(len(dataset.y_train)), inputs)
+        return {StudentSpec.from_dict(row["spec"]).stem_stride for row in shortlist}
+
+    assert 2 in stems(CompressConfig(device="cpu"))
+    assert stems(CompressConfig(device="cpu", stem_strides=(1,))) == {1}

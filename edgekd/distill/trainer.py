@@ -76,6 +76,7 @@ from edgekd.distill.checkpointing import Checkpoints, finished_result, load_trai
 from edgekd.distill.config import OPTIMIZERS, TrainConfig, TrainResult, default_lr
 from edgekd.distill.ema import WeightEMA
 from edgekd.distill.evaluate import accuracy, autocast, predict_logits, resolve_device
+from edgekd.distill.fast_teacher import logit_teacher
 from edgekd.distill.hint_stage import R2Meter, hint_record, plateaued
 from edgekd.distill.hints import FeatureTap, HintPair, make_regressor, pair_layers
 from edgekd.distill.methods import METHODS, Batch, Loss, StudentOut, TeacherOut, get_method
@@ -232,12 +233,17 @@ class _Trainer(Checkpoints):
         self.augment = augment.resolve(cfg.augment, tuple(self.dataset.input_shape))
         self.targets: torch.Tensor | None = None
         self.views: tuple[augment.AugParams, torch.Tensor] | None = None
+        # the logits of augmented batches come from a faster copy on CPU (edgekd.distill.fast_teacher)
+        self.logit_teachers = self.teachers
+        if get_method(self.method).needs_teacher and self.augment.active:
+            sample = self.data.x_train[:8].to(self.device)
+            self.logit_teachers = [logit_teacher(t, self.device, sample) for t in self.teachers]
         if get_method(self.method).needs_teacher and not self.augment.active:
             fps = self._teacher_fps()
             self.targets = cached_teacher_targets(self.teachers, fps, self.dataset,
                                                    self.data.train_idx, cfg)
         elif get_method(self.method).needs_teacher and cfg.teacher_views > 0:
-            self.views = teacher_views(self.teachers, self._teacher_fps(), self.dataset, self.data, self.augment,
+            self.views = teacher_views(self.logit_teachers, self._teacher_fps(), self.dataset, self.data, self.augment,
                                        cfg, self.device, cfg.teacher_views)
         if get_method(self.method).has_hint_stage:
             self._setup_hints()
@@ -250,7 +256,7 @@ class _Trainer(Checkpoints):
         optimizer, opt_stage = state["optimizer"], state["opt_stage"]
         seconds += time.monotonic() - started  # setup time of this call
         while epoch < self.total_epochs:
-            t0 = time.monotonic()
+            t0, cpu0 = time.monotonic(), time.process_time()
             stage = self._stage(epoch)
             if optimizer is None or opt_stage != stage:
                 optimizer, opt_stage = self._optimizer(stage), stage
@@ -267,6 +273,8 @@ class _Trainer(Checkpoints):
             elapsed = time.monotonic() - t0
             seconds += elapsed
             record["seconds"] = round(elapsed, 4)
+            # CPU time of this process: on a shared machine it is far steadier than wall-clock
+            record["cpu_seconds"] = round(time.process_time() - cpu0, 4)
             # the curve point first: a kill between the two leaves a line past the checkpoint,
             # which _restore drops (and that epoch trains again); the other order lost it
             append_jsonl(self.out_dir / "metrics.jsonl", record)
@@ -298,7 +306,7 @@ class _Trainer(Checkpoints):
 
     def _teacher_forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), self._autocast():
-            outs = [t(x).float() for t in self.teachers]
+            outs = [t(x).float() for t in self.logit_teachers]
         for index, logits in enumerate(outs):
             check_teacher_finite(logits, index)
         return losses.combine_teacher_logits(outs, self.config.ensemble, self.config.temperature)

@@ -13,20 +13,23 @@ from edgekd.core.errors import EdgekdError
 from edgekd.distill.methods import METHODS
 from edgekd.run.halving import HalvingConfig, Rung, epochs_spent
 
-__all__ = ["CompressConfig", "DEFAULT_SAMPLES_PER_TRIAL", "DEFAULT_TEACHER_VIEWS_CPU", "EMBEDDED_AUGMENT",
-           "EMBEDDED_EPOCHS", "EMBEDDED_LATENCY_MS", "check_effort", "default_epochs", "has_hints"]
+__all__ = ["CompressConfig", "DEFAULT_SAMPLES_PER_TRIAL", "DEFAULT_TEACHER_VIEWS_CPU", "EMBEDDED_LATENCY_MS",
+           "EMBEDDED_STEM_STRIDES", "TRIAL_THREADS_CPU", "check_effort", "default_epochs", "has_hints"]
 
 #: The embedded default (no profile, teacher or data given): host-cpu with this latency
 #: budget (ms, predicted), half the profile's: on a 2-core x86 host the built-in teacher runs
 #: in about 0.1 ms through ONNX Runtime, and students predicted under 0.1 ms measure about as
 #: fast, so the default asks for a speed-up that shows in the measured numbers.
 EMBEDDED_LATENCY_MS = 0.05
-#: ... and this schedule, unless --epochs/--augment are given: the embedded default is the demo of
-#: the README's first command and must finish in a few minutes on 2 CPU cores. The data-size
-#: default (15 epochs with augmentation and 8 cached teacher views) took over 20 CPU-minutes on the
-#: shipped 10k-image subset; 6 epochs without augmentation take about 3 (see the README).
-EMBEDDED_EPOCHS = 6
-EMBEDDED_AUGMENT = "none"
+#: Its schedule is the data-size default of every run (15 epochs of the 10k-image subset, shifts,
+#: 8 cached teacher views): with one thread per trial (TRIAL_THREADS_CPU) it costs about 2.5
+#: CPU-minutes, where two threads per trial on a loaded 2-core machine had projected over an hour.
+#: ... and this search space: students may also start with a stride-2 stem (issue 13's option),
+#: which halves the side of every feature map. On 28x28 digits such a student is 3-8x faster than
+#: the built-in teacher when measured on a 2-core host (0.018-0.029 ms against 0.157 ms at a
+#: 0.05 ms budget), where stride-1 stems of the same budget measured 0.030-0.042 ms (3.8-5.2x,
+#: and 2.1x in a run under heavier load): ONNX Runtime's per-call cost dominates at these sizes.
+EMBEDDED_STEM_STRIDES = (1, 2)
 
 
 @dataclass
@@ -53,10 +56,12 @@ class CompressConfig:
     #: short rung, else the method itself); the fresh final rung trains ``method``
     rung_method: str | None = None
     depth_groups: bool = True
-    augment: str | None = None  # None: auto (none for the embedded default, see EMBEDDED_AUGMENT)
+    augment: str | None = None  # None: auto
     teacher_views: int | None = None  # None: 8 cached views on CPU, the teacher per batch on CUDA
     label_smoothing: float = 0.0
     ema: float = 0.0  # decay of the EMA of the weights every trial keeps (0: off)
+    #: stem strides of the search space (None: EMBEDDED_STEM_STRIDES for the embedded default, else 1)
+    stem_strides: tuple[int, ...] | None = None
     device: str = "auto"
     parity_samples: int = 256  # images of the ONNX parity check (edgekd.export.MIN_PARITY_SAMPLES)
     calibration: str | None = None
@@ -65,7 +70,7 @@ class CompressConfig:
     ray_address: str | None = None
     ray_cpus: int | None = None
     gpus_per_trial: float = 0.0
-    threads_per_trial: int | None = None
+    threads_per_trial: int | None = None  # None: 1 on CPU (TRIAL_THREADS_CPU), torch's default on CUDA
     out: Path | None = None
     resume: bool = False
     seed: int = 0
@@ -87,6 +92,8 @@ class CompressConfig:
         identity = {key: getattr(self, key) for key in keys}
         if self.ema:  # runs without --ema keep the identity they had before the option
             identity["ema"] = self.ema
+        if self.stem_strides not in (None, (1,)):  # likewise runs with stride-1 stems only
+            identity["stem_strides"] = list(self.stem_strides)
         return identity
 
     def selection_method(self) -> str:
@@ -98,20 +105,20 @@ class CompressConfig:
 
     def resolved(self, n_train: int) -> "CompressConfig":
         """This config with ``epochs`` and ``min_epochs`` filled in from the data size."""
-        embedded = self.is_embedded()
-        epochs = self.epochs if self.epochs is not None else (
-            EMBEDDED_EPOCHS if embedded else default_epochs(n_train))
-        augment = self.augment if self.augment is not None else (
-            EMBEDDED_AUGMENT if embedded else "auto")
+        epochs = self.epochs if self.epochs is not None else default_epochs(n_train)
+        augment = self.augment if self.augment is not None else "auto"
         low = self.min_epochs if self.min_epochs is not None else max(1, round(epochs / self.eta))
-        views = self.teacher_views
-        if views is None:
-            import torch
+        import torch
 
-            cuda = self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available())
-            views = 0 if cuda else DEFAULT_TEACHER_VIEWS_CPU
+        cuda = self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available())
+        views = self.teacher_views if self.teacher_views is not None else (
+            0 if cuda else DEFAULT_TEACHER_VIEWS_CPU)
+        threads = self.threads_per_trial if self.threads_per_trial is not None else (
+            None if cuda else TRIAL_THREADS_CPU)
+        stems = self.stem_strides if self.stem_strides is not None else (
+            EMBEDDED_STEM_STRIDES if self.is_embedded() else (1,))
         return dataclasses.replace(self, epochs=epochs, min_epochs=min(low, epochs), teacher_views=views,
-                                   augment=augment)
+                                   augment=augment, threads_per_trial=threads, stem_strides=tuple(stems))
 
     def is_embedded(self) -> bool:
         """The embedded default: no profile, teacher or data given."""
@@ -137,14 +144,22 @@ class CompressConfig:
 
 
 #: Training images seen per full trial by default: ``epochs = clamp(round(SAMPLES / n), 4, 60)``
-#: (15 epochs of a 10k-image set, which keeps the default MNIST run near 10 CPU-minutes on 2
-#: cores; 4 on full MNIST-sized sets of 60k). CIFAR-sized data with crop + flip converges
+#: (15 epochs of a 10k-image set, the embedded default's: about 2.5 CPU-minutes of training on one
+#: core; 4 on full MNIST-sized sets of 60k). CIFAR-sized data with crop + flip converges
 #: further with more (pass --epochs 30 on a GPU).
 DEFAULT_SAMPLES_PER_TRIAL = 150_000
 #: ``--teacher-views`` when not given: on CPU the teacher's outputs on 8 augmented views per
 #: image are computed once per run (cached) instead of a teacher pass per batch; on CUDA the
 #: teacher runs per batch (cheap there, and every step sees a fresh crop).
 DEFAULT_TEACHER_VIEWS_CPU = 8
+#: ``--threads-per-trial`` when not given, on CPU: one torch thread per trial. A trial's student
+#: is tiny (a few MMACs per image), so a step is a few hundred small kernels, each an OpenMP
+#: parallel region whose barrier waits for the slowest thread; when the cores are shared
+#: (another job, or the OS) one of two threads is regularly descheduled and every barrier
+#: waits out its time slice. Measured on the 2-core machine under load 9-11: an epoch of the
+#: embedded default's students took 89-115 s with 2 threads and 7-12 s with 1 (10x); this was
+#: why the data-size schedule had trained 2 of 8 trials after 10 minutes (issue 11).
+TRIAL_THREADS_CPU = 1
 
 
 def has_hints(name: str) -> bool:

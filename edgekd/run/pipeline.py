@@ -30,14 +30,14 @@ from edgekd.distill.methods import method_names
 from edgekd.run.halving import Rung, SuccessiveHalving, TrialJob, epochs_spent, plan_record, plan_rungs
 from edgekd.run.progress import say
 from edgekd.run.rundir import RunDir, default_out, open_run
-from edgekd.run.config import (EMBEDDED_AUGMENT, EMBEDDED_EPOCHS, EMBEDDED_LATENCY_MS, CompressConfig,
-                               check_effort, default_epochs)
+from edgekd.run.config import (EMBEDDED_LATENCY_MS, EMBEDDED_STEM_STRIDES, CompressConfig, check_effort,
+                               default_epochs)
 from edgekd.run.setup import Inputs, load_inputs, run_identity, train_images
 from edgekd.run.ship_stages import bundle_stage, export_stage, measure_stage, teacher_stage
 
 # CompressConfig and its defaults live in run.config, Inputs in run.setup; they stay importable
 # from here
-__all__ = ["EMBEDDED_AUGMENT", "EMBEDDED_EPOCHS", "EMBEDDED_LATENCY_MS", "CompressConfig", "Inputs",
+__all__ = ["EMBEDDED_LATENCY_MS", "EMBEDDED_STEM_STRIDES", "CompressConfig", "Inputs",
            "Summary", "compress", "default_epochs", "run_folder", "search_stage"]
 
 
@@ -67,10 +67,13 @@ def search_stage(config: CompressConfig, inputs: Inputs) -> tuple[list[dict], li
     meets, naming the smallest); returns (feasible rows for candidates.jsonl, the shortlist
     rows in the search's order, counts)."""
     from edgekd.search.search import default_cost_cache, search_candidates
+    from edgekd.search.space import SpaceConfig
 
+    space = SpaceConfig(stem_strides=tuple(config.stem_strides or (1,)))
     found = search_candidates(inputs.profile, inputs.dataset.input_shape,
                               inputs.dataset.num_classes, shortlist=config.candidates,
-                              cost_cache=default_cost_cache(), calibration=config.calibration)
+                              cost_cache=default_cost_cache(), calibration=config.calibration,
+                              space=space)
     rows = [c.to_record() for c in found.feasible]
     shortlist = [c.to_record() for c in found.shortlist]
     return rows, shortlist, {"candidates_enumerated": len(found.candidates),
@@ -221,8 +224,7 @@ def compress(config: CompressConfig) -> Summary:
     dataset = load_dataset(config.data)
     explicit = config.epochs is not None
     config = config.resolved(train_images(dataset, config))
-    how = ("as given" if explicit else "the embedded default's" if config.is_embedded()
-           else f"default for {train_images(dataset, config)} training images")
+    how = "as given" if explicit else f"default for {train_images(dataset, config)} training images"
     schedule_line = (f"epochs per full trial: {config.epochs} ({how}); selection rungs start at "
                      f"{config.min_epochs}")
     # Check the schedule first: a bad --eta/--epochs/--candidates must fail before the teacher
