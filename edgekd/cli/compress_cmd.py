@@ -48,7 +48,7 @@ __all__ = ["compress"]
               help="Promote by accuracy alone (default: every rung keeps the best shallow and the "
                    "best deep student, depth split at the shortlist's median).")
 @click.option("--augment", type=click.Choice(AUGMENTS), default=None,
-              help=AUGMENT_HELP + " [auto; none for the embedded default, a few-minute demo]")
+              help=AUGMENT_HELP + " [auto]")
 @click.option("--teacher-views", type=click.IntRange(min=0), default=None,
               help="With augmentation: 0 = teacher on every batch; K = teacher outputs cached once per "
                    "run on K augmented views per image [8 on CPU, 0 on CUDA].")
@@ -75,7 +75,8 @@ __all__ = ["compress"]
 @click.option("--gpus-per-trial", type=float, default=0.0, show_default=True,
               help="GPUs each Ray trial asks for.")
 @click.option("--threads-per-trial", type=click.IntRange(min=1), default=None,
-              help="torch threads (= Ray CPUs) per trial [local: all cores; ray: 1].")
+              help="torch threads (= Ray CPUs) per trial [1 on CPU, where 2 made the epochs of "
+                   "tiny students ~10x slower on a busy 2-core machine; torch's default on CUDA].")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
               help="Run folder [runs/default with no inputs given, else runs/PROFILE-DATA-TEACHER; "
                    "a rerun takes the next free runs/default2, runs/default3 ...].")
