@@ -27,7 +27,7 @@ import copy
 import torch
 import torch.nn as nn
 
-__all__ = ["logit_teacher"]
+__all__ = ["logit_teacher", "logit_teachers"]
 
 _TRUSTED = ("torch.nn.", "torchvision.", "edgekd.")
 
@@ -71,3 +71,12 @@ def logit_teacher(teacher: nn.Module, device: torch.device, sample: torch.Tensor
             ((expected - got).abs().max() <= 1e-4 * (1 + expected.abs().max())).item()):
         return teacher
     return fast
+
+
+def logit_teachers(teachers: list[nn.Module], device: torch.device, sample: torch.Tensor,
+                   wanted: bool = True) -> list[nn.Module]:
+    """:func:`logit_teacher` of each teacher (the teachers themselves when not ``wanted``)."""
+    if not wanted:
+        return list(teachers)
+    sample = sample.to(device)
+    return [logit_teacher(t, device, sample) for t in teachers]

@@ -76,7 +76,7 @@ from edgekd.distill.checkpointing import Checkpoints, finished_result, load_trai
 from edgekd.distill.config import OPTIMIZERS, TrainConfig, TrainResult, default_lr
 from edgekd.distill.ema import WeightEMA
 from edgekd.distill.evaluate import accuracy, autocast, predict_logits, resolve_device
-from edgekd.distill.fast_teacher import logit_teacher
+from edgekd.distill.fast_teacher import logit_teachers
 from edgekd.distill.hint_stage import R2Meter, hint_record, plateaued
 from edgekd.distill.hints import FeatureTap, HintPair, make_regressor, pair_layers
 from edgekd.distill.methods import METHODS, Batch, Loss, StudentOut, TeacherOut, get_method
@@ -233,11 +233,9 @@ class _Trainer(Checkpoints):
         self.augment = augment.resolve(cfg.augment, tuple(self.dataset.input_shape))
         self.targets: torch.Tensor | None = None
         self.views: tuple[augment.AugParams, torch.Tensor] | None = None
-        # the logits of augmented batches come from a faster copy on CPU (edgekd.distill.fast_teacher)
-        self.logit_teachers = self.teachers
-        if get_method(self.method).needs_teacher and self.augment.active:
-            sample = self.data.x_train[:8].to(self.device)
-            self.logit_teachers = [logit_teacher(t, self.device, sample) for t in self.teachers]
+        # logits of augmented batches: a faster copy on CPU (edgekd.distill.fast_teacher)
+        self.logit_teachers = logit_teachers(self.teachers, self.device, self.data.x_train[:8],
+                                             get_method(self.method).needs_teacher and self.augment.active)
         if get_method(self.method).needs_teacher and not self.augment.active:
             fps = self._teacher_fps()
             self.targets = cached_teacher_targets(self.teachers, fps, self.dataset,
@@ -273,8 +271,7 @@ class _Trainer(Checkpoints):
             elapsed = time.monotonic() - t0
             seconds += elapsed
             record["seconds"] = round(elapsed, 4)
-            # CPU time of this process: on a shared machine it is far steadier than wall-clock
-            record["cpu_seconds"] = round(time.process_time() - cpu0, 4)
+            record["cpu_seconds"] = round(time.process_time() - cpu0, 4)  # steadier on a shared machine
             # the curve point first: a kill between the two leaves a line past the checkpoint,
             # which _restore drops (and that epoch trains again); the other order lost it
             append_jsonl(self.out_dir / "metrics.jsonl", record)
