@@ -217,7 +217,7 @@ def markdown(result: dict) -> str:
               "aug-per-batch (whole run, setup included) says whether caching the teacher on K "
               "augmented views beats running it on every batch. On CPU the trainer computes the "
               "teacher's logits of augmented batches with a fused (BatchNorm folded), channels_last "
-              "copy of the teacher (edgekd.distill.fast_teacher); the minimal loop runs the teacher "
+              "copy of the teacher (edgekd.distill.fast_infer); the minimal loop runs the teacher "
               "as it is.", ""]
     return "\n".join(lines)
 

@@ -76,7 +76,7 @@ from edgekd.distill.checkpointing import Checkpoints, finished_result, load_trai
 from edgekd.distill.config import OPTIMIZERS, TrainConfig, TrainResult, default_lr
 from edgekd.distill.ema import WeightEMA
 from edgekd.distill.evaluate import accuracy, autocast, predict_logits, resolve_device
-from edgekd.distill.fast_teacher import logit_teachers
+from edgekd.distill.fast_infer import fast_copy, logit_teachers
 from edgekd.distill.hint_stage import R2Meter, hint_record, plateaued
 from edgekd.distill.hints import FeatureTap, HintPair, make_regressor, pair_layers
 from edgekd.distill.methods import METHODS, Batch, Loss, StudentOut, TeacherOut, get_method
@@ -233,7 +233,7 @@ class _Trainer(Checkpoints):
         self.augment = augment.resolve(cfg.augment, tuple(self.dataset.input_shape))
         self.targets: torch.Tensor | None = None
         self.views: tuple[augment.AugParams, torch.Tensor] | None = None
-        # logits of augmented batches: a faster copy on CPU (edgekd.distill.fast_teacher)
+        # logits of augmented batches: a faster copy on CPU (edgekd.distill.fast_infer)
         self.logit_teachers = logit_teachers(self.teachers, self.device, self.data.x_train[:8],
                                              get_method(self.method).needs_teacher and self.augment.active)
         if get_method(self.method).needs_teacher and not self.augment.active:
@@ -438,7 +438,8 @@ class _Trainer(Checkpoints):
     def _evaluate_val(self) -> float:
         if len(self.data.y_val) == 0:
             return float("nan")
-        return accuracy(predict_logits(self._scored(), self.data.x_val, device=self.device), self.data.y_val)
+        model = fast_copy(self._scored(), self.device, self.data.x_val[:8])  # BN folded on CPU: ~2x cheaper
+        return accuracy(predict_logits(model, self.data.x_val, device=self.device), self.data.y_val)
 
     # -- checkpoints ---------------------------------------------------------------------
 

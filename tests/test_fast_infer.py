@@ -1,12 +1,12 @@
-"""The fused, channels_last copy of a teacher that computes distillation targets on CPU
-(edgekd.distill.fast_teacher), and the per-trial thread default of compress."""
+"""The fused, channels_last copies that compute the teacher's targets and the student's
+validation logits on CPU (edgekd.distill.fast_infer), and the per-trial thread default of compress."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from edgekd.distill.fast_teacher import logit_teacher
+from edgekd.distill.fast_infer import fast_copy as logit_teacher
 from edgekd.inputs.teachers import BuiltinCNN
 
 
@@ -60,11 +60,11 @@ def test_user_modules_script_modules_and_mismatches_keep_the_teacher_as_it_is(mo
     scripted = torch.jit.script(_trained_like_teacher())
     assert logit_teacher(scripted, torch.device("cpu"), x) is scripted
     # a copy whose logits differ from the teacher's is never used
-    import edgekd.distill.fast_teacher as fast_teacher
+    import edgekd.distill.fast_infer as fast_infer
 
     teacher = _trained_like_teacher()
-    real = fast_teacher._ChannelsLast.forward
-    monkeypatch.setattr(fast_teacher._ChannelsLast, "forward", lambda self, t: real(self, t) + 1e-2)
+    real = fast_infer._ChannelsLast.forward
+    monkeypatch.setattr(fast_infer._ChannelsLast, "forward", lambda self, t: real(self, t) + 1e-2)
     assert logit_teacher(teacher, torch.device("cpu"), x) is teacher
 
 
@@ -74,3 +74,37 @@ def test_compress_trains_each_cpu_trial_on_one_thread_unless_told() -> None:
     assert TRIAL_THREADS_CPU == 1
     assert CompressConfig(device="cpu").resolved(10_000).threads_per_trial == 1
     assert CompressConfig(device="cpu", threads_per_trial=2).resolved(10_000).threads_per_trial == 2
+
+
+def test_student_validation_uses_a_fused_copy_with_the_students_accuracy(monkeypatch, tmp_path,
+                                                                          one_thread) -> None:
+    """After each epoch the trainer scores a fused copy of the student (edgekd.distill.fast_infer);
+    its accuracy is the student's own on the validation images."""
+    import numpy as np
+
+    from edgekd.core.checkpoint import load_student
+    from edgekd.distill import TrainConfig, train_student
+    from edgekd.distill import trainer as trainer_module
+    from edgekd.distill.evaluate import accuracy, predict_logits
+    from edgekd.distill.trainset import prepare_data
+    from edgekd.inputs.data import load_dataset
+    from edgekd.search.space import Stage, StudentSpec
+
+    dataset = load_dataset(None)
+    spec = StudentSpec("plain", (1, 28, 28), 10, (Stage(4, 1, 1), Stage(8, 1, 2)))
+    made = []
+    real = trainer_module.fast_copy
+
+    def spy(model, device, sample):
+        made.append(real(model, device, sample))
+        return made[-1]
+
+    monkeypatch.setattr(trainer_module, "fast_copy", spy)
+    config = TrainConfig(method="scratch", epochs=1, max_train_samples=512, batch_size=64,
+                         cache_dir=str(tmp_path / "cache"))
+    result = train_student(spec, [], dataset, config, tmp_path / "run", progress=False)
+    assert len(made) == 1 and not any(isinstance(m, nn.BatchNorm2d) for m in made[0].modules())
+    model, _ = load_student(result.checkpoint)
+    data = prepare_data(dataset, config)
+    own = accuracy(predict_logits(model, data.x_val), data.y_val)
+    assert np.isclose(result.val_acc, own, atol=1.0 / len(data.y_val))  # at most one near-tie flips
