@@ -37,6 +37,10 @@ TEACHERS: dict[str, dict[str, Any]] = {
     "mnist": {"input": (1, 28, 28), "stages": ((32, 2, 1), (64, 2, 2), (128, 2, 2)), "augment": "shift"},
 }
 QUICK_STAGES = ((16, 1, 1), (32, 1, 2), (64, 1, 2))
+#: ``--cpu``: a teacher sized for the 2-core machine (one torch thread each): residual d7
+#: 16/32/64 x1 on MNIST, 9.4M MACs, about 3 core-minutes per epoch on all 54,000 training
+#: images (measured 0.41 s per step of 128), so a few augmented epochs fit the study's budget.
+CPU_STAGES: dict[str, tuple[tuple[int, int, int], ...]] = {"mnist": ((16, 1, 1), (32, 1, 2), (64, 1, 2))}
 
 
 def load_data(name: str, data_dir: Path, quick: bool = False) -> Any:
@@ -58,11 +62,13 @@ def load_data(name: str, data_dir: Path, quick: bool = False) -> Any:
                         classes=list(ds.classes))
 
 
-def teacher_spec(name: str, quick: bool = False) -> Any:
+def teacher_spec(name: str, quick: bool = False, cpu: bool = False) -> Any:
     from edgekd.search.space import Stage, StudentSpec
 
     recipe = TEACHERS[name]
-    stages = QUICK_STAGES if quick else recipe["stages"]
+    if cpu and name not in CPU_STAGES:
+        raise SystemExit(f"error: no CPU-sized teacher for {name}: use one of {', '.join(CPU_STAGES)}")
+    stages = QUICK_STAGES if quick else CPU_STAGES[name] if cpu else recipe["stages"]
     return StudentSpec("residual", recipe["input"], 10, tuple(Stage(*s) for s in stages))
 
 
@@ -74,16 +80,16 @@ def teacher_config(name: str, epochs: int, device: str) -> Any:
 
 
 def ensure_teacher(name: str, work: Path, *, data_dir: Path, device: str, epochs: int,
-                   quick: bool = False) -> dict[str, Any]:
+                   quick: bool = False, cpu: bool = False) -> dict[str, Any]:
     """Train (or reuse the cached) teacher of ``name`` into ``work/teacher-NAME``; returns
     its record: checkpoint, recipe, test accuracy/error, MACs, params, seconds."""
     from edgekd.search.cost import spec_totals
     from edgekd.distill import train_student
 
-    spec = teacher_spec(name, quick)
+    spec = teacher_spec(name, quick, cpu)
     ds = load_data(name, data_dir, quick)
     config = teacher_config(name, epochs, device)
-    folder = Path(work) / f"teacher-{name}{'-quick' if quick else ''}"
+    folder = Path(work) / f"teacher-{name}{'-quick' if quick else '-cpu' if cpu else ''}"
     started = time.monotonic()
     result = train_student(spec, [], ds, config, folder, progress=False)
     macs, params = spec_totals(spec)
@@ -92,7 +98,7 @@ def ensure_teacher(name: str, work: Path, *, data_dir: Path, device: str, epochs
             "test_acc": result.test_acc, "test_error_pct": 100 * (1 - result.test_acc),
             "val_acc": result.val_acc, "best_epoch": result.best_epoch, "macs": macs, "params": params,
             "train_seconds": result.seconds, "seconds_this_call": round(time.monotonic() - started, 1),
-            "train_images": result.train_samples, "quick": quick}
+            "train_images": result.train_samples, "quick": quick, "cpu": cpu}
 
 
 def record_from_checkpoint(name: str, path: Path) -> dict[str, Any]:
@@ -118,8 +124,15 @@ def write_record(record: dict[str, Any], out_dir: Path) -> Path:
     from edgekd.core.fileio import atomic_write_json, atomic_write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"teacher-{record['data']}{'-quick' if record['quick'] else ''}"
-    record = {**record, "machine": {"platform": platform.platform(), "python": platform.python_version()}}
+    suffix = "-quick" if record["quick"] else "-cpu" if record.get("cpu") else ""
+    stem = out_dir / f"teacher-{record['data']}{suffix}"
+    import os
+
+    import torch
+
+    record = {**record, "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                                    "loadavg_at_end": os.getloadavg()}}
     atomic_write_json(stem.with_suffix(".json"), record)
     lines = [f"# Benchmark teacher: {record['data']}", "",
              f"- architecture: {record['describe']} ({record['macs'] / 1e6:.1f}M MACs, "
@@ -142,10 +155,11 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--epochs", type=int, default=60, help="(mnist: 10 is enough for <= 0.6%% error)")
     parser.add_argument("--quick", action="store_true", help="tiny teacher and data (smoke test)")
+    parser.add_argument("--cpu", action="store_true", help="the CPU-sized teacher (CPU_STAGES; mnist only)")
     args = parser.parse_args()
     epochs = 3 if args.quick else args.epochs
     record = ensure_teacher(args.data, args.work, data_dir=args.data_dir, device=args.device,
-                            epochs=epochs, quick=args.quick)
+                            epochs=epochs, quick=args.quick, cpu=args.cpu)
     print(json.dumps({k: record[k] for k in ("checkpoint", "test_acc", "macs", "train_seconds")}))
     print(f"wrote {write_record(record, args.out)}")
 

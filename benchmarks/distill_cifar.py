@@ -69,11 +69,28 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--mnist-teacher", type=Path, default=None, help="same for MNIST")
     p.add_argument("--cifar-train-size", type=int, default=None, help="CIFAR students' training images [all]")
     p.add_argument("--mnist-train-size", type=int, default=20000, help="MNIST students' training images")
+    p.add_argument("--mnist-fractions", default="50",
+                   help="MNIST student budgets as fractions of the teacher's MACs, e.g. 10,50 (the "
+                        "smallest fraction gets --mnist-methods, the others --mnist-small-methods)")
+    p.add_argument("--mnist-methods", default="scratch,kd,lskd,fitnet,fitnet-lskd",
+                   help="methods of the MNIST main table (METHOD+multi / METHOD+joint: a hint mode)")
+    p.add_argument("--mnist-small-methods", default="scratch,kd,fitnet",
+                   help="methods at the other MNIST fractions")
+    p.add_argument("--mnist-time-methods", default="",
+                   help="MNIST main-table methods that also get an equal-wall-clock arm (E+H epochs)")
+    p.add_argument("--mnist-depth", type=int, default=7)
+    p.add_argument("--mnist-epochs", type=int, default=None, help="MNIST KD epochs [--epochs / 2]")
+    p.add_argument("--mnist-hint-epochs", type=int, default=None, help="MNIST hint budget [--hint-epochs]")
+    p.add_argument("--mnist-augment", default="shift", help="MNIST students' augmentation (none: "
+                   "the teacher's logits are cached once instead of a teacher pass per batch)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per worker [the CPU count / --workers]")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--main-family", default="plain")
     p.add_argument("--main-depth", type=int, default=9)
     p.add_argument("--tag", default="", help="suffix of the result files (e.g. cpu)")
+    p.add_argument("--note", default="", help="a paragraph printed at the top of the Markdown (schedule, caveats)")
     p.add_argument("--time-limit", type=float, default=None,
                    help="seconds after which runs not yet started are cancelled (results so far are kept)")
     args = p.parse_args()
@@ -86,12 +103,17 @@ def parse_args() -> argparse.Namespace:
 
 def student_config(args: argparse.Namespace, method: str, epochs: int, seed: int, augment: str,
                    hint_epochs: int | None = None) -> dict[str, Any]:
+    """The TrainConfig of one run. ``method`` may carry a hint mode, ``fitnet-dkd+multi`` or
+    ``fitnet-dkd+joint`` (``--hint-mode``); ``epochs`` are KD epochs: the trainer adds fitnet's
+    hint stage (at most ``hint_epochs``) on top of them."""
     hint = args.hint_epochs if hint_epochs is None else hint_epochs
-    if method.startswith("fitnet"):  # the trainer counts fitnet's hint epochs in its epochs: add them
-        epochs += hint
-    return {"method": method, "epochs": epochs, "hint_epochs": hint,
-            "seed": seed, "batch_size": args.batch_size, "lr": args.lr, "optimizer": "sgd",
-            "augment": augment, "device": args.device}
+    name, _, mode = method.partition("+")
+    config = {"method": name, "epochs": epochs, "hint_epochs": hint,
+              "seed": seed, "batch_size": args.batch_size, "lr": args.lr, "optimizer": "sgd",
+              "augment": augment, "device": args.device}
+    if mode:
+        config["hint_mode"] = mode
+    return config
 
 
 def plan(args: argparse.Namespace, teachers: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -117,11 +139,21 @@ def plan(args: argparse.Namespace, teachers: dict[str, dict[str, Any]]) -> list[
                         student_config(args, method, epochs, seed, "crop-flip"), args.cifar_train_size)
     if "mnist" in parts:
         t = teachers["mnist"]
-        spec, macs = fit_width("plain", 7, t["macs"] / 50, (1, 28, 28))
-        for method in ("scratch", "kd", "lskd", "fitnet", "fitnet-lskd"):
-            for seed in seeds:
-                add(f"mnist/main/{method}/E/{seed}", "mnist", spec, macs,
-                    student_config(args, method, args.epochs // 2 or 1, seed, "shift"), args.mnist_train_size)
+        fractions = [int(f) for f in args.mnist_fractions.split(",")]
+        epochs = args.mnist_epochs or (args.epochs // 2 or 1)
+        hint = args.hint_epochs if args.mnist_hint_epochs is None else args.mnist_hint_epochs
+        for seed in seeds:  # seed-major: a time limit leaves every method with its first seeds
+            for fraction in fractions:
+                spec, macs = fit_width("plain", args.mnist_depth, t["macs"] / fraction, (1, 28, 28))
+                main = fraction == min(fractions)
+                for method in (args.mnist_methods if main else args.mnist_small_methods).split(","):
+                    budgets = [("E", epochs)]
+                    if main and method in args.mnist_time_methods.split(","):
+                        budgets.append(("E+H", epochs + hint))  # the equal-wall-clock arm
+                    for label, kd_epochs in budgets:
+                        add(f"mnist/main-1of{fraction}/{method}/{label}/{seed}", "mnist", spec, macs,
+                            student_config(args, method, kd_epochs, seed, args.mnist_augment, hint),
+                            args.mnist_train_size)
     if "depth" in parts:
         t = teachers["cifar10"]
         for family in ("plain", "residual"):
@@ -141,7 +173,7 @@ def machine(args: argparse.Namespace) -> dict[str, Any]:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "gpu": gpu, "torch": torch.__version__,
             "python": platform.python_version(), "device": args.device, "workers": args.workers,
-            "loadavg_at_start": os.getloadavg()}
+            "loadavg_at_start": os.getloadavg(), "threads_per_worker": args.threads}
 
 
 class Results:
@@ -167,7 +199,8 @@ class Results:
         self.json.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.json, self.data)
         head = [f"# Distillation study (issue 12){' — ' + self.data['settings']['tag'] if self.data['settings']['tag'] else ''}",
-                "", f"Command: `{self.data['command']}`  ",
+                "", *([f"> {self.data['settings']['note']}", ""] if self.data["settings"].get("note") else []),
+                f"Command: `{self.data['command']}`  ",
                 f"Machine: `{json.dumps(self.data['machine'])}`  ",
                 f"Wall-clock so far: {self.data['wall_clock_s']:.0f} s for {len(self.data['runs'])} runs "
                 "(teachers included when trained in this call).", ""]
@@ -195,7 +228,7 @@ def main() -> None:
     results = Results(args, teachers)
     jobs = plan(args, teachers)
     print(f"{len(jobs)} runs on {args.workers} worker(s)", flush=True)
-    threads = max(1, (os.cpu_count() or 1) // max(1, args.workers))
+    threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.workers))
     context = multiprocessing.get_context("spawn")
     with futures.ProcessPoolExecutor(args.workers, mp_context=context, initializer=init_worker,
                                      initargs=(threads, str(REPO))) as pool:
@@ -216,6 +249,7 @@ def main() -> None:
             results.add(run)
             print(f"{run['key']}: {100 * run['test_acc']:.2f}% ({run['seconds']:.0f} s)", flush=True)
     results.data["total_seconds_with_teachers"] = round(time.monotonic() - start, 1)
+    results.data["machine"]["loadavg_at_end"] = os.getloadavg()
     results.save()
     print(f"wrote {results.json} and {results.md} ({results.data['wall_clock_s']:.0f} s)")
 

@@ -125,19 +125,20 @@ def markdown_tables(summary: dict[str, Any], teachers: dict[str, Any]) -> list[s
     """The main tables (equal KD epochs / equal total epochs) and the depth tables."""
     lines: list[str] = []
     for data in ("cifar10", "mnist"):
-        main = {k: v for k, v in summary.items() if k.startswith(f"{data}/main/")}
-        if not main:
-            continue
+        parts = sorted({k.split("/")[1] for k in summary if k.startswith(f"{data}/main")})
         teacher = teachers.get(data, {})
-        lines += [f"## {data}: main table (test accuracy %, mean ± std over seeds)", "",
-                  f"Teacher: {teacher.get('describe', '?')}, {100 * teacher.get('test_acc', float('nan')):.2f}% "
-                  f"({teacher.get('macs', 0) / 1e6:.1f}M MACs).", "",
-                  "| method | budget | student MACs | test acc % | seconds | hint R² |", "|---|---|---|---|---|---|"]
-        for key, cell in main.items():
-            _, _, method, budget = key.split("/")
-            lines.append(f"| {method} | {budget} | {cell['macs'] / 1e6:.2f}M | {_fmt(cell['acc'])} | "
-                         f"{cell['seconds']['mean']:.0f} | {_fmt(cell['r2']) if cell['r2'] else '-'} |")
-        lines.append("")
+        for part in parts:
+            main = {k: v for k, v in summary.items() if k.split("/")[:2] == [data, part]}
+            where = f" at 1/{part.split('1of')[1]} of the teacher's MACs" if "1of" in part else ""
+            lines += [f"## {data}: main table{where} (test accuracy %, mean ± std over seeds)", "",
+                      f"Teacher: {teacher.get('describe', '?')}, {100 * teacher.get('test_acc', float('nan')):.2f}% "
+                      f"({teacher.get('macs', 0) / 1e6:.1f}M MACs).", "",
+                      "| method | budget | student MACs | test acc % | seconds | hint R² |", "|---|---|---|---|---|---|"]
+            for key, cell in main.items():
+                _, _, method, budget = key.split("/")
+                lines.append(f"| {method} | {budget} | {cell['macs'] / 1e6:.2f}M | {_fmt(cell['acc'])} | "
+                             f"{cell['seconds']['mean']:.0f} | {_fmt(cell['r2']) if cell['r2'] else '-'} |")
+            lines.append("")
         depth = {k: v for k, v in summary.items() if k.startswith(f"{data}/depth/")}
         if depth:
             methods = sorted({k.split("/")[4] for k in depth})

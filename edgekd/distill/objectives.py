@@ -14,7 +14,7 @@ from edgekd.distill.methods import Batch, LossOut, StudentOut, TeacherOut
 if TYPE_CHECKING:
     from edgekd.distill.config import TrainConfig
 
-__all__ = ["CrossEntropyLoss", "KDLoss", "DKDLoss", "LSKDLoss", "MimicLoss", "HintLoss"]
+__all__ = ["CrossEntropyLoss", "KDLoss", "DKDLoss", "LSKDLoss", "MimicLoss", "HintLoss", "JointHintLoss"]
 
 
 class CrossEntropyLoss:
@@ -107,3 +107,21 @@ class HintLoss:
     def forward(self, student_out: StudentOut, teacher_out: TeacherOut, batch: Batch) -> LossOut:
         loss = losses.hint_loss(teacher_out.hint, student_out.hint, reduction="channel")
         return LossOut(loss, {"hint": float(loss.detach())})
+
+
+class JointHintLoss:
+    """``--hint-mode joint`` (:mod:`edgekd.distill.hint_stage`): the stage's logit loss plus the
+    hint loss as an auxiliary term, ``L = L_logit + beta * 1/2 ||u_h - r(v_g)||^2`` (the hint
+    term per channel, as :class:`HintLoss`; ``beta = config.hint_beta``). ``inner`` is the
+    stage's own loss object (KD, DKD, LS-KD); the trainer fills ``student_out.hint`` with
+    ``r(v_g)`` from the same forward pass as the logits and ``teacher_out.hint`` with the
+    teacher's hint (pooled down to the student's size when needed), so the regressor keeps
+    training until the end."""
+
+    def __init__(self, config: TrainConfig, inner: object) -> None:
+        self.beta, self.inner = config.hint_beta, inner
+
+    def forward(self, student_out: StudentOut, teacher_out: TeacherOut, batch: Batch) -> LossOut:
+        out = self.inner.forward(student_out, teacher_out, batch)
+        hint = losses.hint_loss(teacher_out.hint, student_out.hint, reduction="channel")
+        return LossOut(out.loss + self.beta * hint, {**out.parts, "hint": float(hint.detach())})
