@@ -122,3 +122,88 @@ def test_joint_loss_adds_beta_times_the_hint_loss_by_hand() -> None:
     assert out.parts["hint"] == pytest.approx(1.5)
     assert float(out.loss) == pytest.approx(kd + 0.5 * 1.5, rel=1e-6)
     assert float(losses.hint_loss(u, r, reduction="channel")) == pytest.approx(1.5)
+
+
+# ----------------------------------------------------------------------------- in the trainer
+@pytest.fixture(scope="module")
+def mnist():
+    from edgekd.inputs.data import load_dataset, make_dataset
+
+    full = load_dataset(None)
+    return make_dataset(name="mnist-800", source="test", x_train=full.x_train[:800], y_train=full.y_train[:800],
+                        x_test=full.x_test[:500], y_test=full.y_test[:500], classes=full.classes)
+
+
+def _cnn_teacher() -> nn.Module:
+    """A CNN with maps at 28 and 14 pixels (its weights do not matter for the mechanics)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()
+
+
+STUDENT = StudentSpec("plain", (1, 28, 28), 10, (Stage(4, 1, 1), Stage(8, 1, 2)))
+
+
+def _train(mnist, tmp_path, name: str, **changes):
+    from edgekd.distill import TrainConfig, train_student
+
+    config = TrainConfig(**{"method": "fitnet", "epochs": 1, "hint_epochs": 2, "hint_patience": 0,
+                            "batch_size": 32, "lr": 0.05, "cache_dir": str(tmp_path / "cache"), **changes})
+    return train_student(STUDENT, [_cnn_teacher()], mnist, config, tmp_path / name, progress=False)
+
+
+def _regressors(folder) -> dict[str, torch.Tensor]:
+    return torch.load(folder / "checkpoint.pt", weights_only=True)["extra"]["train_state"]["regressors"]
+
+
+def test_multi_mode_trains_one_regressor_per_stage(mnist, tmp_path) -> None:
+    from edgekd.core.fileio import read_jsonl
+
+    result = _train(mnist, tmp_path, "multi", hint_mode="multi")
+    assert [tuple(h["hint_shape"][1:]) for h in result.hints] == [(28, 28), (14, 14)]
+    assert all(h["hint_shape"][1:] == h["guided_shape"][1:] for h in result.hints)
+    assert result.hint == result.hints[0]
+    records = read_jsonl(tmp_path / "multi" / "metrics.jsonl")
+    assert [r["stage"] for r in records] == ["hint", "hint", "kd"]
+    for record in records[:2]:  # R^2 of each pair, and their mean
+        assert sorted(record["r2"]) == sorted(h["guided_layer"] for h in result.hints)
+        assert record["r2_mean"] == pytest.approx(sum(record["r2"].values()) / 2, abs=1e-4)
+    assert records[1]["loss"] < records[0]["loss"]  # the summed hint loss goes down
+    assert result.hint_r2[-1] > result.hint_r2[0]
+    assert {k.split(".")[0] for k in _regressors(tmp_path / "multi")} == {"0", "1"}
+    single = _train(mnist, tmp_path, "single")
+    assert len(single.hints) == 1 and single.hint["hint_shape"][1:] == single.hint["guided_shape"][1:]
+
+
+def test_joint_mode_keeps_training_the_regressor_during_kd(mnist, tmp_path) -> None:
+    from edgekd.core.fileio import read_jsonl
+
+    single = _train(mnist, tmp_path, "single", hint_epochs=1)
+    joint = _train(mnist, tmp_path, "joint", hint_epochs=1, hint_mode="joint", hint_beta=2.0)
+    hint_s, kd_s = read_jsonl(tmp_path / "single" / "metrics.jsonl")
+    hint_j, kd_j = read_jsonl(tmp_path / "joint" / "metrics.jsonl")
+    assert hint_j["loss"] == pytest.approx(hint_s["loss"], rel=1e-5)  # the same stage 1
+    # stage 2: the hint term is logged and R^2 measured; the regressor moved on (single: frozen)
+    assert "hint" in kd_j["loss_parts"] and "hint" not in kd_s["loss_parts"]
+    assert "r2_mean" in kd_j and "r2_mean" not in kd_s
+    r_single, r_joint = _regressors(tmp_path / "single"), _regressors(tmp_path / "joint")
+    assert r_single.keys() == r_joint.keys()
+    assert any(not torch.equal(r_single[k], r_joint[k]) for k in r_single)
+    assert joint.config["hint_mode"] == "joint" and joint.config["hint_beta"] == 2.0
+    # joint hints may skip stage 1 (the hint loss is then only KD's auxiliary term)
+    direct = _train(mnist, tmp_path, "direct", hint_epochs=0, hint_mode="joint")
+    assert direct.hint_epochs_done == 0 and direct.epochs_done == 1
+    assert [r["stage"] for r in read_jsonl(tmp_path / "direct" / "metrics.jsonl")] == ["kd"]
+
+
+def test_hint_mode_errors_are_one_line() -> None:
+    from edgekd.core.errors import EdgekdError
+    from edgekd.distill import TrainConfig
+
+    with pytest.raises(EdgekdError, match="hint_mode"):
+        TrainConfig(method="fitnet", hint_mode="every")
+    with pytest.raises(EdgekdError, match="hint_beta"):
+        TrainConfig(method="fitnet", hint_mode="joint", hint_beta=-1.0)
+    with pytest.raises(EdgekdError, match="hint_epochs >= 1"):
+        TrainConfig(method="fitnet", hint_epochs=0)

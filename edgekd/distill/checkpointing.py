@@ -26,7 +26,6 @@ from edgekd.distill.config import TrainConfig, TrainResult
 from edgekd.distill.ema import WeightEMA
 from edgekd.distill.evaluate import accuracy, predict_logits
 from edgekd.distill.methods import get_method
-from edgekd.distill.schedule import stage_spans
 from edgekd.distill.targets import teacher_fingerprints
 
 if TYPE_CHECKING:
@@ -81,8 +80,7 @@ class Checkpoints:
             "epoch": epoch, "seconds": seconds, "identity": self.config.identity(),
             "inputs": self.inputs,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "regressor": self.regressor.state_dict() if self.regressor is not None else None,
-            "hint_end": self.hint_end, "r2_history": self.r2_history,
+            **self._hint_state(),
             "optimizer": optimizer.state_dict(), "opt_stage": opt_stage,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "best_val": self.best_val, "best_epoch": self.best_epoch, "best_state": self.best_state,
@@ -109,16 +107,12 @@ class Checkpoints:
         check_identity(state["identity"], self.config, path)
         check_inputs(state.get("inputs"), self.inputs, path)
         self.model.load_state_dict(state["model"])
-        if self.regressor is not None and state["regressor"] is not None:
-            self.regressor.load_state_dict(state["regressor"])
+        self._restore_hints(state)
         if state.get("ema") is not None:  # --ema: the shadow continues where it was
             self.ema = WeightEMA(self.model, self.config.ema)
             self.ema.load_state_dict(state["ema"]["state"], int(state["ema"]["updates"]))
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.hint_end, self.r2_history = state.get("hint_end"), list(state.get("r2_history") or [])
-        if self.hint_end is not None:
-            self.stages = stage_spans(self.config, self.hint_end)
         set_rng_state(state["rng"])
         epoch = int(state["epoch"])
         optimizer = None
@@ -141,8 +135,7 @@ class Checkpoints:
             method=self.method, val_acc=val, test_acc=test_acc, epochs_done=epoch,
             checkpoint=self.out_dir / "checkpoint.pt", seconds=round(seconds, 3),
             best_epoch=self.best_epoch, train_samples=len(self.data.y_train),
-            config=self.config.to_dict(), hint=self.pair.to_dict() if self.pair else None,
-            hint_epochs_done=self.hint_end or 0, hint_r2=list(self.r2_history) if self.pair else None,
+            config=self.config.to_dict(), **self._hint_result(),
             model=self.model, inputs=self.inputs)
         # the checkpoint's metrics now carry the final numbers too (same weights, same state)
         data = read_checkpoint(result.checkpoint)

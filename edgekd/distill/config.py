@@ -16,9 +16,11 @@ from edgekd.distill.methods import METHODS
 if TYPE_CHECKING:
     import torch.nn as nn
 
-__all__ = ["OPTIMIZERS", "TrainConfig", "TrainResult", "default_lr"]
+__all__ = ["OPTIMIZERS", "HINT_MODES", "TrainConfig", "TrainResult", "default_lr"]
 
 OPTIMIZERS = ("sgd", "adamw")
+#: ``hint_mode`` / ``--hint-mode`` values (edgekd.distill.hint_stage says what each does)
+HINT_MODES = ("single", "multi", "joint")
 #: Config fields that do not change what is trained (may differ between calls on one out_dir).
 _RUNTIME_FIELDS = ("epochs", "device", "cache_dir", "use_cache")
 
@@ -68,6 +70,10 @@ class TrainConfig:
     hint_lr: float = 5e-3
     hint_patience: int = 2
     hint_min_delta: float = 0.01
+    #: hint pairs and their use (edgekd.distill.hint_stage): single | multi (one pair per teacher
+    #: stage) | joint (beta * L_hint added during KD, the regressor kept to the end)
+    hint_mode: str = "single"
+    hint_beta: float = 1.0
     #: added to ``seed`` for initialisation and data order only (born-again generations)
     seed_offset: int = 0
     cache_dir: str | None = None
@@ -100,6 +106,9 @@ class TrainConfig:
         if not (self.hint_lr > 0 and math.isfinite(self.hint_lr)) or self.hint_patience < 0 or self.hint_min_delta < 0:
             raise bad(f"hint_lr={self.hint_lr}, hint_patience={self.hint_patience}, "
                       f"hint_min_delta={self.hint_min_delta}", "give hint_lr > 0, patience and min_delta >= 0")
+        if self.hint_mode not in HINT_MODES or not (self.hint_beta >= 0 and math.isfinite(self.hint_beta)):
+            raise bad(f"hint_mode={self.hint_mode!r}, hint_beta={self.hint_beta}",
+                      f"use hint_mode {' | '.join(HINT_MODES)} and hint_beta >= 0")
         if self.batch_size < 1:
             raise bad(f"batch_size={self.batch_size}", "give a positive integer")
         if self.max_train_samples is not None and self.max_train_samples < 1:
@@ -142,6 +151,10 @@ class TrainConfig:
         identity = {k: v for k, v in self.to_dict().items() if k not in _RUNTIME_FIELDS}
         if not identity["ema"]:  # no EMA: the same as a folder trained before the option existed
             del identity["ema"]
+        if identity["hint_mode"] == "single":  # likewise for folders trained before --hint-mode
+            del identity["hint_mode"]
+        if identity.get("hint_mode") != "joint":  # beta only weighs the joint term
+            del identity["hint_beta"]
         return identity
 
 
@@ -166,6 +179,8 @@ class TrainResult:
     #: fitnet: hint epochs trained (on top of ``epochs``) and the regressor's R^2 per hint epoch
     hint_epochs_done: int = 0
     hint_r2: list[float] | None = None
+    #: every (hint, guided) pair (``hint`` is the first; one per teacher stage with hint_mode multi)
+    hints: list[dict[str, Any]] | None = None
     #: The trained student (in memory only, never serialised).
     model: nn.Module | None = field(default=None, repr=False, compare=False)
 

@@ -45,12 +45,10 @@ import torch
 import torch.nn as nn
 
 from edgekd.core.errors import EdgekdError
+from edgekd.distill.config import HINT_MODES
 from edgekd.distill.hints import FeatureTap, HintPair, make_regressor
 
 __all__ = ["HINT_MODES", "R2Meter", "plateaued", "hint_record", "MultiTap", "HintSet"]
-
-#: ``--hint-mode`` values (module docstring).
-HINT_MODES = ("single", "multi", "joint")
 
 
 @dataclass

@@ -216,9 +216,12 @@ _OBJECTIVES = "edgekd.distill.objectives"
 
 
 def _check_fitnet(config: TrainConfig) -> tuple[str, str] | None:
-    if not (isinstance(config.hint_epochs, int) and config.hint_epochs >= 1):
-        return (f"fitnet needs hint_epochs >= 1 (got {config.hint_epochs!r})",
-                "give the hint stage's epoch budget (added on top of --epochs), e.g. --hint-epochs 5")
+    # joint hints may skip stage 1: the hint loss then only acts as KD's auxiliary term
+    low = 0 if getattr(config, "hint_mode", "single") == "joint" else 1
+    if not (isinstance(config.hint_epochs, int) and config.hint_epochs >= low):
+        return (f"fitnet needs hint_epochs >= {low} (got {config.hint_epochs!r})",
+                "give the hint stage's epoch budget (added on top of --epochs), e.g. --hint-epochs 5"
+                + ("" if low == 0 else "; 0 only with --hint-mode joint"))
     return None
 
 

@@ -25,7 +25,9 @@ Methods (registered in :mod:`edgekd.distill.methods`, formulas in :mod:`edgekd.d
   larger at the start of stage 2, a 4x jump of the effective learning rate right after
   the hint stage. At lambda = 1 the loss is exactly ``kd``'s, so
   ``fitnet`` vs ``kd`` isolates the hints and the annealing. The regressor is thrown away
-  after stage 1. ``scratch``, ``kd`` and ``fitnet`` with the same ``epochs`` get the same
+  after stage 1, except with ``hint_mode="joint"``: then it trains until the end and the KD
+  stage's loss gains ``hint_beta * L_hint``; ``hint_mode="multi"`` pairs one hint per teacher
+  stage (:mod:`edgekd.distill.hint_stage`, :mod:`edgekd.distill.hint_training`). ``scratch``, ``kd`` and ``fitnet`` with the same ``epochs`` get the same
   number of KD passes; fitnet's hint epochs are extra (compare at equal wall-clock as well).
 - ``mimic`` (Ba & Caruana 2014): ``1/2 ||z_s - z_t||^2`` on logits, no labels.
 - ``ban`` (Furlanello et al. 2018, born-again networks): generations of the same student,
@@ -77,8 +79,7 @@ from edgekd.distill.config import OPTIMIZERS, TrainConfig, TrainResult, default_
 from edgekd.distill.ema import WeightEMA
 from edgekd.distill.evaluate import accuracy, autocast, predict_logits, resolve_device
 from edgekd.distill.fast_infer import fast_copy, logit_teachers
-from edgekd.distill.hint_stage import R2Meter, hint_record, plateaued
-from edgekd.distill.hints import FeatureTap, HintPair, make_regressor, pair_layers
+from edgekd.distill.hint_training import HintTraining
 from edgekd.distill.methods import METHODS, Batch, Loss, StudentOut, TeacherOut, get_method
 from edgekd.distill.schedule import horizon, lr_factor, make_optimizer, stage_spans, warmup_steps
 from edgekd.distill.targets import (cached_teacher_targets, check_teacher_finite, teacher_fingerprints,
@@ -115,7 +116,7 @@ def _check_first_bad(first_bad: torch.Tensor, loss: torch.Tensor, stage: str, ep
 
 
 # ----------------------------------------------------------------------------- the trainer
-class _Trainer(Checkpoints):
+class _Trainer(Checkpoints, HintTraining):
     """Trains one student (any method but ban) into ``out_dir``; see the module docstring."""
 
     def __init__(self, student: StudentSpec | nn.Module, teachers: list[nn.Module], dataset: ImageDataset,
@@ -151,10 +152,7 @@ class _Trainer(Checkpoints):
             self.model.to(memory_format=torch.channels_last)
         for teacher in self.teachers:
             teacher.eval().to(self.device)
-        self.pair: HintPair | None = None
-        self.regressor: nn.Module | None = None
-        self.hint_end: int | None = None  # hint epochs trained, once the hint stage has ended
-        self.r2_history: list[float] = []
+        self._init_hints()
         self.ema: WeightEMA | None = None  # --ema: made at the first step after the hint stage
 
     # -- setup -------------------------------------------------------------------------
@@ -185,38 +183,8 @@ class _Trainer(Checkpoints):
     def total_epochs(self) -> int:
         return horizon(self.stages)
 
-    def _end_hint_stage(self, epoch: int, stage: str, record: dict[str, Any]) -> None:
-        """Record R^2; end the hint stage at its budget or when R^2 plateaus
-        (:func:`edgekd.distill.hint_stage.plateaued`)."""
-        cfg = self.config
-        self.r2_history.append(float(record["r2_mean"]))
-        first, budget = self._stage_bounds(stage)
-        done = epoch + 1 - first
-        if done >= budget:
-            self.hint_end = done
-        elif plateaued(self.r2_history, cfg.hint_patience, cfg.hint_min_delta):
-            self.hint_end = done
-            record["hint_stop"] = (f"R^2 plateau (best of the last {cfg.hint_patience} epochs < "
-                                   f"{cfg.hint_min_delta} above the best before)")
-        if self.hint_end is not None:
-            self.stages = stage_spans(cfg, self.hint_end)
-
-    def _is_hint(self, stage: str) -> bool:
-        return self.stages[stage][0].kind == "hint"
-
-    def _setup_hints(self) -> None:
-        cfg = self.config
-        self.pair = pair_layers(self.teachers[0], self.model, tuple(self.dataset.input_shape),
-                                hint_layer=cfg.hint_layer, guided_layer=cfg.guided_layer, spec=self.spec)
-        torch.manual_seed(cfg.seed + 1)
-        self.regressor = make_regressor(self.pair.guided_shape, self.pair.hint_shape).to(self.device)
-        self.teacher_tap = FeatureTap(self.teachers[0], self.pair.hint_layer)
-        self.student_tap = FeatureTap(self.model, self.pair.guided_layer)
-
     def _optimizer(self, stage: str) -> torch.optim.Optimizer:
-        params = list(self.model.parameters())
-        if self._is_hint(stage) and self.regressor is not None:
-            params += list(self.regressor.parameters())
+        params = list(self.model.parameters()) + self._hint_params(stage)
         return make_optimizer(params, self.config, hint=self._is_hint(stage))
 
     # -- the loop ----------------------------------------------------------------------
@@ -320,16 +288,17 @@ class _Trainer(Checkpoints):
         spec = self.stages[stage][0]
         batch = Batch(x, y, progress)
         if spec.kind == "hint":
-            with torch.no_grad():
-                u = self.teacher_tap(x).float()
-            v = self.student_tap(x)
-            out = self.losses[stage].forward(StudentOut(hint=self.regressor(v).float()), TeacherOut(hint=self.regressor.target(u)), batch)
-            return out.loss, out.parts, None
-        logits = self.model(x).float()
+            loss, parts = self._hint_stage_loss(stage, x, batch)
+            return loss, parts, None
+        hint_r = hint_u = None
+        if self.joint and spec.teacher:  # one student pass: the logits and r(v) (hint_training)
+            logits, hint_r, hint_u = self._joint_forward(x)
+        else:
+            logits = self.model(x).float()
         if spec.teacher and t is None:
             t = self._teacher_forward(x)
-        out = self.losses[stage].forward(StudentOut(logits=logits), TeacherOut(logits=t if spec.teacher else None),
-                                         batch)
+        out = self.losses[stage].forward(StudentOut(logits=logits, hint=hint_r),
+                                         TeacherOut(logits=t if spec.teacher else None, hint=hint_u), batch)
         return out.loss, out.parts, logits
 
     def _lr_at(self, epoch: int, stage: str) -> tuple[Callable[[int], float], float, int, int]:
@@ -369,8 +338,7 @@ class _Trainer(Checkpoints):
     def _train_epoch(self, epoch: int, stage: str, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         lr_at, base_lr, step0, total_steps = self._lr_at(epoch, stage)
         self.model.train()
-        if self.regressor is not None:
-            self.regressor.train(self._is_hint(stage))
+        self._train_regressors(stage)
         sums: dict[str, Any] = {}
         seen, lr = 0, base_lr
         total = self.total_epochs
@@ -413,27 +381,9 @@ class _Trainer(Checkpoints):
                                   "loss_parts": {k: float(v) / max(seen, 1) for k, v in sums.items()}}
         if not self._is_hint(stage):
             record["train_acc"] = int(correct) / max(seen, 1)
-        else:
+        if self._measures_r2(stage):
             record.update(self._hint_r2())
         return record
-
-    @torch.no_grad()
-    def _hint_r2(self, limit: int = 2048) -> dict[str, Any]:
-        """R^2 of the regressor at the end of a hint epoch, in eval mode, on (up to ``limit``)
-        validation images (training images when there is no validation split)."""
-        x = self.data.x_val if len(self.data.y_val) else self.data.x_train
-        meter = R2Meter()
-        self.model.eval()
-        self.regressor.eval()
-        for i in range(0, min(len(x), limit), 256):
-            xb = x[i:i + 256].to(self.device)
-            with self._autocast():
-                u = self.teacher_tap(xb).float()
-                prediction = self.regressor(self.student_tap(xb)).float()
-            meter.update(self.regressor.target(u), prediction)
-        self.model.train()
-        self.regressor.train()
-        return hint_record([meter], [self.pair])
 
     def _evaluate_val(self) -> float:
         if len(self.data.y_val) == 0:
