@@ -128,3 +128,33 @@ def test_student_id_is_found_where_search_writes_it(tmp_path, monkeypatch) -> No
     assert missing.exit_code == 2 and "--search runs/nowhere: no candidates.jsonl" in missing.output
     help_text = CliRunner().invoke(cli, ["train", "--help"]).output
     assert "--search" in help_text and "--candidates" not in help_text
+
+
+def test_train_hint_flags_reach_the_trainer(teacher_file, tmp_path, monkeypatch) -> None:
+    """--hint-mode/--hint-beta/--hint-lr/--hint-patience/--hint-min-delta (issue 12)."""
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(StudentSpec("plain", (1, 28, 28), 10, (Stage(4, 1, 1), Stage(8, 1, 2))).to_json())
+    base = ["train", "--student", str(spec_file), "--teacher", str(teacher_file), "--arch", "edgekd:builtin-cnn",
+            "--method", "fitnet-dkd", "--epochs", "1", "--max-train-samples", "600", "--batch-size", "32",
+            "--lr", "0.05"]
+    multi = CliRunner().invoke(cli, base + ["--hint-mode", "multi", "--hint-epochs", "2", "--hint-lr", "0.002",
+                                            "--hint-patience", "1", "--hint-min-delta", "0.5",
+                                            "--out", str(tmp_path / "multi")])
+    assert multi.exit_code == 0, multi.output
+    stored = read_json(tmp_path / "multi" / "result.json")
+    assert {k: stored["config"][k] for k in ("hint_mode", "hint_lr", "hint_patience", "hint_min_delta")} == \
+        {"hint_mode": "multi", "hint_lr": 0.002, "hint_patience": 1, "hint_min_delta": 0.5}
+    assert len(stored["hints"]) >= 2 and multi.output.count("hint layer ") == len(stored["hints"])
+    assert all(h["hint_shape"][1:] == h["guided_shape"][1:] for h in stored["hints"])
+    joint = CliRunner().invoke(cli, base + ["--hint-mode", "joint", "--hint-beta", "0.5", "--hint-epochs", "0",
+                                            "--out", str(tmp_path / "joint")])
+    assert joint.exit_code == 0, joint.output
+    stored = read_json(tmp_path / "joint" / "result.json")
+    assert stored["config"]["hint_beta"] == 0.5 and stored["hint_epochs_done"] == 0
+    assert "hint" in read_jsonl(tmp_path / "joint" / "metrics.jsonl")[0]["loss_parts"]
+    # stage 1 may be skipped only in joint mode: one error line, exit 2
+    bad = CliRunner().invoke(cli, base + ["--hint-epochs", "0", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "hint_epochs >= 1" in bad.stderr and "Traceback" not in bad.output
+    bad = CliRunner().invoke(cli, base + ["--hint-mode", "every"])
+    assert bad.exit_code == 2 and "every" in bad.stderr

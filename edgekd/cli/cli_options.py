@@ -171,3 +171,37 @@ def method_option(*, compress: bool, default: str, help_prefix: str = "") -> Cal
     return click.option(*flags, cls=RegistryHelpOption, type=RegistryChoice(names), default=default,
                         show_default=True, help_text=lambda: help_prefix + methods_help(compress=compress))
 
+
+
+def hint_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """FitNets' hint stage and hint modes (``train`` and ``compress``): ``--hint-mode``,
+    ``--hint-beta``, ``--hint-lr``, ``--hint-patience``, ``--hint-min-delta``. Defaults are
+    :class:`edgekd.distill.config.TrainConfig`'s (torch-free), so they live in one place; the
+    values arrive as keyword arguments of the same names."""
+    from edgekd.distill.config import HINT_MODES, TrainConfig
+
+    default = TrainConfig.__dataclass_fields__
+    options = [
+        click.option("--hint-mode", type=click.Choice(HINT_MODES), default=default["hint_mode"].default,
+                     show_default=True,
+                     help="Hint methods (fitnet, fitnet-dkd, ...): single = one hint (the teacher stage "
+                          "nearest its middle, paired at equal resolution); multi = one hint per teacher "
+                          "stage with a student map of its size (the hint losses summed); joint = the "
+                          "single hint, then also --hint-beta * L_hint added to the KD stage's loss with "
+                          "the regressor trained until the end (--hint-epochs may then be 0)."),
+        click.option("--hint-beta", type=click.FloatRange(min=0), default=default["hint_beta"].default,
+                     show_default=True, help="--hint-mode joint: weight of the hint loss during KD."),
+        click.option("--hint-lr", type=click.FloatRange(min=0, min_open=True), default=default["hint_lr"].default,
+                     show_default=True,
+                     help="Learning rate of the hint stage's own Adam (cosine to 0 over --hint-epochs)."),
+        click.option("--hint-patience", type=click.IntRange(min=0), default=default["hint_patience"].default,
+                     show_default=True,
+                     help="End the hint stage early when the best R^2 of the regressor(s) over the last N "
+                          "hint epochs is less than --hint-min-delta above the best before them; 0: run "
+                          "all --hint-epochs."),
+        click.option("--hint-min-delta", type=click.FloatRange(min=0), default=default["hint_min_delta"].default,
+                     show_default=True, help="The R^2 gain that counts as progress for --hint-patience."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command

@@ -10,7 +10,7 @@ import click
 
 from edgekd.cli.base import verbose_option
 from edgekd.cli.cli_options import (ARCH_OPTION_HELP, AUGMENT_HELP, AUGMENTS, TRUST_CODE_HELP, data_option,
-                                    method_option, teacher_options)
+                                    hint_options, method_option, teacher_options)
 
 __all__ = ["layers", "search_options", "train"]
 
@@ -37,9 +37,11 @@ def search_options(command: Any) -> Any:
 @method_option(compress=False, default="fitnet")
 @click.option("--epochs", "-e", type=click.IntRange(min=1), default=10, show_default=True,
               help="Epochs trained on labels/logits (fitnet: the hint stage comes on top).")
-@click.option("--hint-epochs", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--hint-epochs", type=click.IntRange(min=0), default=2, show_default=True,
               help="fitnet: at most this many hint-stage (stage 1) epochs, ON TOP of --epochs; "
-                   "the stage stops earlier when the regressor's R^2 plateaus (own Adam, lr 5e-3).")
+                   "the stage stops earlier when the regressor's R^2 plateaus (--hint-patience); "
+                   "0 only with --hint-mode joint.")
+@hint_options
 @click.option("--temperature", "-T", type=click.FloatRange(min=0, min_open=True), default=4.0,
               show_default=True, help="KD temperature.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.1, show_default=True,
@@ -87,7 +89,8 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
           lr: float | None, weight_decay: float, batch_size: int, seed: int, val_fraction: float,
           generations: int, hint_layer: str | None, guided_layer: str | None, ensemble: str,
           max_train_samples: int | None, augment: str, teacher_views: int, warmup_epochs: float,
-          lr_floor: float, label_smoothing: float, ema: float, device: str, out_dir: Path) -> None:
+          lr_floor: float, label_smoothing: float, ema: float, device: str, out_dir: Path,
+          **hint: Any) -> None:
     """Train one student from a teacher (scratch, kd, fitnet, mimic, ban, ... see --method).
 
     Writes a self-describing OUT/checkpoint.pt (spec, classes, normalisation, method,
@@ -114,7 +117,7 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
                          generations=generations, hint_layer=hint_layer, guided_layer=guided_layer,
                          ensemble=ensemble, max_train_samples=max_train_samples, augment=augment,
                          teacher_views=teacher_views, warmup_epochs=warmup_epochs, lr_floor=lr_floor,
-                         label_smoothing=label_smoothing, ema=ema, device=device)
+                         label_smoothing=label_smoothing, ema=ema, device=device, **hint)
     dataset = resolve_data(data, image_size)
     teachers = resolve_teachers(teacher, arch, trust_code, dataset) if get_method(method).uses_teacher else []
     result = run_train(spec=spec, teachers=teachers, dataset=dataset, config=config, out_dir=out_dir,

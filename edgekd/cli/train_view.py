@@ -17,9 +17,9 @@ def format_result(result: TrainResult) -> str:
     lines = [f"{result.method}: val acc {fmt.percent(result.val_acc)}, "
              f"test acc {fmt.percent(result.test_acc)} "
              f"after {result.epochs_done} epochs ({result.seconds:.1f} s)"]
-    if result.hint:
-        lines.append(f"hint layer {result.hint['hint_layer']} {result.hint['hint_shape']} <- guided "
-                     f"layer {result.hint['guided_layer']} {result.hint['guided_shape']}")
+    for pair in result.hints or ([result.hint] if result.hint else []):  # several with --hint-mode multi
+        lines.append(f"hint layer {pair['hint_layer']} {pair['hint_shape']} <- guided "
+                     f"layer {pair['guided_layer']} {pair['guided_shape']}")
     for gen in result.generations or []:
         lines.append(f"generation {gen['generation']} ({gen['method']}): test acc {fmt.percent(gen['test_acc'])}")
     if result.ensemble_test_acc is not None:
