@@ -2,7 +2,7 @@
 
 The reference run (tests/compress_runs.py) is the real command in a subprocess: search on the
 host-cpu profile with a 500K-MAC cap, successive halving over 3 shortlisted students (2 then 3
-epochs, fitnet), baselines (scratch, kd), export with parity, host measurements, report and
+epochs, the default method fitnet-dkd), baselines (scratch, kd), export with parity, host measurements, report and
 bundle. This file checks every artifact it leaves.
 """
 
@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from compress_runs import compress_args, reference_run, shared_base, tiny_inputs
 from edgekd.cli.cli import cli
 from edgekd.core.fileio import read_json, read_jsonl, sha256_file
+from edgekd.run.config import DEFAULT_METHOD, CompressConfig
 from edgekd.search.space import StudentSpec
 
 
@@ -86,11 +87,11 @@ def test_trials_follow_the_halving_plan(run) -> None:
         for name in ("spec.json", "metrics.jsonl", "checkpoint.pt", "result.json"):
             assert (folder / name).is_file(), f"{trial}/{name} missing"
         result = read_json(folder / "result.json")
-        # the final fitnet's hint epoch comes on top of its 3 KD epochs (issue 12)
+        # the final trial's hint epoch (DEFAULT_METHOD: fitnet-dkd) comes on top of its 3 KD epochs (issue 12)
         assert result.get("hint_epochs_done", 0) == (1 if trial == final else 0)
         assert result["epochs_done"] - result.get("hint_epochs_done", 0) == (3 if trial == final else 2)
-        # the selection rungs train kd (fitnet's hint stage does not fit a short rung), the final fitnet
-        assert result["method"] == ("fitnet" if trial == final else "kd")
+        # the selection rungs train kd (a hint stage does not fit a short rung), the final the default
+        assert result["method"] == (DEFAULT_METHOD if trial == final else "kd")
         spent += result["epochs_done"] - result.get("hint_epochs_done", 0)
     # rung 1: 3 students x 2 epochs; final: the best one trained from scratch for 3 epochs
     assert spent == search["epochs_spent"] == 3 * 2 + 3
@@ -104,7 +105,7 @@ def test_trials_follow_the_halving_plan(run) -> None:
     assert [len(d) for d in search["rung_depths"]] == [3, 1]
     # with --baselines the winner is the best by validation among the finalist's methods
     val = {m: read_json(run / "trials" / t / "result.json")["val_acc"] for m, t in search["baselines"].items()}
-    assert search["baselines"]["fitnet"] == final
+    assert search["baselines"][DEFAULT_METHOD] == final and "fitnet" not in search["baselines"]
     assert search["winner"] == search["baselines"][search["winner_method"]]
     assert val[search["winner_method"]] == max(val.values())
     text = (run / "report" / "report.md").read_text()
@@ -143,7 +144,8 @@ def test_summary_report_and_bundle(run) -> None:
         assert s["latency"]["target"]["label"] == "measured"  # host-cpu: the target is the host
         assert s["speedup"]["host"] == pytest.approx(
             summary["teacher"]["latency"]["host"]["ms"] / s["latency"]["host"]["ms"], rel=0.01)
-    assert {a["method"] for a in summary["ablation"]} == {"fitnet", "kd", "scratch"}
+    # the default hint method is the ablation's fitnet arm (issue 12)
+    assert {a["method"] for a in summary["ablation"]} == {DEFAULT_METHOD, "kd", "scratch"}
     assert any(s["pareto"] for s in students.values())
 
     text = (run / "report" / "report.md").read_text()
@@ -241,3 +243,32 @@ def test_bad_schedule_fails_before_writing_the_run(inputs, tmp_path) -> None:
     _fails(compress_args(data, teacher, out, "--method", "kd", "--baselines", "--epochs", "1",
                          "--hint-epochs", "1"), "--epochs 2")  # the fitnet baseline needs it too
     assert not (out / "run.json").exists()
+
+
+def test_default_method_is_fitnet_dkd_and_the_fitnet_arm_of_the_ablation() -> None:
+    """Issue 12: compress defaults to the best method of the CIFAR-10 preview; with --baselines a
+    hint method stands in for fitnet, other methods still get the fitnet arm."""
+    from edgekd.run.pipeline import ablation_methods, run_methods
+
+    assert DEFAULT_METHOD == "fitnet-dkd" and CompressConfig().method == DEFAULT_METHOD
+    assert ablation_methods(CompressConfig(baselines=True)) == ("scratch", "kd")
+    assert run_methods(CompressConfig(baselines=True)) == {"fitnet-dkd", "kd", "scratch"}
+    assert ablation_methods(CompressConfig(method="kd", baselines=True)) == ("scratch", "fitnet")
+    assert ablation_methods(CompressConfig(method="dkd", baselines=True)) == ("scratch", "kd", "fitnet")
+    result = CliRunner().invoke(cli, ["compress", "--help"])
+    assert "[default: fitnet-dkd]" in result.output and "74.8" in " ".join(result.output.split())
+
+
+def test_compress_hint_options_reach_every_trial_and_the_identity() -> None:
+    from edgekd.run.pipeline import train_config
+
+    plain = CompressConfig(hint_mode="single", hint_beta=1.0, hint_lr=5e-3)  # TrainConfig's defaults
+    assert plain.hint_settings() == {} and "hint_mode" not in plain.identity_config()
+    assert set(train_config(plain, "fitnet-dkd", 3)).isdisjoint({"hint_mode", "hint_beta", "hint_lr"})
+    joint = CompressConfig(hint_mode="joint", hint_beta=0.5, hint_patience=4, augment="none", teacher_views=0)
+    values = train_config(joint, "fitnet-dkd", 3)
+    assert (values["hint_mode"], values["hint_beta"], values["hint_patience"]) == ("joint", 0.5, 4)
+    assert joint.identity_config()["hint_mode"] == "joint"
+    from edgekd.distill import TrainConfig
+
+    TrainConfig(**values)  # a valid trial config

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from edgekd.cli.base import MAX_BATCH, verbose_option
-from edgekd.cli.cli_options import (AUGMENT_HELP, AUGMENTS, DATA_OPTION_HELP, method_option,
+from edgekd.cli.cli_options import (AUGMENT_HELP, AUGMENTS, DATA_OPTION_HELP, hint_options, method_option,
                                     single_teacher_options)
 from edgekd.cli.config_file import config_option
+from edgekd.run.config import DEFAULT_METHOD, DEFAULT_METHOD_WHY
 
 __all__ = ["compress"]
 
@@ -33,17 +35,20 @@ __all__ = ["compress"]
 @click.option("--min-epochs", type=int, default=None,
               help="Epochs of the first rung [--epochs / --eta: long enough to rank deep students].")
 @click.option("--hint-epochs", type=int, default=1, show_default=True,
-              help="FitNets stage-1 (hint) epochs of every fitnet trial, on top of its --epochs.")
+              help="FitNets stage-1 (hint) epochs of every trial of a hint method (fitnet, fitnet-dkd, "
+                   "...), on top of its --epochs; it stops earlier when R^2 plateaus (--hint-patience).")
+@hint_options
 @click.option("--eta", type=int, default=3, show_default=True, help="Keep the best 1/eta per rung.")
 @click.option("--rungs", type=int, default=None, help="Number of rungs [until the finalists].")
 @click.option("--finalists", type=int, default=2, show_default=True,
               help="Students of the last rung, trained fully from scratch (2: the best shallow and "
                    "the best deep one, see --no-depth-groups).")
-@method_option(compress=True, default="fitnet",
-               help_prefix="Training method of the final rung (and of the search rungs, except a hint "
-                           "method such as fitnet, whose search rungs train kd; see --rung-method). ")
+@method_option(compress=True, default=DEFAULT_METHOD,
+               help_prefix=f"Training method of the final rung (and of the search rungs, except a hint "
+                           f"method such as fitnet, whose search rungs train kd; see --rung-method). "
+                           f"Default {DEFAULT_METHOD}: {DEFAULT_METHOD_WHY} ")
 @click.option("--rung-method", default=None, metavar="METHOD",
-              help="Training method of the selection rungs [kd for --method fitnet, else --method].")
+              help="Training method of the selection rungs [kd for a hint method, else --method].")
 @click.option("--no-depth-groups", is_flag=True,
               help="Promote by accuracy alone (default: every rung keeps the best shallow and the "
                    "best deep student, depth split at the shortlist's median).")
@@ -68,7 +73,9 @@ __all__ = ["compress"]
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where trials train (and the teacher runs for them): auto = cuda when available "
                    "(AMP + channels_last there). Export and latency stay on this host's CPU.")
-@click.option("--baselines", is_flag=True, help="Also train the winner with scratch/kd/fitnet (ablation).")
+@click.option("--baselines", is_flag=True,
+              help="Also train the winner with scratch/kd/fitnet (ablation; a hint --method such as the "
+                   "default fitnet-dkd is the fitnet arm).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--ray-address", default=None, help="Join this Ray cluster (else start a local one).")
 @click.option("--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance [all].")
@@ -108,7 +115,7 @@ def compress(profile: str | None, teacher: str | None, arch: str | None, trust_c
              threads_per_trial: int | None, out: Path | None, resume: bool, seed: int,
              max_train_samples: int | None,
              batch_size: int | None, measure_iters: int, no_bundle: bool,
-             no_progress: bool, yes: bool) -> None:
+             no_progress: bool, yes: bool, **hint: Any) -> None:
     """Search, train (successive halving), export, measure and report in one command.
 
     With no options it runs the embedded default: the shipped MNIST subset, the built-in
@@ -141,7 +148,7 @@ def compress(profile: str | None, teacher: str | None, arch: str | None, trust_c
         gpus_per_trial=gpus_per_trial, threads_per_trial=threads_per_trial, out=out,
         resume=resume, seed=seed,
         max_train_samples=max_train_samples, batch_size=batch_size, measure_iters=measure_iters,
-        bundle=not no_bundle, progress=not no_progress, yes=yes,
+        bundle=not no_bundle, progress=not no_progress, yes=yes, **hint,
         command=["edgekd", *sys.argv[1:]],
         options=recorded_options(click.get_current_context().params))
     result = run_compress(config)

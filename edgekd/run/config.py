@@ -13,8 +13,9 @@ from edgekd.core.errors import EdgekdError
 from edgekd.distill.methods import METHODS
 from edgekd.run.halving import HalvingConfig, Rung, epochs_spent
 
-__all__ = ["CompressConfig", "DEFAULT_SAMPLES_PER_TRIAL", "DEFAULT_TEACHER_VIEWS_CPU", "EMBEDDED_LATENCY_MS",
-           "EMBEDDED_STEM_STRIDES", "TRIAL_THREADS_CPU", "check_effort", "default_epochs", "has_hints"]
+__all__ = ["CompressConfig", "DEFAULT_METHOD", "DEFAULT_METHOD_WHY", "DEFAULT_SAMPLES_PER_TRIAL",
+           "DEFAULT_TEACHER_VIEWS_CPU", "EMBEDDED_LATENCY_MS", "EMBEDDED_STEM_STRIDES", "HINT_FIELDS",
+           "TRIAL_THREADS_CPU", "check_effort", "default_epochs", "has_hints"]
 
 #: The embedded default (no profile, teacher or data given): host-cpu with this latency
 #: budget (ms, predicted), half the profile's: on a 2-core x86 host the built-in teacher runs
@@ -30,6 +31,17 @@ EMBEDDED_LATENCY_MS = 0.05
 #: 0.05 ms budget), where stride-1 stems of the same budget measured 0.030-0.042 ms (3.8-5.2x,
 #: and 2.1x in a run under heavier load): ONNX Runtime's per-call cost dominates at these sizes.
 EMBEDDED_STEM_STRIDES = (1, 2)
+#: The method of ``compress`` when --method is not given (change it here only): the best at
+#: equal KD epochs in the CIFAR-10 GPU preview of issue 12 (benchmarks/results/distill_cifar.md).
+DEFAULT_METHOD = "fitnet-dkd"
+DEFAULT_METHOD_WHY = (
+    "FitNets hints (equal-resolution pairing) then Decoupled KD: the best at equal KD epochs in the "
+    "CIFAR-10 GPU preview of issue 12 (74.8 +- 1.2% vs dkd 74.1, kd 73.8, fitnet+kd 73.1, scratch "
+    "72.5; 3 seeds, benchmarks/results/distill_cifar.md). Its hint epochs come on top of --epochs; at "
+    "equal wall-clock kd was as good (75.3): --method kd for the shortest run.")
+#: The hint options of ``train``/``compress`` that a compress run hands to every trial (TrainConfig
+#: fields; only values other than TrainConfig's defaults are passed and enter the run's identity).
+HINT_FIELDS = ("hint_mode", "hint_beta", "hint_lr", "hint_patience", "hint_min_delta")
 
 
 @dataclass
@@ -51,7 +63,7 @@ class CompressConfig:
     eta: int = 3
     finalists: int = 2
     rungs: int | None = None
-    method: str = "fitnet"
+    method: str = DEFAULT_METHOD
     #: method of the selection rungs (None: kd for fitnet, whose hint stage does not fit a
     #: short rung, else the method itself); the fresh final rung trains ``method``
     rung_method: str | None = None
@@ -62,6 +74,12 @@ class CompressConfig:
     ema: float = 0.0  # decay of the EMA of the weights every trial keeps (0: off)
     #: stem strides of the search space (None: EMBEDDED_STEM_STRIDES for the embedded default, else 1)
     stem_strides: tuple[int, ...] | None = None
+    #: the hint stage of hint methods (TrainConfig's fields of the same names; None: its default)
+    hint_mode: str | None = None
+    hint_beta: float | None = None
+    hint_lr: float | None = None
+    hint_patience: int | None = None
+    hint_min_delta: float | None = None
     device: str = "auto"
     parity_samples: int = 256  # images of the ONNX parity check (edgekd.export.MIN_PARITY_SAMPLES)
     calibration: str | None = None
@@ -94,7 +112,16 @@ class CompressConfig:
             identity["ema"] = self.ema
         if self.stem_strides not in (None, (1,)):  # likewise runs with stride-1 stems only
             identity["stem_strides"] = list(self.stem_strides)
+        identity.update(self.hint_settings())  # likewise: only hint options that differ from the default
         return identity
+
+    def hint_settings(self) -> dict[str, Any]:
+        """The hint options (:data:`HINT_FIELDS`) that differ from TrainConfig's defaults."""
+        from edgekd.distill.config import TrainConfig
+
+        defaults = TrainConfig.__dataclass_fields__
+        values = {key: getattr(self, key) for key in HINT_FIELDS}
+        return {k: v for k, v in values.items() if v is not None and v != defaults[k].default}
 
     def selection_method(self) -> str:
         """What the selection rungs train: ``rung_method``, else kd for fitnet (a short rung

@@ -31,7 +31,7 @@ from edgekd.run.halving import Rung, SuccessiveHalving, TrialJob, epochs_spent, 
 from edgekd.run.progress import say
 from edgekd.run.rundir import RunDir, default_out, open_run
 from edgekd.run.config import (EMBEDDED_LATENCY_MS, EMBEDDED_STEM_STRIDES, CompressConfig, check_effort,
-                               default_epochs)
+                               default_epochs, has_hints)
 from edgekd.run.setup import Inputs, load_inputs, run_identity, train_images
 from edgekd.run.ship_stages import bundle_stage, export_stage, measure_stage, teacher_stage
 
@@ -92,6 +92,7 @@ def train_config(config: CompressConfig, method: str, epochs: int) -> dict[str, 
         values["batch_size"] = config.batch_size
     if config.ema:
         values["ema"] = config.ema
+    values.update(config.hint_settings())
     return values
 
 
@@ -150,7 +151,14 @@ def store_plan(run: RunDir, rungs: list[Rung], options: dict[str, Any] | None = 
 
 def run_methods(config: CompressConfig) -> set[str]:
     """Every method the run trains with: the final rung's, the selection rungs', the baselines'."""
-    return {config.method, config.selection_method(), *(ABLATION_METHODS if config.baselines else ())}
+    return {config.method, config.selection_method(), *(ablation_methods(config) if config.baselines else ())}
+
+
+def ablation_methods(config: CompressConfig) -> tuple[str, ...]:
+    """The ``--baselines`` arms besides the search's own method: :data:`ABLATION_METHODS`, where a
+    hint method (fitnet-dkd, the default) stands in for the fitnet arm (issue 12)."""
+    return tuple(m for m in ABLATION_METHODS
+                 if m != config.method and not (m == "fitnet" and has_hints(config.method)))
 
 
 def rung_method(config: CompressConfig, rung: Rung) -> str:
@@ -193,9 +201,7 @@ def baseline_stage(config: CompressConfig, run: RunDir, winner: dict, winner_tri
 
     trials = {config.method: winner_trial}
     jobs = []
-    for method in ABLATION_METHODS:
-        if method == config.method:
-            continue
+    for method in ablation_methods(config):
         trial_id = f"{winner['id']}-{method}"
         trials[method] = trial_id
         if run.rung_result(BASELINE_RUNG, trial_id, config.epochs) is None:
