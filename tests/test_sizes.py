@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 MAX_MODULE_LINES = 460   # "about 450"
 MAX_FUNCTION_LINES = 62  # "about 60"
 #: modules still over the limit (issue 10 shrinks them); add nothing here, split instead
-KNOWN_LONG_MODULES: set[str] = {"edgekd/distill/trainer.py"}  # 465 lines: the loop after its split
+KNOWN_LONG_MODULES: set[str] = set()  # trainer.py (465) shrank to ~415 when its FitNets part moved to hint_training.py
 #: functions still over the limit without a ``long:`` comment (issue 10); add nothing here
 KNOWN_LONG_FUNCTIONS: set[str] = {"edgekd/cli/search_cmd.py:calibrate"}  # 63 lines
 
