@@ -17,7 +17,9 @@ from click.testing import CliRunner
 from compress_runs import compress_args, reference_run, shared_base, tiny_inputs
 from edgekd.cli.cli import cli
 from edgekd.core.fileio import read_json, read_jsonl, sha256_file
+from edgekd.distill.config import TrainConfig
 from edgekd.run.config import DEFAULT_METHOD, CompressConfig
+from edgekd.search.config import SearchConfig
 from edgekd.search.space import StudentSpec
 
 
@@ -44,6 +46,14 @@ def test_candidates_and_run_json(run) -> None:
     # the plan (rungs x trials x epochs) is stored, and printed before the first trial trains
     plan = manifest["plan"]
     assert [(r["keep"], r["epochs"]) for r in plan["rungs"]] == [(3, 2), (1, 3)]
+    # the configs of the run, each read back by its dataclass (issue 10.4)
+    configs = manifest["configs"]
+    compress = CompressConfig.from_dict(configs["compress"])
+    assert compress.identity_config() == identity["config"] and compress.baselines
+    assert TrainConfig.from_dict(configs["train"]).epochs == compress.epochs == plan["rungs"][-1]["epochs"]
+    assert TrainConfig.from_dict(configs["train"]).method == compress.method
+    search_config = SearchConfig.from_dict(configs["search"])
+    assert search_config.shortlist == compress.candidates and search_config.max_macs == 500_000
     assert plan["epochs"] == search["epochs_spent"]
     log = (run.parents[1] / "stderr.txt").read_text().splitlines()
     assert log[log.index(plan["text"]) + 1].startswith("rung 1/2")

@@ -1,8 +1,11 @@
 """What every ``edgekd`` command shares: ``--verbose``, the group class that turns an
-:class:`~edgekd.core.errors.EdgekdError` into one line and exit status 2, and ``MAX_BATCH``."""
+:class:`~edgekd.core.errors.EdgekdError` into one line and exit status 2, ``MAX_BATCH``, and
+:func:`default_of`, through which every option takes its default from the configuration
+dataclass that owns it (TrainConfig, SearchConfig, CompressConfig): the CLI never restates one."""
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from typing import Any, Callable
 
@@ -10,7 +13,7 @@ import click
 
 from edgekd.core.errors import EdgekdError, disk_error
 
-__all__ = ["MAX_BATCH", "EdgekdGroup", "is_verbose", "verbose_option"]
+__all__ = ["MAX_BATCH", "EdgekdGroup", "default_of", "is_verbose", "verbose_option"]
 
 
 def _set_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
@@ -59,3 +62,17 @@ class EdgekdGroup(click.Group):
             click.secho("interrupted: finished work is saved; rerun with --resume to continue",
                         fg="yellow", err=True)
             ctx.exit(130)
+
+
+def default_of(config_class: type, name: str) -> Any:
+    """The default of field ``name`` of the configuration dataclass ``config_class``, for a
+    click ``default=`` (so the CLI shows, with ``show_default=True``, exactly the default the
+    library uses). A field without a default is a programming error."""
+    for field in dataclasses.fields(config_class):
+        if field.name == name:
+            if field.default is not dataclasses.MISSING:
+                return field.default
+            if field.default_factory is not dataclasses.MISSING:
+                return field.default_factory()
+            break
+    raise AttributeError(f"{config_class.__name__} has no field {name!r} with a default")

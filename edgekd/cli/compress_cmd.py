@@ -9,13 +9,18 @@ from typing import Any
 
 import click
 
-from edgekd.cli.base import MAX_BATCH, verbose_option
+from edgekd.cli.base import MAX_BATCH, default_of, verbose_option
 from edgekd.cli.cli_options import (AUGMENT_HELP, AUGMENTS, DATA_OPTION_HELP, hint_options, method_option,
                                     single_teacher_options)
 from edgekd.cli.config_file import config_option
-from edgekd.run.config import DEFAULT_METHOD, DEFAULT_METHOD_WHY
+from edgekd.run.config import DEFAULT_METHOD, DEFAULT_METHOD_WHY, CompressConfig
 
 __all__ = ["compress"]
+
+
+def _default(name: str) -> Any:
+    """The default of a CompressConfig field (the one place compress's defaults live)."""
+    return default_of(CompressConfig, name)
 
 
 @click.command()
@@ -27,23 +32,23 @@ __all__ = ["compress"]
 @click.option("--latency-ms", type=float, default=None, help="Latency budget in ms [profile's].")
 @click.option("--batch", type=click.IntRange(min=1, max=MAX_BATCH), default=None,
               help="Batch of the latency budget [profile's].")
-@click.option("--candidates", "-n", type=int, default=6, show_default=True,
+@click.option("--candidates", "-n", type=int, default=_default("candidates"), show_default=True,
               help="Students shortlisted for successive halving.")
 @click.option("--epochs", "-e", type=int, default=None,
               help="Epochs of the final training (the last rung) [from the data size: about 150k "
                    "training images seen, 4..60 epochs; 6 for the embedded default; printed].")
 @click.option("--min-epochs", type=int, default=None,
               help="Epochs of the first rung [--epochs / --eta: long enough to rank deep students].")
-@click.option("--hint-epochs", type=int, default=1, show_default=True,
+@click.option("--hint-epochs", type=int, default=_default("hint_epochs"), show_default=True,
               help="FitNets stage-1 (hint) epochs of every trial of a hint method (fitnet, fitnet-dkd, "
                    "...), on top of its --epochs; it stops earlier when R^2 plateaus (--hint-patience).")
 @hint_options
-@click.option("--eta", type=int, default=3, show_default=True, help="Keep the best 1/eta per rung.")
+@click.option("--eta", type=int, default=_default("eta"), show_default=True, help="Keep the best 1/eta per rung.")
 @click.option("--rungs", type=int, default=None, help="Number of rungs [until the finalists].")
-@click.option("--finalists", type=int, default=2, show_default=True,
+@click.option("--finalists", type=int, default=_default("finalists"), show_default=True,
               help="Students of the last rung, trained fully from scratch (2: the best shallow and "
                    "the best deep one, see --no-depth-groups).")
-@method_option(compress=True, default=DEFAULT_METHOD,
+@method_option(compress=True, default=_default("method"),
                help_prefix=f"Training method of the final rung (and of the search rungs, except a hint "
                            f"method such as fitnet, whose search rungs train kd; see --rung-method). "
                            f"Default {DEFAULT_METHOD}: {DEFAULT_METHOD_WHY} ")
@@ -57,29 +62,30 @@ __all__ = ["compress"]
 @click.option("--teacher-views", type=click.IntRange(min=0), default=None,
               help="With augmentation: 0 = teacher on every batch; K = teacher outputs cached once per "
                    "run on K augmented views per image [8 on CPU, 0 on CUDA].")
-@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True),
+              default=_default("label_smoothing"),
               show_default=True, help="Label smoothing of the hard-label term.")
-@click.option("--ema", "ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              metavar="DECAY",
+@click.option("--ema", "ema", type=click.FloatRange(0, 1, max_open=True), default=_default("ema"),
+              show_default=True, metavar="DECAY",
               help="EMA of the weights: validate, select and keep an exponential moving average of the "
                    "student's weights with this decay (e.g. 0.999; about the last 1/(1-DECAY) steps), "
                    "started after the hint stage. 0: off.")
-@click.option("--parity-samples", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--parity-samples", type=click.IntRange(min=1), default=_default("parity_samples"), show_default=True,
               help="Images of the ONNX parity check (test images first, topped up from the training "
                    "split); checked before training.")
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None,
               help="A calibration JSON of the target profile (from 'edgekd search --measure') for the "
                    "latency model; checked before training.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=_default("device"), show_default=True,
               help="Where trials train (and the teacher runs for them): auto = cuda when available "
                    "(AMP + channels_last there). Export and latency stay on this host's CPU.")
 @click.option("--baselines", is_flag=True,
               help="Also train the winner with scratch/kd/fitnet (ablation; a hint --method such as the "
                    "default fitnet-dkd is the fitnet arm).")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=_default("executor"), show_default=True)
 @click.option("--ray-address", default=None, help="Join this Ray cluster (else start a local one).")
 @click.option("--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance [all].")
-@click.option("--gpus-per-trial", type=float, default=0.0, show_default=True,
+@click.option("--gpus-per-trial", type=float, default=_default("gpus_per_trial"), show_default=True,
               help="GPUs each Ray trial asks for.")
 @click.option("--threads-per-trial", type=click.IntRange(min=1), default=None,
               help="torch threads (= Ray CPUs) per trial [1 on CPU, where 2 made the epochs of "
@@ -90,10 +96,10 @@ __all__ = ["compress"]
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out (after a crash or kill) [without --out: the latest "
                    "numbered default folder].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=_default("seed"), show_default=True)
 @click.option("--max-train-samples", type=int, default=None, help="Train on at most this many images.")
 @click.option("--batch-size", type=int, default=None, help="Training batch size [trainer's].")
-@click.option("--measure-iters", type=int, default=500, show_default=True,
+@click.option("--measure-iters", type=int, default=_default("measure_iters"), show_default=True,
               help="Timed iterations per latency measurement.")
 @click.option("--no-bundle", is_flag=True, help="Skip the device bundle.")
 @click.option("--no-progress", is_flag=True,
@@ -133,7 +139,7 @@ def compress(profile: str | None, teacher: str | None, arch: str | None, trust_c
         edgekd compress --config runs/default/run.json     # the same run again, in a new folder
     """
     from edgekd.cli.config_file import recorded_options
-    from edgekd.run.pipeline import CompressConfig, compress as run_compress
+    from edgekd.run.pipeline import compress as run_compress
     from edgekd.core.units import parse_count
 
     config = CompressConfig(

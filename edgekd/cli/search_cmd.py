@@ -4,17 +4,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import click
 
-from edgekd.cli.base import verbose_option
+from edgekd.cli.base import default_of, verbose_option
 from edgekd.core.errors import EdgekdError
+from edgekd.search.config import SearchConfig
+from edgekd.search.space import SpaceConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekd.inputs.profiles import DeviceProfile
 
 __all__ = ["calibrate", "search"]
+
+
+def _joined(values: Iterable[int], sep: str = ",") -> str:
+    """A tuple default as the option's text: ``(3, 5)`` -> ``"3,5"``."""
+    return sep.join(str(v) for v in values)
 
 
 def _int_list(text: str, option: str) -> tuple[int, ...]:
@@ -30,12 +37,12 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 
 
 @click.command()
-@click.option("--profile", "profile_name", default="host-cpu", show_default=True,
+@click.option("--profile", "profile_name", default=default_of(SearchConfig, "profile"), show_default=True,
               help="Device profile: a shipped name (edgekd profiles list) or a .toml path.")
-@click.option("--input", "input_text", default="1x28x28", show_default=True,
-              help="Input shape CxHxW.")
-@click.option("--classes", default=10, show_default=True, type=click.IntRange(min=1),
-              help="Number of output classes.")
+@click.option("--input", "input_text", default=_joined(default_of(SearchConfig, "input_shape"), "x"),
+              show_default=True, help="Input shape CxHxW.")
+@click.option("--classes", default=default_of(SearchConfig, "classes"), show_default=True,
+              type=click.IntRange(min=1), help="Number of output classes.")
 @click.option("--max-macs", default=None,
               help="MAC budget per sample, with K/M/G suffix (default: the profile's).")
 @click.option("--latency-ms", default=None, type=float,
@@ -43,14 +50,16 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 @click.option("--family", default=None,
               help="Student families, comma-separated [default: "
                    "the registry's defaults, plain,residual]; see edgekd.search.families.")
-@click.option("--max-depth", default=19, show_default=True, type=click.IntRange(min=3),
-              help="Deepest student to enumerate, in conv layers.")
-@click.option("--kernel", "kernels", default="3", show_default=True,
+@click.option("--max-depth", default=default_of(SpaceConfig, "max_depth"), show_default=True,
+              type=click.IntRange(min=3), help="Deepest student to enumerate, in conv layers.")
+@click.option("--kernel", "kernels", default=_joined(default_of(SpaceConfig, "kernels")), show_default=True,
               help="Conv kernel sizes to enumerate, comma-separated (e.g. 3,5).")
-@click.option("--stem-stride", "stem_strides", default="1", show_default=True,
+@click.option("--stem-stride", "stem_strides", default=_joined(default_of(SpaceConfig, "stem_strides")),
+              show_default=True,
               help="Stem strides to enumerate, comma-separated: 2 halves a 32x32+ input "
                    "before the first stage.")
-@click.option("--shortlist", default=8, show_default=True, type=click.IntRange(min=1),
+@click.option("--shortlist", default=default_of(SearchConfig, "shortlist"), show_default=True,
+              type=click.IntRange(min=1),
               help="How many students to shortlist for training (spread over depths).")
 @click.option("--measure", is_flag=True,
               help="Measure the shortlisted students on this host (host-cpu profile only).")
@@ -83,7 +92,6 @@ def search(profile_name: str, input_text: str, classes: int, max_macs: str | Non
     from edgekd.cli.views import format_search
     from edgekd.search.search import default_cost_cache, search_candidates
     from edgekd.ship.measure import measured_latency
-    from edgekd.search.space import SpaceConfig
     from edgekd.core.units import parse_count, parse_shape
 
     profile = load_profile(profile_name)
@@ -94,13 +102,17 @@ def search(profile_name: str, input_text: str, classes: int, max_macs: str | Non
     space = SpaceConfig(families=families, max_depth=max_depth,
                         kernels=_int_list(kernels, "--kernel"),
                         stem_strides=_int_list(stem_strides, "--stem-stride"))
+    config = SearchConfig(profile=profile_name, input_shape=parse_shape(input_text), classes=classes,
+                          max_macs=parse_count(max_macs) if max_macs is not None else None,
+                          latency_ms=latency_ms, shortlist=shortlist, measure=measure,
+                          calibration=calibration, space=space)
     out = Path(out_dir) if out_dir else Path("runs") / f"search-{profile.name}"
     result = search_candidates(
-        profile, parse_shape(input_text), classes,
-        max_macs=parse_count(max_macs) if max_macs is not None else None,
-        latency_ms=latency_ms, families=families, shortlist=shortlist, measure=measure,
+        profile, config.input_shape, config.classes, max_macs=config.max_macs,
+        latency_ms=config.latency_ms, families=space.families, shortlist=config.shortlist,
+        measure=config.measure,
         measurer=lambda spec, folder, batch: measured_latency(spec, folder, batch=batch),
-        calibration=calibration, out_dir=out, space=space,
+        calibration=config.calibration, out_dir=out, space=space,
         progress=lambda text: click.echo(text, err=True), cost_cache=default_cost_cache())
     click.echo(format_search(result))
 

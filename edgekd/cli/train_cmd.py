@@ -8,11 +8,17 @@ from typing import Any
 
 import click
 
-from edgekd.cli.base import verbose_option
+from edgekd.cli.base import default_of, verbose_option
 from edgekd.cli.cli_options import (ARCH_OPTION_HELP, AUGMENT_HELP, AUGMENTS, TRUST_CODE_HELP, data_option,
                                     hint_options, method_option, teacher_options)
+from edgekd.distill.config import OPTIMIZERS, TrainConfig
 
 __all__ = ["layers", "search_options", "train"]
+
+
+def _default(name: str) -> Any:
+    """The default of a TrainConfig field (the one place training defaults live)."""
+    return default_of(TrainConfig, name)
 
 
 _SEARCH_HELP = ("Where to look a student id up: the folder 'edgekd search' or 'edgekd compress' "
@@ -34,51 +40,59 @@ def search_options(command: Any) -> Any:
 @search_options
 @teacher_options
 @data_option
-@method_option(compress=False, default="fitnet")
-@click.option("--epochs", "-e", type=click.IntRange(min=1), default=10, show_default=True,
+@method_option(compress=False, default=_default("method"))
+@click.option("--epochs", "-e", type=click.IntRange(min=1), default=_default("epochs"), show_default=True,
               help="Epochs trained on labels/logits (fitnet: the hint stage comes on top).")
-@click.option("--hint-epochs", type=click.IntRange(min=0), default=2, show_default=True,
+@click.option("--hint-epochs", type=click.IntRange(min=0), default=_default("hint_epochs"), show_default=True,
               help="fitnet: at most this many hint-stage (stage 1) epochs, ON TOP of --epochs; "
                    "the stage stops earlier when the regressor's R^2 plateaus (--hint-patience); "
                    "0 only with --hint-mode joint.")
 @hint_options
-@click.option("--temperature", "-T", type=click.FloatRange(min=0, min_open=True), default=4.0,
+@click.option("--temperature", "-T", type=click.FloatRange(min=0, min_open=True), default=_default("temperature"),
               show_default=True, help="KD temperature.")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+@click.option("--alpha", type=click.FloatRange(0, 1), default=_default("alpha"), show_default=True,
               help="KD weight of the hard labels: a*CE + (1-a)*T^2*KL.")
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_default("optimizer"),
+              show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_default("lr"),
               help="Peak learning rate (cosine to 0) [sgd 0.05, adamw 0.002].")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=_default("weight_decay"),
+              show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=_default("batch_size"),
+              show_default=True)
+@click.option("--seed", type=int, default=_default("seed"), show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=_default("val_fraction"),
+              show_default=True,
               help="Share of the training images held out to select the best epoch.")
-@click.option("--generations", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--generations", type=click.IntRange(min=1), default=_default("generations"), show_default=True,
               help="ban: number of born-again generations.")
-@click.option("--hint-layer", default=None, help="Teacher node for the hint [middle activation]; see 'edgekd layers'.")
-@click.option("--guided-layer", default=None, help="Student node for the guided layer [spec's middle block].")
-@click.option("--ensemble", type=click.Choice(["logits", "probs"]), default="logits", show_default=True,
+@click.option("--hint-layer", default=_default("hint_layer"), help="Teacher node for the hint [middle activation]; see 'edgekd layers'.")
+@click.option("--guided-layer", default=_default("guided_layer"), help="Student node for the guided layer [spec's middle block].")
+@click.option("--ensemble", type=click.Choice(["logits", "probs"]), default=_default("ensemble"),
+              show_default=True,
               help="How several --teacher are averaged.")
-@click.option("--max-train-samples", type=click.IntRange(min=1), default=None,
+@click.option("--max-train-samples", type=click.IntRange(min=1), default=_default("max_train_samples"),
               help="Train on at most this many images (a seeded subset).")
-@click.option("--augment", type=click.Choice(AUGMENTS), default="none", show_default=True,
+@click.option("--augment", type=click.Choice(AUGMENTS), default=_default("augment"), show_default=True,
               is_flag=False, flag_value="auto", help=AUGMENT_HELP + " A bare --augment means auto.")
-@click.option("--teacher-views", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--teacher-views", type=click.IntRange(min=0), default=_default("teacher_views"),
+              show_default=True,
               help="With augmentation: 0 = run the teacher on every batch; K = cache its outputs on K "
                    "augmented views per image (drawn once) and serve one of them per step.")
-@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=_default("warmup_epochs"),
+              show_default=True,
               help="Linear learning-rate warm-up (at most a fifth of the run), then a cosine.")
-@click.option("--lr-floor", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+@click.option("--lr-floor", type=click.FloatRange(0, 1), default=_default("lr_floor"), show_default=True,
               help="The cosine ends at this fraction of --lr.")
-@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0,
-              show_default=True, help="Label smoothing of the hard-label cross-entropy.")
-@click.option("--ema", "ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
-              metavar="DECAY",
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True),
+              default=_default("label_smoothing"), show_default=True,
+              help="Label smoothing of the hard-label cross-entropy.")
+@click.option("--ema", "ema", type=click.FloatRange(0, 1, max_open=True), default=_default("ema"),
+              show_default=True, metavar="DECAY",
               help="EMA of the weights: validate, select and keep an exponential moving average of the "
                    "student's weights with this decay (e.g. 0.999; about the last 1/(1-DECAY) steps), "
                    "started after the hint stage. 0: off.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--device", default=_default("device"), show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("runs/train"), show_default=True,
               help="Output folder (checkpoint.pt, metrics.jsonl, result.json); rerun to resume.")
@@ -108,7 +122,6 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
     from edgekd.cli.train_view import format_result
     from edgekd.distill.commands import resolve_student_spec, run_train
     from edgekd.distill.methods import get_method
-    from edgekd.distill.trainer import TrainConfig
 
     spec = resolve_student_spec(student, search or old_search)  # check the cheap inputs first
     config = TrainConfig(method=method, epochs=epochs, hint_epochs=hint_epochs, temperature=temperature,

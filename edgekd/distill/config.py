@@ -16,7 +16,10 @@ from edgekd.distill.methods import METHODS
 if TYPE_CHECKING:
     import torch.nn as nn
 
-__all__ = ["OPTIMIZERS", "HINT_MODES", "TrainConfig", "TrainResult", "default_lr"]
+__all__ = ["OPTIMIZERS", "HINT_MODES", "TRAIN_CONFIG_FORMAT", "TrainConfig", "TrainResult", "default_lr"]
+
+#: The format tag of a TrainConfig document outside result.json (run.json's ``configs.train``).
+TRAIN_CONFIG_FORMAT = "edgekd.train-config/1"
 
 OPTIMIZERS = ("sgd", "adamw")
 #: ``hint_mode`` / ``--hint-mode`` values (edgekd.distill.hint_stage says what each does)
@@ -33,9 +36,10 @@ def default_lr(optimizer: str) -> float:
 @dataclass
 class TrainConfig:
     """How to train one student. ``epochs`` counts the epochs trained on labels/logits;
-    fitnet's hint stage (at most ``hint_epochs``) comes on top (issue 12)."""
+    fitnet's hint stage (at most ``hint_epochs``) comes on top (issue 12). Every training
+    default lives here once: ``edgekd train`` reads its option defaults from these fields."""
 
-    method: str = "kd"
+    method: str = "fitnet"
     epochs: int = 10
     hint_epochs: int = 2
     temperature: float = 4.0
@@ -139,6 +143,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """The inverse of :meth:`to_dict` (a ``format`` tag, when there, must be ours)."""
+        data = dict(data)
+        if data.pop("format", TRAIN_CONFIG_FORMAT) != TRAIN_CONFIG_FORMAT:
+            raise EdgekdError(f"training config: not a {TRAIN_CONFIG_FORMAT} document: write it "
+                              "with this edgekd version")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -13,9 +13,11 @@ from edgekd.core.errors import EdgekdError
 from edgekd.distill.methods import METHODS
 from edgekd.run.halving import HalvingConfig, Rung, epochs_spent
 
-__all__ = ["CompressConfig", "DEFAULT_METHOD", "DEFAULT_METHOD_WHY", "DEFAULT_SAMPLES_PER_TRIAL",
-           "DEFAULT_TEACHER_VIEWS_CPU", "EMBEDDED_LATENCY_MS", "EMBEDDED_STEM_STRIDES", "HINT_FIELDS",
-           "TRIAL_THREADS_CPU", "check_effort", "default_epochs", "has_hints"]
+__all__ = ["COMPRESS_CONFIG_FORMAT", "CompressConfig", "DEFAULT_METHOD", "DEFAULT_METHOD_WHY",
+           "DEFAULT_SAMPLES_PER_TRIAL", "DEFAULT_TEACHER_VIEWS_CPU", "EMBEDDED_LATENCY_MS", "EMBEDDED_STEM_STRIDES",
+           "HINT_FIELDS", "TRIAL_THREADS_CPU", "check_effort", "default_epochs", "has_hints"]
+
+COMPRESS_CONFIG_FORMAT = "edgekd.compress-config/1"
 
 #: The embedded default (no profile, teacher or data given): host-cpu with this latency
 #: budget (ms, predicted), half the profile's: on a 2-core x86 host the built-in teacher runs
@@ -46,7 +48,11 @@ HINT_FIELDS = ("hint_mode", "hint_beta", "hint_lr", "hint_patience", "hint_min_d
 
 @dataclass
 class CompressConfig:
-    """Everything ``edgekd compress`` takes. ``None`` means: the profile's or the default."""
+    """Everything ``edgekd compress`` takes. ``None`` means: the profile's or the default.
+    Every default of the command lives here once; the CLI reads its option defaults from these
+    fields. ``hint_epochs`` (1) is compress's own default, apart from
+    :class:`~edgekd.distill.config.TrainConfig`'s (2, ``edgekd train``'s); the other training
+    fields that compress leaves unset (``batch_size`` None, ...) take TrainConfig's."""
 
     profile: str | None = None
     teacher: str | None = None
@@ -101,6 +107,32 @@ class CompressConfig:
     command: list[str] | None = None
     options: dict[str, Any] | None = None  # every CLI option, kept in run.json (--config)
     yes: bool = False  # run a plan that check_effort finds absurd
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON document of every field (``out`` as text), tagged with its format; run.json
+        keeps it under ``configs.compress``. ``options`` and ``command`` are kept beside it."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("options", "command")}
+        data["out"] = str(self.out) if self.out is not None else None
+        return {"format": COMPRESS_CONFIG_FORMAT, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompressConfig:
+        """The inverse of :meth:`to_dict`; a foreign format or an unknown field is one line."""
+        data = dict(data)
+        if data.pop("format", None) != COMPRESS_CONFIG_FORMAT:
+            raise EdgekdError(f"compress config: not a {COMPRESS_CONFIG_FORMAT} document: write it "
+                              "with this edgekd version")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise EdgekdError(f"compress config: unknown field(s) {', '.join(unknown)}: "
+                              f"use only {', '.join(sorted(known))}")
+        if data.get("out") is not None:
+            data["out"] = Path(data["out"])
+        if isinstance(data.get("stem_strides"), list):
+            data["stem_strides"] = tuple(data["stem_strides"])
+        return cls(**data)
 
     def identity_config(self) -> dict[str, Any]:
         """The settings that change the results (not: executor, output, measuring, progress)."""

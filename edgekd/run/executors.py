@@ -10,8 +10,8 @@ them; the scheduler and the run folder are the same for both.
   them into the run folder atomically. ``address`` joins an existing cluster (every node needs
   edgekd installed); without it a local Ray instance starts with ``num_cpus``.
 
-A trial is ``train_student(spec, teachers, dataset, TrainConfig(**config), out_dir)`` from
-:mod:`edgekd.distill`; what it returns to the scheduler is its result.json plus
+A trial is ``train_student(spec, teachers, dataset, config, out_dir)`` from
+:mod:`edgekd.distill` for the job's :class:`~edgekd.run.halving.TrialPayload` (spec, TrainConfig); what it returns to the scheduler is its result.json plus
 ``job_seconds`` (wall time of this job, for the ETA).
 """
 
@@ -22,12 +22,18 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_json, read_json
-from edgekd.run.halving import TrialJob
+from edgekd.run.halving import TrialJob, TrialPayload
 from edgekd.core.runfolder import TRIAL_FILES, RunDir
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from edgekd.inputs.data import ImageDataset
+
 #: result.json fields that name a worker's paths or its clock; not part of the rung record.
 _LOCAL_FIELDS = ("checkpoint", "seconds")
 
@@ -36,8 +42,8 @@ _LOCAL_FIELDS = ("checkpoint", "seconds")
 class TrialContext:
     """What every trial of a run shares: the teachers, the data and their fingerprints."""
 
-    teachers: list[Any]
-    dataset: Any
+    teachers: list[nn.Module]
+    dataset: ImageDataset
     teacher_fps: list[str] = field(default_factory=list)
     #: torch threads of one trial (None: torch's default, all cores). A trial's numbers depend
     #: slightly on its thread count (parallel reductions), so runs that must agree bit for
@@ -45,28 +51,30 @@ class TrialContext:
     threads: int | None = None
 
 
-def trial_payload(spec: dict, config: dict) -> dict[str, Any]:
-    """The job payload: the student spec (dict) and the TrainConfig fields (dict)."""
-    return {"spec": spec, "config": config}
+def trial_payload(spec: dict[str, Any], config: dict[str, Any]) -> TrialPayload:
+    """The job payload of a student spec (its JSON document) and the TrainConfig fields."""
+    from edgekd.distill.config import TrainConfig
+
+    return TrialPayload(spec=spec, config=TrainConfig(**config))
 
 
-def train_trial(payload: dict[str, Any], context: TrialContext, out_dir: Path, *,
+def train_trial(payload: TrialPayload, context: TrialContext, out_dir: Path, *,
                 progress: bool = False) -> dict[str, Any]:
     """Train one trial into ``out_dir`` (continuing from its checkpoint if there is one)."""
-    from edgekd.distill import TrainConfig, train_student
+    from edgekd.distill import train_student
     from edgekd.search.space import StudentSpec
 
     import torch
 
     started = time.monotonic()
     out_dir = Path(out_dir)
-    atomic_write_json(out_dir / "spec.json", payload["spec"])
+    atomic_write_json(out_dir / "spec.json", payload.spec)
     previous = torch.get_num_threads()
     if context.threads:
         torch.set_num_threads(context.threads)
     try:
-        train_student(StudentSpec.from_dict(payload["spec"]), list(context.teachers),
-                      context.dataset, TrainConfig(**payload["config"]), out_dir,
+        train_student(StudentSpec.from_dict(payload.spec), list(context.teachers),
+                      context.dataset, payload.config, out_dir,
                       teacher_fps=context.teacher_fps, progress=progress)
     finally:
         torch.set_num_threads(previous)
@@ -91,7 +99,7 @@ class LocalExecutor:
         pass
 
 
-def _ray_trial(payload: dict[str, Any], context: TrialContext, files: dict[str, bytes]
+def _ray_trial(payload: TrialPayload, context: TrialContext, files: dict[str, bytes]
                ) -> dict[str, Any]:
     """The Ray task: train in a temporary folder and send every file back as bytes."""
     with tempfile.TemporaryDirectory(prefix="edgekd-trial-") as tmp:
@@ -192,7 +200,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 def make_executor(kind: str, run: RunDir, context: TrialContext, *, address: str | None = None,
-                  num_cpus: int | None = None, gpus_per_trial: float = 0) -> Any:
+                  num_cpus: int | None = None, gpus_per_trial: float = 0) -> LocalExecutor | RayExecutor:
     """``local`` or ``ray`` (see the classes); anything else is a one-line error."""
     if kind == "local":
         return LocalExecutor(run, context)

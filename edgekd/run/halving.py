@@ -34,10 +34,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from edgekd.core.errors import EdgekdError
+
+if TYPE_CHECKING:
+    from edgekd.distill.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,16 @@ def depth_groups(depths: dict[str, int]) -> dict[str, str]:
     return {tid: "shallow" if d <= median else "deep" for tid, d in depths.items()}
 
 
+@dataclass(frozen=True)
+class TrialPayload:
+    """What a worker trains for one job: the student (its spec.json document) and the
+    :class:`~edgekd.distill.config.TrainConfig` of the trial. Plain data, so it pickles for the
+    Ray and process executors."""
+
+    spec: dict[str, Any]
+    config: TrainConfig
+
+
 @dataclass
 class TrialJob:
     """One unit of work for an executor: train ``trial_id`` to ``epochs`` epochs in total,
@@ -192,7 +205,7 @@ class TrialJob:
     trial_id: str
     rung: int
     epochs: int
-    payload: dict[str, Any] = field(default_factory=dict)
+    payload: TrialPayload | None = None
     folder: str = ""
 
     def __post_init__(self) -> None:

@@ -21,19 +21,23 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_json, write_jsonl
 from edgekd.core.runfolder import OUTCOME, write_doc
+from edgekd.distill.config import TRAIN_CONFIG_FORMAT
 from edgekd.distill.methods import method_names
-from edgekd.run.halving import Rung, SuccessiveHalving, TrialJob, epochs_spent, plan_record, plan_rungs
+from edgekd.run.halving import (Executor, HalvingEvent, HalvingResult, Rung, SuccessiveHalving, TrialJob,
+                                epochs_spent, plan_record, plan_rungs)
 from edgekd.run.progress import say
 from edgekd.run.rundir import RunDir, default_out, open_run
 from edgekd.run.config import (EMBEDDED_LATENCY_MS, EMBEDDED_STEM_STRIDES, CompressConfig, check_effort,
                                default_epochs, has_hints)
 from edgekd.run.setup import Inputs, load_inputs, run_identity, train_images
 from edgekd.run.ship_stages import bundle_stage, export_stage, measure_stage, teacher_stage
+from edgekd.search.config import SearchConfig
+from edgekd.search.space import SpaceConfig
 
 # CompressConfig and its defaults live in run.config, Inputs in run.setup; they stay importable
 # from here
@@ -62,18 +66,28 @@ class Summary:
 
 
 # ============================================================================ search
+def search_config(config: CompressConfig, inputs: Inputs) -> SearchConfig:
+    """The search of a run: the profile with its budget (overrides applied by load_inputs), the
+    data's input shape and classes, ``candidates`` students to shortlist, the default grid with
+    the run's stem strides."""
+    budget = inputs.profile.budget
+    return SearchConfig(profile=inputs.profile.name, input_shape=tuple(inputs.dataset.input_shape),
+                        classes=inputs.dataset.num_classes, max_macs=budget.macs,
+                        latency_ms=budget.latency_ms, shortlist=config.candidates,
+                        calibration=config.calibration,
+                        space=SpaceConfig(stem_strides=tuple(config.stem_strides or (1,))))
+
+
 def search_stage(config: CompressConfig, inputs: Inputs) -> tuple[list[dict], list[dict], dict]:
     """Enumerate, cost and filter students (edgekd.search.search, which refuses a budget no student
     meets, naming the smallest); returns (feasible rows for candidates.jsonl, the shortlist
     rows in the search's order, counts)."""
     from edgekd.search.search import default_cost_cache, search_candidates
-    from edgekd.search.space import SpaceConfig
 
-    space = SpaceConfig(stem_strides=tuple(config.stem_strides or (1,)))
-    found = search_candidates(inputs.profile, inputs.dataset.input_shape,
-                              inputs.dataset.num_classes, shortlist=config.candidates,
-                              cost_cache=default_cost_cache(), calibration=config.calibration,
-                              space=space)
+    search = search_config(config, inputs)  # the budget is inputs.profile's already
+    found = search_candidates(inputs.profile, search.input_shape, search.classes, shortlist=search.shortlist,
+                              space=search.space, cost_cache=default_cost_cache(),
+                              calibration=search.calibration)
     rows = [c.to_record() for c in found.feasible]
     shortlist = [c.to_record() for c in found.shortlist]
     return rows, shortlist, {"candidates_enumerated": len(found.candidates),
@@ -81,6 +95,16 @@ def search_stage(config: CompressConfig, inputs: Inputs) -> tuple[list[dict], li
 
 
 # ============================================================================ training
+def run_configs(config: CompressConfig, inputs: Inputs) -> dict[str, Any]:
+    """run.json's ``configs``: the run's CompressConfig, its search's SearchConfig and the
+    TrainConfig of its final rung, each a tagged JSON document (``from_dict`` reads it back)."""
+    from edgekd.distill.config import TrainConfig
+
+    final = TrainConfig(**train_config(config, config.method, config.epochs or 1))
+    return {"compress": config.to_dict(), "search": search_config(config, inputs).to_dict(),
+            "train": {"format": TRAIN_CONFIG_FORMAT, **final.to_dict()}}
+
+
 def train_config(config: CompressConfig, method: str, epochs: int) -> dict[str, Any]:
     """The TrainConfig fields of one trial (edgekd.distill.TrainConfig defaults elsewhere)."""
     values: dict[str, Any] = {"method": method, "epochs": epochs, "seed": config.seed,
@@ -97,7 +121,7 @@ def train_config(config: CompressConfig, method: str, epochs: int) -> dict[str, 
 
 
 def halving_stage(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[dict],
-                  executor: Any, on_event: Any) -> Any:
+                  executor: Executor, on_event: Callable[[HalvingEvent], None]) -> HalvingResult:
     from edgekd.run.executors import trial_payload
 
     specs = {row["id"]: row["spec"] for row in shortlist}
@@ -137,14 +161,18 @@ def run_folder(config: CompressConfig) -> Path:
     return numbered(max(1, i - 1)) if config.resume else numbered(i)
 
 
-def store_plan(run: RunDir, rungs: list[Rung], options: dict[str, Any] | None = None) -> None:
-    """run.json's ``plan`` (rungs x trials x epochs), written before any training, and the
-    command's ``options`` (``edgekd compress --config run.json`` runs it again); the same
-    identity gives the same plan, so a resumed run leaves both as they are."""
+def store_plan(run: RunDir, rungs: list[Rung], options: dict[str, Any] | None = None,
+               configs: dict[str, Any] | None = None) -> None:
+    """run.json's ``plan`` (rungs x trials x epochs), written before any training, the
+    command's ``options`` (``edgekd compress --config run.json`` runs it again) and the run's
+    ``configs`` (:func:`run_configs`); the same identity gives the same plan, so a resumed run
+    leaves them as they are."""
     manifest = run.manifest()
     extra: dict[str, Any] = {"plan": plan_record(rungs)}
     if options is not None and "options" not in manifest:
         extra["options"] = options
+    if configs is not None and "configs" not in manifest:
+        extra["configs"] = configs
     if any(manifest.get(key) != value for key, value in extra.items()):
         atomic_write_json(run.run_json, {**manifest, **extra})
 
@@ -194,7 +222,7 @@ def best_method(run: RunDir, trials: dict[str, str]) -> tuple[str, str]:
 
 
 def baseline_stage(config: CompressConfig, run: RunDir, winner: dict, winner_trial: str,
-                   executor: Any) -> dict[str, str]:
+                   executor: Executor) -> dict[str, str]:
     """Train the winner's architecture with the other ablation methods (from scratch, for
     ``--epochs``, like the final training); returns method -> trial."""
     from edgekd.run.executors import trial_payload
@@ -262,7 +290,8 @@ def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resume
     from edgekd.run.repair import reset_damaged_trials, restore_results
 
     write_jsonl(run.candidates, rows)
-    store_plan(run, plan_rungs(len(shortlist), config.halving()), config.options)
+    store_plan(run, plan_rungs(len(shortlist), config.halving()), config.options,
+               run_configs(config, inputs))
     reset_damaged_trials(run)
     timing: dict[str, float] = {}
     mark = time.monotonic()
@@ -340,7 +369,7 @@ def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[
     return outcome, winner, baselines
 
 
-def _trial_entries(config: CompressConfig, outcome: Any, winner: dict, winner_trial: str,
+def _trial_entries(config: CompressConfig, outcome: HalvingResult, winner: dict, winner_trial: str,
                    baselines: dict[str, str] | None) -> list[dict]:
     """outcome.json's ``trials``: every trained trial folder, in the order the rungs trained
     them, then the baselines."""

@@ -158,8 +158,10 @@ def _reopen(run: RunDir, run_identity: dict, *, resume: bool) -> bool:
     diff = differences(old.get("identity", {}), run_identity)
     if diff:
         verb = "cannot resume" if resume else "holds a different run"
+        again = (f" (its options: edgekd compress --config {run.run_json} --out {run.root} --resume)"
+                 if "options" in old else "")
         raise EdgekdError(f"--out {run.root} {verb}: {'; '.join(diff)}; pass a new --out "
-                          "or the same teacher, data and budget")
+                          f"or the same teacher, data, budget and options{again}")
     if not resume:
         raise EdgekdError(f"--out {run.root} already holds this run: add --resume to "
                           "continue it, or pass a new --out")

@@ -4,7 +4,8 @@ Owns: space (StudentSpec, enumeration, building the nn.Module), families (the st
 registry: plain, residual, dwsep, mbconv and any registered one) and blocks (their torch
 modules), cost (MACs, params and the layer table), latency (the roofline and the per-kind
 calibration), kernels and kernel_model (the fused-kernel latency model and its per-device
-table) and search (budget filter, Pareto front, shortlist, ``candidates.jsonl``).
+table), search (budget filter, Pareto front, shortlist, ``candidates.jsonl``) and config
+(SearchConfig: every default of a search, once).
 
 May import: ``edgekd.core``, ``edgekd.inputs``. Measuring a student on the host belongs to
 ``edgekd.ship`` (``measure.measured_latency``, ``calibrate``); search takes the measurer as an

@@ -32,6 +32,7 @@ from edgekd.core.fileio import write_jsonl
 from edgekd.core.runfolder import SEARCH, write_doc
 from edgekd.search.latency import Calibration, LatencyEstimate, predict_latency
 from edgekd.search.families import default_families
+from edgekd.search.config import SearchConfig
 from edgekd.search.space import SpaceConfig, StudentSpec, enumerate_specs
 from edgekd.core.units import format_count
 
@@ -234,7 +235,7 @@ def _infeasible_message(smallest: Candidate, fastest: Candidate | None, max_macs
 
 def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], classes: int, *,
                       max_macs: int | None = None, latency_ms: float | None = None,
-                      families: Iterable[str] | None = None, shortlist: int = 8,
+                      families: Iterable[str] | None = None, shortlist: int = SearchConfig.shortlist,
                       measure: bool = False,
                       measurer: "Callable[[StudentSpec, Path, int], LatencyEstimate] | None" = None,
                       calibration: "Calibration | KernelTable | str | Path | None" = None,
