@@ -7,15 +7,23 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import iter_jsonl
 
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from edgekd.distill.config import TrainConfig, TrainResult
+    from edgekd.distill.hints import LayerInfo
+    from edgekd.inputs.data import ImageDataset
+    from edgekd.search.space import StudentSpec
+
 DEFAULT_CANDIDATES = Path("candidates.jsonl")
 
 
-def resolve_student_spec(student: str, search: Path | None = None) -> Any:
+def resolve_student_spec(student: str, search: Path | None = None) -> StudentSpec:
     """A StudentSpec from ``student``: a spec JSON file, or an id in a candidates.jsonl
     (see :func:`candidate_files`)."""
     from edgekd.search.space import StudentSpec
@@ -77,8 +85,8 @@ def _json_or_error(text: str, path: Path) -> Any:
                           "fix the file") from None
 
 
-def run_train(*, spec: Any, teachers: list[tuple[Any, str]], dataset: Any, config: Any,
-              out_dir: Path, progress: bool = True) -> Any:
+def run_train(*, spec: StudentSpec, teachers: list[tuple[nn.Module, str]], dataset: ImageDataset,
+              config: TrainConfig, out_dir: Path, progress: bool = True) -> TrainResult:
     """Train ``spec`` from ``(teacher, fingerprint)`` pairs into ``out_dir`` (spec.json too)."""
     from edgekd.distill.methods import get_method
     from edgekd.distill.trainer import train_student
@@ -99,7 +107,7 @@ class LayerListing:
     title: str
     role: str  # "hint" (teacher) or "guided" (student)
     chosen: str
-    layers: list[Any]
+    layers: list[LayerInfo]
 
 
 def list_model_layers(model_arg: str, *, search: Path | None, arch: str | None,

@@ -107,7 +107,7 @@ _CHECK_EVERY = 25  # steps between finiteness checks on CUDA (each one is a host
 
 
 def _check_first_bad(first_bad: torch.Tensor, loss: torch.Tensor, stage: str, epoch: int,
-                     lr_at: Any) -> None:
+                     lr_at: Callable[[int], float]) -> None:
     """Raise the named error for the first non-finite batch tracked on the device, if any."""
     b = int(first_bad)
     if b >= 0:

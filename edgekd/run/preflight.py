@@ -23,9 +23,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from edgekd.core.errors import EdgekdError
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from edgekd.inputs.data import ImageDataset
+    from edgekd.inputs.profiles import DeviceProfile
+    from edgekd.search.space import StudentSpec
 
 __all__ = ["check_out", "check_calibration", "check_hint_taps", "check_parity_sample", "hint_methods"]
 
@@ -51,7 +58,7 @@ def check_out(out: Path) -> None:
                           "in a folder you can write to")
 
 
-def check_calibration(path: str | Path | None, profile: Any) -> None:
+def check_calibration(path: str | Path | None, profile: DeviceProfile) -> None:
     """A ``--calibration`` file loads the way the search will read it (a calibration or a
     kernel table, fitted for ``profile``)."""
     if path is None:
@@ -61,7 +68,7 @@ def check_calibration(path: str | Path | None, profile: Any) -> None:
     _resolve_calibration(path, profile, None)
 
 
-def check_hint_taps(teacher: Any, specs: Iterable[Any], input_shape: tuple[int, ...],
+def check_hint_taps(teacher: nn.Module, specs: Iterable[StudentSpec], input_shape: tuple[int, ...],
                     methods: Iterable[str]) -> None:
     """Every hint method can pair the teacher's hint layer with each student's guided layer."""
     needed = hint_methods(methods)
@@ -79,7 +86,7 @@ def check_hint_taps(teacher: Any, specs: Iterable[Any], input_shape: tuple[int, 
         pair_layers(teacher, build(spec).eval(), input_shape, spec=spec)
 
 
-def check_parity_sample(dataset: Any, needed: int) -> None:
+def check_parity_sample(dataset: ImageDataset, needed: int) -> None:
     """Enough images for the ONNX parity check (test split topped up from the train split)."""
     have = len(dataset.y_test) + len(dataset.y_train)
     if have < needed:
@@ -87,7 +94,7 @@ def check_parity_sample(dataset: Any, needed: int) -> None:
                           f"give more test images, or state a smaller sample with --parity-samples {have}")
 
 
-def _is_script(model: Any) -> bool:
+def _is_script(model: nn.Module) -> bool:
     import torch
 
     return isinstance(model, torch.jit.ScriptModule)

@@ -5,32 +5,38 @@ identity that run.json keeps (edgekd.run.rundir)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edgekd.core.errors import EdgekdError
 from edgekd.distill.methods import method_names
 from edgekd.run.config import EMBEDDED_LATENCY_MS, CompressConfig
 from edgekd.run.rundir import identity
 
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from edgekd.inputs.data import ImageDataset
+    from edgekd.inputs.profiles import DeviceProfile
+
 __all__ = ["Inputs", "load_inputs", "run_identity", "train_images"]
 
 
 @dataclass
 class Inputs:
-    profile: Any
-    dataset: Any
-    teacher: Any
+    profile: DeviceProfile
+    dataset: ImageDataset
+    teacher: nn.Module
     teacher_fp: str
     parity_samples: int = 256
 
 
-def train_images(dataset: Any, config: CompressConfig) -> int:
+def train_images(dataset: ImageDataset, config: CompressConfig) -> int:
     """How many images a trial trains on (before the validation split)."""
     n = len(dataset.y_train)
     return min(n, config.max_train_samples) if config.max_train_samples else n
 
 
-def load_inputs(config: CompressConfig, dataset: Any = None) -> Inputs:
+def load_inputs(config: CompressConfig, dataset: ImageDataset | None = None) -> Inputs:
     """Profile (with budget overrides), data (unless given) and teacher, checked against
     each other."""
     from edgekd.inputs.data import load_dataset

@@ -5,13 +5,18 @@ already), host latency through the deploy kit, and the winner's device bundle.""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from edgekd.core.fileio import sha256_file
 from edgekd.core.runfolder import EXPORT, MEASUREMENT, TEACHER, read_doc_or_none, write_doc
 from edgekd.run.config import CompressConfig
 from edgekd.run.rundir import RunDir
 from edgekd.run.setup import Inputs
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from edgekd.search.space import StudentSpec
 
 __all__ = ["bundle_stage", "export_stage", "measure_stage", "teacher_stage"]
 
@@ -40,7 +45,7 @@ def teacher_stage(inputs: Inputs, run: RunDir) -> dict:
     return info
 
 
-def _export(model: Any, name: str, inputs: Inputs, run: RunDir, *, source_sha: str,
+def _export(model: nn.Module, name: str, inputs: Inputs, run: RunDir, *, source_sha: str,
             metadata: dict[str, Any]) -> Path:
     """export/NAME.onnx with a parity check; skipped when export/NAME.json says the same
     weights were exported already (so measurements brought back still match its sha256)."""
@@ -57,7 +62,7 @@ def _export(model: Any, name: str, inputs: Inputs, run: RunDir, *, source_sha: s
     return onnx_path
 
 
-def _metadata(inputs: Inputs, name: str, *, spec: Any = None, accuracy: float | None = None,
+def _metadata(inputs: Inputs, name: str, *, spec: StudentSpec | None = None, accuracy: float | None = None,
               method: str | None = None) -> dict[str, Any]:
     from edgekd.ship.export import student_metadata
 

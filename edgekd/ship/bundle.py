@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -77,7 +77,7 @@ def bundle_batch(exported: dict, budget_batch: int) -> int:
     return budget_batch
 
 
-def _commands(profile: Any, batch: int, has_teacher: bool, int8: bool) -> str:
+def _commands(profile: DeviceProfile, batch: int, has_teacher: bool, int8: bool) -> str:
     """The device commands (TensorRT <= 10.x build route), from the deploy kit's backend table:
     the build step per model (if any), then bench, check and profile (see bundle_readme)."""
     info = ReadmeInputs(batch=batch, model_sha="", has_teacher=has_teacher, input_shape=(),
@@ -100,8 +100,8 @@ def _check_line(check: dict) -> str:
             f"top-1 agreement {100 * check['top1_agreement']:.2f}%")
 
 
-def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dataset: Any,
-                normalization: Any = None, teacher_onnx: str | Path | None = None,
+def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: DeviceProfile,
+                dataset: ImageDataset, normalization: Normalization | None = None, teacher_onnx: str | Path | None = None,
                 run_dir: str | Path | None = None, calib_samples: int = CALIB_SAMPLES,
                 val_samples: int = VAL_SAMPLES) -> Path:
     """Write the device bundle for ``onnx_path`` into ``out_dir`` (see the module docstring)

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from deploy.backends import get_backend
+
+if TYPE_CHECKING:
+    from edgekd.inputs.profiles import DeviceProfile
 
 #: JetPack -> TensorRT on each Jetson profile (DESIGN.md); the kit supports TensorRT 8.5-11.x
 JETSON_VERSIONS: dict[str, list[tuple[str, str]]] = {
@@ -45,14 +48,14 @@ class ReadmeInputs:
     checks: tuple[str, ...] = ()   # host precision-check lines (fp16/int8 vs fp32)
 
 
-def versions(profile: Any) -> list[tuple[str, str]]:
+def versions(profile: DeviceProfile) -> list[tuple[str, str]]:
     """(platform, TensorRT version) pairs this profile's bundle is meant for."""
     if profile.kind == "jetson":
         return JETSON_VERSIONS.get(profile.name, JETSON_VERSIONS["jetson-orin-nano-8gb"])
     return GPU_VERSIONS
 
 
-def _needs_trt11(profile: Any) -> bool:
+def _needs_trt11(profile: DeviceProfile) -> bool:
     return any(trt.startswith("11") for _, trt in versions(profile))
 
 
@@ -60,7 +63,7 @@ def _models(info: ReadmeInputs) -> list[str]:
     return ["model"] + (["teacher"] if info.has_teacher else [])
 
 
-def _build_plan(profile: Any, info: ReadmeInputs, trt11: bool) -> list[tuple[str, str | None, str]]:
+def _build_plan(profile: DeviceProfile, info: ReadmeInputs, trt11: bool) -> list[tuple[str, str | None, str]]:
     """(source ONNX, --out or None, engine file) per model: TensorRT <= 10.x builds the FP32
     ONNX with the precision flags; 11.x (``trt11``) the host-made FP16 ONNX; int8 the Q/DQ one."""
     suffix = get_backend(profile.runtime.backend).suffixes[0]
@@ -76,7 +79,7 @@ def _build_plan(profile: Any, info: ReadmeInputs, trt11: bool) -> list[tuple[str
     return plan
 
 
-def build_commands(profile: Any, info: ReadmeInputs, trt11: bool = False) -> list[str]:
+def build_commands(profile: DeviceProfile, info: ReadmeInputs, trt11: bool = False) -> list[str]:
     """The build step of the profile's backend (deploy's backend table) per model; none for a
     backend that runs the ONNX file itself."""
     runtime = profile.runtime
@@ -87,7 +90,7 @@ def build_commands(profile: Any, info: ReadmeInputs, trt11: bool = False) -> lis
             for source, out, _engine in _build_plan(profile, info, trt11)]
 
 
-def trtexec_commands(profile: Any, info: ReadmeInputs, trt11: bool) -> list[str]:
+def trtexec_commands(profile: DeviceProfile, info: ReadmeInputs, trt11: bool) -> list[str]:
     """The ``trtexec`` equivalent of :func:`build_commands` (same source file, precision, pool)."""
     runtime = profile.runtime
     shape = "x".join(str(d) for d in (info.batch, *info.input_shape))
@@ -101,7 +104,7 @@ def trtexec_commands(profile: Any, info: ReadmeInputs, trt11: bool) -> list[str]
             for source, _out, engine in _build_plan(profile, info, trt11)]
 
 
-def run_commands(profile: Any, info: ReadmeInputs) -> list[str]:
+def run_commands(profile: DeviceProfile, info: ReadmeInputs) -> list[str]:
     """bench / check / profile lines on the file the profile's backend runs."""
     suffix = get_backend(profile.runtime.backend).suffixes[0]
     lines = [f"python3 -m deploy bench {name}{suffix} --batch {info.batch} --warmup 50 "
@@ -116,7 +119,7 @@ def _block(lines: list[str]) -> str:
     return "```\n" + "\n".join(lines) + "\n```"
 
 
-def _trt_sections(profile: Any, info: ReadmeInputs) -> str:
+def _trt_sections(profile: DeviceProfile, info: ReadmeInputs) -> str:
     table = "\n".join(f"| {platform} | {trt} |" for platform, trt in versions(profile))
     parts = [f"""## Versions
 
@@ -153,14 +156,14 @@ TensorRT 8.5 to 10.x:
     return "\n".join(parts)
 
 
-def _int8_note(profile: Any) -> str:
+def _int8_note(profile: DeviceProfile) -> str:
     if profile.runtime.backend != "trt" or profile.runtime.precision == "int8":
         return ""
     return ("INT8 (optional; needs `onnx` and `onnxruntime` on the device to quantize): "
             "`python3 -m deploy build model.onnx --int8 --calib calib.npz --out model.int8.engine`.\n")
 
 
-def render_readme(profile: Any, info: ReadmeInputs) -> str:
+def render_readme(profile: DeviceProfile, info: ReadmeInputs) -> str:
     """The whole README.md of a bundle for ``profile``."""
     trt = profile.runtime.backend == "trt"
     needs = get_backend(profile.runtime.backend).needs

@@ -46,6 +46,9 @@ from edgekd.core.fileio import atomic_write_bytes
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
     import torch
+    from edgekd.inputs.profiles import DeviceProfile
+    from edgekd.inputs.data import ImageDataset, Normalization
+    from edgekd.search.space import StudentSpec
 
 DEFAULT_OPSET = 18
 INPUT_NAME = "input"
@@ -131,7 +134,8 @@ def check_parity(model: "torch.nn.Module", onnx_path: str | Path, x_float32: np.
     return report
 
 
-def parity_inputs(dataset: Any, n: int = MIN_PARITY_SAMPLES, normalization: Any = None) -> np.ndarray:
+def parity_inputs(dataset: ImageDataset, n: int = MIN_PARITY_SAMPLES,
+                  normalization: Normalization | None = None) -> np.ndarray:
     """The first ``n`` test images of ``dataset`` (an ImageDataset; topped up from the train
     split when the test split is smaller), normalised with ``normalization`` (default: the
     data set's), float32."""
@@ -327,8 +331,9 @@ def _simplified(model: "torch.nn.Module", proto: Any, tmp: Path, parity_x: np.nd
         slim_tmp.unlink(missing_ok=True)
 
 
-def student_metadata(*, spec: Any = None, classes: list[str] | None = None,
-                     input_shape: tuple[int, ...] | None = None, normalization: Any = None,
+def student_metadata(*, spec: StudentSpec | None = None, classes: list[str] | None = None,
+                     input_shape: tuple[int, ...] | None = None,
+                     normalization: Normalization | None = None,
                      accuracy: float | None = None, profile: str | None = None,
                      model_id: str | None = None, method: str | None = None) -> dict[str, Any]:
     """The standard ``metadata_props`` of an edgekd export (``edgekd.version`` is added by
@@ -349,8 +354,8 @@ def student_metadata(*, spec: Any = None, classes: list[str] | None = None,
     }
 
 
-def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: Any, dataset: Any,
-                normalization: Any = None, **options: Any) -> Path:
+def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: DeviceProfile,
+                dataset: ImageDataset, normalization: Normalization | None = None, **options: Any) -> Path:
     """The device bundle (see :mod:`edgekd.ship.bundle`)."""
     from edgekd.ship.bundle import make_bundle as _make_bundle  # layering: TODO issue 10 (export <-> bundle cycle)
 

@@ -37,7 +37,7 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _dataset(data: str | None, input_shape: tuple[int, ...], fingerprint: str | None = None) -> Any:
+def _dataset(data: str | None, input_shape: tuple[int, ...], fingerprint: str | None = None) -> ImageDataset:
     from edgekd.inputs.data import load_dataset
 
     dataset = load_dataset(data)
@@ -89,7 +89,7 @@ def _run_identity(run: Path) -> dict[str, Any]:
     return dict(rundir.manifest()["identity"])
 
 
-def _int8(onnx_path: Path, dataset: Any, norm: Any, run: Path | None, trial: str) -> dict[str, Any]:
+def _int8(onnx_path: Path, dataset: ImageDataset, norm: Normalization, run: Path | None, trial: str) -> dict[str, Any]:
     """``--int8``: OUT/ID.int8.onnx + ID.int8.json; for a run, also copied into RUN/export/ (when
     RUN/export/ID.onnx is this very export) so ``edgekd report RUN`` shows the INT8 row."""
     from edgekd.core.fileio import sha256_file

@@ -13,12 +13,15 @@ the drop is measured and reported, the user decides.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_json, read_json, sha256_file
+
+if TYPE_CHECKING:
+    from edgekd.inputs.data import ImageDataset, Normalization
 
 SIDECAR_FORMAT = "edgekd.int8/1"
 CALIB_SAMPLES = 512
@@ -41,7 +44,7 @@ def sidecar_path(int8_onnx: Path) -> Path:
     return int8_onnx.with_suffix(".json")
 
 
-def export_int8(onnx_path: Path, dataset: Any, norm: Any, *, calib_samples: int = CALIB_SAMPLES,
+def export_int8(onnx_path: Path, dataset: ImageDataset, norm: Normalization, *, calib_samples: int = CALIB_SAMPLES,
                 val_samples: int = VAL_SAMPLES) -> dict[str, Any]:
     """Write ``ID.int8.onnx`` beside ``onnx_path`` (``ID.onnx``) and its sidecar ``ID.int8.json``;
     returns the sidecar's content (``check``: the PrecisionCheck of INT8 vs FP32)."""
