@@ -31,8 +31,8 @@ import torch
 
 from edgekd.inputs.data import load_dataset, make_dataset, teacher_logits
 from edgekd.core.fileio import atomic_write_json, atomic_write_text
-from edgekd.distill.builtin_teacher import builtin_teacher, model_accuracy as accuracy
-from edgekd.inputs.builtin_teacher import TeacherRecipe, builtin_teacher_path
+from edgekd.distill.builtin_teacher import (TeacherRecipe, builtin_teacher, builtin_teacher_path,
+                                            model_accuracy as accuracy)
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = Path(__file__).resolve().parents[2] / "shared/data/mnist.npz"

@@ -42,8 +42,7 @@ def tiny_inputs(base: Path) -> tuple[Path, Path]:
     if data_path.exists() and teacher_path.exists():
         return data_path, teacher_path
     from edgekd.inputs.data import load_dataset
-    from edgekd.distill.builtin_teacher import builtin_teacher
-    from edgekd.inputs.builtin_teacher import TeacherRecipe, builtin_teacher_path
+    from edgekd.distill.builtin_teacher import TeacherRecipe, builtin_teacher, builtin_teacher_path
 
     full = load_dataset(None)
     np.savez(data_path, x_train=full.x_train[:2000], y_train=full.y_train[:2000],

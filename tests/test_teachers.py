@@ -338,6 +338,20 @@ def test_builtin_teacher_cache_lives_under_edgekd_cache_dir(tmp_path: Path, mnis
         mnist, builtin_module.TeacherRecipe()).parents
 
 
+def test_builtin_teacher_cache_key_covers_the_trainers_config(mnist: ImageDataset,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A changed trainer default (here label smoothing) trains another teacher instead of
+    reusing one the old configuration made."""
+    import dataclasses
+
+    recipe = builtin_module.TeacherRecipe()
+    before = builtin_module.builtin_teacher_path(mnist, recipe)
+    real = builtin_module.teacher_train_config
+    monkeypatch.setattr(builtin_module, "teacher_train_config",
+                        lambda r, **kw: dataclasses.replace(real(r, **kw), label_smoothing=0.1))
+    assert builtin_module.builtin_teacher_path(mnist, recipe) != before
+
+
 def test_student_checkpoint_is_a_teacher(tmp_path: Path, mnist: ImageDataset) -> None:
     """Born-again generations: a trained student's checkpoint describes itself, no --arch."""
     from edgekd.core.checkpoint import save_student

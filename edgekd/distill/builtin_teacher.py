@@ -21,16 +21,16 @@ from torch import nn
 
 from edgekd.core.progress import say
 from edgekd.inputs import teachers as _teachers
+from edgekd.inputs import builtin_teacher as _cache
 from edgekd.inputs.builtin_teacher import (BuiltinCNN, TeacherRecipe, builtin_recipe,
-                                           builtin_teacher_path, read_builtin_teacher,
-                                           save_builtin_teacher)
+                                           read_builtin_teacher, save_builtin_teacher)
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekd.distill.config import TrainConfig
     from edgekd.inputs.data import ImageDataset, Normalization
 
-__all__ = ["builtin_teacher", "train_builtin_teacher", "teacher_train_config", "load_teacher",
-           "model_accuracy"]
+__all__ = ["builtin_teacher", "train_builtin_teacher", "teacher_train_config", "builtin_teacher_path",
+           "load_teacher", "model_accuracy"]
 
 
 def teacher_train_config(recipe: TeacherRecipe, *, device: str = "auto") -> "TrainConfig":
@@ -45,6 +45,14 @@ def teacher_train_config(recipe: TeacherRecipe, *, device: str = "auto") -> "Tra
                        use_cache=False)
 
 
+def builtin_teacher_path(dataset: "ImageDataset", recipe: TeacherRecipe, *,
+                         cache_dir: Path | None = None) -> Path:
+    """The cache file of the teacher ``recipe`` trains on ``dataset``: keyed by the architecture,
+    the data, the recipe and the trainer's whole configuration for it."""
+    return _cache.builtin_teacher_path(dataset, recipe, cache_dir=cache_dir,
+                                       training=teacher_train_config(recipe).to_dict())
+
+
 def train_builtin_teacher(dataset: "ImageDataset", recipe: TeacherRecipe = TeacherRecipe(), *,
                           progress: bool = True) -> tuple[BuiltinCNN, dict[str, Any]]:
     """Train :class:`BuiltinCNN` on the dataset's train split through the trainer; returns
@@ -56,7 +64,7 @@ def train_builtin_teacher(dataset: "ImageDataset", recipe: TeacherRecipe = Teach
     config = teacher_train_config(recipe)
     n_images = min(len(dataset.y_train), recipe.max_train_samples or len(dataset.y_train))
     say(progress, f"training the built-in teacher: {recipe.epochs} epochs on "
-                               f"{n_images:,} images (once; it is cached)")
+                  f"{n_images:,} images (once; it is cached)")
     with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(prefix="edgekd-teacher-") as tmp:
         torch.manual_seed(recipe.seed)
         model = BuiltinCNN(dataset.input_shape, dataset.num_classes)

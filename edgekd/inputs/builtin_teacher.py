@@ -104,12 +104,14 @@ def builtin_recipe(epochs: int | None = None, max_train_samples: int | None = No
                             "max_train_samples": max_train_samples})
 
 
-def builtin_teacher_path(dataset: "ImageDataset", recipe: TeacherRecipe, *,
+def builtin_teacher_path(dataset: "ImageDataset", recipe: TeacherRecipe, *, training: dict[str, Any],
                          cache_dir: Path | None = None) -> Path:
-    """Cache path keyed by the architecture, the data fingerprint and the recipe."""
+    """Cache path keyed by the architecture, the data fingerprint, the recipe and ``training``,
+    the trainer's whole configuration for it (so a changed trainer default is a new teacher,
+    not a stale cache hit); :func:`edgekd.distill.builtin_teacher.builtin_teacher_path` fills it."""
     arch = BuiltinCNN(dataset.input_shape, dataset.num_classes).config
     key = sha256_json({"format": BUILTIN_FORMAT, "arch": arch, "data": dataset.fingerprint(),
-                       "recipe": asdict(recipe)})
+                       "recipe": asdict(recipe), "training": training})
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     return root / "teachers" / f"builtin-cnn-{key[:16]}.pt"
 
