@@ -10,7 +10,6 @@ import subprocess
 import sys
 import zipfile
 from dataclasses import FrozenInstanceError
-from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from edgekd.cli.cli import cli
 from edgekd.core.errors import EdgekdError
 from edgekd.inputs.profiles import (
     DeviceProfile,
+    _shipped_dir,
     available_profiles,
     load_profile,
     parse_profile,
@@ -29,7 +29,8 @@ from edgekd.core.units import format_count, parse_count, parse_shape
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = {"host-cpu", "jetson-orin-nano-8gb", "jetson-orin-nx-16gb", "jetson-agx-orin-64gb",
            "jetson-xavier-nx", "t4", "a100", "h100", "rtx4090"}
-BASE_TEXT = (resources.files("edgekd.device_profiles") / "host-cpu.toml").read_text("utf-8")
+# the shipped profiles as edgekd finds them: the installed package, or profiles/ of a source tree
+BASE_TEXT = (_shipped_dir() / "host-cpu.toml").read_text("utf-8")
 #: The line the "bad TOML" case breaks (``batch = 1`` -> ``batch = ``), 1-based.
 BAD_LINE = BASE_TEXT.splitlines().index("batch = 1") + 1
 
@@ -261,7 +262,7 @@ def test_profiles_show_output_is_a_profile(tmp_path: Path) -> None:
     runner = CliRunner()
     shown = runner.invoke(cli, ["profiles", "show", "t4", "--toml"])
     assert shown.exit_code == 0, shown.output
-    assert shown.output == (resources.files("edgekd.device_profiles") / "t4.toml").read_text()
+    assert shown.output == (_shipped_dir() / "t4.toml").read_text()
     (tmp_path / "mine.toml").write_text(shown.output)
     as_json = runner.invoke(cli, ["profiles", "show", "t4", "--json"])
     (tmp_path / "mine.json").write_text(as_json.output)
