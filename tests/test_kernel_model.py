@@ -234,3 +234,35 @@ def test_compress_search_on_jetson_is_calibrated_with_a_device_table_else_predic
         assert all(r["latency"]["ms"] <= jetson.budget.latency_ms for r in rows)
     finally:
         default_table_path(jetson).unlink()
+
+
+def test_fallback_learns_the_memory_cost_beyond_the_cache(host, monkeypatch) -> None:
+    """Batch 32 on the host: kernels whose activations outgrow the cache cost more per element
+    (the spill term); the fit finds the cache size and predicts unseen students with it."""
+    import edgekd.search.kernel_model as km
+    from edgekd.search.kernel_model import spilled
+
+    cache = 2 ** 23  # bytes
+
+    def device_ms(k: Kernel) -> float:
+        return 2e-8 * k.macs * k.batch + 2e-8 * k.elems * k.batch + 1e-6 * spilled(k, cache) + 0.003
+
+    def measured(spec: StudentSpec) -> float:
+        return 0.05 + sum(map(device_ms, kernels_of(spec_cost(spec).layers, 32, "fp32")))
+
+    grid = [StudentSpec("plain", (1, 28, 28), 10, (Stage(w, d, 1), Stage(g * w, d, 2)))
+            for w in (8, 16, 24, 32, 48, 64) for d in (1, 2, 3, 4) for g in (1, 2)]
+    train = grid
+    test = [StudentSpec("plain", (1, 28, 28), 10, (Stage(w, d, 1), Stage(2 * w, d, 2)))
+            for w in (12, 40, 56, 80) for d in (2, 3)]  # widths never measured
+    assert any(spilled(k, cache) > 0 for s in test for k in kernels_of(spec_cost(s).layers, 32, "fp32"))
+    rows = [(s, 32, measured(s)) for s in train]
+    table = fit_kernel_table(rows, host)
+    assert table.spill_bytes == cache
+    unseen = [s for s in test if any(k.signature not in table.kernels
+                                     for k in kernels_of(spec_cost(s).layers, 32, "fp32") if k.kind == "conv")]
+    assert len(unseen) >= 6 and all(table.predict_ms(s, 32) == pytest.approx(measured(s), rel=0.03) for s in unseen)
+    monkeypatch.setattr(km, "SPILL_BYTES", (0,))  # the fallback without the term misses
+    flat = fit_kernel_table(rows, host)
+    assert flat.spill_bytes == 0
+    assert max(abs(flat.predict_ms(s, 32) / measured(s) - 1) for s in unseen) > 0.05

@@ -186,7 +186,7 @@ def _resolve_calibration(calibration: "Calibration | KernelTable | str | Path | 
     """The calibrated model to use: the one given (a Calibration or a kernel table, object or
     file), else OUT/calibration-PROFILE.json if present, else the profile's kernel table in
     its default place (``edgekd calibrate`` writes it there); None: predict (roofline)."""
-    from edgekd.search.kernel_model import TABLE_FORMAT, KernelTable, find_table
+    from edgekd.search.kernel_model import READABLE_FORMATS, KernelTable, find_table
 
     found: Calibration | KernelTable | None = None
     source: str | None = None
@@ -194,7 +194,7 @@ def _resolve_calibration(calibration: "Calibration | KernelTable | str | Path | 
         found, source = calibration, calibration.source or "given"
     elif calibration is not None:
         source = str(calibration)
-        found = (KernelTable.load(calibration) if _json_format(calibration) == TABLE_FORMAT
+        found = (KernelTable.load(calibration) if _json_format(calibration) in READABLE_FORMATS
                  else Calibration.load(calibration))
     elif out_dir is not None and (out_dir / f"calibration-{profile.name}.json").is_file():
         source = str(out_dir / f"calibration-{profile.name}.json")
