@@ -298,8 +298,17 @@ def aim_and_lessons(result: dict) -> list[str]:
     for statistic, per in result["metrics"].items():
         k1, k32 = per["1"]["kernel"], per["32"]["kernel"]
         met = min(k1["within_10pct"], k32["within_10pct"]) >= 0.95 and min(k1["spearman"], k32["spearman"]) >= 0.98
-        lines.append(f"* `{statistic}`: {'**met**' if met else '**missed**'} ({k1['within_10pct']:.0%} / "
+        splits = (result.get("splits") or {}).get(statistic)
+        hits = sum(min(x["1"]["within_10pct"], x["32"]["within_10pct"]) >= 0.95 for x in splits or [])
+        verdict = ("**missed**" if not met else "**met**" if not splits or hits == len(splits)
+                   else f"**met on seed {result['seed']}'s split, not on every split**")
+        lines.append(f"* `{statistic}`: {verdict} ({k1['within_10pct']:.0%} / "
                      f"{k32['within_10pct']:.0%} within +-10%, Spearman {k1['spearman']:.3f} / {k32['spearman']:.3f})")
+        if splits:
+            share = {b: "/".join(f"{x[b]['within_10pct']:.0%}" for x in splits) for b in ("1", "32")}
+            lines[-1] += (f"; over {len(splits)} random halves (seeds {result['seed']}.."
+                          f"{result['seed'] + len(splits) - 1}): batch 1 {share['1']}, batch 32 "
+                          f"{share['32']}: the aim holds on {hits} of {len(splits)} splits")
     rows = [r for r in result["rows"] if r.get("cpu_ms")]
     if rows:
         ratio = {b: float(np.median([r["latency_ms"]["median"] / r["cpu_ms"]["min"] for r in rows if r["batch"] == b]))
@@ -328,9 +337,10 @@ def aim_and_lessons(result: dict) -> list[str]:
                   "* The per-kernel times of `python -m deploy profile` (ORT trace, per-op shapes) "
                   "are now usable directly (`edgekd calibrate --from PROFILE.json`); this run fits "
                   "whole-model times only, so 'kernel' is the whole-model fit.",
-                  "* The issue's aim is met on `cpu_min` only; on wall-clock statistics at batch 32 "
-                  "it is missed, and on this machine it cannot be measured there (test-retest "
-                  "above). An idle machine is needed to confirm it on wall-clock latency.", ""]
+                  "* The issue's aim is reached on `cpu_min` only, and not on every split of the "
+                  "students (line above): batch 32 sits at the 95% line. On wall-clock statistics "
+                  "at batch 32 it is missed, and on this machine it cannot be measured there "
+                  "(test-retest above). An idle machine is needed to confirm it on wall-clock latency.", ""]
     return lines
 
 
@@ -370,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
               "seconds": time.perf_counter() - started,
               "metrics": {s: evaluate(rows, profile, args.seed, s) for s in statistics},
               "retest": retest(rows, again, statistics) if again else None,
+              # the fitted statistic on 3 random halves: how much the split alone moves the score
+              "splits": {statistics[0]: [{b: evaluate(rows, profile, args.seed + i, statistics[0])[b]["kernel"]
+                                          for b in ("1", "32")} for i in range(3)]},
               "runs": saved.get("runs") or [], "rows": rows, "retest_rows": again}
     if args.rows:  # the measurement's own command(s), time and date; the metrics are recomputed
         runs = result["runs"]
