@@ -15,6 +15,7 @@ from edgekd.search.space import SpaceConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekd.inputs.profiles import DeviceProfile
+    from edgekd.search.kernel_model import KernelTable
 
 __all__ = ["calibrate", "search"]
 
@@ -190,20 +191,32 @@ def calibrate(profile_name: str, input_text: str, classes: int, students: int, b
                                      say=lambda text: click.echo(text, err=True))
         source = f"{len(rows)} host measurements"
     table = calib.fit_and_save(rows, profile, out, source=source)
-    profiles = calib.layer_profiles_from(Path(from_dir)) if from_dir is not None else []
-    if profiles:  # per-kernel times on top of the whole-model fit
-        try:
-            table, used, skipped = calib.apply_layer_profiles(table, profiles, profile,
-                                                              source=f"layer profiles in {from_dir}")
-            table.save(out)
-            click.echo(f"per-kernel times from {used} layer profiles ({skipped} did not match "
-                       "their student kernel by kernel)")
-        except EdgekdError as error:
-            click.echo(f"layer profiles not used: {error}", err=True)
+    if from_dir is not None:
+        table = _apply_folder_profiles(table, profile, Path(from_dir), out)
     click.echo(f"kernel table for {profile.name} ({profile.runtime.precision}): "
                f"{len(table.kernels)} kernel signatures from {len(rows)} measurements, "
                f"per-graph constants {', '.join(f'b{b} {c:.4f} ms' for b, c in table.constants.items())}")
     click.echo(f"wrote {out}")
+
+
+def _apply_folder_profiles(table: "KernelTable", profile: "DeviceProfile", folder: Path,
+                           out: Path) -> "KernelTable":
+    """The per-kernel times of the layer profiles in ``folder`` on top of the whole-model fit."""
+    from edgekd.ship import calibrate as calib
+
+    profiles = calib.layer_profiles_from(folder)
+    if not profiles:
+        return table
+    try:
+        table, used, skipped = calib.apply_layer_profiles(table, profiles, profile,
+                                                          source=f"layer profiles in {folder}")
+    except EdgekdError as error:
+        click.echo(f"layer profiles not used: {error}", err=True)
+        return table
+    table.save(out)
+    click.echo(f"per-kernel times from {used} layer profiles ({skipped} did not match their "
+               "student kernel by kernel)")
+    return table
 
 
 def _calibrate_from_layer_profile(profile: "DeviceProfile", path: Path, out: Path) -> None:
