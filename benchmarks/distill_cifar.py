@@ -21,6 +21,12 @@ Usage:
     python benchmarks/distill_cifar.py --device cuda --workers 12           # the GPU study
     nice -n 10 python benchmarks/distill_cifar.py --quick --workers 2      # CPU smoke (minutes)
     python benchmarks/distill_cifar.py --parts main --seeds 1 --epochs 4 --hint-epochs 1 --tag cpu
+    # the CPU MNIST study (benchmarks/results/distill_cifar-cpu.md; teacher: cifar_teacher.py --data mnist --cpu)
+    python benchmarks/distill_cifar.py --parts mnist --device cpu --workers 1 --threads 1 \
+        --mnist-teacher WORK/teacher-mnist-cpu/checkpoint.pt --mnist-fractions 10,50 \
+        --mnist-methods scratch,kd,dkd,fitnet-dkd,fitnet-dkd+multi,fitnet-dkd+joint \
+        --mnist-small-methods scratch,kd,fitnet-dkd --mnist-train-size 10000 --mnist-epochs 6 \
+        --mnist-hint-epochs 2 --mnist-augment none --tag cpu --time-limit 3600
 """
 
 from __future__ import annotations
