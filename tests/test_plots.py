@@ -15,7 +15,7 @@ from edgekd.report.plots import CAPTIONS, METHOD_STYLES, PLOTS, method_style, pl
 
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory) -> dict:
-    return summary_of(reference_run(tmp_path_factory))  # fitnet search + scratch/kd baselines
+    return summary_of(reference_run(tmp_path_factory))  # fitnet-dkd (default) search + scratch/kd baselines
 
 
 def test_one_colour_and_marker_per_method_across_plots(summary) -> None:
@@ -30,7 +30,9 @@ def test_one_colour_and_marker_per_method_across_plots(summary) -> None:
             styles.setdefault(series.method, set()).add((series.color, series.marker))
             plots_of.setdefault(series.method, set()).add(name)
             assert series.method in series.label, "the legend must name the method"
-    assert set(styles) == {"fitnet", "kd", "scratch"}
+    from edgekd.run.config import DEFAULT_METHOD
+
+    assert set(styles) == {DEFAULT_METHOD, "kd", "scratch"}  # the default hint method is the fitnet arm
     for method, found in styles.items():
         assert found == {(method_style(method).color, method_style(method).marker)}, method
         assert plots_of[method] == set(PLOTS), f"{method} missing from a plot"
