@@ -16,10 +16,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_torch_save
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+
+class Describable(Protocol):
+    """What a checkpoint stores of a :class:`~edgekd.search.space.StudentSpec` or a
+    :class:`~edgekd.inputs.data.Normalization` (core imports neither): its JSON form."""
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 FORMAT = "edgekd.checkpoint/1"
 _REQUIRED = ("format", "spec", "state_dict", "classes", "input_shape", "normalization",
@@ -40,8 +50,9 @@ class StudentCheckpoint:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def make_checkpoint(model_state: dict[str, Any], *, spec: Any, classes: list[str],
-                    input_shape: tuple[int, ...], normalization: Any, method: str,
+def make_checkpoint(model_state: dict[str, Any], *, spec: Describable | dict[str, Any] | None,
+                    classes: list[str], input_shape: tuple[int, ...],
+                    normalization: Describable | dict[str, list[float]], method: str,
                     metrics: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The checkpoint dict (see the module docstring) for a state_dict."""
     spec_dict = spec.to_dict() if hasattr(spec, "to_dict") else spec
@@ -60,8 +71,9 @@ def make_checkpoint(model_state: dict[str, Any], *, spec: Any, classes: list[str
     }
 
 
-def save_student(path: str | Path, model: Any, *, spec: Any, classes: list[str],
-                 input_shape: tuple[int, ...], normalization: Any, method: str,
+def save_student(path: str | Path, model: nn.Module | dict[str, Any], *,
+                 spec: Describable | dict[str, Any] | None, classes: list[str], input_shape: tuple[int, ...],
+                 normalization: Describable | dict[str, list[float]], method: str,
                  metrics: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
     """Write ``model``'s weights and description to ``path`` atomically."""
     state = model.state_dict() if hasattr(model, "state_dict") else model
