@@ -93,6 +93,29 @@ def test_every_train_option_is_a_train_config_field() -> None:
     assert {o.name for o in _options("train")} - inputs <= names
 
 
+def test_every_compress_option_is_a_compress_config_field() -> None:
+    """``edgekd compress`` passes its options to CompressConfig by name (``--no-X`` sets ``X``)."""
+    names = {f.name for f in dataclasses.fields(CompressConfig)}
+    for option in (o for o in _options("compress") if o.expose_value):  # not --config (read first)
+        name = option.name[3:] if option.name.startswith("no_") else option.name
+        assert name in names, f"edgekd compress --{option.name}: add a CompressConfig field {name!r}"
+
+
+def test_the_cli_builds_the_configs(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """What ``compress`` hands the pipeline is the CompressConfig of its options."""
+    from click.testing import CliRunner
+
+    import edgekd.run.pipeline as pipeline
+
+    seen: list[CompressConfig] = []
+    monkeypatch.setattr(pipeline, "compress", lambda config: seen.append(config) or 1 / 0)
+    CliRunner().invoke(cli, ["compress", "--epochs", "4", "--max-macs", "2M", "--no-bundle", "--ema", "0.9",
+                             "--out", str(tmp_path / "o")])
+    (config,) = seen
+    assert (config.epochs, config.max_macs, config.bundle, config.ema, config.progress) == (4, 2_000_000, False, 0.9, True)
+    assert config.candidates == CompressConfig().candidates and config.options["epochs"] == 4
+
+
 def test_a_changed_dataclass_default_reaches_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     """default_of reads the field at the time the option is built, not a copy of it."""
     from edgekd.cli.base import default_of

@@ -108,20 +108,8 @@ def _default(name: str) -> Any:
 @click.option("--yes", is_flag=True,
               help="Run even when the plan is absurdly large (see the warning it gives).")
 @verbose_option
-def compress(profile: str | None, teacher: str | None, arch: str | None, trust_code: bool,
-             data: str | None, max_macs: str | None, latency_ms: float | None, batch: int | None,
-             candidates: int, epochs: int | None, min_epochs: int | None, hint_epochs: int, eta: int,
-             rungs: int | None,
-             finalists: int, method: str, rung_method: str | None, no_depth_groups: bool,
-             augment: str | None, teacher_views: int | None, label_smoothing: float, ema: float,
-             parity_samples: int,
-             calibration: str | None, device: str,
-             baselines: bool, executor: str,
-             ray_address: str | None, ray_cpus: int | None, gpus_per_trial: float,
-             threads_per_trial: int | None, out: Path | None, resume: bool, seed: int,
-             max_train_samples: int | None,
-             batch_size: int | None, measure_iters: int, no_bundle: bool,
-             no_progress: bool, yes: bool, **hint: Any) -> None:
+def compress(max_macs: str | None, no_depth_groups: bool, no_bundle: bool, no_progress: bool,
+             **fields: Any) -> None:
     """Search, train (successive halving), export, measure and report in one command.
 
     With no options it runs the embedded default: the shipped MNIST subset, the built-in
@@ -142,19 +130,10 @@ def compress(profile: str | None, teacher: str | None, arch: str | None, trust_c
     from edgekd.run.pipeline import compress as run_compress
     from edgekd.core.units import parse_count
 
+    # every other option is a CompressConfig field of the same name (tests/test_config_defaults.py)
     config = CompressConfig(
-        profile=profile, teacher=teacher, arch=arch, trust_code=trust_code, data=data,
-        max_macs=parse_count(max_macs) if max_macs is not None else None,
-        latency_ms=latency_ms, batch=batch, candidates=candidates, epochs=epochs,
-        min_epochs=min_epochs, hint_epochs=hint_epochs, eta=eta, rungs=rungs, finalists=finalists, method=method,
-        rung_method=rung_method, depth_groups=not no_depth_groups, augment=augment,
-        teacher_views=teacher_views, label_smoothing=label_smoothing, ema=ema, device=device,
-        parity_samples=parity_samples, calibration=calibration,
-        baselines=baselines, executor=executor, ray_address=ray_address, ray_cpus=ray_cpus,
-        gpus_per_trial=gpus_per_trial, threads_per_trial=threads_per_trial, out=out,
-        resume=resume, seed=seed,
-        max_train_samples=max_train_samples, batch_size=batch_size, measure_iters=measure_iters,
-        bundle=not no_bundle, progress=not no_progress, yes=yes, **hint,
+        **fields, max_macs=parse_count(max_macs) if max_macs is not None else None,
+        depth_groups=not no_depth_groups, bundle=not no_bundle, progress=not no_progress,
         command=["edgekd", *sys.argv[1:]],
         options=recorded_options(click.get_current_context().params))
     result = run_compress(config)

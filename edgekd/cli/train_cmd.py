@@ -97,14 +97,9 @@ def search_options(command: Any) -> Any:
               default=Path("runs/train"), show_default=True,
               help="Output folder (checkpoint.pt, metrics.jsonl, result.json); rerun to resume.")
 @verbose_option
-def train(student: str, search: Path | None, old_search: Path | None, teacher: tuple[str, ...], arch: tuple[str, ...],
-          trust_code: bool, data: str | None, image_size: tuple[int, int] | None, method: str,
-          epochs: int, hint_epochs: int, temperature: float, alpha: float, optimizer: str,
-          lr: float | None, weight_decay: float, batch_size: int, seed: int, val_fraction: float,
-          generations: int, hint_layer: str | None, guided_layer: str | None, ensemble: str,
-          max_train_samples: int | None, augment: str, teacher_views: int, warmup_epochs: float,
-          lr_floor: float, label_smoothing: float, ema: float, device: str, out_dir: Path,
-          **hint: Any) -> None:
+def train(student: str, search: Path | None, old_search: Path | None, teacher: tuple[str, ...],
+          arch: tuple[str, ...], trust_code: bool, data: str | None, image_size: tuple[int, int] | None,
+          out_dir: Path, **training: Any) -> None:
     """Train one student from a teacher (scratch, kd, fitnet, mimic, ban, ... see --method).
 
     Writes a self-describing OUT/checkpoint.pt (spec, classes, normalisation, method,
@@ -124,15 +119,10 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
     from edgekd.distill.methods import get_method
 
     spec = resolve_student_spec(student, search or old_search)  # check the cheap inputs first
-    config = TrainConfig(method=method, epochs=epochs, hint_epochs=hint_epochs, temperature=temperature,
-                         alpha=alpha, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-                         batch_size=batch_size, seed=seed, val_fraction=val_fraction,
-                         generations=generations, hint_layer=hint_layer, guided_layer=guided_layer,
-                         ensemble=ensemble, max_train_samples=max_train_samples, augment=augment,
-                         teacher_views=teacher_views, warmup_epochs=warmup_epochs, lr_floor=lr_floor,
-                         label_smoothing=label_smoothing, ema=ema, device=device, **hint)
+    # every other option is a TrainConfig field of the same name (tests/test_config_defaults.py)
+    config = TrainConfig(**training)
     dataset = resolve_data(data, image_size)
-    teachers = resolve_teachers(teacher, arch, trust_code, dataset) if get_method(method).uses_teacher else []
+    teachers = resolve_teachers(teacher, arch, trust_code, dataset) if get_method(config.method).uses_teacher else []
     result = run_train(spec=spec, teachers=teachers, dataset=dataset, config=config, out_dir=out_dir,
                        progress=True)
     click.echo(format_result(result))
