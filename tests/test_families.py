@@ -122,7 +122,7 @@ def test_mobile_family_builds_taps_hints_and_round_trips(spec: StudentSpec) -> N
     # the trainer's hint machinery pairs a student layer of the hint's spatial size (resolution-aware
     # pairing, issue 12; pooled down when the student has no map that large) and taps it
     teacher = build(StudentSpec("plain", spec.input, spec.classes, (Stage(8, 2, 1), Stage(16, 2, 2))))
-    pair = pair_layers(teacher.eval(), model, spec.input, spec=spec)
+    pair = pair_layers(teacher.eval(), model, spec.input)
     student_sizes = {l.shape[1:] for l in list_layers(model, spec.input) if l.shape and len(l.shape) == 3}
     if tuple(pair.hint_shape[1:]) in student_sizes:
         assert tuple(pair.guided_shape[1:]) == tuple(pair.hint_shape[1:])

@@ -21,7 +21,7 @@ def test_auto_pairing_torchvision_teacher_and_spec_student() -> None:
 
     teacher = resnet18(num_classes=10)
     spec = StudentSpec("plain", (3, 32, 32), 10, (Stage(8, 3, 1), Stage(16, 3, 2), Stage(32, 3, 2)))
-    pair = pair_layers(teacher, build(spec), (3, 32, 32), spec=spec)
+    pair = pair_layers(teacher, build(spec), (3, 32, 32))
     # resnet18 at 32x32: stem 16x16, layer1 8x8, layer2 4x4, layer3 2x2, layer4 1x1; the student
     # has 32, 16 and 8. The stage end nearest the teacher's middle with an equal-size student
     # map is layer1's end (8x8), paired with the student's first 8x8 layer (nearest depth).
@@ -29,7 +29,7 @@ def test_auto_pairing_torchvision_teacher_and_spec_student() -> None:
     assert pair.guided_shape[1:] == pair.hint_shape[1:]
     assert pair.guided_layer == "features.6.relu"
     # an explicit choice wins, and a wrong name is a one-line user error naming the layer
-    pair = pair_layers(teacher, build(spec), (3, 32, 32), spec=spec, hint_layer="layer1",
+    pair = pair_layers(teacher, build(spec), (3, 32, 32), hint_layer="layer1",
                        guided_layer="features.2")
     assert (pair.hint_layer, pair.hint_shape) == ("layer1", (64, 8, 8))
     assert pair.guided_shape == (8, 32, 32)
@@ -65,7 +65,7 @@ def test_pairing_picks_equal_resolutions_on_search_space_students(family: str) -
     specs = every[:: max(1, len(every) // 8)]  # spread over depths and widths
     assert specs
     for spec in specs:
-        pair = pair_layers(teacher, build(spec), (1, 28, 28), spec=spec)
+        pair = pair_layers(teacher, build(spec), (1, 28, 28))
         student_sizes = {l.shape[1:] for l in list_layers(build(spec), (1, 28, 28))
                          if l.shape is not None and len(l.shape) == 3}
         if pair.hint_shape[1:] in student_sizes:
@@ -158,7 +158,7 @@ def test_hint_stage_lowers_the_hint_loss_on_mnist() -> None:
                             nn.Flatten(), nn.Linear(32 * 7 * 7, 10)).eval()
     spec = StudentSpec("plain", (1, 28, 28), 10, (Stage(4, 2, 1), Stage(8, 2, 2), Stage(8, 2, 2)))
     student = build(spec)
-    pair = pair_layers(teacher, student, (1, 28, 28), spec=spec)
+    pair = pair_layers(teacher, student, (1, 28, 28))
     reg = make_regressor(pair.guided_shape, pair.hint_shape)
     t_tap, s_tap = FeatureTap(teacher, pair.hint_layer), FeatureTap(student, pair.guided_layer)
     with torch.no_grad():

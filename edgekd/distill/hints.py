@@ -199,11 +199,10 @@ def _resolve(model: nn.Module, layers: list[LayerInfo], name: str, role: str) ->
 
 
 def pair_layers(teacher: nn.Module, student: nn.Module, input_shape: tuple[int, ...], *,
-                hint_layer: str | None = None, guided_layer: str | None = None,
-                spec: Any = None) -> HintPair:
+                hint_layer: str | None = None, guided_layer: str | None = None) -> HintPair:
     """The single (hint, guided) pair: explicit names win, else the resolution-aware rule of
-    :mod:`edgekd.distill.pairing` (``spec`` is accepted for callers that pass it; its middle
-    block is no longer the automatic choice since it may sit at another resolution)."""
+    :mod:`edgekd.distill.pairing` (a spec's middle block is not the automatic choice: it may sit
+    at another resolution than the teacher's hint)."""
     return hint_pairs(teacher, student, input_shape, hint_layer=hint_layer,
                       guided_layer=guided_layer)[0]
 

@@ -83,7 +83,7 @@ def check_hint_taps(teacher: nn.Module, specs: Iterable[StudentSpec], input_shap
                           f"but {kind} exposes none: use --method kd (without --baselines), or give "
                           "the teacher as a state_dict with --arch, or as a torch.export .pt2")
     for spec in specs:
-        pair_layers(teacher, build(spec).eval(), input_shape, spec=spec)
+        pair_layers(teacher, build(spec).eval(), input_shape)
 
 
 def check_parity_sample(dataset: ImageDataset, needed: int) -> None:
