@@ -20,7 +20,7 @@ from click.testing import CliRunner  # noqa: E402
 from edgekd.core.checkpoint import save_student  # noqa: E402
 from edgekd.cli.cli import cli  # noqa: E402
 from edgekd.inputs.data import load_dataset, to_tensor  # noqa: E402
-from edgekd.search.space import Stage, StudentSpec, build  # noqa: E402
+from small_student import SMALL_SPEC, trained_small_student  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -68,20 +68,8 @@ def test_deploy_imports_neither_torch_nor_edgekd() -> None:
 @pytest.fixture(scope="module")
 def trained_checkpoint(tmp_path_factory) -> tuple[Path, float, np.ndarray]:
     """A small student trained for a few steps on the shipped subset (non-trivial accuracy)."""
-    dataset = load_dataset()
-    torch.manual_seed(0)
-    spec = StudentSpec(family="plain", input=(1, 28, 28), classes=10,
-                       stages=(Stage(8, 1, 2), Stage(16, 1, 2)))
-    model = build(spec)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    x = to_tensor(dataset.x_train[:3200], dataset.normalization)
-    y = torch.from_numpy(dataset.y_train[:3200])
-    model.train()
-    for start in range(0, len(x), 64):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x[start:start + 64]), y[start:start + 64]).backward()
-        optimizer.step()
-    model.eval()
+    model, dataset = trained_small_student()
+    spec = SMALL_SPEC
     with torch.no_grad():  # PyTorch's predictions on the bundle's 1000 validation images
         pred = model(to_tensor(dataset.x_test[:1000], dataset.normalization)).argmax(1).numpy()
     accuracy = float(np.mean(pred == dataset.y_test[:1000]))

@@ -28,8 +28,8 @@ from deploy.errors import DeployError  # noqa: E402
 from deploy.onnxmeta import read_onnx_header  # noqa: E402
 from edgekd.cli.cli import cli  # noqa: E402
 from edgekd.core.errors import EdgekdError  # noqa: E402
-from edgekd.inputs.data import load_dataset, to_tensor  # noqa: E402
-from edgekd.search.space import Stage, StudentSpec, build  # noqa: E402
+from edgekd.inputs.data import load_dataset  # noqa: E402
+from small_student import trained_small_student  # noqa: E402
 from edgekd.ship.bundle import make_bundle  # noqa: E402
 from edgekd.ship.export import export_onnx, onnx_logits  # noqa: E402
 from edgekd.ship.fp16 import make_checked_fp16  # noqa: E402
@@ -44,20 +44,7 @@ PROFILES = ("jetson-orin-nano-8gb", "jetson-xavier-nx", "h100")
 @pytest.fixture(scope="module")
 def student_onnx(tmp_path_factory) -> Path:
     """A plain student trained a few steps on the shipped subset, exported with a dynamic batch."""
-    dataset = load_dataset()
-    torch.manual_seed(0)
-    spec = StudentSpec(family="plain", input=(1, 28, 28), classes=10,
-                       stages=(Stage(8, 1, 2), Stage(16, 1, 2)))
-    model = build(spec)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    x = to_tensor(dataset.x_train[:3200], dataset.normalization)
-    y = torch.from_numpy(dataset.y_train[:3200])
-    model.train()
-    for start in range(0, len(x), 64):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x[start:start + 64]), y[start:start + 64]).backward()
-        optimizer.step()
-    model.eval()
+    model, _ = trained_small_student()
     path = tmp_path_factory.mktemp("onnx") / "student.onnx"
     return export_onnx(model, (1, 28, 28), path, dynamic_batch=(1, 8, 64),
                        metadata={"edgekd.batch": json.dumps({"min": 1, "opt": 8, "max": 64})})
