@@ -68,6 +68,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--depth-epochs", type=int, default=10)
     p.add_argument("--depth-hint-epochs", type=int, default=3)
     p.add_argument("--depths", default=",".join(map(str, DEPTHS)))
+    p.add_argument("--families", default="plain,residual", help="student families of the depth study")
+    p.add_argument("--main-methods", default=",".join(MAIN_METHODS), help="methods of the CIFAR-10 main table")
+    p.add_argument("--time-methods", default="scratch,kd,dkd,lskd",
+                   help="main-table methods that also get an equal-wall-clock arm (E+H epochs)")
+    p.add_argument("--depth-methods", default=",".join(DEPTH_METHODS), help="methods of the depth study")
+    p.add_argument("--teacher-views", type=int, default=0,
+                   help="CIFAR-10 runs: 0 runs the teacher on every augmented batch; K > 0 serves K "
+                        "augmented views per image whose teacher logits are computed once per seed and "
+                        "shared by every run of that seed (the CPU schedule: a teacher pass costs ~6 "
+                        "student epochs there)")
     p.add_argument("--teacher-epochs", type=int, default=60)
     p.add_argument("--mnist-teacher-epochs", type=int, default=10)
     p.add_argument("--cifar-teacher", type=Path, default=None,
@@ -108,7 +118,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def student_config(args: argparse.Namespace, method: str, epochs: int, seed: int, augment: str,
-                   hint_epochs: int | None = None) -> dict[str, Any]:
+                   hint_epochs: int | None = None, teacher_views: int = 0) -> dict[str, Any]:
     """The TrainConfig of one run. ``method`` may carry a hint mode, ``fitnet-dkd+multi`` or
     ``fitnet-dkd+joint`` (``--hint-mode``); ``epochs`` are KD epochs: the trainer adds fitnet's
     hint stage (at most ``hint_epochs``) on top of them."""
@@ -119,6 +129,8 @@ def student_config(args: argparse.Namespace, method: str, epochs: int, seed: int
               "augment": augment, "device": args.device}
     if mode:
         config["hint_mode"] = mode
+    if teacher_views and name != "scratch":
+        config["teacher_views"] = teacher_views
     return config
 
 
@@ -132,17 +144,18 @@ def plan(args: argparse.Namespace, teachers: dict[str, dict[str, Any]]) -> list[
                      "teacher": teachers[data]["checkpoint"], "folder": str(args.work / "students" / key)})
 
     seeds = range(args.seeds)
-    if "main" in parts:
+    if "main" in parts:  # seed-major: a time limit leaves every method with its first seeds
         t = teachers["cifar10"]
         spec, macs = fit_width(args.main_family, args.main_depth, t["macs"] / 10, (3, 32, 32))
-        for method in MAIN_METHODS:
-            budgets = [("E", args.epochs)]
-            if not method.startswith("fitnet"):
-                budgets.append(("E+H", args.epochs + args.hint_epochs))
-            for label, epochs in budgets:
-                for seed in seeds:
+        for seed in seeds:
+            for method in args.main_methods.split(","):
+                budgets = [("E", args.epochs)]
+                if method in args.time_methods.split(","):
+                    budgets.append(("E+H", args.epochs + args.hint_epochs))
+                for label, epochs in budgets:
                     add(f"cifar10/main/{method}/{label}/{seed}", "cifar10", spec, macs,
-                        student_config(args, method, epochs, seed, "crop-flip"), args.cifar_train_size)
+                        student_config(args, method, epochs, seed, "crop-flip", None, args.teacher_views),
+                        args.cifar_train_size)
     if "mnist" in parts:
         t = teachers["mnist"]
         fractions = [int(f) for f in args.mnist_fractions.split(",")]
@@ -162,14 +175,14 @@ def plan(args: argparse.Namespace, teachers: dict[str, dict[str, Any]]) -> list[
                             args.mnist_train_size)
     if "depth" in parts:
         t = teachers["cifar10"]
-        for family in ("plain", "residual"):
-            for depth in (int(d) for d in args.depths.split(",")):
-                spec, macs = fit_width(family, depth, t["macs"] / 50, (3, 32, 32))
-                for method in DEPTH_METHODS:
-                    for seed in seeds:
+        for seed in seeds:
+            for family in args.families.split(","):
+                for depth in (int(d) for d in args.depths.split(",")):
+                    spec, macs = fit_width(family, depth, t["macs"] / 50, (3, 32, 32))
+                    for method in args.depth_methods.split(","):
                         add(f"cifar10/depth/{family}/{depth}/{method}/{seed}", "cifar10", spec, macs,
                             student_config(args, method, args.depth_epochs, seed, "crop-flip",
-                                           args.depth_hint_epochs), args.cifar_train_size)
+                                           args.depth_hint_epochs, args.teacher_views), args.cifar_train_size)
     return jobs
 
 
@@ -234,6 +247,17 @@ def main() -> None:
     results = Results(args, teachers)
     jobs = plan(args, teachers)
     print(f"{len(jobs)} runs on {args.workers} worker(s)", flush=True)
+    if args.teacher_views:
+        from distill_study import prefetch_views
+
+        firsts = {}  # one job per (data, seed) that uses the views
+        for job in jobs:
+            if job["config"].get("teacher_views"):
+                firsts.setdefault((job["data"], job["config"]["seed"]), job)
+        for (data, seed), job in sorted(firsts.items()):
+            began = time.monotonic()
+            prefetch_views(job)
+            print(f"teacher views {data} seed {seed}: {time.monotonic() - began:.0f} s", flush=True)
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.workers))
     context = multiprocessing.get_context("spawn")
     with futures.ProcessPoolExecutor(args.workers, mp_context=context, initializer=init_worker,

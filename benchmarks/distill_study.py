@@ -97,6 +97,27 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             "hint": result.hint, "macs": job["macs"], "wall": round(time.monotonic() - started, 2)}
 
 
+def prefetch_views(job: dict[str, Any]) -> None:
+    """Compute the K cached teacher views of ``job``'s seed once, before the runs that share them
+    (the trainer would compute them too, but two workers reaching the same seed together would
+    each pay the K teacher passes). Same files as the trainer's: edgekd.distill.targets.teacher_views."""
+    import torch
+
+    from edgekd.distill import TrainConfig, augment
+    from edgekd.distill.fast_infer import logit_teachers
+    from edgekd.distill.targets import teacher_fingerprints, teacher_views
+    from edgekd.distill.trainset import prepare_data
+
+    config = TrainConfig(**job["config"])
+    ds = _dataset(job["data"], job["data_dir"], job["quick"], job.get("train_size"))
+    device = torch.device("cuda" if config.device in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
+    teacher = _teacher(job["teacher"]).to(device)
+    data = prepare_data(ds, config)
+    aug = augment.resolve(config.augment, tuple(ds.input_shape))
+    fast = logit_teachers([teacher], device, data.x_train[:8], aug.active)
+    teacher_views(fast, teacher_fingerprints([teacher], None), ds, data, aug, config, device, config.teacher_views)
+
+
 # ------------------------------------------------------------------------------ tables
 def _mean_std(values: list[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,

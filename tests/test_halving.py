@@ -241,6 +241,18 @@ def test_embedded_default_gets_the_data_size_schedule_and_stride_2_stems() -> No
     assert (flags.epochs, flags.augment, flags.stem_strides) == (9, "shift", (1,))
 
 
+def test_default_epochs_follow_the_data_size_and_the_device() -> None:
+    """About 150k training images per trial on CPU and 1.5M on a GPU, clamped to 4..60 epochs:
+    a 50k-image set gets 4 epochs on CPU and 30 on CUDA; an explicit --epochs wins on both."""
+    from edgekd.run.pipeline import CompressConfig
+
+    assert CompressConfig(data="c.npz", device="cpu").resolved(50_000).epochs == 4
+    assert CompressConfig(data="c.npz", device="cuda").resolved(50_000).epochs == 30
+    assert CompressConfig(data="c.npz", device="cuda").resolved(10_000).epochs == 60
+    assert CompressConfig(data="c.npz", device="cuda").resolved(1_000_000).epochs == 4
+    assert CompressConfig(data="c.npz", device="cuda", epochs=12).resolved(50_000).epochs == 12
+
+
 def test_embedded_search_shortlists_stride_2_stems_and_a_given_config_does_not() -> None:
     """search_stage searches the config's stem strides: the embedded default's budget is then
     met by students that halve the image in their first conv (much faster to run on the host)."""

@@ -14,7 +14,7 @@ from edgekd.distill.methods import METHODS
 from edgekd.run.halving import HalvingConfig, Rung, epochs_spent
 
 __all__ = ["COMPRESS_CONFIG_FORMAT", "CompressConfig", "DEFAULT_METHOD", "DEFAULT_METHOD_WHY",
-           "DEFAULT_SAMPLES_PER_TRIAL", "DEFAULT_TEACHER_VIEWS_CPU", "EMBEDDED_LATENCY_MS", "EMBEDDED_STEM_STRIDES",
+           "DEFAULT_SAMPLES_PER_TRIAL", "DEFAULT_SAMPLES_PER_TRIAL_CUDA", "DEFAULT_TEACHER_VIEWS_CPU", "EMBEDDED_LATENCY_MS", "EMBEDDED_STEM_STRIDES",
            "HINT_FIELDS", "TRIAL_THREADS_CPU", "check_effort", "default_epochs", "has_hints"]
 
 COMPRESS_CONFIG_FORMAT = "edgekd.compress-config/1"
@@ -164,12 +164,12 @@ class CompressConfig:
 
     def resolved(self, n_train: int) -> "CompressConfig":
         """This config with ``epochs`` and ``min_epochs`` filled in from the data size."""
-        epochs = self.epochs if self.epochs is not None else default_epochs(n_train)
-        augment = self.augment if self.augment is not None else "auto"
-        low = self.min_epochs if self.min_epochs is not None else max(1, round(epochs / self.eta))
         import torch
 
         cuda = self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available())
+        epochs = self.epochs if self.epochs is not None else default_epochs(n_train, cuda=cuda)
+        augment = self.augment if self.augment is not None else "auto"
+        low = self.min_epochs if self.min_epochs is not None else max(1, round(epochs / self.eta))
         views = self.teacher_views if self.teacher_views is not None else (
             0 if cuda else DEFAULT_TEACHER_VIEWS_CPU)
         threads = self.threads_per_trial if self.threads_per_trial is not None else (
@@ -205,8 +205,13 @@ class CompressConfig:
 #: Training images seen per full trial by default: ``epochs = clamp(round(SAMPLES / n), 4, 60)``
 #: (15 epochs of a 10k-image set, the embedded default's: about 2.5 CPU-minutes of training on one
 #: core; 4 on full MNIST-sized sets of 60k). CIFAR-sized data with crop + flip converges
-#: further with more (pass --epochs 30 on a GPU).
+#: further with more, hence the larger budget on a GPU below.
 DEFAULT_SAMPLES_PER_TRIAL = 150_000
+#: The same on CUDA: 30 epochs of a 50k-image set (CIFAR-10), 60 (the cap) up to 25k images.
+#: The issue-12 GPU preview on the 10k CIFAR-10 subset still gained from 30 to 35 KD epochs
+#: (benchmarks/results/distill_cifar.md), and a GPU trial of a CIFAR-sized student takes seconds
+#: per epoch, so the CPU budget would leave most of the accuracy on the table.
+DEFAULT_SAMPLES_PER_TRIAL_CUDA = 1_500_000
 #: ``--teacher-views`` when not given: on CPU the teacher's outputs on 8 augmented views per
 #: image are computed once per run (cached) instead of a teacher pass per batch; on CUDA the
 #: teacher runs per batch (cheap there, and every step sees a fresh crop).
@@ -227,9 +232,11 @@ def has_hints(name: str) -> bool:
     return method is not None and method.has_hint_stage
 
 
-def default_epochs(n_train: int) -> int:
-    """Epochs of a full trial when --epochs is not given (see DEFAULT_SAMPLES_PER_TRIAL)."""
-    return int(min(60, max(4, round(DEFAULT_SAMPLES_PER_TRIAL / max(n_train, 1)))))
+def default_epochs(n_train: int, *, cuda: bool = False) -> int:
+    """Epochs of a full trial when --epochs is not given: ``clamp(round(S / n_train), 4, 60)``
+    with S = DEFAULT_SAMPLES_PER_TRIAL on CPU, DEFAULT_SAMPLES_PER_TRIAL_CUDA on a GPU."""
+    samples = DEFAULT_SAMPLES_PER_TRIAL_CUDA if cuda else DEFAULT_SAMPLES_PER_TRIAL
+    return int(min(60, max(4, round(samples / max(n_train, 1)))))
 
 
 #: Trial-epochs (and epochs of one trial) past which a plan is taken for a typo (1e6
