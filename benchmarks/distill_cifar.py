@@ -107,6 +107,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--main-depth", type=int, default=9)
     p.add_argument("--tag", default="", help="suffix of the result files (e.g. cpu)")
     p.add_argument("--note", default="", help="a paragraph printed at the top of the Markdown (schedule, caveats)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in this --tag's JSON (same settings) and train only the "
+                        "missing ones, e.g. those a --time-limit cancelled (give a fresh --work)")
     p.add_argument("--time-limit", type=float, default=None,
                    help="seconds after which runs not yet started are cancelled (results so far are kept)")
     args = p.parse_args()
@@ -205,6 +208,18 @@ class Results:
                      "settings": {k: str(v) for k, v in vars(args).items()}, "teachers": teachers,
                      "runs": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         self.started = time.monotonic()
+        self.earlier_s = 0.0  # wall-clock of the calls this one resumes
+
+    def resume(self) -> None:
+        """Take over the runs (and wall-clock) of an earlier call with the same tag."""
+        if not self.json.is_file():
+            return
+        earlier = json.loads(self.json.read_text())
+        self.data["runs"] = earlier.get("runs", {})
+        self.earlier_s = float(earlier.get("wall_clock_s", 0.0))
+        self.data["resumed"] = earlier.get("resumed", []) + [
+            {"command": earlier.get("command"), "runs": len(self.data["runs"]),
+             "wall_clock_s": self.earlier_s, "machine": earlier.get("machine")}]
 
     def add(self, run: dict[str, Any]) -> None:
         self.data["runs"][run["key"]] = run
@@ -213,7 +228,7 @@ class Results:
     def save(self) -> None:
         from edgekd.core.fileio import atomic_write_json, atomic_write_text
 
-        self.data["wall_clock_s"] = round(time.monotonic() - self.started, 1)
+        self.data["wall_clock_s"] = round(self.earlier_s + time.monotonic() - self.started, 1)
         self.data["summary"] = summarize(self.data["runs"])
         self.json.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.json, self.data)
@@ -246,6 +261,9 @@ def main() -> None:
                   f"({teachers[data]['train_seconds']:.0f} s)", flush=True)
     results = Results(args, teachers)
     jobs = plan(args, teachers)
+    if args.resume:
+        results.resume()
+        jobs = [job for job in jobs if job["key"] not in results.data["runs"]]
     print(f"{len(jobs)} runs on {args.workers} worker(s)", flush=True)
     if args.teacher_views:
         from distill_study import prefetch_views
