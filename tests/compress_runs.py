@@ -27,7 +27,7 @@ from edgekd.core.fileio import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 #: The tiny search: 3 shortlisted students, rungs (3 x 2 epochs, kd) then (1 x 3 epochs, the default
-#: method fitnet-dkd, fresh);
+#: method fitnet, fresh);
 #: one finalist and no augmentation keep it short (the defaults are 2 finalists and auto).
 TINY = ["--candidates", "3", "--epochs", "3", "--eta", "3", "--max-train-samples", "1000",
         "--batch-size", "32", "--max-macs", "500K", "--measure-iters", "20", "--seed", "0",

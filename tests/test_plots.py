@@ -15,7 +15,7 @@ from edgekd.report.plots import CAPTIONS, METHOD_STYLES, PLOTS, method_style, pl
 
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory) -> dict:
-    return summary_of(reference_run(tmp_path_factory))  # fitnet-dkd (default) search + scratch/kd baselines
+    return summary_of(reference_run(tmp_path_factory))  # fitnet (default) search + scratch/kd baselines
 
 
 def test_one_colour_and_marker_per_method_across_plots(summary) -> None:

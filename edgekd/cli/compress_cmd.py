@@ -81,8 +81,8 @@ def _default(name: str) -> Any:
               help="Where trials train (and the teacher runs for them): auto = cuda when available "
                    "(AMP + channels_last there). Export and latency stay on this host's CPU.")
 @click.option("--baselines", is_flag=True,
-              help="Also train the winner with scratch/kd/fitnet (ablation; a hint --method such as the "
-                   "default fitnet-dkd is the fitnet arm).")
+              help="Also train the winner with scratch/kd/fitnet (ablation; a hint --method such as "
+                   "the default fitnet or fitnet-dkd is the fitnet arm).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default=_default("executor"), show_default=True)
 @click.option("--ray-address", default=None, help="Join this Ray cluster (else start a local one).")
 @click.option("--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance [all].")

@@ -184,7 +184,7 @@ def run_methods(config: CompressConfig) -> set[str]:
 
 def ablation_methods(config: CompressConfig) -> tuple[str, ...]:
     """The ``--baselines`` arms besides the search's own method: :data:`ABLATION_METHODS`, where a
-    hint method (fitnet-dkd, the default) stands in for the fitnet arm (issue 12)."""
+    hint method (fitnet, the default, or fitnet-dkd) stands in for the fitnet arm (issue 12)."""
     return tuple(m for m in ABLATION_METHODS
                  if m != config.method and not (m == "fitnet" and has_hints(config.method)))
 
