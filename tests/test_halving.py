@@ -225,13 +225,13 @@ def test_depth_groups_split_at_the_median() -> None:
 
 def test_embedded_default_gets_the_data_size_schedule_and_stride_2_stems() -> None:
     """The README's first command (no profile, teacher or data) runs the data-size schedule
-    with augmentation like any other run (15 epochs of the 10k subset, shifts, 8 cached views,
+    with augmentation like any other run (30 epochs of the 10k subset, shifts, 8 cached views,
     one thread per CPU trial), and its search also tries stride-2 stems; a given input keeps
     stride-1 stems only. Explicit settings always win."""
     from edgekd.run.pipeline import EMBEDDED_STEM_STRIDES, CompressConfig, default_epochs
 
     demo = CompressConfig(device="cpu").resolved(10_000)
-    assert (demo.epochs, demo.augment, demo.teacher_views, demo.threads_per_trial) == (15, "auto", 8, 1)
+    assert (demo.epochs, demo.augment, demo.teacher_views, demo.threads_per_trial) == (30, "auto", 8, 1)
     assert demo.stem_strides == EMBEDDED_STEM_STRIDES == (1, 2)
     assert "stem_strides" in demo.identity_config()
     own = CompressConfig(data="mine.npz", device="cpu").resolved(10_000)
@@ -242,11 +242,12 @@ def test_embedded_default_gets_the_data_size_schedule_and_stride_2_stems() -> No
 
 
 def test_default_epochs_follow_the_data_size_and_the_device() -> None:
-    """About 150k training images per trial on CPU and 1.5M on a GPU, clamped to 4..60 epochs:
-    a 50k-image set gets 4 epochs on CPU and 30 on CUDA; an explicit --epochs wins on both."""
+    """About 300k training images per trial on CPU and 1.5M on a GPU, clamped to 4..60 epochs:
+    a 50k-image set gets 6 epochs on CPU and 30 on CUDA; an explicit --epochs wins on both."""
     from edgekd.run.pipeline import CompressConfig
 
-    assert CompressConfig(data="c.npz", device="cpu").resolved(50_000).epochs == 4
+    assert CompressConfig(data="c.npz", device="cpu").resolved(50_000).epochs == 6
+    assert CompressConfig(data="c.npz", device="cpu").resolved(200_000).epochs == 4
     assert CompressConfig(data="c.npz", device="cuda").resolved(50_000).epochs == 30
     assert CompressConfig(data="c.npz", device="cuda").resolved(10_000).epochs == 60
     assert CompressConfig(data="c.npz", device="cuda").resolved(1_000_000).epochs == 4

@@ -35,9 +35,9 @@ def _default(name: str) -> Any:
 @click.option("--candidates", "-n", type=int, default=_default("candidates"), show_default=True,
               help="Students shortlisted for successive halving.")
 @click.option("--epochs", "-e", type=int, default=None,
-              help="Epochs of the final training (the last rung) [from the data size: about 150k "
-                   "training images seen on CPU, 1.5M on a GPU, 4..60 epochs: 15 for the embedded "
-                   "default's 10k images, 30 for a 50k-image set on a GPU; printed].")
+              help="Epochs of the final training (the last rung) [from the data size: about 300k "
+                   "training images seen on CPU, 1.5M on a GPU, 4..60 epochs: 30 for the embedded "
+                   "default's 10k images, 6 for a 50k-image set on CPU and 30 on a GPU; printed].")
 @click.option("--min-epochs", type=int, default=None,
               help="Epochs of the first rung [--epochs / --eta: long enough to rank deep students].")
 @click.option("--hint-epochs", type=int, default=_default("hint_epochs"), show_default=True,
