@@ -101,16 +101,15 @@ def prefetch_views(job: dict[str, Any]) -> None:
     """Compute the K cached teacher views of ``job``'s seed once, before the runs that share them
     (the trainer would compute them too, but two workers reaching the same seed together would
     each pay the K teacher passes). Same files as the trainer's: edgekd.distill.targets.teacher_views."""
-    import torch
-
     from edgekd.distill import TrainConfig, augment
+    from edgekd.distill.evaluate import resolve_device
     from edgekd.distill.fast_infer import logit_teachers
     from edgekd.distill.targets import teacher_fingerprints, teacher_views
     from edgekd.distill.trainset import prepare_data
 
     config = TrainConfig(**job["config"])
     ds = _dataset(job["data"], job["data_dir"], job["quick"], job.get("train_size"))
-    device = torch.device("cuda" if config.device in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
+    device = resolve_device(config.device)  # the trainer's rule, so the views land where it looks
     teacher = _teacher(job["teacher"]).to(device)
     data = prepare_data(ds, config)
     aug = augment.resolve(config.augment, tuple(ds.input_shape))
