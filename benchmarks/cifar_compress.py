@@ -90,8 +90,10 @@ def data_file(args: argparse.Namespace) -> Path:
 def compress_command(args: argparse.Namespace, teacher: dict[str, Any], data: Path, out: Path) -> list[str]:
     budget = int(teacher["macs"]) // 10
     cmd = [sys.executable, "-m", "edgekd", "compress", "--data", str(data), "--teacher",
-           str(teacher["checkpoint"]), "--max-macs", str(budget), "--baselines", "--device", args.device,
+           str(teacher["checkpoint"]), "--max-macs", str(budget), "--device", args.device,
            "--out", str(out), "--no-progress", "--no-bundle", "--seed", str(args.seed)]
+    if not args.no_baselines:
+        cmd.insert(cmd.index("--device"), "--baselines")
     if args.workers:
         cmd += ["--threads-per-trial", str(args.workers)]
     if args.quick:
@@ -115,6 +117,9 @@ def main() -> None:
                         help="how the results name --teacher (default: its path, scratch-relative)")
     parser.add_argument("--time-limit", type=float, default=None,
                         help="stop compress after this many seconds and write the partial results")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="skip compress --baselines (kd and scratch on the winner's architecture): "
+                             "extra seeds of the gap only")
     parser.add_argument("--tag", default="")
     parser.add_argument("extra", nargs="*", help="more compress options (after --)")
     args = parser.parse_args()
