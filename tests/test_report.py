@@ -142,6 +142,11 @@ def test_summary_ids_are_unique_and_numbers_read_alike(tmp_path_factory) -> None
     md = (run / "report" / "report.md").read_text()
     assert f"acc {fmt.percent(winner['test_acc'])}" in md
     assert f"| {fmt.percent(winner['test_acc'])} |" in md
+    # the gap the user trades for the speed-up, in points, next to the student's accuracy
+    points = round(100 * (summary["teacher"]["test_acc"] - winner["test_acc"]), 2)
+    side = "below" if points > 0 else "above"
+    gap = f"({abs(points):.2f} points {side} the teacher)" if points else "(the teacher's accuracy)"
+    assert f"acc {fmt.percent(winner['test_acc'])} {gap}" in md
     stdout = (run.parents[1] / "stdout.txt").read_text()
     assert f"acc {fmt.percent(winner['test_acc'])}" in stdout
 
