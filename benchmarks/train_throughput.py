@@ -164,6 +164,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cases", default="cached,aug-per-batch,aug-views")
     parser.add_argument("--tag", default="")
+    parser.add_argument("--note", default="", help="what else ran on the machine, for the results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -179,7 +180,7 @@ def main() -> None:
     result = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
                           "threads": args.threads, "device": str(device), "load_average_before": load_before,
                           "load_average": os.getloadavg(),
-                          "note": "shared 2-core machine (other engineers' jobs running), run with nice -n 10"},
+                          "note": (args.note + "; " if args.note else "") + f"process niceness {os.nice(0)}"},
               "command": " ".join(["python", *sys.argv]), "data": data.name, "student": spec.describe(),
               "train_images": int(len(y)), "epochs": args.epochs, "rounds": args.rounds,
               "wall_clock_s": round(time.perf_counter() - started, 1), "cases": rows}
