@@ -21,6 +21,10 @@ def test_rules() -> None:
     assert fmt.significant(13028.8) == 13000.0 and fmt.significant(0.0012345) == 0.00123
     assert fmt.clean({"a": [0.39899998903274536, 1, "x"], "b": 0.1 + 0.2}) == \
         {"a": [0.399, 1, "x"], "b": 0.3}
+    # the gap in points, from float32-noisy accuracies (0.788 - 0.7745 is 0.013500000000000068)
+    assert fmt.gap_points(0.788, 0.7745) == " (1.35 points below the teacher)"
+    assert fmt.gap_points(0.9840000033, 0.986) == " (0.20 points above the teacher)"
+    assert fmt.gap_points(0.5, 0.5) == " (the teacher's accuracy)" and fmt.gap_points(None, 0.5) == ""
 
 
 def test_edgekd_reuses_the_kits_functions() -> None:

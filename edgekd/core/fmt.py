@@ -12,6 +12,7 @@ Rules, so one figure reads the same wherever it is printed:
   (``30,900``): it is ``1000 * batch / latency_ms`` and the latency itself has about 3
   significant digits, so more digits would be noise;
 * speed-up: 2 decimals and ``x`` (``2.86x``);
+* accuracy gap to the teacher: percentage points with 2 decimals, ``(1.35 points below the teacher)``;
 * sizes: MB = 10^6 bytes, 3 decimals (``0.051 MB``);
 * counts (MACs, parameters): K/M/G with one decimal (:func:`edgekd.core.units.format_count`);
 * stored floats (summary.json): :func:`clean` rounds away float32 noise
@@ -26,7 +27,7 @@ from deploy.fmt import MISSING, ms, percent, rate, significant  # the one implem
 from edgekd.core.units import format_count
 
 __all__ = ["MISSING", "percent", "ms", "significant", "rate", "fps", "speedup", "size_mb", "count",
-           "clean", "epoch_line"]
+           "clean", "epoch_line", "gap_points"]
 
 
 def fps(latency_ms: float | None, batch: int = 1) -> str:
@@ -73,3 +74,15 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
         parts.append(f"val {percent(record['val_acc'])}")
     parts.append(f"{record.get('seconds', 0):.1f} s")
     return f"epoch {record['epoch']}/{epochs} ({record.get('stage', 'train')}): {', '.join(parts)}"
+
+
+def gap_points(teacher_acc: float | None, student_acc: float | None) -> str:
+    """`` (1.35 points below the teacher)``: the top-1 gap a user trades for the speed-up,
+    ``100 * (teacher - student)`` percentage points on the same test images; empty when either
+    accuracy is unknown."""
+    if teacher_acc is None or student_acc is None:
+        return ""
+    points = round(100 * (teacher_acc - student_acc), 2)
+    if points == 0:
+        return " (the teacher's accuracy)"
+    return f" ({abs(points):.2f} points {'below' if points > 0 else 'above'} the teacher)"

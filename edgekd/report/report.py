@@ -305,7 +305,7 @@ def headline(summary: dict) -> str:
     parts = [f"teacher: acc {fmt.percent(teacher['test_acc'])}, {fmt.count(teacher['macs'])} MACs, "
              f"host {_latency(teacher['latency']['host'], ' ms')}",
              f"student {winner['trial']} ({winner['method']}, depth {winner['depth']}): "
-             f"acc {fmt.percent(winner['test_acc'])}{accuracy_gap(teacher, winner)}, "
+             f"acc {fmt.percent(winner['test_acc'])}{fmt.gap_points(teacher['test_acc'], winner['test_acc'])}, "
              f"{fmt.count(winner['macs'])} MACs, host {_latency(winner['latency']['host'], ' ms')}"]
     line = f"speed-up on this host: {fmt.speedup(winner['speedup']['host'])}"
     target = winner["latency"]["target"]
@@ -314,17 +314,6 @@ def headline(summary: dict) -> str:
                  f"speed-up {fmt.speedup(winner['speedup']['target'])}")
     parts.append(line)
     return "\n".join(parts)
-
-
-def accuracy_gap(teacher: dict, student: dict) -> str:
-    """`` (2.25 points below the teacher)``: the top-1 gap the user trades for the speed-up, in
-    percentage points on the same test images; empty when either accuracy is unknown."""
-    if teacher.get("test_acc") is None or student.get("test_acc") is None:
-        return ""
-    points = round(100 * (teacher["test_acc"] - student["test_acc"]), 2)
-    if points == 0:
-        return " (the teacher's accuracy)"
-    return f" ({abs(points):.2f} points {'below' if points > 0 else 'above'} the teacher)"
 
 
 def budget_text(budget: dict) -> str:
