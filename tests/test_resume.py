@@ -110,3 +110,26 @@ def test_run_json_fed_back_reproduces_the_run(tmp_path_factory) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _comparable(summary_of(again)) == _comparable(summary_of(reference))
     assert read_json(again / "run.json")["options"] == options
+
+
+def test_resume_with_baselines_trains_only_the_missing_arms(tmp_path_factory) -> None:
+    """``--baselines`` is not part of a run's identity: ``--resume --baselines`` on a finished run
+    without them keeps every trained trial and adds only the kd and scratch arms on the winner's
+    architecture (how cifar_compress.md got seeds 1 and 2's baselines)."""
+    base = shared_base(tmp_path_factory)
+    data, teacher = tiny_inputs(base)
+    out = base / "runs" / "late-baselines"
+    first = run_cli(compress_args(data, teacher, out), base)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert not summary_of(out).get("ablation")
+    trained = {p.parent.name: p.stat().st_mtime_ns for p in (out / "trials").glob("*/checkpoint.pt")}
+    final = next(name for name in trained if name.endswith("-final"))
+
+    again = run_cli(compress_args(data, teacher, out, "--baselines", "--resume"), base)
+    assert again.returncode == 0, again.stdout + again.stderr
+    after = {p.parent.name: p.stat().st_mtime_ns for p in (out / "trials").glob("*/checkpoint.pt")}
+    assert {name: after[name] for name in trained} == trained  # nothing retrained
+    arch = final.removesuffix("-final")
+    assert set(after) - set(trained) == {f"{arch}-kd", f"{arch}-scratch"}
+    methods = {row["method"] for row in summary_of(out)["ablation"]}
+    assert methods == {"fitnet", "kd", "scratch"}
