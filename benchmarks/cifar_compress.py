@@ -90,10 +90,8 @@ def data_file(args: argparse.Namespace) -> Path:
 def compress_command(args: argparse.Namespace, teacher: dict[str, Any], data: Path, out: Path) -> list[str]:
     budget = int(teacher["macs"]) // 10
     cmd = [sys.executable, "-m", "edgekd", "compress", "--data", str(data), "--teacher",
-           str(teacher["checkpoint"]), "--max-macs", str(budget), "--device", args.device,
-           "--out", str(out), "--no-progress", "--no-bundle", "--seed", str(args.seed)]
-    if not args.no_baselines:
-        cmd.insert(cmd.index("--device"), "--baselines")
+           str(teacher["checkpoint"]), "--max-macs", str(budget), *([] if args.no_baselines else ["--baselines"]),
+           "--device", args.device, "--out", str(out), "--no-progress", "--no-bundle", "--seed", str(args.seed)]
     if args.workers:
         cmd += ["--threads-per-trial", str(args.workers)]
     if args.quick:
