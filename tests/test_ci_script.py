@@ -59,3 +59,19 @@ def test_browser_present_nothing_installed(tmp_path: Path) -> None:
 def test_fails_when_pytest_fails_or_collects_nothing(tmp_path: Path, rc: int) -> None:
     proc, log = _run_ci(tmp_path, rc, browser=True)
     assert proc.returncode == rc and "python -m pytest" in log
+
+
+def _ci_commands() -> str:
+    """The install and test lines of .ci/run, joined as one shell command."""
+    lines = (REPO / ".ci" / "run").read_text().splitlines()
+    return " && ".join(line for line in lines if line.startswith("python -m "))
+
+
+def test_ci_runs_the_readmes_test_command_on_the_newest_allowed_packages() -> None:
+    """CI upgrades every dependency to the newest release pyproject allows (a new release that
+    breaks edgekd fails CI), and it is exactly the README's second command."""
+    ci = _ci_commands()
+    assert "--upgrade --upgrade-strategy eager" in ci and ci.endswith("python -m pytest")
+    readme = (REPO / "README.md").read_text()
+    second = readme.split("```bash\n", 1)[1].splitlines()[1]
+    assert second.split("   #")[0].strip() == ci, (second, ci)

@@ -125,3 +125,21 @@ def test_a_changed_dataclass_default_reaches_the_cli(monkeypatch: pytest.MonkeyP
     assert default_of(TrainConfig, "epochs") == 77
     with pytest.raises(AttributeError):
         default_of(TrainConfig, "no_such_field")
+
+
+def _all_options(group: click.Group = cli) -> list[tuple[str, click.Option]]:
+    found = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += [(f"{name} {sub}", o) for sub, o in _all_options(command)]
+        else:
+            found += [(name, p) for p in command.params if isinstance(p, click.Option)]
+    return found
+
+
+def test_every_flag_has_an_explicit_boolean_default() -> None:
+    """Click 8.3+ leaves a flag without ``default=`` at an UNSET sentinel, which is neither the
+    dataclass's value nor a bool: every on/off flag states its default."""
+    for command, option in _all_options():
+        if option.is_flag and option.is_bool_flag and option.name != "help":
+            assert isinstance(option.default, bool), f"edgekd {command} --{option.name}: default={option.default!r}"

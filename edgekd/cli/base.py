@@ -25,7 +25,7 @@ def _set_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> bo
 def verbose_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--verbose`` (show tracebacks and debug output) to a command."""
     return click.option(
-        "--verbose", "-v", is_flag=True, expose_value=False, is_eager=True,
+        "--verbose", "-v", is_flag=True, default=False, expose_value=False, is_eager=True,
         callback=_set_verbose, help="Show tracebacks and debug output.",
     )(func)
 

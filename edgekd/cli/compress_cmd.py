@@ -55,7 +55,7 @@ def _default(name: str) -> Any:
                            f"Default {DEFAULT_METHOD}: {DEFAULT_METHOD_WHY} ")
 @click.option("--rung-method", default=None, metavar="METHOD",
               help="Training method of the selection rungs [kd for a hint method, else --method].")
-@click.option("--no-depth-groups", is_flag=True,
+@click.option("--no-depth-groups", is_flag=True, default=not _default("depth_groups"),
               help="Promote by accuracy alone (default: every rung keeps the best shallow and the "
                    "best deep student, depth split at the shortlist's median).")
 @click.option("--augment", type=click.Choice(AUGMENTS), default=None,
@@ -80,7 +80,7 @@ def _default(name: str) -> Any:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=_default("device"), show_default=True,
               help="Where trials train (and the teacher runs for them): auto = cuda when available "
                    "(AMP + channels_last there). Export and latency stay on this host's CPU.")
-@click.option("--baselines", is_flag=True,
+@click.option("--baselines", is_flag=True, default=_default("baselines"),
               help="Also train the winner with scratch/kd/fitnet (ablation; a hint --method such as "
                    "the default fitnet or fitnet-dkd is the fitnet arm).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default=_default("executor"), show_default=True)
@@ -94,7 +94,7 @@ def _default(name: str) -> Any:
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
               help="Run folder [runs/default with no inputs given, else runs/PROFILE-DATA-TEACHER; "
                    "a rerun takes the next free runs/default2, runs/default3 ...].")
-@click.option("--resume", is_flag=True,
+@click.option("--resume", is_flag=True, default=_default("resume"),
               help="Continue the run in --out (after a crash or kill) [without --out: the latest "
                    "numbered default folder].")
 @click.option("--seed", type=int, default=_default("seed"), show_default=True)
@@ -102,11 +102,11 @@ def _default(name: str) -> Any:
 @click.option("--batch-size", type=int, default=None, help="Training batch size [trainer's].")
 @click.option("--measure-iters", type=int, default=_default("measure_iters"), show_default=True,
               help="Timed iterations per latency measurement.")
-@click.option("--no-bundle", is_flag=True, help="Skip the device bundle.")
-@click.option("--no-progress", is_flag=True,
+@click.option("--no-bundle", is_flag=True, default=not _default("bundle"), help="Skip the device bundle.")
+@click.option("--no-progress", is_flag=True, default=not _default("progress"),
               help="Print nothing during the search (default: a live view on a terminal, "
                    "else one line per trial).")
-@click.option("--yes", is_flag=True,
+@click.option("--yes", is_flag=True, default=_default("yes"),
               help="Run even when the plan is absurdly large (see the warning it gives).")
 @verbose_option
 def compress(max_macs: str | None, no_depth_groups: bool, no_bundle: bool, no_progress: bool,

@@ -15,7 +15,7 @@ from edgekd.cli.base import verbose_option
 @click.argument("images", nargs=-1, required=True, metavar="IMAGES...|DIR")
 @click.option("--top", "-k", "top_k", type=click.IntRange(min=1), default=5, show_default=True,
               help="How many classes to print per image.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image.")
+@click.option("--json", "as_json", is_flag=True, default=False, help="Print one JSON object per image.")
 @verbose_option
 def predict(model: Path, images: tuple[str, ...], top_k: int, as_json: bool) -> None:
     """Classify image files (or every image in a folder) with an exported MODEL.onnx and print

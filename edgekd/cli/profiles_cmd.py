@@ -35,7 +35,7 @@ def _print_view(view: Any) -> None:
 
 
 @profiles.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print the profiles as a JSON list.")
+@click.option("--json", "as_json", is_flag=True, default=False, help="Print the profiles as a JSON list.")
 @verbose_option
 def profiles_list(as_json: bool) -> None:
     """Print a table of the shipped device profiles: peak FP32/FP16/INT8 throughput, memory
@@ -53,9 +53,9 @@ def profiles_list(as_json: bool) -> None:
 
 @profiles.command("show")
 @click.argument("name_or_path")
-@click.option("--json", "as_json", is_flag=True,
+@click.option("--json", "as_json", is_flag=True, default=False,
               help="Print the profile as JSON (a .json file of it is a profile too).")
-@click.option("--toml", "as_toml", is_flag=True,
+@click.option("--toml", "as_toml", is_flag=True, default=False,
               help="Print the profile's TOML file as written: copy it to make your own.")
 @verbose_option
 def profiles_show(name_or_path: str, as_json: bool, as_toml: bool) -> None:

@@ -16,7 +16,7 @@ __all__ = ["report"]
 @click.option("--measurements", "-m", "measurements", multiple=True,
               type=click.Path(path_type=Path),
               help="Measurement JSON from 'python -m deploy bench' on the device (repeatable).")
-@click.option("--force", is_flag=True,
+@click.option("--force", is_flag=True, default=False,
               help="Merge measurements whose device, backend, precision or batch is not the run "
                    "profile's (labelled 'measured, forced' in the report).")
 @verbose_option

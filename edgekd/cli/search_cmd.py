@@ -62,7 +62,7 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 @click.option("--shortlist", default=default_of(SearchConfig, "shortlist"), show_default=True,
               type=click.IntRange(min=1),
               help="How many students to shortlist for training (spread over depths).")
-@click.option("--measure", is_flag=True,
+@click.option("--measure", is_flag=True, default=default_of(SearchConfig, "measure"),
               help="Measure the shortlisted students on this host (host-cpu profile only).")
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None,
               help="Calibration JSON (from benchmarks/latency_predictor.py) to use instead of "

@@ -29,7 +29,7 @@ def _parse_dynamic_batch(_ctx: click.Context, _param: click.Parameter, value: st
 @click.argument("target", metavar="CHECKPOINT_OR_RUN", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for ID.onnx (and bundle/ with --bundle).")
-@click.option("--bundle", is_flag=True,
+@click.option("--bundle", is_flag=True, default=False,
               help="Also write OUT/bundle: model.onnx, the deploy kit, profile.toml, calib.npz, "
                    "val.npz and a README with the commands to run on the device.")
 @click.option("--profile", "profile_name", default=None,
@@ -39,9 +39,9 @@ def _parse_dynamic_batch(_ctx: click.Context, _param: click.Parameter, value: st
                    "instead of the static batch.")
 @click.option("--batch", type=click.IntRange(min=1, max=MAX_BATCH), default=None,
               help="Static batch [default: the profile's budget batch, else 1].")
-@click.option("--simplify", is_flag=True,
+@click.option("--simplify", is_flag=True, default=False,
               help="Simplify with onnxslim; kept only if parity still holds.")
-@click.option("--int8", is_flag=True,
+@click.option("--int8", is_flag=True, default=False,
               help="Also write OUT/ID.int8.onnx (Q/DQ, per-channel weights, calibrated on the "
                    "training images) and ID.int8.json with its ONNX Runtime accuracy next to FP32.")
 @click.option("--data", default=None,

@@ -132,7 +132,7 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
 @click.argument("model", metavar="MODEL")
 @search_options
 @click.option("--arch", default=None, metavar="ARCH", help=ARCH_OPTION_HELP.split(" Give it once")[0])
-@click.option("--trust-code", is_flag=True, help=TRUST_CODE_HELP)
+@click.option("--trust-code", is_flag=True, default=False, help=TRUST_CODE_HELP)
 @click.option("--data", default=None, metavar="SPEC",
               help="Data that fixes a teacher's input shape and classes [mnist-subset].")
 @verbose_option
