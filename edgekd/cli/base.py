@@ -39,8 +39,17 @@ def is_verbose(ctx: click.Context | None = None) -> bool:
 MAX_BATCH = 65536
 
 
+def _broken_stack(error: BaseException) -> str | None:
+    """The one-line diagnosis when ``error`` came from a broken torch/torchvision/onnxruntime
+    install (None for any other error, which is then a bug shown with its traceback)."""
+    from edgekd.core.stack import stack_problem
+
+    return stack_problem()
+
+
 class EdgekdGroup(click.Group):
-    """A click group that turns :class:`EdgekdError` into one line and exit status 2."""
+    """A click group that turns :class:`EdgekdError` (and a broken PyTorch install found
+    late) into one line and exit status 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -58,6 +67,14 @@ class EdgekdGroup(click.Group):
                 traceback.print_exc()
             click.secho(f"error: {disk}", fg="red", err=True)
             ctx.exit(disk.exit_code)
+        except (ImportError, RuntimeError) as error:
+            problem = _broken_stack(error)
+            if problem is None:
+                raise
+            if is_verbose(ctx):
+                traceback.print_exc()
+            click.secho(f"error: {problem}", fg="red", err=True)
+            ctx.exit(2)
         except KeyboardInterrupt:
             click.secho("interrupted: finished work is saved; rerun with --resume to continue",
                         fg="yellow", err=True)

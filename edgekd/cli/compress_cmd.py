@@ -127,6 +127,9 @@ def compress(max_macs: str | None, no_depth_groups: bool, no_bundle: bool, no_pr
         edgekd compress --config job.toml --epochs 12      # the file's options, --epochs overridden
         edgekd compress --config runs/default/run.json     # the same run again, in a new folder
     """
+    from edgekd.core.stack import check_stack
+
+    check_stack()  # a broken torch/torchvision install: one line now, not a traceback later
     from edgekd.cli.config_file import recorded_options
     from edgekd.run.pipeline import compress as run_compress
     from edgekd.core.units import parse_count

@@ -64,6 +64,9 @@ def export(target: Path, out_dir: Path, bundle: bool, profile_name: str | None,
             --profile jetson-orin-nano-8gb --dynamic-batch 1,8,32 --simplify --bundle
         edgekd export runs/orin --out exported --int8
     """
+    from edgekd.core.stack import check_stack
+
+    check_stack()  # a broken torch/torchvision install: one line now, not a traceback later
     from edgekd.core import fmt
     from edgekd.ship.export_target import export_target
 

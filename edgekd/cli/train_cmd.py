@@ -113,6 +113,9 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
         edgekd train --student 3f2a9c1b0d4e --search runs/search-host-cpu \\
             --teacher teacher.pt --arch resnet18 --data data.npz --method kd
     """
+    from edgekd.core.stack import check_stack
+
+    check_stack()  # a broken torch/torchvision install: one line now, not a traceback later
     from edgekd.cli.cli_options import resolve_data, resolve_teachers
     from edgekd.cli.train_view import format_result
     from edgekd.distill.commands import resolve_student_spec, run_train
