@@ -1,6 +1,6 @@
 """``python -m deploy bench``: latency of one model on this machine -> the Measurement JSON.
 
-The Measurement (DESIGN.md) holds the model file and its sha256, backend, provider,
+The Measurement holds the model file and its sha256, backend, provider,
 precision, batch, device name, runtime versions, warm-up and iteration counts, latency
 statistics in ms (mean, median, p90, p99, min, max, std, mad; see deploy.timing),
 throughput in samples/s (batch / median) and when it was taken.

@@ -1,6 +1,6 @@
 """edgekd: compress a trained classifier into a thin, deep student for an edge device.
 
-The pipeline (see DESIGN.md): search thin-and-deep students that fit a device budget,
+The pipeline (see docs/architecture.md): search thin-and-deep students that fit a device budget,
 train them with FitNets hints then knowledge distillation, export to ONNX / TensorRT and
 report measured accuracy against latency.
 

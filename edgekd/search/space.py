@@ -169,7 +169,7 @@ class StudentSpec:
             raise EdgekdError(f"student spec: expected a JSON object, got {type(d).__name__}: "
                               "fix the spec")
         data = dict(d)
-        # DESIGN.md's example carries a redundant "residual" flag; accept it when consistent.
+        # the spec format's documented example carries a redundant "residual" flag; accept it when consistent.
         if "residual" in data:
             flag = data.pop("residual")
             if bool(flag) != (data.get("family") == "residual"):

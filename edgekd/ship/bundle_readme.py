@@ -2,7 +2,7 @@
 commands for the device's system python3, a ``trtexec`` equivalent of each build, what to send
 back, and what has (and has not) been verified on hardware.
 
-The version table is DESIGN.md's (TensorRT per JetPack). Two build routes follow from it:
+The version table is NVIDIA's (TensorRT per JetPack release). Two build routes follow from it:
 TensorRT 8.5-10.x take the FP32 ``model.onnx`` with the FP16/INT8 builder flags; TensorRT 11.x
 has no precision flags (strongly typed networks only), so it builds the FP16 ONNX made and
 checked on the host (``model.fp16.onnx``) or the Q/DQ ``model.int8.onnx``.
@@ -20,7 +20,7 @@ from deploy.backends import get_backend
 if TYPE_CHECKING:
     from edgekd.inputs.profiles import DeviceProfile
 
-#: JetPack -> TensorRT on each Jetson profile (DESIGN.md); the kit supports TensorRT 8.5-11.x
+#: JetPack -> TensorRT on each Jetson profile (NVIDIA's JetPack release notes); the kit supports TensorRT 8.5-11.x
 JETSON_VERSIONS: dict[str, list[tuple[str, str]]] = {
     "jetson-xavier-nx": [("JetPack 5.1.x (its last JetPack; Python 3.8)", "8.5")],
     "jetson-orin-nano-8gb": [("JetPack 6.0", "8.6"), ("JetPack 6.1 / 6.2", "10.3"),

@@ -8,7 +8,7 @@ The interpreter is isolated (``python -I``: no working directory, PYTHONPATH or 
 site-packages on ``sys.path``) and started in the kit's own folder, with the kit's path given
 explicitly, so a ``deploy/`` folder or a ``numpy.py`` in the user's working directory never
 runs in its place.
-It returns the Measurement dict that the kit wrote (see deploy/bench.py and DESIGN.md).
+It returns the Measurement dict that the kit wrote (see deploy/bench.py).
 :func:`data_accuracy` adds top-1 accuracy on a data set's test split for ``edgekd measure
 --data``, through the deploy kit's torch-free ONNX Runtime path (``deploy check``'s
 :func:`deploy.check.check_runner`, normalised with the model's ``edgekd.normalization``).
