@@ -10,6 +10,10 @@ The settings follow TensorRT's explicit-quantization rules: QDQ format, signed i
 symmetric activations and weights (zero point 0), per-channel weight scales, biases left
 in float (TensorRT fuses them; an int32-quantized bias is not what its parser expects), and
 only the compute-heavy ops quantized (Conv, Gemm, MatMul, and Add for residual joins).
+Q/DQ pairs sit on the *inputs* of those ops, never on their outputs (TensorRT's placement
+recommendation for explicit quantization: it fuses the next op's input Q back into the
+producer, across a ReLU; an output Q/DQ after the last Gemm would round the logits themselves
+to 256 levels, which flips the top-1 of close calls for nothing).
 Calibration: min/max of the activations over the calibration images.
 
 Needs ``onnxruntime`` and ``onnx`` (the quantizer's own dependency) — on the host always,
@@ -75,7 +79,8 @@ def quantize_qdq(onnx_path: str | Path, calib: str | Path | np.ndarray, out_path
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                       "QuantizeBias": False})
+                                       "QuantizeBias": False,
+                                       "OpTypesToExcludeOutputQuantization": QUANTIZED_OPS})
         _mark_int8(onnx, tmp, onnx_path, f"{len(x) - len(x) % step} images")
         tmp.replace(out_path)
     except DeployError:

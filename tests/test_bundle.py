@@ -233,6 +233,35 @@ def test_int8_qdq_from_the_bundle_calibration_keeps_accuracy(bundle: Path, tmp_p
     assert int8["reference"]["top1_agreement"] >= 0.9
 
 
+def test_int8_qdq_sits_on_inputs_and_the_host_computes_it_as_written(bundle: Path, tmp_path: Path) -> None:
+    """Q/DQ on the inputs of Conv/Gemm only (the logits leave the last Gemm in float), and the host's
+    INT8 outputs are the Q/DQ graph's own arithmetic: the same as ONNX Runtime with every graph
+    optimisation off, whatever integer kernels this CPU has (u8s8 sums saturate without VNNI)."""
+    import onnx
+    import onnxruntime as ort
+
+    from deploy.check import load_data, normalization_of, prepare_inputs
+    from deploy.quantize import quantize_qdq
+    from deploy.runners import OrtRunner
+
+    qdq = quantize_qdq(bundle / "model.onnx", bundle / "calib.npz", tmp_path / "model.int8.onnx")
+    graph = onnx.load(str(qdq)).graph
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    assert producer[graph.output[0].name] == "Gemm"
+    quantized = [producer.get(node.input[0], "input") for node in graph.node if node.op_type == "QuantizeLinear"]
+    assert quantized and not set(quantized) & {"Conv", "Gemm", "MatMul", "Add"}, quantized
+    with OrtRunner(qdq) as runner:
+        x = prepare_inputs(load_data(bundle / "val.npz").x[:200], runner.sample_shape,
+                           normalization_of(runner), "val")
+        got = np.concatenate([runner.infer({runner.input_name: x[i:i + 1]})[runner.output_names[0]]
+                              for i in range(len(x))])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    plain = ort.InferenceSession(str(qdq), options, providers=["CPUExecutionProvider"])
+    want = np.concatenate([plain.run(None, {runner.input_name: x[i:i + 1]})[0] for i in range(len(x))])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_int8_profile_bundle_ships_qdq_models(bundle: Path, tmp_path: Path) -> None:
     """An int8 target: the bundle carries Q/DQ copies made on the host, which remember the
     sha256 of the fp32 export (so device figures map back), and the README builds them."""
