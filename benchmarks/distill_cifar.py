@@ -123,15 +123,23 @@ def parse_args() -> argparse.Namespace:
 def student_config(args: argparse.Namespace, method: str, epochs: int, seed: int, augment: str,
                    hint_epochs: int | None = None, teacher_views: int = 0) -> dict[str, Any]:
     """The TrainConfig of one run. ``method`` may carry a hint mode, ``fitnet-dkd+multi`` or
-    ``fitnet-dkd+joint`` (``--hint-mode``); ``epochs`` are KD epochs: the trainer adds fitnet's
-    hint stage (at most ``hint_epochs``) on top of them."""
+    ``fitnet-dkd+joint`` (``--hint-mode``), and method options after ``@`` separated by ``;``,
+    ``lskd@lskd.kd=0.9`` or ``dkd@label_smoothing=0.1`` (``--method-opt``); ``epochs`` are KD
+    epochs: the trainer adds fitnet's hint stage (at most ``hint_epochs``) on top of them."""
+    from edgekd.distill.methods import OPTION_FIELDS
+
     hint = args.hint_epochs if hint_epochs is None else hint_epochs
+    method, _, opts = method.partition("@")
+    options = {k: float(v) for k, _, v in (o.partition("=") for o in opts.split(";") if o)}
     name, _, mode = method.partition("+")
     config = {"method": name, "epochs": epochs, "hint_epochs": hint,
               "seed": seed, "batch_size": args.batch_size, "lr": args.lr, "optimizer": "sgd",
               "augment": augment, "device": args.device}
     if mode:
         config["hint_mode"] = mode
+    config.update({OPTION_FIELDS[k]: options.pop(k) for k in list(options) if k in OPTION_FIELDS})
+    if options:
+        config["method_options"] = options
     if teacher_views and name != "scratch":
         config["teacher_views"] = teacher_views
     return config

@@ -13,8 +13,8 @@ from edgekd.cli.cli import cli
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import read_json, read_jsonl
 from edgekd.distill import losses
-from edgekd.distill.methods import (Batch, LossOut, Method, Stage, StudentOut, TeacherOut, get_method,
-                                    method_names, register_method, unregister_method)
+from edgekd.distill.methods import (Batch, LossOut, Method, MethodOption, Stage, StudentOut, TeacherOut,
+                                    get_method, method_names, register_method, unregister_method)
 from edgekd.search.space import Stage as SpaceStage, StudentSpec
 
 SPEC = StudentSpec("plain", (1, 28, 28), 10, (SpaceStage(8, 1, 2), SpaceStage(16, 1, 2)))
@@ -28,7 +28,7 @@ class SoftOnly:
     calls: list[tuple[tuple[int, ...], tuple[int, ...], float]] = []
 
     def __init__(self, config) -> None:
-        self.temperature = config.temperature
+        self.temperature = config.option("T")
 
     def forward(self, student_out: StudentOut, teacher_out: TeacherOut, batch: Batch) -> LossOut:
         SoftOnly.calls.append((tuple(student_out.logits.shape), tuple(teacher_out.logits.shape), batch.progress))
@@ -53,7 +53,8 @@ def toy_method():
     SoftOnly.calls.clear()
     method = register_method(Method(
         "toy-soft", "one label epoch, then soft targets only", compress=False,
-        stages=(Stage("warm", Labels, epochs=lambda config: 1), Stage("soft", SoftOnly, teacher=True))))
+        stages=(Stage("warm", Labels, epochs=lambda config: 1), Stage("soft", SoftOnly, teacher=True)),
+        options=(MethodOption("T", 4.0, "temperature of the soft targets", low_open=True),)))
     yield method
     unregister_method("toy-soft")
 

@@ -95,22 +95,41 @@ def test_train_errors_are_one_line(tmp_path) -> None:
     assert result.exit_code == 2 and "not valid JSON" in result.stderr
 
 
-def test_layers_marks_the_guided_layer_of_a_spec(tmp_path) -> None:
+@pytest.mark.parametrize("mode, stages", [("single", "one"), ("joint", "one"), ("multi", "all")])
+def test_layers_marks_exactly_the_pairs_training_uses(teacher_file, tmp_path, mode, stages) -> None:
+    from edgekd.distill.hints import hint_pairs
+    from edgekd.inputs.teachers import BuiltinCNN
+    from edgekd.search.space import build
+
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(SPEC.to_json())
-    result = CliRunner().invoke(cli, ["layers", str(spec_file)])
-    assert result.exit_code == 0, result.output
-    assert "guided (auto)" in result.output and SPEC.guided_layer in result.output
-    assert "features.0.conv" in result.output and "8x14x14" in result.output
+    teacher = BuiltinCNN()
+    teacher.load_state_dict(torch.load(teacher_file, weights_only=True))
+    # what the trainer pairs (edgekd.distill.hint_training._setup_hints calls hint_pairs this way)
+    pairs = hint_pairs(teacher.eval(), build(SPEC), (1, 28, 28), stages=stages)
+    arch = ["--arch", "edgekd:builtin-cnn", "--hint-mode", mode]
+    student_view = CliRunner().invoke(cli, ["layers", str(spec_file), "--teacher", str(teacher_file), *arch])
+    teacher_view = CliRunner().invoke(cli, ["layers", str(teacher_file), "--student", str(spec_file), *arch])
+    for result in (student_view, teacher_view):
+        assert result.exit_code == 0, result.output
+    assert (len(pairs) > 1) == (mode == "multi")
+    guided = [line.split()[1] for line in student_view.output.splitlines() if "│ guided " in line]
+    hints = [line.split()[1] for line in teacher_view.output.splitlines() if "│ hint " in line]
+    assert guided == [p.guided_layer for p in pairs] and hints == [p.hint_layer for p in pairs]
+    for view in (student_view, teacher_view):
+        lines = [line for line in view.output.splitlines() if line.startswith("pair ")]
+        assert lines == [f"pair {i}: hint {p.hint_layer} ({'x'.join(map(str, p.hint_shape))}) <- guided "
+                         f"{p.guided_layer} ({'x'.join(map(str, p.guided_shape))})" for i, p in enumerate(pairs, 1)]
 
 
 def test_layers_of_a_state_dict_teacher(teacher_file) -> None:
     result = CliRunner().invoke(cli, ["layers", str(teacher_file), "--arch", "edgekd:builtin-cnn"])
     assert result.exit_code == 0, result.output
-    assert "hint (auto)" in result.output and "features.1.2" in result.output
+    assert "features.1.2" in result.output and "give --student" in result.output
+    assert "│ hint " not in result.output and "pair 1" not in result.output  # no student: nothing to pair
 
 
-def test_student_id_is_found_where_search_writes_it(tmp_path, monkeypatch) -> None:
+def test_student_id_is_found_where_search_writes_it(teacher_file, tmp_path, monkeypatch) -> None:
     """`edgekd search` writes runs/search-PROFILE/candidates.jsonl while train/layers looked in
     ./candidates.jsonl only, through an option named like compress's number --candidates
     (issue 15, item 6). Now: found with no option, or with --search RUN|FILE."""
@@ -121,7 +140,8 @@ def test_student_id_is_found_where_search_writes_it(tmp_path, monkeypatch) -> No
     for args in ([], ["--search", "runs/search-host-cpu"],
                  ["--search", "runs/search-host-cpu/candidates.jsonl"],
                  ["--candidates", "runs/search-host-cpu/candidates.jsonl"]):  # the old name
-        result = CliRunner().invoke(cli, ["layers", SPEC.id, *args])
+        result = CliRunner().invoke(cli, ["layers", SPEC.id, *args, "--teacher", str(teacher_file),
+                                          "--arch", "edgekd:builtin-cnn"])
         assert result.exit_code == 0, (args, result.output)
         assert f"student {SPEC.id}" in result.output
     missing = CliRunner().invoke(cli, ["layers", SPEC.id, "--search", "runs/nowhere"])

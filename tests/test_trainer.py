@@ -58,7 +58,15 @@ def teacher(dataset, tmp_path_factory) -> nn.Module:
 
 
 def _config(tmp_path: Path, **changes) -> TrainConfig:
-    return TrainConfig(**{**FAST, "cache_dir": str(tmp_path / "cache"), **changes})
+    """FAST with ``changes``; T and alpha only for a method that declares them (others refuse them)."""
+    from edgekd.distill.methods import get_method
+
+    values = {**FAST, "cache_dir": str(tmp_path / "cache"), **changes}
+    method = get_method(values.get("method", "fitnet"))
+    for name, attr in (("T", "temperature"), ("alpha", "alpha")):
+        if method.option(name) is None and attr not in changes:
+            values.pop(attr)
+    return TrainConfig(**values)
 
 
 @pytest.mark.parametrize("method,changes", [

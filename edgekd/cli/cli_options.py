@@ -173,6 +173,49 @@ def method_option(*, compress: bool, default: str, help_prefix: str = "") -> Cal
 
 
 
+METHOD_OPT_HELP = ("An option of --method's loss, NAME=VALUE (repeatable), e.g. dkd.beta=8 or "
+                   "lskd.kd=9; each method's options and defaults are listed under --method "
+                   "(meanings in docs/methods.md). An option the method does not use is refused.")
+
+
+def _parse_method_opts(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+                       ) -> dict[str, float]:
+    parsed: dict[str, float] = {}
+    for text in values:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"'{text}' is not NAME=VALUE, e.g. dkd.beta=8")
+        try:
+            parsed[name.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"'{text}': '{value}' is not a number") from None
+    return parsed
+
+
+def method_opt_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--method-opt NAME=VALUE`` (repeatable), arriving as ``method_options``: a dict."""
+    return click.option("--method-opt", "method_options", multiple=True, metavar="NAME=VALUE",
+                        callback=_parse_method_opts, help=METHOD_OPT_HELP)(command)
+
+
+def merge_method_options(fields: dict[str, Any], names: tuple[str, ...] = ("T", "alpha", "label_smoothing")) -> None:
+    """Move the options ``names`` given with ``--method-opt`` into their own fields (``T`` ->
+    ``temperature``, ``alpha``, ``label_smoothing``), in place; giving one both ways with
+    different values is an error."""
+    from edgekd.distill.methods import OPTION_FIELDS
+
+    options = dict(fields.get("method_options") or {})
+    for name in names:
+        attr = OPTION_FIELDS[name]
+        if name in options:
+            value = options.pop(name)
+            if attr in fields and fields[attr] is not None and fields[attr] != value:
+                raise EdgekdError(f"--method-opt {name}={value:g} contradicts --{attr.replace('_', '-')} "
+                                  f"{fields[attr]:g}: give it once")
+            fields[attr] = value
+    fields["method_options"] = options
+
+
 def hint_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """FitNets' hint stage and hint modes (``train`` and ``compress``): ``--hint-mode``,
     ``--hint-beta``, ``--hint-lr``, ``--hint-patience``, ``--hint-min-delta``. Defaults are

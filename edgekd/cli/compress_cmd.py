@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from edgekd.cli.base import MAX_BATCH, default_of, verbose_option
-from edgekd.cli.cli_options import (AUGMENT_HELP, AUGMENTS, DATA_OPTION_HELP, hint_options, method_option,
-                                    single_teacher_options)
+from edgekd.cli.cli_options import (AUGMENT_HELP, AUGMENTS, DATA_OPTION_HELP, hint_options, merge_method_options,
+                                    method_opt_option, method_option, single_teacher_options)
 from edgekd.cli.config_file import config_option
 from edgekd.run.config import DEFAULT_METHOD, DEFAULT_METHOD_WHY, CompressConfig
 
@@ -53,6 +53,7 @@ def _default(name: str) -> Any:
                help_prefix=f"Training method of the final rung (and of the search rungs, except a hint "
                            f"method such as fitnet, whose search rungs train kd; see --rung-method). "
                            f"Default {DEFAULT_METHOD}: {DEFAULT_METHOD_WHY} ")
+@method_opt_option
 @click.option("--rung-method", default=None, metavar="METHOD",
               help="Training method of the selection rungs [kd for a hint method, else --method].")
 @click.option("--no-depth-groups", is_flag=True, default=not _default("depth_groups"),
@@ -65,7 +66,7 @@ def _default(name: str) -> Any:
                    "run on K augmented views per image [8 on CPU, 0 on CUDA].")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True),
               default=_default("label_smoothing"),
-              show_default=True, help="Label smoothing of the hard-label term.")
+              help="Method option label_smoothing of the hard-label term [0].")
 @click.option("--ema", "ema", type=click.FloatRange(0, 1, max_open=True), default=_default("ema"),
               show_default=True, metavar="DECAY",
               help="EMA of the weights: validate, select and keep an exponential moving average of the "
@@ -135,6 +136,7 @@ def compress(max_macs: str | None, no_depth_groups: bool, no_bundle: bool, no_pr
     from edgekd.core.units import parse_count
 
     # every other option is a CompressConfig field of the same name (tests/test_config_defaults.py)
+    merge_method_options(fields, ("label_smoothing",))  # T and alpha stay in method_options
     config = CompressConfig(
         **fields, max_macs=parse_count(max_macs) if max_macs is not None else None,
         depth_groups=not no_depth_groups, bundle=not no_bundle, progress=not no_progress,

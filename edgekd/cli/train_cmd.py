@@ -10,8 +10,9 @@ import click
 
 from edgekd.cli.base import default_of, verbose_option
 from edgekd.cli.cli_options import (ARCH_OPTION_HELP, AUGMENT_HELP, AUGMENTS, TRUST_CODE_HELP, data_option,
-                                    hint_options, method_option, teacher_options)
-from edgekd.distill.config import OPTIMIZERS, TrainConfig
+                                    hint_options, merge_method_options, method_opt_option, method_option,
+                                    teacher_options)
+from edgekd.distill.config import HINT_MODES, OPTIMIZERS, TrainConfig
 
 __all__ = ["layers", "search_options", "train"]
 
@@ -48,14 +49,15 @@ def search_options(command: Any) -> Any:
                    "the stage stops earlier when the regressor's R^2 plateaus (--hint-patience); "
                    "0 only with --hint-mode joint.")
 @hint_options
+@method_opt_option
 @click.option("--temperature", "-T", type=click.FloatRange(min=0, min_open=True), default=_default("temperature"),
-              show_default=True, help="KD temperature.")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=_default("alpha"), show_default=True,
-              help="KD weight of the hard labels: a*CE + (1-a)*T^2*KL.")
+              help="Method option T: the softmax temperature [the method's: kd 4, lskd 2, ...].")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=_default("alpha"),
+              help="Method option alpha: kd's weight of the hard labels, a*CE + (1-a)*T^2*KL [0.1].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_default("optimizer"),
               show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_default("lr"),
-              help="Peak learning rate (cosine to 0) [sgd 0.05, adamw 0.002].")
+              help="Peak learning rate; a cosine takes it down to --lr-floor x it [sgd 0.05, adamw 0.002].")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=_default("weight_decay"),
               show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=_default("batch_size"),
@@ -66,8 +68,12 @@ def search_options(command: Any) -> Any:
               help="Share of the training images held out to select the best epoch.")
 @click.option("--generations", type=click.IntRange(min=1), default=_default("generations"), show_default=True,
               help="ban: number of born-again generations.")
-@click.option("--hint-layer", default=_default("hint_layer"), help="Teacher node for the hint [middle activation]; see 'edgekd layers'.")
-@click.option("--guided-layer", default=_default("guided_layer"), help="Student node for the guided layer [spec's middle block].")
+@click.option("--hint-layer", default=_default("hint_layer"),
+              help="Teacher node for the hint [the teacher stage end nearest its middle with a student "
+                   "node of its resolution]; 'edgekd layers STUDENT' marks it.")
+@click.option("--guided-layer", default=_default("guided_layer"),
+              help="Student node for the guided layer [the node of the hint's resolution at the nearest "
+                   "relative depth]; 'edgekd layers STUDENT' marks it.")
 @click.option("--ensemble", type=click.Choice(["logits", "probs"]), default=_default("ensemble"),
               show_default=True,
               help="How several --teacher are averaged.")
@@ -81,12 +87,13 @@ def search_options(command: Any) -> Any:
                    "augmented views per image (drawn once) and serve one of them per step.")
 @click.option("--warmup-epochs", type=click.FloatRange(min=0), default=_default("warmup_epochs"),
               show_default=True,
-              help="Linear learning-rate warm-up (at most a fifth of the run), then a cosine.")
+              help="Linear learning-rate warm-up (at most a fifth of each stage), then a cosine.")
 @click.option("--lr-floor", type=click.FloatRange(0, 1), default=_default("lr_floor"), show_default=True,
               help="The cosine ends at this fraction of --lr.")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True),
-              default=_default("label_smoothing"), show_default=True,
-              help="Label smoothing of the hard-label cross-entropy.")
+              default=_default("label_smoothing"),
+              help="Method option label_smoothing: of the hard-label cross-entropy, for every method "
+                   "that has one [0].")
 @click.option("--ema", "ema", type=click.FloatRange(0, 1, max_open=True), default=_default("ema"),
               show_default=True, metavar="DECAY",
               help="EMA of the weights: validate, select and keep an exponential moving average of the "
@@ -123,6 +130,7 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
 
     spec = resolve_student_spec(student, search or old_search)  # check the cheap inputs first
     # every other option is a TrainConfig field of the same name (tests/test_config_defaults.py)
+    merge_method_options(training)
     config = TrainConfig(**training)
     dataset = resolve_data(data, image_size)
     teachers = resolve_teachers(teacher, arch, trust_code, dataset) if get_method(config.method).uses_teacher else []
@@ -134,28 +142,36 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
 @click.command()
 @click.argument("model", metavar="MODEL")
 @search_options
+@click.option("--teacher", default=None, metavar="SOURCE",
+              help="MODEL is a student: the teacher it is paired with [builtin].")
+@click.option("--student", default=None, metavar="SPEC.json|ID",
+              help="MODEL is a teacher: the student it is paired with (none: nothing is marked).")
+@click.option("--hint-mode", type=click.Choice(HINT_MODES), default=_default("hint_mode"), show_default=True,
+              help="Mark the pair(s) of this hint mode (multi: one per teacher stage).")
 @click.option("--arch", default=None, metavar="ARCH", help=ARCH_OPTION_HELP.split(" Give it once")[0])
 @click.option("--trust-code", is_flag=True, default=False, help=TRUST_CODE_HELP)
 @click.option("--data", default=None, metavar="SPEC",
               help="Data that fixes a teacher's input shape and classes [mnist-subset].")
 @verbose_option
-def layers(model: str, search: Path | None, old_search: Path | None, arch: str | None, trust_code: bool,
-           data: str | None) -> None:
-    """List a model's tappable layers (for --hint-layer / --guided-layer).
+def layers(model: str, search: Path | None, old_search: Path | None, teacher: str | None, student: str | None,
+           hint_mode: str, arch: str | None, trust_code: bool, data: str | None) -> None:
+    """List a model's tappable layers and mark the hint pair(s) fitnet training uses.
 
     MODEL is a student (a spec .json, or a candidate id looked up with --search) or a
     teacher (any --teacher source: builtin, a TorchScript/state_dict file with --arch, ...).
-    Prints every node with its output shape and marks the automatic choice: the teacher's
-    hint layer or the student's guided layer (FitNets: the middle of the network).
+    The marks are the pairs training makes (a teacher stage end and the student node of its
+    resolution, edgekd.distill.pairing): a student is paired with --teacher, a teacher with
+    --student. --hint-layer/--guided-layer in 'edgekd train' take these node names.
 
     \b
     Example:
-        edgekd layers builtin
+        edgekd layers spec.json                       # paired with the built-in teacher
+        edgekd layers spec.json --hint-mode multi
+        edgekd layers builtin --student spec.json
         edgekd layers resnet18-weights.pt --arch resnet18 --data torchvision:CIFAR10:~/data
-        edgekd layers spec.json
     """
     from edgekd.cli.train_view import print_layers
     from edgekd.distill.commands import list_model_layers
 
     print_layers(list_model_layers(model, search=search or old_search, arch=arch, trust_code=trust_code,
-                                   data=data))
+                                   data=data, teacher=teacher, student=student, hint_mode=hint_mode))

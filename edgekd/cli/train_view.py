@@ -29,28 +29,31 @@ def format_result(result: TrainResult) -> str:
 
 
 def print_layers(listing: LayerListing) -> None:
-    """A rich table: node name, kind, output shape, and the automatic hint/guided choice."""
+    """A rich table: node name, kind, output shape, and what training uses the node for."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=listing.title)
-    for column in ("node", "kind", "output shape", "auto"):
+    for column in ("node", "kind", "output shape", "used by fitnet"):
         table.add_column(column)
-    marked = _marked_row(listing)
+    rows = _marked_rows(listing)
     for i, layer in enumerate(listing.layers):
         shape = "x".join(str(v) for v in layer.shape) if layer.shape else "-"
-        mark = ""
-        if i == marked:
-            mark = f"{listing.role} (auto)" + (f" = {listing.chosen}" if layer.name != listing.chosen else "")
+        mark = rows.get(i, "")
         table.add_row(layer.name, layer.kind, shape, mark, style="bold green" if mark else None)
     Console().print(table)
-    Console().print(f"automatic {listing.role} layer: {listing.chosen}; override with "
-                    f"--{listing.role}-layer NAME in 'edgekd train'")
+    for line in listing.pairs:
+        Console().print(line, soft_wrap=True)
+    Console().print(listing.note)
 
 
-def _marked_row(listing: LayerListing) -> int | None:
-    for i, layer in enumerate(listing.layers):
-        if layer.name == listing.chosen:
-            return i
-    inside = [i for i, layer in enumerate(listing.layers) if layer.name.startswith(listing.chosen + ".")]
-    return inside[-1] if inside else None
+def _marked_rows(listing: LayerListing) -> dict[int, str]:
+    """Row index -> mark; a block name marks the last node inside the block."""
+    rows: dict[int, str] = {}
+    for name, mark in listing.marks.items():
+        exact = [i for i, layer in enumerate(listing.layers) if layer.name == name]
+        inside = [i for i, layer in enumerate(listing.layers) if layer.name.startswith(name + ".")]
+        index = exact[0] if exact else inside[-1] if inside else None
+        if index is not None:
+            rows[index] = mark + ("" if listing.layers[index].name == name else f" (= {name})")
+    return rows

@@ -6,6 +6,7 @@ generation and the ensemble of all generations (averaged logits)."""
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +27,20 @@ if TYPE_CHECKING:
     from edgekd.inputs.data import ImageDataset
     from edgekd.search.space import StudentSpec
 
-__all__ = ["train_ban"]
+__all__ = ["train_ban", "reinitialised"]
+
+
+def reinitialised(student: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``student`` with every submodule's ``reset_parameters()`` called under
+    ``torch.manual_seed(seed)`` (parameters of a module without one keep their values)."""
+    model = copy.deepcopy(student)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in model.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+    return model
 
 
 def train_ban(student: StudentSpec | nn.Module, teachers: list[nn.Module], dataset: ImageDataset,
@@ -40,9 +54,10 @@ def train_ban(student: StudentSpec | nn.Module, teachers: list[nn.Module], datas
     for g in range(1, config.generations + 1):
         method = "kd" if current else "scratch"
         # each generation its own seed (init and data order); the validation split stays seed's
-        gen_cfg = replace(config, method=method, seed_offset=config.seed_offset + g - 1)
+        gen_cfg = replace(config.for_method(method), seed_offset=config.seed_offset + g - 1)
         say(progress, f"born-again generation {g}/{config.generations} ({method})")
-        result = train_student(student, current, dataset, gen_cfg, out_dir / f"gen{g}",
+        fresh = reinitialised(student, gen_cfg.seed + gen_cfg.seed_offset) if isinstance(student, nn.Module) else student
+        result = train_student(fresh, current, dataset, gen_cfg, out_dir / f"gen{g}",
                                teacher_fps=fps, progress=progress)
         model = result.model.to("cpu").eval()
         models.append(model)
@@ -52,7 +67,7 @@ def train_ban(student: StudentSpec | nn.Module, teachers: list[nn.Module], datas
                      "test_acc": result.test_acc, "epochs_done": result.epochs_done,
                      "checkpoint": str(result.checkpoint)})
         current, fps = [model], [sha256_file(result.checkpoint)]
-    data = prepare_data(dataset, replace(config, method="kd"))
+    data = prepare_data(dataset, config.for_method("kd"))
 
     def ensemble_acc(x: torch.Tensor, y: torch.Tensor) -> float | None:
         if len(y) == 0:

@@ -22,7 +22,8 @@ import torch.nn as nn
 from edgekd.core.checkpoint import make_checkpoint, read_checkpoint
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_torch_save, atomic_write_json, read_json, read_jsonl, write_jsonl
-from edgekd.distill.config import TrainConfig, TrainResult
+from edgekd.distill.config import TrainConfig, TrainResult, identity_of
+from edgekd.distill.taps import load_loss_states, loss_states
 from edgekd.distill.ema import WeightEMA
 from edgekd.distill.evaluate import accuracy, predict_logits
 from edgekd.distill.methods import get_method
@@ -80,7 +81,7 @@ class Checkpoints:
             "epoch": epoch, "seconds": seconds, "identity": self.config.identity(),
             "inputs": self.inputs,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            **self._hint_state(),
+            **self._hint_state(), "loss_states": loss_states(self.losses),
             "optimizer": optimizer.state_dict(), "opt_stage": opt_stage,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "best_val": self.best_val, "best_epoch": self.best_epoch, "best_state": self.best_state,
@@ -108,6 +109,7 @@ class Checkpoints:
         check_inputs(state.get("inputs"), self.inputs, path)
         self.model.load_state_dict(state["model"])
         self._restore_hints(state)
+        load_loss_states(self.losses, state.get("loss_states"))
         if state.get("ema") is not None:  # --ema: the shadow continues where it was
             self.ema = WeightEMA(self.model, self.config.ema)
             self.ema.load_state_dict(state["ema"]["state"], int(state["ema"]["updates"]))
@@ -147,7 +149,7 @@ class Checkpoints:
 
 
 def check_identity(stored: dict[str, Any], config: TrainConfig, where: Path) -> None:
-    current = config.identity()
+    current, stored = config.identity(), identity_of(stored)
     diff = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
     if diff:
         shown = ", ".join(f"{k}={stored.get(k)!r} there vs {current.get(k)!r} now" for k in diff[:3])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,34 +102,61 @@ def run_train(*, spec: StudentSpec, teachers: list[tuple[nn.Module, str]], datas
 
 @dataclass
 class LayerListing:
-    """``edgekd layers`` output: the model's description, its layers, and the auto choice."""
+    """``edgekd layers`` output: the model's description, its layers, the marks (node -> what
+    training uses it for: the pair(s) of ``--hint-mode``) and a closing note."""
 
     title: str
-    role: str  # "hint" (teacher) or "guided" (student)
-    chosen: str
     layers: list[LayerInfo]
+    marks: dict[str, str]
+    note: str
+    pairs: list[str] = field(default_factory=list)
 
 
-def list_model_layers(model_arg: str, *, search: Path | None, arch: str | None,
-                      trust_code: bool, data: str | None) -> LayerListing:
+def list_model_layers(model_arg: str, *, search: Path | None, arch: str | None, trust_code: bool,
+                      data: str | None, teacher: str | None = None, student: str | None = None,
+                      hint_mode: str = "single") -> LayerListing:
     """Layers of a student (a ``.json`` spec, or a 12-hex-digit candidate id looked up by
-    :func:`candidate_files`) or else a teacher (any ``--teacher`` source, checked on ``data``)."""
-    from edgekd.distill.hints import auto_layer, list_layers
+    :func:`candidate_files`) or else a teacher (any ``--teacher`` source, checked on ``data``),
+    with the (hint, guided) pair(s) that fitnet training pairs for ``hint_mode``
+    (:func:`edgekd.distill.hints.hint_pairs`) marked: a student is paired with ``teacher``
+    (default: the built-in one), a teacher with ``student`` (none given: nothing is marked)."""
+    from edgekd.distill.builtin_teacher import load_teacher
+    from edgekd.distill.hints import hint_pairs, list_layers
+    from edgekd.inputs.data import load_dataset
+    from edgekd.search.space import build
 
-    is_spec = model_arg.endswith(".json") or (
-        re.fullmatch(r"[0-9a-f]{12}", model_arg) is not None and not Path(model_arg).exists())
-    if is_spec:
-        from edgekd.search.space import build
-
+    stages = "all" if hint_mode == "multi" else "one"
+    if _is_spec(model_arg):
         spec = resolve_student_spec(model_arg, search)
         model = build(spec).eval()
-        layers = list_layers(model, tuple(spec.input))
-        return LayerListing(f"student {spec.id} ({spec.describe()})", "guided", spec.guided_layer, layers)
-    from edgekd.inputs.data import load_dataset
-    from edgekd.distill.builtin_teacher import load_teacher
-
+        dataset = load_dataset(data)
+        the_teacher = load_teacher(teacher, arch=arch, trust_code=trust_code, dataset=dataset)
+        pairs = hint_pairs(the_teacher, model, tuple(spec.input), stages=stages)
+        marks = {p.guided_layer: f"guided {i}" for i, p in enumerate(pairs, 1)}
+        return LayerListing(f"student {spec.id} ({spec.describe()})", list_layers(model, tuple(spec.input)), marks,
+                            f"--hint-mode {hint_mode} with teacher {teacher or 'builtin'}; override with "
+                            "--guided-layer/--hint-layer in 'edgekd train'", _pair_lines(pairs))
     dataset = load_dataset(data)
-    teacher = load_teacher(model_arg, arch=arch, trust_code=trust_code, dataset=dataset)
-    layers = list_layers(teacher, tuple(dataset.input_shape))
-    return LayerListing(f"teacher {model_arg} on input {list(dataset.input_shape)}", "hint",
-                        auto_layer(layers), layers)
+    model = load_teacher(model_arg, arch=arch, trust_code=trust_code, dataset=dataset)
+    layers = list_layers(model, tuple(dataset.input_shape))
+    title = f"teacher {model_arg} on input {list(dataset.input_shape)}"
+    if student is None:
+        return LayerListing(title, layers, {}, "give --student SPEC|ID to mark the hint layer(s) that "
+                            "training pairs with that student (pairing depends on both networks)")
+    spec = resolve_student_spec(student, search)
+    pairs = hint_pairs(model, build(spec).eval(), tuple(dataset.input_shape), stages=stages)
+    marks = {p.hint_layer: f"hint {i}" for i, p in enumerate(pairs, 1)}
+    return LayerListing(title, layers, marks, f"--hint-mode {hint_mode} with student {spec.id}; override with "
+                        "--hint-layer/--guided-layer in 'edgekd train'", _pair_lines(pairs))
+
+
+def _is_spec(model_arg: str) -> bool:
+    return model_arg.endswith(".json") or (
+        re.fullmatch(r"[0-9a-f]{12}", model_arg) is not None and not Path(model_arg).exists())
+
+
+def _pair_lines(pairs: list[Any]) -> list[str]:
+    """``pair 1: hint NODE (CxHxW) <- guided NODE (CxHxW)``, one line per pair."""
+    shape = lambda s: "x".join(str(v) for v in s)  # noqa: E731
+    return [f"pair {i}: hint {p.hint_layer} ({shape(p.hint_shape)}) <- guided {p.guided_layer} "
+            f"({shape(p.guided_shape)})" for i, p in enumerate(pairs, 1)]

@@ -6,17 +6,18 @@ defaults without importing torch.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from edgekd.core.errors import EdgekdError
-from edgekd.distill.methods import METHODS
+from edgekd.distill.methods import METHODS, OPTION_FIELDS, Method
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
-__all__ = ["OPTIMIZERS", "HINT_MODES", "TRAIN_CONFIG_FORMAT", "TrainConfig", "TrainResult", "default_lr"]
+__all__ = ["OPTIMIZERS", "HINT_MODES", "TRAIN_CONFIG_FORMAT", "TrainConfig", "TrainResult", "default_lr",
+           "identity_of"]
 
 #: The format tag of a TrainConfig document outside result.json (run.json's ``configs.train``).
 TRAIN_CONFIG_FORMAT = "edgekd.train-config/1"
@@ -42,8 +43,10 @@ class TrainConfig:
     method: str = "fitnet"
     epochs: int = 10
     hint_epochs: int = 2
-    temperature: float = 4.0
-    alpha: float = 0.1
+    #: method options (edgekd.distill.methods.MethodOption): ``T``, ``alpha``, ``label_smoothing``
+    #: here, the others in ``method_options``; None or absent: the method's declared default
+    temperature: float | None = None
+    alpha: float | None = None
     optimizer: str = "sgd"
     lr: float | None = None
     weight_decay: float = 5e-4
@@ -57,19 +60,14 @@ class TrainConfig:
     max_train_samples: int | None = None
     device: str = "auto"
     momentum: float = 0.9
-    lambda_start: float = 4.0
-    lambda_end: float = 1.0
     augment: str = "none"
     teacher_views: int = 0
     warmup_epochs: float = 1.0
     lr_floor: float = 0.01
-    label_smoothing: float = 0.0
+    label_smoothing: float | None = None
+    method_options: dict[str, float] = field(default_factory=dict)
     #: decay of the EMA of the weights that are validated and kept (edgekd.distill.ema); 0: off
     ema: float = 0.0
-    dkd_alpha: float = 1.0
-    dkd_beta: float = 8.0
-    dkd_warmup: float = 0.1
-    ls_temperature: float = 2.0
     #: fitnet's hint stage (edgekd.distill.hint_stage): its own Adam lr, and the R^2 plateau rule
     hint_lr: float = 5e-3
     hint_patience: int = 2
@@ -101,10 +99,7 @@ class TrainConfig:
             raise bad(f"unknown ensemble mode {self.ensemble!r}", "use logits or probs")
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise bad(f"epochs={self.epochs!r}", "give a positive integer")
-        if self.temperature <= 0:
-            raise bad(f"temperature={self.temperature}", "give T > 0 (typical 2..8)")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise bad(f"alpha={self.alpha}", "give 0 <= alpha <= 1 (the weight of the hard labels)")
+        self._validate_options(method, bad)
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise bad(f"lr={self.lr}", "give a positive learning rate")
         if not (self.hint_lr > 0 and math.isfinite(self.hint_lr)) or self.hint_patience < 0 or self.hint_min_delta < 0:
@@ -129,10 +124,59 @@ class TrainConfig:
         if self.warmup_epochs < 0 or not 0.0 <= self.lr_floor <= 1.0:
             raise bad(f"warmup_epochs={self.warmup_epochs}, lr_floor={self.lr_floor}",
                       "give warmup_epochs >= 0 and 0 <= lr_floor <= 1 (a fraction of --lr)")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise bad(f"label_smoothing={self.label_smoothing}", "give 0 <= label_smoothing < 1")
         if not 0.0 <= self.ema < 1.0:
             raise bad(f"ema={self.ema}", "give 0 (off) or a decay below 1, e.g. 0.999")
+
+    def given_options(self) -> dict[str, float]:
+        """The method options set in this config (name -> value), defaults left out."""
+        given = {name: getattr(self, attr) for name, attr in OPTION_FIELDS.items()
+                 if getattr(self, attr) is not None}
+        return {**given, **self.method_options}
+
+    def _validate_options(self, method: Method, bad: Callable[[str, str], EdgekdError]) -> None:
+        if not isinstance(self.method_options, dict):
+            raise bad(f"method_options={self.method_options!r}", "give a mapping of option names to numbers")
+        for name in OPTION_FIELDS:
+            if name in self.method_options:
+                raise bad(f"method option {name} in method_options", f"set the {OPTION_FIELDS[name]} field")
+        for name, value in self.given_options().items():
+            declared = method.option(name)
+            if declared is None:
+                raise bad(f"method {method.name} does not use option {name}",
+                          f"drop it (its options: {method.options_text()})")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise bad(f"{name}={value!r}", f"give a number in {declared.span()}")
+            problem = declared.problem(float(value))
+            if problem is not None:
+                raise bad(problem, f"give {name} in {declared.span()} ({declared.help})")
+
+    def option(self, name: str) -> float:
+        """The value of the method option ``name``: set here, else the method's declared
+        default (an option the method does not declare is a KeyError)."""
+        declared = METHODS[self.method].option(name)
+        if declared is None:
+            raise KeyError(f"method {self.method!r} declares no option {name!r}")
+        value = self.given_options().get(name)
+        return declared.default if value is None else float(value)
+
+    def options(self) -> dict[str, float]:
+        """Every option the method declares, with its value (given or default)."""
+        return {o.name: self.option(o.name) for o in METHODS[self.method].options}
+
+    def for_method(self, name: str) -> "TrainConfig":
+        """This config with method ``name`` and only the options that method declares (a
+        born-again generation or a compress baseline trained with another method)."""
+        method = METHODS[name]
+        keep = {k: v for k, v in self.method_options.items() if method.option(k) is not None}
+        fields_ = {attr: (getattr(self, attr) if method.option(opt) is not None else None)
+                   for opt, attr in OPTION_FIELDS.items()}
+        return replace(self, method=name, method_options=keep, **fields_)
+
+    @property
+    def ensemble_temperature(self) -> float:
+        """The temperature at which ``ensemble="probs"`` averages the teachers: the method's
+        ``T`` (1 for a method without one)."""
+        return self.option("T") if METHODS[self.method].option("T") is not None else 1.0
 
     @property
     def learning_rate(self) -> float:
@@ -149,6 +193,7 @@ class TrainConfig:
             raise EdgekdError(f"training config: not a {TRAIN_CONFIG_FORMAT} document: write it "
                               "with this edgekd version")
         known = {f.name for f in fields(cls)}
+        _from_legacy(data)
         unknown = sorted(set(data) - known)
         if unknown:
             raise EdgekdError(f"training config: unknown field(s) {', '.join(unknown)}: "
@@ -156,8 +201,12 @@ class TrainConfig:
         return cls(**data)
 
     def identity(self) -> dict[str, Any]:
-        """The fields that define what is trained (all but epochs/device/cache settings)."""
-        identity = {k: v for k, v in self.to_dict().items() if k not in _RUNTIME_FIELDS}
+        """The fields that define what is trained (all but epochs/device/cache settings); the
+        method options as their values (given or default) under their identity keys, only those
+        the method declares."""
+        identity = {k: v for k, v in self.to_dict().items()
+                    if k not in _RUNTIME_FIELDS and k != "method_options" and k not in OPTION_FIELDS.values()}
+        identity.update({o.identity_key: self.option(o.name) for o in METHODS[self.method].options})
         if not identity["ema"]:  # no EMA: the same as a folder trained before the option existed
             del identity["ema"]
         if identity["hint_mode"] == "single":  # likewise for folders trained before --hint-mode
@@ -165,6 +214,44 @@ class TrainConfig:
         if identity.get("hint_mode") != "joint":  # beta only weighs the joint term
             del identity["hint_beta"]
         return identity
+
+
+#: Fields of configs written before methods declared their options, and the option each became.
+_LEGACY_FIELDS = {"dkd_alpha": "dkd.alpha", "dkd_beta": "dkd.beta", "dkd_warmup": "dkd.warmup",
+                  "lambda_start": "fitnet.lambda_start", "lambda_end": "fitnet.lambda_end"}
+
+
+def _from_legacy(data: dict[str, Any]) -> None:
+    """Rewrite (in place) a config document written before methods declared their options into
+    the options that reproduce what it trained: the lskd loss was ``alpha*CE + (1-alpha)*KD`` at
+    ``ls_temperature``, dkd's CE took neither label smoothing nor a weight, and options the method
+    did not read are dropped (they changed nothing)."""
+    if "ls_temperature" not in data:
+        return
+    ls_temperature = data.pop("ls_temperature")
+    method = METHODS.get(data.get("method", "fitnet"))
+    options = {new: data.pop(old) for old, new in _LEGACY_FIELDS.items() if old in data}
+    if method is not None and method.option("lskd.kd") is not None:
+        alpha = data.get("alpha", 0.1)
+        options.update({"lskd.ce": alpha, "lskd.kd": 1.0 - alpha})
+        data["temperature"], data["label_smoothing"] = ls_temperature, 0.0
+    if method is not None and method.option("dkd.ce") is not None:
+        data["label_smoothing"] = 0.0
+    declared = (lambda name: method is not None and method.option(name) is not None)  # noqa: E731
+    data["method_options"] = {k: v for k, v in options.items() if declared(k)}
+    for name, attr in OPTION_FIELDS.items():
+        if not declared(name):
+            data.pop(attr, None)
+
+
+def identity_of(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored identity in today's form (a legacy one is translated by :func:`_from_legacy`)."""
+    if "ls_temperature" not in stored:
+        return stored
+    try:
+        return TrainConfig.from_dict(stored).identity()
+    except (EdgekdError, TypeError):
+        return stored
 
 
 @dataclass

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["cross_entropy", "kd_soft_loss", "kd_terms", "kd_loss", "dkd_terms", "dkd_loss",
-           "standardize_logits", "lskd_soft_loss", "hint_loss", "logit_mimic_loss", "combine_teacher_logits"]
+           "standardize_logits", "lskd_soft_loss", "hint_loss", "logit_mimic_loss", "combine_teacher_logits",
+           "attention_map", "attention_transfer_loss"]
 
 
 def cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor,
@@ -171,6 +172,31 @@ def hint_loss(teacher_hint: torch.Tensor, regressed_guided: torch.Tensor,
     elif reduction != "sum":
         raise ValueError(f"unknown reduction {reduction!r}: use 'sum', 'channel' or 'mean'")
     return per_example.mean()
+
+
+def attention_map(features: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """Spatial attention of an activation ``A`` of shape ``(B, C, H, W)`` (Zagoruyko & Komodakis
+    2017): ``F(A) = mean_c |A_c|^p``, shape ``(B, H, W)`` (the paper sums over channels; the mean
+    differs by the factor ``C``, which the normalisation in :func:`attention_transfer_loss` removes)."""
+    return features.abs().pow(p).mean(dim=1)
+
+
+def attention_transfer_loss(student_features: torch.Tensor, teacher_features: torch.Tensor,
+                            p: float = 2.0) -> torch.Tensor:
+    """One attention-transfer term (Zagoruyko & Komodakis 2017, eq. 2, as in their code):
+
+    ``mean_{b,i} (Q_s/||Q_s||_2 - Q_t/||Q_t||_2)^2`` with ``Q = vec(attention_map(A))`` per image.
+
+    The maps may differ in channels and size: the larger attention map is average-pooled to the
+    smaller one's ``(H, W)`` before the normalisation.
+    """
+    a_s, a_t = attention_map(student_features, p), attention_map(teacher_features, p)
+    if a_s.shape[-2:] != a_t.shape[-2:]:
+        size = (min(a_s.shape[-2], a_t.shape[-2]), min(a_s.shape[-1], a_t.shape[-1]))
+        a_s = F.adaptive_avg_pool2d(a_s.unsqueeze(1), size).squeeze(1)
+        a_t = F.adaptive_avg_pool2d(a_t.unsqueeze(1), size).squeeze(1)
+    q_s, q_t = F.normalize(a_s.flatten(1), dim=1), F.normalize(a_t.flatten(1), dim=1)
+    return (q_s - q_t).pow(2).mean()
 
 
 def logit_mimic_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,22 @@ ONE signature::
 A method may instead bring its own driver (``train``), which trains whole students through
 :func:`~edgekd.distill.trainer.train_student` (``ban``: one student per generation).
 
+Each method declares the options its losses read (:class:`MethodOption`: name, default, range,
+help). ``edgekd train``/``compress`` set them with ``--method-opt NAME=VALUE`` (``-T``, ``--alpha``
+and ``--label-smoothing`` are short forms of ``T``, ``alpha`` and ``label_smoothing``); a loss reads
+them with ``config.option(NAME)``, which gives the declared default when the option is not set,
+and an option the method does not declare is refused (:meth:`TrainConfig.validate`).
+
+A loss that needs intermediate features declares them with a ``taps(teacher_layers,
+student_layers)`` method returning :class:`TapPair`\\ s (any nodes, any resolutions); the trainer
+then fills ``student_out.features`` and ``teacher_out.features`` in the same order (one forward
+pass of each network). A loss that is an ``nn.Module`` trains its own parameters with the stage
+and keeps them in the checkpoint. Adding a feature method is therefore one registry entry and its
+loss (``at``, attention transfer, is built that way: :mod:`edgekd.distill.feature_objectives`).
+
 This module imports no torch (the CLI reads it at start-up): built-in loss objects live in
-:mod:`edgekd.distill.objectives` and are imported when a stage first builds one.
+:mod:`edgekd.distill.objectives` and are imported when a stage first builds one; the built-in
+methods are registered by :mod:`edgekd.distill.method_catalog`.
 
 Example, a method at test time or in a plugin module::
 
@@ -24,18 +38,20 @@ Example, a method at test time or in a plugin module::
     from edgekd.distill.methods import LossOut, Method, Stage, register_method
 
     class HalfKD:                       # any object with this forward()
-        def __init__(self, config): self.t = config.temperature
+        def __init__(self, config): self.t = config.option("T")
         def forward(self, student, teacher, batch):
             loss = 0.5 * losses.kd_soft_loss(student.logits, teacher.logits, self.t)
             return LossOut(loss, {"kd": float(loss.detach())})
 
     register_method(Method("halfkd", "half the soft KD term, no labels",
-                           stages=(Stage("halfkd", HalfKD, teacher=True),)))
+                           stages=(Stage("halfkd", HalfKD, teacher=True),),
+                           options=(MethodOption("T", 4.0, "softmax temperature", low=0, low_open=True),)))
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Literal, Mapping, Protocol
 
@@ -47,27 +63,45 @@ if TYPE_CHECKING:
     from edgekd.distill.config import TrainConfig, TrainResult
 
 __all__ = ["StudentOut", "TeacherOut", "Batch", "LossOut", "Loss", "Stage", "Method", "METHODS",
-           "register_method", "unregister_method", "get_method", "method_names", "methods_help",
-           "lazy_loss"]
+           "MethodOption", "TapPair", "OPTION_FIELDS", "register_method", "unregister_method", "get_method",
+           "method_names", "methods_help", "lazy_loss"]
+
+#: Method options kept in a TrainConfig field of their own (the others: ``TrainConfig.method_options``).
+OPTION_FIELDS = {"T": "temperature", "alpha": "alpha", "label_smoothing": "label_smoothing"}
 
 
 # ----------------------------------------------------------------------------- loss I/O
 @dataclass
 class StudentOut:
-    """What the student produced on a batch: float32 ``logits`` (logits stages) or ``hint``,
-    the regressor applied to the guided layer's output (hint stages)."""
+    """What the student produced on a batch: float32 ``logits`` (logits stages), ``hint``, the
+    regressor applied to the guided layer's output (hint stages), and ``features``: the outputs
+    of the student nodes of the loss's :class:`TapPair`\\ s, in order (losses with ``taps``)."""
 
     logits: torch.Tensor | None = None
     hint: torch.Tensor | None = None
+    features: list[torch.Tensor] | None = None
 
 
 @dataclass
 class TeacherOut:
     """The teachers' side: their combined ``logits`` (cached or computed; None when the stage
-    takes no teacher), or the first teacher's ``hint``-layer output (hint stages)."""
+    takes no teacher), the first teacher's ``hint``-layer output (hint stages), and ``features``:
+    the first teacher's outputs at the teacher nodes of the loss's taps (no gradient)."""
 
     logits: torch.Tensor | None = None
     hint: torch.Tensor | None = None
+    features: list[torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class TapPair:
+    """A (teacher node, student node) pair a feature loss asked for, with each node's output
+    shape without the batch (``edgekd layers`` names the nodes; the resolutions may differ)."""
+
+    teacher: str
+    student: str
+    teacher_shape: tuple[int, ...]
+    student_shape: tuple[int, ...]
 
 
 @dataclass
@@ -111,6 +145,40 @@ def lazy_loss(module: str, name: str, **kwargs: object) -> LossFactory:
 
 # ----------------------------------------------------------------------------- registry types
 @dataclass(frozen=True)
+class MethodOption:
+    """An option a method's loss reads: ``--method-opt NAME=VALUE``, ``default`` when not given,
+    the closed range ``[low, high]`` (``low_open``/``high_open`` exclude an end) and a one-line
+    ``help``. ``key`` names it in the training identity (default: the name with ``_`` for ``.``);
+    ``T``, ``alpha`` and ``label_smoothing`` live in TrainConfig fields (:data:`OPTION_FIELDS`)."""
+
+    name: str
+    default: float
+    help: str
+    low: float = 0.0
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    key: str = ""
+
+    @property
+    def identity_key(self) -> str:
+        return self.key or OPTION_FIELDS.get(self.name) or self.name.replace(".", "_")
+
+    def span(self) -> str:
+        """The range as text, e.g. ``(0, inf)`` or ``[0, 1]``."""
+        def num(v: float) -> str:
+            return "inf" if math.isinf(v) else f"{v:g}"
+
+        return f"{'(' if self.low_open else '['}{num(self.low)}, {num(self.high)}{')' if self.high_open else ']'}"
+
+    def problem(self, value: float) -> str | None:
+        """Why ``value`` is out of range, or None."""
+        ok = (math.isfinite(value) or math.isinf(self.high) and value == math.inf) and (
+            value > self.low if self.low_open else value >= self.low) and (
+            value < self.high if self.high_open else value <= self.high)
+        return None if ok else f"{self.name}={value:g} is outside {self.span()}"
+
+@dataclass(frozen=True)
 class Stage:
     """One stage of a method.
 
@@ -132,8 +200,9 @@ class Stage:
 class Method:
     """A training method: ``stages`` in order (or a ``train`` driver), the one-line ``help``
     shown by the CLI, whether ``edgekd compress`` can search with it (``compress``), whether
-    it reads teachers at all (``uses_teacher``: scratch does not), and an optional
-    ``validate(config)`` that returns ``(what is wrong, what to do)`` or None."""
+    it reads teachers at all (``uses_teacher``: scratch does not), an optional
+    ``validate(config)`` that returns ``(what is wrong, what to do)`` or None, and the
+    ``options`` its losses read (:class:`MethodOption`; any other is refused)."""
 
     name: str
     help: str
@@ -142,6 +211,15 @@ class Method:
     compress: bool = True
     uses_teacher: bool = True
     validate: Callable[[TrainConfig], tuple[str, str] | None] | None = None
+    options: tuple[MethodOption, ...] = ()
+
+    def option(self, name: str) -> MethodOption | None:
+        """The declared option ``name`` (None: the method does not use it)."""
+        return next((o for o in self.options if o.name == name), None)
+
+    def options_text(self) -> str:
+        """``T=4, alpha=0.1`` (the declared options and their defaults), or ``no options``."""
+        return ", ".join(f"{o.name}={o.default:g}" for o in self.options) or "no options"
 
     def __post_init__(self) -> None:
         if not self.stages and self.train is None:
@@ -150,6 +228,8 @@ class Method:
             raise ValueError(f"method {self.name!r}: stage names must differ")
         if self.stages and self.stages[-1].epochs is not None:
             raise ValueError(f"method {self.name!r}: the last stage takes the epochs left (epochs=None)")
+        if len({o.name for o in self.options}) != len(self.options):
+            raise ValueError(f"method {self.name!r}: option names must differ")
 
     @property
     def needs_teacher(self) -> bool:
@@ -207,70 +287,11 @@ def method_names(*, compress: bool = False) -> list[str]:
 
 
 def methods_help(*, compress: bool = False) -> str:
-    """``name: help; name: help`` for a click option's help text."""
-    return "; ".join(f"{m.name}: {m.help}" for m in METHODS.values() if m.compress or not compress) + "."
+    """``name: help [options]; ...`` for a click option's help text."""
+    return "; ".join(f"{m.name}: {m.help} [{m.options_text()}]"
+                     for m in METHODS.values() if m.compress or not compress) + "."
 
 
 # ----------------------------------------------------------------------------- built-ins
-_OBJECTIVES = "edgekd.distill.objectives"
-
-
-def _check_fitnet(config: TrainConfig) -> tuple[str, str] | None:
-    # joint hints may skip stage 1: the hint loss then only acts as KD's auxiliary term
-    low = 0 if getattr(config, "hint_mode", "single") == "joint" else 1
-    if not (isinstance(config.hint_epochs, int) and config.hint_epochs >= low):
-        return (f"fitnet needs hint_epochs >= {low} (got {config.hint_epochs!r})",
-                "give the hint stage's epoch budget (added on top of --epochs), e.g. --hint-epochs 5"
-                + ("" if low == 0 else "; 0 only with --hint-mode joint"))
-    return None
-
-
-def _check_mimic(config: TrainConfig) -> tuple[str, str] | None:
-    if config.ensemble == "probs":
-        return ("mimic regresses onto logits, and averaged probabilities give logits only up to "
-                "a shift per image", "use --ensemble logits with --method mimic")
-    return None
-
-
-def _check_ban(config: TrainConfig) -> tuple[str, str] | None:
-    if config.generations < 1:
-        return f"generations={config.generations}", "give at least 1"
-    return None
-
-
-def _train_ban(*args: object, **kwargs: object) -> TrainResult:
-    from edgekd.distill.ban import train_ban
-
-    return train_ban(*args, **kwargs)
-
-
-def _hint_epochs(config: TrainConfig) -> int:
-    return config.hint_epochs
-
-
-register_method(Method(
-    "scratch", "labels only (cross-entropy)", uses_teacher=False,
-    stages=(Stage("scratch", lazy_loss(_OBJECTIVES, "CrossEntropyLoss")),)))
-register_method(Method(
-    "kd", "Hinton KD (a*CE + (1-a)*T^2*KL)",
-    stages=(Stage("kd", lazy_loss(_OBJECTIVES, "KDLoss"), teacher=True),)))
-register_method(Method(
-    "fitnet", "hint stage then KD (FitNets)", validate=_check_fitnet,
-    stages=(Stage("hint", lazy_loss(_OBJECTIVES, "HintLoss"), kind="hint", epochs=_hint_epochs),
-            Stage("kd", lazy_loss(_OBJECTIVES, "KDLoss", anneal=True), teacher=True))))
-register_method(Method(
-    "dkd", "decoupled KD (Zhao et al. 2022: CE + alpha*TCKD + beta*NCKD)",
-    stages=(Stage("dkd", lazy_loss(_OBJECTIVES, "DKDLoss"), teacher=True),)))
-register_method(Method(
-    "lskd", "KD on z-scored logits (Sun et al. 2024)",
-    stages=(Stage("lskd", lazy_loss(_OBJECTIVES, "LSKDLoss"), teacher=True),)))
-for _second in ("dkd", "lskd"):  # FitNets' hint stage, then a modern logit method as stage 2
-    register_method(Method(
-        f"fitnet-{_second}", f"hint stage then {_second.upper()}", validate=_check_fitnet,
-        stages=(Stage("hint", lazy_loss(_OBJECTIVES, "HintLoss"), kind="hint", epochs=_hint_epochs),
-                Stage(_second, lazy_loss(_OBJECTIVES, f"{_second.upper()}Loss"), teacher=True))))
-register_method(Method(
-    "mimic", "logit L2 (Ba & Caruana)", validate=_check_mimic,
-    stages=(Stage("mimic", lazy_loss(_OBJECTIVES, "MimicLoss"), teacher=True),)))
-register_method(Method(
-    "ban", "born-again generations", compress=False, validate=_check_ban, train=_train_ban))
+# The built-in methods (registered on import; kept apart so this module stays the interface).
+from edgekd.distill import method_catalog as _catalog  # noqa: E402,F401  (registers the built-ins)

@@ -1,7 +1,9 @@
 """The built-in loss objects of :mod:`edgekd.distill.methods`, one per stage kind.
 
 Each wraps one formula of :mod:`edgekd.distill.losses` in the registry's single signature
-``forward(student_out, teacher_out, batch) -> LossOut`` and names the parts it logs.
+``forward(student_out, teacher_out, batch) -> LossOut`` and names the parts it logs. Weights and
+temperatures are the method's options (``config.option(NAME)``; declared with their defaults
+and sources in :mod:`edgekd.distill.method_catalog`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ class CrossEntropyLoss:
     """``scratch``: ``CE(y, p_s)`` on the labels (plain back-prop)."""
 
     def __init__(self, config: TrainConfig) -> None:
-        self.label_smoothing = config.label_smoothing
+        self.label_smoothing = config.option("label_smoothing")
 
     def forward(self, student_out: StudentOut, teacher_out: TeacherOut, batch: Batch) -> LossOut:
         loss = losses.cross_entropy(student_out.logits, batch.y, self.label_smoothing)
@@ -31,13 +33,16 @@ class CrossEntropyLoss:
 class KDLoss:
     """Hinton KD, :func:`edgekd.distill.losses.kd_terms`:
     ``(a*CE + (1-a)*lambda*T^2*KL) / (a + (1-a)*lambda)`` with ``lambda = 1``, or with
-    ``anneal`` (FitNets' stage 2) ``lambda`` going linearly from ``config.lambda_start`` to
-    ``config.lambda_end`` over the stage (``batch.progress``)."""
+    ``anneal`` (FitNets' stage 2) ``lambda`` going linearly from ``fitnet.lambda_start`` to
+    ``fitnet.lambda_end`` over the stage (``batch.progress``). Options: ``T``, ``alpha``,
+    ``label_smoothing`` (the CE's)."""
 
     def __init__(self, config: TrainConfig, *, anneal: bool = False) -> None:
-        self.temperature, self.alpha = config.temperature, config.alpha
-        self.anneal, self.start, self.end = anneal, config.lambda_start, config.lambda_end
-        self.label_smoothing = config.label_smoothing
+        self.temperature, self.alpha = config.option("T"), config.option("alpha")
+        self.anneal = anneal
+        if anneal:
+            self.start, self.end = config.option("fitnet.lambda_start"), config.option("fitnet.lambda_end")
+        self.label_smoothing = config.option("label_smoothing")
 
     def forward(self, student_out: StudentOut, teacher_out: TeacherOut, batch: Batch) -> LossOut:
         lam = 1.0
@@ -50,36 +55,47 @@ class KDLoss:
 
 
 class DKDLoss:
-    """Decoupled KD (Zhao et al., CVPR 2022), :func:`edgekd.distill.losses.dkd_loss`:
-    ``CE + w * T^2 * (alpha*TCKD + beta*NCKD)``, ``w`` rising linearly from 0 to 1 over the first
-    ``config.dkd_warmup`` of the stage (the paper: 20 of 240 epochs); ``alpha = config.dkd_alpha``
-    (1), ``beta = config.dkd_beta`` (8, the paper's CIFAR setting), ``T = config.temperature``."""
+    """Decoupled KD (Zhao et al., CVPR 2022), :func:`edgekd.distill.losses.dkd_terms`:
+
+    ``L = ce * CE(y, p_s) + w * T^2 * (alpha*TCKD + beta*NCKD)``
+
+    with ``w`` rising linearly from 0 to 1 over the first ``dkd.warmup`` of the stage. Defaults
+    are the paper's CIFAR setting (its Sec. 4 and mdistiller's DKD config): ``dkd.ce`` 1,
+    ``dkd.alpha`` 1, ``dkd.beta`` 8, ``T`` 4, warm-up over 20 of 240 epochs (``dkd.warmup`` =
+    1/12 of the stage). ``label_smoothing`` smooths the CE."""
 
     def __init__(self, config: TrainConfig) -> None:
-        self.temperature, self.warmup = config.temperature, config.dkd_warmup
-        self.alpha, self.beta = config.dkd_alpha, config.dkd_beta
+        self.temperature, self.warmup = config.option("T"), config.option("dkd.warmup")
+        self.ce, self.alpha, self.beta = config.option("dkd.ce"), config.option("dkd.alpha"), config.option("dkd.beta")
+        self.label_smoothing = config.option("label_smoothing")
 
     def forward(self, student_out: StudentOut, teacher_out: TeacherOut, batch: Batch) -> LossOut:
         warm = 1.0 if self.warmup <= 0 else min(1.0, batch.progress / self.warmup)
-        ce = losses.cross_entropy(student_out.logits, batch.y)
+        ce = losses.cross_entropy(student_out.logits, batch.y, self.label_smoothing)
         tckd, nckd = losses.dkd_terms(student_out.logits, teacher_out.logits, batch.y, self.temperature)
-        loss = ce + warm * (self.alpha * tckd + self.beta * nckd)
+        loss = self.ce * ce + warm * (self.alpha * tckd + self.beta * nckd)
         return LossOut(loss, {"ce": float(ce.detach()), "tckd": float(tckd.detach()),
                               "nckd": float(nckd.detach()), "warmup": warm})
 
 
 class LSKDLoss:
     """KD on z-scored logits (Sun et al., CVPR 2024), :func:`edgekd.distill.losses.lskd_soft_loss`:
-    ``a*CE + (1-a)*tau^2*KL(softmax(Z(z_t)/tau) || softmax(Z(z_s)/tau))`` with the base temperature
-    ``tau = config.ls_temperature`` (2, the authors' choice where vanilla KD uses 4)."""
+
+    ``L = ce * CE(y, p_s) + kd * tau^2 * KL(softmax(Z(z_t)/tau) || softmax(Z(z_s)/tau))``
+
+    at the authors' weights: ``lskd.ce`` 0.1 and ``lskd.kd`` 9 with the base temperature
+    ``T`` = ``tau`` 2 (their ``tools/train.py --logit-stand --base-temp 2 --kd-weight 9`` on
+    the CIFAR KD config, whose CE weight is 0.1). ``label_smoothing`` smooths the CE."""
 
     def __init__(self, config: TrainConfig) -> None:
-        self.temperature, self.alpha = config.ls_temperature, config.alpha
+        self.temperature = config.option("T")
+        self.ce, self.kd = config.option("lskd.ce"), config.option("lskd.kd")
+        self.label_smoothing = config.option("label_smoothing")
 
     def forward(self, student_out: StudentOut, teacher_out: TeacherOut, batch: Batch) -> LossOut:
-        ce = losses.cross_entropy(student_out.logits, batch.y)
+        ce = losses.cross_entropy(student_out.logits, batch.y, self.label_smoothing)
         soft = losses.lskd_soft_loss(student_out.logits, teacher_out.logits, self.temperature)
-        loss = self.alpha * ce + (1.0 - self.alpha) * soft
+        loss = self.ce * ce + self.kd * soft
         return LossOut(loss, {"ce": float(ce.detach()), "lskd": float(soft.detach())})
 
 

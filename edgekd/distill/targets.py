@@ -74,7 +74,7 @@ def cached_teacher_targets(teachers: list[nn.Module], fps: list[str], dataset: I
                    for t, fp in zip(teachers, fps)]
     for index, logits in enumerate(per_teacher):
         check_teacher_finite(logits, index)
-    return losses.combine_teacher_logits(per_teacher, config.ensemble, config.temperature)
+    return losses.combine_teacher_logits(per_teacher, config.ensemble, config.ensemble_temperature)
 
 
 def check_teacher_finite(logits: torch.Tensor, index: int) -> None:
@@ -104,7 +104,7 @@ def teacher_views(teachers: list[nn.Module], fps: list[str], dataset: ImageDatas
                    for t, fp in zip(teachers, fps)]
     idx = torch.as_tensor(data.train_idx, dtype=torch.long)
     targets = torch.stack([losses.combine_teacher_logits([lt[v][idx] for lt in per_teacher],
-                                                         config.ensemble, config.temperature)
+                                                         config.ensemble, config.ensemble_temperature)
                            for v in range(k)])
     stacked = augment.AugParams(torch.cat([p.oy[idx] for p in params]), torch.cat([p.ox[idx] for p in params]),
                                 torch.cat([p.flip[idx] for p in params]))

@@ -1,4 +1,4 @@
-"""One trainer for every method: scratch, kd, fitnet, mimic and ban.
+"""One trainer for every method: scratch, kd, fitnet, mimic, at and ban.
 
 Methods (registered in :mod:`edgekd.distill.methods`, formulas in :mod:`edgekd.distill.losses`):
 
@@ -82,6 +82,7 @@ from edgekd.distill.fast_infer import fast_copy, logit_teachers
 from edgekd.distill.hint_training import HintTraining
 from edgekd.distill.methods import METHODS, Batch, Loss, StudentOut, TeacherOut, get_method
 from edgekd.distill.schedule import horizon, lr_factor, make_optimizer, stage_spans, warmup_steps
+from edgekd.distill.taps import StageTaps, loss_parameters, tapped_stages
 from edgekd.distill.targets import (cached_teacher_targets, check_teacher_finite, teacher_fingerprints,
                                     teacher_views)
 from edgekd.distill.trainset import TrainData, epoch_generator, prepare_data
@@ -153,6 +154,10 @@ class _Trainer(Checkpoints, HintTraining):
         for teacher in self.teachers:
             teacher.eval().to(self.device)
         self._init_hints()
+        for loss in self.losses.values():  # a loss with parameters of its own (edgekd.distill.taps)
+            if isinstance(loss, nn.Module):
+                loss.to(self.device)
+        self.taps: dict[str, StageTaps] = {}  # stages whose loss declares feature taps
         self.ema: WeightEMA | None = None  # --ema: made at the first step after the hint stage
 
     # -- setup -------------------------------------------------------------------------
@@ -184,7 +189,7 @@ class _Trainer(Checkpoints, HintTraining):
         return horizon(self.stages)
 
     def _optimizer(self, stage: str) -> torch.optim.Optimizer:
-        params = list(self.model.parameters()) + self._hint_params(stage)
+        params = list(self.model.parameters()) + self._hint_params(stage) + loss_parameters(self.losses[stage])
         return make_optimizer(params, self.config, hint=self._is_hint(stage))
 
     # -- the loop ----------------------------------------------------------------------
@@ -213,6 +218,8 @@ class _Trainer(Checkpoints, HintTraining):
                                        cfg, self.device, cfg.teacher_views)
         if get_method(self.method).has_hint_stage:
             self._setup_hints()
+        self.taps = tapped_stages(self.losses, self.teachers[0] if self.teachers else None, self.model,
+                                  tuple(self.dataset.input_shape))
         self.scaler = torch.amp.GradScaler("cuda") if self.cuda else None
 
         state = self._restore()
@@ -274,7 +281,7 @@ class _Trainer(Checkpoints, HintTraining):
             outs = [t(x).float() for t in self.logit_teachers]
         for index, logits in enumerate(outs):
             check_teacher_finite(logits, index)
-        return losses.combine_teacher_logits(outs, self.config.ensemble, self.config.temperature)
+        return losses.combine_teacher_logits(outs, self.config.ensemble, self.config.ensemble_temperature)
 
     def _autocast(self) -> Any:
         return autocast(self.device)
@@ -290,15 +297,19 @@ class _Trainer(Checkpoints, HintTraining):
         if spec.kind == "hint":
             loss, parts = self._hint_stage_loss(stage, x, batch)
             return loss, parts, None
-        hint_r = hint_u = None
-        if self.joint and spec.teacher:  # one student pass: the logits and r(v) (hint_training)
+        hint_r = hint_u = features = teacher_features = None
+        if stage in self.taps:  # one student pass: the logits and the loss's features
+            logits, features = self.taps[stage].student_pass(x)
+            teacher_features = self.taps[stage].teacher_features(x)
+        elif self.joint and spec.teacher:  # one student pass: the logits and r(v) (hint_training)
             logits, hint_r, hint_u = self._joint_forward(x)
         else:
             logits = self.model(x).float()
         if spec.teacher and t is None:
             t = self._teacher_forward(x)
-        out = self.losses[stage].forward(StudentOut(logits=logits, hint=hint_r),
-                                         TeacherOut(logits=t if spec.teacher else None, hint=hint_u), batch)
+        out = self.losses[stage].forward(StudentOut(logits=logits, hint=hint_r, features=features),
+                                         TeacherOut(logits=t if spec.teacher else None, hint=hint_u,
+                                                    features=teacher_features), batch)
         return out.loss, out.parts, logits
 
     def _lr_at(self, epoch: int, stage: str) -> tuple[Callable[[int], float], float, int, int]:

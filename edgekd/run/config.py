@@ -5,7 +5,7 @@ on the embedded default run, and the check that refuses an absurd plan."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,10 @@ class CompressConfig:
     depth_groups: bool = True
     augment: str | None = None  # None: auto
     teacher_views: int | None = None  # None: 8 cached views on CPU, the teacher per batch on CUDA
-    label_smoothing: float = 0.0
+    #: method options of ``--method`` (``--method-opt``, ``--label-smoothing``); every trial gets
+    #: those its own method declares (a kd baseline ignores dkd.beta). None: the method's default
+    label_smoothing: float | None = None
+    method_options: dict[str, float] = field(default_factory=dict)
     ema: float = 0.0  # decay of the EMA of the weights every trial keeps (0: off)
     #: stem strides of the search space (None: EMBEDDED_STEM_STRIDES for the embedded default, else 1)
     stem_strides: tuple[int, ...] | None = None
@@ -146,10 +149,43 @@ class CompressConfig:
         identity = {key: getattr(self, key) for key in keys}
         if self.ema:  # runs without --ema keep the identity they had before the option
             identity["ema"] = self.ema
+        if identity["label_smoothing"] is None:  # likewise runs without --label-smoothing
+            identity["label_smoothing"] = 0.0
+        if self.method_options:  # likewise runs without --method-opt
+            identity["method_options"] = dict(sorted(self.method_options.items()))
         if self.stem_strides not in (None, (1,)):  # likewise runs with stride-1 stems only
             identity["stem_strides"] = list(self.stem_strides)
         identity.update(self.hint_settings())  # likewise: only hint options that differ from the default
         return identity
+
+    def trial_options(self, method: str) -> dict[str, Any]:
+        """The TrainConfig fields that carry the method options of a trial of ``method``: the
+        given ones that ``method`` declares (empty when none is given)."""
+        from edgekd.distill.methods import OPTION_FIELDS
+
+        given = dict(self.method_options)
+        if self.label_smoothing is not None:
+            given["label_smoothing"] = self.label_smoothing
+        declared = METHODS[method]
+        kept = {k: v for k, v in given.items() if declared.option(k) is not None}
+        values: dict[str, Any] = {OPTION_FIELDS[k]: kept.pop(k) for k in list(kept) if k in OPTION_FIELDS}
+        if kept:
+            values["method_options"] = kept
+        return values
+
+    def check_method_options(self) -> None:
+        """Refuse an option that ``--method`` does not use (one line, before any work)."""
+        from edgekd.distill.config import TrainConfig
+        from edgekd.distill.methods import OPTION_FIELDS
+
+        given = dict(self.method_options)
+        if self.label_smoothing is not None:
+            given["label_smoothing"] = self.label_smoothing
+        fields_ = {OPTION_FIELDS[k]: given.pop(k) for k in list(given) if k in OPTION_FIELDS}
+        try:
+            TrainConfig(method=self.method, method_options=given, **fields_)
+        except EdgekdError as error:
+            raise EdgekdError(str(error).replace("training config: ", "--method-opt: ", 1)) from None
 
     def hint_settings(self) -> dict[str, Any]:
         """The hint options (:data:`HINT_FIELDS`) that differ from TrainConfig's defaults."""

@@ -110,8 +110,8 @@ def train_config(config: CompressConfig, method: str, epochs: int) -> dict[str, 
     values: dict[str, Any] = {"method": method, "epochs": epochs, "seed": config.seed,
                               "max_train_samples": config.max_train_samples,
                               "hint_epochs": config.hint_epochs, "augment": config.augment,
-                              "teacher_views": config.teacher_views,
-                              "label_smoothing": config.label_smoothing, "device": config.device}
+                              "teacher_views": config.teacher_views, "device": config.device}
+    values.update(config.trial_options(method))
     if config.batch_size is not None:
         values["batch_size"] = config.batch_size
     if config.ema:
@@ -255,6 +255,7 @@ def compress(config: CompressConfig) -> Summary:
         if name is not None and name not in method_names(compress=True):
             raise EdgekdError(f"unknown method {name!r} for {flag}: use one of "
                               f"{', '.join(method_names(compress=True))}")
+    config.check_method_options()
     dataset = load_dataset(config.data)
     explicit = config.epochs is not None
     config = config.resolved(train_images(dataset, config))

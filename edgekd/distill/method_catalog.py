@@ -1,0 +1,122 @@
+"""The built-in training methods and the options each declares (registered on import by
+:mod:`edgekd.distill.methods`). Every default cites where it comes from; docs/methods.md has
+the full table and the formulas.
+
+- ``T`` of kd/fitnet/ban: 4, Hinton et al. 2015 used T in 2..20; 4 is the common CIFAR value
+  (mdistiller's KD and DKD configs).
+- ``alpha`` (weight of the hard labels) 0.1: mdistiller's CIFAR KD (CE 0.1, KD 0.9).
+- ``fitnet.lambda_start``/``fitnet.lambda_end`` 4 -> 1: Romero et al. 2015 anneal the weight of
+  the soft term linearly from 4 to 1 over stage 2.
+- DKD (Zhao et al., CVPR 2022, its CIFAR-100 setting and mdistiller's ``DKD`` config): ``dkd.ce``
+  1, ``dkd.alpha`` 1, ``dkd.beta`` 8, ``T`` 4, and a linear warm-up of the distillation term over
+  20 of its 240 epochs, here the same share of the stage: ``dkd.warmup`` 1/12.
+- LS-KD (Sun et al., CVPR 2024, the authors' ``tools/train.py --logit-stand --base-temp 2
+  --kd-weight 9`` with the CE weight 0.1 of their CIFAR KD config): ``lskd.ce`` 0.1, ``lskd.kd``
+  9, base temperature ``T`` 2.
+- AT (Zagoruyko & Komodakis, ICLR 2017, and their code): ``at.beta`` 1000, ``at.p`` 2.
+- ``label_smoothing`` 0 (off) for every method with a hard-label term (Szegedy et al. 2016).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from edgekd.distill.methods import Method, MethodOption, Stage, lazy_loss, register_method
+
+if TYPE_CHECKING:
+    from edgekd.distill.config import TrainConfig, TrainResult
+
+__all__ = ["KD_OPTIONS", "DKD_OPTIONS", "LSKD_OPTIONS", "AT_OPTIONS", "FITNET_OPTIONS", "LABEL_SMOOTHING"]
+
+_OBJECTIVES = "edgekd.distill.objectives"
+
+LABEL_SMOOTHING = MethodOption("label_smoothing", 0.0, "label smoothing of the hard-label cross-entropy",
+                               high=1.0, high_open=True)
+_T4 = MethodOption("T", 4.0, "softmax temperature of the soft targets", low_open=True)
+KD_OPTIONS = (_T4, MethodOption("alpha", 0.1, "weight of the hard labels: a*CE + (1-a)*T^2*KL", high=1.0),
+              LABEL_SMOOTHING)
+FITNET_OPTIONS = KD_OPTIONS + (
+    MethodOption("fitnet.lambda_start", 4.0, "weight of the soft term at the start of the KD stage",
+                 key="lambda_start"),
+    MethodOption("fitnet.lambda_end", 1.0, "... annealed linearly to this at its end", key="lambda_end"))
+DKD_OPTIONS = (_T4, MethodOption("dkd.ce", 1.0, "weight of the cross-entropy"),
+               MethodOption("dkd.alpha", 1.0, "weight of TCKD (target class)"),
+               MethodOption("dkd.beta", 8.0, "weight of NCKD (non-target classes)"),
+               MethodOption("dkd.warmup", 20 / 240, "share of the stage over which the KD terms ramp up",
+                            high=1.0),
+               LABEL_SMOOTHING)
+LSKD_OPTIONS = (MethodOption("T", 2.0, "base temperature of the z-scored logits", low_open=True),
+                MethodOption("lskd.ce", 0.1, "weight of the cross-entropy"),
+                MethodOption("lskd.kd", 9.0, "weight of the standardised KD term"),
+                LABEL_SMOOTHING)
+AT_OPTIONS = (MethodOption("at.beta", 1000.0, "weight of the attention-transfer term (beta/2 * sum)"),
+              MethodOption("at.p", 2.0, "attention map = mean over channels of |A|^p", low_open=True),
+              LABEL_SMOOTHING)
+
+
+def _check_fitnet(config: TrainConfig) -> tuple[str, str] | None:
+    # joint hints may skip stage 1: the hint loss then only acts as KD's auxiliary term
+    low = 0 if getattr(config, "hint_mode", "single") == "joint" else 1
+    if not (isinstance(config.hint_epochs, int) and config.hint_epochs >= low):
+        return (f"fitnet needs hint_epochs >= {low} (got {config.hint_epochs!r})",
+                "give the hint stage's epoch budget (added on top of --epochs), e.g. --hint-epochs 5"
+                + ("" if low == 0 else "; 0 only with --hint-mode joint"))
+    return None
+
+
+def _check_mimic(config: TrainConfig) -> tuple[str, str] | None:
+    if config.ensemble == "probs":
+        return ("mimic regresses onto logits, and averaged probabilities give logits only up to "
+                "a shift per image", "use --ensemble logits with --method mimic")
+    return None
+
+
+def _check_ban(config: TrainConfig) -> tuple[str, str] | None:
+    if config.generations < 1:
+        return f"generations={config.generations}", "give at least 1"
+    return None
+
+
+def _train_ban(*args: object, **kwargs: object) -> TrainResult:
+    from edgekd.distill.ban import train_ban
+
+    return train_ban(*args, **kwargs)
+
+
+def _hint_epochs(config: TrainConfig) -> int:
+    return config.hint_epochs
+
+
+def _hint_stage() -> Stage:
+    return Stage("hint", lazy_loss(_OBJECTIVES, "HintLoss"), kind="hint", epochs=_hint_epochs)
+
+
+register_method(Method(
+    "scratch", "labels only (cross-entropy)", uses_teacher=False, options=(LABEL_SMOOTHING,),
+    stages=(Stage("scratch", lazy_loss(_OBJECTIVES, "CrossEntropyLoss")),)))
+register_method(Method(
+    "kd", "Hinton KD (a*CE + (1-a)*T^2*KL)", options=KD_OPTIONS,
+    stages=(Stage("kd", lazy_loss(_OBJECTIVES, "KDLoss"), teacher=True),)))
+register_method(Method(
+    "fitnet", "hint stage then KD (FitNets)", validate=_check_fitnet, options=FITNET_OPTIONS,
+    stages=(_hint_stage(), Stage("kd", lazy_loss(_OBJECTIVES, "KDLoss", anneal=True), teacher=True))))
+register_method(Method(
+    "dkd", "decoupled KD (Zhao et al. 2022)", options=DKD_OPTIONS,
+    stages=(Stage("dkd", lazy_loss(_OBJECTIVES, "DKDLoss"), teacher=True),)))
+register_method(Method(
+    "lskd", "KD on z-scored logits (Sun et al. 2024)", options=LSKD_OPTIONS,
+    stages=(Stage("lskd", lazy_loss(_OBJECTIVES, "LSKDLoss"), teacher=True),)))
+for _second, _options in (("dkd", DKD_OPTIONS), ("lskd", LSKD_OPTIONS)):  # hint stage, then a logit method
+    register_method(Method(
+        f"fitnet-{_second}", f"hint stage then {_second.upper()}", validate=_check_fitnet, options=_options,
+        stages=(_hint_stage(), Stage(_second, lazy_loss(_OBJECTIVES, f"{_second.upper()}Loss"), teacher=True))))
+register_method(Method(
+    "mimic", "logit L2 (Ba & Caruana)", validate=_check_mimic,
+    stages=(Stage("mimic", lazy_loss(_OBJECTIVES, "MimicLoss"), teacher=True),)))
+register_method(Method(
+    "at", "attention transfer (Zagoruyko & Komodakis 2017): CE + beta/2 * attention-map distance",
+    options=AT_OPTIONS,
+    stages=(Stage("at", lazy_loss("edgekd.distill.feature_objectives", "ATLoss"), teacher=True),)))
+register_method(Method(
+    "ban", "born-again generations (each trained with kd)", compress=False, validate=_check_ban,
+    train=_train_ban, options=KD_OPTIONS))
