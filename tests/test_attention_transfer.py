@@ -178,3 +178,51 @@ def test_at_trains_through_edgekd_compress(tmp_path) -> None:
     assert "at" in str(summary)
     final = [p for p in out.glob("trials/*/result.json") if read_json(p)["method"] == "at"]
     assert final and read_json(final[0])["test_acc"] > 0.2
+
+
+class TappedHint(nn.Module):
+    """FitNets' stage 1 written against the tap interface alone: the pair of
+    edgekd.distill.pairing.best_pair, a 1x1 regressor of the loss's own, 1/2 ||u - r(v)||^2 per
+    channel (edgekd.distill.losses.hint_loss)."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.regressor: nn.Module | None = None
+
+    def taps(self, teacher_layers, student_layers):
+        from edgekd.distill.pairing import best_pair
+
+        t, s = best_pair(teacher_layers, student_layers)
+        self.regressor = nn.Conv2d(s.shape[0], t.shape[0], 1)
+        return [TapPair(t.name, s.name, tuple(t.shape), tuple(s.shape))]
+
+    def forward(self, student_out, teacher_out, batch):
+        loss = losses.hint_loss(teacher_out.features[0], self.regressor(student_out.features[0]), "channel")
+        return LossOut(loss, {"hint": float(loss.detach())})
+
+
+def test_fitnets_two_stages_are_expressible_in_the_tap_interface(teacher_file, tmp_path) -> None:
+    """A hint stage (taps + a regressor owned by the loss) then KD, registered at test time:
+    it trains with no trainer code of its own, the regressor fits, and KD follows."""
+    from edgekd.core.checkpoint import load_student
+    from edgekd.distill import train_student
+    from edgekd.distill.method_catalog import KD_OPTIONS
+    from edgekd.distill.methods import lazy_loss
+    from edgekd.inputs.data import load_dataset
+
+    register_method(Method("toy-fitnet", "hint stage then KD, through taps", compress=False, options=KD_OPTIONS,
+                           stages=(Stage("hint", TappedHint, teacher=True, epochs=lambda config: 1),
+                                   Stage("kd", lazy_loss("edgekd.distill.objectives", "KDLoss"), teacher=True))))
+    try:
+        teacher = load_student(teacher_file)[0].eval()
+        config = TrainConfig(method="toy-fitnet", epochs=3, max_train_samples=1200, batch_size=32, lr=0.1,
+                             cache_dir=str(tmp_path / "cache"))
+        result = train_student(SPEC, [teacher], load_dataset(None), config, tmp_path / "run", progress=False)
+        records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+        assert [r["stage"] for r in records] == ["hint", "kd", "kd"]
+        assert set(records[0]["loss_parts"]) == {"hint"} and "kd" in records[1]["loss_parts"]
+        state = read_checkpoint(result.checkpoint)["extra"]["train_state"]["loss_states"]["hint"]
+        assert set(state) == {"regressor.weight", "regressor.bias"}
+        assert result.test_acc > 0.25  # chance is 0.10
+    finally:
+        unregister_method("toy-fitnet")

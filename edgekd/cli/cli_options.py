@@ -173,9 +173,9 @@ def method_option(*, compress: bool, default: str, help_prefix: str = "") -> Cal
 
 
 
-METHOD_OPT_HELP = ("An option of --method's loss, NAME=VALUE (repeatable), e.g. dkd.beta=8 or "
-                   "lskd.kd=9; each method's options and defaults are listed under --method "
-                   "(meanings in docs/methods.md). An option the method does not use is refused.")
+METHOD_OPT_HELP = ("An option of --method's loss, NAME=VALUE (repeatable), e.g. dkd.beta=8; each "
+                   "method's options are listed under --method, their defaults and meaning in "
+                   "docs/methods.md. An option the method does not use is refused.")
 
 
 def _parse_method_opts(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]

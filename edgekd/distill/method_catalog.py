@@ -114,7 +114,7 @@ register_method(Method(
     "mimic", "logit L2 (Ba & Caruana)", validate=_check_mimic,
     stages=(Stage("mimic", lazy_loss(_OBJECTIVES, "MimicLoss"), teacher=True),)))
 register_method(Method(
-    "at", "attention transfer (Zagoruyko & Komodakis 2017): CE + beta/2 * attention-map distance",
+    "at", "attention transfer (Zagoruyko & Komodakis 2017)",
     options=AT_OPTIONS,
     stages=(Stage("at", lazy_loss("edgekd.distill.feature_objectives", "ATLoss"), teacher=True),)))
 register_method(Method(

@@ -217,9 +217,10 @@ class Method:
         """The declared option ``name`` (None: the method does not use it)."""
         return next((o for o in self.options if o.name == name), None)
 
-    def options_text(self) -> str:
-        """``T=4, alpha=0.1`` (the declared options and their defaults), or ``no options``."""
-        return ", ".join(f"{o.name}={o.default:g}" for o in self.options) or "no options"
+    def options_text(self, defaults: bool = True) -> str:
+        """``T=4, alpha=0.1`` (the declared options and their defaults; only the names without
+        ``defaults``), or ``no options``."""
+        return ", ".join(f"{o.name}={o.default:g}" if defaults else o.name for o in self.options) or "no options"
 
     def __post_init__(self) -> None:
         if not self.stages and self.train is None:
@@ -287,8 +288,9 @@ def method_names(*, compress: bool = False) -> list[str]:
 
 
 def methods_help(*, compress: bool = False) -> str:
-    """``name: help [options]; ...`` for a click option's help text."""
-    return "; ".join(f"{m.name}: {m.help} [{m.options_text()}]"
+    """``name: help [options]; ...`` for a click option's help text (``edgekd compress``: the
+    option names only, its help is kept short; ``edgekd train`` and docs/methods.md give the defaults)."""
+    return "; ".join(f"{m.name}: {m.help} [{m.options_text(defaults=not compress)}]"
                      for m in METHODS.values() if m.compress or not compress) + "."
 
 
