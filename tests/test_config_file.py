@@ -68,3 +68,17 @@ def test_bad_file_is_one_line(tmp_path: Path, seen: list, text: str, needle: str
     assert result.exit_code == 2 and not seen
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --config") and needle in lines[0], lines
+
+
+def test_method_options_round_trip_through_a_run_json(tmp_path: Path, seen: list) -> None:
+    """--method-opt is recorded as its NAME=VALUE texts, so a run.json fed back sets the same options."""
+    result = CliRunner().invoke(cli, ["compress", "--method", "fitnet-dkd", "--method-opt", "dkd.beta=4",
+                                      "--method-opt", "dkd.warmup=0.25", "--label-smoothing", "0.1"])
+    assert result.exit_code == 0, result.output
+    first = seen[-1]
+    assert first.method_options == {"dkd.beta": 4.0, "dkd.warmup": 0.25} and first.label_smoothing == 0.1
+    run_json = tmp_path / "run.json"
+    run_json.write_text(json.dumps({"format": "edgekd.run/1", "options": first.options}))
+    result = CliRunner().invoke(cli, ["compress", "--config", str(run_json)])
+    assert result.exit_code == 0, result.output
+    assert seen[-1].method_options == first.method_options and seen[-1].label_smoothing == 0.1

@@ -93,8 +93,10 @@ def config_option(command: click.Command) -> click.Command:
 
 def recorded_options(params: dict[str, Any]) -> dict[str, Any]:
     """Every option of an invocation as JSON values, for run.json (``out`` and ``resume`` are
-    left out: feeding the file back then starts a new run in a new folder; ``yes`` too)."""
+    left out: feeding the file back then starts a new run in a new folder; ``yes`` too). A
+    mapping (``--method-opt``'s NAME=VALUE pairs) is recorded as the NAME=VALUE texts it was given as."""
     skip = NOT_FROM_FILE | {"out", "resume", "yes"}  # --yes is asked for each time
     return {name: (str(value) if isinstance(value, Path) else
-                   list(value) if isinstance(value, tuple) else value)
+                   list(value) if isinstance(value, tuple) else
+                   [f"{k}={v!r}" for k, v in value.items()] if isinstance(value, dict) else value)
             for name, value in sorted(params.items()) if name not in skip}
