@@ -84,7 +84,7 @@ def test_an_option_the_method_ignores_is_refused(method: str) -> None:
 
 
 def test_out_of_range_values_are_refused() -> None:
-    with pytest.raises(EdgekdError, match=r"T=0 is outside \(0, inf\]"):
+    with pytest.raises(EdgekdError, match=r"T=0 is outside \(0, inf\)"):
         _config("kd", T=0.0)
     with pytest.raises(EdgekdError, match=r"dkd.warmup=2 is outside \[0, 1\]"):
         _config("dkd", **{"dkd.warmup": 2.0})
@@ -256,3 +256,13 @@ def test_ban_generations_of_a_module_start_from_their_own_seeds(tmp_path, monkey
     weights = [k for k in seen[0] if k.endswith("weight") and seen[0][k].ndim > 1]  # conv, linear (BN starts at 1)
     assert all(not torch.equal(seen[0][k], seen[1][k]) for k in weights)
     assert all(not torch.equal(seen[0][k], module.state_dict()[k]) for k in weights)  # not the given copy
+
+
+def test_docs_methods_md_names_every_method_and_option() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text(encoding="utf-8")
+    for method in METHODS.values():
+        assert f"`{method.name}`" in text, f"docs/methods.md lacks method {method.name}"
+        for option in method.options:
+            assert f"`{option.name}`" in text, f"docs/methods.md lacks option {option.name} of {method.name}"

@@ -165,16 +165,13 @@ class MethodOption:
         return self.key or OPTION_FIELDS.get(self.name) or self.name.replace(".", "_")
 
     def span(self) -> str:
-        """The range as text, e.g. ``(0, inf)`` or ``[0, 1]``."""
-        def num(v: float) -> str:
-            return "inf" if math.isinf(v) else f"{v:g}"
-
-        return f"{'(' if self.low_open else '['}{num(self.low)}, {num(self.high)}{')' if self.high_open else ']'}"
+        """The range as text, e.g. ``(0, inf)`` or ``[0, 1]`` (values are always finite)."""
+        high = "inf)" if math.isinf(self.high) else f"{self.high:g}{')' if self.high_open else ']'}"
+        return f"{'(' if self.low_open else '['}{self.low:g}, {high}"
 
     def problem(self, value: float) -> str | None:
         """Why ``value`` is out of range, or None."""
-        ok = (math.isfinite(value) or math.isinf(self.high) and value == math.inf) and (
-            value > self.low if self.low_open else value >= self.low) and (
+        ok = math.isfinite(value) and (value > self.low if self.low_open else value >= self.low) and (
             value < self.high if self.high_open else value <= self.high)
         return None if ok else f"{self.name}={value:g} is outside {self.span()}"
 
