@@ -12,8 +12,9 @@ the hook stops the forward pass once the output is captured.
 Automatic choice: :mod:`edgekd.distill.pairing` pairs the end of a teacher stage with the
 student node of the same spatial size at a similar relative depth (the stage end nearest the
 middle of the teacher for a single pair; one pair per stage with ``stages="all"``).
-:func:`auto_layer` (the middle activation) remains what ``edgekd layers`` shows for one model
-alone. ``--hint-layer`` and ``--guided-layer`` override either choice.
+:func:`auto_layer` (the middle activation) is the fallback when one side has no feature maps.
+``edgekd layers`` marks the pairs :func:`hint_pairs` makes; ``--hint-layer`` and
+``--guided-layer`` override either side.
 
 Regressor (:func:`make_regressor`), from the guided shape ``(C_g, N_g, N_g)`` to the hint
 shape ``(C_h, N_h, N_h)``:

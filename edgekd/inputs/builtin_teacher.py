@@ -42,8 +42,8 @@ class BuiltinCNN(nn.Module):
     ``features`` is three blocks conv3x3 -> BatchNorm -> ReLU -> maxpool2 of widths
     (32, 64, 128), so a 28x28 input goes 28 -> 14 -> 7 -> 3; ``head`` is
     flatten -> linear(128*3*3, 256) -> ReLU -> dropout -> linear(256, classes).
-    At 1x28x28 and 10 classes: 0.39M parameters, 7.7M multiply-accumulates. The automatic
-    FitNets hint (:mod:`edgekd.distill.hints`, the middle activation) is ``features.1.2``,
+    At 1x28x28 and 10 classes: 0.39M parameters, 7.7M multiply-accumulates. Its stage ends
+    (the FitNets hint candidates of :mod:`edgekd.distill.pairing`) include ``features.1.2``,
     the 64-channel map of the middle block before its pooling.
     """
 
@@ -78,7 +78,7 @@ class BuiltinCNN(nn.Module):
 class TeacherRecipe:
     """How the built-in teacher is trained (by :func:`edgekd.distill.trainer.train_student`,
     method ``scratch``: cross-entropy on the labels): AdamW, a linear warm-up of
-    ``warmup_epochs`` (at most a fifth of the run) then a cosine down to ``lr_floor * lr``
+    ``warmup_epochs`` (at most a fifth of the stage, here the whole run) then a cosine down to ``lr_floor * lr``
     (Loshchilov & Hutter 2017), seeded initialisation and data order, all training images
     (no validation split: the last epoch's weights are the teacher). ``max_train_samples``
     (tests) trains on a seeded subset. Every field is part of the cache key."""
