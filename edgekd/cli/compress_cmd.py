@@ -84,6 +84,10 @@ def _default(name: str) -> Any:
 @click.option("--baselines", is_flag=True, default=_default("baselines"),
               help="Also train the winner with scratch/kd/fitnet (ablation; a hint --method such as "
                    "the default fitnet or fitnet-dkd is the fitnet arm).")
+@click.option("--strategy", type=click.Choice(["halving", "supernet"]), default=_default("strategy"),
+              show_default=True,
+              help="halving: train candidates one by one; supernet: train one weight-sharing supernet "
+                   "with KD, report its front, fine-tune the best.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default=_default("executor"), show_default=True)
 @click.option("--ray-address", default=None, help="Join this Ray cluster (else start a local one).")
 @click.option("--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance [all].")

@@ -103,9 +103,10 @@ CANDIDATE = Document("candidates.jsonl line", None, {"id": str, "spec": dict})
 RUNG = Document("halving.jsonl line", None,
                 {"rung": int, "trial": str, "epochs": int, "result": dict})
 METRIC = Document("metrics.jsonl line", None, {"epoch": int})
+SUBNET = Document("subnets.jsonl line", None, {"id": str, "spec": dict, "val_acc": _NUMBER})
 #: Every JSON document of a run, by the name it is known by.
 DOCUMENTS = {doc.name: doc for doc in (RUN, OUTCOME, TEACHER, FINISHED_RESULT, EXPORT, MEASUREMENT,
-                                       SUMMARY, SPEC, CANDIDATE, RUNG, METRIC, SEARCH)}
+                                       SUMMARY, SPEC, CANDIDATE, RUNG, METRIC, SUBNET, SEARCH)}
 
 
 class RunFileError(EdgekdError):
@@ -223,6 +224,16 @@ class RunDir:
     @property
     def lock(self) -> Path:
         return self.root / ".lock"
+
+    @property
+    def supernet_checkpoint(self) -> Path:
+        """supernet/checkpoint.pt: the weight-sharing supernet of ``--strategy supernet``."""
+        return self.root / "supernet" / "checkpoint.pt"
+
+    @property
+    def subnets(self) -> Path:
+        """supernet/subnets.jsonl: every sub-network evaluated with inherited weights."""
+        return self.root / "supernet" / "subnets.jsonl"
 
     @property
     def trials(self) -> Path:

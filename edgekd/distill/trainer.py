@@ -160,6 +160,14 @@ class _Trainer(Checkpoints, HintTraining):
         self.taps: dict[str, StageTaps] = {}  # stages whose loss declares feature taps
         self.ema: WeightEMA | None = None  # --ema: made at the first step after the hint stage
 
+    def start_from(self, state: dict[str, torch.Tensor]) -> None:
+        """Start from ``state`` instead of fresh weights (a checkpoint in the folder still wins)."""
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()[0][:160]
+            raise EdgekdError(f"the starting weights do not fit the student ({first})") from None
+
     # -- setup -------------------------------------------------------------------------
     def _check_dataset(self) -> None:
         shape, classes = tuple(self.dataset.input_shape), self.dataset.num_classes
@@ -409,7 +417,7 @@ class _Trainer(Checkpoints, HintTraining):
 def train_student(student: StudentSpec | nn.Module, teachers: list[nn.Module], dataset: ImageDataset,
                   config: TrainConfig,
                   out_dir: Path, *, teacher_fps: list[str] | None = None,
-                  progress: bool = True) -> TrainResult:
+                  progress: bool = True, init_state: dict[str, torch.Tensor] | None = None) -> TrainResult:
     """Train ``student`` (a :class:`~edgekd.search.space.StudentSpec` or any ``nn.Module``) from
     ``teachers`` on ``dataset`` into ``out_dir`` (metrics.jsonl, checkpoint.pt, result.json).
 
@@ -417,7 +425,8 @@ def train_student(student: StudentSpec | nn.Module, teachers: list[nn.Module], d
     ``config.epochs`` trains the extra epochs; see the module docstring for the cosine
     schedule); a finished run (``epochs_done >= config.epochs``) returns its stored result
     without training (``result.model`` is then loaded from its checkpoint). A different configuration on the
-    same folder is refused.
+    same folder is refused. ``init_state`` (a state_dict of a spec student) starts training from
+    those weights instead of a fresh initialisation (fine-tuning an inherited sub-network).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -429,4 +438,7 @@ def train_student(student: StudentSpec | nn.Module, teachers: list[nn.Module], d
     if done is not None:
         done.model = load_trained(student, done.checkpoint)
         return done
-    return _Trainer(student, teachers, dataset, config, out_dir, teacher_fps, progress, inputs).run()
+    trainer = _Trainer(student, teachers, dataset, config, out_dir, teacher_fps, progress, inputs)
+    if init_state is not None:
+        trainer.start_from(init_state)
+    return trainer.run()

@@ -37,6 +37,7 @@ from edgekd.core.runfolder import (CANDIDATE, FINISHED_RESULT, MEASUREMENT, METR
                                    TEACHER, RunDir, read_doc, read_records, safe_id)
 from edgekd.report.int8_rows import int8_entry, int8_row
 from edgekd.report.merge import merge_measurements
+from edgekd.report.search_section import search_section
 from edgekd.report.plots import CAPTIONS, PLOTS, plots, target_ms
 
 SUMMARY_FORMAT = "edgekd.summary/1"
@@ -146,7 +147,7 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
         "search": {key: search.get(key) for key in
                    ("rungs", "survivors", "finalists", "epochs_spent", "epochs_full", "winner",
                     "winner_method", "rung_depths", "candidates_enumerated", "candidates_in_budget",
-                    "shortlist", "target_is_host")},
+                    "shortlist", "target_is_host", "supernet")},
         "teacher": teacher,
         "students": students,
         "winner": search["winner"],
@@ -341,19 +342,8 @@ def document(summary: dict) -> list[tuple]:
         ("h2", "Students"), ("p", TABLE_NOTES),
         ("table", table_header(summary), table_rows(summary)),
         ("h2", "Search"),
-        ("p", f"Candidates enumerated: {search.get('candidates_enumerated')}, within budget: "
-              f"{search.get('candidates_in_budget')}, shortlisted: "
-              f"{len(search.get('shortlist') or [])}. Successive halving trained "
-              f"{search.get('epochs_spent')} epochs in all, against {search.get('epochs_full')} "
-              "to train the whole shortlist fully."),
-        ("table", ("rung", "trials", "epochs", "trained", "depths"),
-         [[str(i + 1), str(r["keep"]),
-           f"{r['epochs']}" + (" (final, from scratch)" if r.get("fresh")
-                               else " (continued)" if i else ""),
-           ", ".join(search["survivors"][i]),
-           ", ".join(str(d) for d in depths[i]) if i < len(depths) else "-"]
-          for i, r in enumerate(search.get("rungs") or [])]),
     ]
+    blocks += search_section(search, depths)
     if summary.get("ablation"):
         blocks += [("h2", "Ablation (the winner's architecture, other training methods)")]
         if search.get("winner_method"):

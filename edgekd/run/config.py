@@ -97,6 +97,9 @@ class CompressConfig:
     parity_samples: int = 256  # images of the ONNX parity check (edgekd.export.MIN_PARITY_SAMPLES)
     calibration: str | None = None
     baselines: bool = False
+    #: how candidates are trained: ``halving`` (each on its own, successive halving) or
+    #: ``supernet`` (one weight-sharing supernet, its front, the best fine-tuned)
+    strategy: str = "halving"
     executor: str = "local"
     ray_address: str | None = None
     ray_cpus: int | None = None
@@ -153,6 +156,8 @@ class CompressConfig:
             identity["label_smoothing"] = 0.0
         if self.method_options:  # likewise runs without --method-opt
             identity["method_options"] = dict(sorted(self.method_options.items()))
+        if self.strategy != "halving":  # likewise runs of the halving strategy
+            identity["strategy"] = self.strategy
         if self.stem_strides not in (None, (1,)):  # likewise runs with stride-1 stems only
             identity["stem_strides"] = list(self.stem_strides)
         identity.update(self.hint_settings())  # likewise: only hint options that differ from the default

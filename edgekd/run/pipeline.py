@@ -256,6 +256,9 @@ def compress(config: CompressConfig) -> Summary:
             raise EdgekdError(f"unknown method {name!r} for {flag}: use one of "
                               f"{', '.join(method_names(compress=True))}")
     config.check_method_options()
+    if config.strategy == "supernet" and config.executor != "local":
+        raise EdgekdError("--strategy supernet trains one network in this process: drop "
+                          "--executor ray (or use --strategy halving)")
     dataset = load_dataset(config.data)
     explicit = config.epochs is not None
     config = config.resolved(train_images(dataset, config))
@@ -287,13 +290,14 @@ def compress(config: CompressConfig) -> Summary:
 
 def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resumed: bool,
                      rows: list[dict], shortlist: list[dict], counts: dict, started: float) -> Summary:
-    from edgekd.report.report import headline, write_report
-    from edgekd.run.repair import reset_damaged_trials, restore_results
+    from edgekd.run.repair import reset_damaged_trials
 
     write_jsonl(run.candidates, rows)
     store_plan(run, plan_rungs(len(shortlist), config.halving()), config.options,
                run_configs(config, inputs))
     reset_damaged_trials(run)
+    if config.strategy == "supernet":
+        return _supernet_locked(config, inputs, run, resumed, rows, counts, started)
     timing: dict[str, float] = {}
     mark = time.monotonic()
     outcome, winner, baselines = _train(config, inputs, run, shortlist)
@@ -308,6 +312,49 @@ def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resume
     say(config.progress, "depths per rung: " + " | ".join(
         f"rung {r.index} ({rung_method(config, r)}, {r.epochs} ep): {d}"
         for r, d in zip(outcome.rungs, rung_depths)))
+    rungs = outcome.rungs
+    record = {
+        **counts,
+        "shortlist": [row["id"] for row in shortlist],
+        "rungs": [dataclasses.asdict(r) for r in rungs],
+        "survivors": outcome.survivors,
+        "finalists": [trial_folder(tid, rungs[-1]) for tid in outcome.finalists],
+        "winner_method": winner_method,
+        "rung_depths": rung_depths,
+        "epochs_spent": epochs_spent(rungs),
+        "epochs_full": len(shortlist) * config.epochs,
+        "baselines": baselines,
+    }
+    return _ship(config, inputs, run, trials, winner_trial, record, timing,
+                 resumed, started, outcome.trained)
+
+
+def _supernet_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resumed: bool,
+                     rows: list[dict], counts: dict, started: float) -> Summary:
+    """The supernet strategy (edgekd.run.supernet_stage) in place of halving; the sub-networks
+    it evaluated join candidates.jsonl so that the report finds their costs."""
+    from edgekd.distill.config import TrainConfig
+    from edgekd.run.supernet_stage import supernet_stage
+
+    mark = time.monotonic()
+    train = TrainConfig(**train_config(config, "kd", config.epochs or 1))
+    found = supernet_stage(config, inputs, run, rows, train, functools.partial(say, config.progress))
+    known = {row["id"] for row in rows}
+    write_jsonl(run.candidates, rows + [c for c in found.candidates if c["id"] not in known])
+    timing = {"training_s": round(time.monotonic() - mark, 2)}
+    record = {**counts, "shortlist": [], "rungs": [], "survivors": [], "finalists": [found.winner_trial],
+              "winner_method": "kd", "baselines": None, "supernet": found.record}
+    return _ship(config, inputs, run, found.trials, found.winner_trial, record, timing, resumed,
+                 started, [])
+
+
+def _ship(config: CompressConfig, inputs: Inputs, run: RunDir, trials: list[dict], winner_trial: str,
+          record: dict, timing: dict[str, float], resumed: bool, started: float,
+          trained: list[tuple[int, str]]) -> Summary:
+    """Export, measure, outcome.json, report and bundle of the trained ``trials``."""
+    from edgekd.report.report import headline, write_report
+    from edgekd.run.repair import restore_results
+
     restore_results(run, [t["trial"] for t in trials])
     mark = time.monotonic()
     note = functools.partial(say, config.progress)  # plain lines: no silent minutes in a log
@@ -320,19 +367,9 @@ def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resume
          f"{inputs.profile.budget.batch}, {config.measure_iters} iterations each)")
     measure_stage(config, inputs, run, ["teacher"] + [t["trial"] for t in trials], note)
     timing["measure_s"] = round(time.monotonic() - mark, 2)
-    rungs = outcome.rungs
     write_doc(OUTCOME, run.outcome, {
-        **counts,
-        "shortlist": [row["id"] for row in shortlist],
-        "rungs": [dataclasses.asdict(r) for r in rungs],
-        "survivors": outcome.survivors,
-        "finalists": [trial_folder(tid, rungs[-1]) for tid in outcome.finalists],
+        **record,
         "winner": winner_trial,
-        "winner_method": winner_method,
-        "rung_depths": rung_depths,
-        "epochs_spent": epochs_spent(rungs),
-        "epochs_full": len(shortlist) * config.epochs,
-        "baselines": baselines,
         "trials": trials,
         "target_is_host": inputs.profile.name == "host-cpu",
         "timing": timing,
@@ -343,8 +380,7 @@ def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resume
         note("writing the device bundle")
     bundle = bundle_stage(inputs, run, winner_trial) if config.bundle else None
     return Summary(run.root, run.report / "report.md", run.report / "report.html", summary,
-                   headline(summary), bundle, resumed, time.monotonic() - started,
-                   outcome.trained)
+                   headline(summary), bundle, resumed, time.monotonic() - started, trained)
 
 
 def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[dict]

@@ -411,3 +411,23 @@ def _measure_shortlist(measurer: "Callable[[StudentSpec, Path, int], LatencyEsti
         remaining = [c for c in remaining if c.latency.ms <= latency_ms]
         chosen = select_shortlist(remaining, n)
     return remaining, [c for c in chosen if c.latency.label == "measured"], measured
+
+
+def budget_coster(profile: "DeviceProfile",
+                  calibration: "Calibration | KernelTable | str | Path | None" = None
+                  ) -> Callable[[StudentSpec], Candidate | None]:
+    """A function that costs one student exactly as the search does (MACs and parameters, then
+    the latency at the budget batch: calibrated when a calibration is given, else predicted) and
+    returns its :class:`Candidate` when it fits ``profile``'s budget, else None. For callers that
+    meet students outside the enumerated space (the sub-networks of a supernet)."""
+    calib, _ = _resolve_calibration(calibration, profile, None)
+    estimate = _Estimator(profile, calib)
+    budget = profile.budget
+
+    def cost(spec: StudentSpec) -> Candidate | None:
+        candidate = Candidate(spec, *spec_totals(spec), None)
+        if candidate.macs > budget.macs:
+            return None
+        return candidate if estimate(candidate).ms <= budget.latency_ms else None
+
+    return cost
