@@ -89,7 +89,7 @@ def supernet_stage(config: "CompressConfig", inputs: "Inputs", run: "RunDir", ro
     supernet_config = SupernetConfig(
         epochs=train.epochs, batch_size=train.batch_size, lr=train.lr or default_lr(train.optimizer),
         lr_floor=train.lr_floor, weight_decay=train.weight_decay, momentum=train.momentum,
-        temperature=train.temperature, alpha=train.alpha,
+        temperature=train.option("T"), alpha=train.option("alpha"),
         augment=train.augment if train.augment != "none" else "auto", seed=train.seed,
         evaluations=max(2 * FRONT_SIZE, config.candidates * 4))
     note(f"supernet: {space.size} sub-networks below {anchor.describe()}; training "
