@@ -6,7 +6,8 @@ TensorRT 8.5 through 11.x. deploy.trtapi picks the version path; the differences
    on 10.x explicit batch is the only mode (flags 0) and the network is *weakly typed*: the
    ``FP16``/``INT8`` builder flags choose precisions. TensorRT 11 removed weak typing: every
    network is strongly typed, the precision flags are gone, precisions come from the ONNX
-   (an FP16 graph, explicit Q/DQ), so ``--fp16`` there needs an FP16 ONNX made on the host.
+   (an FP16 graph, explicit Q/DQ), so ``--fp16`` there builds the FP16 ONNX made on the host
+   (``model.fp16.onnx`` beside ``model.onnx``, see :func:`fp16_source`).
 2. ``trt.OnnxParser(network, logger).parse_from_file(path)``; on failure every
    ``parser.get_error(i)`` is listed (``node()`` on 8.x, ``node_name()``/``node_operator()``
    from 10.x).
@@ -121,6 +122,29 @@ def check_precision(version: str, path: str, options: BuildOptions, metadata: di
         raise DeployError("the DLA runs FP16 or INT8 only: add --fp16")
 
 
+def fp16_source(path: str, onnx_path: Path, header: Any, options: BuildOptions) -> tuple[Path, Any]:
+    """The ONNX to build and its header. On TensorRT 11 (no FP16 builder flag) ``--fp16`` on an
+    FP32 ONNX builds the FP16 ONNX made from it on the host, ``NAME.fp16.onnx`` beside it
+    (``edgekd.precision`` fp16, ``edgekd.source_sha256`` the FP32 file's), so one build command
+    serves every TensorRT version; elsewhere ``onnx_path`` itself."""
+    if not (strongly_typed(path) and options.fp16 and not options.int8):
+        return onnx_path, header
+    if header.metadata.get(onnxmeta.PRECISION) == "fp16":
+        return onnx_path, header
+    twin = onnx_path.with_name(f"{onnx_path.stem}.fp16.onnx")
+    if not twin.is_file():
+        return onnx_path, header  # check_precision says what to do
+    twin_header = read_onnx_header(twin)
+    meta = twin_header.metadata
+    if meta.get(onnxmeta.PRECISION) != "fp16" or meta.get("edgekd.source_sha256") != sha256_file(onnx_path):
+        raise DeployError(f"'{twin.name}' is not the FP16 copy of '{onnx_path.name}' (its "
+                          "edgekd.source_sha256 differs): make the bundle again with 'edgekd export "
+                          "--bundle', or build the FP16 ONNX you have directly")
+    print(f"TensorRT 11 has no FP16 builder flag: building {twin.name}, the FP16 ONNX made from "
+          f"{onnx_path.name} on the host", file=sys.stderr)
+    return twin, twin_header
+
+
 def set_precision(trt: Any, path: str, config: Any, options: BuildOptions) -> None:
     """The precision builder flags, where this TensorRT has them (8.x, 10.x)."""
     if strongly_typed(path):
@@ -201,6 +225,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
         raise DeployError("--calib is only used with --int8: add --int8 or drop --calib")
     trt = import_tensorrt()
     path = api_path(trt.__version__)
+    onnx_path, header = fp16_source(path, onnx_path, header, options)
     check_precision(trt.__version__, path, options, dict(header.metadata))
     # CUDA first: a CUDA problem must stop us before an engine exists without its sidecar
     gpu = (cuda or Cuda()).device_name()

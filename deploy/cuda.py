@@ -3,8 +3,8 @@
 Two bindings, tried in this order:
 
 1. **ctypes on the system ``libcudart``** (as Polygraphy does): the CUDA runtime that came with
-   the driver (JetPack's ``/usr/local/cuda/lib64/libcudart.so.12``, a CUDA toolkit, or the
-   ``nvidia-cuda-runtime`` wheel). Nothing to install on a Jetson. Every candidate library is
+   the driver (JetPack's ``/usr/local/cuda/lib64/libcudart.so.*``: ``.so.11.0`` on JetPack 5,
+   ``.so.12`` on 6, ``.so.13`` on 7; a CUDA toolkit, or the ``nvidia-cuda-runtime`` wheel). Nothing to install on a Jetson. Every candidate library is
    tried until one initialises, so a newer ``libcudart.so.13`` that the driver is too old for
    does not hide a working ``libcudart.so.12``. ``DEPLOY_CUDART=/path/libcudart.so.12`` picks
    one explicitly.
@@ -14,7 +14,7 @@ Two bindings, tried in this order:
    where the driver is missing, and 13.x needs an R580+ driver (JetPack 6 has R36/CUDA 12.6).
 
 Every failure is one :class:`DeployError` line naming the library, the CUDA error, the driver
-version when known and the fix. Nothing is released in ``__del__``: a :class:`Stream` is
+version when known and the fix for this platform (:mod:`deploy.cuda_platforms`). Nothing is released in ``__del__``: a :class:`Stream` is
 destroyed by ``close()`` (or a ``with`` block), device memory by ``Cuda.free`` (the TensorRT
 runner does both in its own ``close()``).
 """
@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from deploy.cuda_platforms import fix_hint
 from deploy.errors import DeployError
 
 LIBCUDART_NAMES = ("libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0")
@@ -41,13 +42,6 @@ INSUFFICIENT_DRIVER = 35
 NO_DEVICE = 100
 UNKNOWN = 999
 H2D, D2H = 1, 2   # cudaMemcpyKind values (stable since CUDA 4)
-
-JETPACK_FIX = ("use the CUDA runtime that came with the driver (JetPack 6: libcudart.so.12 from "
-               "/usr/local/cuda-12.6, set DEPLOY_CUDART to its path if it is not found), or pip "
-               "install the cuda-python that matches the driver's CUDA (JetPack 6: "
-               "pip install 'cuda-python>=12.6,<12.7'; never cuda-python 13.x there, it needs an "
-               "R580+ driver)")
-
 
 def _dotted(version: int | None) -> str | None:
     if not version:
@@ -83,7 +77,7 @@ def cuda_error_line(library: str, call: str, code: int, name: str, *,
         fix = ("no NVIDIA driver is loaded here: run on a machine with an NVIDIA GPU and its driver "
                "(nvidia-smi, or tegrastats on a Jetson), or use --backend ort")
     elif code == INSUFFICIENT_DRIVER:
-        fix = "the driver is older than this CUDA runtime: " + JETPACK_FIX
+        fix = "the driver is older than this CUDA runtime: " + fix_hint(driver)
     elif code in (NO_DEVICE, INITIALIZATION_ERROR, UNKNOWN):
         fix = ("no usable CUDA GPU is visible: check nvidia-smi (tegrastats on a Jetson), "
                "CUDA_VISIBLE_DEVICES, and that this user may open the GPU (groups video/render)")
@@ -239,7 +233,7 @@ class CudaPythonCudart:
             result = fn(*args)
         except RuntimeError as error:  # cuda-python 12.6: "Failed to dlopen libcuda.so.1"
             raise DeployError(f"{self.library} cannot reach the CUDA driver ({error}): run on a "
-                              f"machine with an NVIDIA GPU and driver, or {JETPACK_FIX}") from None
+                              f"machine with an NVIDIA GPU and driver, or {fix_hint()}") from None
         err, *values = result if isinstance(result, tuple) else (result,)
         return int(err), (values[0] if len(values) == 1 else tuple(values) if values else None)
 
@@ -347,10 +341,8 @@ class Cuda:
         module = kernel_driver_version()
         driver = f"NVIDIA driver {module}" if module else "no NVIDIA driver found either"
         raise DeployError("no CUDA runtime found (no libcudart.so in the loader path or "
-                          f"{LIBCUDART_DIRS[0]}, and no cuda-python; {driver}): on a Jetson use JetPack's "
-                          "CUDA (set DEPLOY_CUDART=/usr/local/cuda/lib64/libcudart.so.12 if it is "
-                          "elsewhere); on a PC install the CUDA runtime or cuda-python matching the "
-                          "driver's CUDA version (nvidia-smi shows it)")
+                          f"{LIBCUDART_DIRS[0]}, and no cuda-python; {driver}): {fix_hint()}; on a PC "
+                          "nvidia-smi shows the driver's CUDA version")
 
     def _version(self, which: str) -> str | None:
         try:
