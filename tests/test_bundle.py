@@ -290,6 +290,33 @@ def test_int8_profile_bundle_ships_qdq_models(bundle: Path, tmp_path: Path) -> N
     assert f"int8 ONNX vs fp32 ONNX on 300 validation images: accuracy {100 * check['accuracy']:.2f}%" in readme
 
 
+def test_int8_bundle_falls_back_to_fp16_beyond_the_tolerance(bundle: Path, tmp_path: Path) -> None:
+    """An int8 target whose INT8 model loses more than the tolerance: the bundle builds FP16 by
+    default, says why in one line (README, manifest, the export's notes) and keeps the Q/DQ files."""
+    import dataclasses
+
+    from edgekd.inputs.profiles import load_profile
+    from edgekd.ship.bundle import BundleConfig
+    from edgekd.ship.bundle import make_bundle
+
+    orin = load_profile("jetson-agx-orin-64gb")
+    int8 = dataclasses.replace(orin, runtime=dataclasses.replace(orin.runtime, precision="int8"))
+    strict = BundleConfig(int8_tolerance=-100.0)  # any INT8 model "loses" more than -100 points
+    out = make_bundle(bundle / "model.onnx", tmp_path / "b", profile=int8, dataset=load_dataset(),
+                      val_samples=200, config=strict)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "fp16" and "more than --int8-tolerance -100" in manifest["fallback"]
+    assert "\n" not in manifest["fallback"]
+    assert [c["precision"] for c in manifest["host_checks"]] == ["int8", "fp16"]
+    assert (out / "model.int8.onnx").is_file() and (out / "model.fp16.onnx").is_file()
+    readme = (out / "README.md").read_text()
+    assert manifest["fallback"] in readme
+    assert "python3 -m deploy build model.onnx --fp16" in readme and "model.int8.onnx --int8" not in readme
+    kept = make_bundle(bundle / "model.onnx", tmp_path / "k", profile=int8, dataset=load_dataset(),
+                       val_samples=200, config=BundleConfig(int8_tolerance=100.0))
+    assert json.loads((kept / "manifest.json").read_text())["precision"] == "int8"
+
+
 def test_bundle_commands_use_the_batch_the_model_was_exported_with(trained_checkpoint, tmp_path: Path) -> None:
     """A model exported at batch 4 for a batch-1 profile: the bundle's commands ask for batch 4
     (the static ONNX refuses any other), and the kit's bench runs with them."""

@@ -36,8 +36,8 @@ from edgekd.ship.fp16 import make_checked_fp16  # noqa: E402
 
 #: trtexec options the README may use: all in trtexec --help of TensorRT 8.5-11.x, except
 #: --stronglyTyped (9.x+, used for 11.x only) and --fp16/--int8 (8.5-10.x only)
-TRTEXEC_OPTIONS = {"--onnx", "--saveEngine", "--fp16", "--int8", "--stronglyTyped", "--shapes",
-                   "--memPoolSize", "--timingCacheFile"}
+TRTEXEC_OPTIONS = {"--onnx", "--saveEngine", "--fp16", "--int8", "--stronglyTyped", "--minShapes",
+                   "--optShapes", "--maxShapes", "--memPoolSize", "--timingCacheFile"}
 PROFILES = ("jetson-orin-nano-8gb", "jetson-xavier-nx", "h100")
 
 
@@ -62,7 +62,7 @@ def _commands(readme: str) -> list[list[str]]:
     """Every line of every fenced code block, split like a shell would (cd lines dropped)."""
     blocks = re.findall(r"```\n(.*?)```", readme, flags=re.S)
     lines = [line for block in blocks for line in block.splitlines() if line.strip()]
-    return [shlex.split(line) for line in lines if not line.startswith("cd ")]
+    return [shlex.split(line) for line in lines if not line.startswith(("cd ", "export PATH="))]
 
 
 @pytest.mark.parametrize("name", PROFILES)
@@ -70,7 +70,8 @@ def test_readme_commands_match_the_kit_and_edgekd(bundles: dict[str, Path], name
     bundle = bundles[name]
     commands = _commands((bundle / "README.md").read_text())
     kinds = {argv[0] if argv[0] != "python3" else "deploy" for argv in commands}
-    assert {"deploy", "edgekd", "scp", "/usr/src/tensorrt/bin/trtexec"} <= kinds, kinds
+    assert {"deploy", "edgekd", "scp", "trtexec"} <= kinds, kinds
+    assert 'export PATH="$PATH:/usr/src/tensorrt/bin"' in (bundle / "README.md").read_text()
     subcommands = set()
     builds, trtexecs = [], []
     for argv in commands:
@@ -93,7 +94,8 @@ def test_readme_commands_match_the_kit_and_edgekd(bundles: dict[str, Path], name
             assert (bundle / options["--onnx"]).is_file()
             trtexecs.append((options["--onnx"], options["--saveEngine"]))
     assert {"build", "bench", "check", "profile"} <= subcommands
-    assert sorted(set(builds)) == sorted(set(trtexecs))  # a trtexec fallback for each build
+    # a trtexec fallback for each engine (on TensorRT 11 from the FP16 ONNX deploy build takes itself)
+    assert {out for _, out in builds} == {engine for _, engine in trtexecs}
     for sub in sorted(subcommands):  # the bundle's own copy of the kit answers --help
         proc = subprocess.run([sys.executable, "-m", "deploy", sub, "--help"], cwd=bundle,
                               capture_output=True, text=True, timeout=60)
@@ -104,19 +106,26 @@ def test_readme_versions_per_profile(bundles: dict[str, Path]) -> None:
     xavier = (bundles["jetson-xavier-nx"] / "README.md").read_text()
     nano = (bundles["jetson-orin-nano-8gb"] / "README.md").read_text()
     h100 = (bundles["h100"] / "README.md").read_text()
+    assert "--system-site-packages" in xavier and "--system-site-packages" in nano
     for readme in (xavier, nano, h100):
         assert "TensorRT 10 (JetPack 6)" not in readme and "(`pip install cuda-python`)" not in readme
-        assert "never `pip install cuda-python`" in readme
-        assert "Not verified on hardware" in readme and "--system-site-packages" in readme
+        assert "never cuda-python 13.x" in readme.lower().replace("`pip install cuda-python` ", "cuda-python ")
+        assert "Never run on hardware" in readme and "Only checked, not run on hardware" in readme
     assert "| JetPack 5.1.x (its last JetPack; Python 3.8) | 8.5 |" in xavier
     assert "| JetPack 6.1 / 6.2 | 10.3 |" in nano and "| JetPack 7.2 | 10.16 |" in nano
     assert "8.5 |" not in nano
-    # TensorRT 11 (no FP16 flag) builds the FP16 ONNX; only where the profile can have 11.x
-    assert "model.fp16.onnx --fp16 --out model.engine" in h100
+    # TensorRT 11 (no FP16 flag): deploy build's --fp16 takes the FP16 ONNX by itself; trtexec names it
     assert "--onnx=model.fp16.onnx --saveEngine=model.engine --stronglyTyped" in h100
-    assert "model.fp16.onnx" not in xavier and "model.fp16.onnx" not in nano
+    assert "--onnx=model.fp16.onnx" not in xavier and "--onnx=model.fp16.onnx" not in nano
     assert "python3 -m deploy build model.onnx --fp16 --workspace-mb 8192" in h100
-    assert "--shapes=input:64x1x28x28" in h100 and "--shapes=input:1x1x28x28" in nano
+    # a dynamic batch: trtexec gets the min/opt/max deploy build takes from the metadata (1, 8, 64)
+    shapes = "--minShapes=input:1x1x28x28 --optShapes=input:8x1x28x28 --maxShapes=input:64x1x28x28"
+    assert shapes in h100 and shapes in nano and "--shapes=" not in h100
+    # per-JetPack CUDA and the Jetson install step; the desktop's trtexec is stated absent from pip
+    assert "| JetPack 5.1.x (its last JetPack; Python 3.8) | 8.5 | 11.4 (libcudart.so.11.0) |" in xavier
+    assert "12.6 (libcudart.so.12)" in nano and "13.0 (libcudart.so.13)" in nano
+    assert "sudo apt install python3-libnvinfer" in nano and "python3-libnvinfer" not in h100
+    assert "ship **no**" in h100 and "trtexec" in h100
 
 
 def test_fp16_onnx_is_checked_on_the_host(bundles: dict[str, Path]) -> None:

@@ -26,11 +26,10 @@ import pytest
 
 from deploy.errors import DeployError
 from deploy.trtapi import (CUDA_PYTHON_USES, LIBCUDART_USES, SERVES, USES, api_path)
+from fake_tensorrt import LISTINGS, Strict, enum
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "trt_api"
-LISTINGS = {p.name[len("tensorrt-"):-len(".json")]: json.loads(p.read_text())
-            for p in sorted(DATA.glob("tensorrt-*.json"))}
 
 
 def served(path: str) -> list[str]:
@@ -146,58 +145,6 @@ def test_api_path_per_version() -> None:
 
 
 # --------------------------------------------------------------------------- a fake tensorrt
-class EnumValue:
-    def __init__(self, owner: str, name: str, value: int) -> None:
-        self.owner, self.name, self.value = owner, name, value
-
-    def __int__(self) -> int:
-        return self.value
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, EnumValue) and (other.owner, other.name) == (self.owner, self.name)
-
-    def __hash__(self) -> int:
-        return hash((self.owner, self.name))
-
-    def __repr__(self) -> str:
-        return f"{self.owner}.{self.name}"
-
-
-class Strict:
-    """An object with exactly the members the listing gives ``owner``: reading or setting any
-    other attribute raises AttributeError. Calls and settings are logged in order."""
-
-    def __init__(self, owner: str, listing: dict, log: list, **impl) -> None:
-        object.__setattr__(self, "_owner", owner)
-        object.__setattr__(self, "_members", set(listing["members"].get(owner, [])))
-        object.__setattr__(self, "_log", log)
-        object.__setattr__(self, "_impl", impl)
-
-    def __getattr__(self, name: str):
-        if name not in self._members:
-            raise AttributeError(f"{self._owner}.{name} does not exist in this TensorRT")
-        value = self._impl.get(name)
-        if callable(value) and not isinstance(value, (Strict, EnumValue)):
-            def call(*args, **kwargs):
-                self._log.append((f"{self._owner}.{name}", args, kwargs))
-                return value(*args, **kwargs)
-            return call
-        if name in self._impl:
-            return value
-        return lambda *args, **kwargs: self._log.append((f"{self._owner}.{name}", args, kwargs))
-
-    def __setattr__(self, name: str, value) -> None:
-        if name not in self._members:
-            raise AttributeError(f"{self._owner}.{name} does not exist in this TensorRT")
-        self._log.append((f"{self._owner}.{name}=", (value,), {}))
-        self._impl[name] = value
-
-
-def enum(owner: str, listing: dict) -> Strict:
-    members = [m for m in listing["members"].get(owner, []) if m not in ("name", "value")]
-    return Strict(owner, listing, [], **{m: EnumValue(owner, m, i) for i, m in enumerate(members)})
-
-
 class Fake:
     """A fake ``tensorrt`` module for one listing, and what it was asked to do."""
 

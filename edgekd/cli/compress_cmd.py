@@ -108,6 +108,9 @@ def _default(name: str) -> Any:
 @click.option("--measure-iters", type=int, default=_default("measure_iters"), show_default=True,
               help="Timed iterations per latency measurement.")
 @click.option("--no-bundle", is_flag=True, default=not _default("bundle"), help="Skip the device bundle.")
+@click.option("--int8-tolerance", type=click.FloatRange(min=0), default=_default("int8_tolerance"),
+              show_default=True, help="For an int8 profile: the most top-1 points the INT8 model may "
+                                      "lose against FP32 on the host before the bundle builds FP16.")
 @click.option("--no-progress", is_flag=True, default=not _default("progress"),
               help="Print nothing during the search (default: a live view on a terminal, "
                    "else one line per trial).")

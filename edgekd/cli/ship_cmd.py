@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from edgekd.cli.base import MAX_BATCH, verbose_option
+from edgekd.cli.base import MAX_BATCH, default_of, verbose_option
+from edgekd.ship.bundle import BundleConfig
 
 __all__ = ["export", "measure"]
 
@@ -47,10 +48,14 @@ def _parse_dynamic_batch(_ctx: click.Context, _param: click.Parameter, value: st
 @click.option("--data", default=None,
               help="Data for the parity check and the bundle's npz files "
                    "[default: the run's data, else mnist-subset].")
+@click.option("--int8-tolerance", type=click.FloatRange(min=0),
+              default=default_of(BundleConfig, "int8_tolerance"), show_default=True,
+              help="For an int8 profile's bundle: the most top-1 points the INT8 model may lose "
+                   "against FP32 on the host; beyond it the bundle builds FP16 and says why.")
 @verbose_option
 def export(target: Path, out_dir: Path, bundle: bool, profile_name: str | None,
            dynamic_batch: tuple[int, int, int] | None, batch: int | None, simplify: bool,
-           int8: bool, data: str | None) -> None:
+           int8: bool, data: str | None, int8_tolerance: float) -> None:
     """Export a trained student to ONNX (opset 18, onnx.checker, parity with PyTorch on 256
     real test samples: max |logit difference| <= 1e-4 and 100% top-1 agreement), with its
     spec, classes, input shape, normalisation, accuracy and profile in the model metadata.
@@ -72,7 +77,7 @@ def export(target: Path, out_dir: Path, bundle: bool, profile_name: str | None,
 
     result = export_target(target, out_dir, bundle=bundle, profile=profile_name,
                            dynamic_batch=dynamic_batch, simplify=simplify, data=data, batch=batch,
-                           int8=int8)
+                           int8=int8, int8_tolerance=int8_tolerance)
     click.echo(f"exported {result.model_id} -> {result.onnx}")
     if result.parity:
         p = result.parity

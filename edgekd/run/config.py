@@ -12,6 +12,7 @@ from typing import Any
 from edgekd.core.errors import EdgekdError
 from edgekd.distill.methods import METHODS
 from edgekd.run.halving import HalvingConfig, Rung, epochs_spent
+from edgekd.ship.bundle import BundleConfig
 
 __all__ = ["COMPRESS_CONFIG_FORMAT", "CompressConfig", "DEFAULT_METHOD", "DEFAULT_METHOD_WHY",
            "DEFAULT_SAMPLES_PER_TRIAL", "DEFAULT_SAMPLES_PER_TRIAL_CUDA", "DEFAULT_TEACHER_VIEWS_CPU", "EMBEDDED_LATENCY_MS", "EMBEDDED_STEM_STRIDES",
@@ -113,6 +114,7 @@ class CompressConfig:
     measure_warmup: int = 50
     measure_iters: int = 500
     bundle: bool = True
+    int8_tolerance: float = BundleConfig.int8_tolerance  # points; see edgekd.ship.bundle.BundleConfig
     progress: bool = True
     command: list[str] | None = None
     options: dict[str, Any] | None = None  # every CLI option, kept in run.json (--config)

@@ -35,7 +35,7 @@ from edgekd.run.rundir import RunDir, default_out, open_run
 from edgekd.run.config import (EMBEDDED_LATENCY_MS, EMBEDDED_STEM_STRIDES, CompressConfig, check_effort,
                                default_epochs, has_hints)
 from edgekd.run.setup import Inputs, load_inputs, run_identity, train_images
-from edgekd.run.ship_stages import bundle_stage, export_stage, measure_stage, teacher_stage
+from edgekd.run.ship_stages import bundle_stage, export_stage, measure_stage, on_cpu, teacher_stage
 from edgekd.search.config import SearchConfig
 from edgekd.search.space import SpaceConfig
 
@@ -378,7 +378,7 @@ def _ship(config: CompressConfig, inputs: Inputs, run: RunDir, trials: list[dict
     summary = write_report(run.root)
     if config.bundle:
         note("writing the device bundle")
-    bundle = bundle_stage(inputs, run, winner_trial) if config.bundle else None
+    bundle = bundle_stage(inputs, run, winner_trial, config.int8_tolerance) if config.bundle else None
     return Summary(run.root, run.report / "report.md", run.report / "report.html", summary,
                    headline(summary), bundle, resumed, time.monotonic() - started, trained)
 
@@ -402,7 +402,7 @@ def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[
                      if config.baselines else None)
     finally:
         executor.close()
-        inputs.teacher.to("cpu")  # trials may have moved it to the GPU; export and costing run on CPU
+        on_cpu(inputs.teacher)  # trials may have moved it to the GPU; the stages after training run on CPU
     return outcome, winner, baselines
 
 

@@ -18,7 +18,15 @@ if TYPE_CHECKING:
 
     from edgekd.search.space import StudentSpec
 
-__all__ = ["bundle_stage", "export_stage", "measure_stage", "teacher_stage"]
+__all__ = ["bundle_stage", "export_stage", "measure_stage", "on_cpu", "teacher_stage"]
+
+
+def on_cpu(model: nn.Module) -> nn.Module:
+    """The one place every stage after training gets a model from: moved to the CPU, in eval mode.
+    Training may leave a model on the GPU (the trainer moves teachers to its device); export,
+    costing (MACs), accuracy on the test split and the report run on the CPU, so none of them
+    may assume where training put it."""
+    return model.to("cpu").eval()
 
 
 def teacher_stage(inputs: Inputs, run: RunDir) -> dict:
@@ -28,19 +36,20 @@ def teacher_stage(inputs: Inputs, run: RunDir) -> dict:
     from edgekd.search.latency import predict_latency
     from edgekd.distill.builtin_teacher import model_accuracy as accuracy
 
+    teacher = on_cpu(inputs.teacher)
     info = read_doc_or_none(TEACHER, run.teacher_json)  # damaged: made again
     if info is None or info["fingerprint"] != inputs.teacher_fp:
         data = inputs.dataset
-        cost = module_cost(inputs.teacher, data.input_shape)
+        cost = module_cost(teacher, data.input_shape)
         table = find_table(inputs.profile)  # edgekd calibrate's table: a *calibrated* figure
         latency = (table.predict(cost, inputs.profile.budget.batch) if table is not None
                    else predict_latency(cost, inputs.profile))
         info = {"fingerprint": inputs.teacher_fp, "macs": int(cost.macs), "params": int(cost.params),
-                "test_acc": accuracy(inputs.teacher, data.x_test, data.y_test, data.normalization),
+                "test_acc": accuracy(teacher, data.x_test, data.y_test, data.normalization),
                 "predicted_latency": {"ms": float(latency.ms), "label": latency.label,
                                       "batch": inputs.profile.budget.batch}}
         write_doc(TEACHER, run.teacher_json, info)
-    _export(inputs.teacher, "teacher", inputs, run, source_sha=inputs.teacher_fp,
+    _export(teacher, "teacher", inputs, run, source_sha=inputs.teacher_fp,
             metadata=_metadata(inputs, "teacher", accuracy=info["test_acc"]))
     return info
 
@@ -80,6 +89,7 @@ def export_stage(inputs: Inputs, run: RunDir, trial_ids: list[str],
     for number, trial_id in enumerate(trial_ids, 1):
         checkpoint = run.trial_file(trial_id, "checkpoint.pt")
         model, info = load_student(checkpoint)
+        model = on_cpu(model)
         metadata = _metadata(inputs, trial_id, spec=info.spec, method=info.method,
                              accuracy=info.metrics.get("test_acc"))
         paths.append(_export(model, trial_id, inputs, run, source_sha=sha256_file(checkpoint),
@@ -106,10 +116,11 @@ def measure_stage(config: CompressConfig, inputs: Inputs, run: RunDir, names: li
              f"({number}/{len(names)})")
 
 
-def bundle_stage(inputs: Inputs, run: RunDir, winner_trial: str) -> Path:
+def bundle_stage(inputs: Inputs, run: RunDir, winner_trial: str, int8_tolerance: float) -> Path:
+    from edgekd.ship.bundle import BundleConfig
     from edgekd.ship.export import make_bundle
 
     return make_bundle(run.export_onnx(winner_trial), run.bundle, profile=inputs.profile,
                        dataset=inputs.dataset, teacher_onnx=run.export_onnx("teacher"),
-                       run_dir=run.root)
+                       run_dir=run.root, config=BundleConfig(int8_tolerance=int8_tolerance))
 

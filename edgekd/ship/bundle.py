@@ -21,7 +21,9 @@ bundle/
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +32,7 @@ import numpy as np
 from deploy import onnxmeta
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
-from edgekd.ship.bundle_readme import ReadmeInputs, build_commands, render_readme, run_commands
+from edgekd.ship.bundle_readme import ReadmeInputs, render_readme
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekd.inputs.data import ImageDataset, Normalization
@@ -38,6 +40,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CALIB_SAMPLES = 512
 VAL_SAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class BundleConfig:
+    """How a bundle picks its default engine. ``int8_tolerance``: the most top-1 accuracy, in
+    points, the INT8 Q/DQ model may lose against FP32 on the host's validation images before an
+    int8 bundle builds FP16 by default instead (the Q/DQ files stay in the bundle)."""
+
+    int8_tolerance: float = 1.0
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
@@ -77,12 +88,11 @@ def bundle_batch(exported: dict, budget_batch: int) -> int:
     return budget_batch
 
 
-def _commands(profile: DeviceProfile, batch: int, has_teacher: bool, int8: bool) -> str:
-    """The device commands (TensorRT <= 10.x build route), from the deploy kit's backend table:
-    the build step per model (if any), then bench, check and profile (see bundle_readme)."""
-    info = ReadmeInputs(batch=batch, model_sha="", has_teacher=has_teacher, input_shape=(),
-                        dynamic=False, int8=int8)
-    return "\n".join(build_commands(profile, info) + run_commands(profile, info))
+def _batch_range(exported: dict) -> tuple[int, int, int] | None:
+    """A dynamic export's (min, opt, max) batch, what ``deploy build`` builds its profile from."""
+    if exported.get("static") or "min" not in exported:
+        return None
+    return int(exported["min"]), int(exported.get("opt") or exported["min"]), int(exported["max"])
 
 
 def _add_int8(out: Path, calib: np.ndarray, norm_pair: tuple[list[float], list[float]]) -> None:
@@ -103,7 +113,7 @@ def _check_line(check: dict) -> str:
 def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: DeviceProfile,
                 dataset: ImageDataset, normalization: Normalization | None = None, teacher_onnx: str | Path | None = None,
                 run_dir: str | Path | None = None, calib_samples: int = CALIB_SAMPLES,
-                val_samples: int = VAL_SAMPLES) -> Path:
+                val_samples: int = VAL_SAMPLES, config: BundleConfig = BundleConfig()) -> Path:
     """Write the device bundle for ``onnx_path`` into ``out_dir`` (see the module docstring)
     and return ``out_dir``. ``profile`` is a DeviceProfile or a profile name/path;
     ``normalization`` defaults to the data set's."""
@@ -133,20 +143,25 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: DevicePr
 
     calib, x_float, y_val, logits, norm_pair = _write_data(out, onnx_path, dataset, norm,
                                                            calib_samples, val_samples)
+    checks, fallback = _precision_copies(out, profile, calib, norm_pair, x_float, y_val, logits,
+                                         config.int8_tolerance)
+    if fallback:  # the README and the commands build FP16; the Q/DQ files stay for comparison
+        profile = dataclasses.replace(profile, runtime=dataclasses.replace(profile.runtime, precision="fp16"))
     int8 = profile.runtime.precision == "int8"
-    checks = _precision_copies(out, profile, calib, norm_pair, x_float, y_val, logits)
     model_sha = sha256_file(out / "model.onnx")
     info = ReadmeInputs(batch=batch, model_sha=model_sha, has_teacher=(out / "teacher.onnx").exists(),
                         input_shape=tuple(dataset.input_shape),
                         dynamic=not onnxmeta.batch_of(metadata).get("static"),
+                        batch_range=_batch_range(onnxmeta.batch_of(metadata)),
                         run_dir=Path(run_dir) if run_dir else None, int8=int8,
-                        checks=tuple(_check_line(c) for c in checks))
+                        checks=tuple(_check_line(c) for c in checks), fallback=fallback)
     atomic_write_text(out / "README.md", render_readme(profile, info))
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"
                    and "__pycache__" not in p.parts)
     atomic_write_json(out / "manifest.json", {
         "format": "edgekd.bundle/1", "profile": profile.name, "batch": batch,
         "model_sha256": model_sha, "model_id": metadata.get(onnxmeta.ID), "host_checks": checks,
+        "precision": profile.runtime.precision, "fallback": fallback or None,
         "normalization": {"mean": norm_pair[0], "std": norm_pair[1]},
         "files": {str(p.relative_to(out)): sha256_file(p) for p in files},
     })
@@ -177,19 +192,29 @@ def _write_data(out: Path, onnx_path: Path, dataset: "ImageDataset", norm: "Norm
 
 def _precision_copies(out: Path, profile: "DeviceProfile", calib: np.ndarray,
                       norm_pair: tuple[list[float], list[float]], x_float: np.ndarray,
-                      y_val: np.ndarray, logits: np.ndarray) -> list[dict]:
+                      y_val: np.ndarray, logits: np.ndarray, int8_tolerance: float) -> tuple[list[dict], str]:
     """The INT8 Q/DQ copy (int8 profiles) or the FP16 copies (TensorRT fp16 profiles), each
-    checked against the FP32 ONNX on the validation images; returns the checks."""
+    checked against the FP32 ONNX on the validation images; returns the checks and, when the
+    INT8 model loses more than ``int8_tolerance`` points, the one-line reason the bundle builds
+    FP16 instead (its FP16 copies are then made too)."""
     from edgekd.ship.export import onnx_logits  # layering: TODO issue 10 (export <-> bundle cycle)
 
     checks: list[dict] = []
-    if profile.runtime.precision == "int8":
+    fallback = ""
+    precision = profile.runtime.precision
+    if precision == "int8":
         from edgekd.ship.fp16 import compare_precision
 
-        _add_int8(out, calib, norm_pair)  # measured and reported next to FP32, never refused
-        checks.append(compare_precision("int8", logits, onnx_logits(out / "model.int8.onnx", x_float),
-                                        y_val).to_dict())
-    if profile.runtime.backend == "trt" and profile.runtime.precision == "fp16":
+        _add_int8(out, calib, norm_pair)
+        check = compare_precision("int8", logits, onnx_logits(out / "model.int8.onnx", x_float), y_val)
+        checks.append(check.to_dict())
+        if 100 * check.drop > int8_tolerance and profile.runtime.backend == "trt":
+            fallback = (f"FP16 instead of INT8: the INT8 model loses {100 * check.drop:.2f} points of "
+                        f"top-1 on the host ({100 * check.accuracy:.2f}% vs {100 * check.fp32_accuracy:.2f}% "
+                        f"FP32 on {check.samples} images), more than --int8-tolerance {int8_tolerance:g}; "
+                        "model.int8.onnx stays in the bundle to compare")
+            precision = "fp16"
+    if profile.runtime.backend == "trt" and precision == "fp16":
         from edgekd.ship.fp16 import make_checked_fp16
 
         checks.append(make_checked_fp16(out / "model.onnx", out / "model.fp16.onnx",
@@ -198,4 +223,4 @@ def _precision_copies(out: Path, profile: "DeviceProfile", calib: np.ndarray,
             make_checked_fp16(out / "teacher.onnx", out / "teacher.fp16.onnx", x_float,
                               y_val, onnx_logits(out / "teacher.onnx", x_float),
                               max_drop=1.0)  # the teacher is only a speed baseline
-    return checks
+    return checks, fallback

@@ -205,7 +205,11 @@ def apply_layer_profiles(table: KernelTable | None, items: list[tuple[StudentSpe
 
 def write_commands(folder: Path, entries: dict[str, dict], batches: Sequence[int],
                    profile: "DeviceProfile") -> Path:
-    """``commands.sh`` for the device: build engines (TensorRT) and bench every model."""
+    """``commands.sh`` for the device: build engines (TensorRT) and bench every model. Every line
+    completes under ``set -e`` on TensorRT 8.5 to 11.x: an int8 profile builds Q/DQ copies made
+    here (``ID.int8.onnx``; a model without Q/DQ would need calibration images on the device), and
+    an fp16 one gets ``ID.fp16.onnx`` beside each model, which ``deploy build --fp16`` builds on
+    TensorRT 11 (no FP16 builder flag there)."""
     files = sorted(e["file"] for e in entries.values())
     lines = ["#!/bin/sh", "# run from this folder on the device, with the deploy kit on PYTHONPATH", "set -e"]
     from deploy.backends import get_backend
@@ -213,16 +217,46 @@ def write_commands(folder: Path, entries: dict[str, dict], batches: Sequence[int
     backend = get_backend(profile.runtime.backend)
     models = files
     if backend.build is not None:  # TensorRT: build each engine with the calibration's batch range
-        flag = {"fp16": " --fp16", "int8": " --int8", "fp32": ""}[profile.runtime.precision]
+        precision = profile.runtime.precision
+        sources = _precision_copies(folder, entries, precision)
+        flag = {"fp16": " --fp16", "int8": " --int8", "fp32": ""}[precision]
         top = max(batches)
-        lines += [f"python3 -m deploy build {f} --min 1x{'x'.join(map(str, _input_of(entries, f)))} "
-                  f"--opt {top}x{'x'.join(map(str, _input_of(entries, f)))} "
-                  f"--max {top}x{'x'.join(map(str, _input_of(entries, f)))}{flag}" for f in files]
         models = [f.replace(".onnx", backend.suffixes[0]) for f in files]
+        for file, source, engine in zip(files, sources, models):
+            sample = "x".join(map(str, _input_of(entries, file)))
+            lines.append(f"python3 -m deploy build {source} --out {engine} --min 1x{sample} "
+                         f"--opt {top}x{sample} --max {top}x{sample}{flag}")
     for batch in batches:
         lines.append(f"python3 -m deploy bench {' '.join(models)} --batch {batch} "
                      "--min-seconds 0.5 --rounds 5 --threads 1 --no-spin --out .")
     return atomic_write_text(folder / "commands.sh", "\n".join(lines) + "\n")
+
+
+def _precision_copies(folder: Path, entries: dict[str, dict], precision: str) -> list[str]:
+    """The file each engine is built from: the Q/DQ copy for int8 (calibrated on standard-normal
+    inputs: the calibration students are untrained and only timed), the FP32 file otherwise,
+    with its FP16 copy beside it for fp16 (what TensorRT 11 builds)."""
+    import numpy as np
+
+    files = sorted(e["file"] for e in entries.values())
+    if precision == "fp16":
+        from edgekd.ship.fp16 import convert_fp16
+
+        for file in files:
+            convert_fp16(folder / file, folder / file.replace(".onnx", ".fp16.onnx"))
+        return files
+    if precision != "int8":
+        return files
+    from edgekd.ship.int8 import quantize_int8
+
+    sources = []
+    for file in files:
+        rng = np.random.default_rng(0)
+        calib = rng.standard_normal((64, *_input_of(entries, file))).astype(np.float32)
+        out = folder / file.replace(".onnx", ".int8.onnx")
+        quantize_int8(folder / file, out, calib, ([0.0], [1.0]))
+        sources.append(out.name)
+    return sources
 
 
 def _input_of(entries: dict[str, dict], file: str) -> list[int]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from deploy import onnxmeta as meta
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import atomic_write_bytes
+from edgekd.core.fileio import atomic_write_bytes, read_json
 from edgekd.core.runfolder import SUMMARY, RunDir, safe_id
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -108,7 +108,7 @@ def _int8(onnx_path: Path, dataset: ImageDataset, norm: Normalization, run: Path
 def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
                   profile: str | None = None, dynamic_batch: tuple[int, int, int] | None = None,
                   simplify: bool = False, data: str | None = None, batch: int | None = None,
-                  int8: bool = False) -> ExportResult:
+                  int8: bool = False, int8_tolerance: float | None = None) -> ExportResult:
     """Export a checkpoint or a run's best student to ``out`` (see the module docstring)."""
     from edgekd.core.checkpoint import load_student
     from edgekd.inputs.data import Normalization
@@ -157,7 +157,8 @@ def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
     parity = meta.json_value(metadata, meta.PARITY)
     parity = parity if isinstance(parity, dict) else None
     int8_record = _int8(onnx_path, dataset, norm, run, trial) if int8 else None
-    bundle_dir = _bundle(onnx_path, out / "bundle", device, dataset, norm, run, notes) if bundle else None
+    bundle_dir = (_bundle(onnx_path, out / "bundle", device, dataset, norm, run, notes, int8_tolerance)
+                  if bundle else None)
     return ExportResult(onnx=onnx_path, model_id=model_id, source="run" if run else "checkpoint",
                         parity=parity, bundle=bundle_dir, int8=int8_record, notes=notes)
 
@@ -187,7 +188,8 @@ def _target_device(profile: str | None, identity: dict[str, Any], run: Path | No
 
 
 def _bundle(onnx_path: Path, folder: Path, device: "DeviceProfile", dataset: "ImageDataset",
-            norm: "Normalization", run: Path | None, notes: list[str]) -> Path:
+            norm: "Normalization", run: Path | None, notes: list[str],
+            int8_tolerance: float | None = None) -> Path:
     """The device bundle of ``onnx_path`` (with the run's teacher export as the speed baseline
     when there is one; a note when a run has none)."""
     from edgekd.ship.export import make_bundle
@@ -195,5 +197,12 @@ def _bundle(onnx_path: Path, folder: Path, device: "DeviceProfile", dataset: "Im
     teacher = RunDir(run).export_onnx("teacher") if run else None
     if run is not None and not (teacher and teacher.is_file()):
         notes.append("the run has no export/teacher.onnx, so the bundle has no teacher baseline")
-    return make_bundle(onnx_path, folder, profile=device, dataset=dataset, normalization=norm,
-                       teacher_onnx=teacher, run_dir=run)
+    from edgekd.ship.bundle import BundleConfig
+
+    config = BundleConfig() if int8_tolerance is None else BundleConfig(int8_tolerance=int8_tolerance)
+    made = make_bundle(onnx_path, folder, profile=device, dataset=dataset, normalization=norm,
+                       teacher_onnx=teacher, run_dir=run, config=config)
+    fallback = read_json(made / "manifest.json").get("fallback")
+    if fallback:
+        notes.append(fallback)
+    return made
