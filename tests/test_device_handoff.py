@@ -19,7 +19,7 @@ from edgekd.core.runfolder import RunDir  # noqa: E402
 from edgekd.inputs.data import load_dataset  # noqa: E402
 from edgekd.inputs.profiles import load_profile  # noqa: E402
 from edgekd.run.setup import Inputs  # noqa: E402
-from edgekd.run.ship_stages import export_stage, on_cpu, teacher_stage  # noqa: E402
+from edgekd.run.ship_stages import export_stage, int8_stage, on_cpu, teacher_stage  # noqa: E402
 from edgekd.search.space import build  # noqa: E402
 from small_student import SMALL_SPEC  # noqa: E402
 
@@ -70,3 +70,11 @@ def test_stages_after_training_never_assume_the_training_device(tmp_path: Path, 
                         lambda path: (lambda m, i: (LeftOnGpu(m), i))(*real_load(path)))
     (onnx_path,) = export_stage(inputs, run, ["t1"])
     assert onnx_path.is_file() and not inputs.teacher.on_gpu
+
+    # a finalist's INT8 copy and its delta against FP32, as compress makes it for TensorRT targets
+    from edgekd.report.int8_rows import int8_entry
+
+    int8_stage(inputs, run, ["t1"])
+    entry = int8_entry(onnx_path, {"host": {}, "target": {}}, True, {"host": None, "target": None})
+    assert entry is not None and entry["samples"] == 1000
+    assert entry["delta_points"] == pytest.approx(100 * (entry["accuracy"] - entry["fp32_onnx_accuracy"]), abs=0.01)

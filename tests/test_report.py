@@ -217,5 +217,7 @@ def test_report_shows_the_int8_row_next_to_fp32(run_copy, tmp_path, tmp_path_fac
     int8_row = next(line for line in report.splitlines() if line.startswith(f"| {winner} int8 |"))
     assert report.splitlines().index(int8_row) == report.splitlines().index(fp32_row) + 1
     assert "fp32 ONNX" in int8_row and f"{100 * int8['accuracy']:.1f}" in int8_row
+    delta = round(100 * (int8["accuracy"] - int8["fp32_onnx_accuracy"]), 2)
+    assert int8["delta_points"] == delta and f"{delta:+.2f} points" in int8_row  # INT8 minus FP32
     (run_copy / "export" / f"{winner}.onnx").write_bytes(b"changed")  # the INT8 copy is now stale
     assert build_summary(run_copy) and not any(s.get("int8") for s in build_summary(run_copy)["students"])

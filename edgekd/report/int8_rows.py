@@ -1,6 +1,7 @@
 """The report's INT8 rows: the Q/DQ copy ``edgekd export RUN --int8`` records in RUN/export/
-(``ID.int8.onnx`` + ``ID.int8.json``, see :mod:`edgekd.ship.int8`), shown under its FP32
-student with the host ONNX Runtime accuracy of both on the same test images."""
+(``ID.int8.onnx`` + ``ID.int8.json``, see :mod:`edgekd.ship.int8`; ``edgekd compress`` makes one
+for every finalist when the target runs TensorRT), shown under its FP32 student with the host ONNX
+Runtime accuracy of both on the same test images and the INT8-minus-FP32 delta in points."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def int8_entry(onnx: Path, measured: dict[str, dict[str, dict]], target_is_host:
     latency = _model_latency(path, measured, None, target_is_host)
     return {"onnx": path.name, "accuracy": float(check["accuracy"]),
             "fp32_onnx_accuracy": float(check["fp32_accuracy"]), "samples": int(check["samples"]),
+            "delta_points": round(100 * (float(check["accuracy"]) - float(check["fp32_accuracy"])), 2),
             "top1_agreement": float(check["top1_agreement"]), "size_mb": _size_mb(path, None),
             "latency": latency, **_speed(latency, teacher_latency)}
 
@@ -34,8 +36,9 @@ def int8_row(s: dict) -> list[str]:
     from edgekd.report.report import _latency
 
     q = s["int8"]
+    delta = q.get("delta_points", round(100 * (q["accuracy"] - q["fp32_onnx_accuracy"]), 2))
     acc = (f"{fmt.percent(q['accuracy'])} (fp32 ONNX {fmt.percent(q['fp32_onnx_accuracy'])}, "
-           f"{q['samples']} images)")
+           f"{delta:+.2f} points, {q['samples']} images)")
     return [f"{s['trial']} int8", s["method"], str(s["depth"] or "-"), fmt.count(s["macs"]),
             fmt.count(s["params"]), fmt.size_mb(q["size_mb"]), str(s["epochs"]), acc, "",
             _latency(q["latency"]["host"]), fmt.rate(q["fps"]["host"]),

@@ -35,7 +35,7 @@ from edgekd.run.rundir import RunDir, default_out, open_run
 from edgekd.run.config import (EMBEDDED_LATENCY_MS, EMBEDDED_STEM_STRIDES, CompressConfig, check_effort,
                                default_epochs, has_hints)
 from edgekd.run.setup import Inputs, load_inputs, run_identity, train_images
-from edgekd.run.ship_stages import bundle_stage, export_stage, measure_stage, on_cpu, teacher_stage
+from edgekd.run.ship_stages import bundle_stage, export_stage, int8_stage, measure_stage, on_cpu, teacher_stage
 from edgekd.search.config import SearchConfig
 from edgekd.search.space import SpaceConfig
 
@@ -361,6 +361,8 @@ def _ship(config: CompressConfig, inputs: Inputs, run: RunDir, trials: list[dict
     note(f"exporting the teacher and {len(trials)} student(s) to ONNX, each parity-checked")
     teacher_stage(inputs, run)
     export_stage(inputs, run, [t["trial"] for t in trials], note)
+    if inputs.profile.runtime.backend == "trt":  # INT8 is an option there: its delta per finalist
+        int8_stage(inputs, run, [t["trial"] for t in trials if t["role"] == "final"], note)
     timing["export_s"] = round(time.monotonic() - mark, 2)
     mark = time.monotonic()
     note(f"measuring {len(trials) + 1} models on this host (ONNX Runtime, batch "

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from edgekd.search.space import StudentSpec
 
-__all__ = ["bundle_stage", "export_stage", "measure_stage", "on_cpu", "teacher_stage"]
+__all__ = ["bundle_stage", "export_stage", "int8_stage", "measure_stage", "on_cpu", "teacher_stage"]
 
 
 def on_cpu(model: nn.Module) -> nn.Module:
@@ -96,6 +96,20 @@ def export_stage(inputs: Inputs, run: RunDir, trial_ids: list[str],
                              metadata=metadata))
         note(f"exported {trial_id} ({number}/{len(trial_ids)})")
     return paths
+
+
+def int8_stage(inputs: Inputs, run: RunDir, trial_ids: list[str],
+               note: Callable[[str], None] = lambda text: None) -> None:
+    """``export/ID.int8.onnx`` + ``ID.int8.json`` for each finalist (kept when made from the same
+    FP32 export): the report's INT8 row with its accuracy delta against FP32, and the figure an int8
+    bundle's ``--int8-tolerance`` is compared with."""
+    from edgekd.ship.int8 import export_int8, recorded_int8
+
+    for trial_id in trial_ids:
+        onnx_path = run.export_onnx(trial_id)
+        if recorded_int8(onnx_path) is None:
+            record = export_int8(onnx_path, inputs.dataset, inputs.dataset.normalization)
+            note(f"int8 {trial_id}: {record['line']}")
 
 
 def measure_stage(config: CompressConfig, inputs: Inputs, run: RunDir, names: list[str],
