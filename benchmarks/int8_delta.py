@@ -128,29 +128,30 @@ def main() -> None:
     data = load_dataset(args.data)
     specs = students(tuple(data.input_shape), data.num_classes)
     started, load_start = time.monotonic(), os.getloadavg()
-    rows = []
+    rows: list[dict] = []
     tag = f"-{args.tag}" if args.tag else ""
+    data_name = ("../shared/data/" + Path(args.data).name) if "shared/data" in args.data else args.data
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             for family in args.families.split(","):
                 rows.append(one_run(specs[family], data, args.epochs, seed, Path(tmp) / f"{family}-{seed}"))
                 print(rows[-1], flush=True)
-    data_name = ("../shared/data/" + Path(args.data).name) if "shared/data" in args.data else args.data
-    result = {"command": " ".join(["python", "benchmarks/int8_delta.py", *sys.argv[1:]]),
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data": data_name,
-              "train_images": len(data.y_train), "test_images": len(data.y_test), "epochs": args.epochs,
-              "seeds": list(range(args.seeds)), "students": {k: v.to_dict() for k, v in specs.items()},
-              "tolerance_points": TOLERANCE_POINTS,
-              "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                          "threads": 1, "load_average_start": [round(v, 2) for v in load_start],
-                          "load_average_end": [round(v, 2) for v in os.getloadavg()]},
-              "wall_clock_s": round(time.monotonic() - started, 1), "runs": rows}
-    summary = summarise(rows)
-    result["summary"] = summary
-    atomic_write_json(RESULTS / f"int8_delta{tag}.json", result)
-    text = markdown(result, summary)
-    atomic_write_text(RESULTS / f"int8_delta{tag}.md", text)
-    print(text)
+                # written after every run: a run cut short by its time budget keeps what it measured
+                result = {"command": " ".join(["python", "benchmarks/int8_delta.py", *sys.argv[1:]]),
+                          "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data": data_name,
+                          "train_images": len(data.y_train), "test_images": len(data.y_test),
+                          "epochs": args.epochs, "seeds": sorted({r["seed"] for r in rows}),
+                          "students": {k: v.to_dict() for k, v in specs.items()},
+                          "tolerance_points": TOLERANCE_POINTS,
+                          "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                                      "torch": torch.__version__, "threads": 1,
+                                      "load_average_start": [round(v, 2) for v in load_start],
+                                      "load_average_end": [round(v, 2) for v in os.getloadavg()]},
+                          "wall_clock_s": round(time.monotonic() - started, 1), "runs": rows,
+                          "summary": summarise(rows)}
+                atomic_write_json(RESULTS / f"int8_delta{tag}.json", result)
+                atomic_write_text(RESULTS / f"int8_delta{tag}.md", markdown(result, result["summary"]))
+    print(markdown(result, result["summary"]))
 
 
 if __name__ == "__main__":

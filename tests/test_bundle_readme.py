@@ -62,7 +62,7 @@ def _commands(readme: str) -> list[list[str]]:
     """Every line of every fenced code block, split like a shell would (cd lines dropped)."""
     blocks = re.findall(r"```\n(.*?)```", readme, flags=re.S)
     lines = [line for block in blocks for line in block.splitlines() if line.strip()]
-    return [shlex.split(line) for line in lines if not line.startswith(("cd ", "export PATH="))]
+    return [shlex.split(line) for line in lines if not line.startswith(("cd ", "export PATH=", "rm -f "))]
 
 
 @pytest.mark.parametrize("name", PROFILES)

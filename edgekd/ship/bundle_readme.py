@@ -120,10 +120,12 @@ def trtexec_commands(profile: DeviceProfile, info: ReadmeInputs, trt11: bool) ->
         precision = " --stronglyTyped"
     else:
         precision = {"fp16": " --fp16", "int8": " --int8 --fp16", "fp32": ""}[runtime.precision]
-    return ["export PATH=\"$PATH:/usr/src/tensorrt/bin\""] + [
+    plan = _build_plan(profile, info, trt11)
+    stale = " ".join(f"{engine}.json" for _source, _out, engine in plan)  # a deploy build's sidecars
+    return ["export PATH=\"$PATH:/usr/src/tensorrt/bin\"", f"rm -f {stale}"] + [
         f"trtexec --onnx={source} --saveEngine={engine}{precision}{shapes} "
         f"--memPoolSize=workspace:{runtime.workspace_mb} --timingCacheFile=timing.cache"
-        for source, _out, engine in _build_plan(profile, info, trt11)]
+        for source, _out, engine in plan]
 
 
 def dla_commands(profile: DeviceProfile, info: ReadmeInputs) -> list[str]:
@@ -214,7 +216,7 @@ report uses the GPU engine: `dla-model.json` is for your comparison.
 {_block(dla, 'dla', [trt for trt in every if not trt.startswith("11") or profile.name == "jetson-agx-orin-64gb"])}
 """)
     parts.append(f"""If `python3 -m deploy build` fails, `trtexec` builds the same engine. It writes no
-`.engine.json`, so `bench` cannot check the TensorRT version nor record the precision (then
+`.engine.json` (the commands remove a stale one), so `bench` cannot check the TensorRT version nor record the precision (then
 `edgekd report` accepts the measurement only with `--force`); send `trtexec`'s output too.
 """)
     if weak:
