@@ -524,3 +524,34 @@ def test_no_cuda_runtime_at_all_is_one_line(monkeypatch) -> None:
         Cuda()
     text = str(error.value)
     assert text.startswith("no CUDA runtime found") and "DEPLOY_CUDART" in text and "\n" not in text
+
+
+def test_fp16_flag_on_tensorrt_11_takes_the_fp16_twin_of_the_same_model(tmp_path: Path) -> None:
+    """``deploy build model.onnx --fp16`` on 11.x builds model.fp16.onnx when it was made from this
+    very model.onnx (its edgekd.source_sha256), refuses a twin of another model, and leaves 8.x/10.x
+    (which have the FP16 flag) on model.onnx."""
+    onnx = pytest.importorskip("onnx")
+    from deploy.build import BuildOptions, fp16_source
+    from deploy.files import sha256_file
+    from deploy.onnxmeta import read_onnx_header
+
+    def write(path: Path, **meta: str) -> Path:
+        graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["input"], ["logits"])], "g",
+                                       [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 4])],
+                                       [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 4])])
+        model = onnx.helper.make_model(graph)
+        onnx.helper.set_model_props(model, meta)
+        onnx.save(model, str(path))
+        return path
+
+    fp32 = write(tmp_path / "model.onnx", **{"edgekd.id": "t1"})
+    header = read_onnx_header(fp32)
+    options = BuildOptions(fp16=True)
+    assert fp16_source("11.x", fp32, header, options)[0] == fp32  # no twin: check_precision refuses
+    write(tmp_path / "model.fp16.onnx", **{"edgekd.precision": "fp16", "edgekd.source_sha256": sha256_file(fp32)})
+    source, twin = fp16_source("11.x", fp32, header, options)
+    assert source.name == "model.fp16.onnx" and twin.metadata["edgekd.precision"] == "fp16"
+    assert fp16_source("10.x", fp32, header, options)[0] == fp32
+    write(tmp_path / "model.fp16.onnx", **{"edgekd.precision": "fp16", "edgekd.source_sha256": "0" * 64})
+    with pytest.raises(DeployError, match="not the FP16 copy of 'model.onnx'"):
+        fp16_source("11.x", fp32, header, options)
