@@ -148,7 +148,9 @@ def test_calibration_commands_sh_completes(fake_device, tmp_path: Path, precisio
     for version in ("8.5", "10.3", "11.x"):
         work = tmp_path / version
         shutil.copytree(folder, work)
-        env = {**os.environ, **fake_device, "FAKE_TENSORRT": listing_for(version)}
+        env = {**os.environ, **fake_device, "FAKE_TENSORRT": listing_for(version),
+               # "with the deploy kit on PYTHONPATH" (commands.sh's first line): this checkout's
+               "PYTHONPATH": os.pathsep.join([fake_device["PYTHONPATH"], str(TESTS.parent)])}
         proc = subprocess.run(["sh", "commands.sh"], cwd=work, env=env, capture_output=True, text=True,
                               timeout=300)
         assert proc.returncode == 0, f"TensorRT {version}:\n{script}\n{proc.stdout}\n{proc.stderr}"
