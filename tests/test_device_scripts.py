@@ -31,7 +31,7 @@ from edgekd.inputs.data import load_dataset  # noqa: E402
 from edgekd.inputs.profiles import load_profile  # noqa: E402
 from edgekd.ship.bundle import make_bundle  # noqa: E402
 from edgekd.ship.export import export_onnx  # noqa: E402
-from fake_tensorrt import CUDA_RUNTIME, listing_for  # noqa: E402
+from fake_tensorrt import CUDA_RUNTIME, listing_for, read_plan  # noqa: E402
 from small_student import trained_small_student  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
@@ -104,7 +104,7 @@ def test_every_device_command_completes(exports, fake_device, tmp_path: Path, na
     assert {step for step, _, _ in blocks} >= {"build", "trtexec", "measure"}
     if name == "jetson-agx-orin-64gb" and precision == "fp16":
         assert any(step == "dla" for step, _, _ in blocks)  # a static FP16 export on a board with DLAs
-    ran = []
+    ran, shapes = [], {}
     for version in sorted({v for _, on, _ in blocks for v in on}):
         for route, steps in ROUTES.items():
             script = "\n".join(body for step, on, body in blocks if step in steps and version in on)
@@ -126,6 +126,10 @@ def test_every_device_command_completes(exports, fake_device, tmp_path: Path, na
                 if version.startswith("11") and precision == "fp16":
                     assert engine["built_from"] == "model.fp16.onnx"  # no FP16 flag on 11: the FP16 ONNX
             ran.append((version, route))
+            shapes[(version, route)] = read_plan((work / "model.engine").read_bytes())["profile"]
+    for version in {v for v, _ in ran}:  # trtexec builds the batch range deploy build builds
+        assert shapes[(version, "deploy")] == shapes[(version, "trtexec")]
+        assert (shapes[(version, "deploy")] is not None) == (batch == "dynamic")
     assert {v for v, _ in ran} == {v for _, on, _ in blocks for v in on}
     assert {r for _, r in ran} == set(ROUTES)
 
