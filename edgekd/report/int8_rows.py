@@ -15,7 +15,8 @@ def int8_entry(onnx: Path, measured: dict[str, dict[str, dict]], target_is_host:
                teacher_latency: dict[str, dict | None]) -> dict[str, Any] | None:
     """The INT8 (Q/DQ) copy made by ``edgekd export RUN --int8``: its host ONNX Runtime accuracy
     next to the FP32 ONNX's on the same images, size, and latency when a measurement of it exists."""
-    from edgekd.report.report import _model_latency, _size_mb, _speed
+    from edgekd.report.report import _model_latency, _size_mb
+    from edgekd.report.tables import _speed
     from edgekd.ship.int8 import recorded_int8
 
     found = recorded_int8(onnx)
@@ -33,7 +34,7 @@ def int8_entry(onnx: Path, measured: dict[str, dict[str, dict]], target_is_host:
 
 def int8_row(s: dict) -> list[str]:
     """The INT8 row under its FP32 student's row (accuracy from ONNX Runtime on the host)."""
-    from edgekd.report.report import _latency
+    from edgekd.report.tables import _latency
 
     q = s["int8"]
     delta = q.get("delta_points", round(100 * (q["accuracy"] - q["fp32_onnx_accuracy"]), 2))
