@@ -157,7 +157,7 @@ def _bench(args: argparse.Namespace) -> None:
         args.model, backend=args.backend, batch=args.batch, warmup=args.warmup,
         min_seconds=0.5 if args.min_seconds is None else args.min_seconds,
         rounds=args.rounds, provider=args.provider, threads=args.threads,
-        spinning=not args.no_spin)
+        spinning=not args.no_spin, min_iters=args.iters)
     folder = Path(args.out) if args.out else Path(".")
     for measurement in results:
         out = write_json(folder / default_out(measurement), measurement)

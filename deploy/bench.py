@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +62,19 @@ def bench(model: str | Path, *, backend: str | None = None, batch: int = 1, warm
 def bench_interleaved(models: list[str | Path], *, backend: str | None = None, batch: int = 1,
                       warmup: int = 10, min_seconds: float = 0.5, rounds: int = 5,
                       provider: str = "cpu", threads: int = 1,
-                      spinning: bool = False) -> list[dict[str, Any]]:
+                      spinning: bool = False, min_iters: int = 0) -> list[dict[str, Any]]:
     """Measure several models under one protocol and return one Measurement each.
 
     Every model is opened (``threads`` intra-op threads, spinning off by default) and warmed
     up; then, ``rounds`` times, each model in turn is timed for ``min_seconds / rounds``
     seconds, so slow drifts of a shared machine (other jobs, clock changes) hit every model
     alike instead of whichever was timed during the disturbance. Each model is timed for at
-    least ``min_seconds`` in total. The Measurement reports median and p25 and names the
-    statistic to use (``"statistic": "median"``) and the protocol.
+    least ``min_seconds`` in total (and for at least ``min_iters`` runs, 3 per round at
+    least). The Measurement reports median and p25 and names the statistic to use
+    (``"statistic": "median"``) and the protocol; ``round_ms`` holds the median latency of
+    each round, and ``protocol.session`` is shared by the models timed together, so a ratio
+    of two of them can be taken round by round (its spread over the rounds is how far a
+    speed-up repeats).
 
     With one intra-op thread on the CPU provider, ONNX Runtime computes in the calling thread,
     so the thread's CPU time per run (``time.thread_time_ns`` around each model's turn in a
@@ -85,32 +90,36 @@ def bench_interleaved(models: list[str | Path], *, backend: str | None = None, b
         runners = [stack.enter_context(open_runner(m, backend, provider=provider, threads=threads,
                                                    batch=batch, spinning=spinning)) for m in models]
         return _interleave(runners, batch=batch, warmup=warmup, min_seconds=min_seconds,
-                           rounds=rounds, threads=threads, spinning=spinning)
+                           rounds=rounds, threads=threads, spinning=spinning,
+                           per_round=max(3, -(-min_iters // rounds)))
 
 
 def _interleave(runners: list[Any], *, batch: int, warmup: int, min_seconds: float, rounds: int,
-                threads: int, spinning: bool) -> list[dict[str, Any]]:
+                threads: int, spinning: bool, per_round: int = 3) -> list[dict[str, Any]]:
     """The timing loop of :func:`bench_interleaved` over open runners."""
     for runner in runners:
         runner.prepare(runner.random_feed(batch))
         time_callable(runner.run_prepared, warmup=warmup, iters=1)
     samples: list[list[float]] = [[] for _ in runners]
     cpu: list[list[float]] = [[] for _ in runners]  # per round: thread CPU ms per run
+    per_round_ms: list[list[float]] = [[] for _ in runners]  # per round: median wall-clock ms
     for _ in range(rounds):
         for i, runner in enumerate(runners):
             start = time.thread_time_ns()
-            taken = time_for(runner.run_prepared, seconds=min_seconds / rounds, min_iters=3)
+            taken = time_for(runner.run_prepared, seconds=min_seconds / rounds, min_iters=per_round)
             cpu[i].append((time.thread_time_ns() - start) / 1e6 / len(taken))
+            per_round_ms[i].append(float(statistics.median(taken)))
             samples[i] += taken
     protocol = {"min_seconds": min_seconds, "rounds": rounds, "threads": threads,
-                "spinning": spinning, "interleaved_with": len(runners)}
+                "spinning": spinning, "interleaved_with": len(runners),
+                "session": uuid.uuid4().hex[:16]}
     results = []
-    for runner, times, cpu_times in zip(runners, samples, cpu):
+    for runner, times, cpu_times, round_ms in zip(runners, samples, cpu, per_round_ms):
         latency, throughput = summarize(times, batch)
         results.append({
             **run_record(MEASUREMENT_FORMAT, runner, batch=batch, warmup=warmup, iters=len(times)),
             "latency_ms": latency, "throughput": throughput, "statistic": "median",
-            "protocol": protocol,
+            "protocol": protocol, "round_ms": round_ms,
             "timing": "perf_counter around each synchronous run, rounds interleaved across models"})
         if threads == 1 and runner.backend == "ort" and getattr(runner, "provider", "") == "cpu":
             results[-1]["cpu_ms"] = {"median": float(statistics.median(cpu_times)),

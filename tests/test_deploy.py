@@ -164,3 +164,20 @@ def test_build_without_tensorrt_is_one_line(tmp_path: Path, static_onnx: Path) -
     proc = deploy("build", str(static_onnx), cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: TensorRT is not installed") and proc.stderr.count("\n") == 1
+
+
+def test_interleaved_bench_records_each_round_and_one_session(tmp_path: Path, student_onnx: Path,
+                                                               static_onnx: Path) -> None:
+    """Several models timed together: each Measurement has its per-round medians and the same
+    session, so their ratio can be taken round by round; at least --iters runs each."""
+    proc = deploy("bench", str(student_onnx), str(static_onnx), "--min-seconds", "0.06",
+                  "--rounds", "3", "--iters", "30", "--threads", "1", "--no-spin", "--warmup", "2",
+                  "--out", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    found = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
+    assert len(found) == 2
+    for m in found:
+        assert len(m["round_ms"]) == 3 and all(v > 0 for v in m["round_ms"])
+        assert m["iterations"] >= 30
+        assert min(m["round_ms"]) <= m["latency_ms"]["p90"]
+    assert found[0]["protocol"]["session"] == found[1]["protocol"]["session"]

@@ -221,3 +221,44 @@ def test_report_shows_the_int8_row_next_to_fp32(run_copy, tmp_path, tmp_path_fac
     assert int8["delta_points"] == delta and f"{delta:+.2f} points" in int8_row  # INT8 minus FP32
     (run_copy / "export" / f"{winner}.onnx").write_bytes(b"changed")  # the INT8 copy is now stale
     assert build_summary(run_copy) and not any(s.get("int8") for s in build_summary(run_copy)["students"])
+
+
+def test_teacher_and_students_are_timed_together_and_the_speedup_has_its_spread(tmp_path_factory) -> None:
+    """The host measurement times teacher and students in turn over 5 rounds (one session);
+    the headline gives the median speed-up over the rounds and their range."""
+    run = reference_run(tmp_path_factory)
+    summary = summary_of(run)
+    names = ["teacher"] + [s["trial"] for s in summary["students"]]
+    records = [read_json(run / "measurements" / f"host-{name}.json") for name in names]
+    assert len({r["protocol"]["session"] for r in records}) == 1
+    assert all(len(r["round_ms"]) == 5 and r["protocol"]["threads"] == 1 for r in records)
+    winner = next(s for s in summary["students"] if s["trial"] == summary["winner"])
+    spread = winner["speedup_spread"]["host"]
+    assert spread["rounds"] == 5 and spread["low"] <= winner["speedup"]["host"] <= spread["high"]
+    md = (run / "report" / "report.md").read_text()
+    assert (f"speed-up on this host: {winner['speedup']['host']:.2f}x "
+            f"({spread['low']:.2f}-{spread['high']:.2f} over 5 rounds)") in md
+    assert "Winner: the finalist with the best validation accuracy" in md
+
+
+def test_a_merged_measurement_on_a_host_cpu_run_changes_the_rows_and_says_how(run_copy, tmp_path) -> None:
+    """The reference run's target is the host: a merged CPU figure replaces the host latency in
+    the table, the speed-up and the Pareto flags, and the command prints old -> new."""
+    summary = summary_of(run_copy)
+    winner = summary["winner"]
+    record = read_json(run_copy / "measurements" / f"host-{winner}.json")
+    record["latency_ms"] = {k: v * 3 for k, v in record["latency_ms"].items()}
+    path = tmp_path / "idle-cpu.json"
+    path.write_text(json.dumps(record))
+    result = CliRunner().invoke(cli, ["report", str(run_copy), "-m", str(path)])
+    assert result.exit_code == 0, result.output + result.stderr
+    student = next(s for s in summary_of(run_copy)["students"] if s["trial"] == winner)
+    assert student["latency"]["host"]["ms"] == pytest.approx(record["latency_ms"]["median"], rel=1e-5)
+    teacher_ms = summary["teacher"]["latency"]["host"]["ms"]
+    assert student["speedup"]["host"] == pytest.approx(teacher_ms / student["latency"]["host"]["ms"], abs=0.0051)
+    line = next(l for l in result.output.splitlines() if l.startswith(f"changed row '{winner}'"))
+    assert "latency " in line and " -> " in line and "speed-up" in line
+    from edgekd.core import fmt
+
+    md = (run_copy / "report" / "report.md").read_text()
+    assert f"| {fmt.ms(student['latency']['host']['ms'])} (measured) |" in md

@@ -41,7 +41,7 @@ def int8_row(s: dict) -> list[str]:
     acc = (f"{fmt.percent(q['accuracy'])} (fp32 ONNX {fmt.percent(q['fp32_onnx_accuracy'])}, "
            f"{delta:+.2f} points, {q['samples']} images)")
     return [f"{s['trial']} int8", s["method"], str(s["depth"] or "-"), fmt.count(s["macs"]),
-            fmt.count(s["params"]), fmt.size_mb(q["size_mb"]), str(s["epochs"]), acc, "",
+            fmt.count(s["params"]), fmt.size_mb(q["size_mb"]), str(s["epochs"]), "-", acc, "",
             _latency(q["latency"]["host"]), fmt.rate(q["fps"]["host"]),
             fmt.speedup(q["speedup"]["host"]), _latency(q["latency"]["target"]),
             fmt.rate(q["fps"]["target"]), fmt.speedup(q["speedup"]["target"])]

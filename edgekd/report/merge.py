@@ -121,8 +121,8 @@ def merge_measurements(run_root: str | Path, files: Iterable[str | Path], *,
 
 def merge_lines(merged: list[Merged], target_is_host: bool) -> list[str]:
     """What ``edgekd report`` prints per merged file: the figure and where the report shows it."""
-    column = ("used for the Pareto flags (this run's target is the host, so the table shows "
-              "host columns only)" if target_is_host else "column 'target ms'")
+    column = ("columns 'host ms' (this run's target is a CPU like the host's), speed-up and the "
+              "Pareto flags" if target_is_host else "column 'target ms'")
     lines = []
     for m in merged:
         r = m.record

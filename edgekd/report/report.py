@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import html
+import statistics
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -40,13 +41,13 @@ from edgekd.report.merge import merge_measurements
 from edgekd.report.search_section import search_section
 from edgekd.report.plots import CAPTIONS, PLOTS, plots, target_ms
 from edgekd.report.tables import (TABLE_NOTES, _speed, budget_text, headline,  # noqa: F401 (re-exported)
-                                  table_header, table_rows)
+                                  selection, selection_text, table_header, table_rows)
 
 SUMMARY_FORMAT = "edgekd.summary/1"
 #: Keys whose values depend on the clock or the machine's load (the Pareto front too: it
 #: is taken over measured latencies); :func:`deterministic_view` drops them so two runs with
 #: the same seed on CPU compare equal.
-VOLATILE_KEYS = frozenset({"latency", "fps", "speedup", "pareto", "timing", "seconds",
+VOLATILE_KEYS = frozenset({"latency", "fps", "speedup", "speedup_spread", "pareto", "timing", "seconds",
                            "job_seconds", "created", "measurement_files"})
 
 
@@ -78,7 +79,26 @@ def _latency_from(measurement: dict) -> dict[str, Any]:
             "label": "measured, forced" if forced else "measured", **({"forced": forced} if forced else {}),
             "device": measurement.get("device", "?"), "backend": measurement.get("backend", "?"),
             "precision": measurement.get("precision", "fp32"),
-            "batch": int(measurement.get("batch", 1))}
+            "batch": int(measurement.get("batch", 1)), **_rounds(measurement)}
+
+
+def _rounds(measurement: dict) -> dict[str, Any]:
+    """The per-round medians of an interleaved measurement and the session that timed the
+    models together (nothing for a single-model or a device measurement without them)."""
+    rounds, session = measurement.get("round_ms"), (measurement.get("protocol") or {}).get("session")
+    if not isinstance(rounds, list) or not rounds or not isinstance(session, str):
+        return {}
+    try:
+        values = [float(v) for v in rounds]
+        median = float(measurement["latency_ms"]["median"])
+    except (TypeError, ValueError, KeyError):
+        return {}
+    # the rounds come from the same samples as the median: a file whose rounds disagree with
+    # its latency was edited by hand (e.g. a host file relabelled as a device's) and is taken
+    # without them
+    if min(values) <= 0 or not 0.5 <= statistics.median(values) / median <= 2.0:
+        return {}
+    return {"rounds": values, "session": session}
 
 
 def _model_latency(onnx: Path | None, measured: dict[str, dict[str, dict]],
@@ -87,6 +107,8 @@ def _model_latency(onnx: Path | None, measured: dict[str, dict[str, dict]],
     host = _latency_from(measured["host"][sha]) if sha in measured["host"] else None
     if sha in measured["target"]:
         target = _latency_from(measured["target"][sha])
+        if target_is_host:  # the target is a CPU like this one: the merged figure is the host's
+            host = dict(target)
     elif target_is_host and host is not None:
         target = dict(host)
     elif predicted:
@@ -127,6 +149,7 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
     pareto = pareto_front([(s["trial"], target_ms(s), s["test_acc"]) for s in students])
     for student in students:
         student["pareto"] = student["trial"] in pareto
+    chosen = selection(students, search["winner"], bool(search.get("baselines")))
     return fmt.clean({  # no float32 noise digits in summary.json
         "format": SUMMARY_FORMAT,
         "run": {"folder": run.root.name, "profile": identity["profile"].get("name"),
@@ -141,6 +164,7 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
         "teacher": teacher,
         "students": students,
         "winner": search["winner"],
+        "selection": chosen,
         "ablation": _ablation(search, students),
         "measurement_files": [p.name for p in run.measurement_files()],
         "timing": search.get("timing", {}),
@@ -250,6 +274,7 @@ def document(summary: dict) -> list[tuple]:
               f"{teacher.get('name') or teacher.get('source')} "
               f"({str(teacher.get('fingerprint'))[:12]}), seed {run['seed']}."),
         ("pre", headline(summary)),
+        ("p", selection_text(summary)),
         ("h2", "Students"), ("p", TABLE_NOTES),
         ("table", table_header(summary), table_rows(summary)),
         ("h2", "Search"),

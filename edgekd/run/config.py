@@ -112,7 +112,9 @@ class CompressConfig:
     max_train_samples: int | None = None
     batch_size: int | None = None
     measure_warmup: int = 50
-    measure_iters: int = 500
+    measure_iters: int = 500  # at least this many timed runs per model, over the rounds
+    measure_seconds: float = 0.5  # each model timed for at least this long, over the rounds
+    measure_rounds: int = 5  # teacher and students timed in turn, this many times
     bundle: bool = True
     int8_tolerance: float = BundleConfig.int8_tolerance  # points; see edgekd.ship.bundle.BundleConfig
     progress: bool = True

@@ -366,7 +366,8 @@ def _ship(config: CompressConfig, inputs: Inputs, run: RunDir, trials: list[dict
     timing["export_s"] = round(time.monotonic() - mark, 2)
     mark = time.monotonic()
     note(f"measuring {len(trials) + 1} models on this host (ONNX Runtime, batch "
-         f"{inputs.profile.budget.batch}, {config.measure_iters} iterations each)")
+         f"{inputs.profile.budget.batch}, one thread; {config.measure_rounds} rounds, teacher and "
+         f"students in turn, >= {config.measure_seconds:g} s each)")
     measure_stage(config, inputs, run, ["teacher"] + [t["trial"] for t in trials], note)
     timing["measure_s"] = round(time.monotonic() - mark, 2)
     write_doc(OUTCOME, run.outcome, {

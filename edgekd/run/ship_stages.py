@@ -114,20 +114,44 @@ def int8_stage(inputs: Inputs, run: RunDir, trial_ids: list[str],
 
 def measure_stage(config: CompressConfig, inputs: Inputs, run: RunDir, names: list[str],
                   note: Callable[[str], None] = lambda text: None) -> None:
-    """measurements/host-NAME.json for each exported model (skipped when already measured)."""
-    from edgekd.ship.measure import measure_onnx
+    """measurements/host-NAME.json for the teacher and every exported student, timed together
+    (skipped when each one's file still matches its ONNX and they come from one session).
 
+    All models are timed in one ``python -m deploy bench`` call under the latency benchmark's
+    protocol (:func:`deploy.bench.bench_interleaved`): ``config.measure_rounds`` rounds, each
+    model in turn per round, one intra-op thread, no spinning, each model for at least
+    ``config.measure_seconds`` and ``config.measure_iters`` runs. A load that comes and goes on
+    a shared machine then hits teacher and students alike, and the per-round medians
+    (``round_ms``) give the speed-up's spread over the rounds (see edgekd.report.tables)."""
+    import shutil
+    import tempfile
+
+    from edgekd.ship.measure import run_deploy
+
+    onnx = {name: run.export_onnx(name) for name in names}
+    done = [read_doc_or_none(MEASUREMENT, run.host_measurement(name)) for name in names]
+    sessions = {(d.get("protocol") or {}).get("session") for d in done if d is not None}
+    if all(d is not None and d["sha256"] == sha256_file(onnx[n]) for n, d in zip(names, done)) \
+            and len(sessions) == 1 and None not in sessions:
+        return
+    with tempfile.TemporaryDirectory(prefix="edgekd-measure-") as tmp:
+        run_deploy(["bench", *(str(onnx[n].resolve()) for n in names), "--backend", "ort",
+                    "--batch", str(inputs.profile.budget.batch), "--warmup", str(config.measure_warmup),
+                    "--iters", str(config.measure_iters), "--min-seconds", str(config.measure_seconds),
+                    "--rounds", str(config.measure_rounds), "--threads", "1", "--no-spin",
+                    "--out", tmp], timeout=600 + 10 * config.measure_seconds * len(names))
+        for name in names:  # deploy names each file MODEL.ort.fp32.bBATCH.json
+            found = list(Path(tmp).glob(f"{onnx[name].stem}.ort.*.json"))
+            if len(found) != 1:
+                raise RuntimeError(f"deploy bench wrote {len(found)} files for {onnx[name].name}")
+            run.measurements.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(found[0]), run.host_measurement(name))
     from edgekd.core import fmt
+    from edgekd.core.fileio import read_json
 
-    for number, name in enumerate(names, 1):
-        onnx_path, out = run.export_onnx(name), run.host_measurement(name)
-        done = read_doc_or_none(MEASUREMENT, out)  # damaged: measured again
-        if done is not None and done["sha256"] == sha256_file(onnx_path):
-            continue
-        found = measure_onnx(onnx_path, batch=inputs.profile.budget.batch, backend="ort",
-                             warmup=config.measure_warmup, iters=config.measure_iters, out=out)
-        note(f"measured {name}: {fmt.ms(found['latency_ms']['median'])} ms "
-             f"({number}/{len(names)})")
+    for name in names:
+        found = read_json(run.host_measurement(name))
+        note(f"measured {name}: {fmt.ms(found['latency_ms']['median'])} ms")
 
 
 def bundle_stage(inputs: Inputs, run: RunDir, winner_trial: str, int8_tolerance: float) -> Path:
