@@ -166,3 +166,18 @@ def test_fp16_onnx_that_loses_accuracy_is_refused(bundles: dict[str, Path], tmp_
         make_checked_fp16(bundle / "model.onnx", tmp_path / "m.fp16.onnx", x, y, perfect,
                           max_drop=0.01)
     assert not (tmp_path / "m.fp16.onnx").exists()
+
+
+def test_a_cpu_bundle_readme_does_not_talk_about_tensorrt() -> None:
+    """host-cpu runs ONNX Runtime: its README has no engine, no TensorRT, no trtexec."""
+    from edgekd.inputs.profiles import load_profile
+    from edgekd.ship.bundle_readme import ReadmeInputs, render_readme
+
+    info = ReadmeInputs(batch=1, model_sha="0" * 64, has_teacher=True, input_shape=(1, 28, 28),
+                        dynamic=False)
+    text = render_readme(load_profile("host-cpu"), info)
+    for word in ("TensorRT", "engine", "trtexec"):
+        assert word not in text, word
+    assert "python3 -m deploy bench" in text or "deploy bench" in text
+    orin = render_readme(load_profile("jetson-orin-nano-8gb"), info)
+    assert "no engine of this bundle" in orin and "*.engine.json" in orin

@@ -262,3 +262,23 @@ def test_a_merged_measurement_on_a_host_cpu_run_changes_the_rows_and_says_how(ru
 
     md = (run_copy / "report" / "report.md").read_text()
     assert f"| {fmt.ms(student['latency']['host']['ms'])} (measured) |" in md
+
+
+def test_predict_takes_a_run_folder_and_uses_its_winner(run_copy, tmp_path) -> None:
+    """`edgekd predict RUN images/` (as export takes a run folder): the winner's ONNX."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    from edgekd.inputs.data import load_dataset
+
+    image = load_dataset(None).x_test[0].reshape(28, 28)
+    Image.fromarray(image).save(folder / "digit.png")
+    winner = summary_of(run_copy)["winner"]
+    by_run = CliRunner().invoke(cli, ["predict", str(run_copy), str(folder), "--json"])
+    by_file = CliRunner().invoke(cli, ["predict", str(run_copy / "export" / f"{winner}.onnx"),
+                                       str(folder), "--json"])
+    assert by_run.exit_code == 0, by_run.output
+    assert by_run.output == by_file.output and "digit.png" in by_run.output
+    empty = CliRunner().invoke(cli, ["predict", str(tmp_path), str(folder)])
+    assert empty.exit_code == 2 and "finished run folder" in empty.stderr

@@ -133,3 +133,24 @@ def test_resume_with_baselines_trains_only_the_missing_arms(tmp_path_factory) ->
     assert set(after) - set(trained) == {f"{arch}-kd", f"{arch}-scratch"}
     methods = {row["method"] for row in summary_of(out)["ablation"]}
     assert methods == {"fitnet", "kd", "scratch"}
+
+
+def test_a_rerun_says_which_folder_and_how_to_continue_the_previous(tmp_path, monkeypatch) -> None:
+    """A second 'edgekd compress' writes runs/default2: its first line says so, why, and how to
+    continue runs/default instead."""
+    from edgekd.run.pipeline import CompressConfig, run_folder, run_folder_line
+    from edgekd.run.rundir import open_run
+
+    monkeypatch.chdir(tmp_path)
+    config = CompressConfig()
+    assert run_folder_line(config, run_folder(config)) == "run folder: runs/default (the default folder)"
+    open_run(run_folder(config), {"seed": 0}, resume=False)
+    assert run_folder_line(config, run_folder(config)) == (
+        "run folder: runs/default2 (a new run: runs/default already holds one; to continue that "
+        "one instead, stop this (Ctrl-C) and add --resume --out runs/default to the command)")
+    open_run(run_folder(config), {"seed": 0}, resume=False)
+    assert "runs/default2 already holds one" in run_folder_line(config, run_folder(config))
+    resumed = CompressConfig(resume=True)
+    assert run_folder_line(resumed, run_folder(resumed)) == (
+        "run folder: runs/default2 (--resume without --out: the latest default folder)")
+    assert run_folder_line(CompressConfig(out=Path("x")), Path("x")) == "run folder: x (--out)"

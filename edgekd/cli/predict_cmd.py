@@ -18,7 +18,8 @@ from edgekd.cli.base import verbose_option
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print one JSON object per image.")
 @verbose_option
 def predict(model: Path, images: tuple[str, ...], top_k: int, as_json: bool) -> None:
-    """Classify image files (or every image in a folder) with an exported MODEL.onnx and print
+    """Classify image files (or every image in a folder) with an exported MODEL.onnx (or a
+    run folder: its winner) and print
     each image's top classes with their probabilities. Class names and normalisation come from
     the model's metadata (edgekd export writes them); images are converted to the model's
     channels and resized to its input size. Runs through the deploy kit's ONNX Runtime
@@ -26,6 +27,7 @@ def predict(model: Path, images: tuple[str, ...], top_k: int, as_json: bool) -> 
 
     \b
     Example:
+        edgekd predict runs/default images/
         edgekd predict runs/default/export/teacher.onnx digit.png
         edgekd predict exported/6e4768515f76.onnx photos/ --top 3 --json
     """

@@ -42,7 +42,7 @@ class TrainConfig:
 
     method: str = "fitnet"
     epochs: int = 10
-    hint_epochs: int = 2
+    hint_epochs: int = 1  # also compress's (CompressConfig reads it)
     #: method options (edgekd.distill.methods.MethodOption): ``T``, ``alpha``, ``label_smoothing``
     #: here, the others in ``method_options``; None or absent: the method's declared default
     temperature: float | None = None

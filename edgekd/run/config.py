@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.core.errors import EdgekdError
+from edgekd.distill.config import TrainConfig
 from edgekd.distill.methods import METHODS
 from edgekd.run.halving import HalvingConfig, Rung, epochs_spent
 from edgekd.ship.bundle import BundleConfig
@@ -55,9 +56,9 @@ HINT_FIELDS = ("hint_mode", "hint_beta", "hint_lr", "hint_patience", "hint_min_d
 class CompressConfig:
     """Everything ``edgekd compress`` takes. ``None`` means: the profile's or the default.
     Every default of the command lives here once; the CLI reads its option defaults from these
-    fields. ``hint_epochs`` (1) is compress's own default, apart from
-    :class:`~edgekd.distill.config.TrainConfig`'s (2, ``edgekd train``'s); the other training
-    fields that compress leaves unset (``batch_size`` None, ...) take TrainConfig's."""
+    fields. ``hint_epochs`` is :class:`~edgekd.distill.config.TrainConfig`'s (one default for
+    ``edgekd train`` and ``compress``); the other training fields that compress leaves unset
+    (``batch_size`` None, ...) take TrainConfig's."""
 
     profile: str | None = None
     teacher: str | None = None
@@ -70,7 +71,7 @@ class CompressConfig:
     candidates: int = 6
     epochs: int | None = None  # None: default_epochs(training images), printed
     min_epochs: int | None = None  # None: a third of epochs (a rung long enough to rank on)
-    hint_epochs: int = 1
+    hint_epochs: int = TrainConfig.hint_epochs
     eta: int = 3
     finalists: int = 2
     rungs: int | None = None

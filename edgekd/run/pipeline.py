@@ -161,6 +161,22 @@ def run_folder(config: CompressConfig) -> Path:
     return numbered(max(1, i - 1)) if config.resume else numbered(i)
 
 
+def run_folder_line(config: CompressConfig, out: Path) -> str:
+    """The line a run starts with: which folder it writes and why, and for a numbered rerun
+    how to continue the previous run instead."""
+    if config.out:
+        return f"run folder: {out} (--out{', resumed' if config.resume else ''})"
+    if config.resume:
+        return f"run folder: {out} (--resume without --out: the latest default folder)"
+    base = default_out(config.profile, config.data, config.teacher)
+    if out == base:
+        return f"run folder: {out} (the default folder)"
+    number = int(out.name[len(base.name):])
+    previous = base if number == 2 else base.with_name(f"{base.name}{number - 1}")
+    return (f"run folder: {out} (a new run: {previous} already holds one; to continue that one "
+            f"instead, stop this (Ctrl-C) and add --resume --out {previous} to the command)")
+
+
 def store_plan(run: RunDir, rungs: list[Rung], options: dict[str, Any] | None = None,
                configs: dict[str, Any] | None = None) -> None:
     """run.json's ``plan`` (rungs x trials x epochs), written before any training, the
@@ -270,6 +286,7 @@ def compress(config: CompressConfig) -> Summary:
     check_effort(config, plan_rungs(config.candidates, config.halving()))
     out = run_folder(config)
     preflight.check_out(out)
+    say(config.progress, run_folder_line(config, out))
     if config.calibration:
         from edgekd.inputs.profiles import load_profile
 

@@ -281,7 +281,7 @@ stored in it.
 ## Send back
 
 {_block(["scp DEVICE:bundle/measurement-*.json DEVICE:bundle/check-model.json "
-         "DEVICE:bundle/profile-model.json DEVICE:bundle/*.engine.json .",
+         "DEVICE:bundle/profile-model.json" + (" DEVICE:bundle/*.engine.json" if trt else "") + " .",
          f"edgekd report {run} {measured}"])}
 
 The run's profile is {profile.name} ({profile.runtime.backend}, {profile.runtime.precision}, batch

@@ -89,6 +89,25 @@ def class_names(metadata: dict[str, str], count: int) -> list[str]:
     return [str(i) for i in range(count)]
 
 
+def run_model(model: Path) -> Path:
+    """``model`` itself, or for a run folder (runs/NAME) the ONNX export of its winner."""
+    if not model.is_dir():
+        return model
+    from edgekd.core.runfolder import OUTCOME, RunDir, safe_id
+
+    run = RunDir(model)
+    if not run.outcome_path().is_file():
+        raise EdgekdError(f"'{model}' is neither an .onnx file nor a finished run folder (no "
+                          f"outcome.json): pass a model, or finish the run with 'edgekd compress "
+                          f"--out {model} --resume'")
+    winner = safe_id(run.read(OUTCOME, run.outcome_path()).get("winner"), run.outcome_path())
+    onnx = run.export_onnx(winner)
+    if not onnx.is_file():
+        raise EdgekdError(f"run '{model}' has no export of its winner ({onnx}): finish the run "
+                          f"with 'edgekd compress --out {model} --resume'")
+    return onnx
+
+
 def predict(model: str | Path, inputs: list[str | Path], *, top_k: int = 5,
             batch_size: int = 64) -> list[Prediction]:
     """The ``top_k`` classes of every image in ``inputs`` (see the module docstring)."""
@@ -96,10 +115,10 @@ def predict(model: str | Path, inputs: list[str | Path], *, top_k: int = 5,
     from deploy.errors import DeployError
     from deploy.runners import OrtRunner, run_batched
 
-    model = Path(model)
+    model = run_model(Path(model))
     if model.suffix != ".onnx" or not model.is_file():
         raise EdgekdError(f"model '{model}' is not an .onnx file: pass a model from "
-                          "'edgekd export' or a run's export/ folder")
+                          "'edgekd export', a run's export/ folder or a run folder")
     paths = image_paths(list(inputs))
     try:
         runner = OrtRunner(model)
