@@ -6,6 +6,7 @@ dataclass that owns it (TrainConfig, SearchConfig, CompressConfig): the CLI neve
 from __future__ import annotations
 
 import dataclasses
+import re
 import traceback
 from typing import Any, Callable
 
@@ -13,7 +14,7 @@ import click
 
 from edgekd.core.errors import EdgekdError, disk_error
 
-__all__ = ["MAX_BATCH", "EdgekdGroup", "default_of", "is_verbose", "verbose_option"]
+__all__ = ["HELP_EPILOG", "MAX_BATCH", "CompactCommand", "EdgekdGroup", "default_of", "is_verbose", "verbose_option"]
 
 
 def _set_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
@@ -79,6 +80,36 @@ class EdgekdGroup(click.Group):
             click.secho("interrupted: finished work is saved; rerun with --resume to continue",
                         fg="yellow", err=True)
             ctx.exit(130)
+
+
+#: Under the options of ``compress --help`` and ``train --help``: where the longer explanations live.
+HELP_EPILOG = ("Methods, their options and their measured comparisons: docs/methods.md. The rest: "
+               "README.md.")
+
+#: A numeric range as click shows it in help: ``x>=0``, ``0<=x<1``, ``1<=x<=65536``.
+_RANGE = re.compile(r"^(?:[-+\w.]+<=?)?x(?:[<>]=?[-+\w.]+)?$")
+
+
+def _without_range(text: str) -> str:
+    """``"... [default: 0.0; 0<=x<1]"`` -> ``"... [default: 0.0]"`` (the range is in the error
+    message of a value outside it)."""
+    found = re.search(r"\s*\[([^\[\]]*)\]$", text)
+    if not found:
+        return text
+    items = [item for item in found.group(1).split("; ") if not _RANGE.match(item.strip())]
+    head = text[:found.start()]
+    return f"{head}  [{'; '.join(items)}]" if items else head
+
+
+class CompactCommand(click.Command):
+    """A command whose option list leaves out numeric ranges, so that each option's help stays
+    within a few lines."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [record for param in self.get_params(ctx) if (record := param.get_help_record(ctx))]
+        if rows:
+            with formatter.section("Options"):
+                formatter.write_dl([(name, _without_range(text)) for name, text in rows])
 
 
 def default_of(config_class: type, name: str) -> Any:

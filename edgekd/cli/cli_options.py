@@ -28,29 +28,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgekd.inputs.data import ImageDataset
 
 TEACHER_OPTION_HELP = (
-    "The teacher to compress. Omit it (or 'builtin') for the built-in CNN trained on the shipped "
-    "MNIST subset (cached after the first run). Otherwise: a TorchScript file, a torch.export "
-    "program (.pt2, needs --trust-code: its loader unpickles), a state_dict file (needs --arch), "
-    "an edgekd checkpoint, or a Python entry point 'pkg.module:function' (needs --trust-code). Repeat it for an ensemble of teachers.")
+    "TorchScript, .pt2 (with --trust-code), state_dict (with --arch), edgekd checkpoint or "
+    "pkg.module:fn [built-in CNN]. Repeat for an ensemble.")
 ARCH_OPTION_HELP = (
-    "Architecture for a state_dict --teacher: a torchvision model name (resnet18, "
-    "mobilenet_v3_small, ...; built with num_classes = the data's classes), 'edgekd:builtin-cnn', "
-    "or 'pkg.module:function' (needs --trust-code). Give it once for all teachers or once per "
-    "--teacher, in order.")
-TRUST_CODE_HELP = (
-    "Allow running code that comes with the teacher: import an entry point, or unpickle a "
-    "whole saved model (torch.save(model)). Only for files and code you trust.")
+    "A state_dict teacher's architecture: torchvision name (resnet18, ...), edgekd:builtin-cnn or "
+    "pkg.module:fn. Once, or once per --teacher.")
+TRUST_CODE_HELP = "Allow code that comes with the teacher (entry points, pickles): trusted files only."
 DATA_OPTION_HELP = (
-    "Training data: 'mnist-subset' (default, shipped), a .npz with x_train/y_train/x_test/y_test "
-    "(uint8 or float images, NHW, NHWC or NCHW; optional classes), an image folder "
-    "DIR/train/<class>/* + DIR/test/<class>/* (or val/), or 'torchvision:NAME:ROOT' for a "
-    "torchvision set already downloaded (edgekd never downloads).")
+    "Data: mnist-subset [default], a .npz (x_train, y_train, x_test, y_test), an image folder "
+    "DIR/train/CLASS/*, or torchvision:NAME:ROOT.")
 #: ``--augment`` of train and compress: edgekd.distill.augment.AUGMENTS, repeated here so that
 #: the CLI does not import torch to build its options (tests/test_augment.py checks they agree).
 AUGMENTS = ("auto", "none", "shift", "crop-flip")
-AUGMENT_HELP = ("Training augmentation, identical for student and teacher inputs: auto = random "
-                "crop (pad 1/8 of the side) + horizontal flip for RGB images, small shifts (up to "
-                "1/14 of the side, 2 px on 28x28) for single-channel images; none; shift; crop-flip.")
+AUGMENT_HELP = ("auto (crop + flip for RGB, small shifts for grey images), none, shift or "
+                "crop-flip; the teacher sees the same images.")
 IMAGE_SIZE_HELP = "Resize image-folder data to this size: N or HxW (default: the first image's size)."
 
 
@@ -74,10 +65,10 @@ def _parse_image_size(_ctx: click.Context, _param: click.Parameter, value: str |
 def _teacher_options(func: Callable[..., Any], *, multiple: bool) -> Callable[..., Any]:
     func = click.option("--trust-code", is_flag=True, default=False, help=TRUST_CODE_HELP)(func)
     func = click.option("--arch", "arch", multiple=multiple, default=None, metavar="ARCH",
-                        help=ARCH_OPTION_HELP if multiple else ARCH_OPTION_HELP.split(" Give it once")[0])(func)
+                        help=ARCH_OPTION_HELP if multiple else ARCH_OPTION_HELP.split(" Once, or")[0])(func)
     return click.option("--teacher", "-t", "teacher", multiple=multiple, default=None, metavar="SOURCE",
                         help=TEACHER_OPTION_HELP if multiple
-                        else TEACHER_OPTION_HELP.replace(" Repeat it for an ensemble of teachers.", ""))(func)
+                        else TEACHER_OPTION_HELP.replace(" Repeat for an ensemble.", ""))(func)
 
 
 def teacher_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -163,19 +154,18 @@ class RegistryHelpOption(click.Option):
 
 def method_option(*, compress: bool, default: str, help_prefix: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--method``: the names in :mod:`edgekd.distill.methods` (for ``compress``: those it can
-    search with), with each method's help."""
-    from edgekd.distill.methods import method_names, methods_help
+    search with), listed in the help; what each does and its options are in docs/methods.md."""
+    from edgekd.distill.methods import method_names
 
     names = lambda: method_names(compress=compress)  # noqa: E731
     flags = ("--method", "-m") if not compress else ("--method",)
     return click.option(*flags, cls=RegistryHelpOption, type=RegistryChoice(names), default=default,
-                        show_default=True, help_text=lambda: help_prefix + methods_help(compress=compress))
+                        show_default=True, metavar="METHOD",
+                        help_text=lambda: f"{help_prefix}{', '.join(names())} (docs/methods.md).")
 
 
-
-METHOD_OPT_HELP = ("An option of --method's loss, NAME=VALUE (repeatable), e.g. dkd.beta=8; each "
-                   "method's options are listed under --method, their defaults and meaning in "
-                   "docs/methods.md. An option the method does not use is refused.")
+METHOD_OPT_HELP = ("An option of the method's loss (repeatable), e.g. dkd.beta=8; each method's "
+                   "options: docs/methods.md.")
 
 
 def _parse_method_opts(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
@@ -226,24 +216,18 @@ def hint_options(command: Callable[..., Any]) -> Callable[..., Any]:
     default = TrainConfig.__dataclass_fields__
     options = [
         click.option("--hint-mode", type=click.Choice(HINT_MODES), default=default["hint_mode"].default,
-                     show_default=True,
-                     help="Hint methods (fitnet, fitnet-dkd, ...): single = one hint (the teacher stage "
-                          "nearest its middle, paired at equal resolution); multi = one hint per teacher "
-                          "stage with a student map of its size (the hint losses summed); joint = the "
-                          "single hint, then also --hint-beta * L_hint added to the KD stage's loss with "
-                          "the regressor trained until the end (--hint-epochs may then be 0)."),
+                     show_default=True, metavar="MODE",
+                     help="single: one hint at the teacher's middle; multi: one per teacher stage; "
+                          "joint: single, its loss kept during KD."),
         click.option("--hint-beta", type=click.FloatRange(min=0), default=default["hint_beta"].default,
-                     show_default=True, help="--hint-mode joint: weight of the hint loss during KD."),
+                     show_default=True, metavar="X", help="Hint loss weight during KD (joint)."),
         click.option("--hint-lr", type=click.FloatRange(min=0, min_open=True), default=default["hint_lr"].default,
-                     show_default=True,
-                     help="Learning rate of the hint stage's own Adam (cosine to 0 over --hint-epochs)."),
+                     show_default=True, metavar="LR", help="Hint-stage learning rate (Adam)."),
         click.option("--hint-patience", type=click.IntRange(min=0), default=default["hint_patience"].default,
-                     show_default=True,
-                     help="End the hint stage early when the best R^2 of the regressor(s) over the last N "
-                          "hint epochs is less than --hint-min-delta above the best before them; 0: run "
-                          "all --hint-epochs."),
+                     show_default=True, metavar="N",
+                     help="End the hint stage after N epochs without R^2 gain; 0: never."),
         click.option("--hint-min-delta", type=click.FloatRange(min=0), default=default["hint_min_delta"].default,
-                     show_default=True, help="The R^2 gain that counts as progress for --hint-patience."),
+                     show_default=True, metavar="X", help="R^2 gain counted by --hint-patience."),
     ]
     for option in reversed(options):
         command = option(command)

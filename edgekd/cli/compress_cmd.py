@@ -9,11 +9,11 @@ from typing import Any
 
 import click
 
-from edgekd.cli.base import MAX_BATCH, default_of, verbose_option
+from edgekd.cli.base import HELP_EPILOG, MAX_BATCH, CompactCommand, default_of, verbose_option
 from edgekd.cli.cli_options import (AUGMENT_HELP, AUGMENTS, DATA_OPTION_HELP, hint_options, merge_method_options,
                                     method_opt_option, method_option, single_teacher_options)
 from edgekd.cli.config_file import config_option
-from edgekd.run.config import DEFAULT_METHOD, DEFAULT_METHOD_WHY, CompressConfig
+from edgekd.run.config import CompressConfig
 
 __all__ = ["compress"]
 
@@ -23,117 +23,99 @@ def _default(name: str) -> Any:
     return default_of(CompressConfig, name)
 
 
-@click.command()
+@click.command(cls=CompactCommand, epilog=HELP_EPILOG)
 @config_option
-@click.option("--profile", "-p", default=None, help="Device profile name or .toml path [host-cpu].")
+@click.option("--profile", "-p", default=None, metavar="NAME|FILE",
+              help="Target device profile [host-cpu].")
 @single_teacher_options
 @click.option("--data", "-d", default=None, metavar="SPEC", help=DATA_OPTION_HELP)
-@click.option("--max-macs", default=None, help="MACs budget per image, e.g. 1.5M [profile's].")
-@click.option("--latency-ms", type=float, default=None, help="Latency budget in ms [profile's].")
-@click.option("--batch", type=click.IntRange(min=1, max=MAX_BATCH), default=None,
+@click.option("--max-macs", default=None, metavar="N", help="MACs budget per image, e.g. 1.5M [profile's].")
+@click.option("--latency-ms", type=float, default=None, metavar="MS", help="Latency budget [profile's].")
+@click.option("--batch", type=click.IntRange(min=1, max=MAX_BATCH), default=None, metavar="N",
               help="Batch of the latency budget [profile's].")
-@click.option("--candidates", "-n", type=int, default=_default("candidates"), show_default=True,
-              help="Students shortlisted for successive halving.")
-@click.option("--epochs", "-e", type=int, default=None,
-              help="Epochs of the final training (the last rung) [from the data size: about 300k "
-                   "training images seen on CPU, 1.5M on a GPU, 4..60 epochs: 30 for the embedded "
-                   "default's 10k images, 6 for a 50k-image set on CPU and 30 on a GPU; printed].")
-@click.option("--min-epochs", type=int, default=None,
-              help="Epochs of the first rung [--epochs / --eta: long enough to rank deep students].")
-@click.option("--hint-epochs", type=int, default=_default("hint_epochs"), show_default=True,
-              help="FitNets stage-1 (hint) epochs of every trial of a hint method (fitnet, fitnet-dkd, "
-                   "...), on top of its --epochs; it stops earlier when R^2 plateaus (--hint-patience).")
+@click.option("--candidates", "-n", type=int, default=_default("candidates"), show_default=True, metavar="N",
+              help="Students shortlisted for training.")
+@click.option("--epochs", "-e", type=int, default=None, metavar="N",
+              help="Epochs of the final training [from the data size].")
+@click.option("--min-epochs", type=int, default=None, metavar="N",
+              help="Epochs of the first rung [--epochs / --eta].")
+@click.option("--hint-epochs", type=int, default=_default("hint_epochs"), show_default=True, metavar="N",
+              help="Hint epochs, on top of --epochs.")
 @hint_options
-@click.option("--eta", type=int, default=_default("eta"), show_default=True, help="Keep the best 1/eta per rung.")
-@click.option("--rungs", type=int, default=None, help="Number of rungs [until the finalists].")
-@click.option("--finalists", type=int, default=_default("finalists"), show_default=True,
-              help="Students of the last rung, trained fully from scratch (2: the best shallow and "
-                   "the best deep one, see --no-depth-groups).")
+@click.option("--eta", type=int, default=_default("eta"), show_default=True, metavar="N",
+              help="Keep the best 1/eta per rung.")
+@click.option("--rungs", type=int, default=None, metavar="N", help="Number of rungs [until the finalists].")
+@click.option("--finalists", type=int, default=_default("finalists"), show_default=True, metavar="N",
+              help="Students trained fully at the end.")
 @method_option(compress=True, default=_default("method"),
-               help_prefix=f"Training method of the final rung (and of the search rungs, except a hint "
-                           f"method such as fitnet, whose search rungs train kd; see --rung-method). "
-                           f"Default {DEFAULT_METHOD}: {DEFAULT_METHOD_WHY} ")
+               help_prefix="Method of the final rung: ")
 @method_opt_option
 @click.option("--rung-method", default=None, metavar="METHOD",
-              help="Training method of the selection rungs [kd for a hint method, else --method].")
+              help="Method of the selection rungs [kd for a hint method, else --method].")
 @click.option("--no-depth-groups", is_flag=True, default=not _default("depth_groups"),
-              help="Promote by accuracy alone (default: every rung keeps the best shallow and the "
-                   "best deep student, depth split at the shortlist's median).")
-@click.option("--augment", type=click.Choice(AUGMENTS), default=None,
+              help="Promote by accuracy alone, not the best shallow and deep students per rung.")
+@click.option("--augment", type=click.Choice(AUGMENTS), default=None, metavar="MODE",
               help=AUGMENT_HELP + " [auto]")
-@click.option("--teacher-views", type=click.IntRange(min=0), default=None,
-              help="With augmentation: 0 = teacher on every batch; K = teacher outputs cached once per "
-                   "run on K augmented views per image [8 on CPU, 0 on CUDA].")
+@click.option("--teacher-views", type=click.IntRange(min=0), default=None, metavar="K",
+              help="Teacher outputs cached on K augmented views; 0: none [8 on CPU, 0 on CUDA].")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True),
-              default=_default("label_smoothing"),
+              default=_default("label_smoothing"), metavar="X",
               help="Method option label_smoothing of the hard-label term [0].")
 @click.option("--ema", "ema", type=click.FloatRange(0, 1, max_open=True), default=_default("ema"),
               show_default=True, metavar="DECAY",
-              help="EMA of the weights: validate, select and keep an exponential moving average of the "
-                   "student's weights with this decay (e.g. 0.999; about the last 1/(1-DECAY) steps), "
-                   "started after the hint stage. 0: off.")
-@click.option("--parity-samples", type=click.IntRange(min=1), default=_default("parity_samples"), show_default=True,
-              help="Images of the ONNX parity check (test images first, topped up from the training "
-                   "split); checked before training.")
-@click.option("--calibration", type=click.Path(dir_okay=False), default=None,
-              help="A calibration JSON of the target profile (from 'edgekd search --measure') for the "
-                   "latency model; checked before training.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=_default("device"), show_default=True,
-              help="Where trials train (and the teacher runs for them): auto = cuda when available "
-                   "(AMP + channels_last there). Export and latency stay on this host's CPU.")
+              help="Weights' EMA decay (e.g. 0.999); 0: off.")
+@click.option("--parity-samples", type=click.IntRange(min=1), default=_default("parity_samples"),
+              show_default=True, metavar="N", help="Images of the ONNX parity check.")
+@click.option("--calibration", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Kernel calibration of the profile (edgekd calibrate).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=_default("device"),
+              show_default=True, help="Where trials train; export and latency stay on this CPU.")
 @click.option("--baselines", is_flag=True, default=_default("baselines"),
-              help="Also train the winner with scratch/kd/fitnet (ablation; a hint --method such as "
-                   "the default fitnet or fitnet-dkd is the fitnet arm).")
+              help="Also train the winner's architecture with scratch and kd; keep the best by "
+                   "validation.")
 @click.option("--strategy", type=click.Choice(["halving", "supernet"]), default=_default("strategy"),
               show_default=True,
-              help="halving: train candidates one by one; supernet: train one weight-sharing supernet "
-                   "with KD, report its front, fine-tune the best.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default=_default("executor"), show_default=True)
-@click.option("--ray-address", default=None, help="Join this Ray cluster (else start a local one).")
-@click.option("--ray-cpus", type=int, default=None, help="CPUs of the local Ray instance [all].")
+              help="halving: train candidates one by one; supernet: one weight-sharing supernet.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=_default("executor"),
+              show_default=True, help="Where trials run.")
+@click.option("--ray-address", default=None, metavar="ADDR", help="Join this Ray cluster [a local one].")
+@click.option("--ray-cpus", type=int, default=None, metavar="N", help="CPUs of the local Ray instance [all].")
 @click.option("--gpus-per-trial", type=float, default=_default("gpus_per_trial"), show_default=True,
-              help="GPUs each Ray trial asks for.")
-@click.option("--threads-per-trial", type=click.IntRange(min=1), default=None,
-              help="torch threads (= Ray CPUs) per trial [1 on CPU, where 2 made the epochs of "
-                   "tiny students ~10x slower on a busy 2-core machine; torch's default on CUDA].")
-@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
-              help="Run folder [runs/default with no inputs given, else runs/PROFILE-DATA-TEACHER; "
-                   "a rerun takes the next free runs/default2, runs/default3 ...].")
+              metavar="N", help="GPUs each Ray trial asks for.")
+@click.option("--threads-per-trial", type=click.IntRange(min=1), default=None, metavar="N",
+              help="torch threads (= Ray CPUs) per trial [1 on CPU, torch's default on CUDA].")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Run folder [runs/default, or runs/PROFILE-DATA-TEACHER; a rerun numbers it].")
 @click.option("--resume", is_flag=True, default=_default("resume"),
-              help="Continue the run in --out (after a crash or kill) [without --out: the latest "
-                   "numbered default folder].")
-@click.option("--seed", type=int, default=_default("seed"), show_default=True)
-@click.option("--max-train-samples", type=int, default=None, help="Train on at most this many images.")
-@click.option("--batch-size", type=int, default=None, help="Training batch size [trainer's].")
-@click.option("--measure-iters", type=int, default=_default("measure_iters"), show_default=True,
-              help="Timed iterations per latency measurement.")
+              help="Continue the run in --out [the latest default].")
+@click.option("--seed", type=int, default=_default("seed"), show_default=True, metavar="N")
+@click.option("--max-train-samples", type=int, default=None, metavar="N",
+              help="Train on at most this many images.")
+@click.option("--batch-size", type=int, default=None, metavar="N", help="Training batch size [trainer's].")
+@click.option("--measure-iters", type=int, default=_default("measure_iters"), show_default=True, metavar="N",
+              help="Timed runs per model, at least.")
 @click.option("--no-bundle", is_flag=True, default=not _default("bundle"), help="Skip the device bundle.")
 @click.option("--int8-tolerance", type=click.FloatRange(min=0), default=_default("int8_tolerance"),
               show_default=True, help="For an int8 profile: the most top-1 points the INT8 model may "
                                       "lose against FP32 on the host before the bundle builds FP16.")
 @click.option("--no-progress", is_flag=True, default=not _default("progress"),
-              help="Print nothing during the search (default: a live view on a terminal, "
-                   "else one line per trial).")
+              help="Print nothing while it runs.")
 @click.option("--yes", is_flag=True, default=_default("yes"),
-              help="Run even when the plan is absurdly large (see the warning it gives).")
+              help="Run even a plan so large it looks like a typo.")
 @verbose_option
 def compress(max_macs: str | None, no_depth_groups: bool, no_bundle: bool, no_progress: bool,
              **fields: Any) -> None:
-    """Search, train (successive halving), export, measure and report in one command.
+    """Search, train, export, measure and report in one command.
 
-    With no options it runs the embedded default: the shipped MNIST subset, the built-in
-    teacher and the host-cpu profile with a 0.05 ms latency budget, into runs/default.
-    Rerun with --resume after a crash.
+    With no options: the shipped MNIST subset, its built-in teacher and the host-cpu
+    profile, into runs/default (a rerun into runs/default2, ...).
 
     \b
-    Example:
+    Examples:
         edgekd compress
-        edgekd compress --resume
         edgekd compress --profile jetson-orin-nano-8gb --teacher teacher.pt --arch resnet18 \\
-            --data data.npz --latency-ms 0.5 --baselines --out runs/orin
-        edgekd compress --executor ray --ray-address auto --candidates 27 --epochs 9
-        edgekd compress --config job.toml --epochs 12      # the file's options, --epochs overridden
-        edgekd compress --config runs/default/run.json     # the same run again, in a new folder
+            --data data.npz --latency-ms 0.5 --out runs/orin
+        edgekd compress --resume --out runs/orin      # after a crash or Ctrl-C
     """
     from edgekd.core.stack import check_stack
 

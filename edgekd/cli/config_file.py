@@ -86,9 +86,9 @@ def config_option(command: click.Command) -> click.Command:
 
     return click.option(
         "--config", type=click.Path(dir_okay=False, path_type=Path, exists=True), default=None,
-        is_eager=True, callback=load, expose_value=False, metavar="FILE.toml|run.json",
-        help="Options from a file (keys = option names, e.g. latency-ms = 0.5; or an earlier "
-             "run's run.json to run it again); options on the command line win.")(command)
+        is_eager=True, callback=load, expose_value=False, metavar="FILE",
+        help="Options from a TOML file (latency-ms = 0.5) or a run's run.json; the command "
+             "line wins.")(command)
 
 
 def recorded_options(params: dict[str, Any]) -> dict[str, Any]:

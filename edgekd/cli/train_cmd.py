@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from edgekd.cli.base import default_of, verbose_option
+from edgekd.cli.base import HELP_EPILOG, CompactCommand, default_of, verbose_option
 from edgekd.cli.cli_options import (ARCH_OPTION_HELP, AUGMENT_HELP, AUGMENTS, TRUST_CODE_HELP, data_option,
                                     hint_options, merge_method_options, method_opt_option, method_option,
                                     teacher_options)
@@ -22,8 +22,8 @@ def _default(name: str) -> Any:
     return default_of(TrainConfig, name)
 
 
-_SEARCH_HELP = ("Where to look a student id up: the folder 'edgekd search' or 'edgekd compress' "
-                "wrote, or its candidates.jsonl [./candidates.jsonl, then runs/*/, newest first].")
+_SEARCH_HELP = ("Where to look a student id up: a search or compress folder, or its "
+                "candidates.jsonl [./candidates.jsonl, then runs/*/, newest first].")
 
 
 def search_options(command: Any) -> Any:
@@ -35,87 +35,78 @@ def search_options(command: Any) -> Any:
                         type=click.Path(path_type=Path), help=_SEARCH_HELP)(command)
 
 
-@click.command()
-@click.option("--student", "-s", required=True, metavar="SPEC.json|ID",
-              help="The student: a spec JSON file, or an id printed by 'edgekd search' (see --search).")
+@click.command(cls=CompactCommand, epilog=HELP_EPILOG)
+@click.option("--student", "-s", required=True, metavar="SPEC|ID",
+              help="A student spec JSON, or an id from 'edgekd search' (with --search).")
 @search_options
 @teacher_options
 @data_option
 @method_option(compress=False, default=_default("method"))
-@click.option("--epochs", "-e", type=click.IntRange(min=1), default=_default("epochs"), show_default=True,
-              help="Epochs trained on labels/logits (fitnet: the hint stage comes on top).")
-@click.option("--hint-epochs", type=click.IntRange(min=0), default=_default("hint_epochs"), show_default=True,
-              help="fitnet: at most this many hint-stage (stage 1) epochs, ON TOP of --epochs; "
-                   "the stage stops earlier when the regressor's R^2 plateaus (--hint-patience); "
-                   "0 only with --hint-mode joint.")
+@click.option("--epochs", "-e", metavar="N", type=click.IntRange(min=1), default=_default("epochs"), show_default=True,
+              help="Epochs on labels/logits (a hint stage comes on top).")
+@click.option("--hint-epochs", metavar="N", type=click.IntRange(min=0), default=_default("hint_epochs"), show_default=True,
+              help="Hint epochs (at most), on top of --epochs; 0 only with --hint-mode joint.")
 @hint_options
 @method_opt_option
-@click.option("--temperature", "-T", type=click.FloatRange(min=0, min_open=True), default=_default("temperature"),
+@click.option("--temperature", "-T", metavar="X", type=click.FloatRange(min=0, min_open=True), default=_default("temperature"),
               help="Method option T: the softmax temperature [the method's: kd 4, lskd 2, ...].")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=_default("alpha"),
+@click.option("--alpha", metavar="X", type=click.FloatRange(0, 1), default=_default("alpha"),
               help="Method option alpha: kd's weight of the hard labels, a*CE + (1-a)*T^2*KL [0.1].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_default("optimizer"),
               show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_default("lr"),
-              help="Peak learning rate; a cosine takes it down to --lr-floor x it [sgd 0.05, adamw 0.002].")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=_default("weight_decay"),
+@click.option("--lr", metavar="X", type=click.FloatRange(min=0, min_open=True), default=_default("lr"),
+              help="Peak learning rate, down to --lr-floor x it [sgd 0.05, adamw 0.002].")
+@click.option("--weight-decay", metavar="X", type=click.FloatRange(min=0), default=_default("weight_decay"),
               show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=_default("batch_size"),
+@click.option("--batch-size", metavar="N", type=click.IntRange(min=1), default=_default("batch_size"),
               show_default=True)
-@click.option("--seed", type=int, default=_default("seed"), show_default=True)
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=_default("val_fraction"),
+@click.option("--seed", metavar="N", type=int, default=_default("seed"), show_default=True)
+@click.option("--val-fraction", metavar="X", type=click.FloatRange(0, 1, max_open=True), default=_default("val_fraction"),
               show_default=True,
               help="Share of the training images held out to select the best epoch.")
-@click.option("--generations", type=click.IntRange(min=1), default=_default("generations"), show_default=True,
+@click.option("--generations", metavar="N", type=click.IntRange(min=1), default=_default("generations"), show_default=True,
               help="ban: number of born-again generations.")
-@click.option("--hint-layer", default=_default("hint_layer"),
-              help="Teacher node for the hint [the teacher stage end nearest its middle with a student "
-                   "node of its resolution]; 'edgekd layers STUDENT' marks it.")
-@click.option("--guided-layer", default=_default("guided_layer"),
-              help="Student node for the guided layer [the node of the hint's resolution at the nearest "
-                   "relative depth]; 'edgekd layers STUDENT' marks it.")
+@click.option("--hint-layer", metavar="NODE", default=_default("hint_layer"),
+              help="Teacher node for the hint [the stage end nearest its middle]; see edgekd layers.")
+@click.option("--guided-layer", metavar="NODE", default=_default("guided_layer"),
+              help="Student node for the guided layer [paired with the hint]; see edgekd layers.")
 @click.option("--ensemble", type=click.Choice(["logits", "probs"]), default=_default("ensemble"),
               show_default=True,
               help="How several --teacher are averaged.")
-@click.option("--max-train-samples", type=click.IntRange(min=1), default=_default("max_train_samples"),
+@click.option("--max-train-samples", metavar="N", type=click.IntRange(min=1), default=_default("max_train_samples"),
               help="Train on at most this many images (a seeded subset).")
 @click.option("--augment", type=click.Choice(AUGMENTS), default=_default("augment"), show_default=True,
-              is_flag=False, flag_value="auto", help=AUGMENT_HELP + " A bare --augment means auto.")
-@click.option("--teacher-views", type=click.IntRange(min=0), default=_default("teacher_views"),
+              is_flag=False, flag_value="auto", metavar="MODE", help=AUGMENT_HELP)
+@click.option("--teacher-views", metavar="N", type=click.IntRange(min=0), default=_default("teacher_views"),
               show_default=True,
-              help="With augmentation: 0 = run the teacher on every batch; K = cache its outputs on K "
-                   "augmented views per image (drawn once) and serve one of them per step.")
-@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=_default("warmup_epochs"),
+              help="Teacher outputs cached on K augmented views; 0: teacher on every batch.")
+@click.option("--warmup-epochs", metavar="X", type=click.FloatRange(min=0), default=_default("warmup_epochs"),
               show_default=True,
               help="Linear learning-rate warm-up (at most a fifth of each stage), then a cosine.")
-@click.option("--lr-floor", type=click.FloatRange(0, 1), default=_default("lr_floor"), show_default=True,
+@click.option("--lr-floor", metavar="X", type=click.FloatRange(0, 1), default=_default("lr_floor"), show_default=True,
               help="The cosine ends at this fraction of --lr.")
-@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True),
+@click.option("--label-smoothing", metavar="X", type=click.FloatRange(0, 1, max_open=True),
               default=_default("label_smoothing"),
-              help="Method option label_smoothing: of the hard-label cross-entropy, for every method "
-                   "that has one [0].")
+              help="Method option label_smoothing, of the hard-label term [0].")
 @click.option("--ema", "ema", type=click.FloatRange(0, 1, max_open=True), default=_default("ema"),
               show_default=True, metavar="DECAY",
-              help="EMA of the weights: validate, select and keep an exponential moving average of the "
-                   "student's weights with this decay (e.g. 0.999; about the last 1/(1-DECAY) steps), "
-                   "started after the hint stage. 0: off.")
-@click.option("--device", default=_default("device"), show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Weights' EMA decay (e.g. 0.999); 0: off.")
+@click.option("--device", metavar="DEVICE", default=_default("device"), show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--out", "-o", "out_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
               default=Path("runs/train"), show_default=True,
-              help="Output folder (checkpoint.pt, metrics.jsonl, result.json); rerun to resume.")
+              help="Output folder; rerun the command to resume.")
 @verbose_option
 def train(student: str, search: Path | None, old_search: Path | None, teacher: tuple[str, ...],
           arch: tuple[str, ...], trust_code: bool, data: str | None, image_size: tuple[int, int] | None,
           out_dir: Path, **training: Any) -> None:
-    """Train one student from a teacher (scratch, kd, fitnet, mimic, ban, ... see --method).
+    """Train one student from a teacher (scratch, kd, fitnet, ... see --method).
 
-    Writes a self-describing OUT/checkpoint.pt (spec, classes, normalisation, method,
-    metrics), OUT/metrics.jsonl (one line per epoch) and OUT/result.json. Running the same
-    command again continues from the checkpoint (a larger --epochs trains more); a finished
-    run is not retrained. Teacher and data default to the built-in ones.
+    Writes OUT/checkpoint.pt (self-describing), OUT/metrics.jsonl and OUT/result.json; the
+    same command again continues from the checkpoint. Teacher and data default to the
+    built-in ones.
 
     \b
-    Example:
+    Examples:
         edgekd train --student spec.json --method fitnet --epochs 6 --out runs/fitnet
         edgekd train --student 3f2a9c1b0d4e --search runs/search-host-cpu \\
             --teacher teacher.pt --arch resnet18 --data data.npz --method kd
@@ -148,7 +139,7 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
               help="MODEL is a teacher: the student it is paired with (none: nothing is marked).")
 @click.option("--hint-mode", type=click.Choice(HINT_MODES), default=_default("hint_mode"), show_default=True,
               help="Mark the pair(s) of this hint mode (multi: one per teacher stage).")
-@click.option("--arch", default=None, metavar="ARCH", help=ARCH_OPTION_HELP.split(" Give it once")[0])
+@click.option("--arch", default=None, metavar="ARCH", help=ARCH_OPTION_HELP.split(" Once, or")[0])
 @click.option("--trust-code", is_flag=True, default=False, help=TRUST_CODE_HELP)
 @click.option("--data", default=None, metavar="SPEC",
               help="Data that fixes a teacher's input shape and classes [mnist-subset].")

@@ -15,7 +15,7 @@ from edgekd.distill.methods import METHODS
 from edgekd.run.halving import HalvingConfig, Rung, epochs_spent
 from edgekd.ship.bundle import BundleConfig
 
-__all__ = ["COMPRESS_CONFIG_FORMAT", "CompressConfig", "DEFAULT_METHOD", "DEFAULT_METHOD_WHY",
+__all__ = ["COMPRESS_CONFIG_FORMAT", "CompressConfig", "DEFAULT_METHOD",
            "DEFAULT_SAMPLES_PER_TRIAL", "DEFAULT_SAMPLES_PER_TRIAL_CUDA", "DEFAULT_TEACHER_VIEWS_CPU", "EMBEDDED_LATENCY_MS", "EMBEDDED_STEM_STRIDES",
            "HINT_FIELDS", "TRIAL_THREADS_CPU", "check_effort", "default_epochs", "has_hints"]
 
@@ -39,14 +39,6 @@ EMBEDDED_STEM_STRIDES = (1, 2)
 #: up at every schedule of issue 12's CIFAR-10 studies (benchmarks/results/distill_cifar.md and
 #: cifar_compress.md). Decoupled KD wins only on long schedules and collapses on short ones.
 DEFAULT_METHOD = "fitnet"
-DEFAULT_METHOD_WHY = (
-    "FitNets hints (a middle student layer regresses onto the teacher layer of the same resolution), "
-    "then KD: the method that held up at every schedule of issue 12's CIFAR-10 studies, 3 seeds at "
-    "1/10 of the teacher's MACs. 10 KD epochs on CPU: 60.5 +- 1.0% (kd 57.9, scratch 60.4, fitnet-dkd "
-    "50.4, dkd 47.4); 30 on a GPU: 73.1 +- 1.7 (fitnet-dkd 74.8 +- 1.2, kd 73.8). On long runs "
-    "(60 epochs on CPU, 3 seeds) kd 77.5 +- 0.6, fitnet-dkd 77.0 +- 0.3, scratch 76.1 +- 1.2 are within "
-    "noise: add --baselines there to train kd and scratch too and keep the best by validation "
-    "(1.2 +- 0.4 points from the teacher). Never fitnet-dkd or dkd on short runs.")
 #: The hint options of ``train``/``compress`` that a compress run hands to every trial (TrainConfig
 #: fields; only values other than TrainConfig's defaults are passed and enter the run's identity).
 HINT_FIELDS = ("hint_mode", "hint_beta", "hint_lr", "hint_patience", "hint_min_delta")
