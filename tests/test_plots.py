@@ -27,7 +27,8 @@ def test_one_colour_and_marker_per_method_across_plots(summary) -> None:
         for series in plot.series:
             if series.method is None:
                 continue
-            styles.setdefault(series.method, set()).add((series.color, series.marker))
+            # a method's second line in one plot is a shade of its colour (family)
+            styles.setdefault(series.method, set()).add((series.family, series.marker))
             plots_of.setdefault(series.method, set()).add(name)
             assert series.method in series.label, "the legend must name the method"
     from edgekd.run.config import DEFAULT_METHOD
@@ -64,3 +65,31 @@ def test_captions_say_what_to_read_not_the_title(summary, tmp_path_factory) -> N
 def test_render_draws_every_plot(summary) -> None:
     for plot in plot_data(summary).values():
         assert render(plot)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _two_finalists() -> dict:
+    """The default run's shape: two fitnet finalists (1 hint epoch + 30 KD epochs), the first
+    validated epoch far below the rest."""
+    def student(trial: str, start: float, end: float) -> dict:
+        curve = [{"epoch": e, "val_acc": end - (end - start) * 0.6 ** (e - 2), "stage": "kd"}
+                 for e in range(2, 32)]
+        return {"trial": trial, "method": "fitnet", "curve": curve, "hint_epochs": 1}
+    return {"search": {"finalists": ["a-final", "b-final"]}, "ablation": None,
+            "students": [student("a-final", 0.42, 0.985), student("b-final", 0.55, 0.9855)]}
+
+
+def test_training_curves_one_colour_per_line_every_epoch_and_a_fitted_axis(tmp_path) -> None:
+    from edgekd.report.plots import _curves_plot
+
+    plot = _curves_plot(_two_finalists())
+    lines = [s for s in plot.series if s.kind == "line"]
+    assert len(lines) == 2 and len({s.color for s in lines}) == 2  # both finalists were one colour
+    assert {s.family for s in lines} == {method_style("fitnet").color}
+    (band,) = [s for s in plot.series if s.kind == "span"]
+    assert band.x == [0.5, 1.5] and "hint" in band.label  # the hint epoch is shown
+    assert plot.xlim == (0.5, 31.5)  # every epoch, the hint epoch included
+    low, high = plot.ylim  # every point shows, on a logit axis that spreads out 97-99%
+    assert plot.logit_y and 0.3 < low < 0.42 and 0.9855 < high < 0.995
+    png = render(plot)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "curves.png").write_bytes(png)

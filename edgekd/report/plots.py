@@ -16,6 +16,7 @@ red and black are kept for the Pareto front, the winner and the teacher.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -32,28 +33,38 @@ CAPTIONS = {
     "accuracy_vs_macs": "Up and to the left is better: more accurate for fewer multiply-accumulates "
                         "per image. Left of the dashed line is within the MACs budget; the black "
                         "star is the teacher.",
-    "training_curves": "Validation accuracy after each epoch. A curve still rising at its last "
-                       "epoch would gain from a larger --epochs; with --baselines the methods "
-                       "trained the same architecture, so their curves compare the methods.",
+    "training_curves": "Validation accuracy after each epoch (the grey band: the hint stage, which "
+                       "has no validation). A curve still rising at its last epoch would gain from a "
+                       "larger --epochs; with --baselines the methods trained the same architecture, "
+                       "so their curves compare the methods. The y axis is a logit scale, so the "
+                       "last points near 100% are spread as far apart as the first ones.",
 }
 
 
 @dataclass(frozen=True)
 class Style:
-    """The colour and marker of one training method, the same in every plot."""
+    """The colour and marker of one training method, the same in every plot; ``shades`` are
+    the colours of a second, third ... trial of the method in one plot (darker and lighter
+    tones of ``color``), so every line has its own colour and still reads as its method's."""
 
     color: str
     marker: str
+    shades: tuple[str, ...] = ()
+
+    def shade(self, n: int) -> str:
+        """The colour of the method's ``n``-th line (0: the method's own colour)."""
+        tones = (self.color, *self.shades)
+        return tones[n % len(tones)]
 
 
 #: One colour and marker per training method (matplotlib's tab10 names); red and black are
 #: left out: they mark the Pareto front, the winner and the teacher.
 METHOD_STYLES = {
-    "fitnet": Style("tab:blue", "o"),
-    "kd": Style("tab:orange", "s"),
-    "scratch": Style("tab:green", "^"),
-    "mimic": Style("tab:purple", "D"),
-    "ban": Style("tab:brown", "v"),
+    "fitnet": Style("tab:blue", "o", ("#0b3d66", "#74b6e6")),
+    "kd": Style("tab:orange", "s", ("#8a4200", "#ffc27f")),
+    "scratch": Style("tab:green", "^", ("#14521a", "#8fd98f")),
+    "mimic": Style("tab:purple", "D", ("#4b2a6b", "#c7a8e0")),
+    "ban": Style("tab:brown", "v", ("#4a2a22", "#c9a093")),
 }
 _SPARE_STYLES = (Style("tab:pink", "P"), Style("tab:olive", "X"), Style("tab:cyan", "h"),
                  Style("tab:gray", "p"))
@@ -70,7 +81,7 @@ def method_style(method: str) -> Style:
 
 @dataclass
 class Series:
-    """One thing drawn: ``kind`` in {"scatter", "line", "step", "vline", "ring", "star"};
+    """One thing drawn: ``kind`` in {"scatter", "line", "step", "vline", "span", "ring", "star"};
     ``method`` is set for students (their colour and marker come from it)."""
 
     kind: str
@@ -79,6 +90,7 @@ class Series:
     y: list[float] = field(default_factory=list)
     method: str | None = None
     color: str = "black"
+    family: str = ""  # a student's: its method's colour (``color`` may be a shade of it)
     marker: str = ""
     filled: bool = True
     linestyle: str = "-"
@@ -95,16 +107,20 @@ class PlotData:
     count_x: bool = False  # x ticks as counts (500K, 1M)
     integer_x: bool = False
     empty_text: str = ""
+    ylim: tuple[float, float] | None = None  # None: matplotlib's
+    logit_y: bool = False  # accuracies on a logit axis (stretches the region near 100%)
+    xlim: tuple[float, float] | None = None
 
     @property
     def caption(self) -> str:
         return CAPTIONS[self.name]
 
 
-def _student(kind: str, method: str, label: str, x: list[float], y: list[float],
+def _student(kind: str, method: str, label: str, x: list[float], y: list[float], shade: int = 0,
              **kw: Any) -> Series:
     style = method_style(method)
-    return Series(kind, label, x, y, method=method, color=style.color, marker=style.marker, **kw)
+    return Series(kind, label, x, y, method=method, color=style.shade(shade), marker=style.marker,
+                  family=style.color, **kw)
 
 
 def target_ms(student: dict) -> float | None:
@@ -163,19 +179,40 @@ def _macs_plot(summary: dict) -> PlotData:
 
 
 def _curves_plot(summary: dict) -> PlotData:
+    """Validation accuracy per epoch of the finalists and the baselines: one colour per line (a
+    method's second trial a shade of its colour), the hint epochs as a grey band (they have no
+    validation), every epoch on the x axis, a logit y axis fitted to the curves (their first
+    epochs far below and the last ones near 100% both readable)."""
     shown = set(summary["search"].get("finalists") or []) | {
         a["trial"] for a in summary.get("ablation") or []}
-    series, per_method = [], {}  # several trials of one method: one colour, other line styles
+    series, per_method, hint, last, accs_all = [], {}, 0, 0, []
     for s in summary["students"]:
         if s["trial"] in shown and s["curve"]:
             n = per_method[s["method"]] = per_method.get(s["method"], -1) + 1
-            series.append(_student("line", s["method"], f"{s['method']}: {s['trial']}",
-                                   [c["epoch"] for c in s["curve"]],
-                                   [c["val_acc"] for c in s["curve"]],
-                                   linestyle=_LINESTYLES[n % len(_LINESTYLES)]))
+            epochs, accs = [c["epoch"] for c in s["curve"]], [c["val_acc"] for c in s["curve"]]
+            series.append(_student("line", s["method"], f"{s['method']}: {s['trial']}", epochs, accs,
+                                   shade=n, linestyle=_LINESTYLES[n % len(_LINESTYLES)]))
+            hint, last = max(hint, s.get("hint_epochs") or 0), max(last, epochs[-1])
+            accs_all += accs
+    if hint:
+        series.insert(0, Series("span", f"hint stage ({hint} epoch{'s' if hint > 1 else ''}, no validation)",
+                                [0.5, hint + 0.5], color="0.85"))
     return PlotData("training_curves", "training curves of the finalists", "epoch",
-                    "validation accuracy", series, integer_x=True,
-                    empty_text="no training curves recorded")
+                    "validation accuracy (logit scale)", series, integer_x=True,
+                    empty_text="no training curves recorded", ylim=_logit_limits(accs_all),
+                    xlim=(0.5, last + 0.5) if last else None, logit_y=bool(accs_all))
+
+
+def _logit_limits(values: list[float]) -> tuple[float, float] | None:
+    """y limits for a logit axis around ``values`` (accuracies in (0, 1)), padded by a tenth of
+    their span in logit units: every point shows, and 97-99% is as wide as 50-90%."""
+    inside = [min(max(v, 1e-4), 1 - 1e-4) for v in values]
+    if not inside:
+        return None
+    logit = [math.log(v / (1 - v)) for v in inside]
+    pad = max(0.1, 0.1 * (max(logit) - min(logit)))
+    expit = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    return expit(min(logit) - pad), expit(max(logit) + pad)
 
 
 def plot_data(summary: dict) -> dict[str, PlotData]:
@@ -206,7 +243,13 @@ def render(plot: PlotData) -> bytes:
     if plot.log_x:
         _plain_log_axis(ax, _count_text if plot.count_x else lambda v: f"{v:g}")
     if plot.integer_x:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(20, int(plot.xlim[1]) if plot.xlim else 20)))
+    if plot.xlim:
+        ax.set_xlim(*plot.xlim)
+    if plot.logit_y:
+        _percent_logit_axis(ax)
+    if plot.ylim:
+        ax.set_ylim(*plot.ylim)
     ax.set_xlabel(plot.xlabel)
     ax.set_ylabel(plot.ylabel)
     ax.set_title(plot.title)
@@ -232,10 +275,24 @@ def _draw(ax: Any, s: Series) -> None:
         ax.scatter(s.x, s.y, s=160, facecolors="none", edgecolors=s.color, lw=1.5, label=s.label)
     elif s.kind == "star":
         ax.scatter(s.x, s.y, marker="*", s=220, color=s.color, label=s.label)
+    elif s.kind == "span":
+        ax.axvspan(s.x[0], s.x[1], color=s.color, alpha=0.6, lw=0, label=s.label)
     elif s.kind == "vline":
         ax.axvline(s.x[0], color=s.color, ls=s.linestyle, lw=1, label=s.label)
     else:
         raise ValueError(f"unknown series kind {s.kind!r}")
+
+
+def _percent_logit_axis(ax: Any) -> None:
+    """A logit y axis labelled in percent (50%, 90%, 99%, ...)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    ax.set_yscale("logit")
+    ticks = [0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{100 * v:g}%"))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _count_text(value: float) -> str:

@@ -204,6 +204,7 @@ def _student(run: RunDir, entry: Any, candidates: dict[str, dict], measured: dic
         "params": candidate.get("params"), "spec": candidate.get("spec"),
         "size_mb": _size_mb(onnx, candidate.get("params")),
         "epochs": int(result.get("epochs_done", 0)),
+        "hint_epochs": int(result.get("hint_epochs_done", 0) or 0),
         "val_acc": float(result["val_acc"]), "test_acc": float(result["test_acc"]),
         "latency": latency, **_speed(latency, teacher_latency),
         "curve": _curve(run.trial(trial_id)),
