@@ -18,6 +18,23 @@ def say(enabled: bool, message: str, stream: TextIO | None = None) -> None:
         print(message, file=stream or sys.stderr, flush=True)
 
 
+#: Whether :func:`note` prints. One-time steps deep inside a stage (the teacher's outputs
+#: cached inside the first trial) cannot see the command's --no-progress; the command that runs
+#: them sets it with :func:`set_notes`.
+_NOTES = {"enabled": True}
+
+
+def set_notes(enabled: bool) -> bool:
+    """Turn :func:`note` on or off; returns the previous setting (to restore it)."""
+    previous, _NOTES["enabled"] = _NOTES["enabled"], enabled
+    return previous
+
+
+def note(message: str) -> None:
+    """A progress line for a long one-time step, unless the running command turned them off."""
+    say(_NOTES["enabled"], message)
+
+
 class StepBar:
     """A live bar over the steps of a long loop, drawn by rich on a terminal's stderr only;
     elsewhere (a pipe, a CI log) it draws nothing and the plain lines of :func:`say` report

@@ -17,6 +17,7 @@ all instead of one per epoch (benchmarks/train_throughput.py measures which is f
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from edgekd.core.progress import note
 from edgekd.core.errors import EdgekdError
 from edgekd.distill import augment, losses
 from edgekd.distill.evaluate import autocast
@@ -133,14 +135,20 @@ def _view_logits(teacher: nn.Module, fp: str, params: list[augment.AugParams], d
             except (OSError, ValueError, EOFError):
                 pass  # corrupt: recompute
     views = []
+    started = time.monotonic()
+    note(f"caching the teacher's outputs on {len(params)} augmented views of {len(ds.x_train):,} "
+         "training images (once: every trial reuses them)")
     with torch.no_grad(), autocast(device):
-        for p in params:
+        for number, p in enumerate(params, 1):
             outs = []
             for i in range(0, len(ds.x_train), 512):
                 rows = torch.arange(i, min(i + 512, len(ds.x_train)))
                 x = augment.apply(to_tensor(ds.x_train[i:i + 512], ds.normalization), aug, p[rows], pad_value)
                 outs.append(teacher(x.to(device)).float().cpu())
             views.append(torch.cat(outs))
+            spent = time.monotonic() - started
+            note(f"teacher outputs: view {number}/{len(params)} ({spent:.0f} s, "
+                 f"~{spent / number * (len(params) - number):.0f} s left)")
     logits = torch.stack(views)
     if path is not None:
         buffer = io.BytesIO()

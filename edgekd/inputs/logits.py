@@ -4,6 +4,7 @@ cache of :mod:`edgekd.inputs.data`)."""
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,12 @@ def teacher_logits(teacher: "torch.nn.Module", x_uint8: np.ndarray, norm: "Norma
         cached = _read_cached_logits(cache_file, len(x_uint8))
         if cached is not None:
             return cached
+    from edgekd.core.progress import note
+
+    started = time.monotonic()
+    note(f"computing the teacher's outputs on {len(x_uint8):,} training images (once: cached)")
     logits = _compute_logits(teacher, x_uint8, norm, batch_size)
+    note(f"teacher outputs computed in {time.monotonic() - started:.0f} s")
     if cache_file is not None:
         buffer = io.BytesIO()
         np.save(buffer, logits, allow_pickle=False)

@@ -33,6 +33,7 @@ killed at any moment resumes without training a finished (rung, trial) again.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
@@ -330,7 +331,7 @@ class SuccessiveHalving:
 
 class _Tally:
     """The progress of a halving run for its events: trials done, the best so far, and the
-    ETA from the seconds per trained epoch times the epochs left."""
+    ETA from the median seconds per trained epoch times the epochs left."""
 
     def __init__(self, on_event: Callable[[HalvingEvent], None], rungs: list[Rung], *, total: int,
                  remaining_epochs: int) -> None:
@@ -351,8 +352,9 @@ class _Tally:
         self.best = _better(self.best, tid, result)
 
     def event(self, kind: str, rung: Rung, **kw: Any) -> None:
-        mean = sum(self.epoch_seconds) / len(self.epoch_seconds) if self.epoch_seconds else None
-        eta_s = None if mean is None else mean * self.remaining_epochs
+        # the median: the first trial also pays one-time steps (the teacher's cached outputs)
+        typical = statistics.median(self.epoch_seconds) if self.epoch_seconds else None
+        eta_s = None if typical is None else typical * self.remaining_epochs
         self.on_event(HalvingEvent(kind, rung, self.rungs, self.done, self.total, best=self.best,
                                    elapsed_s=time.monotonic() - self.started, eta_s=eta_s, **kw))
 

@@ -30,6 +30,7 @@ from edgekd.distill.config import TRAIN_CONFIG_FORMAT
 from edgekd.distill.methods import method_names
 from edgekd.run.halving import (Executor, HalvingEvent, HalvingResult, Rung, SuccessiveHalving, TrialJob,
                                 epochs_spent, plan_record, plan_rungs)
+from edgekd.core.progress import set_notes
 from edgekd.run.progress import say
 from edgekd.run.rundir import RunDir, default_out, open_run
 from edgekd.run.config import (EMBEDDED_LATENCY_MS, EMBEDDED_STEM_STRIDES, CompressConfig, check_effort,
@@ -262,11 +263,19 @@ def compress(config: CompressConfig) -> Summary:
     """Run (or resume) the whole pipeline and return where the report is. The run folder is
     locked for the whole call (edgekd.run.rundir.open_run) and repaired before training
     (edgekd.run.repair)."""
+    started = time.monotonic()
+    previous = set_notes(config.progress)  # the one-time steps inside trials follow --no-progress
+    try:
+        return _compress(config, started)
+    finally:
+        set_notes(previous)
+
+
+def _compress(config: CompressConfig, started: float) -> Summary:
     from edgekd.inputs.data import load_dataset
     from edgekd.run import preflight
     from edgekd.search.space import StudentSpec
 
-    started = time.monotonic()
     for name, flag in ((config.method, "--method"), (config.rung_method, "--rung-method")):
         if name is not None and name not in method_names(compress=True):
             raise EdgekdError(f"unknown method {name!r} for {flag}: use one of "
@@ -415,7 +424,8 @@ def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[
                              num_cpus=config.ray_cpus, gpus_per_trial=config.gpus_per_trial)
     try:
         with SearchProgress(enabled=config.progress) as progress:
-            outcome = halving_stage(config, inputs, run, shortlist, executor, progress.update)
+            outcome = halving_stage(config, inputs, run, shortlist, executor,
+                                    counting_the_finish(progress.update, finish_seconds(config)))
         winner = {row["id"]: row for row in shortlist}[outcome.finalists[0]]
         winner_trial = trial_folder(winner["id"], outcome.rungs[-1])
         baselines = (baseline_stage(config, run, winner, winner_trial, executor)
@@ -424,6 +434,26 @@ def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[
         executor.close()
         on_cpu(inputs.teacher)  # trials may have moved it to the GPU; the stages after training run on CPU
     return outcome, winner, baselines
+
+
+#: Rough seconds to export one model to ONNX with its parity check (tiny students on a CPU).
+EXPORT_SECONDS = 2.0
+
+
+def finish_seconds(config: CompressConfig) -> float:
+    """A rough estimate of the steps after training: export every trained student and the
+    teacher, measure them together (each for ``measure_seconds``), write the report and the
+    bundle (about 10 s)."""
+    models = config.candidates + config.finalists + 1
+    return 10.0 + models * (EXPORT_SECONDS + config.measure_seconds)
+
+
+def counting_the_finish(update: Callable[[HalvingEvent], None], seconds: float
+                        ) -> Callable[[HalvingEvent], None]:
+    """``update`` with the time left counting the steps after training too (``seconds``)."""
+    def on_event(event: HalvingEvent) -> None:
+        update(event if event.eta_s is None else dataclasses.replace(event, eta_s=event.eta_s + seconds))
+    return on_event
 
 
 def _trial_entries(config: CompressConfig, outcome: HalvingResult, winner: dict, winner_trial: str,
