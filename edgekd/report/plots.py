@@ -248,6 +248,10 @@ def render(plot: PlotData) -> bytes:
         ax.set_xlim(*plot.xlim)
     if plot.logit_y:
         _percent_logit_axis(ax)
+    elif "accuracy" in plot.ylabel:
+        from matplotlib.ticker import FuncFormatter
+
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{100 * v:.2f}%"))
     if plot.ylim:
         ax.set_ylim(*plot.ylim)
     ax.set_xlabel(plot.xlabel)
@@ -311,7 +315,7 @@ def _plain_log_axis(ax: Any, text: Callable[[float], str]) -> None:
 
     def minor(v: float, _pos: int) -> str:
         low, high = ax.get_xlim()
-        digits = "23456789" if high / max(low, 1e-12) < 10 else "25"  # within a decade: all
+        digits = "23456789" if high / max(low, 1e-12) < 3 else "25"  # a narrow range: all
         return text(v) if f"{v:e}"[0] in digits else ""
 
     ax.xaxis.set_minor_formatter(FuncFormatter(minor))
