@@ -66,7 +66,8 @@ def bench_interleaved(models: list[str | Path], *, backend: str | None = None, b
     """Measure several models under one protocol and return one Measurement each.
 
     Every model is opened (``threads`` intra-op threads, spinning off by default) and warmed
-    up; then, ``rounds`` times, each model in turn is timed for ``min_seconds / rounds``
+    up and run for one untimed round (without it the first timed round ran slower than the
+    others); then, ``rounds`` times, each model in turn is timed for ``min_seconds / rounds``
     seconds, so slow drifts of a shared machine (other jobs, clock changes) hit every model
     alike instead of whichever was timed during the disturbance. Each model is timed for at
     least ``min_seconds`` in total (and for at least ``min_iters`` runs, 3 per round at
@@ -100,6 +101,8 @@ def _interleave(runners: list[Any], *, batch: int, warmup: int, min_seconds: flo
     for runner in runners:
         runner.prepare(runner.random_feed(batch))
         time_callable(runner.run_prepared, warmup=warmup, iters=1)
+    for runner in runners:  # one untimed round: the first timed round ran slower than the others
+        time_for(runner.run_prepared, seconds=min_seconds / rounds, min_iters=per_round)
     samples: list[list[float]] = [[] for _ in runners]
     cpu: list[list[float]] = [[] for _ in runners]  # per round: thread CPU ms per run
     per_round_ms: list[list[float]] = [[] for _ in runners]  # per round: median wall-clock ms
@@ -111,7 +114,7 @@ def _interleave(runners: list[Any], *, batch: int, warmup: int, min_seconds: flo
             per_round_ms[i].append(float(statistics.median(taken)))
             samples[i] += taken
     protocol = {"min_seconds": min_seconds, "rounds": rounds, "threads": threads,
-                "spinning": spinning, "interleaved_with": len(runners),
+                "spinning": spinning, "interleaved_with": len(runners), "warm_round": True,
                 "session": uuid.uuid4().hex[:16]}
     results = []
     for runner, times, cpu_times, round_ms in zip(runners, samples, cpu, per_round_ms):
