@@ -14,6 +14,7 @@ import click
 from edgekd import __version__
 from edgekd.cli.base import MAX_BATCH, EdgekdGroup, is_verbose, verbose_option
 from edgekd.cli.compress_cmd import compress
+from edgekd.cli.methods_cmd import methods
 from edgekd.cli.predict_cmd import predict
 from edgekd.cli.profiles_cmd import profiles
 from edgekd.cli.report_cmd import report
@@ -43,7 +44,8 @@ def cli() -> None:
     """
 
 
-for _command in (profiles, search, calibrate, train, layers, export, measure, report, compress, predict):
+for _command in (profiles, search, calibrate, train, layers, methods, export, measure, report, compress,
+                 predict):
     cli.add_command(_command)
 
 

@@ -154,18 +154,18 @@ class RegistryHelpOption(click.Option):
 
 def method_option(*, compress: bool, default: str, help_prefix: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--method``: the names in :mod:`edgekd.distill.methods` (for ``compress``: those it can
-    search with), listed in the help; what each does and its options are in docs/methods.md."""
+    search with), listed in the help; what each does and its options: ``edgekd methods``."""
     from edgekd.distill.methods import method_names
 
     names = lambda: method_names(compress=compress)  # noqa: E731
     flags = ("--method", "-m") if not compress else ("--method",)
     return click.option(*flags, cls=RegistryHelpOption, type=RegistryChoice(names), default=default,
                         show_default=True, metavar="METHOD",
-                        help_text=lambda: f"{help_prefix}{', '.join(names())} (docs/methods.md).")
+                        help_text=lambda: f"{help_prefix}{', '.join(names())} (edgekd methods).")
 
 
 METHOD_OPT_HELP = ("An option of the method's loss (repeatable), e.g. dkd.beta=8; each method's "
-                   "options: docs/methods.md.")
+                   "options: edgekd methods.")
 
 
 def _parse_method_opts(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
