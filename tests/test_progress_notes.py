@@ -37,7 +37,7 @@ def test_computing_the_teacher_outputs_says_so_once(tmp_path, capsys) -> None:
 
 
 def test_time_left_ignores_the_first_trials_one_time_cost_and_counts_the_finish() -> None:
-    from edgekd.run.pipeline import counting_the_finish
+    from edgekd.run.progress import counting_the_finish
 
     rung = Rung(0, 4, 1)
     seen: list[HalvingEvent] = []

@@ -138,7 +138,8 @@ def test_resume_with_baselines_trains_only_the_missing_arms(tmp_path_factory) ->
 def test_a_rerun_says_which_folder_and_how_to_continue_the_previous(tmp_path, monkeypatch) -> None:
     """A second 'edgekd compress' writes runs/default2: its first line says so, why, and how to
     continue runs/default instead."""
-    from edgekd.run.pipeline import CompressConfig, run_folder, run_folder_line
+    from edgekd.run.pipeline import CompressConfig, run_folder
+    from edgekd.run.rundir import run_folder_line
     from edgekd.run.rundir import open_run
 
     monkeypatch.chdir(tmp_path)

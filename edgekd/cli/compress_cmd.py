@@ -74,7 +74,7 @@ def _default(name: str) -> Any:
               help="Also train the winner's architecture with scratch and kd; keep the best by "
                    "validation.")
 @click.option("--strategy", type=click.Choice(["halving", "supernet"]), default=_default("strategy"),
-              show_default=True,
+              show_default=True, metavar="NAME",
               help="halving: train candidates one by one; supernet: one weight-sharing supernet.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default=_default("executor"),
               show_default=True, help="Where trials run.")

@@ -31,8 +31,8 @@ from edgekd.distill.methods import method_names
 from edgekd.run.halving import (Executor, HalvingEvent, HalvingResult, Rung, SuccessiveHalving, TrialJob,
                                 epochs_spent, plan_record, plan_rungs)
 from edgekd.core.progress import set_notes
-from edgekd.run.progress import say
-from edgekd.run.rundir import RunDir, default_out, open_run
+from edgekd.run.progress import counting_the_finish, finish_seconds, say
+from edgekd.run.rundir import RunDir, open_run, run_folder, run_folder_line
 from edgekd.run.config import (EMBEDDED_LATENCY_MS, EMBEDDED_STEM_STRIDES, CompressConfig, check_effort,
                                default_epochs, has_hints)
 from edgekd.run.setup import Inputs, load_inputs, run_identity, train_images
@@ -140,42 +140,6 @@ def halving_stage(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist
     scheduler = SuccessiveHalving(config.halving(), make_job, run, on_event, groups=groups)
     return scheduler.run([row["id"] for row in shortlist], executor)
 
-
-def run_folder(config: CompressConfig) -> Path:
-    """``--out``, or the default folder (runs/default, runs/PROFILE-DATA-TEACHER) numbered like
-    Ultralytics' runs: a rerun writes a new runs/default2, runs/default3 ... instead of
-    refusing, and ``--resume`` continues the latest of them. An explicit ``--out`` is used as
-    given (and refused when it holds another run)."""
-    if config.out:
-        return Path(config.out)
-    base = default_out(config.profile, config.data, config.teacher)
-
-    def numbered(i: int) -> Path:
-        return base if i == 1 else base.with_name(f"{base.name}{i}")
-
-    def occupied(path: Path) -> bool:
-        return path.exists() and (not path.is_dir() or any(path.iterdir()))
-
-    i = 1
-    while occupied(numbered(i)):
-        i += 1
-    return numbered(max(1, i - 1)) if config.resume else numbered(i)
-
-
-def run_folder_line(config: CompressConfig, out: Path) -> str:
-    """The line a run starts with: which folder it writes and why, and for a numbered rerun
-    how to continue the previous run instead."""
-    if config.out:
-        return f"run folder: {out} (--out{', resumed' if config.resume else ''})"
-    if config.resume:
-        return f"run folder: {out} (--resume without --out: the latest default folder)"
-    base = default_out(config.profile, config.data, config.teacher)
-    if out == base:
-        return f"run folder: {out} (the default folder)"
-    number = int(out.name[len(base.name):])
-    previous = base if number == 2 else base.with_name(f"{base.name}{number - 1}")
-    return (f"run folder: {out} (a new run: {previous} already holds one; to continue that one "
-            f"instead, stop this (Ctrl-C) and add --resume --out {previous} to the command)")
 
 
 def store_plan(run: RunDir, rungs: list[Rung], options: dict[str, Any] | None = None,
@@ -435,25 +399,6 @@ def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[
         on_cpu(inputs.teacher)  # trials may have moved it to the GPU; the stages after training run on CPU
     return outcome, winner, baselines
 
-
-#: Rough seconds to export one model to ONNX with its parity check (tiny students on a CPU).
-EXPORT_SECONDS = 2.0
-
-
-def finish_seconds(config: CompressConfig) -> float:
-    """A rough estimate of the steps after training: export every trained student and the
-    teacher, measure them together (each for ``measure_seconds``), write the report and the
-    bundle (about 10 s)."""
-    models = config.candidates + config.finalists + 1
-    return 10.0 + models * (EXPORT_SECONDS + config.measure_seconds)
-
-
-def counting_the_finish(update: Callable[[HalvingEvent], None], seconds: float
-                        ) -> Callable[[HalvingEvent], None]:
-    """``update`` with the time left counting the steps after training too (``seconds``)."""
-    def on_event(event: HalvingEvent) -> None:
-        update(event if event.eta_s is None else dataclasses.replace(event, eta_s=event.eta_s + seconds))
-    return on_event
 
 
 def _trial_entries(config: CompressConfig, outcome: HalvingResult, winner: dict, winner_trial: str,

@@ -4,11 +4,15 @@ otherwise, e.g. in CI logs or when piped)."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from edgekd.core.progress import say  # noqa: F401  (re-exported: the plain lines live in core)
 from edgekd.run.halving import HalvingEvent, describe_plan
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekd.run.config import CompressConfig
 
 
 def _clock(seconds: float | None) -> str:
@@ -80,3 +84,23 @@ class SearchProgress:
             self.live.update(table)
         else:
             print(line, file=self.stream, flush=True)
+
+
+#: Rough seconds to export one model to ONNX with its parity check (tiny students on a CPU).
+EXPORT_SECONDS = 2.0
+
+
+def finish_seconds(config: "CompressConfig") -> float:
+    """A rough estimate of the steps after training: export every trained student and the
+    teacher, measure them together (each for ``measure_seconds``), write the report and the
+    bundle (about 10 s)."""
+    models = config.candidates + config.finalists + 1
+    return 10.0 + models * (EXPORT_SECONDS + config.measure_seconds)
+
+
+def counting_the_finish(update: Callable[[HalvingEvent], None], seconds: float
+                        ) -> Callable[[HalvingEvent], None]:
+    """``update`` with the time left counting the steps after training too (``seconds``)."""
+    def on_event(event: HalvingEvent) -> None:
+        update(event if event.eta_s is None else dataclasses.replace(event, eta_s=event.eta_s + seconds))
+    return on_event

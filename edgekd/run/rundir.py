@@ -15,12 +15,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from deploy import system
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import TEMP_GLOB, remove_temp_files
 from edgekd.core.runfolder import RUN, RunDir, safe_id, write_doc
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekd.run.config import CompressConfig
 
 __all__ = ["RunDir", "safe_id", "identity", "differences", "open_run", "default_out", "versions",
            "RUN_FORMAT", "lock_run"]
@@ -166,3 +169,40 @@ def _reopen(run: RunDir, run_identity: dict, *, resume: bool) -> bool:
         raise EdgekdError(f"--out {run.root} already holds this run: add --resume to "
                           "continue it, or pass a new --out")
     return True
+
+
+def run_folder(config: "CompressConfig") -> Path:
+    """``--out``, or the default folder (runs/default, runs/PROFILE-DATA-TEACHER) numbered like
+    Ultralytics' runs: a rerun writes a new runs/default2, runs/default3 ... instead of
+    refusing, and ``--resume`` continues the latest of them. An explicit ``--out`` is used as
+    given (and refused when it holds another run)."""
+    if config.out:
+        return Path(config.out)
+    base = default_out(config.profile, config.data, config.teacher)
+
+    def numbered(i: int) -> Path:
+        return base if i == 1 else base.with_name(f"{base.name}{i}")
+
+    def occupied(path: Path) -> bool:
+        return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+    i = 1
+    while occupied(numbered(i)):
+        i += 1
+    return numbered(max(1, i - 1)) if config.resume else numbered(i)
+
+
+def run_folder_line(config: "CompressConfig", out: Path) -> str:
+    """The line a run starts with: which folder it writes and why, and for a numbered rerun
+    how to continue the previous run instead."""
+    if config.out:
+        return f"run folder: {out} (--out{', resumed' if config.resume else ''})"
+    if config.resume:
+        return f"run folder: {out} (--resume without --out: the latest default folder)"
+    base = default_out(config.profile, config.data, config.teacher)
+    if out == base:
+        return f"run folder: {out} (the default folder)"
+    number = int(out.name[len(base.name):])
+    previous = base if number == 2 else base.with_name(f"{base.name}{number - 1}")
+    return (f"run folder: {out} (a new run: {previous} already holds one; to continue that one "
+            f"instead, stop this (Ctrl-C) and add --resume --out {previous} to the command)")
