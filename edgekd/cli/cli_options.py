@@ -28,14 +28,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgekd.inputs.data import ImageDataset
 
 TEACHER_OPTION_HELP = (
-    "TorchScript, .pt2 (with --trust-code), state_dict (with --arch), edgekd checkpoint or "
-    "pkg.module:fn [built-in CNN]. Repeat for an ensemble.")
+    "TorchScript, .pt2, state_dict (with --arch), edgekd checkpoint or pkg.module:fn "
+    "[built-in CNN]. Repeat for an ensemble.")
 ARCH_OPTION_HELP = (
     "A state_dict teacher's architecture: torchvision name (resnet18, ...), edgekd:builtin-cnn or "
     "pkg.module:fn. Once, or once per --teacher.")
 TRUST_CODE_HELP = "Allow code that comes with the teacher (entry points, pickles): trusted files only."
 DATA_OPTION_HELP = (
-    "Data: mnist-subset [default], a .npz (x_train, y_train, x_test, y_test), an image folder "
+    "mnist-subset [default], a .npz (x_train, y_train, x_test, y_test), an image folder "
     "DIR/train/CLASS/*, or torchvision:NAME:ROOT.")
 #: ``--augment`` of train and compress: edgekd.distill.augment.AUGMENTS, repeated here so that
 #: the CLI does not import torch to build its options (tests/test_augment.py checks they agree).

@@ -96,8 +96,8 @@ def _default(name: str) -> Any:
               help="Timed runs per model, at least.")
 @click.option("--no-bundle", is_flag=True, default=not _default("bundle"), help="Skip the device bundle.")
 @click.option("--int8-tolerance", type=click.FloatRange(min=0), default=_default("int8_tolerance"),
-              show_default=True, help="For an int8 profile: the most top-1 points the INT8 model may "
-                                      "lose against FP32 on the host before the bundle builds FP16.")
+              show_default=True, metavar="PTS",
+              help="INT8 profile: top-1 points INT8 may lose to FP32 before the bundle uses FP16.")
 @click.option("--no-progress", is_flag=True, default=not _default("progress"),
               help="Print nothing while it runs.")
 @click.option("--yes", is_flag=True, default=_default("yes"),
