@@ -159,7 +159,7 @@ def test_summary_report_and_bundle(run) -> None:
     assert any(s["pareto"] for s in students.values())
 
     text = (run / "report" / "report.md").read_text()
-    assert "| id | method | depth | MACs | params | size MB |" in text
+    assert "| id | family | method | depth | MACs | params | size MB |" in text
     assert "## Ablation" in text
     for trial in students:
         assert trial in text

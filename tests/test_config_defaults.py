@@ -36,7 +36,7 @@ SEARCH_FIELDS: dict[str, tuple[type, str, Callable[[Any], Any]]] = {
     "shortlist": (SearchConfig, "shortlist", int),
     "measure": (SearchConfig, "measure", bool),
     "calibration": (SearchConfig, "calibration", lambda v: v),
-    "max_depth": (SpaceConfig, "max_depth", int),
+    "max_depth": (SpaceConfig, "max_depth", lambda v: v if v is None else int(v)),
     "kernels": (SpaceConfig, "kernels", _ints),
     "stem_strides": (SpaceConfig, "stem_strides", _ints),
 }

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from edgekd.core.errors import EdgekdError
+from edgekd.search.families import family_names, get_family
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -232,3 +233,20 @@ def hint_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+FAMILY_HELP = ("Student families, comma-separated [plain,residual below 64 px; then GPU: "
+               "plain,residual,repvgg, CPU: dwsep,mbconv].")
+
+
+def parse_families(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """``--family a,b`` (or a list from a --config file) as a tuple of registered names (empty:
+    the default for the device); an unknown name is one error line listing the known ones."""
+    items = text.split(",") if isinstance(text, str) else list(text or ())
+    names = tuple(str(f).strip() for f in items if str(f).strip())
+    for name in names:
+        get_family(name)
+    if text and not names:
+        raise EdgekdError(f"--family {text!r} names no family: give one or more of "
+                          f"{', '.join(family_names())}")
+    return names

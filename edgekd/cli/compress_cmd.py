@@ -10,8 +10,9 @@ from typing import Any
 import click
 
 from edgekd.cli.base import HELP_EPILOG, MAX_BATCH, CompactCommand, default_of, verbose_option
-from edgekd.cli.cli_options import (AUGMENT_HELP, AUGMENTS, DATA_OPTION_HELP, hint_options, merge_method_options,
-                                    method_opt_option, method_option, single_teacher_options)
+from edgekd.cli.cli_options import (AUGMENT_HELP, AUGMENTS, DATA_OPTION_HELP, FAMILY_HELP, hint_options,
+                                    merge_method_options, method_opt_option, method_option, parse_families,
+                                    single_teacher_options)
 from edgekd.cli.config_file import config_option
 from edgekd.run.config import CompressConfig
 
@@ -33,6 +34,8 @@ def _default(name: str) -> Any:
 @click.option("--latency-ms", type=float, default=None, metavar="MS", help="Latency budget [profile's].")
 @click.option("--batch", type=click.IntRange(min=1, max=MAX_BATCH), default=None, metavar="N",
               help="Batch of the latency budget [profile's].")
+@click.option("--family", "families", default=None, metavar="LIST", help=FAMILY_HELP,
+              callback=lambda _ctx, _param, value: None if value is None else parse_families(value))
 @click.option("--candidates", "-n", type=int, default=_default("candidates"), show_default=True, metavar="N",
               help="Students shortlisted for training.")
 @click.option("--epochs", "-e", type=int, default=None, metavar="N",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Iterable
 import click
 
 from edgekd.cli.base import default_of, verbose_option
+from edgekd.cli.cli_options import FAMILY_HELP, parse_families
 from edgekd.core.errors import EdgekdError
 from edgekd.search.config import SearchConfig
 from edgekd.search.space import SpaceConfig
@@ -48,17 +49,16 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
               help="MAC budget per sample, with K/M/G suffix (default: the profile's).")
 @click.option("--latency-ms", default=None, type=float,
               help="Latency budget in ms at the profile's batch (default: the profile's).")
-@click.option("--family", default=None,
-              help="Student families, comma-separated [default: "
-                   "the registry's defaults, plain,residual]; see edgekd.search.families.")
-@click.option("--max-depth", default=default_of(SpaceConfig, "max_depth"), show_default=True,
-              type=click.IntRange(min=3), help="Deepest student to enumerate, in conv layers.")
+@click.option("--family", default=None, help=FAMILY_HELP)
+@click.option("--max-depth", default=default_of(SpaceConfig, "max_depth"), type=click.IntRange(min=3),
+              help="Deepest student to enumerate, in conv layers [{}; {} from {} px].".format(
+                  *default_of(SpaceConfig, "depth_limits"), default_of(SpaceConfig, "scaled_from")))
 @click.option("--kernel", "kernels", default=_joined(default_of(SpaceConfig, "kernels")), show_default=True,
               help="Conv kernel sizes to enumerate, comma-separated (e.g. 3,5).")
 @click.option("--stem-stride", "stem_strides", default=_joined(default_of(SpaceConfig, "stem_strides")),
               show_default=True,
-              help="Stem strides to enumerate, comma-separated: 2 halves a 32x32+ input "
-                   "before the first stage.")
+              help="Stem strides below 64 px, comma-separated: 2 halves the input first "
+                   "(from 64 px stems are stride 2).")
 @click.option("--shortlist", default=default_of(SearchConfig, "shortlist"), show_default=True,
               type=click.IntRange(min=1),
               help="How many students to shortlist for training (spread over depths).")
@@ -96,11 +96,7 @@ def search(profile_name: str, input_text: str, classes: int, max_macs: str | Non
     from edgekd.core.units import parse_count, parse_shape
 
     profile = load_profile(profile_name)
-    from edgekd.search.families import default_families
-
-    families = (tuple(f.strip() for f in family.split(",") if f.strip()) if family
-                else default_families())
-    space = SpaceConfig(families=families, max_depth=max_depth,
+    space = SpaceConfig(families=parse_families(family), max_depth=max_depth,
                         kernels=_int_list(kernels, "--kernel"),
                         stem_strides=_int_list(stem_strides, "--stem-stride"))
     config = SearchConfig(profile=profile_name, input_shape=parse_shape(input_text), classes=classes,
@@ -110,7 +106,7 @@ def search(profile_name: str, input_text: str, classes: int, max_macs: str | Non
     out = Path(out_dir) if out_dir else Path("runs") / f"search-{profile.name}"
     result = search_candidates(
         profile, config.input_shape, config.classes, max_macs=config.max_macs,
-        latency_ms=config.latency_ms, families=space.families, shortlist=config.shortlist,
+        latency_ms=config.latency_ms, shortlist=config.shortlist,
         measure=config.measure,
         measurer=lambda spec, folder, batch: measured_latency(spec, folder, batch=batch),
         calibration=config.calibration, out_dir=out, space=space,

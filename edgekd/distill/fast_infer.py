@@ -66,9 +66,11 @@ def fast_copy(model: nn.Module, device: torch.device, sample: torch.Tensor) -> n
         return model
     from torch.fx.experimental.optimization import fuse
 
+    from edgekd.search.blocks import deployed
+
     was_training = model.training
     try:
-        fast = fuse(copy.deepcopy(model).eval().cpu())
+        fast = fuse(deployed(copy.deepcopy(model).eval().cpu()))
         fast = _ChannelsLast(fast.to(memory_format=torch.channels_last)).eval()
         with torch.no_grad():
             expected, got = model.eval()(sample).float(), fast(sample).float()

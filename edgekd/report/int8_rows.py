@@ -34,13 +34,13 @@ def int8_entry(onnx: Path, measured: dict[str, dict[str, dict]], target_is_host:
 
 def int8_row(s: dict) -> list[str]:
     """The INT8 row under its FP32 student's row (accuracy from ONNX Runtime on the host)."""
-    from edgekd.report.tables import _latency
+    from edgekd.report.tables import _latency, family_of
 
     q = s["int8"]
     delta = q.get("delta_points", round(100 * (q["accuracy"] - q["fp32_onnx_accuracy"]), 2))
     acc = (f"{fmt.percent(q['accuracy'])} (fp32 ONNX {fmt.percent(q['fp32_onnx_accuracy'])}, "
            f"{delta:+.2f} points, {q['samples']} images)")
-    return [f"{s['trial']} int8", s["method"], str(s["depth"] or "-"), fmt.count(s["macs"]),
+    return [f"{s['trial']} int8", family_of(s), s["method"], str(s["depth"] or "-"), fmt.count(s["macs"]),
             fmt.count(s["params"]), fmt.size_mb(q["size_mb"]), str(s["epochs"]), "-", acc, "",
             _latency(q["latency"]["host"]), fmt.rate(q["fps"]["host"]),
             fmt.speedup(q["speedup"]["host"]), _latency(q["latency"]["target"]),

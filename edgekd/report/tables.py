@@ -64,7 +64,7 @@ def _latency(latency: dict | None, unit: str = "") -> str:
     return f"{fmt.ms(latency['ms'])}{unit} ({latency['label']})"
 
 
-TABLE_HEADER = ("id", "method", "depth", "MACs", "params", "size MB", "epochs", "val acc", "test acc", "Pareto",
+TABLE_HEADER = ("id", "family", "method", "depth", "MACs", "params", "size MB", "epochs", "val acc", "test acc", "Pareto",
                 "host ms", "host FPS", "host speed-up", "target ms", "target FPS",
                 "target speed-up")
 #: Columns dropped when the target is this host (they would repeat the host columns).
@@ -86,6 +86,11 @@ TABLE_NOTES = ("Latency labels: measured by the deploy kit, calibrated or predic
                "* marks the winner.")
 
 
+def family_of(student: dict) -> str:
+    """The student family of a summary row (``-`` when its spec is unknown)."""
+    return str((student.get("spec") or {}).get("family", "-"))
+
+
 def table_header(summary: dict) -> tuple[str, ...]:
     if summary["search"].get("target_is_host"):
         return TABLE_HEADER[:-TARGET_COLUMNS]
@@ -96,7 +101,7 @@ def table_rows(summary: dict) -> list[list[str]]:
     """The benchmark table: the teacher first, then every trained student, best first."""
     teacher = summary["teacher"]
     host, target = teacher["latency"]["host"], teacher["latency"]["target"]
-    rows = [["teacher", "-", "-", fmt.count(teacher["macs"]), fmt.count(teacher["params"]),
+    rows = [["teacher", "-", "-", "-", fmt.count(teacher["macs"]), fmt.count(teacher["params"]),
              fmt.size_mb(teacher["size_mb"]), "-", "-", fmt.percent(teacher["test_acc"]), "-",
              _latency(host), fmt.fps(host and host["ms"], host and host.get("batch", 1)), "1.00x",
              _latency(target), fmt.fps(target and target["ms"], target and target.get("batch", 1)),
@@ -105,7 +110,7 @@ def table_rows(summary: dict) -> list[list[str]]:
     for s in students:
         winner = s["trial"] == summary["winner"]
         front = "yes" if s["pareto"] else "off front" if winner else ""
-        rows.append([f"{s['trial']}{' *' if winner else ''}", s["method"], str(s["depth"] or "-"),
+        rows.append([f"{s['trial']}{' *' if winner else ''}", family_of(s), s["method"], str(s["depth"] or "-"),
                      fmt.count(s["macs"]), fmt.count(s["params"]), fmt.size_mb(s["size_mb"]),
                      str(s["epochs"]), fmt.percent(s.get("val_acc")), fmt.percent(s["test_acc"]), front,
                      _latency(s["latency"]["host"]), fmt.rate(s["fps"]["host"]),

@@ -81,6 +81,8 @@ class CompressConfig:
     ema: float = 0.0  # decay of the EMA of the weights every trial keeps (0: off)
     #: stem strides of the search space (None: EMBEDDED_STEM_STRIDES for the embedded default, else 1)
     stem_strides: tuple[int, ...] | None = None
+    #: student families searched (None: the default for the input size and the profile's device)
+    families: tuple[str, ...] | None = None
     #: the hint stage of hint methods (TrainConfig's fields of the same names; None: its default)
     hint_mode: str | None = None
     hint_beta: float | None = None
@@ -137,8 +139,9 @@ class CompressConfig:
                               f"use only {', '.join(sorted(known))}")
         if data.get("out") is not None:
             data["out"] = Path(data["out"])
-        if isinstance(data.get("stem_strides"), list):
-            data["stem_strides"] = tuple(data["stem_strides"])
+        for key in ("stem_strides", "families"):
+            if isinstance(data.get(key), list):
+                data[key] = tuple(data[key])
         return cls(**data)
 
     def identity_config(self) -> dict[str, Any]:
@@ -157,6 +160,8 @@ class CompressConfig:
             identity["strategy"] = self.strategy
         if self.stem_strides not in (None, (1,)):  # likewise runs with stride-1 stems only
             identity["stem_strides"] = list(self.stem_strides)
+        if self.families:  # likewise runs with the default families
+            identity["families"] = list(self.families)
         identity.update(self.hint_settings())  # likewise: only hint options that differ from the default
         return identity
 

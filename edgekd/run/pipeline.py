@@ -70,13 +70,14 @@ class Summary:
 def search_config(config: CompressConfig, inputs: Inputs) -> SearchConfig:
     """The search of a run: the profile with its budget (overrides applied by load_inputs), the
     data's input shape and classes, ``candidates`` students to shortlist, the default grid with
-    the run's stem strides."""
+    the run's stem strides and families (none: the default for the input size and device)."""
     budget = inputs.profile.budget
     return SearchConfig(profile=inputs.profile.name, input_shape=tuple(inputs.dataset.input_shape),
                         classes=inputs.dataset.num_classes, max_macs=budget.macs,
                         latency_ms=budget.latency_ms, shortlist=config.candidates,
                         calibration=config.calibration,
-                        space=SpaceConfig(stem_strides=tuple(config.stem_strides or (1,))))
+                        space=SpaceConfig(stem_strides=tuple(config.stem_strides or (1,)),
+                                          families=tuple(config.families or ())))
 
 
 def search_stage(config: CompressConfig, inputs: Inputs) -> tuple[list[dict], list[dict], dict]:

@@ -1,7 +1,8 @@
 """The torch modules student families are built from (imported only when a model is built).
 
-* :func:`conv_bn_act` -- conv, BatchNorm, ReLU/ReLU6 (an ``nn.Sequential`` named ``conv``,
-  ``bn``, ``relu``): plain students and every stem.
+* :func:`conv_bn_act` -- conv, BatchNorm, ReLU/ReLU6/hard-swish (an ``nn.Sequential`` named
+  ``conv``, ``bn``, ``relu``): plain students and every stem; :func:`conv_pool_stem` adds
+  ResNet's 3x3 stride-2 max-pool after it (He et al. 2016).
 * :class:`BasicBlock` -- He et al. 2016: conv-BN-ReLU-conv-BN + identity or 1x1 projection
   shortcut, then ReLU.
 * :class:`DepthwiseSeparable` -- Howard et al. 2017 (MobileNet): depthwise kxk conv-BN-act,
@@ -10,7 +11,15 @@
   conv-BN-act (skipped at expansion 1), depthwise kxk conv-BN-act, optional squeeze-excitation
   (Hu et al. 2018, as in Tan & Le 2019's MBConv: ``x * sigmoid(W2 relu(W1 avgpool(x)))``
   with a reduction of 4 of the block's input channels), linear 1x1 projection conv-BN; the
-  input is added back when stride is 1 and channels are unchanged.
+  input is added back when stride is 1 and channels are unchanged. Hard-swish
+  (``x * relu6(x + 3) / 6``, Howard et al. 2019, MobileNetV3) is one of its activations.
+* :class:`RepVGGBlock` -- Ding et al. 2021 (RepVGG): trains as ``relu(BN(conv kxk) + BN(conv
+  1x1) + BN(x))`` (the identity branch when stride is 1 and channels are unchanged) and is
+  re-parameterised for inference into one kxk conv with bias: each BN folds into its conv
+  (``W' = W * gamma / sqrt(var + eps)``, ``b' = beta - mean * gamma / sqrt(var + eps)``), the
+  1x1 and identity kernels are zero-padded to kxk, and the three kernels and biases add up.
+  :func:`deployed` returns a copy of a model with every such block fused (what is exported
+  and costed).
 
 Modules that cost time on an inference engine but are not convolutions, linears or pools
 carry a ``cost_kind`` class attribute (:mod:`edgekd.search.cost` reads it; the cost model never
@@ -24,7 +33,20 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6}
+
+
+class HardSwish(nn.Module):
+    """Hard-swish ``x * relu6(x + 3) / 6`` (Howard et al. 2019), written with add, clip and
+    multiply so that it exports as ops every TensorRT ONNX parser reads (ONNX's own HardSwish
+    op needs opset 14 and is missing from older parsers' operator lists)."""
+
+    cost_kind = "elementwise"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * nn.functional.relu6(x + 3.0) * (1.0 / 6.0)
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": HardSwish}
 
 
 class Add(nn.Module):
@@ -54,6 +76,13 @@ def conv_bn_act(cin: int, cout: int, kernel: int, stride: int, act: str = "relu"
         bn=nn.BatchNorm2d(cout),
         relu=ACTIVATIONS[act](),
     ))
+
+
+def conv_pool_stem(cin: int, cout: int, kernel: int, stride: int, act: str = "relu") -> nn.Sequential:
+    """conv-BN-act (stride ``stride``), then a 3x3 stride-2 max-pool: ResNet's stem."""
+    stem = conv_bn_act(cin, cout, kernel, stride, act)
+    stem.add_module("pool", nn.MaxPool2d(3, stride=2, padding=1))
+    return stem
 
 
 class BasicBlock(nn.Module):
@@ -127,6 +156,72 @@ class MBConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.se(self.depthwise(self.expand(x))))
         return self.add(out, x) if self.residual else out
+
+
+class RepVGGBlock(nn.Module):
+    """RepVGG block: kxk conv-BN + 1x1 conv-BN (+ BN identity) summed, then ReLU; :meth:`reparameterized`
+    is the one-conv inference form (see the module docstring)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int) -> None:
+        super().__init__()
+        self.dense = nn.Sequential(OrderedDict(
+            conv=nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), bn=nn.BatchNorm2d(cout)))
+        self.pointwise = nn.Sequential(OrderedDict(
+            conv=nn.Conv2d(cin, cout, 1, stride, 0, bias=False), bn=nn.BatchNorm2d(cout)))
+        self.identity: nn.Module | None = (nn.BatchNorm2d(cout) if stride == 1 and cin == cout
+                                           else None)
+        self.add = Add()
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.add(self.dense(x), self.pointwise(x))
+        if self.identity is not None:
+            out = self.add(out, self.identity(x))
+        return self.relu(out)
+
+    @torch.no_grad()
+    def reparameterized(self) -> nn.Sequential:
+        """The same function in eval mode as one kxk conv with bias, then ReLU."""
+        conv = self.dense.conv
+        k, pad = conv.kernel_size[0], conv.kernel_size[0] // 2
+        weight, bias = _folded(conv.weight, self.dense.bn)
+        w1, b1 = _folded(nn.functional.pad(self.pointwise.conv.weight, [pad] * 4), self.pointwise.bn)
+        weight, bias = weight + w1, bias + b1
+        if self.identity is not None:
+            eye = torch.zeros_like(conv.weight)
+            eye[torch.arange(conv.in_channels), torch.arange(conv.in_channels), pad, pad] = 1
+            w2, b2 = _folded(eye, self.identity)
+            weight, bias = weight + w2, bias + b2
+        out = nn.Conv2d(conv.in_channels, conv.out_channels, k, conv.stride, pad, bias=True,
+                        device=weight.device, dtype=weight.dtype)
+        out.weight.copy_(weight)
+        out.bias.copy_(bias)
+        return nn.Sequential(OrderedDict(conv=out, relu=nn.ReLU()))
+
+
+def _folded(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``weight`` and a zero bias with ``bn`` (eval statistics) folded in."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return weight * scale.reshape(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+
+
+def deployed(model: nn.Module) -> nn.Module:
+    """``model`` as it is deployed: a copy in which every module with a ``reparameterized()`` method
+    (:class:`RepVGGBlock`) is replaced by what it returns (its fused form); ``model`` itself when it has none."""
+    import copy
+
+    if not any(callable(getattr(m, "reparameterized", None)) for m in model.modules()):
+        return model
+    was_training = model.training
+    out = copy.deepcopy(model).eval()
+    if callable(getattr(out, "reparameterized", None)):
+        return out.reparameterized().train(was_training)
+    for name, module in list(out.named_modules()):
+        if name and callable(getattr(module, "reparameterized", None)):
+            parent_name, _, child = name.rpartition(".")
+            setattr(out.get_submodule(parent_name), child, module.reparameterized())
+    model.train(was_training)
+    return out.train(was_training)
 
 
 def head_modules(width: int, bottleneck: int | None, classes: int

@@ -15,6 +15,8 @@ spec id.
 sum) and ``elementwise`` (other activations). BatchNorm and ReLU are not separate layers: ONNX
 Runtime and TensorRT fold BN into the conv and fuse the ReLU. A module may declare its kind with
 a ``cost_kind`` attribute (the family registry's cost hook, see :mod:`edgekd.search.blocks`).
+A model is costed as it is deployed (:func:`edgekd.search.blocks.deployed`: a RepVGG block
+is counted as the one conv it exports to, not as its training branches).
 Operations written as functions outside modules (e.g. torchvision ResNet's ``out += identity``)
 are not seen.
 """
@@ -125,6 +127,9 @@ def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from edgekd.search.blocks import deployed
+
+    model = deployed(model)
     tensors = [*model.parameters(), *model.buffers()]
     # count where the model lives: a teacher that just trained students on CUDA stays there
     device = tensors[0].device if tensors else torch.device("cpu")
@@ -141,7 +146,7 @@ def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
     batch = getattr(model, "static_batch", None) or 1
     try:
         x = torch.zeros(batch, *input_shape, device=device)
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter, _skip_free(model, device):
             model(x)
     except RuntimeError as error:
         raise EdgekdError(f"cannot run the model on an input of shape 1x"
@@ -158,6 +163,32 @@ def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
     else:
         layers = _layers(calls, flops_of, type(model).__name__, batch)
     return ModelCost(macs=total_macs, params=params, layers=layers)
+
+
+@contextlib.contextmanager
+def _skip_free(model: "nn.Module", device: Any) -> Iterator[None]:
+    """On meta tensors, run the modules that cost nothing and keep the shape (BatchNorm, ReLU,
+    ReLU6: fused into their conv, see :func:`_layer_kind`) as the identity while counting: they add no MACs and no layer,
+    and their meta kernels were most of the time a block's count took."""
+    if getattr(device, "type", None) != "meta":
+        yield
+        return
+    from torch import nn
+    from torch.nn.modules import batchnorm
+
+    free = [m for m in model.modules()
+            if isinstance(m, (batchnorm._BatchNorm, nn.ReLU, nn.ReLU6)) and not m._forward_hooks]
+    for module in free:
+        module.forward = _identity  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for module in free:
+            del module.forward
+
+
+def _identity(x: Any, *_args: Any, **_kwargs: Any) -> Any:
+    return x
 
 
 def _hook_leaves(model: "nn.Module", calls: list[_Call]) -> list[Any]:
@@ -213,21 +244,38 @@ def _cost_of(key: str, make: Any, input_shape: Sequence[int]) -> ModelCost:
     return cost
 
 
-def _spec_parts(spec: StudentSpec) -> list[tuple[str, ModelCost]]:
-    """``(name prefix, cost)`` of each block of ``build(spec)`` and of its head, cached."""
+def _spec_parts(spec: StudentSpec) -> list[tuple[str, str, ModelCost]]:
+    """``(name prefix, cost key, cost)`` of each block of ``build(spec)`` and of its head
+    (cached on the spec: the MAC filter and the layer table both ask)."""
     from edgekd.search.space import build_block, build_head
 
+    parts = spec.__dict__.get("_cost_parts")
+    if parts is not None:
+        return parts
     shapes = [spec.input, *spec.feature_shapes()]
     parts = []
     for i, block in enumerate(spec.block_plan()):
         _, h, w = shapes[i]
         key = f"{spec.family}/{block.key(h, w)}"  # families may reuse kind names
-        parts.append((f"features.{i}.", _cost_of(
+        parts.append((f"features.{i}.", key, _cost_of(
             key, lambda: build_block(spec.family, block), shapes[i])))
     last = shapes[-1]
     key = f"head:{last[0]}:{last[1]}:{last[2]}:{spec.bottleneck}:{spec.classes}"
-    parts.append(("", _cost_of(key, lambda: build_head(spec), last)))
+    parts.append(("", key, _cost_of(key, lambda: build_head(spec), last)))
+    object.__setattr__(spec, "_cost_parts", parts)
     return parts
+
+
+_RENAMED: dict[tuple[str, str], tuple[Layer, ...]] = {}
+
+
+def _renamed(prefix: str, key: str, cost: ModelCost) -> tuple[Layer, ...]:
+    """The layers of a block's cost under the block's name in the model (cached)."""
+    layers = _RENAMED.get((prefix, key))
+    if layers is None:
+        layers = _RENAMED[(prefix, key)] = tuple(
+            dataclasses.replace(layer, name=prefix + layer.name) for layer in cost.layers)
+    return layers
 
 
 def spec_totals(spec: StudentSpec) -> tuple[int, int]:
@@ -237,7 +285,7 @@ def spec_totals(spec: StudentSpec) -> tuple[int, int]:
     if cached is not None:
         return cached.macs, cached.params
     parts = _spec_parts(spec)
-    return sum(c.macs for _, c in parts), sum(c.params for _, c in parts)
+    return sum(c.macs for _, _, c in parts), sum(c.params for _, _, c in parts)
 
 
 def spec_cost(spec: StudentSpec) -> ModelCost:
@@ -251,9 +299,9 @@ def spec_cost(spec: StudentSpec) -> ModelCost:
         return cached
     parts = _spec_parts(spec)
     layers: list[Layer] = []
-    for prefix, cost in parts:
-        layers += [dataclasses.replace(layer, name=prefix + layer.name) for layer in cost.layers]
-    result = ModelCost(sum(c.macs for _, c in parts), sum(c.params for _, c in parts), tuple(layers))
+    for prefix, key, cost in parts:
+        layers += _renamed(prefix, key, cost)
+    result = ModelCost(sum(c.macs for _, _, c in parts), sum(c.params for _, _, c in parts), tuple(layers))
     _SPEC_COSTS[spec.id] = result
     return result
 

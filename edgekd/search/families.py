@@ -26,7 +26,18 @@ plain     conv-BN-ReLU blocks; the first is the stem             sum(stage depth
 residual  stem, then basic blocks                                1 + 2 * blocks
 dwsep     stem, then depthwise-separable blocks                  1 + 2 * blocks
 mbconv    stem, then inverted-residual blocks (expansion e)      1 + 3 * blocks (2 if e=1)
+repvgg    stem, then RepVGG blocks (one fused kxk conv deployed)  1 + blocks
 ========  =====================================================  ==========================
+
+The stem is one conv-BN-act of stride ``spec.stem_stride`` (``stem = "conv"``, MobileNet's), or
+that conv followed by a 3x3 stride-2 max-pool (``stem = "pool"``, ResNet's; its :class:`Block`
+has the stride of both). In ``plain`` students the stem is the first conv of the first stage.
+
+Which families a search takes when none is named: below 64 px the ``default`` ones (plain,
+residual); from 64 px on, those whose ``devices`` name the profile's device class
+(:func:`default_families`): dense 3x3 families (plain, residual, repvgg) on GPUs and TensorRT,
+where a 3x3 conv runs on tensor cores near peak and a depthwise conv does not; the depthwise
+families (dwsep, mbconv) on CPUs, where their few MACs are what costs time.
 """
 
 from __future__ import annotations
@@ -91,6 +102,8 @@ class Family:
     check: Callable[["StudentSpec"], str | None] = _no_check
     default: bool = False
     help: str = ""
+    #: device classes ("gpu", "cpu") whose searches take this family by default from 64 px on
+    devices: tuple[str, ...] = ()
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -116,9 +129,12 @@ def family_names() -> tuple[str, ...]:
     return tuple(_FAMILIES)
 
 
-def default_families() -> tuple[str, ...]:
-    """The families searched when none is named (``edgekd search --family``'s default)."""
-    return tuple(name for name, f in _FAMILIES.items() if f.default)
+def default_families(device: str | None = None) -> tuple[str, ...]:
+    """The families searched when none is named: the ``default`` ones, or with ``device``
+    ("gpu" or "cpu", for inputs of 64 px and more) those that name it in ``devices``."""
+    if device is None:
+        return tuple(name for name, f in _FAMILIES.items() if f.default)
+    return tuple(name for name, f in _FAMILIES.items() if device in f.devices)
 
 
 def get_family(name: str) -> Family:
@@ -129,14 +145,20 @@ def get_family(name: str) -> Family:
     return family
 
 
+def stem_block(spec: "StudentSpec", cout: int, stride: int, act: str = "relu") -> Block:
+    """The stem: conv-BN-act of ``stride`` (kind ``conv``), or with ``spec.stem == "pool"``
+    followed by a 3x3 stride-2 max-pool (kind ``convpool``, stride ``2 * stride``)."""
+    options = (("act", act),) if act != "relu" else ()
+    if spec.stem == "pool":
+        return Block("convpool", spec.input[0], cout, spec.kernel, 2 * stride, 1, options)
+    return Block("conv", spec.input[0], cout, spec.kernel, stride, 1, options)
+
+
 def stem_and_stages(spec: "StudentSpec", kind: str, convs: int,
                     options: tuple[tuple[str, Any], ...] = ()) -> list[Block]:
-    """A conv-BN-act stem (stride ``spec.stem_stride``, to the first stage's width), then
-    ``stage.depth`` blocks of ``kind`` per stage, the first of each with the stage's stride."""
-    act = dict(options).get("act", "relu")
-    stem_options = (("act", act),) if act != "relu" else ()
-    plan = [Block("conv", spec.input[0], spec.stages[0].width, spec.kernel, spec.stem_stride, 1,
-                  stem_options)]
+    """A stem (:func:`stem_block`, stride ``spec.stem_stride``, to the first stage's width),
+    then ``stage.depth`` blocks of ``kind`` per stage, the first of each with the stage's stride."""
+    plan = [stem_block(spec, spec.stages[0].width, spec.stem_stride, dict(options).get("act", "relu"))]
     channels = spec.stages[0].width
     for stage in spec.stages:
         for j in range(stage.depth):
@@ -152,6 +174,8 @@ def _make_builtin(block: Block) -> "nn.Module":
     act = block.option("act", "relu")
     if block.kind == "conv":
         return blocks.conv_bn_act(block.cin, block.cout, block.kernel, block.stride, act)
+    if block.kind == "convpool":
+        return blocks.conv_pool_stem(block.cin, block.cout, block.kernel, block.stride // 2, act)
     if block.kind == "basic":
         return blocks.BasicBlock(block.cin, block.cout, block.kernel, block.stride)
     raise ValueError(f"unknown block kind {block.kind!r}")
@@ -163,7 +187,8 @@ def _plain_plan(spec: "StudentSpec") -> list[Block]:
     for i, stage in enumerate(spec.stages):
         for j in range(stage.depth):
             stride = 1 if j else max(stage.stride, spec.stem_stride if i == 0 else 1)
-            plan.append(Block("conv", channels, stage.width, spec.kernel, stride))
+            plan.append(stem_block(spec, stage.width, stride) if i == j == 0 else
+                        Block("conv", channels, stage.width, spec.kernel, stride))
             channels = stage.width
     return plan
 
@@ -180,11 +205,11 @@ def _relu_only(spec: "StudentSpec") -> str | None:
 register_family(Family(
     name="plain", plan=_plain_plan, make=_make_builtin,
     blocks_for_depth=lambda depth, _variant: depth, check=_relu_only, default=True,
-    help="conv-BN-ReLU blocks (FitNets' students)"))
+    devices=("gpu",), help="conv-BN-ReLU blocks (FitNets' students)"))
 register_family(Family(
     name="residual", plan=lambda spec: stem_and_stages(spec, "basic", 2), make=_make_builtin,
     blocks_for_depth=lambda depth, _variant: (depth - 1) // 2 if depth % 2 else None,
-    check=_relu_only, default=True,
+    check=_relu_only, default=True, devices=("gpu",),
     help="stem + basic blocks (two convs and a shortcut, He et al. 2016)"))
 
 
@@ -220,7 +245,7 @@ register_family(Family(
     name="dwsep", plan=_dwsep_plan, make=_make_mobile,
     blocks_for_depth=lambda depth, _variant: (depth - 1) // 2 if depth % 2 else None,
     variants=lambda config: ({"act": act} for act in config.acts), check=_dwsep_check,
-    help="stem + depthwise-separable blocks (depthwise kxk + pointwise 1x1, MobileNet)"))
+    devices=("cpu",), help="stem + depthwise-separable blocks (depthwise kxk + pointwise 1x1, MobileNet)"))
 register_family(Family(
     name="mbconv", plan=_mbconv_plan, make=_make_mobile,
     blocks_for_depth=lambda depth, variant: (
@@ -228,5 +253,22 @@ register_family(Family(
     else ((depth - 1) // 2 if depth % 2 else None),
     variants=lambda config: ({"expansion": e, "se": se, "act": act} for e in config.expansions
                              for se in config.se for act in config.acts),
-    help="stem + inverted residual blocks (expand 1x1, depthwise kxk, optional SE, project "
+    devices=("cpu",), help="stem + inverted residual blocks (expand 1x1, depthwise kxk, optional SE, project "
          "1x1; MobileNetV2)"))
+
+
+# ---------------------------------------------------------------------------- repvgg
+def _make_repvgg(block: Block) -> "nn.Module":
+    from edgekd.search import blocks
+
+    if block.kind == "repvgg":
+        return blocks.RepVGGBlock(block.cin, block.cout, block.kernel, block.stride)
+    return _make_builtin(block)
+
+
+register_family(Family(
+    name="repvgg", plan=lambda spec: stem_and_stages(spec, "repvgg", 1), make=_make_repvgg,
+    blocks_for_depth=lambda depth, _variant: depth - 1 if depth > 1 else None,
+    check=_relu_only, devices=("gpu",),
+    help="stem + RepVGG blocks (kxk, 1x1 and identity branches in training, one fused kxk conv "
+         "deployed; Ding et al. 2021)"))

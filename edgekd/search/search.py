@@ -257,7 +257,7 @@ def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], clas
     budget = profile.budget
     out = Path(out_dir) if out_dir is not None else None
     shape = _check_request(profile, input_shape, measure)
-    space = _space_for(profile, families, space)
+    space = _space_for(profile, families, space, shape)
     calib, calib_source = _resolve_calibration(calibration, profile, out)
     timings: dict[str, float] = {}
     estimate = _Estimator(profile, calib)
@@ -329,12 +329,27 @@ def _enumerate_and_cost(shape: tuple[int, ...], classes: int, space: SpaceConfig
     return candidates, within_macs
 
 
+def device_class(profile: "DeviceProfile") -> str:
+    """``gpu`` for GPU and Jetson profiles or a GPU backend (TensorRT), else ``cpu``: which
+    families a search at 64 px and more takes by default (:func:`default_families`)."""
+    from edgekd.inputs.profiles import GPU_BACKENDS
+
+    return "gpu" if profile.kind in ("gpu", "jetson") or profile.runtime.backend in GPU_BACKENDS else "cpu"
+
+
 def _space_for(profile: "DeviceProfile", families: Iterable[str] | None,
-               space: SpaceConfig | None) -> SpaceConfig:
-    """The search space with ``families`` (default: the registered defaults) and, unless
-    given, the profile's channel multiple (widths suit the device: multiples of 8 on GPUs)."""
-    families = tuple(families) if families is not None else default_families()
-    space = dataclasses.replace(space or SpaceConfig(), families=families)
+               space: SpaceConfig | None, shape: Sequence[int]) -> SpaceConfig:
+    """The search space with ``families`` (else the space's, else the defaults: for inputs of
+    64 px and more those of the profile's device class) and, unless given, the profile's
+    channel multiple (widths suit the device: multiples of 8 on GPUs)."""
+    space = space or SpaceConfig()
+    if families is not None:
+        families = tuple(families)
+    elif space.families:
+        families = space.families
+    else:
+        families = default_families(device_class(profile) if space.scaled(shape) else None)
+    space = dataclasses.replace(space, families=families)
     if space.width_multiple is None:
         space = dataclasses.replace(space, width_multiple=profile.search.channel_multiple)
     return space

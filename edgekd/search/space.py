@@ -31,24 +31,25 @@ and enumerated without torch.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable
 
 from edgekd.core.errors import EdgekdError
-from edgekd.search.families import Block, default_families, family_names, get_family
+from edgekd.search.families import Block, family_names, get_family
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 SPEC_KEYS = frozenset({"family", "input", "classes", "stages", "kernel", "bottleneck",
-                       "stem_stride", "expansion", "se", "act"})
+                       "stem_stride", "stem", "expansion", "se", "act"})
 #: Spec fields written to JSON only when they differ from these defaults, so the ids of specs
 #: that do not use them (every plain and residual student before they existed) stay the same.
-OPTIONAL_DEFAULTS: dict[str, Any] = {"stem_stride": 1, "expansion": 1, "se": False, "act": "relu"}
-ACTIVATIONS: tuple[str, ...] = ("relu", "relu6")
+OPTIONAL_DEFAULTS: dict[str, Any] = {"stem_stride": 1, "stem": "conv", "expansion": 1, "se": False,
+                                     "act": "relu"}
+ACTIVATIONS: tuple[str, ...] = ("relu", "relu6", "hswish")
+#: ``conv``: one conv-BN-act of stride ``stem_stride``; ``pool``: that conv, then a 3x3 stride-2 max-pool
+STEMS: tuple[str, ...] = ("conv", "pool")
 STAGE_KEYS = frozenset({"width", "depth", "stride"})
 ID_LENGTH = 12
 
@@ -86,9 +87,10 @@ class StudentSpec:
     ``input`` is (C, H, W); ``stages`` run from the input to the head; ``kernel`` is the conv
     kernel size (odd); ``bottleneck`` is the rank of the optional linear low-rank layer
     before the head (None: no bottleneck). ``stem_stride`` is the stride of the stem (2
-    halves a 32x32 input before the first stage); ``expansion`` (1..6, mbconv), ``se``
-    (squeeze-excitation, mbconv) and ``act`` (relu | relu6, dwsep and mbconv) are options
-    of the families that use them; the family's ``check`` refuses the others.
+    halves a 32x32 input before the first stage) and ``stem`` (``conv``, or ``pool``: ResNet's
+    max-pool after the stem conv, another halving); ``expansion`` (1..6, mbconv), ``se``
+    (squeeze-excitation, mbconv) and ``act`` (relu | relu6 | hswish, dwsep and mbconv) are
+    options of the families that use them; the family's ``check`` refuses the others.
     """
 
     family: str
@@ -98,6 +100,7 @@ class StudentSpec:
     kernel: int = 3
     bottleneck: int | None = None
     stem_stride: int = 1
+    stem: str = "conv"
     expansion: int = 1
     se: bool = False
     act: str = "relu"
@@ -132,6 +135,9 @@ class StudentSpec:
         if self.stem_stride not in (1, 2):
             raise EdgekdError(f"student spec: stem_stride must be 1 or 2, got {self.stem_stride!r}: "
                               "fix the spec")
+        if self.stem not in STEMS:
+            raise EdgekdError(f"student spec: stem must be one of {', '.join(STEMS)}, got "
+                              f"{self.stem!r}: fix the spec")
         if isinstance(self.expansion, bool) or self.expansion not in range(1, 7):
             raise EdgekdError(f"student spec: expansion must be an integer 1..6, got "
                               f"{self.expansion!r}: fix the spec")
@@ -258,13 +264,12 @@ class StudentSpec:
         return list(plan)
 
     def feature_shapes(self) -> list[tuple[int, int, int]]:
-        """Output shape (C, H, W) of each block ``features.{i}`` (batch excluded)."""
+        """Output shape (C, H, W) of each block ``features.{i}`` (batch excluded): every conv and
+        pool pads "same", so a block of stride s maps a side n to ceil(n / s)."""
         _, h, w = self.input
-        pad = self.kernel // 2
         shapes = []
         for block in self.block_plan():
-            h = (h + 2 * pad - self.kernel) // block.stride + 1
-            w = (w + 2 * pad - self.kernel) // block.stride + 1
+            h, w = -(-h // block.stride), -(-w // block.stride)
             shapes.append((block.cout, h, w))
         return shapes
 
@@ -277,6 +282,7 @@ class StudentSpec:
         """Short human text, e.g. ``plain d6 16x3/s1-32x3/s2``."""
         stages = "-".join(f"{s.width}x{s.depth}/s{s.stride}" for s in self.stages)
         extra = f" s2stem" if self.stem_stride == 2 else ""
+        extra += " poolstem" if self.stem == "pool" else ""
         extra += f" e{self.expansion}" if self.expansion != 1 else ""
         extra += " se" if self.se else ""
         extra += f" {self.act}" if self.act != "relu" else ""
@@ -317,24 +323,38 @@ def build(spec: StudentSpec) -> "nn.Module":
 # ---------------------------------------------------------------------------- enumeration
 @dataclass(frozen=True)
 class SpaceConfig:
-    """The grid :func:`enumerate_specs` walks.
+    """The grid :func:`enumerate_specs` walks (:mod:`edgekd.search.grid` walks it).
 
-    Depth runs over ``min_depth..max_depth`` conv layers; a depth is split into
+    Depth runs over ``min_depth..max_depth`` conv layers (None: ``depth_limits``, the first
+    below ``scaled_from`` px, the second from it on). ``families`` empty: the default ones
+    (:func:`~edgekd.search.families.default_families`; a search picks them for its device).
+
+    **Small inputs** (the shorter side below ``scaled_from``): a depth is split into
     1..``max_stages`` stages in every possible way (these splits are the downsampling
     positions: each stage after the first starts with a stride-2 block); stage widths follow
     ``base * growth**i`` rounded to a multiple of ``width_multiple`` (2 by default; 8 suits
-    tensor cores, see the profile's ``search.channel_multiple``) for each base width and
-    growth factor. A stage is only added while the feature map stays at least
+    tensor cores, see the profile's ``search.channel_multiple``) for each of ``base_widths``
+    and ``growths``. A stage is only added while the feature map stays at least
     ``min_resolution`` pixels. Splits where one stage is more than ``max_stage_ratio`` times
     deeper than another are skipped (they add thousands of near-duplicates of lopsided
-    students). ``stem_strides`` (1 and/or 2), ``kernels`` and ``bottlenecks`` apply to every
-    family; ``expansions``, ``se`` and ``acts`` to the families that take them (mbconv,
-    dwsep), through each family's ``variants``.
+    students). ``stem_strides`` (1 and/or 2) apply here.
+
+    **Scaled inputs** (``scaled_from`` px and more) are laid out as ResNet and MobileNet are:
+    a stride-2 stem (``stems``: ``conv``, or ``pool``, ResNet's conv + max-pool), then as many
+    stride-2 stages as it takes to bring the map reaching the head to ``final_map`` pixels or
+    fewer (5 halvings at 224 px, 4 at 96), depth mostly at low resolution (a few stage-depth
+    profiles, :data:`edgekd.search.grid.DEPTH_PROFILES`, instead of every split), widths from
+    ``scaled_base_widths`` and ``scaled_growths`` up to ``max_width``: a few thousand students
+    per family at any resolution.
+
+    ``kernels`` and ``bottlenecks`` apply to every family; ``expansions``, ``se`` and ``acts``
+    to the families that take them (mbconv, dwsep), through each family's ``variants``.
     """
 
-    families: tuple[str, ...] = field(default_factory=default_families)
+    families: tuple[str, ...] = ()
     min_depth: int = 3
-    max_depth: int = 19
+    max_depth: int | None = None
+    depth_limits: tuple[int, int] = (19, 40)
     max_stages: int = 3
     base_widths: tuple[int, ...] = (4, 6, 8, 12, 16, 24, 32, 48)
     growths: tuple[float, ...] = (1.0, 1.5, 2.0)
@@ -347,28 +367,40 @@ class SpaceConfig:
     expansions: tuple[int, ...] = (2, 4, 6)
     se: tuple[bool, ...] = (False,)
     acts: tuple[str, ...] = ("relu6",)
+    scaled_from: int = 64
+    final_map: int = 7
+    stems: tuple[str, ...] = STEMS
+    scaled_base_widths: tuple[int, ...] = (8, 16, 24, 32, 48, 64)
+    scaled_growths: tuple[float, ...] = (1.5, 2.0)
+    max_width: int = 1280
 
     def __post_init__(self) -> None:
         bad = [f for f in self.families if f not in family_names()]
-        if bad or not self.families:
-            raise EdgekdError(f"unknown student family {', '.join(bad) or '(none)'}: "
+        if bad:
+            raise EdgekdError(f"unknown student family {', '.join(bad)}: "
                               f"use one or more of {', '.join(family_names())}")
-        if not 1 <= self.min_depth <= self.max_depth:
-            raise EdgekdError(f"depth range {self.min_depth}..{self.max_depth} is empty: "
+        deepest = self.max_depth if self.max_depth is not None else min(self.depth_limits)
+        if not 1 <= self.min_depth <= deepest:
+            raise EdgekdError(f"depth range {self.min_depth}..{deepest} is empty: "
                               "give 1 <= min_depth <= max_depth")
         if not self.stem_strides or not set(self.stem_strides) <= {1, 2}:
             raise EdgekdError(f"stem strides {self.stem_strides} must be 1 and/or 2: fix --stem-stride")
+        if not self.stems or not set(self.stems) <= set(STEMS):
+            raise EdgekdError(f"stems {self.stems} must be among {', '.join(STEMS)}")
         if any(k < 1 or k % 2 == 0 for k in self.kernels) or not self.kernels:
             raise EdgekdError(f"kernels {self.kernels} must be odd positive sizes: use e.g. 3,5")
         if self.width_multiple is not None and self.width_multiple < 1:
             raise EdgekdError(f"width multiple {self.width_multiple} must be >= 1")
 
+    def scaled(self, input_shape: Iterable[int]) -> bool:
+        """Whether an input of shape (C, H, W) gets the scaled layout (see the class docstring)."""
+        return min(tuple(input_shape)[1:]) >= self.scaled_from
 
-def _compositions(total: int, parts: int) -> Iterator[tuple[int, ...]]:
-    """All ways to write ``total`` as an ordered sum of ``parts`` positive integers."""
-    for cuts in itertools.combinations(range(1, total), parts - 1):
-        bounds = (0, *cuts, total)
-        yield tuple(bounds[i + 1] - bounds[i] for i in range(parts))
+    def depth_limit(self, side: int) -> int:
+        """The deepest student enumerated for inputs whose shorter side is ``side`` pixels."""
+        if self.max_depth is not None:
+            return self.max_depth
+        return self.depth_limits[0] if side < self.scaled_from else self.depth_limits[1]
 
 
 def round_width(width: float, multiple: int) -> int:
@@ -376,59 +408,15 @@ def round_width(width: float, multiple: int) -> int:
     return max(multiple, multiple * round(width / multiple))
 
 
-def _width_schedules(stages: int, config: SpaceConfig) -> list[tuple[int, ...]]:
-    schedules = {
-        tuple(round_width(base * growth**i, config.width_multiple or 2) for i in range(stages))
-        for base in config.base_widths
-        for growth in config.growths
-    }
-    return sorted(schedules)
-
-
-def _max_stages(input_shape: tuple[int, int, int], config: SpaceConfig, stem_stride: int = 1) -> int:
-    size = math.ceil(min(input_shape[1:]) / stem_stride)
-    stages = 1
-    while stages < config.max_stages and math.ceil(size / 2) >= config.min_resolution:
-        size = math.ceil(size / 2)
-        stages += 1
-    return stages
-
-
-def _stage_layouts(blocks: int, max_stages: int, config: SpaceConfig) -> Iterator[tuple[Stage, ...]]:
-    """Every split of ``blocks`` into stages, with every width schedule."""
-    for n_stages in range(1, min(max_stages, blocks) + 1):
-        strides = (1,) + (2,) * (n_stages - 1)
-        for split in _compositions(blocks, n_stages):
-            if max(split) > config.max_stage_ratio * min(split):
-                continue
-            for widths in _width_schedules(n_stages, config):
-                yield tuple(Stage(w, d, s) for w, d, s in zip(widths, split, strides))
-
-
 def enumerate_specs(input_shape: Iterable[int], classes: int,
                     config: SpaceConfig | None = None) -> list[StudentSpec]:
-    """Every student of the grid described by ``config``, in a deterministic order.
+    """Every student of the grid described by ``config``, in a deterministic order
+    (:func:`edgekd.search.grid.enumerate_grid`).
 
     With the defaults and a 28x28 or 32x32 input this yields about ten thousand specs
-    (depth 3..19) in well under a second; :mod:`edgekd.search.search` filters them by budget.
+    (depth 3..19) in well under a second, and a few thousand per family at 224 px;
+    :mod:`edgekd.search.search` filters them by budget.
     """
-    config = config or SpaceConfig()
-    shape: tuple[int, int, int] = tuple(int(v) for v in input_shape)  # type: ignore[assignment]
-    specs: dict[str, StudentSpec] = {}
-    for name in config.families:
-        family = get_family(name)
-        variants = [dict(v) for v in family.variants(config)]
-        for depth in range(config.min_depth, config.max_depth + 1):
-            for variant in variants:
-                blocks = family.blocks_for_depth(depth, variant)
-                if not blocks or blocks < 1:
-                    continue
-                for stem_stride in config.stem_strides:
-                    max_stages = _max_stages(shape, config, stem_stride)
-                    for stages in _stage_layouts(blocks, max_stages, config):
-                        for kernel in config.kernels:
-                            for bottleneck in config.bottlenecks:
-                                spec = StudentSpec(name, shape, classes, stages, kernel,
-                                                   bottleneck, stem_stride=stem_stride, **variant)
-                                specs.setdefault(spec.id, spec)
-    return list(specs.values())
+    from edgekd.search.grid import enumerate_grid
+
+    return enumerate_grid(tuple(int(v) for v in input_shape), classes, config or SpaceConfig())

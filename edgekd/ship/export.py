@@ -19,6 +19,10 @@ kit's own runner) against PyTorch eager on at least 256 real, normalised samples
 ``max |logits_onnx - logits_torch| <= 1e-4`` (fp32) and 100% top-1 agreement; a failure is
 an :class:`EdgekdError` that prints both numbers.
 
+Re-parameterised blocks (RepVGG's training branches) are exported fused, as one conv each
+(:func:`edgekd.search.blocks.deployed`); the parity check compares that graph with the model
+as trained, so it proves the fusion too.
+
 Simplification: onnxslim (optional), kept only when the simplified graph passes the checker
 and the same parity check; otherwise the plain export is kept and the reason is recorded.
 """
@@ -272,6 +276,8 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: st
     import onnx
     import torch
 
+    from edgekd.search.blocks import deployed
+
     path = Path(path)
     input_shape = tuple(int(v) for v in input_shape)
     model = model.eval().cpu()
@@ -285,7 +291,7 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: st
     tmp = Path(tmp_name)
     try:
         with torch.no_grad():
-            exporter = _torch_export(model, example, tmp, opset, bounds, exporter)
+            exporter = _torch_export(deployed(model), example, tmp, opset, bounds, exporter)
         proto = onnx.load(str(tmp))
         set_metadata(proto, {
             **(metadata or {}),
