@@ -15,8 +15,9 @@ spec id.
 sum) and ``elementwise`` (other activations). BatchNorm and ReLU are not separate layers: ONNX
 Runtime and TensorRT fold BN into the conv and fuse the ReLU. A module may declare its kind with
 a ``cost_kind`` attribute (the family registry's cost hook, see :mod:`edgekd.search.blocks`).
-A model is costed as it is deployed (:func:`edgekd.search.blocks.deployed`: a RepVGG block
-is counted as the one conv it exports to, not as its training branches).
+MACs and layers are counted as the model is deployed (:func:`edgekd.search.blocks.deployed`: a
+RepVGG block is the one conv it exports to), parameters as it trains (its branches included):
+at the same latency a re-parameterised student has more capacity to learn with.
 Operations written as functions outside modules (e.g. torchvision ResNet's ``out += identity``)
 are not seen.
 """
@@ -39,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 KINDS: tuple[str, ...] = ("conv", "depthwise", "linear", "pool", "add", "elementwise")
-COST_CACHE_FORMAT = "edgekd.cost-cache/4"
+COST_CACHE_FORMAT = "edgekd.cost-cache/5"
 
 
 # ---------------------------------------------------------------------------- layers
@@ -129,11 +130,11 @@ def module_cost(model: "nn.Module", input_shape: Sequence[int]) -> ModelCost:
 
     from edgekd.search.blocks import deployed
 
+    params = sum(p.numel() for p in model.parameters())  # what trains (RepVGG: every branch)
     model = deployed(model)
     tensors = [*model.parameters(), *model.buffers()]
     # count where the model lives: a teacher that just trained students on CUDA stays there
     device = tensors[0].device if tensors else torch.device("cpu")
-    params = sum(p.numel() for p in model.parameters())
     calls: list[_Call] = []
     # TorchScript refuses forward hooks: count its MACs in total (FlopCounterMode sees its ops),
     # without a per-layer breakdown
