@@ -50,14 +50,15 @@ class SupernetOutcome:
 
 def _anchor(rows: list[dict], families: tuple[str, ...]) -> dict:
     """The supernet's largest sub-network: of the first of ``families`` with a student within
-    the budget, the one with the most MACs among the deeper half (depth at least the median),
-    so that the space below it holds shallower, thinner and narrower students alike."""
+    the budget, the one with the most MACs among those with at least two blocks in every stage
+    (so every stage has an elastic depth), else the one with the most MACs. The widest such
+    student leaves room below it for thinner and shallower students alike; the deepest one
+    would be too thin to train (its narrowest sub-networks have a few channels)."""
     for family in families:
         inside = [row for row in rows if row.get("family") == family]
         if inside:
-            depths = sorted(row["depth"] for row in inside)
-            median = depths[len(depths) // 2]
-            return max(inside, key=lambda row: (row["depth"] >= median, row["macs"], row["id"]))
+            return max(inside, key=lambda row: (min(s["depth"] for s in row["spec"]["stages"]) >= 2,
+                                                row["macs"], row["id"]))
     raise EdgekdError("no student of the run's families fits the budget: the supernet needs one "
                       "as its largest sub-network; widen the budget or the families")
 
