@@ -14,7 +14,7 @@ Methods (registered in :mod:`edgekd.distill.methods`, formulas in :mod:`edgekd.d
   (``hint_r2``, ``hint_epochs_done``). The teacher runs up to its hint layer on every batch of
   stage 1 (hint maps are too large to cache). Stage 2 (``"kd"``) trains the whole student
   for ``epochs`` epochs with KD whose soft term is weighted by ``lambda``, annealed
-  *linearly per step* from ``lambda_start`` (4) to ``lambda_end`` (1) over stage 2, with the
+  *linearly per step* from ``fitnet.lambda_start`` (4) to ``fitnet.lambda_end`` (1) over stage 2, with the
   weights renormalised so the loss scale (hence the effective learning rate) stays that of ``kd``::
 
       L = (a*CE + (1-a)*lambda(t)*T^2*KL) / (a + (1-a)*lambda(t))
@@ -30,6 +30,8 @@ Methods (registered in :mod:`edgekd.distill.methods`, formulas in :mod:`edgekd.d
   stage (:mod:`edgekd.distill.hint_stage`, :mod:`edgekd.distill.hint_training`). ``scratch``, ``kd`` and ``fitnet`` with the same ``epochs`` get the same
   number of KD passes; fitnet's hint epochs are extra (compare at equal wall-clock as well).
 - ``mimic`` (Ba & Caruana 2014): ``1/2 ||z_s - z_t||^2`` on logits, no labels.
+- ``at`` (Zagoruyko & Komodakis 2017) and any method whose loss declares ``taps()``: the trainer
+  passes the tapped features (:mod:`edgekd.distill.taps`) and knows nothing else about it.
 - ``ban`` (Furlanello et al. 2018, born-again networks): generations of the same student,
   each distilled from the one before (:mod:`edgekd.distill.ban`).
 
@@ -40,7 +42,8 @@ Optimisation: SGD (momentum, Nesterov) or AdamW; the learning rate of each stage
 linearly over ``warmup_epochs`` (at most a fifth of the stage), then follows a cosine from
 ``lr`` down to ``lr_floor * lr`` at the stage's end (:func:`lr_factor`), set per step from
 ``(step, stage horizon)``; the KD/scratch stage is one schedule over all its epochs.
-``label_smoothing`` smooths the hard-label term; ``ema`` validates, selects and keeps an EMA of
+The losses read their method's options (``config.option``; ``label_smoothing`` smooths every
+hard-label term); ``ema`` validates, selects and keeps an EMA of
 the weights (:mod:`edgekd.distill.ema`). **When the horizon
 grows** (successive halving calls again with a larger ``epochs``), training continues from
 the checkpoint and the cosine is recomputed for the new horizon: the rate jumps back up to
