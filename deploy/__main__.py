@@ -8,6 +8,7 @@ click. Bad input prints one line ``error: ...`` and exits 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -200,6 +201,10 @@ def _build(args: argparse.Namespace) -> None:
     print(f"wrote {engine} (+ {engine.name}.json)")
 
 
+#: errno values of a write the disk or folder does not take (one line, not a traceback)
+_FILE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG,
+                errno.ENOTDIR, errno.EISDIR}
+
 #: subcommand -> what it does with the parsed arguments
 COMMANDS = {"bench": _bench, "profile": _profile, "check": _check, "build": _build}
 
@@ -210,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     except DeployError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:
+        if error.errno not in _FILE_ERRNOS:
+            raise
+        where = f" '{error.filename}'" if error.filename else ""
+        print(f"error: cannot write{where} ({error.strerror}): free space, or pass an --out in a "
+              "folder you can write to (not below a file)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

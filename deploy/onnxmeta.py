@@ -11,12 +11,12 @@ wire type 0 is a varint, 1 is 8 bytes, 2 is a varint length + bytes, 5 is 4 byte
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy.errors import DeployError
+from deploy.files import loads_json
 
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
 
@@ -50,7 +50,7 @@ def json_value(metadata: dict[str, str], key: str, default: object = None) -> ob
     if not isinstance(raw, str):
         return raw
     try:
-        return json.loads(raw)
+        return loads_json(raw)
     except ValueError:
         return default
 
@@ -71,7 +71,7 @@ def normalization_of(metadata: dict[str, str], where: str = "the model"
         return None
     fix = "re-export the model with edgekd, or fix its edgekd.normalization metadata"
     try:
-        norm = json.loads(raw) if isinstance(raw, str) else raw
+        norm = loads_json(raw) if isinstance(raw, str) else raw
         mean = [float(v) for v in norm["mean"]]
         std = [float(v) for v in norm["std"]]
     except (ValueError, TypeError, KeyError):

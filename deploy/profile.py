@@ -20,7 +20,6 @@ end-to-end time of the same runs (the difference is the runtime's per-inference 
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 from deploy import PROFILE_FORMAT
 from deploy.bench import run_record
 from deploy.errors import DeployError
+from deploy.files import read_json
 from deploy.backends import get_backend
 from deploy.runners import OrtRunner, TrtRunner, backend_for
 from deploy.trtapi import import_tensorrt
@@ -73,7 +73,7 @@ def _profile_ort(model: Path, batch: int, warmup: int, iters: int, provider: str
         runner.prepare(runner.random_feed(batch))
         time_callable(runner.run_prepared, warmup=0, iters=warmup + iters)
         trace = Path(runner.end_profiling())
-        events = json.loads(trace.read_text(encoding="utf-8"))
+        events = read_json(trace)
     # drop the warm-up runs: keep each node's last ``iters`` records
     layers_all: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for event in events:

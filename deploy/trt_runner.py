@@ -13,7 +13,7 @@ import numpy as np
 
 from deploy.cuda import Cuda
 from deploy.errors import DeployError
-from deploy.files import sha256_bytes
+from deploy.files import read_json, sha256_bytes
 from deploy.runner_base import _Runner, sidecar_path
 from deploy.system import board_name, package_version, versions
 from deploy.trtapi import import_tensorrt
@@ -26,7 +26,7 @@ def read_sidecar(engine_path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path)
     except (OSError, ValueError):
         raise DeployError(f"'{path}' is not valid JSON: delete it and rebuild the engine") from None
 

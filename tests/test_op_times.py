@@ -90,6 +90,22 @@ def test_calibrate_from_a_profile_builds_then_updates_the_table(profiled, tmp_pa
     alone.write_text((profiled / "b1.profile.json").read_text())
     lost = runner.invoke(cli, ["calibrate", "--from", str(alone), "--table", str(tmp_path / "x.json")])
     assert lost.exit_code == 2 and "cannot tell which student" in lost.output
+    # another model's ONNX under the profiled file's name: its kernels were never measured
+    from edgekd.search.space import build
+    from edgekd.ship.export import export_onnx
+
+    other_spec = StudentSpec("plain", (3, 16, 16), 10, (Stage(4, 1, 1),))
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    data = json.loads((profiled / "b1.profile.json").read_text())
+    export_onnx(build(other_spec).eval(), other_spec.input, swapped / data["model"], batch=1,
+                metadata={"edgekd.spec": other_spec.to_json()}, exporter="torchscript")
+    (swapped / "b1.profile.json").write_text(json.dumps(data))
+    mismatch = runner.invoke(cli, ["calibrate", "--from", str(swapped / "b1.profile.json"),
+                                   "--table", str(tmp_path / "y.json")])
+    assert mismatch.exit_code == 2 and "not " + data["model"] + " beside it" in mismatch.output, \
+        mismatch.output
+    assert len(mismatch.output.strip().splitlines()) == 1 and not (tmp_path / "y.json").exists()
 
 
 def test_search_cli_says_predicted_then_calibrated_once_a_table_exists(profiled) -> None:

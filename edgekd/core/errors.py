@@ -25,7 +25,8 @@ class EdgekdError(Exception):
 
 
 #: errno values that mean "the disk or folder does not take the write", not a bug.
-_DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
+_DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG,
+                errno.ENOTDIR}
 
 
 def disk_error(error: BaseException) -> EdgekdError | None:
@@ -35,7 +36,11 @@ def disk_error(error: BaseException) -> EdgekdError | None:
     if not isinstance(error, OSError) or error.errno not in _DISK_ERRNOS:
         return None
     where = f" '{error.filename}'" if error.filename else ""
-    fix = ("free some space (or pass an --out on another disk), then run the same command "
-           "again (with --resume for compress)") if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) \
-        else "pass an --out in a folder you can write to"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        fix = ("free some space (or pass an --out on another disk), then run the same command "
+               "again (with --resume for compress)")
+    elif error.errno == errno.ENOTDIR:
+        fix = "that is a file where a folder belongs: move it away, or pass another --out"
+    else:
+        fix = "pass an --out in a folder you can write to"
     return EdgekdError(f"cannot write{where} ({error.strerror}): {fix}")

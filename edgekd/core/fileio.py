@@ -17,7 +17,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from deploy.files import public_mode  # one definition: the torch-free kit's
+from deploy.files import (DocumentError, ensure_folder, loads_json, loads_toml,  # the kit's: one each
+                          public_mode, read_text_bounded)
+from edgekd.core.errors import EdgekdError
+
+__all__ = ["DocumentError", "JsonFileError", "loads_json", "loads_toml", "read_text_bounded",
+           "read_json", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+           "atomic_torch_save", "append_jsonl", "write_jsonl", "read_jsonl", "iter_jsonl",
+           "iter_jsonl_lines", "sha256_file", "sha256_json", "fsync_dir", "remove_temp_files",
+           "TEMP_GLOB"]
 
 
 #: The names :func:`_atomic_write`'s temporary files have (``tempfile.mkstemp`` prefix/suffix).
@@ -51,7 +59,7 @@ def remove_temp_files(root: str | os.PathLike) -> list[Path]:
 
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         public_mode(fd)
@@ -86,23 +94,33 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
-    """``torch.save`` to ``path`` atomically (torch is imported here, not at module load)."""
-    import errno
+    """``torch.save`` to ``path`` atomically (torch is imported here, not at module load). The
+    archive is built in memory and then written like any other file, so a full disk is the
+    OSError of the write (one line, :func:`edgekd.core.errors.disk_error`) and the previous
+    file stays whole, never a RuntimeError from inside torch's zip writer."""
+    import io
 
     import torch
 
-    try:
-        return _atomic_write(Path(path), lambda h: torch.save(obj, h), "wb")
-    except RuntimeError as error:  # torch's zip writer reports a failed write this way
-        if "write" not in str(error).lower():
-            raise
-        raise OSError(errno.ENOSPC, f"writing failed ({str(error).splitlines()[0][:80]}); is the "
-                      "disk full?", str(path)) from None
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+class JsonFileError(EdgekdError, ValueError):
+    """A JSON file that is not valid, too large or too deeply nested: one line naming it. It is
+    a ValueError too, so a reader that treats a damaged file as absent still catches it."""
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    """The JSON document in ``path``, read with the kit's size and depth limits
+    (:data:`deploy.files.MAX_BYTES`, :data:`deploy.files.MAX_DEPTH`); OSError as ``open``
+    raises it, :class:`JsonFileError` for a bad document."""
+    try:
+        return loads_json(read_text_bounded(path))
+    except DocumentError as error:
+        raise JsonFileError(f"{path}: {error}: pass a JSON file edgekd or the deploy kit "
+                            "wrote") from None
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
@@ -111,7 +129,7 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     torn line. After a torn tail (no final newline) the record starts on a fresh line, so it
     never sticks onto the torn bytes."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(path.parent)
     line = json.dumps(record, sort_keys=True, default=str) + "\n"
     new = not path.exists()
     with open(path, "a+b") as handle:
@@ -141,7 +159,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     for line in iter_jsonl_lines(path):
         try:
-            value = json.loads(line)
+            value = loads_json(line)
         except ValueError:
             continue
         if isinstance(value, dict):
@@ -154,7 +172,11 @@ def iter_jsonl_lines(path: str | os.PathLike) -> Iterator[str]:
     path = Path(path)
     if not path.is_file():
         return
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    try:
+        text = read_text_bounded(path)
+    except DocumentError as error:
+        raise JsonFileError(f"{path}: {error}: remove it or start a new run") from None
+    for line in text.splitlines():
         if line.strip():
             yield line
 

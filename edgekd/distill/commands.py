@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import iter_jsonl
+from edgekd.core.fileio import iter_jsonl, loads_json
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -79,10 +79,9 @@ def candidate_files(search: Path | None = None) -> list[Path]:
 
 def _json_or_error(text: str, path: Path) -> Any:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise EdgekdError(f"student spec '{path}': not valid JSON ({error.msg} at line {error.lineno}): "
-                          "fix the file") from None
+        return loads_json(text)
+    except ValueError as error:
+        raise EdgekdError(f"student spec '{path}': {error}: fix the file") from None
 
 
 def run_train(*, spec: StudentSpec, teachers: list[tuple[nn.Module, str]], dataset: ImageDataset,

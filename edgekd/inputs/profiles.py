@@ -42,7 +42,6 @@ import dataclasses
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -50,14 +49,10 @@ from typing import TYPE_CHECKING, Any
 
 from deploy import backends as deploy_backends
 from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import loads_json, loads_toml
 
 if TYPE_CHECKING:
     from importlib.abc import Traversable
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 KINDS = ("cpu", "gpu", "jetson")
 #: ``runtime.backend`` values: the deploy kit's backend table (deploy.backends), read at import.
@@ -262,9 +257,9 @@ def parse_profile(text: str, origin: str) -> DeviceProfile:
     """Parse and validate profile TOML ``text``; ``origin`` names it in error messages."""
     where = f"profile '{origin}'"
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise EdgekdError(f"{where}: invalid TOML: {error}: fix the syntax there") from error
+        data = loads_toml(text)
+    except ValueError as error:
+        raise EdgekdError(f"{where}: {error}: fix the syntax there") from None
     return _profile_from_mapping(data, origin, where)
 
 
@@ -311,13 +306,11 @@ def _looks_like_path(text: str) -> bool:
 def parse_profile_json(text: str, origin: str) -> DeviceProfile:
     """A profile in JSON, as ``edgekd profiles show NAME --json`` prints it (its ``source``,
     where it was read from, is ignored); validated like TOML."""
-    import json
-
     where = f"profile '{origin}'"
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise EdgekdError(f"{where}: invalid JSON: {error}: fix the syntax there") from None
+        data = loads_json(text)
+    except ValueError as error:
+        raise EdgekdError(f"{where}: {error}: fix the syntax there") from None
     if not isinstance(data, dict):
         raise EdgekdError(f"{where}: holds a JSON {type(data).__name__}, not an object: pass "
                           "the output of 'edgekd profiles show NAME --json'")

@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import atomic_write_json
+from edgekd.core.fileio import atomic_write_json, read_json
 from edgekd.search.space import StudentSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -330,7 +329,7 @@ def load_cost_cache(path: str | Path) -> int:
 
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
         if (data.get("format") != COST_CACHE_FORMAT or data.get("torch") != torch.__version__
                 or data.get("edgekd") != __version__):
             return 0

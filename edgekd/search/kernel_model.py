@@ -38,14 +38,14 @@ a shipped one (:func:`default_table_path`). Figures it gives are labelled *calib
 
 from __future__ import annotations
 
-import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import atomic_write_json
+from edgekd.core.fileio import atomic_write_json, read_json
 from edgekd.search.kernels import CHANNEL_BLOCKS, Kernel, kernels_of
 from edgekd.search.latency import BYTES_PER_ELEMENT, LatencyEstimate, layers_of, nnls_relative
 
@@ -156,7 +156,7 @@ class KernelTable:
     @classmethod
     def load(cls, path: str | Path) -> "KernelTable":
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = read_json(path)
         except FileNotFoundError:
             raise EdgekdError(f"kernel table {path} not found: run 'edgekd calibrate' to make one") from None
         except (OSError, ValueError) as error:
@@ -166,7 +166,7 @@ class KernelTable:
             raise EdgekdError(f"{path} is not an edgekd kernel table (format {TABLE_FORMAT}): "
                               "run 'edgekd calibrate' again")
         try:
-            return cls(profile=str(data["profile"]), precision=str(data["precision"]),
+            table = cls(profile=str(data["profile"]), precision=str(data["precision"]),
                        kernels={str(k): float(v) for k, v in data["kernels"].items()},
                        fallback={str(b): {str(k): [float(x) for x in v] for k, v in groups.items()}
                                  for b, groups in data["fallback"].items()},
@@ -179,6 +179,13 @@ class KernelTable:
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise EdgekdError(f"kernel table {path} is malformed ({error}): run 'edgekd calibrate' "
                               "again") from None
+        times = [*table.kernels.values(), *table.constants.values(),
+                 *(x for groups in table.fallback.values() for v in groups.values() for x in v)]
+        if not all(math.isfinite(t) and t >= 0 for t in times) or table.channel_block < 1:
+            # every fit here is non-negative: a negative or infinite time was edited in
+            raise EdgekdError(f"kernel table {path} holds negative or non-finite times: run "
+                              "'edgekd calibrate' again")
+        return table
 
 
 def find_table(profile: "DeviceProfile", path: str | Path | None = None) -> KernelTable | None:

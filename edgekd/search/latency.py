@@ -24,14 +24,14 @@ Layers and MACs come from :mod:`edgekd.search.cost`.
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from edgekd.search.cost import KINDS, Layer, ModelCost, spec_cost
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import atomic_write_json
+from edgekd.core.fileio import atomic_write_json, read_json
 from edgekd.search.space import StudentSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -193,7 +193,7 @@ class Calibration:
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = read_json(path)
         except FileNotFoundError:
             raise EdgekdError(f"calibration file {path} not found: check the path, or run "
                               "benchmarks/latency_predictor.py / `edgekd search --measure` to make one") from None
@@ -208,9 +208,20 @@ class Calibration:
             calibration.roofline()
             if "all" not in calibration.fits:
                 raise KeyError("all")
-        except (TypeError, KeyError, EdgekdError) as error:
+            bad = [f"{batch}.{name} = {value!r}" for batch, coef in calibration.fits.items()
+                   for name, value in coef.items() if not _non_negative(value)]
+        except (TypeError, KeyError, AttributeError, EdgekdError) as error:
             raise EdgekdError(f"calibration file {path} is malformed ({error}): recreate it") from None
+        if bad:  # the fit is non-negative least squares: a negative time was edited in
+            raise EdgekdError(f"calibration file {path} has coefficients that are negative, not "
+                              f"numbers or not finite ({', '.join(bad[:3])}): recreate it")
         return calibration
+
+
+def _non_negative(value: Any) -> bool:
+    """A real, finite, non-negative number (a time or a time per unit); not a bool."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
 
 
 def nnls_relative(rows: "np.ndarray", measured: "np.ndarray", *, rounds: int = 3) -> "np.ndarray":

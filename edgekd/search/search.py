@@ -213,10 +213,10 @@ def _resolve_calibration(calibration: "Calibration | KernelTable | str | Path | 
 
 def _json_format(path: str | Path) -> str | None:
     """The ``format`` field of a JSON file (None when unreadable: the loader then explains)."""
-    import json
+    from edgekd.core.fileio import read_json
 
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = read_json(path)
     except (OSError, ValueError):
         return None
     return data.get("format") if isinstance(data, dict) else None

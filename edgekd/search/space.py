@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
 from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import loads_json
 from edgekd.search.families import Block, family_names, get_family
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -209,10 +210,9 @@ class StudentSpec:
     @classmethod
     def from_json(cls, s: str) -> "StudentSpec":
         try:
-            d = json.loads(s)
-        except json.JSONDecodeError as error:
-            raise EdgekdError(f"student spec: not valid JSON ({error.msg} at char {error.pos}): "
-                              "fix the spec file") from None
+            d = loads_json(s)
+        except ValueError as error:
+            raise EdgekdError(f"student spec: {error}: fix the spec file") from None
         return cls.from_dict(d)
 
     # ------------------------------------------------------------------ derived

@@ -171,8 +171,15 @@ def layer_profiles_from(path: Path) -> list[tuple[StudentSpec, dict]]:
         if data.get("sha256") in index:
             found.append((StudentSpec.from_dict(index[data["sha256"]]["spec"]), data))
             continue
-        onnx = folder / str(data.get("model", ""))
-        spec = read_onnx_header(onnx).metadata.get(SPEC) if onnx.suffix == ".onnx" and onnx.is_file() else None
+        onnx = folder / Path(str(data.get("model", ""))).name  # beside it, never elsewhere
+        beside = onnx.suffix == ".onnx" and onnx.is_file()
+        if beside and sha256_file(onnx) not in (data.get("sha256"), data.get("file_sha256")):
+            if path.is_dir():  # another model's profile: its kernels were never measured here
+                continue
+            raise EdgekdError(f"{file} profiled a model with sha256 {str(data.get('sha256'))[:12]}, "
+                              f"not {onnx.name} beside it ({sha256_file(onnx)[:12]}): put the "
+                              "ONNX file that was profiled beside it")
+        spec = read_onnx_header(onnx).metadata.get(SPEC) if beside else None
         if spec is None:
             if path.is_dir():
                 continue

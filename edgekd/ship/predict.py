@@ -11,7 +11,6 @@ Probabilities are the softmax of the logits.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.core.errors import EdgekdError
+from edgekd.core.fileio import loads_json
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
@@ -81,8 +81,8 @@ def load_images(paths: list[Path], sample_shape: tuple[int, ...]) -> np.ndarray:
 def class_names(metadata: dict[str, str], count: int) -> list[str]:
     raw = metadata.get("edgekd.classes")
     try:
-        names = json.loads(raw) if raw else None
-    except json.JSONDecodeError:
+        names = loads_json(raw) if raw else None
+    except ValueError:
         names = None
     if isinstance(names, list) and len(names) == count:
         return [str(name) for name in names]
