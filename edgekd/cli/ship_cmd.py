@@ -87,6 +87,9 @@ def export(target: Path, out_dir: Path, bundle: bool, profile_name: str | None,
         click.echo(f"int8 -> {result.onnx.with_name(result.int8['onnx'])}: {result.int8['line']}")
         if result.int8.get("recorded_in"):
             click.echo(f"int8: recorded in {result.int8['recorded_in']} ('edgekd report' shows it)")
+        elif result.int8.get("not_recorded"):
+            click.echo(f"int8: not recorded in the run ({result.int8['not_recorded']}): the report "
+                       "of the run has no INT8 row")
     for note in result.notes:
         click.echo(f"note: {note}")
     if result.bundle:

@@ -34,15 +34,16 @@ Every id read from a run file goes through :func:`safe_id` and every path throug
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 from edgekd.core.errors import EdgekdError
+from edgekd.core.runguard import RunLock, acquire, check_tree
 from edgekd.core.fileio import (append_jsonl, atomic_write_bytes, atomic_write_json, iter_jsonl_lines,
-                           write_jsonl)
+                                loads_json, read_text_bounded, write_jsonl)
 
 #: What a trial or model id read from a run file may look like: one plain file-name part
 #: (no separator, no ``..``), so a path built from it stays inside the run.
@@ -59,6 +60,8 @@ class Document:
     format: str | None
     required: dict[str, Any] = field(default_factory=dict)
     fix: str = "start a new run with another --out"
+    #: a further check of a document whose keys are sound (None: none)
+    check: Callable[[dict[str, Any]], str | None] | None = None
 
     def problem(self, value: Any) -> str | None:
         """Why ``value`` is not a sound document of this kind, or None."""
@@ -73,14 +76,21 @@ class Document:
             item = value[key]
             if kind is not None and (not isinstance(item, kind) or isinstance(item, bool)):
                 return f"has a bad '{key}' ({_short(item)})"
-        return None
+        return self.check(value) if self.check is not None else None
+
+
+def _winner_problem(outcome: dict[str, Any]) -> str | None:
+    """outcome.json's winner must be one of its trials (an edited ``../X`` is none)."""
+    trials = {t.get("trial") for t in outcome["trials"] if isinstance(t, dict)}
+    winner = outcome["winner"]
+    return None if winner in trials else f"names a winner {_short(winner)!r} that is none of its trials"
 
 
 RUN = Document("run.json", "edgekd.run/1", {"identity": dict},
                "restore it from a backup or start a new run with another --out")
 OUTCOME = Document("outcome.json", "edgekd.outcome/1",
                    {"trials": list, "winner": str, "rungs": list, "survivors": list},
-                   "rebuild it with 'edgekd compress --out RUN --resume'")
+                   "rebuild it with 'edgekd compress --out RUN --resume'", _winner_problem)
 TEACHER = Document("teacher.json", "edgekd.teacher/1",
                    {"fingerprint": str, "macs": int, "params": int, "test_acc": _NUMBER,
                     "predicted_latency": dict},
@@ -126,7 +136,7 @@ def read_doc(doc: Document, path: str | Path, *, root: Path | None = None) -> di
     file and the fix) when it is missing, unreadable or of another shape."""
     path = Path(path)
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = loads_json(read_text_bounded(path))
     except FileNotFoundError:
         raise RunFileError(path, f"{path} is missing: {_fix(doc, root)}") from None
     except (OSError, ValueError) as error:
@@ -159,7 +169,7 @@ def read_records(doc: Document, path: str | Path) -> tuple[list[dict], int]:
     records, bad = [], 0
     for line in iter_jsonl_lines(path):
         try:
-            value = json.loads(line)
+            value = loads_json(line)
         except ValueError:
             bad += 1
             continue
@@ -298,15 +308,27 @@ class RunDir:
         return resolved
 
     # ------------------------------------------------------------------ the lock
-    def hold(self, lock: IO[str]) -> None:
-        """Keep the run's lock (see :func:`edgekd.run.rundir.lock_run`) until :meth:`release`."""
+    def hold(self, lock: RunLock) -> None:
+        """Keep the run's lock (:func:`edgekd.core.runguard.acquire`) until :meth:`release`."""
         self._lock = lock
 
     def release(self) -> None:
+        """Release the lock (its file is removed: a finished run keeps no ``.lock``)."""
         lock = getattr(self, "_lock", None)
         if lock is not None:
-            lock.close()
+            lock.release()
             self._lock = None
+
+    @contextmanager
+    def locked(self) -> Iterator["RunDir"]:
+        """Hold the run's lock and check its tree (:mod:`edgekd.core.runguard`) while a command
+        other than compress writes into the run (``edgekd report``)."""
+        self.hold(acquire(self.root))
+        try:
+            check_tree(self.root)
+            yield self
+        finally:
+            self.release()
 
     # ------------------------------------------------------------------ documents
     def manifest(self) -> dict:

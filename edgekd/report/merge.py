@@ -11,6 +11,7 @@ merged and the file records why (``forced``), which the report shows in the late
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,27 @@ def _read_measurement(path: Path) -> dict[str, Any]:
     except (EdgekdError, KeyError, TypeError, ValueError):
         raise EdgekdError(f"{path} is not a deploy-kit Measurement JSON (needs sha256 and "
                           "latency_ms.median): pass the file 'python -m deploy bench' wrote") from None
+    bad = {key: value for key, value in record["latency_ms"].items()
+           if not _is_time(value) or (key == "median" and value == 0)}
+    if bad:
+        raise EdgekdError(f"{path} has latencies that are not positive finite times "
+                          f"({', '.join(f'{k} {v!r}' for k, v in sorted(bad.items())[:3])}): "
+                          "measure again with 'python -m deploy bench'")
     return record
+
+
+def _is_time(value: Any) -> bool:
+    """A latency in ms: a finite number >= 0 (not a bool, not NaN)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
+def stored_name(file_name: str) -> str:
+    """The name a merged file gets under measurements/ (``target-`` prefixed): ``file_name``
+    with every character but letters, digits and ``-_.`` turned into ``_`` (any name the user
+    gave is accepted; the stored one is a plain id that stays inside the run)."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(file_name).stem).strip("._") or "measurement"
+    return f"{stem[:100]}.json"
 
 
 def _rows_by_sha(run: RunDir) -> dict[str, str]:
@@ -114,7 +135,7 @@ def merge_measurements(run_root: str | Path, files: Iterable[str | Path], *,
     for path, record, problems in checked:
         if problems:
             record = {**record, "forced": list(problems)}
-        destination = atomic_write_json(run.target_measurement(path.name), record)
+        destination = atomic_write_json(run.target_measurement(stored_name(path.name)), record)
         merged.append(Merged(path, Path(destination), record, rows.get(record["sha256"]), problems))
     return merged
 

@@ -26,6 +26,7 @@ on both accuracy (higher) and latency (lower).
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import statistics
 from pathlib import Path
@@ -351,10 +352,11 @@ def to_html(summary: dict, images: dict[str, bytes]) -> str:
 
 # ============================================================================ entry points
 def write_report(run_root: str | Path, measurements: Iterable[str | Path] = (), *,
-                 force: bool = False, merged: list | None = None) -> dict:
+                 force: bool = False, merged: list | None = None, lock: bool = True) -> dict:
     """Rebuild summary.json, report.md, report.html and the PNGs of a run from its files, after
     merging ``measurements`` (checked against the run's profile, see edgekd.report.merge;
-    ``force`` merges mismatches labelled as such; ``merged`` receives what was merged)."""
+    ``force`` merges mismatches labelled as such; ``merged`` receives what was merged). The
+    run's lock is taken for the writes (``lock=False``: the caller, compress, holds it)."""
     run = RunDir(Path(run_root))
     if not run.root.is_dir():
         raise EdgekdError(f"run folder {run.root} does not exist: pass runs/NAME of a compress run")
@@ -363,6 +365,12 @@ def write_report(run_root: str | Path, measurements: Iterable[str | Path] = (), 
     if not run.outcome_path().exists():
         raise EdgekdError(f"{run.root} has no outcome.json yet: finish the run with "
                           f"'edgekd compress --out {run.root} --resume' first")
+    with run.locked() if lock else contextlib.nullcontext():
+        return _write_report(run, measurements, force, merged)
+
+
+def _write_report(run: RunDir, measurements: Iterable[str | Path], force: bool,
+                  merged: list | None) -> dict:
     done = merge_measurements(run.root, measurements, force=force)
     if merged is not None:
         merged.extend(done)

@@ -11,16 +11,16 @@ trials, and deletes the temporary files a kill left behind.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from deploy import system
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import TEMP_GLOB, remove_temp_files
 from edgekd.core.runfolder import RUN, RunDir, safe_id, write_doc
+from edgekd.core.runguard import RunLock, acquire, check_tree
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekd.run.config import CompressConfig
@@ -91,26 +91,11 @@ def default_out(profile: str | None, data: str | None, teacher: str | None) -> P
     return Path("runs") / "".join(c if c.isalnum() or c in "-_." else "_" for c in slug)
 
 
-def lock_run(run: RunDir) -> IO[str]:
-    """Take the run's exclusive lock (``.lock``, ``fcntl.flock``), held until the returned
-    handle is closed or the process ends (a kill releases it too). A folder another process
-    holds is refused in one line naming that process's pid."""
-    import fcntl
-
-    handle = open(run.lock, "a+", encoding="utf-8")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        pid = handle.read().strip() or "unknown"
-        handle.close()
-        raise EdgekdError(f"--out {run.root} is in use by another edgekd process (pid {pid}): "
-                          "wait for it to finish, or stop it and run again with --resume") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
+def lock_run(run: RunDir) -> RunLock:
+    """Take the run's exclusive lock (:func:`edgekd.core.runguard.acquire`: ``.lock``,
+    ``fcntl.flock``, never through a symbolic link), held until ``run.release()`` or the end
+    of the process. A folder another process holds is refused in one line naming its pid."""
+    return acquire(run.root)
 
 
 def _holds_files(root: Path) -> bool:
@@ -138,6 +123,7 @@ def open_run(root: str | Path, run_identity: dict, *, resume: bool,
                           "folder on a writable disk") from None
     run.hold(lock_run(run))
     try:
+        check_tree(run.root)
         remove_temp_files(run.root)
         resumed = _reopen(run, run_identity, resume=resume) if _holds_files(run.root) else False
         if not resumed:

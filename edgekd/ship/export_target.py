@@ -12,6 +12,7 @@ metadata and a parity check, and optionally write the device bundle.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,11 +83,22 @@ def require_onnxslim() -> None:
                           "pip install 'edgekd[simplify]', or drop --simplify")
 
 
-def _run_identity(run: Path) -> dict[str, Any]:
+def _run_manifest(run: Path) -> dict[str, Any]:
     rundir = RunDir(run)
     if not rundir.run_json.is_file():
         return {}
-    return dict(rundir.manifest()["identity"])
+    return dict(rundir.manifest())
+
+
+def _recorded_data(manifest: dict[str, Any]) -> str | None:
+    """The data a run was made with, as given to compress (``options.data``: a path relative to
+    the folder it ran in, or a name), else the name in its identity; None: the shipped subset."""
+    options = manifest.get("options") if isinstance(manifest.get("options"), dict) else {}
+    given = options.get("data")
+    if isinstance(given, str) and given:
+        return given
+    name = (manifest.get("identity", {}).get("data") or {}).get("name")
+    return None if name in (None, "mnist-subset") else str(name)
 
 
 def _int8(onnx_path: Path, dataset: ImageDataset, norm: Normalization, run: Path | None, trial: str) -> dict[str, Any]:
@@ -97,12 +109,15 @@ def _int8(onnx_path: Path, dataset: ImageDataset, norm: Normalization, run: Path
 
     record = export_int8(onnx_path, dataset, norm)
     existing = RunDir(run).export_onnx(trial) if run else None
-    if existing is not None and existing.is_file() and sha256_file(existing) == record["source_sha256"]:
-        made = onnx_path.with_name(record["onnx"])
+    if existing is None or not existing.is_file() or sha256_file(existing) != record["source_sha256"]:
+        return record
+    if not os.access(existing.parent, os.W_OK | os.X_OK):  # a read-only run is left as it is
+        return {**record, "not_recorded": f"{existing.parent} is read-only"}
+    made = onnx_path.with_name(record["onnx"])
+    with RunDir(run).locked():  # the run's lock and tree check, as every write into a run
         atomic_write_bytes(existing.with_name(made.name), made.read_bytes())
         atomic_write_bytes(sidecar_path(existing.with_name(made.name)), sidecar_path(made).read_bytes())
-        record = {**record, "recorded_in": str(existing.parent)}
-    return record
+    return {**record, "recorded_in": str(existing.parent)}
 
 
 def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
@@ -119,7 +134,8 @@ def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
     if simplify:
         require_onnxslim()
     notes: list[str] = []
-    run, trial, checkpoint, identity = _resolve_target(target)
+    run, trial, checkpoint, manifest = _resolve_target(target)
+    identity = manifest.get("identity", {})
     device = _target_device(profile, identity, run)
     if bundle and device is None:
         raise EdgekdError("--bundle needs the target device: add --profile NAME "
@@ -129,8 +145,7 @@ def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
     model, info = load_student(checkpoint)
     model_id = trial or (StudentSpec.from_dict(info.spec).id if info.spec else checkpoint.stem)
     data_fp = (identity.get("data") or {}).get("fingerprint") if data is None else None
-    data_spec = data if data is not None else (identity.get("data") or {}).get("name")
-    dataset = _dataset(None if data_spec in (None, "mnist-subset") else data_spec,
+    dataset = _dataset(data if data is not None else _recorded_data(manifest),
                        tuple(info.input_shape), data_fp)
     norm = Normalization.from_dict(info.normalization)
     onnx_path = out / f"{model_id}.onnx"
@@ -164,11 +179,11 @@ def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
 
 
 def _resolve_target(target: Path) -> tuple[Path | None, str, Path, dict[str, Any]]:
-    """(run folder or None, trial id or "", checkpoint, the run's identity or {}) for a run
+    """(run folder or None, trial id or "", checkpoint, the run's run.json or {}) for a run
     folder (its best student) or a checkpoint file."""
     if target.is_dir():
         trial, checkpoint = _run_best(target)
-        return target, trial, checkpoint, _run_identity(target)
+        return target, trial, checkpoint, _run_manifest(target)
     if target.is_file():
         return None, "", target, {}
     raise EdgekdError(f"'{target}' not found: pass a checkpoint.pt or a run folder (runs/NAME)")
