@@ -68,7 +68,7 @@ def _default(name: str) -> Any:
               show_default=True, metavar="DECAY",
               help="Weights' EMA decay (e.g. 0.999); 0: off.")
 @click.option("--parity-samples", type=click.IntRange(min=1), default=_default("parity_samples"),
-              show_default=True, metavar="N", help="Images of the ONNX parity check.")
+              show_default=True, metavar="N", help="Images of the ONNX parity check [256, or all if fewer].")
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Kernel calibration of the profile (edgekd calibrate).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=_default("device"),

@@ -10,42 +10,37 @@ runs it again (into a new folder).
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from edgekd.core.errors import EdgekdError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from edgekd.core.fileio import loads_json, loads_toml, read_text_bounded
 
 #: Options that never come from a file: where the file is, and tracebacks.
 NOT_FROM_FILE = frozenset({"config", "verbose"})
+#: Options a file may not set, with why: running code and choosing where to write are the
+#: user's decision on the command line, never a file's (a run.json or a shared config).
+COMMAND_LINE_ONLY = {
+    "trust_code": "it lets edgekd run code from a file",
+    "out": "it chooses where edgekd writes",
+}
 
 
 def read_options(path: Path, command: str) -> dict[str, Any]:
-    """The option mapping in ``path`` (a TOML file, or a run.json's ``options``)."""
+    """The option mapping in ``path`` (a TOML file, or a run.json's ``options``), read with the
+    size and depth limits every edgekd document has (:mod:`deploy.files`)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise EdgekdError(f"--config {path} cannot be read ({error}): pass a TOML file") from None
-    if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise EdgekdError(f"--config {path}: invalid JSON ({error}): fix it") from None
-        if isinstance(data, dict) and "options" in data:  # a run.json
-            data = data["options"]
-    else:
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as error:
-            raise EdgekdError(f"--config {path}: invalid TOML ({error}): fix the syntax") from None
+        text = read_text_bounded(path)
+        data = loads_json(text) if path.suffix == ".json" else loads_toml(text)
+    except OSError as error:
+        raise EdgekdError(f"--config {path} cannot be read ({error.strerror}): pass a TOML "
+                          "file") from None
+    except ValueError as error:
+        raise EdgekdError(f"--config {path}: {error}: fix the file") from None
+    if path.suffix == ".json" and isinstance(data, dict) and "options" in data:  # a run.json
+        data = data["options"]
     if isinstance(data, dict) and isinstance(data.get(command), dict):
         data = data[command]
     if not isinstance(data, dict):
@@ -69,11 +64,49 @@ def options_from_file(path: Path, ctx: click.Context) -> dict[str, Any]:
                               f"'edgekd {command.name} --help' ({names})")
         if value is None:
             continue  # run.json stores unset options as null: keep click's default
+        if name in COMMAND_LINE_ONLY and value is not False:
+            flag = "--" + name.replace("_", "-")
+            raise EdgekdError(f"--config {path}: key '{key}' is refused: {COMMAND_LINE_ONLY[name]}, "
+                              f"so give {flag} on the command line if you mean it")
+        problem = _type_problem(allowed[name], value)
+        if problem:
+            raise EdgekdError(f"--config {path}: key '{key}' = {_short(value)}: {problem}")
         try:
             options[name] = allowed[name].type_cast_value(ctx, value)
         except click.BadParameter as error:
-            raise EdgekdError(f"--config {path}: key '{key}' = {value!r}: {error.message}") from None
+            raise EdgekdError(f"--config {path}: key '{key}' = {_short(value)}: {error.message}") from None
     return options
+
+
+def _type_problem(param: click.Parameter, value: Any) -> str | None:
+    """Why ``value`` from a file does not fit ``param``'s type, or None. Stricter than click's
+    casting, which turns ``true`` into 1.0 and ``2.7`` into 2: ints must be integers, numbers
+    must not be booleans, flags must be booleans, repeatable options lists of plain values."""
+    if getattr(param, "multiple", False) or getattr(param, "nargs", 1) != 1:
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, (list, dict)) for item in items):
+            return "give a list of plain values"
+        return None
+    if getattr(param, "is_flag", False):
+        return None if isinstance(value, bool) else "give true or false"
+    kind = param.type
+    if isinstance(value, (list, dict)):
+        return "give a single value, not a list or table"
+    if isinstance(kind, (click.types.IntParamType, click.types.FloatParamType, click.types.BoolParamType)):
+        if isinstance(value, bool) and not isinstance(kind, click.types.BoolParamType):
+            return "give a number, not true/false"
+    if isinstance(kind, click.types.IntParamType):
+        if not isinstance(value, int):
+            return "give a whole number"
+    if isinstance(kind, click.types.FloatParamType):
+        if not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+            return "give a finite number"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def config_option(command: click.Command) -> click.Command:

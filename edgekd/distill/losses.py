@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from edgekd.core.errors import EdgekdError
+
 __all__ = ["cross_entropy", "kd_soft_loss", "kd_terms", "kd_loss", "dkd_terms", "dkd_loss",
            "standardize_logits", "lskd_soft_loss", "hint_loss", "logit_mimic_loss", "combine_teacher_logits",
            "attention_map", "attention_transfer_loss"]
@@ -79,6 +81,10 @@ def dkd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels
     ties NCKD's weight to the teacher's confidence; DKD frees it (:func:`dkd_loss`).
     Returns ``(T^2 * TCKD, T^2 * NCKD)``.
     """
+    if student_logits.shape[1] < 2:  # no non-target class: TCKD and NCKD are undefined (nan)
+        raise EdgekdError(f"decoupled KD needs at least 2 classes, but the data has "
+                          f"{student_logits.shape[1]}: give data with two or more classes, or use "
+                          "--method kd")
     t = float(temperature)
     mask = F.one_hot(labels, student_logits.shape[1]).to(torch.bool)
 

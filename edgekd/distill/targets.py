@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from edgekd.distill.config import TrainConfig
     from edgekd.inputs.data import ImageDataset
 
-__all__ = ["cached_teacher_targets", "check_teacher_finite", "logit_cache_dir",
-           "teacher_fingerprints", "teacher_views"]
+__all__ = ["cached_teacher_targets", "check_teacher_finite", "check_views_memory", "logit_cache_dir",
+           "teacher_fingerprints", "teacher_views", "views_bytes"]
 
 
 def teacher_fingerprints(teachers: list[nn.Module], given: list[str] | None) -> list[str]:
@@ -90,6 +90,43 @@ def check_teacher_finite(logits: torch.Tensor, index: int) -> None:
 
 
 
+def views_bytes(k: int, n_images: int, classes: int, teachers: int = 1) -> int:
+    """Memory of K cached teacher views: each teacher's float32 logits (K, N, classes), the
+    combined targets of the same shape, and the view parameters (two int64 offsets and a flip
+    per image and view): ``K * N * (4 * classes * (teachers + 1) + 17)`` bytes."""
+    return k * n_images * (4 * classes * (teachers + 1) + 17)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (``MemAvailable``; None when unknown)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_views_memory(k: int, n_images: int, classes: int, teachers: int = 1) -> None:
+    """Refuse ``--teacher-views K`` whose cache would take more than half the memory left,
+    with the estimate (:func:`views_bytes`), before anything is allocated."""
+    need = views_bytes(k, n_images, classes, teachers)
+    free = available_memory()
+    if free is None or need <= free // 2:
+        return
+    fit = max(0, (free // 2) // max(1, views_bytes(1, n_images, classes, teachers)))
+    raise EdgekdError(f"--teacher-views {k} would cache about {need / 2**30:,.1f} GiB of teacher "
+                      f"outputs ({k} views x {n_images} images x {classes} classes), more than half "
+                      f"of the {free / 2**30:,.1f} GiB of memory available: give --teacher-views "
+                      f"{min(fit, 8)} or fewer (0: the teacher runs on every batch)")
+
+
 def teacher_views(teachers: list[nn.Module], fps: list[str], dataset: ImageDataset, data: TrainData,
                   aug: augment.Augment, config: TrainConfig, device: torch.device,
                   k: int) -> tuple[augment.AugParams, torch.Tensor]:
@@ -100,6 +137,7 @@ def teacher_views(teachers: list[nn.Module], fps: list[str], dataset: ImageDatas
     (key: teacher, data, augmentation, K, seed), so every trial of a run shares one file and
     pays the K teacher passes once."""
     n_all = len(dataset.x_train)
+    check_views_memory(k, n_all, dataset.num_classes, len(teachers))
     gen = epoch_generator(config.seed, -1)
     params = [augment.sample(aug, n_all, gen) for _ in range(k)]
     per_teacher = [_view_logits(t, fp, params, dataset, aug, data.pad_value, config, device)

@@ -5,6 +5,7 @@ on the embedded default run, and the check that refuses an absurd plan."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,9 @@ class CompressConfig:
     hint_patience: int | None = None
     hint_min_delta: float | None = None
     device: str = "auto"
-    parity_samples: int = 256  # images of the ONNX parity check (edgekd.export.MIN_PARITY_SAMPLES)
+    #: images of the ONNX parity check (None: edgekd.ship.export.MIN_PARITY_SAMPLES, or every
+    #: image of a smaller data set, said in one line)
+    parity_samples: int | None = None
     calibration: str | None = None
     baselines: bool = False
     #: how candidates are trained: ``halving`` (each on its own, successive halving) or
@@ -202,6 +205,25 @@ class CompressConfig:
         values = {key: getattr(self, key) for key in HINT_FIELDS}
         return {k: v for k, v in values.items() if v is not None and v != defaults[k].default}
 
+    def validate(self) -> None:
+        """Refuse (one line naming the option) a value of the wrong type or out of range, before
+        anything is loaded or written: ints must be integers (not booleans, not 2.7), numbers
+        finite, ``--eta`` at least 2 (each rung keeps 1/eta), counts at least 1."""
+        for name, (low, optional) in _INT_RANGES.items():
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            if not _is_int(value) or value < low:
+                raise EdgekdError(f"--{name.replace('_', '-')} {value!r}: give a whole number "
+                                  f">= {low}{_ETA_WHY if name == 'eta' else ''}")
+        for name, (low, strict, optional) in _FLOAT_RANGES.items():
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            if not _is_number(value) or not math.isfinite(value) or value < low or (strict and value == low):
+                raise EdgekdError(f"--{name.replace('_', '-')} {value!r}: give a finite number "
+                                  f"{'>' if strict else '>='} {low:g}")
+
     def selection_method(self) -> str:
         """What the selection rungs train: ``rung_method``, else kd for fitnet (a short rung
         spent mostly on the hint stage ranks deep students at ~chance), else ``method``."""
@@ -274,6 +296,28 @@ DEFAULT_TEACHER_VIEWS_CPU = 8
 #: embedded default's students took 89-115 s with 2 threads and 7-12 s with 1 (10x); this was
 #: why the data-size schedule had trained 2 of 8 trials after 10 minutes (issue 11).
 TRIAL_THREADS_CPU = 1
+
+
+#: Integer options of compress: field -> (smallest value, None allowed).
+_INT_RANGES = {"candidates": (1, False), "epochs": (1, True), "min_epochs": (1, True),
+               "hint_epochs": (0, False), "eta": (2, False), "finalists": (1, False),
+               "rungs": (1, True), "max_macs": (1, True), "batch": (1, True),
+               "teacher_views": (0, True), "parity_samples": (1, True), "ray_cpus": (1, True),
+               "threads_per_trial": (1, True), "seed": (0, False), "max_train_samples": (1, True),
+               "batch_size": (1, True), "measure_warmup": (0, False), "measure_iters": (1, False)}
+#: Real-valued options: field -> (smallest value, strictly above it, None allowed).
+_FLOAT_RANGES = {"latency_ms": (0.0, True, True), "gpus_per_trial": (0.0, False, False),
+                 "label_smoothing": (0.0, False, True), "ema": (0.0, False, False),
+                 "int8_tolerance": (0.0, False, False)}
+_ETA_WHY = " (each rung keeps the best 1/eta of the students; 2 halves them)"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def has_hints(name: str) -> bool:

@@ -241,6 +241,7 @@ def _compress(config: CompressConfig, started: float) -> Summary:
     from edgekd.run import preflight
     from edgekd.search.space import StudentSpec
 
+    config.validate()  # types and ranges, before anything is loaded or written
     for name, flag in ((config.method, "--method"), (config.rung_method, "--rung-method")):
         if name is not None and name not in method_names(compress=True):
             raise EdgekdError(f"unknown method {name!r} for {flag}: use one of "
@@ -265,7 +266,11 @@ def _compress(config: CompressConfig, started: float) -> Summary:
         from edgekd.inputs.profiles import load_profile
 
         preflight.check_calibration(config.calibration, load_profile(config.profile or "host-cpu"))
-    preflight.check_parity_sample(dataset, config.parity_samples)
+    parity, parity_line = preflight.check_parity_sample(dataset, config.parity_samples)
+    config = dataclasses.replace(config, parity_samples=parity)
+    preflight.check_train_configs([train_config(config, method, config.epochs)
+                                   for method in sorted(run_methods(config))], dataset.num_classes)
+    preflight.check_teacher_views(dataset, config.teacher_views, config.augment)
     inputs = load_inputs(config, dataset)
     rows, shortlist, counts = search_stage(config, inputs)  # refuses an infeasible budget
     preflight.check_hint_taps(inputs.teacher, [StudentSpec.from_dict(r["spec"]) for r in shortlist],
@@ -273,6 +278,8 @@ def _compress(config: CompressConfig, started: float) -> Summary:
     run, resumed = open_run(out, run_identity(config, inputs), resume=config.resume,
                             command=config.command if config.command is not None else sys.argv)
     say(config.progress, schedule_line)  # once every check has passed, before the first trial
+    if parity_line:
+        say(config.progress, parity_line)
     try:
         return _compress_locked(config, inputs, run, resumed, rows, shortlist, counts, started)
     finally:
@@ -369,7 +376,7 @@ def _ship(config: CompressConfig, inputs: Inputs, run: RunDir, trials: list[dict
         "timing": timing,
     })
     note("writing the report")
-    summary = write_report(run.root)
+    summary = write_report(run.root, lock=False)  # held since open_run
     if config.bundle:
         note("writing the device bundle")
     bundle = bundle_stage(inputs, run, winner_trial, config.int8_tolerance) if config.bundle else None

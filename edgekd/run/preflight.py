@@ -13,7 +13,9 @@ corrected rerun then collides with. ``compress`` calls these checks, in this ord
    hides its layers: it is refused here, not after the search.
 4. **parity sample**: the data has at least ``parity_samples`` images for the ONNX parity
    check (test images first, topped up from the training split); ``--parity-samples N``
-   states a smaller sample.
+   states a smaller sample; by default a smaller data set is checked on all its images.
+5. **trial settings**: every trial's TrainConfig passes its checks; ``--teacher-views K``
+   fits in memory.
 
 Budget feasibility (some student within the MACs/latency budget) is checked by the search
 itself (:func:`edgekd.search.search_candidates`), which runs before this and writes nothing.
@@ -34,7 +36,8 @@ if TYPE_CHECKING:
     from edgekd.inputs.profiles import DeviceProfile
     from edgekd.search.space import StudentSpec
 
-__all__ = ["check_out", "check_calibration", "check_hint_taps", "check_parity_sample", "hint_methods"]
+__all__ = ["check_out", "check_calibration", "check_hint_taps", "check_parity_sample",
+           "check_teacher_views", "check_train_configs", "hint_methods"]
 
 
 def hint_methods(methods: Iterable[str]) -> list[str]:
@@ -86,12 +89,47 @@ def check_hint_taps(teacher: nn.Module, specs: Iterable[StudentSpec], input_shap
         pair_layers(teacher, build(spec).eval(), input_shape)
 
 
-def check_parity_sample(dataset: ImageDataset, needed: int) -> None:
-    """Enough images for the ONNX parity check (test split topped up from the train split)."""
+def check_parity_sample(dataset: ImageDataset, needed: int | None) -> tuple[int, str | None]:
+    """The images of the ONNX parity check (test split topped up from the train split) and a
+    line to say when the default adapted to a smaller data set: ``needed`` None means
+    :data:`~edgekd.ship.export.MIN_PARITY_SAMPLES`, or every image when the data has fewer.
+    An explicit ``needed`` the data cannot meet is refused."""
+    from edgekd.ship.export import MIN_PARITY_SAMPLES
+
     have = len(dataset.y_test) + len(dataset.y_train)
+    if needed is None:
+        if have >= MIN_PARITY_SAMPLES:
+            return MIN_PARITY_SAMPLES, None
+        return have, (f"ONNX parity check on all {have} images of the data (fewer than the "
+                      f"default {MIN_PARITY_SAMPLES})")
     if have < needed:
         raise EdgekdError(f"the data has {have} images but the ONNX parity check takes {needed}: "
                           f"give more test images, or state a smaller sample with --parity-samples {have}")
+    return needed, None
+
+
+def check_train_configs(trials: Iterable[dict], classes: int) -> None:
+    """Every trial's training settings pass TrainConfig's checks (``--hint-epochs 0`` without
+    ``--hint-mode joint``, ...) before run.json exists, so the corrected command is not then
+    refused as "a different run"; the data has the two classes any classifier (and decoupled
+    KD's non-target term) needs."""
+    from edgekd.distill.config import TrainConfig
+
+    for values in trials:
+        TrainConfig(**values)
+    if classes < 2:
+        raise EdgekdError(f"the data has {classes} class: a classifier (and the distillation of "
+                          "its non-target classes) needs at least 2; give data with two or more "
+                          "classes")
+
+
+def check_teacher_views(dataset: ImageDataset, views: int | None, augment: str | None) -> None:
+    """``--teacher-views K`` fits in memory (:func:`edgekd.distill.targets.check_views_memory`)."""
+    if not views or augment == "none":
+        return
+    from edgekd.distill.targets import check_views_memory
+
+    check_views_memory(views, len(dataset.x_train), dataset.num_classes)
 
 
 def _is_script(model: nn.Module) -> bool:
