@@ -22,11 +22,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 #: The largest JSON or TOML document read (bytes); every file edgekd reads is far smaller.
 MAX_BYTES = 64 << 20
 #: The deepest nesting of arrays and objects accepted; edgekd's own files nest fewer than 10 deep.
@@ -78,7 +73,12 @@ def loads_json(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
 
 
 def loads_toml(text: str, *, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
-    """``tomllib.loads`` with the size and depth limits (DocumentError past them or when invalid)."""
+    """``tomllib.loads`` with the size and depth limits (DocumentError past them or when invalid).
+    Imported here: the kit itself reads no TOML, and JetPack's Python may predate tomllib."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10 (edgekd depends on tomli there)
+        import tomli as tomllib
     return _bounded(tomllib.loads, text, "TOML", max_depth)
 
 

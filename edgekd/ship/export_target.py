@@ -111,13 +111,18 @@ def _int8(onnx_path: Path, dataset: ImageDataset, norm: Normalization, run: Path
     existing = RunDir(run).export_onnx(trial) if run else None
     if existing is None or not existing.is_file() or sha256_file(existing) != record["source_sha256"]:
         return record
-    if not os.access(existing.parent, os.W_OK | os.X_OK):  # a read-only run is left as it is
+    if not writable(existing.parent):  # a read-only run is left as it is
         return {**record, "not_recorded": f"{existing.parent} is read-only"}
     made = onnx_path.with_name(record["onnx"])
     with RunDir(run).locked():  # the run's lock and tree check, as every write into a run
         atomic_write_bytes(existing.with_name(made.name), made.read_bytes())
         atomic_write_bytes(sidecar_path(existing.with_name(made.name)), sidecar_path(made).read_bytes())
     return {**record, "recorded_in": str(existing.parent)}
+
+
+def writable(folder: Path) -> bool:
+    """Whether this process may create files in ``folder``."""
+    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
