@@ -4,7 +4,6 @@ imported when a runner is opened, so the ONNX Runtime path needs neither it nor 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import numpy as np
 
 from deploy.cuda import Cuda
 from deploy.errors import DeployError
-from deploy.files import read_json, sha256_bytes
+from deploy.files import loads_json, read_json, sha256_bytes
 from deploy.runner_base import _Runner, sidecar_path
 from deploy.system import board_name, package_version, versions
 from deploy.trtapi import import_tensorrt
@@ -184,7 +183,7 @@ class TrtRunner(_Runner):
         trt = self.trt
         inspector = self.engine.create_engine_inspector()
         try:
-            info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+            info = loads_json(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
         except ValueError:
             return {}
         types: dict[str, str] = {}
