@@ -378,3 +378,21 @@ def test_export_finds_the_recorded_data_and_leaves_a_read_only_run_alone(run_cop
     assert "not recorded in the run" in result.output
     assert tree(run) == before and not (run / ".lock").exists()
     assert sorted(p.suffix for p in (tmp_path / "x").glob("*.onnx")) == [".onnx", ".onnx"]
+
+
+def test_the_parity_check_adapts_to_a_small_data_set_and_says_so(tmp_path) -> None:
+    import numpy as np
+
+    from edgekd.inputs.data import load_dataset
+    from edgekd.run.preflight import check_parity_sample
+
+    full = load_dataset(None)
+    small = tmp_path / "small.npz"
+    np.savez(small, x_train=full.x_train[:100], y_train=full.y_train[:100],
+             x_test=full.x_test[:28], y_test=full.y_test[:28])
+    dataset = load_dataset(str(small))
+    count, line = check_parity_sample(dataset, None)
+    assert count == 128 and line == "ONNX parity check on all 128 images of the data (fewer than the default 256)"
+    assert check_parity_sample(full, None) == (256, None)
+    with pytest.raises(EdgekdError, match="--parity-samples 128"):
+        check_parity_sample(dataset, 256)  # a sample the user asked for is not cut short

@@ -92,7 +92,9 @@ def test_too_few_images_for_parity(inputs, tmp_path) -> None:
     np.savez(small, x_train=full["x_train"][:150], y_train=full["y_train"][:150],
              x_test=full["x_test"][:50], y_test=full["y_test"][:50], classes=full["classes"])
     out = tmp_path / "o"
-    _refused(compress_args(small, teacher, out), out, "200 images", "--parity-samples 200")
+    # an explicit sample the data cannot give (the default uses all 200 images, said in one line)
+    _refused(compress_args(small, teacher, out, "--parity-samples", "256"), out, "200 images",
+             "--parity-samples 200")
 
 
 def test_infeasible_budget(inputs, tmp_path) -> None:
