@@ -136,11 +136,11 @@ def test_calibrations_with_negative_or_non_finite_times_are_refused(tmp_path) ->
 
 # ----------------------------------------------------------------------------- options
 @pytest.mark.parametrize("args, needle", [
-    (["--eta", "0"], "--eta 0: give a whole number >= 2"),
-    (["--eta", "1"], "--eta 1: give a whole number >= 2"),
-    (["--measure-iters", "0"], "--measure-iters 0: give a whole number >= 1"),
+    (["--eta", "0"], "--eta 0: give a whole number, --eta 2 or more"),
+    (["--eta", "1"], "--eta 1: give a whole number, --eta 2 or more"),
+    (["--measure-iters", "0"], "--measure-iters 0: give a whole number, --measure-iters 1 or more"),
     (["--candidates", "0"], "--candidates 0"),
-    (["--latency-ms", "nan"], "--latency-ms nan: give a finite number > 0"),
+    (["--latency-ms", "nan"], "--latency-ms nan: give a finite number above 0"),
     (["--latency-ms", "-0.25"], "--latency-ms -0.25"),
     (["--hint-epochs", "0"], "hint_epochs"),
     (["--teacher-views", "1000000000", "--augment", "shift"], "GiB"),
@@ -156,8 +156,8 @@ def test_bad_options_are_refused_before_anything_is_written(args, needle, tmp_pa
     ("candidates = 2.7\n", "give a whole number"),
     ("eta = 0\n", "--eta 0"),
     ("epochs = [3]\n", "single value"),
-    ("trust-code = true\n", "give --trust-code on the command line"),
-    ('out = "elsewhere"\n', "give --out on the command line"),
+    ("trust-code = true\n", "remove it and give --trust-code on the command line"),
+    ('out = "elsewhere"\n', "remove it and give --out on the command line"),
 ])
 def test_config_files_cannot_enable_code_choose_the_output_or_bend_types(text, needle, tmp_path,
                                                                          monkeypatch) -> None:

@@ -67,7 +67,7 @@ def options_from_file(path: Path, ctx: click.Context) -> dict[str, Any]:
         if name in COMMAND_LINE_ONLY and value is not False:
             flag = "--" + name.replace("_", "-")
             raise EdgekdError(f"--config {path}: key '{key}' is refused: {COMMAND_LINE_ONLY[name]}, "
-                              f"so give {flag} on the command line if you mean it")
+                              f"so remove it and give {flag} on the command line if you mean it")
         problem = _type_problem(allowed[name], value)
         if problem:
             raise EdgekdError(f"--config {path}: key '{key}' = {_short(value)}: {problem}")
@@ -126,9 +126,10 @@ def config_option(command: click.Command) -> click.Command:
 
 def recorded_options(params: dict[str, Any]) -> dict[str, Any]:
     """Every option of an invocation as JSON values, for run.json (``out`` and ``resume`` are
-    left out: feeding the file back then starts a new run in a new folder; ``yes`` too). A
-    mapping (``--method-opt``'s NAME=VALUE pairs) is recorded as the NAME=VALUE texts it was given as."""
-    skip = NOT_FROM_FILE | {"out", "resume", "yes"}  # --yes is asked for each time
+    left out: feeding the file back then starts a new run in a new folder; ``yes`` and
+    ``trust_code`` too: a file may not set them). A mapping (``--method-opt``'s NAME=VALUE
+    pairs) is recorded as the NAME=VALUE texts it was given as."""
+    skip = NOT_FROM_FILE | set(COMMAND_LINE_ONLY) | {"resume", "yes"}  # --yes is asked for each time
     return {name: (str(value) if isinstance(value, Path) else
                    list(value) if isinstance(value, tuple) else
                    [f"{k}={v!r}" for k, v in value.items()] if isinstance(value, dict) else value)

@@ -214,15 +214,16 @@ class CompressConfig:
             if value is None and optional:
                 continue
             if not _is_int(value) or value < low:
-                raise EdgekdError(f"--{name.replace('_', '-')} {value!r}: give a whole number "
-                                  f">= {low}{_ETA_WHY if name == 'eta' else ''}")
+                flag = "--" + name.replace("_", "-")
+                raise EdgekdError(f"{flag} {value!r}: give a whole number, {flag} {low} or more"
+                                  f"{_ETA_WHY if name == 'eta' else ''}")
         for name, (low, strict, optional) in _FLOAT_RANGES.items():
             value = getattr(self, name)
             if value is None and optional:
                 continue
             if not _is_number(value) or not math.isfinite(value) or value < low or (strict and value == low):
                 raise EdgekdError(f"--{name.replace('_', '-')} {value!r}: give a finite number "
-                                  f"{'>' if strict else '>='} {low:g}")
+                                  f"{'above' if strict else 'of at least'} {low:g}")
 
     def selection_method(self) -> str:
         """What the selection rungs train: ``rung_method``, else kd for fitnet (a short rung
