@@ -86,6 +86,47 @@ def normalization_of(metadata: dict[str, str], where: str = "the model"
     return mean, std
 
 
+#: ``--normalize``'s named statistics, per channel of ``x / 255``: ``imagenet`` is what torchvision's
+#: pretrained weights expect; ``none`` feeds pixels in 0..1 (mean 0, std 1). ``dataset`` (the
+#: default) is computed on the data's train split by whoever holds the data.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZE_NAMES = ("dataset", "imagenet", "none")
+NORMALIZE_HELP = ("How pixels are fed to the models, as the teacher was trained: dataset = per-channel "
+                  "mean/std of the train split; imagenet = ImageNet's mean/std (torchvision's pretrained "
+                  "weights); none = pixels in 0..1; or MEAN,STD (one value for every channel, in 0..1 "
+                  "units) or M1,..,MC,S1,..,SC (C means, then C stds).")
+
+
+def parse_normalize(text: str, channels: int) -> tuple[list[float], list[float]] | None:
+    """``--normalize TEXT`` for ``channels``-channel images as ``(mean, std)``; None for
+    ``dataset`` (the caller computes it). Refuses, in one line, a name or list that does not
+    fit: imagenet on non-RGB images, a count other than 2 or 2*channels, a std <= 0."""
+    name = text.strip().lower()
+    if name == "dataset":
+        return None
+    if name == "none":
+        return [0.0] * channels, [1.0] * channels
+    if name == "imagenet":
+        if channels != 3:
+            raise DeployError(f"--normalize imagenet needs RGB images, the data has {channels} "
+                              "channel(s): use dataset, none or MEAN,STD")
+        return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    try:
+        values = [float(v) for v in name.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (2, 2 * channels):
+        raise DeployError(f"--normalize {text!r} is not {', '.join(NORMALIZE_NAMES)}, MEAN,STD or "
+                          f"{channels} means then {channels} stds (comma-separated, in 0..1 units)")
+    if len(values) == 2:
+        values = [values[0]] * channels + [values[1]] * channels
+    mean, std = values[:channels], values[channels:]
+    if not all(math.isfinite(v) for v in values) or not all(v > 0 for v in std):
+        raise DeployError(f"--normalize {text!r}: every value must be finite and every std > 0")
+    return mean, std
+
+
 @dataclass(frozen=True)
 class OnnxHeader:
     ir_version: int

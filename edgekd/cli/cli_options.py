@@ -92,11 +92,21 @@ def data_option(func: Callable[..., Any]) -> Callable[..., Any]:
                         help=DATA_OPTION_HELP)(func)
 
 
-def resolve_data(data: str | None, image_size: tuple[int, int] | None = None) -> "ImageDataset":
-    """The data set named by ``--data`` / ``--image-size``."""
-    from edgekd.inputs.data import load_dataset
+def normalize_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--normalize`` (dataset | imagenet | none | MEAN,STD; checked when the data is loaded,
+    which knows the channel count)."""
+    from deploy.onnxmeta import NORMALIZE_HELP
 
-    return load_dataset(data, image_size=image_size)
+    return click.option("--normalize", default=default, show_default=True,
+                        metavar="dataset|imagenet|none|MEAN,STD", help=NORMALIZE_HELP)
+
+
+def resolve_data(data: str | None, image_size: tuple[int, int] | None = None,
+                 normalize: str | None = None) -> "ImageDataset":
+    """The data set named by ``--data`` / ``--image-size``, fed as ``--normalize`` says."""
+    from edgekd.inputs.data import apply_normalize, load_dataset
+
+    return apply_normalize(load_dataset(data, image_size=image_size), normalize)
 
 
 def pair_arches(teachers: tuple[str, ...], arches: tuple[str, ...]) -> list[tuple[str | None, str | None]]:

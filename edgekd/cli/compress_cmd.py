@@ -11,7 +11,7 @@ import click
 
 from edgekd.cli.base import HELP_EPILOG, MAX_BATCH, CompactCommand, default_of, verbose_option
 from edgekd.cli.cli_options import (AUGMENT_HELP, AUGMENTS, DATA_OPTION_HELP, FAMILY_HELP, hint_options,
-                                    merge_method_options, method_opt_option, method_option, parse_families,
+                                    merge_method_options, method_opt_option, method_option, normalize_option, parse_families,
                                     single_teacher_options)
 from edgekd.cli.config_file import config_option
 from edgekd.run.config import CompressConfig
@@ -30,6 +30,7 @@ def _default(name: str) -> Any:
               help="Target device profile [host-cpu].")
 @single_teacher_options
 @click.option("--data", "-d", default=None, metavar="SPEC", help=DATA_OPTION_HELP)
+@normalize_option(_default("normalize"))
 @click.option("--max-macs", default=None, metavar="N", help="MACs budget per image, e.g. 1.5M [profile's].")
 @click.option("--latency-ms", type=float, default=None, metavar="MS", help="Latency budget [profile's].")
 @click.option("--batch", type=click.IntRange(min=1, max=MAX_BATCH), default=None, metavar="N",
@@ -75,7 +76,15 @@ def _default(name: str) -> Any:
               show_default=True, help="Where trials train; export and latency stay on this CPU.")
 @click.option("--baselines", is_flag=True, default=_default("baselines"),
               help="Also train the winner's architecture with scratch and kd; keep the best by "
-                   "validation.")
+                   "validation. Also trains the reference students (--reference).")
+@click.option("--reference", is_flag=True, default=False,
+              help="Also train the torchvision models a user would reach for (mobilenet_v3_small/large, "
+                   "shufflenet_v2 x0.5/x1.0, mnasnet0_5, regnet_x_400mf, resnet18; stride-1 stem and no "
+                   "max-pool under 64 px) that fit the budget, like the finalists; the report says whether "
+                   "one beat the search.")
+@click.option("--reference-models", callback=lambda _c, _p, v: tuple(v.split(",")) if v else None,
+              default=None, metavar="NAMES",
+              help="Only these reference models (comma list; implies --reference) [all within the budget].")
 @click.option("--strategy", type=click.Choice(["halving", "supernet"]), default=_default("strategy"),
               show_default=True, metavar="NAME",
               help="halving: train candidates one by one; supernet: one weight-sharing supernet.")

@@ -16,8 +16,13 @@ from edgekd.cli.base import verbose_option
 @click.option("--top", "-k", "top_k", type=click.IntRange(min=1), default=5, show_default=True,
               help="How many classes to print per image.")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print one JSON object per image.")
+@click.option("--normalize", default=None, metavar="imagenet|none|MEAN,STD",
+              help="Feed the model with these statistics instead of its edgekd.normalization metadata "
+                   "(for an ONNX model that edgekd did not export): imagenet = ImageNet's mean/std; "
+                   "none = pixels in 0..1; MEAN,STD or C means then C stds, in 0..1 units "
+                   "[the model's metadata].")
 @verbose_option
-def predict(model: Path, images: tuple[str, ...], top_k: int, as_json: bool) -> None:
+def predict(model: Path, images: tuple[str, ...], top_k: int, as_json: bool, normalize: str | None) -> None:
     """Classify image files (or every image in a folder) with an exported MODEL.onnx (or a
     run folder: its winner) and print
     each image's top classes with their probabilities. Class names and normalisation come from
@@ -33,7 +38,7 @@ def predict(model: Path, images: tuple[str, ...], top_k: int, as_json: bool) -> 
     """
     from edgekd.ship.predict import format_predictions, predict as run_predict
 
-    predictions = run_predict(model, list(images), top_k=top_k)
+    predictions = run_predict(model, list(images), top_k=top_k, normalize=normalize)
     if as_json:
         for prediction in predictions:
             click.echo(json.dumps(prediction.to_dict()))

@@ -11,8 +11,9 @@ import click
 from edgekd.cli.base import HELP_EPILOG, CompactCommand, default_of, verbose_option
 from edgekd.cli.cli_options import (ARCH_OPTION_HELP, AUGMENT_HELP, AUGMENTS, TRUST_CODE_HELP, data_option,
                                     hint_options, merge_method_options, method_opt_option, method_option,
-                                    teacher_options)
+                                    normalize_option, teacher_options)
 from edgekd.distill.config import HINT_MODES, OPTIMIZERS, TrainConfig
+from edgekd.run.config import CompressConfig
 
 __all__ = ["layers", "search_options", "train"]
 
@@ -41,6 +42,7 @@ def search_options(command: Any) -> Any:
 @search_options
 @teacher_options
 @data_option
+@normalize_option(default_of(CompressConfig, "normalize"))
 @method_option(compress=False, default=_default("method"))
 @click.option("--epochs", "-e", metavar="N", type=click.IntRange(min=1), default=_default("epochs"), show_default=True,
               help="Epochs on labels/logits (a hint stage comes on top).")
@@ -98,7 +100,7 @@ def search_options(command: Any) -> Any:
 @verbose_option
 def train(student: str, search: Path | None, old_search: Path | None, teacher: tuple[str, ...],
           arch: tuple[str, ...], trust_code: bool, data: str | None, image_size: tuple[int, int] | None,
-          out_dir: Path, **training: Any) -> None:
+          normalize: str, out_dir: Path, **training: Any) -> None:
     """Train one student from a teacher (scratch, kd, fitnet, ... see --method).
 
     Writes OUT/checkpoint.pt (self-describing), OUT/metrics.jsonl and OUT/result.json; the
@@ -123,7 +125,7 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
     # every other option is a TrainConfig field of the same name (tests/test_config_defaults.py)
     merge_method_options(training)
     config = TrainConfig(**training)
-    dataset = resolve_data(data, image_size)
+    dataset = resolve_data(data, image_size, normalize)
     teachers = resolve_teachers(teacher, arch, trust_code, dataset) if get_method(config.method).uses_teacher else []
     result = run_train(spec=spec, teachers=teachers, dataset=dataset, config=config, out_dir=out_dir,
                        progress=True)

@@ -345,6 +345,25 @@ def split_train_val(n_train: int, val_fraction: float = 0.1, seed: int = 0
     return np.sort(order[n_val:]).astype(np.int64), np.sort(order[:n_val]).astype(np.int64)
 
 
+def apply_normalize(dataset: ImageDataset, normalize: str | None) -> ImageDataset:
+    """Set ``dataset.normalization`` from ``--normalize`` (:func:`deploy.onnxmeta.parse_normalize`:
+    dataset | imagenet | none | MEAN,STD), so the teacher is fed as it was trained, and the
+    students, the teacher-logit cache, the checkpoints and the ONNX metadata all follow it.
+    ``None`` or ``dataset`` keeps the train split's statistics. Returns the same object."""
+    from deploy.errors import DeployError
+    from deploy.onnxmeta import parse_normalize
+
+    if normalize is None:
+        return dataset
+    try:
+        pair = parse_normalize(normalize, dataset.input_shape[0])
+    except DeployError as error:
+        raise EdgekdError(str(error)) from None
+    if pair is not None:
+        dataset.normalization = Normalization(mean=tuple(pair[0]), std=tuple(pair[1]))
+    return dataset
+
+
 def to_tensor(x_uint8: np.ndarray, norm: Normalization) -> "torch.Tensor":
     """uint8 ``(N, C, H, W)`` -> float32 tensor ``(x/255 - mean[c]) / std[c]``."""
     import torch

@@ -129,19 +129,27 @@ def target_ms(student: dict) -> float | None:
     return None if target is None else target["ms"]
 
 
+def reference_series(students: list[dict], x_of: Any) -> list[Series]:
+    """One grey diamond per reference student (a torchvision model), labelled with its name."""
+    return [Series("scatter", f"{s.get('model')} (reference)", [x_of(s)], [s["test_acc"]],
+                   color="tab:gray", marker="D")
+            for s in students if s.get("role") == "reference" and x_of(s)]
+
+
 def _latency_plot(summary: dict) -> PlotData:
     students, teacher, budget = summary["students"], summary["teacher"], summary["run"]["budget"]
     series: list[Series] = []
     groups: dict[tuple[str, bool], list[tuple[float, float]]] = {}
     for s in students:
         ms = target_ms(s)
-        if ms:
+        if ms and s.get("role") != "reference":
             label = ((s["latency"]["target"] or s["latency"]["host"]) or {}).get("label")
             groups.setdefault((s["method"], label == "measured"), []).append((ms, s["test_acc"]))
     for (method, measured), pts in sorted(groups.items()):
         how = "measured" if measured else "predicted"
         series.append(_student("scatter", method, f"{method} ({how})", *map(list, zip(*pts)),
                                filled=measured))
+    series += reference_series(students, target_ms)
     front = sorted((target_ms(s), s["test_acc"]) for s in students if s["pareto"] and target_ms(s))
     if front:
         series.append(Series("step", "Pareto front", *map(list, zip(*front)), color="tab:red"))
@@ -165,10 +173,11 @@ def _macs_plot(summary: dict) -> PlotData:
     teacher, budget = summary["teacher"], summary["run"]["budget"]
     by_method: dict[str, list[tuple[float, float]]] = {}
     for s in summary["students"]:
-        if s["macs"]:
+        if s["macs"] and s.get("role") != "reference":
             by_method.setdefault(s["method"], []).append((s["macs"], s["test_acc"]))
     series = [_student("scatter", method, method, *map(list, zip(*pts)))
               for method, pts in sorted(by_method.items())]
+    series += reference_series(summary["students"], lambda s: s["macs"])
     if teacher["macs"] and teacher["test_acc"] is not None:
         series.append(Series("star", "teacher", [teacher["macs"]], [teacher["test_acc"]], marker="*"))
     if budget.get("macs"):

@@ -43,6 +43,7 @@ from edgekd.report.search_section import search_section
 from edgekd.report.plots import CAPTIONS, PLOTS, plots, target_ms
 from edgekd.report.tables import (TABLE_NOTES, _speed, budget_text, headline,  # noqa: F401 (re-exported)
                                   selection, selection_text, table_header, table_rows)
+from edgekd.report.references import reference_blocks
 
 SUMMARY_FORMAT = "edgekd.summary/1"
 #: Keys whose values depend on the clock or the machine's load (the Pareto front too: it
@@ -161,7 +162,7 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
         "search": {key: search.get(key) for key in
                    ("rungs", "survivors", "finalists", "epochs_spent", "epochs_full", "winner",
                     "winner_method", "rung_depths", "candidates_enumerated", "candidates_in_budget",
-                    "shortlist", "target_is_host", "supernet")},
+                    "shortlist", "target_is_host", "supernet", "references")},
         "teacher": teacher,
         "students": students,
         "winner": search["winner"],
@@ -199,7 +200,7 @@ def _student(run: RunDir, entry: Any, candidates: dict[str, dict], measured: dic
         # "id" is unique per student (the trial); "candidate" is the architecture, shared
         # by a search trial, its fresh final training and its baselines
         "trial": trial_id, "id": trial_id, "candidate": cid,
-        "role": entry.get("role", "search"),
+        "role": entry.get("role", "search"), "model": entry.get("model"),
         "method": entry["method"], "rung": entry.get("rung"),
         "depth": candidate.get("depth"), "macs": candidate.get("macs"),
         "params": candidate.get("params"), "spec": candidate.get("spec"),
@@ -290,6 +291,7 @@ def document(summary: dict) -> list[tuple]:
         blocks += [("table", ("method", "trial", "epochs", "val acc", "test acc"),
                     [[a["method"], a["trial"], str(a["epochs"]), fmt.percent(a["val_acc"]),
                       fmt.percent(a["test_acc"])] for a in summary["ablation"]])]
+    blocks += reference_blocks(summary)
     blocks.append(("h2", "Plots"))
     blocks += [("figure", name, CAPTIONS[name]) for name in PLOTS]
     return blocks

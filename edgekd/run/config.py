@@ -58,6 +58,9 @@ class CompressConfig:
     arch: str | None = None
     trust_code: bool = False
     data: str | None = None
+    #: how pixels reach the teacher and the students (deploy.onnxmeta.parse_normalize):
+    #: dataset | imagenet | none | MEAN,STD
+    normalize: str = "dataset"
     max_macs: int | None = None
     latency_ms: float | None = None
     batch: int | None = None
@@ -99,6 +102,10 @@ class CompressConfig:
     #: how candidates are trained: ``halving`` (each on its own, successive halving) or
     #: ``supernet`` (one weight-sharing supernet, its front, the best fine-tuned)
     strategy: str = "halving"
+    #: train the reference students within the budget (edgekd.run.references); --baselines does too
+    reference: bool = False
+    #: which reference models (edgekd.search.reference.REFERENCE_MODELS names; None: all of them)
+    reference_models: tuple[str, ...] | None = None
     executor: str = "local"
     ray_address: str | None = None
     ray_cpus: int | None = None
@@ -142,7 +149,7 @@ class CompressConfig:
                               f"use only {', '.join(sorted(known))}")
         if data.get("out") is not None:
             data["out"] = Path(data["out"])
-        for key in ("stem_strides", "families"):
+        for key in ("stem_strides", "families", "reference_models"):
             if isinstance(data.get(key), list):
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -161,6 +168,8 @@ class CompressConfig:
             identity["method_options"] = dict(sorted(self.method_options.items()))
         if self.strategy != "halving":  # likewise runs of the halving strategy
             identity["strategy"] = self.strategy
+        if self.normalize != "dataset":  # likewise runs fed with the data's own statistics
+            identity["normalize"] = self.normalize
         if self.stem_strides not in (None, (1,)):  # likewise runs with stride-1 stems only
             identity["stem_strides"] = list(self.stem_strides)
         if self.families:  # likewise runs with the default families
@@ -204,6 +213,10 @@ class CompressConfig:
         defaults = TrainConfig.__dataclass_fields__
         values = {key: getattr(self, key) for key in HINT_FIELDS}
         return {k: v for k, v in values.items() if v is not None and v != defaults[k].default}
+
+    def trains_references(self) -> bool:
+        """Whether the run trains the reference students (``--reference`` or ``--baselines``)."""
+        return self.reference or self.baselines or bool(self.reference_models)
 
     def validate(self) -> None:
         """Refuse (one line naming the option) a value of the wrong type or out of range, before

@@ -32,6 +32,7 @@ from edgekd.run.halving import (Executor, HalvingEvent, HalvingResult, Rung, Suc
                                 epochs_spent, plan_record, plan_rungs)
 from edgekd.core.progress import set_notes
 from edgekd.run.progress import counting_the_finish, finish_seconds, say
+from edgekd.run.references import reference_entries, reference_rows, reference_stage
 from edgekd.run.rundir import RunDir, open_run, run_folder, run_folder_line
 from edgekd.run.config import (EMBEDDED_LATENCY_MS, EMBEDDED_STEM_STRIDES, CompressConfig, check_effort,
                                default_epochs, has_hints)
@@ -237,7 +238,8 @@ def compress(config: CompressConfig) -> Summary:
 
 
 def _compress(config: CompressConfig, started: float) -> Summary:
-    from edgekd.inputs.data import load_dataset
+    from edgekd.distill.config import TrainConfig
+    from edgekd.inputs.data import apply_normalize, load_dataset
     from edgekd.run import preflight
     from edgekd.search.space import StudentSpec
 
@@ -250,7 +252,7 @@ def _compress(config: CompressConfig, started: float) -> Summary:
     if config.strategy == "supernet" and config.executor != "local":
         raise EdgekdError("--strategy supernet trains one network in this process: drop "
                           "--executor ray (or use --strategy halving)")
-    dataset = load_dataset(config.data)
+    dataset = apply_normalize(load_dataset(config.data), config.normalize)
     explicit = config.epochs is not None
     config = config.resolved(train_images(dataset, config))
     how = "as given" if explicit else f"default for {train_images(dataset, config)} training images"
@@ -272,8 +274,13 @@ def _compress(config: CompressConfig, started: float) -> Summary:
                                    for method in sorted(run_methods(config))], dataset.num_classes)
     preflight.check_teacher_views(dataset, config.teacher_views, config.augment)
     inputs = load_inputs(config, dataset)
+    trial = TrainConfig(**train_config(config, config.method, config.epochs))  # the split trials hold out
+    preflight.check_teacher_accuracy(inputs.teacher, dataset, seed=trial.seed, val_fraction=trial.val_fraction,
+                                     warn=functools.partial(say, True))  # shown even with --no-progress
     rows, shortlist, counts = search_stage(config, inputs)  # refuses an infeasible budget
-    preflight.check_hint_taps(inputs.teacher, [StudentSpec.from_dict(r["spec"]) for r in shortlist],
+    references = (reference_rows(config, inputs, functools.partial(say, config.progress))
+                  if config.trains_references() and config.strategy == "halving" else [])
+    preflight.check_hint_taps(inputs.teacher, [StudentSpec.from_dict(r["spec"]) for r in shortlist + references],
                               tuple(dataset.input_shape), run_methods(config))
     run, resumed = open_run(out, run_identity(config, inputs), resume=config.resume,
                             command=config.command if config.command is not None else sys.argv)
@@ -281,16 +288,16 @@ def _compress(config: CompressConfig, started: float) -> Summary:
     if parity_line:
         say(config.progress, parity_line)
     try:
-        return _compress_locked(config, inputs, run, resumed, rows, shortlist, counts, started)
+        return _compress_locked(config, inputs, run, resumed, rows, shortlist, references, counts, started)
     finally:
         run.release()
 
 
-def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resumed: bool,
-                     rows: list[dict], shortlist: list[dict], counts: dict, started: float) -> Summary:
+def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resumed: bool, rows: list[dict],
+                     shortlist: list[dict], references: list[dict], counts: dict, started: float) -> Summary:
     from edgekd.run.repair import reset_damaged_trials
 
-    write_jsonl(run.candidates, rows)
+    write_jsonl(run.candidates, rows + references)
     store_plan(run, plan_rungs(len(shortlist), config.halving()), config.options,
                run_configs(config, inputs))
     reset_damaged_trials(run)
@@ -298,13 +305,13 @@ def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resume
         return _supernet_locked(config, inputs, run, resumed, rows, counts, started)
     timing: dict[str, float] = {}
     mark = time.monotonic()
-    outcome, winner, baselines = _train(config, inputs, run, shortlist)
+    outcome, winner, baselines, reference_trials = _train(config, inputs, run, shortlist, references)
     winner_trial = trial_folder(winner["id"], outcome.rungs[-1])
     timing["training_s"] = round(time.monotonic() - mark, 2)
     winner_method = config.method
     if baselines:  # the best by validation among the winner's architecture's methods
         winner_method, winner_trial = best_method(run, baselines)
-    trials = _trial_entries(config, outcome, winner, winner_trial, baselines)
+    trials = _trial_entries(config, outcome, winner, winner_trial, baselines) + reference_entries(config, references)
     specs = {row["id"]: row["spec"] for row in shortlist}
     rung_depths = [sorted(spec_depth(specs[tid]) for tid in alive) for alive in outcome.survivors]
     say(config.progress, "depths per rung: " + " | ".join(
@@ -322,6 +329,7 @@ def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resume
         "epochs_spent": epochs_spent(rungs),
         "epochs_full": len(shortlist) * config.epochs,
         "baselines": baselines,
+        "references": reference_trials,
     }
     return _ship(config, inputs, run, trials, winner_trial, record, timing,
                  resumed, started, outcome.trained)
@@ -384,9 +392,10 @@ def _ship(config: CompressConfig, inputs: Inputs, run: RunDir, trials: list[dict
                    headline(summary), bundle, resumed, time.monotonic() - started, trained)
 
 
-def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[dict]
-           ) -> tuple[Any, dict, dict[str, str] | None]:
-    """Successive halving, then the baselines: (halving outcome, winner row, baselines)."""
+def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[dict], references: list[dict]
+           ) -> tuple[Any, dict, dict[str, str] | None, dict[str, str] | None]:
+    """Successive halving, then the baselines and the reference students: (halving outcome,
+    winner row, baselines, reference model -> trial)."""
     from edgekd.run.executors import TrialContext, make_executor
     from edgekd.run.progress import SearchProgress
 
@@ -402,10 +411,12 @@ def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[
         winner_trial = trial_folder(winner["id"], outcome.rungs[-1])
         baselines = (baseline_stage(config, run, winner, winner_trial, executor)
                      if config.baselines else None)
+        reference_trials = (reference_stage(config, run, references, executor)
+                            if config.trains_references() else None)
     finally:
         executor.close()
         on_cpu(inputs.teacher)  # trials may have moved it to the GPU; the stages after training run on CPU
-    return outcome, winner, baselines
+    return outcome, winner, baselines, reference_trials
 
 
 

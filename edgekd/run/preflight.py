@@ -16,6 +16,13 @@ corrected rerun then collides with. ``compress`` calls these checks, in this ord
    states a smaller sample; by default a smaller data set is checked on all its images.
 5. **trial settings**: every trial's TrainConfig passes its checks; ``--teacher-views K``
    fits in memory.
+6. **teacher accuracy**: the teacher's balanced accuracy (mean per-class recall, so that always
+   answering the commonest class of an imbalanced set scores chance too) on the validation
+   split the trials hold out. Within :data:`CHANCE_SIGMAS` binomial standard errors of chance
+   (``1/K`` for the ``K`` classes present) it is refused: a teacher fed with the wrong
+   normalisation, with its classes in another order, or loaded into the wrong architecture
+   scores there, and every student distilled from it would too. Below :data:`LOW_SHARE` of
+   the way from chance to 100% it is one warning line.
 
 Budget feasibility (some student within the MACs/latency budget) is checked by the search
 itself (:func:`edgekd.search.search_candidates`), which runs before this and writes nothing.
@@ -25,11 +32,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from edgekd.core.errors import EdgekdError
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch.nn as nn
 
     from edgekd.inputs.data import ImageDataset
@@ -37,7 +45,15 @@ if TYPE_CHECKING:
     from edgekd.search.space import StudentSpec
 
 __all__ = ["check_out", "check_calibration", "check_hint_taps", "check_parity_sample",
-           "check_teacher_views", "check_train_configs", "hint_methods"]
+           "check_teacher_accuracy", "check_teacher_views", "check_train_configs",
+           "hint_methods"]
+
+#: Standard errors above chance under which a teacher's balanced validation accuracy is refused.
+CHANCE_SIGMAS = 3.0
+#: Share of the way from chance to 100% under which a teacher gets a warning line.
+LOW_SHARE = 0.25
+#: Validation images the teacher is checked on at most (the first of the split: bounded time at 224 px).
+TEACHER_CHECK_IMAGES = 1000
 
 
 def hint_methods(methods: Iterable[str]) -> list[str]:
@@ -130,6 +146,50 @@ def check_teacher_views(dataset: ImageDataset, views: int | None, augment: str |
     from edgekd.distill.targets import check_views_memory
 
     check_views_memory(views, len(dataset.x_train), dataset.num_classes)
+
+
+def balanced_accuracy(pred: "np.ndarray", y: "np.ndarray") -> float:
+    """Mean per-class recall over the classes present in ``y``."""
+    import numpy as np
+
+    return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
+
+
+def check_teacher_accuracy(teacher: nn.Module, dataset: ImageDataset, *, seed: int, val_fraction: float,
+                           warn: Callable[[str], None]) -> dict[str, float]:
+    """Refuse a teacher at chance on the validation split, warn about a weak one (rule 5 of the
+    module docstring); returns its accuracy and balanced accuracy there."""
+    import math
+
+    import numpy as np
+
+    from edgekd.distill.evaluate import predict_logits
+    from edgekd.inputs.data import split_train_val, to_tensor
+
+    n = len(dataset.y_train)
+    if val_fraction > 0:
+        idx = split_train_val(n, val_fraction, seed)[1][:TEACHER_CHECK_IMAGES]
+        x, y, split = dataset.x_train[idx], dataset.y_train[idx], "validation split"
+    else:
+        x, y, split = dataset.x_test[:TEACHER_CHECK_IMAGES], dataset.y_test[:TEACHER_CHECK_IMAGES], "test split"
+    pred = predict_logits(teacher, to_tensor(x, dataset.normalization), batch_size=64).argmax(1).numpy()
+    acc, balanced = float((pred == y).mean()), balanced_accuracy(pred, y)
+    chance = 1.0 / len(np.unique(y))
+    # with very few validation images the band is capped: refuse only below halfway to 100%
+    band = min(CHANCE_SIGMAS * math.sqrt(chance * (1 - chance) / len(y)), (1 - chance) / 2)
+    norm = dataset.normalization
+    fed = f"mean {list(norm.mean)}, std {list(norm.std)}"
+    if len(np.unique(y)) > 1 and balanced <= chance + band:
+        raise EdgekdError(
+            f"the teacher is at chance on the {split} ({balanced:.1%} balanced accuracy on {len(y)} "
+            f"images, chance {chance:.1%}): check that it is fed as it was trained (--normalize, now "
+            f"{fed}; imagenet for torchvision's pretrained weights, none for pixels in 0..1), that the "
+            "data's class order is the teacher's, and that --arch is the architecture it was trained as")
+    if balanced < chance + LOW_SHARE * (1 - chance):
+        warn(f"warning: the teacher scores only {balanced:.1%} balanced accuracy ({acc:.1%} top-1) on "
+             f"the {split} (chance {chance:.1%}); if it did better where it was trained, check "
+             "--normalize and the class order")
+    return {"val_acc": acc, "val_balanced_acc": balanced}
 
 
 def _is_script(model: nn.Module) -> bool:

@@ -39,7 +39,7 @@ def train_images(dataset: ImageDataset, config: CompressConfig) -> int:
 def load_inputs(config: CompressConfig, dataset: ImageDataset | None = None) -> Inputs:
     """Profile (with budget overrides), data (unless given) and teacher, checked against
     each other."""
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.data import apply_normalize, load_dataset
     from edgekd.inputs.profiles import load_profile
     from edgekd.distill.builtin_teacher import load_teacher
     from edgekd.inputs.teachers import check_teacher, model_fingerprint
@@ -51,7 +51,7 @@ def load_inputs(config: CompressConfig, dataset: ImageDataset | None = None) -> 
         latency_ms = EMBEDDED_LATENCY_MS
     profile = load_profile(config.profile or "host-cpu").with_budget(
         latency_ms=latency_ms, macs=config.max_macs, batch=config.batch)
-    dataset = dataset if dataset is not None else load_dataset(config.data)
+    dataset = dataset if dataset is not None else apply_normalize(load_dataset(config.data), config.normalize)
     teacher = load_teacher(config.teacher, arch=config.arch, num_classes=dataset.num_classes,
                            trust_code=config.trust_code, dataset=dataset)
     check_teacher(teacher, dataset.input_shape, dataset.num_classes)

@@ -238,10 +238,12 @@ class StudentNet(nn.Module):
     """``features`` (blocks) -> global average ``pool`` -> ``bottleneck`` -> ``head``."""
 
     def __init__(self, features: list[nn.Module], width: int, bottleneck: int | None,
-                 classes: int) -> None:
+                 classes: int, head: nn.Module | None = None) -> None:
         super().__init__()
         self.features = nn.Sequential(*features)
         self.pool, self.bottleneck, self.head = head_modules(width, bottleneck, classes)
+        if head is not None:  # a family's own classifier (edgekd.search.reference)
+            self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.features(x))

@@ -91,7 +91,8 @@ class Family:
     ``blocks_for_depth(depth, variant)``: how many blocks (stem excluded) a student of
     ``depth`` main-path conv layers has, or None when no such student exists;
     ``variants(config)``: the extra spec fields to enumerate (dicts of StudentSpec keyword
-    arguments); ``check(spec)``: a message when the spec's options do not fit the family.
+    arguments); ``check(spec)``: a message when the spec's options do not fit the family;
+    ``head(spec)``: the classifier after the global pool, for families that bring their own.
     """
 
     name: str
@@ -104,6 +105,8 @@ class Family:
     help: str = ""
     #: device classes ("gpu", "cpu") whose searches take this family by default from 64 px on
     devices: tuple[str, ...] = ()
+    #: the module after the global pool (None: the linear head, with the optional bottleneck)
+    head: Callable[["StudentSpec"], "nn.Module"] | None = None
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -272,3 +275,7 @@ register_family(Family(
     check=_relu_only, devices=("gpu",),
     help="stem + RepVGG blocks (kxk, 1x1 and identity branches in training, one fused kxk conv "
          "deployed; Ding et al. 2021)"))
+
+
+# ---------------------------------------------------------------------------- reference
+import edgekd.search.reference  # noqa: E402,F401 - registers the torchvision reference students

@@ -292,6 +292,20 @@ def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], clas
     return result
 
 
+def cost_specs(profile: "DeviceProfile", specs: Iterable[StudentSpec], *,
+               calibration: "Calibration | KernelTable | str | Path | None" = None,
+               cost_cache: str | Path | None = None) -> list[Candidate]:
+    """Given students (e.g. the reference models) costed exactly as the search costs its own:
+    MACs, parameters and latency at ``profile``'s budget batch (calibrated when given)."""
+    calib, _source = _resolve_calibration(calibration, profile, None)
+    estimate = _Estimator(profile, calib)
+    with block_cost_cache(cost_cache):
+        found = [Candidate(spec, *spec_totals(spec), None) for spec in specs]
+        for c in found:
+            estimate(c)
+    return found
+
+
 def _write(out: Path, result: SearchResult, detail: dict[str, Any]) -> None:
     """``candidates.jsonl`` (the feasible candidates) and ``search.json`` (the summary)."""
     write_jsonl(out / "candidates.jsonl", (c.to_record() for c in result.feasible))

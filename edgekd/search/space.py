@@ -43,11 +43,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 SPEC_KEYS = frozenset({"family", "input", "classes", "stages", "kernel", "bottleneck",
-                       "stem_stride", "stem", "expansion", "se", "act"})
+                       "stem_stride", "stem", "expansion", "se", "act", "model"})
 #: Spec fields written to JSON only when they differ from these defaults, so the ids of specs
 #: that do not use them (every plain and residual student before they existed) stay the same.
 OPTIONAL_DEFAULTS: dict[str, Any] = {"stem_stride": 1, "stem": "conv", "expansion": 1, "se": False,
-                                     "act": "relu"}
+                                     "act": "relu", "model": None}
 ACTIVATIONS: tuple[str, ...] = ("relu", "relu6", "hswish")
 #: ``conv``: one conv-BN-act of stride ``stem_stride``; ``pool``: that conv, then a 3x3 stride-2 max-pool
 STEMS: tuple[str, ...] = ("conv", "pool")
@@ -105,6 +105,7 @@ class StudentSpec:
     expansion: int = 1
     se: bool = False
     act: str = "relu"
+    model: str | None = None  # the torchvision model of a reference student (edgekd.search.reference)
     _id: str = field(default="", init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -147,6 +148,9 @@ class StudentSpec:
         if self.act not in ACTIVATIONS:
             raise EdgekdError(f"student spec: act must be one of {', '.join(ACTIVATIONS)}, got "
                               f"{self.act!r}: fix the spec")
+        if self.model is not None and self.family != "reference":
+            raise EdgekdError(f"student spec: model {self.model!r} is for family 'reference' only: "
+                              "drop it or use family 'reference'")
         problem = get_family(self.family).check(self)
         if problem:
             raise EdgekdError(f"student spec: {problem}: fix the spec")
@@ -288,6 +292,8 @@ class StudentSpec:
         extra += f" {self.act}" if self.act != "relu" else ""
         extra += f" k{self.kernel}" if self.kernel != 3 else ""
         extra += f" r{self.bottleneck}" if self.bottleneck else ""
+        if self.model is not None:
+            return f"{self.model} d{self.depth} {stages}"
         return f"{self.family} d{self.depth} {stages}{extra}"
 
 
@@ -302,8 +308,9 @@ def build_head(spec: StudentSpec) -> "nn.Sequential":
     from edgekd.search.blocks import head_modules
 
     pool, bottleneck, head = head_modules(spec.stages[-1].width, spec.bottleneck, spec.classes)
+    own = get_family(spec.family).head
     return nn.Sequential(OrderedDict(pool=pool, flatten=nn.Flatten(), bottleneck=bottleneck,
-                                     head=head))
+                                     head=own(spec) if own is not None else head))
 
 
 def build_block(family: str, block: Block) -> "nn.Module":
@@ -317,7 +324,8 @@ def build(spec: StudentSpec) -> "nn.Module":
 
     family = get_family(spec.family)
     return StudentNet([family.make(block) for block in spec.block_plan()],
-                      spec.stages[-1].width, spec.bottleneck, spec.classes)
+                      spec.stages[-1].width, spec.bottleneck, spec.classes,
+                      family.head(spec) if family.head is not None else None)
 
 
 # ---------------------------------------------------------------------------- enumeration

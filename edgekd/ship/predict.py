@@ -109,9 +109,13 @@ def run_model(model: Path) -> Path:
 
 
 def predict(model: str | Path, inputs: list[str | Path], *, top_k: int = 5,
-            batch_size: int = 64) -> list[Prediction]:
-    """The ``top_k`` classes of every image in ``inputs`` (see the module docstring)."""
+            batch_size: int = 64, normalize: str | None = None) -> list[Prediction]:
+    """The ``top_k`` classes of every image in ``inputs`` (see the module docstring).
+    ``normalize`` (imagenet | none | MEAN,STD, :func:`deploy.onnxmeta.parse_normalize`) replaces
+    the model's ``edgekd.normalization``, e.g. for an ONNX model that edgekd did not export;
+    None or ``dataset`` keeps the model's."""
     from deploy.check import normalization_of, prepare_inputs
+    from deploy.onnxmeta import parse_normalize
     from deploy.errors import DeployError
     from deploy.runners import OrtRunner, run_batched
 
@@ -123,7 +127,8 @@ def predict(model: str | Path, inputs: list[str | Path], *, top_k: int = 5,
     try:
         runner = OrtRunner(model)
         images = load_images(paths, tuple(runner.sample_shape))
-        x = prepare_inputs(images, tuple(runner.sample_shape), normalization_of(runner),
+        given = parse_normalize(normalize, runner.sample_shape[0]) if normalize else None
+        x = prepare_inputs(images, tuple(runner.sample_shape), given or normalization_of(runner),
                            "the images")
         logits = run_batched(runner, x, batch_size=batch_size).astype(np.float64)
     except DeployError as error:

@@ -1,0 +1,161 @@
+"""Real inputs: a torchvision teacher fed as it was trained (--normalize), the teacher check before
+any training, and the reference students, end to end through ``edgekd compress`` at 224 px.
+
+The 224-px data is synthetic but learnable (two classes told apart by colour, with noise), and
+the teacher is a real torchvision resnet18 (weights=None) whose classifier is fitted by least
+squares on its own pooled features of ImageNet-normalised images: a teacher that is right when
+fed ImageNet's statistics and that a different normalisation would degrade.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgekd.cli.cli import cli
+from edgekd.core.errors import EdgekdError
+
+
+def colour_images(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` uint8 NHWC images: class 0 reddish, class 1 bluish, with pixel noise."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    base = np.where(y[:, None] == 0, [[170, 60, 60]], [[60, 60, 170]])
+    x = base[:, None, None, :] + rng.integers(-40, 41, size=(n, size, size, 3))
+    return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64)
+
+
+def fitted_resnet18(x_nhwc: np.ndarray, y: np.ndarray) -> torch.nn.Module:
+    """resnet18 (weights=None) with ``fc`` fitted by least squares on ImageNet-normalised images."""
+    import torchvision
+    from deploy.onnxmeta import IMAGENET_MEAN, IMAGENET_STD
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=2).eval()
+    x = torch.from_numpy(x_nhwc).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    fc, model.fc = model.fc, torch.nn.Identity()
+    with torch.no_grad():
+        feats = model(x)
+    scale = feats.abs().mean()
+    design = torch.cat([feats / scale, torch.ones(len(feats), 1)], 1).double()
+    target = torch.nn.functional.one_hot(torch.from_numpy(y), 2).double() * 2 - 1
+    solution = torch.linalg.lstsq(design, target, driver="gelsd").solution.float()
+    fc.weight.data = (solution[:-1] / scale).T.contiguous()
+    fc.bias.data = solution[-1].contiguous()
+    model.fc = fc
+    return model
+
+
+@pytest.fixture(scope="module")
+def colour224(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("colour224")
+    x, y = colour_images(48, 224, 0)
+    xt, yt = colour_images(8, 224, 1)
+    np.savez(base / "colour224.npz", x_train=x, y_train=y, x_test=xt, y_test=yt,
+             classes=np.array(["red", "blue"]))
+    torch.save(fitted_resnet18(x, y).state_dict(), base / "resnet18.pt")
+    return base / "colour224.npz", base / "resnet18.pt"
+
+
+def test_normalize_names_and_lists() -> None:
+    from deploy.errors import DeployError
+    from deploy.onnxmeta import parse_normalize
+
+    assert parse_normalize("dataset", 3) is None
+    assert parse_normalize("none", 1) == ([0.0], [1.0])
+    assert parse_normalize("imagenet", 3) == ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    assert parse_normalize("0.5,0.25", 3) == ([0.5] * 3, [0.25] * 3)
+    assert parse_normalize("0.1,0.2,0.3,1,2,3", 3) == ([0.1, 0.2, 0.3], [1.0, 2.0, 3.0])
+    for bad, channels in (("imagenet", 1), ("0.5", 3), ("0.5,0", 3), ("1,2,3", 3), ("ImageNett", 3)):
+        with pytest.raises(DeployError):
+            parse_normalize(bad, channels)
+
+
+def test_compress_224_torchvision_teacher_with_reference(colour224: tuple[Path, Path], tmp_path: Path) -> None:
+    """The done-when run: resnet18 teacher at 224 px, --normalize imagenet, a reference student."""
+    data, teacher = colour224
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "compress", "--data", str(data), "--teacher", str(teacher), "--arch", "resnet18",
+        "--normalize", "imagenet", "--reference", "--max-macs", "20M", "--latency-ms", "1000",
+        "--candidates", "1", "--finalists", "1", "--epochs", "2", "--hint-epochs", "1",
+        "--batch-size", "16", "--teacher-views", "1", "--augment", "none", "--parity-samples", "16",
+        "--measure-iters", "5", "--threads-per-trial", "1", "--no-bundle", "--no-progress",
+        "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["identity"]["config"]["normalize"] == "imagenet"
+    outcome = json.loads((out / "outcome.json").read_text())
+    refs = [t for t in outcome["trials"] if t["role"] == "reference"]
+    assert [t["model"] for t in refs] == ["mobilenet_v3_small_x0_5"]  # the only one within 20M MACs
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["teacher"]["test_acc"] == 1.0  # fed ImageNet's statistics, as it was fitted
+    ref = next(s for s in summary["students"] if s["role"] == "reference")
+    assert ref["exported"] and ref["latency"]["host"]["ms"] > 0
+    report = (out / "report" / "report.md").read_text()
+    assert "Reference students" in report and "mobilenet_v3_small_x0_5" in report
+    from deploy.onnxmeta import read_onnx_header
+
+    meta = read_onnx_header(out / "export" / f"{ref['trial']}.onnx").metadata
+    assert json.loads(meta["edgekd.normalization"]) == {"mean": [0.485, 0.456, 0.406],
+                                                        "std": [0.229, 0.224, 0.225]}
+
+
+def test_a_teacher_at_chance_is_refused_before_training(tmp_path: Path) -> None:
+    """An untrained teacher scores chance on the validation split: one line, exit 2, nothing written."""
+    from edgekd.inputs.builtin_teacher import BuiltinCNN
+
+    torch.manual_seed(0)
+    torch.save(BuiltinCNN((1, 28, 28), 10).state_dict(), tmp_path / "untrained.pt")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["compress", "--teacher", str(tmp_path / "untrained.pt"), "--arch",
+                                      "edgekd:builtin-cnn", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert "at chance on the validation split" in line and "--normalize" in line and "class order" in line
+    assert not (out / "run.json").exists() and not (out / "trials").exists()
+
+
+class _PixelReader(torch.nn.Module):
+    """Logits: one-hot of the class written in pixel (0, 0) (value 20 * class, --normalize none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # where the evaluator looks for the device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot((x[:, 0, 0, 0] * 255 / 20).round().long(), 10).float()
+
+
+def _coded(correct_share: float) -> "object":
+    from edgekd.inputs.data import apply_normalize, make_dataset
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 2000)
+    shown = np.where(rng.random(2000) < correct_share, y, (y + 1 + rng.integers(0, 9, 2000)) % 10)
+    x = np.zeros((2000, 1, 4, 4), dtype=np.uint8)
+    x[:, 0, 0, 0] = shown * 20
+    ds = make_dataset(name="coded", source="coded", x_train=x, y_train=y, x_test=x[:10], y_test=y[:10])
+    return apply_normalize(ds, "none")
+
+
+@pytest.mark.parametrize("share, outcome", [(0.1, "refused"), (0.3, "warned"), (0.9, "quiet")])
+def test_teacher_check_refuses_chance_and_warns_when_low(share: float, outcome: str) -> None:
+    from edgekd.run.preflight import check_teacher_accuracy
+
+    warnings: list[str] = []
+    run = lambda: check_teacher_accuracy(_PixelReader(), _coded(share), seed=0,  # noqa: E731
+                                         val_fraction=0.1, warn=warnings.append)
+    if outcome == "refused":
+        with pytest.raises(EdgekdError, match="at chance"):
+            run()
+        return
+    accuracy = run()
+    assert abs(accuracy["val_acc"] - share) < 0.08
+    assert len(warnings) == (1 if outcome == "warned" else 0)
