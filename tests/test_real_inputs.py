@@ -159,3 +159,53 @@ def test_teacher_check_refuses_chance_and_warns_when_low(share: float, outcome: 
     accuracy = run()
     assert abs(accuracy["val_acc"] - share) < 0.08
     assert len(warnings) == (1 if outcome == "warned" else 0)
+
+
+TORCHVISION_TEACHERS = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf",
+                        "shufflenet_v2_x0_5", "convnext_tiny")
+
+
+def _hint_step(arch: str, side: int) -> None:
+    """Pair a torchvision teacher (random weights) with a searched mbconv student and a reference
+    student at ``side`` px: every pair at equal resolution (or pooled down), the HintSet's
+    targets and predictions of one shape, and one optimiser step that changes the student."""
+    import torchvision
+
+    from edgekd.distill.hint_stage import HintSet
+    from edgekd.distill.hints import hint_pairs
+    from edgekd.search.reference import reference_spec
+    from edgekd.search.space import Stage, StudentSpec, build
+
+    torch.manual_seed(0)
+    shape = (3, side, side)
+    teacher = torchvision.models.get_model(arch, weights=None, num_classes=10).eval()
+    searched = StudentSpec("mbconv", shape, 10, (Stage(16, 1, 1), Stage(24, 1, 2), Stage(40, 1, 2), Stage(80, 1, 2)),
+                           stem_stride=2, expansion=2, act="relu6")
+    for spec in (searched, reference_spec("mobilenet_v3_small_x0_5", shape, 10)):
+        student = build(spec)
+        pairs = hint_pairs(teacher, student, shape, stages="all")
+        assert pairs, (arch, spec.describe())
+        for pair in pairs:
+            assert pair.guided_shape[1] <= pair.hint_shape[1], (arch, pair)  # never upsampled
+        hints = HintSet(teacher, student, pairs)
+        x = torch.randn(2, *shape)
+        targets, predictions, _ = hints.features(x)
+        assert [t.shape for t in targets] == [p.shape for p in predictions]
+        before = [p.detach().clone() for p in student.parameters()]
+        optimizer = torch.optim.SGD([*student.parameters(), *hints.parameters()], lr=0.1)
+        loss = sum(torch.nn.functional.mse_loss(p, t) for p, t in zip(predictions, targets))
+        loss.backward()
+        optimizer.step()
+        assert torch.isfinite(loss)
+        assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
+
+
+@pytest.mark.parametrize("arch", TORCHVISION_TEACHERS)
+def test_hint_taps_of_torchvision_teachers_at_96(arch: str) -> None:
+    _hint_step(arch, 96)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", TORCHVISION_TEACHERS)
+def test_hint_taps_of_torchvision_teachers_at_224(arch: str) -> None:
+    _hint_step(arch, 224)

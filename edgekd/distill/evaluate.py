@@ -28,8 +28,13 @@ def resolve_device(name: str) -> torch.device:
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024,
                    device: torch.device | None = None) -> torch.Tensor:
-    """Logits of ``model`` (eval mode) on a float tensor, on the CPU, float32."""
+    """Logits of ``model`` (eval mode) on a float tensor (or a
+    :class:`~edgekd.distill.trainset.NormalizedImages`), on the CPU, float32; in batches of at
+    most ``batch_size`` images and about :data:`edgekd.inputs.data.EVAL_BATCH_PIXELS` pixels."""
+    from edgekd.inputs.data import eval_batch
+
     device = device or next(model.parameters()).device
+    batch_size = eval_batch(tuple(x.shape[1:]), batch_size) if len(x) else batch_size
     was_training = model.training
     model.eval()
     out = [model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]

@@ -156,7 +156,7 @@ def _view_logits(teacher: nn.Module, fp: str, params: list[augment.AugParams], d
                  device: torch.device) -> torch.Tensor:
     """One teacher's logits (K, N_all, classes) on the views ``params``, cached on disk."""
     from edgekd.core.fileio import atomic_write_bytes
-    from edgekd.inputs.data import array_fingerprint, to_tensor
+    from edgekd.inputs.data import array_fingerprint, eval_batch, to_tensor
 
     ds = dataset
     path = None
@@ -176,12 +176,13 @@ def _view_logits(teacher: nn.Module, fp: str, params: list[augment.AugParams], d
     started = time.monotonic()
     note(f"caching the teacher's outputs on {len(params)} augmented views of {len(ds.x_train):,} "
          "training images (once: every trial reuses them)")
+    step = eval_batch(ds.input_shape, 512)  # one chunk of augmented images at a time, never the set
     with torch.no_grad(), autocast(device):
         for number, p in enumerate(params, 1):
             outs = []
-            for i in range(0, len(ds.x_train), 512):
-                rows = torch.arange(i, min(i + 512, len(ds.x_train)))
-                x = augment.apply(to_tensor(ds.x_train[i:i + 512], ds.normalization), aug, p[rows], pad_value)
+            for i in range(0, len(ds.x_train), step):
+                rows = torch.arange(i, min(i + step, len(ds.x_train)))
+                x = augment.apply(to_tensor(ds.x_train[i:i + step], ds.normalization), aug, p[rows], pad_value)
                 outs.append(teacher(x.to(device)).float().cpu())
             views.append(torch.cat(outs))
             spent = time.monotonic() - started

@@ -5,7 +5,7 @@ come from ``(seed, e)``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from edgekd.distill.config import TrainConfig
     from edgekd.inputs.data import ImageDataset
 
-__all__ = ["TrainData", "epoch_generator", "prepare_data"]
+__all__ = ["NormalizedImages", "TrainData", "epoch_generator", "prepare_data"]
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -22,15 +22,39 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch) + 17)
 
 
+class NormalizedImages:
+    """A split kept as uint8 ``(N, C, H, W)`` and normalised per access: ``x[idx]`` (an int, a
+    slice or an index tensor) is the float32 ``(x/255 - mean[c]) / std[c]`` of those rows only.
+    A trainer indexes batches and evaluates in slices, so a split never exists as one float
+    tensor: a quarter of the memory (10,000 RGB images at 224 px: 1.5 GB instead of 6 GB)."""
+
+    def __init__(self, x_uint8: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.data = torch.from_numpy(np.ascontiguousarray(x_uint8))
+        self.mean, self.std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.data.shape
+
+    def __getitem__(self, idx: Any) -> torch.Tensor:
+        x = self.data[idx]
+        single = x.dim() == 3
+        x = (x[None] if single else x).to(torch.float32).div_(255.0).sub_(self.mean).div_(self.std)
+        return x[0] if single else x
+
+
 @dataclass
 class TrainData:
     """Float tensors of the split, plus (optionally) the teacher targets of the train part."""
 
-    x_train: torch.Tensor
+    x_train: NormalizedImages
     y_train: torch.Tensor
-    x_val: torch.Tensor
+    x_val: NormalizedImages
     y_val: torch.Tensor
-    x_test: torch.Tensor
+    x_test: NormalizedImages
     y_test: torch.Tensor
     train_idx: np.ndarray
     pad_value: torch.Tensor
@@ -39,7 +63,7 @@ class TrainData:
 def prepare_data(dataset: ImageDataset, config: TrainConfig) -> TrainData:
     """Split ``dataset`` (validation part by ``val_fraction``/``seed``, optionally capped at
     ``max_train_samples``) into normalised float tensors."""
-    from edgekd.inputs.data import split_train_val, to_tensor
+    from edgekd.inputs.data import split_train_val
 
     n = len(dataset.y_train)
     if config.val_fraction > 0:
@@ -53,11 +77,10 @@ def prepare_data(dataset: ImageDataset, config: TrainConfig) -> TrainData:
     mean = torch.tensor(norm.mean, dtype=torch.float32)
     std = torch.tensor(norm.std, dtype=torch.float32)
     return TrainData(
-        x_train=to_tensor(dataset.x_train[train_idx], norm),
+        x_train=NormalizedImages(dataset.x_train[train_idx], mean, std),
         y_train=torch.as_tensor(dataset.y_train[train_idx], dtype=torch.long),
-        x_val=to_tensor(dataset.x_train[val_idx], norm) if len(val_idx) else
-        torch.zeros((0, *dataset.input_shape)),
+        x_val=NormalizedImages(dataset.x_train[val_idx], mean, std),
         y_val=torch.as_tensor(dataset.y_train[val_idx], dtype=torch.long),
-        x_test=to_tensor(dataset.x_test, norm),
+        x_test=NormalizedImages(dataset.x_test, mean, std),
         y_test=torch.as_tensor(dataset.y_test, dtype=torch.long),
         train_idx=train_idx, pad_value=-mean / std)

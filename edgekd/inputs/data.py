@@ -345,6 +345,18 @@ def split_train_val(n_train: int, val_fraction: float = 0.1, seed: int = 0
     return np.sort(order[n_val:]).astype(np.int64), np.sort(order[:n_val]).astype(np.int64)
 
 
+#: Pixels per image side squared times images: an inference batch holds about this many pixels
+#: (1,024 images of 32x32; 20 of 224x224), so that a batch's activations stay bounded at any
+#: resolution (a 1,024-image batch at 224 px holds GBs in its first feature maps alone).
+EVAL_BATCH_PIXELS = 1024 * 32 * 32
+
+
+def eval_batch(input_shape: Sequence[int], cap: int) -> int:
+    """Images per inference batch for images of ``input_shape`` (C, H, W): at most ``cap``, about
+    :data:`EVAL_BATCH_PIXELS` pixels, at least 8."""
+    return max(8, min(cap, EVAL_BATCH_PIXELS // max(1, int(input_shape[-1]) * int(input_shape[-2]))))
+
+
 def apply_normalize(dataset: ImageDataset, normalize: str | None) -> ImageDataset:
     """Set ``dataset.normalization`` from ``--normalize`` (:func:`deploy.onnxmeta.parse_normalize`:
     dataset | imagenet | none | MEAN,STD), so the teacher is fed as it was trained, and the

@@ -67,8 +67,9 @@ def _compute_logits(teacher: "torch.nn.Module", x_uint8: np.ndarray, norm: "Norm
                     batch_size: int) -> np.ndarray:
     import torch
 
-    from edgekd.inputs.data import to_tensor
+    from edgekd.inputs.data import eval_batch, to_tensor
 
+    batch_size = eval_batch(x_uint8.shape[1:], batch_size)
     param = next(iter(teacher.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     was_training = teacher.training
