@@ -209,3 +209,64 @@ def test_hint_taps_of_torchvision_teachers_at_96(arch: str) -> None:
 @pytest.mark.parametrize("arch", TORCHVISION_TEACHERS)
 def test_hint_taps_of_torchvision_teachers_at_224(arch: str) -> None:
     _hint_step(arch, 224)
+
+
+def _faithful(name: str, side: int) -> None:
+    """The reference spec builds exactly the torchvision model: same parameters, same MACs."""
+    from edgekd.search.cost import module_cost, spec_cost
+    from edgekd.search.reference import reference_spec, torchvision_model
+    from edgekd.search.space import StudentSpec, build
+
+    spec = reference_spec(name, (3, side, side), 10)
+    assert StudentSpec.from_dict(spec.to_dict()) == spec and spec.to_dict()["model"] == name
+    model = build(spec).eval()
+    original = torchvision_model(name, 10, small=side < 64).eval()
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in original.parameters())
+    assert spec_cost(spec).macs == module_cost(original, (3, side, side)).macs
+    x = torch.randn(2, 3, side, side)
+    with torch.no_grad():
+        assert model(x).shape == (2, 10)
+        assert tuple(model.features(x).shape[1:]) == spec.feature_shapes()[-1]
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "shufflenet_v2_x0_5", "resnet18"])
+def test_reference_students_are_the_torchvision_models(name: str) -> None:
+    _faithful(name, 96)
+
+
+@pytest.mark.slow
+def test_every_reference_student_is_its_torchvision_model() -> None:
+    from edgekd.search.reference import REFERENCE_MODELS
+
+    for name in REFERENCE_MODELS:
+        for side in (32, 224):
+            _faithful(name, side)
+
+
+def test_small_inputs_get_a_stride_one_stem_and_no_max_pool() -> None:
+    from edgekd.search.reference import reference_spec
+    from edgekd.search.space import StudentSpec
+
+    spec = reference_spec("resnet18", (3, 32, 32), 10)
+    assert spec.feature_shapes()[-1] == (512, 4, 4)  # 32 / 8, as a CIFAR ResNet; 1x1 without the adaptation
+    assert reference_spec("resnet18", (3, 96, 96), 10).feature_shapes()[-1] == (512, 3, 3)  # 96 / 32
+    forged = {**spec.to_dict(), "stages": [{"width": 8, "depth": 1, "stride": 1}]}
+    with pytest.raises(EdgekdError, match="stages of reference resnet18"):
+        StudentSpec.from_dict(forged)
+    with pytest.raises(EdgekdError, match="for family 'reference' only"):
+        StudentSpec.from_dict({**forged, "family": "plain"})
+
+
+def test_splits_are_uint8_and_normalised_per_access() -> None:
+    from edgekd.distill.config import TrainConfig
+    from edgekd.distill.trainset import NormalizedImages, prepare_data
+    from edgekd.inputs.data import load_dataset, to_tensor
+
+    ds = load_dataset(None)
+    data = prepare_data(ds, TrainConfig(method="scratch", epochs=1))
+    assert isinstance(data.x_train, NormalizedImages) and data.x_train.data.dtype == torch.uint8
+    idx = torch.tensor([5, 0, 17])
+    expected = to_tensor(ds.x_train[data.train_idx[[5, 0, 17]]], ds.normalization)
+    assert torch.equal(data.x_train[idx], expected)
+    assert torch.equal(data.x_test[2:4], to_tensor(ds.x_test[2:4], ds.normalization))
+    assert data.x_test[3].shape == tuple(ds.input_shape)
