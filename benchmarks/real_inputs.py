@@ -40,8 +40,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 #: per data set: teacher epochs and the reference models trained (those a user would reach for
 #: that fit 1/10 of the teacher's MACs; fewer than all of them to fit the CPU budget)
 SETS: dict[str, dict[str, Any]] = {
-    "clothing96": {"teacher_epochs": 3, "references": ("mobilenet_v3_small", "shufflenet_v2_x1_0")},
-    "cifar10": {"teacher_epochs": 3, "references": ("mobilenet_v3_small_x0_5", "mobilenet_v3_small_x0_75")},
+    "clothing96": {"teacher_epochs": 3, "references": ("mobilenet_v3_small", "shufflenet_v2_x1_0"), "extra": ()},
+    "cifar10": {"teacher_epochs": 3, "references": ("mobilenet_v3_small_x0_5", "mobilenet_v3_small_x0_75"),
+                "extra": ("--max-train-samples", "5000")},
 }
 AIM_POINTS = 2.0
 
@@ -53,7 +54,8 @@ def compress_command(name: str, teacher: Path, macs: int, seed: int, out: Path, 
            "--reference-models", refs, "--method", args.method, "--epochs", str(args.epochs),
            "--candidates", str(args.candidates), "--finalists", "1", "--eta", str(args.candidates),
            "--min-epochs", "1", "--augment", "none", "--teacher-views", "0", "--measure-iters", "200",
-           "--threads-per-trial", "1", "--no-bundle", "--no-progress", "--seed", str(seed), "--out", str(out)]
+           "--threads-per-trial", "1", "--no-bundle", "--no-progress", "--seed", str(seed), "--out", str(out),
+           *SETS[name]["extra"]]
     if args.families:
         cmd[cmd.index("--method"):cmd.index("--method")] = ["--family", args.families]
     return cmd
