@@ -270,3 +270,13 @@ def test_splits_are_uint8_and_normalised_per_access() -> None:
     assert torch.equal(data.x_train[idx], expected)
     assert torch.equal(data.x_test[2:4], to_tensor(ds.x_test[2:4], ds.normalization))
     assert data.x_test[3].shape == tuple(ds.input_shape)
+
+
+def test_reference_students_take_grayscale_images() -> None:
+    from edgekd.search.reference import reference_spec
+    from edgekd.search.space import build
+
+    for name in ("mobilenet_v3_small_x0_5", "mnasnet0_5", "resnet18"):
+        spec = reference_spec(name, (1, 28, 28), 10)
+        with torch.no_grad():
+            assert build(spec).eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10), name

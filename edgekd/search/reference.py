@@ -8,7 +8,8 @@ width multipliers, shufflenet_v2 x0.5/x1.0, mnasnet0_5, regnet_x_400mf, resnet18
 modules cut at block boundaries (the stem, then each residual/inverted-residual block, then the
 last 1x1 conv where the model has one), so hint taps, per-block costing and the latency model
 work as for any family; its ``head`` is the model's own classifier (mobilenet_v3's hidden
-Linear + Hardswish included). For inputs under :data:`SMALL_INPUT` pixels the usual small-image
+Linear + Hardswish included); for data with other than 3 channels the first conv takes the
+data's channels. For inputs under :data:`SMALL_INPUT` pixels the usual small-image
 adaptation applies (as for CIFAR ResNets): the stem's first stride-2 conv gets stride 1 and
 its max-pool is removed, so a 32x32 image is not reduced to 1x1 before the last stage.
 
@@ -59,13 +60,19 @@ def is_small(input_shape: tuple[int, ...]) -> bool:
     return min(input_shape[1:]) < SMALL_INPUT
 
 
-def torchvision_model(name: str, classes: int, small: bool) -> "nn.Module":
-    """The torchvision model ``name`` (weights=None) for ``classes``, adapted to small inputs."""
+def torchvision_model(name: str, classes: int, small: bool, channels: int = 3) -> "nn.Module":
+    """The torchvision model ``name`` (weights=None) for ``classes`` and ``channels`` input
+    channels (its first conv rebuilt when not 3), adapted to small inputs."""
     import torchvision
     from torch import nn
 
     builder, kwargs = REFERENCE_MODELS[_check_name(name)]
     model = torchvision.models.get_model(builder, weights=None, num_classes=classes, **kwargs)
+    if channels != 3:  # the first conv registered is the stem's in every model of the table
+        parent, attr, conv = next((p, n, c) for p in model.modules() for n, c in p.named_children()
+                                  if isinstance(c, nn.Conv2d))
+        setattr(parent, attr, nn.Conv2d(channels, conv.out_channels, conv.kernel_size, conv.stride,
+                                        conv.padding, bias=conv.bias is not None))
     if small:
         stem = _parts(model)[0][0]
         first = next(m for m in stem.modules() if isinstance(m, nn.Conv2d) and m.stride != (1, 1))
@@ -102,19 +109,19 @@ def _parts(model: "nn.Module") -> tuple[list["nn.Module"], "nn.Module"]:
     raise EdgekdError(f"no reference decomposition for {type(model).__name__}")  # pragma: no cover
 
 
-_TEMPLATES: dict[tuple[str, bool], "nn.Module"] = {}
+_TEMPLATES: dict[tuple[str, bool, int], "nn.Module"] = {}
 
 
-def _template(name: str, small: bool) -> "nn.Module":
+def _template(name: str, small: bool, channels: int) -> "nn.Module":
     """One CPU instance per model, copied to the meta device for shapes and costs (some
     torchvision builders, e.g. RegNet's, compute their widths with tensors and cannot be built
     on the meta device)."""
     import torch
 
-    key = (name, small)
+    key = (name, small, channels)
     if key not in _TEMPLATES:
         with torch.device("cpu"):
-            _TEMPLATES[key] = torchvision_model(name, _PROBE_CLASSES, small)
+            _TEMPLATES[key] = torchvision_model(name, _PROBE_CLASSES, small, channels)
     return _TEMPLATES[key]
 
 
@@ -126,7 +133,7 @@ def _layout(name: str, input_shape: tuple[int, int, int]) -> list[tuple[int, int
     import torch
     from torch import nn
 
-    pieces, _ = _parts(copy.deepcopy(_template(name, is_small(input_shape))).to("meta"))
+    pieces, _ = _parts(copy.deepcopy(_template(name, is_small(input_shape), input_shape[0])).to("meta"))
     with torch.no_grad():
         x = torch.zeros(1, *input_shape, device="meta")
         layout = []
@@ -182,7 +189,7 @@ def reference_specs(input_shape: tuple[int, int, int], classes: int,
 def _plan(spec: "StudentSpec") -> list[Block]:
     small = is_small(spec.input)
     return [Block("tv", cin, cout, 3, stride, convs,
-                  (("model", spec.model), ("index", i), ("small", small)))
+                  (("model", spec.model), ("index", i), ("small", small), ("channels", spec.input[0])))
             for i, (cin, cout, stride, convs) in enumerate(layout(spec.model, spec.input))]
 
 
@@ -194,9 +201,10 @@ def _make(block: Block) -> "nn.Module":
     import torch
 
     name, small, index = block.option("model"), bool(block.option("small")), int(block.option("index"))
+    channels = int(block.option("channels", 3))
     if torch.get_default_device().type == "meta":
-        return copy.deepcopy(_parts(_template(name, small))[0][index]).to("meta")
-    return _parts(torchvision_model(name, _PROBE_CLASSES, small))[0][index]
+        return copy.deepcopy(_parts(_template(name, small, channels))[0][index]).to("meta")
+    return _parts(torchvision_model(name, _PROBE_CLASSES, small, channels))[0][index]
 
 
 def reference_head(spec: "StudentSpec") -> "nn.Module":
