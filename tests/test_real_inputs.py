@@ -280,3 +280,19 @@ def test_reference_students_take_grayscale_images() -> None:
         spec = reference_spec(name, (1, 28, 28), 10)
         with torch.no_grad():
             assert build(spec).eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10), name
+
+
+def test_the_verdict_says_plainly_when_a_reference_beat_the_search() -> None:
+    from edgekd.report.references import reference_verdict
+
+    def student(trial: str, acc: float, ms: float, model: str | None = None) -> dict:
+        return {"trial": trial, "model": model, "test_acc": acc,
+                "latency": {"host": {"ms": ms, "label": "measured"}, "target": None}}
+
+    winner = student("w", 0.80, 2.0)
+    assert reference_verdict(winner, []).startswith("No reference model fits the budget")
+    assert "A reference model beat edgekd's search: fast" in reference_verdict(
+        winner, [student("r1", 0.80, 1.0, "fast"), student("r2", 0.70, 0.5, "weak")])  # as accurate, faster
+    slower = reference_verdict(winner, [student("r1", 0.85, 3.0, "big")])
+    assert slower.startswith("No reference model beat") and "big is more accurate" in slower
+    assert "at least as accurate" in reference_verdict(winner, [student("r1", 0.75, 1.0, "small")])

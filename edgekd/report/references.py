@@ -2,7 +2,8 @@
 the torchvision models a user would otherwise have distilled into, trained like the finalists,
 in one table beside the winner, and one plain sentence on whether one of them beat the search.
 
-"Beat" means: more accurate on the test split at an equal or lower latency (on the target when
+"Beat" means: on or past the winner's side of the Pareto front, i.e. at least as accurate on the
+test split at an equal or lower latency, and better in one of the two (latency on the target when
 measured there, else on this host, :func:`edgekd.report.plots.target_ms`). A reference that is
 more accurate but slower is named too, with both latencies, so the trade is visible.
 """
@@ -24,10 +25,11 @@ def reference_verdict(winner: dict, references: list[dict]) -> str:
     """One sentence: did a reference student beat the search's winner (see the module docstring)?"""
     if not references:
         return "No reference model fits the budget, so none was trained."
-    w_ms = target_ms(winner)
-    better = sorted((r for r in references if r["test_acc"] > winner["test_acc"]),
-                    key=lambda r: -r["test_acc"])
-    beat = [r for r in better if w_ms is not None and target_ms(r) is not None and target_ms(r) <= w_ms]
+    w_ms, w_acc = target_ms(winner), winner["test_acc"]
+    better = sorted((r for r in references if r["test_acc"] > w_acc), key=lambda r: -r["test_acc"])
+    timed = [r for r in references if w_ms is not None and target_ms(r) is not None]
+    beat = sorted((r for r in timed if target_ms(r) <= w_ms and r["test_acc"] >= w_acc
+                   and (r["test_acc"] > w_acc or target_ms(r) < w_ms)), key=lambda r: -r["test_acc"])
     own = f"edgekd's winner {winner['trial']} ({fmt.percent(winner['test_acc'])}, {_ms(winner)})"
     if beat:
         r = beat[0]
