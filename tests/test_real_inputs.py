@@ -83,7 +83,7 @@ def test_compress_224_torchvision_teacher_with_reference(colour224: tuple[Path, 
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, [
         "compress", "--data", str(data), "--teacher", str(teacher), "--arch", "resnet18",
-        "--normalize", "imagenet", "--reference", "--max-macs", "20M", "--latency-ms", "1000",
+        "--normalize", "imagenet", "--family", "mbconv", "--reference", "--max-macs", "20M", "--latency-ms", "1000",
         "--candidates", "1", "--finalists", "1", "--epochs", "2", "--hint-epochs", "1",
         "--batch-size", "16", "--teacher-views", "1", "--augment", "none", "--parity-samples", "16",
         "--measure-iters", "5", "--threads-per-trial", "1", "--no-bundle", "--no-progress",
@@ -96,6 +96,7 @@ def test_compress_224_torchvision_teacher_with_reference(colour224: tuple[Path, 
     assert [t["model"] for t in refs] == ["mobilenet_v3_small_x0_5"]  # the only one within 20M MACs
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert summary["teacher"]["test_acc"] == 1.0  # fed ImageNet's statistics, as it was fitted
+    assert {s["spec"]["family"] for s in summary["students"] if s["role"] != "reference"} == {"mbconv"}
     ref = next(s for s in summary["students"] if s["role"] == "reference")
     assert ref["exported"] and ref["latency"]["host"]["ms"] > 0
     report = (out / "report" / "report.md").read_text()

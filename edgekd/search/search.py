@@ -292,13 +292,10 @@ def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], clas
     return result
 
 
-def cost_specs(profile: "DeviceProfile", specs: Iterable[StudentSpec], *,
-               calibration: "Calibration | KernelTable | str | Path | None" = None,
+def cost_specs(profile: "DeviceProfile", specs: Iterable[StudentSpec], *, calibration: Any = None,
                cost_cache: str | Path | None = None) -> list[Candidate]:
-    """Given students (e.g. the reference models) costed exactly as the search costs its own:
-    MACs, parameters and latency at ``profile``'s budget batch (calibrated when given)."""
-    calib, _source = _resolve_calibration(calibration, profile, None)
-    estimate = _Estimator(profile, calib)
+    """Given students (the reference models) costed as the search costs its own: MACs, params, latency."""
+    estimate = _Estimator(profile, _resolve_calibration(calibration, profile, None)[0])
     with block_cost_cache(cost_cache):
         found = [Candidate(spec, *spec_totals(spec), None) for spec in specs]
         for c in found:
