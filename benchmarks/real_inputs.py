@@ -128,15 +128,28 @@ def aggregate(name: str, runs: list[dict[str, Any]], teacher_record: dict[str, A
 
 
 def aims(rows: list[dict[str, Any]]) -> list[str]:
+    """The issue's two aims, each ``met`` or ``MISSED`` with its numbers: (1) at equal or lower
+    measured latency, edgekd's winner at or above the best reference student (stated against the
+    most accurate reference as well, whatever its latency); (2) within AIM_POINTS of the teacher
+    at 1/10 of its MACs or fewer."""
     teacher, winner = rows[0], rows[1]
     refs = [r for r in rows if r["label"].startswith("reference")]
     lines = []
     if refs:
+        w_acc, w_ms = winner["test_acc"]["mean"], winner["host_ms"]
+        faster = [r for r in refs if r["host_ms"] <= w_ms]
+        best_faster = max(faster, key=lambda r: r["test_acc"]["mean"], default=None)
+        if best_faster is None:
+            lines.append(f"no reference runs at or below edgekd's winner's {w_ms:.3f} ms (aim 1 not tested)")
+        else:
+            met = w_acc >= best_faster["test_acc"]["mean"]
+            lines.append(f"{'met' if met else 'MISSED'}: at <= {w_ms:.3f} ms, edgekd's winner {w_acc:.2%} vs "
+                         f"{best_faster['label'][10:]} {best_faster['test_acc']['mean']:.2%}")
         best = max(refs, key=lambda r: r["test_acc"]["mean"])
-        met = winner["test_acc"]["mean"] >= best["test_acc"]["mean"] and winner["host_ms"] <= best["host_ms"]
-        lines.append(f"{'met' if met else 'MISSED'}: edgekd's winner {winner['test_acc']['mean']:.2%} at "
-                     f"{winner['host_ms']:.3f} ms vs the best reference ({best['label'][10:]}) "
-                     f"{best['test_acc']['mean']:.2%} at {best['host_ms']:.3f} ms")
+        if best["test_acc"]["mean"] > w_acc:
+            lines.append(f"the most accurate reference, {best['label'][10:]}, beat edgekd's winner by "
+                         f"{100 * (best['test_acc']['mean'] - w_acc):.2f} points at {best['host_ms']:.3f} ms "
+                         f"({best['host_ms'] / w_ms:.1f}x the winner's latency)")
     gap = 100 * (teacher["test_acc"]["mean"] - winner["test_acc"]["mean"])
     ratio = teacher["macs"] / winner["macs"]
     lines.append(f"{'met' if gap <= AIM_POINTS and ratio >= 10 else 'MISSED'}: gap to the teacher "
@@ -170,6 +183,8 @@ def run_set(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
+    from edgekd.core import fmt
+
     lines = [f"# Real inputs: edgekd vs torchvision reference students ({result['tag']})", "",
              f"Date {result['date']}; machine: {result['machine']}; wall-clock {result['wall_clock_s']:.0f} s "
              f"(teachers included; one CPU thread, machine shared: {result['load']}).", "",
@@ -185,9 +200,11 @@ def markdown(result: dict[str, Any]) -> str:
         for r in res["rows"]:
             a, b = r["test_acc"], r["test_balanced_acc"]
             lines.append(f"| {r['label']} | {a['mean']:.2%} ± {100 * a['std']:.2f} | {b['mean']:.2%} ± "
-                         f"{100 * b['std']:.2f} | {r['macs'] / 1e6:.1f}M | {r['params'] / 1e6:.2f}M | "
+                         f"{100 * b['std']:.2f} | {fmt.count(r['macs'])} | {fmt.count(r['params'])} | "
                          f"{r['host_ms']:.3f} ms |")
-        lines += ["", "Aims: " + "; ".join(res["aims"]) + ".", "", "Commands (one per seed):", ""]
+        picked = next((r["picked"] for r in res["rows"] if r["label"] == "edgekd winner"), [])
+        lines += ["", "edgekd's winners (seeds in order): " + "; ".join(picked) + ".", "",
+                  "Aims: " + "; ".join(aims(res["rows"])) + ".", "", "Commands (one per seed):", ""]
         lines += [f"    {c}" for c in res["commands"]]
         lines += ["", f"Wall-clock for {name}: {res['wall_clock_s']:.0f} s.", ""]
     return "\n".join(lines)
@@ -204,7 +221,15 @@ def main() -> None:
     parser.add_argument("--families", default=None, help="--family of compress (when it has one)")
     parser.add_argument("--tag", default="cpu")
     parser.add_argument("--budget-note", default="")
+    parser.add_argument("--rewrite", type=Path, default=None, help="only rewrite the .md of this results .json")
     args = parser.parse_args()
+    if args.rewrite:
+        result = json.loads(args.rewrite.read_text())
+        for res in result["sets"].values():
+            res["aims"] = aims(res["rows"])
+        args.rewrite.write_text(json.dumps(result, indent=2))
+        args.rewrite.with_suffix(".md").write_text(markdown(result))
+        return
     args.work = args.work.resolve()
     started, load = time.monotonic(), os.getloadavg()
     sets = {name: run_set(name, args) for name in args.sets.split(",")}
