@@ -91,7 +91,7 @@ def test_the_cli_defaults_are_the_dataclasses(command: str, config_class: type, 
 
 def test_every_train_option_is_a_train_config_field() -> None:
     """Each option of ``edgekd train`` that is about training maps to one TrainConfig field."""
-    inputs = {"student", "search", "old_search", "teacher", "arch", "trust_code", "data", "image_size", "normalize",
+    inputs = {"student", "search", "old_search", "teacher", "arch", "trust_code", "data", "image_size", "normalize", "val_data",
               "out_dir"}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     assert {o.name for o in _options("train")} - inputs <= names

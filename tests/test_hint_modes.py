@@ -148,7 +148,7 @@ STUDENT = StudentSpec("plain", (1, 28, 28), 10, (Stage(4, 1, 1), Stage(8, 1, 2))
 def _train(mnist, tmp_path, name: str, **changes):
     from edgekd.distill import TrainConfig, train_student
 
-    config = TrainConfig(**{"method": "fitnet", "epochs": 1, "hint_epochs": 2, "hint_patience": 0,
+    config = TrainConfig(**{"method": "fitnet", "epochs": 1, "hint_epochs": 2, "hint_patience": 0, "hint_min_r2": -1.0,
                             "batch_size": 32, "lr": 0.05, "cache_dir": str(tmp_path / "cache"), **changes})
     return train_student(STUDENT, [_cnn_teacher()], mnist, config, tmp_path / name, progress=False)
 

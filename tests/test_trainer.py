@@ -261,7 +261,7 @@ def test_config_errors_are_one_line(dataset, tmp_path) -> None:
 def test_fitnet_hint_epochs_on_top_and_r2_plateau(dataset, teacher, tmp_path) -> None:
     """Issue 12: --hint-epochs is a budget added to --epochs; the hint stage stops early when
     the regressor's R^2 plateaus, and the KD stage still gets all of --epochs."""
-    small = dict(method="fitnet", max_train_samples=600, batch_size=32)
+    small = dict(method="fitnet", max_train_samples=600, batch_size=32, hint_min_r2=-1.0)  # 18 steps an epoch
     full = train_student(SPEC, [teacher], dataset, _config(tmp_path, epochs=2, hint_epochs=3, hint_patience=0,
                                                            **small), tmp_path / "full", progress=False)
     records = read_jsonl(tmp_path / "full" / "metrics.jsonl")

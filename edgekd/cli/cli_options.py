@@ -84,6 +84,14 @@ def single_teacher_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return _teacher_options(func, multiple=False)
 
 
+#: ``--val-data`` of ``train`` and ``compress``
+VAL_DATA_HELP = ("Validation images the teacher never saw, in any --data form (every image of it, train and "
+                 "test splits): trials train on all of --data's training images and select on these. "
+                 "Without it a share of the training images is held out, which a teacher trained on them "
+                 "has seen: compress then measures the teacher on both and says when that favours "
+                 "distillation.")
+
+
 def data_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--data`` and ``--image-size``."""
     func = click.option("--image-size", callback=_parse_image_size, metavar="N|HxW",
@@ -219,7 +227,7 @@ def merge_method_options(fields: dict[str, Any], names: tuple[str, ...] = ("T", 
 
 def hint_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """FitNets' hint stage and hint modes (``train`` and ``compress``): ``--hint-mode``,
-    ``--hint-beta``, ``--hint-lr``, ``--hint-patience``, ``--hint-min-delta``. Defaults are
+    ``--hint-beta``, ``--hint-lr``, ``--hint-patience``, ``--hint-min-delta``, ``--hint-min-r2``. Defaults are
     :class:`edgekd.distill.config.TrainConfig`'s (torch-free), so they live in one place; the
     values arrive as keyword arguments of the same names."""
     from edgekd.distill.config import HINT_MODES, TrainConfig
@@ -239,6 +247,9 @@ def hint_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="End the hint stage after N epochs without R^2 gain; 0: never."),
         click.option("--hint-min-delta", type=click.FloatRange(min=0), default=default["hint_min_delta"].default,
                      show_default=True, metavar="X", help="R^2 gain counted by --hint-patience."),
+        click.option("--hint-min-r2", type=click.FloatRange(-1, 1), default=default["hint_min_r2"].default,
+                     show_default=True, metavar="X",
+                     help="Stop (and undo) a hint stage whose R^2 after its first epoch is below X (-1: off)."),
     ]
     for option in reversed(options):
         command = option(command)

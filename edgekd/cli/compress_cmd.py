@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from edgekd.cli.base import HELP_EPILOG, MAX_BATCH, CompactCommand, default_of, verbose_option
-from edgekd.cli.cli_options import (AUGMENT_HELP, AUGMENTS, DATA_OPTION_HELP, FAMILY_HELP, hint_options,
+from edgekd.cli.cli_options import (AUGMENT_HELP, AUGMENTS, DATA_OPTION_HELP, FAMILY_HELP, VAL_DATA_HELP, hint_options,
                                     merge_method_options, method_opt_option, method_option, normalize_option, parse_families,
                                     single_teacher_options)
 from edgekd.cli.config_file import config_option
@@ -31,6 +31,7 @@ def _default(name: str) -> Any:
 @single_teacher_options
 @click.option("--data", "-d", default=None, metavar="SPEC", help=DATA_OPTION_HELP)
 @normalize_option(_default("normalize"))
+@click.option("--val-data", default=None, metavar="SPEC", help=VAL_DATA_HELP)
 @click.option("--max-macs", default=None, metavar="N", help="MACs budget per image, e.g. 1.5M [profile's].")
 @click.option("--latency-ms", type=float, default=None, metavar="MS", help="Latency budget [profile's].")
 @click.option("--batch", type=click.IntRange(min=1, max=MAX_BATCH), default=None, metavar="N",

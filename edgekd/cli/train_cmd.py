@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from edgekd.cli.base import HELP_EPILOG, CompactCommand, default_of, verbose_option
-from edgekd.cli.cli_options import (ARCH_OPTION_HELP, AUGMENT_HELP, AUGMENTS, TRUST_CODE_HELP, data_option,
+from edgekd.cli.cli_options import (ARCH_OPTION_HELP, AUGMENT_HELP, AUGMENTS, TRUST_CODE_HELP, VAL_DATA_HELP, data_option,
                                     hint_options, merge_method_options, method_opt_option, method_option,
                                     normalize_option, teacher_options)
 from edgekd.distill.config import HINT_MODES, OPTIMIZERS, TrainConfig
@@ -43,6 +43,7 @@ def search_options(command: Any) -> Any:
 @teacher_options
 @data_option
 @normalize_option(default_of(CompressConfig, "normalize"))
+@click.option("--val-data", default=None, metavar="SPEC", help=VAL_DATA_HELP + " (--val-fraction is then unused.)")
 @method_option(compress=False, default=_default("method"))
 @click.option("--epochs", "-e", metavar="N", type=click.IntRange(min=1), default=_default("epochs"), show_default=True,
               help="Epochs on labels/logits (a hint stage comes on top).")
@@ -57,7 +58,7 @@ def search_options(command: Any) -> Any:
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_default("optimizer"),
               show_default=True)
 @click.option("--lr", metavar="X", type=click.FloatRange(min=0, min_open=True), default=_default("lr"),
-              help="Peak learning rate, down to --lr-floor x it [sgd 0.05, adamw 0.002].")
+              help="Peak learning rate, down to --lr-floor x it [sgd 0.1, adamw 0.002].")
 @click.option("--weight-decay", metavar="X", type=click.FloatRange(min=0), default=_default("weight_decay"),
               show_default=True)
 @click.option("--batch-size", metavar="N", type=click.IntRange(min=1), default=_default("batch_size"),
@@ -100,7 +101,7 @@ def search_options(command: Any) -> Any:
 @verbose_option
 def train(student: str, search: Path | None, old_search: Path | None, teacher: tuple[str, ...],
           arch: tuple[str, ...], trust_code: bool, data: str | None, image_size: tuple[int, int] | None,
-          normalize: str, out_dir: Path, **training: Any) -> None:
+          normalize: str, val_data: str | None, out_dir: Path, **training: Any) -> None:
     """Train one student from a teacher (scratch, kd, fitnet, ... see --method).
 
     Writes OUT/checkpoint.pt (self-describing), OUT/metrics.jsonl and OUT/result.json; the
@@ -127,6 +128,10 @@ def train(student: str, search: Path | None, old_search: Path | None, teacher: t
     config = TrainConfig(**training)
     dataset = resolve_data(data, image_size, normalize)
     teachers = resolve_teachers(teacher, arch, trust_code, dataset) if get_method(config.method).uses_teacher else []
+    if val_data:  # after the teachers: a built-in teacher trains on the training images only
+        from edgekd.inputs.data import with_validation
+
+        dataset = with_validation(dataset, resolve_data(val_data, image_size), val_data)
     result = run_train(spec=spec, teachers=teachers, dataset=dataset, config=config, out_dir=out_dir,
                        progress=True)
     click.echo(format_result(result))

@@ -30,8 +30,8 @@ _RUNTIME_FIELDS = ("epochs", "device", "cache_dir", "use_cache")
 
 
 def default_lr(optimizer: str) -> float:
-    """The learning rate used when ``TrainConfig.lr`` is None: SGD 0.05, AdamW 0.002."""
-    return {"sgd": 0.05, "adamw": 0.002}[optimizer]
+    """The learning rate used when ``TrainConfig.lr`` is None: SGD 0.1, AdamW 0.002 (docs/recipe.md)."""
+    return {"sgd": 0.1, "adamw": 0.002}[optimizer]
 
 
 @dataclass
@@ -63,7 +63,7 @@ class TrainConfig:
     augment: str = "none"
     teacher_views: int = 0
     warmup_epochs: float = 1.0
-    lr_floor: float = 0.01
+    lr_floor: float = 0.0
     label_smoothing: float | None = None
     method_options: dict[str, float] = field(default_factory=dict)
     #: decay of the EMA of the weights that are validated and kept (edgekd.distill.ema); 0: off
@@ -72,6 +72,9 @@ class TrainConfig:
     hint_lr: float = 5e-3
     hint_patience: int = 2
     hint_min_delta: float = 0.01
+    #: the hint stage stops after its first epoch, its weights dropped, when R^2 is below this
+    #: (0: the regressor predicts the teacher's hint no better than each channel's mean)
+    hint_min_r2: float = 0.0
     #: hint pairs and their use (edgekd.distill.hint_stage): single | multi (one pair per teacher
     #: stage) | joint (beta * L_hint added during KD, the regressor kept to the end)
     hint_mode: str = "single"
@@ -102,6 +105,8 @@ class TrainConfig:
         self._validate_options(method, bad)
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise bad(f"lr={self.lr}", "give a positive learning rate")
+        if not -1.0 <= self.hint_min_r2 <= 1.0:
+            raise bad(f"hint_min_r2={self.hint_min_r2}", "give a threshold between -1 and 1 (R^2; -1: off)")
         if not (self.hint_lr > 0 and math.isfinite(self.hint_lr)) or self.hint_patience < 0 or self.hint_min_delta < 0:
             raise bad(f"hint_lr={self.hint_lr}, hint_patience={self.hint_patience}, "
                       f"hint_min_delta={self.hint_min_delta}", "give hint_lr > 0, patience and min_delta >= 0")
@@ -209,6 +214,8 @@ class TrainConfig:
         identity.update({o.identity_key: self.option(o.name) for o in METHODS[self.method].options})
         if not identity["ema"]:  # no EMA: the same as a folder trained before the option existed
             del identity["ema"]
+        if identity["hint_min_r2"] == TrainConfig.hint_min_r2:  # folders trained before the rule
+            del identity["hint_min_r2"]
         if identity["hint_mode"] == "single":  # likewise for folders trained before --hint-mode
             del identity["hint_mode"]
         if identity.get("hint_mode") != "joint":  # beta only weighs the joint term

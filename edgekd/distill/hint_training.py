@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn as nn
 
+from edgekd.core.progress import say
 from edgekd.distill.hint_stage import HintSet, hint_record, plateaued
 from edgekd.distill.hints import HintPair, hint_pairs
 from edgekd.distill.methods import Batch, StudentOut, TeacherOut, get_method
@@ -61,6 +62,8 @@ class HintTraining:
         self.pairs = hint_pairs(self.teachers[0], self.model, tuple(self.dataset.input_shape),
                                 hint_layer=cfg.hint_layer, guided_layer=cfg.guided_layer,
                                 stages="all" if cfg.hint_mode == "multi" else "one")
+        # the student as initialised: a hint stage that does not learn is undone (_end_hint_stage)
+        self.initial_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         torch.manual_seed(cfg.seed + 1)
         self.hints = HintSet(self.teachers[0], self.model, self.pairs, with_logits=self.joint).to(self.device)
         if self.joint:
@@ -106,13 +109,23 @@ class HintTraining:
         return hint_record(meters, self.pairs)
 
     def _end_hint_stage(self, epoch: int, stage: str, record: dict[str, Any]) -> None:
-        """Record R^2; end the hint stage at its budget or when R^2 plateaus
-        (:func:`edgekd.distill.hint_stage.plateaued`)."""
+        """Record R^2; end the hint stage at its budget, when R^2 plateaus
+        (:func:`edgekd.distill.hint_stage.plateaued`), or after its first epoch when R^2 is
+        below ``hint_min_r2``: the regressor did not learn to predict the teacher's hint, so the
+        guided layers were fitted to noise; the student goes back to its initial weights and
+        the KD stage starts as ``kd`` would."""
         cfg = self.config
         self.r2_history.append(float(record["r2_mean"]))
         first, budget = self._stage_bounds(stage)
         done = epoch + 1 - first
-        if done >= budget:
+        if done == 1 and cfg.hint_min_r2 > -1.0 and not self.r2_history[0] >= cfg.hint_min_r2:  # nan too; -1: off
+            self.hint_end = done
+            self.model.load_state_dict(self.initial_state)
+            record["hint_stop"] = (f"R^2 {self.r2_history[0]:.3f} after the first hint epoch is below "
+                                   f"--hint-min-r2 {cfg.hint_min_r2:g}: the hint did not learn; its weights "
+                                   "are dropped and KD starts from the initial student")
+            say(getattr(self, "progress", False), f"hint stage stopped: {record['hint_stop']}")
+        elif done >= budget:
             self.hint_end = done
         elif plateaued(self.r2_history, cfg.hint_patience, cfg.hint_min_delta):
             self.hint_end = done

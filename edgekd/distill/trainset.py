@@ -62,11 +62,15 @@ class TrainData:
 
 def prepare_data(dataset: ImageDataset, config: TrainConfig) -> TrainData:
     """Split ``dataset`` (validation part by ``val_fraction``/``seed``, optionally capped at
-    ``max_train_samples``) into normalised float tensors."""
+    ``max_train_samples``) into normalised float tensors. A dataset with its own validation
+    images (``--val-data``) trains on every training image and validates on those."""
     from edgekd.inputs.data import split_train_val
 
     n = len(dataset.y_train)
-    if config.val_fraction > 0:
+    given_val = dataset.x_val is not None and dataset.y_val is not None
+    if given_val:
+        train_idx, val_idx = np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    elif config.val_fraction > 0:
         train_idx, val_idx = split_train_val(n, config.val_fraction, config.seed)
     else:
         train_idx, val_idx = np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
@@ -76,11 +80,15 @@ def prepare_data(dataset: ImageDataset, config: TrainConfig) -> TrainData:
     norm = dataset.normalization
     mean = torch.tensor(norm.mean, dtype=torch.float32)
     std = torch.tensor(norm.std, dtype=torch.float32)
+    if given_val:
+        x_val, y_val = NormalizedImages(dataset.x_val, mean, std), torch.as_tensor(dataset.y_val, dtype=torch.long)
+    else:
+        x_val = NormalizedImages(dataset.x_train[val_idx], mean, std)
+        y_val = torch.as_tensor(dataset.y_train[val_idx], dtype=torch.long)
     return TrainData(
         x_train=NormalizedImages(dataset.x_train[train_idx], mean, std),
         y_train=torch.as_tensor(dataset.y_train[train_idx], dtype=torch.long),
-        x_val=NormalizedImages(dataset.x_train[val_idx], mean, std),
-        y_val=torch.as_tensor(dataset.y_train[val_idx], dtype=torch.long),
+        x_val=x_val, y_val=y_val,
         x_test=NormalizedImages(dataset.x_test, mean, std),
         y_test=torch.as_tensor(dataset.y_test, dtype=torch.long),
         train_idx=train_idx, pad_value=-mean / std)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -114,7 +115,10 @@ class Normalization:
 # --------------------------------------------------------------------------- the data set
 @dataclass(eq=False)  # arrays: compare fingerprints, not fields
 class ImageDataset:
-    """A labelled image classification set, uint8 ``(N, C, H, W)`` with int64 labels."""
+    """A labelled image classification set, uint8 ``(N, C, H, W)`` with int64 labels.
+    ``x_val``/``y_val`` (``--val-data``, :func:`with_validation`): validation images given
+    apart; then training uses every training image and selects on these instead of holding
+    out a share of x_train."""
 
     name: str
     x_train: np.ndarray
@@ -124,6 +128,8 @@ class ImageDataset:
     classes: list[str]
     normalization: Normalization
     source: str
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -141,6 +147,9 @@ class ImageDataset:
             digest = hashlib.sha256()
             for array in (self.x_train, self.y_train, self.x_test, self.y_test):
                 _update_digest(digest, array)
+            if self.x_val is not None and self.y_val is not None:  # unchanged for sets without
+                _update_digest(digest, self.x_val)
+                _update_digest(digest, self.y_val)
             digest.update(json.dumps(list(self.classes)).encode("utf-8"))
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
@@ -150,7 +159,8 @@ class ImageDataset:
         return {"name": self.name, "source": self.source, "input_shape": list(self.input_shape),
                 "classes": list(self.classes), "train": int(len(self.y_train)),
                 "test": int(len(self.y_test)), "normalization": self.normalization.to_dict(),
-                "fingerprint": self.fingerprint()}
+                "fingerprint": self.fingerprint(),
+                **({"val": int(len(self.y_val))} if self.y_val is not None else {})}
 
 
 def _update_digest(digest: "hashlib._Hash", array: np.ndarray) -> None:
@@ -328,6 +338,21 @@ def _as_labels(y: Any, what: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- splits, tensors
+def with_validation(dataset: ImageDataset, val: ImageDataset, spec: str) -> ImageDataset:
+    """``dataset`` with the validation images of ``--val-data spec``: every image of ``val``
+    (its train and test splits), which must have ``dataset``'s image shape and classes. The
+    normalisation stays ``dataset``'s (computed on its training images)."""
+    if val.input_shape != dataset.input_shape:
+        raise EdgekdError(f"--val-data {spec}: images are {_shape_text(val.input_shape)} but the training "
+                          f"images are {_shape_text(dataset.input_shape)}: give validation images of the "
+                          "same size and channels")
+    if list(val.classes) != list(dataset.classes):
+        raise EdgekdError(f"--val-data {spec}: classes {', '.join(val.classes)} differ from the data's "
+                          f"({', '.join(dataset.classes)}): give the same classes in the same order")
+    return dataclasses.replace(dataset, x_val=np.concatenate([val.x_train, val.x_test]),
+                               y_val=np.concatenate([val.y_train, val.y_test]))
+
+
 def split_train_val(n_train: int, val_fraction: float = 0.1, seed: int = 0
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Split ``range(n_train)`` into sorted train and validation indices (a seeded random

@@ -162,7 +162,8 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
         "search": {key: search.get(key) for key in
                    ("rungs", "survivors", "finalists", "epochs_spent", "epochs_full", "winner",
                     "winner_method", "rung_depths", "candidates_enumerated", "candidates_in_budget",
-                    "shortlist", "target_is_host", "supernet", "references")},
+                    "shortlist", "target_is_host", "supernet", "references",
+                    "teacher_bias", "arm_scores")},
         "teacher": teacher,
         "students": students,
         "winner": search["winner"],
@@ -288,6 +289,10 @@ def document(summary: dict) -> list[tuple]:
         if search.get("winner_method"):
             blocks.append(("p", f"Winner by validation accuracy among these: {search['winner_method']} "
                                 f"({summary['winner']}, the exported and bundled student)."))
+        if (bias := search.get("teacher_bias") or {}).get("biased"):  # edgekd.run.selection
+            blocks.append(("p", f"The teacher scores {fmt.percent(bias['val'])} on validation, {fmt.percent(bias['test'])} "
+                                f"on test: it has seen the validation images, so arms that learn from it were scored "
+                                f"by validation minus that {100 * bias['gap']:.2f}-point gap (--val-data avoids it)."))
         blocks += [("table", ("method", "trial", "epochs", "val acc", "test acc"),
                     [[a["method"], a["trial"], str(a["epochs"]), fmt.percent(a["val_acc"]),
                       fmt.percent(a["test_acc"])] for a in summary["ablation"]])]

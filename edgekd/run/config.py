@@ -42,7 +42,7 @@ EMBEDDED_STEM_STRIDES = (1, 2)
 DEFAULT_METHOD = "fitnet"
 #: The hint options of ``train``/``compress`` that a compress run hands to every trial (TrainConfig
 #: fields; only values other than TrainConfig's defaults are passed and enter the run's identity).
-HINT_FIELDS = ("hint_mode", "hint_beta", "hint_lr", "hint_patience", "hint_min_delta")
+HINT_FIELDS = ("hint_mode", "hint_beta", "hint_lr", "hint_patience", "hint_min_delta", "hint_min_r2")
 
 
 @dataclass
@@ -61,6 +61,8 @@ class CompressConfig:
     #: how pixels reach the teacher and the students (deploy.onnxmeta.parse_normalize):
     #: dataset | imagenet | none | MEAN,STD
     normalize: str = "dataset"
+    #: validation images the teacher never saw (a data spec); None: held out of the training images
+    val_data: str | None = None
     max_macs: int | None = None
     latency_ms: float | None = None
     batch: int | None = None
@@ -93,6 +95,7 @@ class CompressConfig:
     hint_lr: float | None = None
     hint_patience: int | None = None
     hint_min_delta: float | None = None
+    hint_min_r2: float | None = None
     device: str = "auto"
     #: images of the ONNX parity check (None: edgekd.ship.export.MIN_PARITY_SAMPLES, or every
     #: image of a smaller data set, said in one line)

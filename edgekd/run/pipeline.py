@@ -36,6 +36,7 @@ from edgekd.run.references import reference_entries, reference_rows, reference_s
 from edgekd.run.rundir import RunDir, open_run, run_folder, run_folder_line
 from edgekd.run.config import (EMBEDDED_LATENCY_MS, EMBEDDED_STEM_STRIDES, CompressConfig, check_effort,
                                default_epochs, has_hints)
+from edgekd.run.selection import best_arm, measure_teacher_bias
 from edgekd.run.setup import Inputs, load_inputs, run_identity, train_images
 from edgekd.run.ship_stages import bundle_stage, export_stage, int8_stage, measure_stage, on_cpu, teacher_stage
 from edgekd.search.config import SearchConfig
@@ -189,30 +190,16 @@ def trial_folder(candidate_id: str, rung: Rung) -> str:
     return rung.folder(candidate_id)
 
 
-def best_method(run: RunDir, trials: dict[str, str]) -> tuple[str, str]:
-    """(method, trial) with the best validation accuracy among the trials of one
-    architecture (method -> trial); ties go to the first listed (the search's method)."""
-    from edgekd.core.fileio import read_json
-
-    best: tuple[float, str, str] | None = None
-    for method, trial in trials.items():
-        val = read_json(run.trial(trial) / "result.json").get("val_acc")
-        score = float("-inf") if val is None else float(val)
-        if best is None or score > best[0]:
-            best = (score, method, trial)
-    assert best is not None
-    return best[1], best[2]
-
-
 def baseline_stage(config: CompressConfig, run: RunDir, winner: dict, winner_trial: str,
-                   executor: Executor) -> dict[str, str]:
-    """Train the winner's architecture with the other ablation methods (from scratch, for
-    ``--epochs``, like the final training); returns method -> trial."""
+                   executor: Executor, methods: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Train the winner's architecture with the other ablation methods (``methods``, default
+    :func:`ablation_methods`; from scratch, for ``--epochs``, like the final training);
+    returns method -> trial."""
     from edgekd.run.executors import trial_payload
 
     trials = {config.method: winner_trial}
     jobs = []
-    for method in ablation_methods(config):
+    for method in (ablation_methods(config) if methods is None else methods):
         trial_id = f"{winner['id']}-{method}"
         trials[method] = trial_id
         if run.rung_result(BASELINE_RUNG, trial_id, config.epochs) is None:
@@ -277,6 +264,9 @@ def _compress(config: CompressConfig, started: float) -> Summary:
     trial = TrainConfig(**train_config(config, config.method, config.epochs))  # the split trials hold out
     preflight.check_teacher_accuracy(inputs.teacher, dataset, seed=trial.seed, val_fraction=trial.val_fraction,
                                      warn=functools.partial(say, True))  # shown even with --no-progress
+    if config.val_data:  # after the teacher: a built-in teacher is trained on the training images only
+        from edgekd.inputs.data import with_validation
+        inputs.dataset = dataset = with_validation(dataset, load_dataset(config.val_data), config.val_data)
     rows, shortlist, counts = search_stage(config, inputs)  # refuses an infeasible budget
     references = (reference_rows(config, inputs, functools.partial(say, config.progress))
                   if config.trains_references() and config.strategy == "halving" else [])
@@ -305,12 +295,9 @@ def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resume
         return _supernet_locked(config, inputs, run, resumed, rows, counts, started)
     timing: dict[str, float] = {}
     mark = time.monotonic()
-    outcome, winner, baselines, reference_trials = _train(config, inputs, run, shortlist, references)
-    winner_trial = trial_folder(winner["id"], outcome.rungs[-1])
+    outcome, winner, winner_trial, winner_method, baselines, reference_trials, selection = _train_and_choose(
+        config, inputs, run, shortlist, references)
     timing["training_s"] = round(time.monotonic() - mark, 2)
-    winner_method = config.method
-    if baselines:  # the best by validation among the winner's architecture's methods
-        winner_method, winner_trial = best_method(run, baselines)
     trials = _trial_entries(config, outcome, winner, winner_trial, baselines) + reference_entries(config, references)
     specs = {row["id"]: row["spec"] for row in shortlist}
     rung_depths = [sorted(spec_depth(specs[tid]) for tid in alive) for alive in outcome.survivors]
@@ -330,6 +317,7 @@ def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resume
         "epochs_full": len(shortlist) * config.epochs,
         "baselines": baselines,
         "references": reference_trials,
+        **selection,
     }
     return _ship(config, inputs, run, trials, winner_trial, record, timing,
                  resumed, started, outcome.trained)
@@ -392,10 +380,45 @@ def _ship(config: CompressConfig, inputs: Inputs, run: RunDir, trials: list[dict
                    headline(summary), bundle, resumed, time.monotonic() - started, trained)
 
 
-def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[dict], references: list[dict]
-           ) -> tuple[Any, dict, dict[str, str] | None, dict[str, str] | None]:
-    """Successive halving, then the baselines and the reference students: (halving outcome,
-    winner row, baselines, reference model -> trial)."""
+def _train_and_choose(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[dict],
+                      references: list[dict]) -> tuple[Any, dict, str, str, dict[str, str] | None,
+                                                       dict[str, str] | None, dict[str, Any]]:
+    """:func:`_train`, then the arm (edgekd.run.selection): (outcome, winner row, winner trial, its method,
+    arms, reference trials, outcome.json's ``teacher_bias`` and ``arm_scores``)."""
+    bias = measure_teacher_bias(inputs.teacher, inputs.dataset, config.seed, config.progress)
+    outcome, winner, baselines, reference_trials = _train(config, inputs, run, shortlist, references, bias)
+    winner_trial = trial_folder(winner["id"], outcome.rungs[-1])
+    winner_method, scores = config.method, None
+    if baselines:  # among the winner's architecture's arms (edgekd.run.selection)
+        winner_method, winner_trial, scores = best_arm(run, baselines, bias)
+    return (outcome, winner, winner_trial, winner_method, baselines, reference_trials,
+            {"teacher_bias": bias, "arm_scores": scores})
+
+
+def _arms(config: CompressConfig, run: RunDir, winner: dict, winner_trial: str, executor: Executor,
+          bias: dict[str, Any]) -> dict[str, str] | None:
+    """The winner's other arms: every ablation arm with ``--baselines``; else the scratch arm when
+    the method learns from the teacher and the teacher is not clearly stronger than the student
+    (:func:`edgekd.run.selection.teacher_clearly_stronger`); else none."""
+    from edgekd.core.fileio import read_json
+    from edgekd.distill.methods import get_method
+    from edgekd.run.selection import teacher_clearly_stronger
+    if config.baselines:
+        return baseline_stage(config, run, winner, winner_trial, executor)
+    if not get_method(config.method).uses_teacher:
+        return None
+    student_val = read_json(run.trial(winner_trial) / "result.json").get("val_acc")
+    if teacher_clearly_stronger(bias, student_val):
+        return None
+    say(config.progress, f"the teacher ({100 * bias['test']:.2f}% test) is not clearly stronger than the student "
+                         f"({100 * float(student_val or 0):.2f}% validation): training its scratch arm too")
+    return baseline_stage(config, run, winner, winner_trial, executor, ("scratch",))
+
+
+def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[dict], references: list[dict],
+           bias: dict[str, Any]) -> tuple[Any, dict, dict[str, str] | None, dict[str, str] | None]:
+    """Successive halving, then the other arms (:func:`_arms`) and the reference students:
+    (halving outcome, winner row, arms, reference model -> trial)."""
     from edgekd.run.executors import TrialContext, make_executor
     from edgekd.run.progress import SearchProgress
 
@@ -409,15 +432,13 @@ def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[
                                     counting_the_finish(progress.update, finish_seconds(config)))
         winner = {row["id"]: row for row in shortlist}[outcome.finalists[0]]
         winner_trial = trial_folder(winner["id"], outcome.rungs[-1])
-        baselines = (baseline_stage(config, run, winner, winner_trial, executor)
-                     if config.baselines else None)
+        baselines = _arms(config, run, winner, winner_trial, executor, bias)
         reference_trials = (reference_stage(config, run, references, executor)
                             if config.trains_references() else None)
     finally:
         executor.close()
         on_cpu(inputs.teacher)  # trials may have moved it to the GPU; the stages after training run on CPU
     return outcome, winner, baselines, reference_trials
-
 
 
 def _trial_entries(config: CompressConfig, outcome: HalvingResult, winner: dict, winner_trial: str,
