@@ -297,3 +297,15 @@ def test_the_verdict_says_plainly_when_a_reference_beat_the_search() -> None:
     slower = reference_verdict(winner, [student("r1", 0.85, 3.0, "big")])
     assert slower.startswith("No reference model beat") and "big is more accurate" in slower
     assert "at least as accurate" in reference_verdict(winner, [student("r1", 0.75, 1.0, "small")])
+
+
+def test_train_refuses_imagenet_statistics_for_grayscale_data(tmp_path: Path) -> None:
+    from edgekd.search.space import Stage, StudentSpec
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(StudentSpec("plain", (1, 28, 28), 10, (Stage(4, 1, 1),)).to_json())
+    result = CliRunner().invoke(cli, ["train", "--student", str(spec), "--method", "scratch", "--normalize",
+                                      "imagenet", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "--normalize imagenet needs RGB images" in result.output
+    assert not (tmp_path / "out" / "checkpoint.pt").exists()
