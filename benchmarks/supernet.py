@@ -154,20 +154,29 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "EDGEKD_CACHE_DIR": str(args.work / "cache"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    command = "python benchmarks/supernet.py " + " ".join(
+        "../shared/data" if a == str(args.data_dir) else a for a in sys.argv[1:])
     cells = []
     for name in args.sets.split(","):
         data = _subset(args.data_dir, name, args.max_train, args.work)
         for seed in (int(s) for s in args.seeds.split(",")):
             cells.append(one_cell(data, name, seed, args, args.work, env))
             print(json.dumps(cells[-1]), flush=True)
-    command = "python benchmarks/supernet.py " + " ".join(
-        a if not a.startswith(str(args.data_dir)) else "../shared/data" for a in sys.argv[1:])
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{platform.machine()} {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end"}
-    (RESULTS / f"supernet-{args.tag}.json").write_text(json.dumps({"meta": meta, "command": command,
-                                                                    "cells": cells}, indent=1))
-    (RESULTS / f"supernet-{args.tag}.md").write_text(markdown(cells, command, meta))
-    print(markdown(cells, command, meta))
+            _write(cells, command, args.tag)  # after every cell: a stopped run keeps what it has
+    print(markdown(cells, command, _meta()))
+
+
+def _meta() -> dict:
+    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.machine()} {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} "
+                       "when written"}
+
+
+def _write(cells: list[dict], command: str, tag: str) -> None:
+    meta = _meta()
+    (RESULTS / f"supernet-{tag}.json").write_text(json.dumps({"meta": meta, "command": command,
+                                                              "cells": cells}, indent=1))
+    (RESULTS / f"supernet-{tag}.md").write_text(markdown(cells, command, meta))
 
 
 if __name__ == "__main__":
