@@ -98,7 +98,12 @@ def test_builtin_entries_and_unknown_names() -> None:
 
 def test_profiles_and_bundle_commands_follow_the_table() -> None:
     from edgekd.inputs.profiles import BACKENDS as PROFILE_BACKENDS, GPU_BACKENDS, load_profile
-    from edgekd.ship.bundle import _commands
+    from edgekd.ship.bundle_readme import ReadmeInputs, build_commands, run_commands
+
+    def _commands(profile, batch: int, has_teacher: bool, int8: bool) -> str:
+        info = ReadmeInputs(batch=batch, model_sha="", has_teacher=has_teacher, input_shape=(),
+                            dynamic=False, int8=int8)
+        return "\n".join(build_commands(profile, info) + run_commands(profile, info))
 
     assert PROFILE_BACKENDS[:2] == ("ort", "trt") and GPU_BACKENDS == ("trt",)
     orin = load_profile("jetson-orin-nano-8gb")
