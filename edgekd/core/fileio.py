@@ -109,7 +109,12 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
 
 class JsonFileError(EdgekdError, ValueError):
     """A JSON file that is not valid, too large or too deeply nested: one line naming it. It is
-    a ValueError too, so a reader that treats a damaged file as absent still catches it."""
+    a ValueError too, so a reader that treats a damaged file as absent still catches it;
+    ``reason`` is what is wrong, for a caller that words its own line."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -120,7 +125,7 @@ def read_json(path: str | os.PathLike) -> Any:
         return loads_json(read_text_bounded(path))
     except DocumentError as error:
         raise JsonFileError(f"{path}: {error}: pass a JSON file edgekd or the deploy kit "
-                            "wrote") from None
+                            "wrote", str(error)) from None
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:

@@ -160,7 +160,7 @@ class KernelTable:
         except FileNotFoundError:
             raise EdgekdError(f"kernel table {path} not found: run 'edgekd calibrate' to make one") from None
         except (OSError, ValueError) as error:
-            raise EdgekdError(f"kernel table {path} is not valid JSON ({error}): run "
+            raise EdgekdError(f"kernel table {path} is not valid JSON ({getattr(error, 'reason', error)}): run "
                               "'edgekd calibrate' again") from None
         if not isinstance(data, dict) or data.get("format") not in READABLE_FORMATS:
             raise EdgekdError(f"{path} is not an edgekd kernel table (format {TABLE_FORMAT}): "

@@ -198,7 +198,7 @@ class Calibration:
             raise EdgekdError(f"calibration file {path} not found: check the path, or run "
                               "benchmarks/latency_predictor.py / `edgekd search --measure` to make one") from None
         except (OSError, ValueError) as error:
-            raise EdgekdError(f"calibration file {path} is not valid JSON ({error}): "
+            raise EdgekdError(f"calibration file {path} is not valid JSON ({getattr(error, 'reason', error)}): "
                               "recreate it") from None
         if not isinstance(data, dict) or data.pop("format", None) != CALIBRATION_FORMAT:
             raise EdgekdError(f"calibration file {path} is not an edgekd calibration "
