@@ -28,8 +28,15 @@ def x_parity(dataset) -> np.ndarray:
 
 
 def _spec(family: str) -> StudentSpec:
+    if family == "mbconv_se":
+        return StudentSpec(family="mbconv", input=(1, 28, 28), classes=10, expansion=2, se=True,
+                           stages=(Stage(8, 3, 1), Stage(16, 3, 2)))
     return StudentSpec(family=family, input=(1, 28, 28), classes=10,
                        stages=(Stage(8, 2, 1), Stage(16, 2, 2)))
+
+
+def meta_opset(path: Path) -> str:
+    return read_metadata(path)["edgekd.opset"]
 
 
 @pytest.mark.parametrize("family", ["plain", "residual"])
@@ -42,7 +49,11 @@ def test_student_export_checker_parity_metadata(tmp_path: Path, x_parity, family
                                  "edgekd.classes": [str(i) for i in range(10)]})
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
-    assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {18}
+    # opset 17 with GlobalAveragePool: the form TensorRT 8.5 through 11 all parse
+    assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {17}
+    ops = {node.op_type for node in proto.graph.node}
+    assert "GlobalAveragePool" in ops and "ReduceMean" not in ops
+    assert meta_opset(path) == "17"
     dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 1, 28, 28]  # static batch by default
     meta = read_metadata(path)
@@ -130,9 +141,31 @@ def test_simplified_graph_is_dropped_when_parity_breaks(tmp_path: Path, x_parity
     assert np.abs(onnx_logits(path, x_parity) - torch_logits(model, x_parity)).max() <= 1e-4
 
 
-def test_opset_17_uses_the_torchscript_exporter(tmp_path: Path, x_parity) -> None:
-    model = build(_spec("plain"))
-    path = export_onnx(model, (1, 28, 28), tmp_path / "s17.onnx", opset=17, parity_x=x_parity)
-    proto = onnx.load(str(path))
-    assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {17}
-    assert read_metadata(path)["edgekd.exporter"] == "torchscript"
+def test_opset_18_keeps_the_dynamo_graph_and_17_lowers_it(tmp_path: Path, x_parity) -> None:
+    """Opset 18 (TensorRT 10+ only) is the dynamo exporter's own; the default 17 is the same
+    graph lowered, and both compute what PyTorch does."""
+    model = build(_spec("mbconv_se"))
+    for opset in (18, 17):
+        path = export_onnx(model, (1, 28, 28), tmp_path / f"s{opset}.onnx", opset=opset,
+                           parity_x=x_parity)
+        proto = onnx.load(str(path))
+        assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {opset}
+        assert read_metadata(path)["edgekd.exporter"] == "dynamo"
+        ops = [node.op_type for node in proto.graph.node]
+        # the squeeze-excitation pools and the head's pool: all GlobalAveragePool
+        assert ops.count("GlobalAveragePool") == 3 and "ReduceMean" not in ops
+
+
+def test_reduce_mean_keepdims_0_becomes_pool_and_flatten(tmp_path: Path, x_parity) -> None:
+    class MeanHead(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3)
+            self.fc = torch.nn.Linear(4, 10)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).mean((-2, -1)))
+
+    path = export_onnx(MeanHead(), (1, 28, 28), tmp_path / "m.onnx", parity_x=x_parity)
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert "ReduceMean" not in ops and ops.index("GlobalAveragePool") < ops.index("Flatten")

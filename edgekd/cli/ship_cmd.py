@@ -56,7 +56,7 @@ def _parse_dynamic_batch(_ctx: click.Context, _param: click.Parameter, value: st
 def export(target: Path, out_dir: Path, bundle: bool, profile_name: str | None,
            dynamic_batch: tuple[int, int, int] | None, batch: int | None, simplify: bool,
            int8: bool, data: str | None, int8_tolerance: float) -> None:
-    """Export a trained student to ONNX (opset 18, onnx.checker, parity with PyTorch on 256
+    """Export a trained student to ONNX (opset 17, GlobalAveragePool, onnx.checker, parity with PyTorch on 256
     real test samples: max |logit difference| <= 1e-4 and 100% top-1 agreement), with its
     spec, classes, input shape, normalisation, accuracy and profile in the model metadata.
     CHECKPOINT_OR_RUN is a student checkpoint.pt or a run folder (its best trial). With

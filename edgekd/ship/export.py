@@ -1,14 +1,17 @@
 """ONNX export with a checker pass, a parity check against PyTorch, and optional simplification.
 
 Exporter and opset: ``torch.onnx.export(..., dynamo=True)`` (the ``torch.export``-based
-exporter; the TorchScript exporter is deprecated since torch 2.9) at **opset 18**. Why 18:
-it is the dynamo exporter's native opset (asking it for 17 needs a version conversion that
-fails on these CNNs' ``ReduceMean``), and TensorRT 10's ONNX parser (onnx-tensorrt) supports
-opsets 9 through 20+, so 18 builds everywhere TensorRT 10 runs, JetPack 6 included. The
+exporter; the TorchScript exporter is deprecated since torch 2.9) writes its native opset 18;
+:mod:`edgekd.ship.onnx_opset` then turns every global average pool into ``GlobalAveragePool``
+and lowers the graph to **opset 17** (``DEFAULT_OPSET``). Why 17: it is the last opset
+TensorRT 8.5/8.6 (JetPack 5.1 and 6.0) parse, and TensorRT 10 and 11 parse opsets 9 and up,
+so one file builds on every TensorRT edgekd supports (``deploy/trt_onnx_ops.json`` holds
+each version's operator table; ``python -m deploy opcheck`` and the bundle check against it).
+At opset 18 ``ReduceMean`` takes its axes as an input, which the 8.x importer ignores. The
 dynamo exporter also folds BatchNorm into the convolutions. A model the dynamo exporter
-cannot capture (data-dependent control flow in a user's teacher) falls back to the
-TorchScript exporter, and ``opset < 18`` selects it directly; the exporter used is recorded
-in the metadata (``edgekd.exporter``).
+cannot capture (data-dependent control flow in a user's teacher), or whose graph cannot be
+lowered, falls back to the TorchScript exporter at the target opset; the exporter used is
+recorded in the metadata (``edgekd.exporter``), the opset in ``edgekd.opset``.
 
 Batch: static (``batch``) by default, which is what TensorRT optimises best; a dynamic
 batch ``(min, opt, max)`` exports a symbolic batch dimension that ``deploy build`` turns
@@ -54,7 +57,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgekd.inputs.data import ImageDataset, Normalization
     from edgekd.search.space import StudentSpec
 
-DEFAULT_OPSET = 18
+DEFAULT_OPSET = 17
+DYNAMO_OPSET = 18  # the dynamo exporter's native opset; lowered afterwards
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 PARITY_ATOL = 1e-4
@@ -179,14 +183,15 @@ def _torch_export(model: "torch.nn.Module", example: "torch.Tensor", path: Path,
     quiet = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(quiet):
         warnings.simplefilter("ignore")
-        if opset >= DEFAULT_OPSET and exporter != "torchscript":
+        if exporter != "torchscript":
             dynamic_shapes = None
             if bounds is not None:
                 low, high = bounds
                 batch_dim = torch.export.Dim("batch", min=max(1, low), max=high)
                 dynamic_shapes = ({0: batch_dim},)
             try:
-                torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=opset,
+                torch.onnx.export(model, (example,), str(path), dynamo=True,
+                                  opset_version=max(opset, DYNAMO_OPSET),
                                   input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                   dynamic_shapes=dynamic_shapes, external_data=False,
                                   verbose=False)
@@ -207,6 +212,28 @@ def _torch_export(model: "torch.nn.Module", example: "torch.Tensor", path: Path,
             errors.append(f"torchscript: {str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__}")
     raise EdgekdError(f"cannot export the model to ONNX ({'; '.join(errors)}): make its forward "
                       "traceable (no data-dependent Python control flow), or rerun with --verbose")
+
+
+def _export_for_tensorrt(model: "torch.nn.Module", example: "torch.Tensor", path: Path, opset: int,
+                         bounds: tuple[int, int] | None, exporter: str) -> tuple[Any, str]:
+    """Export, then the graph in the form every TensorRT parses at ``opset``
+    (:func:`edgekd.ship.onnx_opset.for_tensorrt`); a dynamo graph that cannot be lowered is
+    exported again by the TorchScript exporter at ``opset``. Returns (model, exporter used)."""
+    import onnx
+    import torch
+
+    from edgekd.ship.onnx_opset import for_tensorrt
+
+    with torch.no_grad():
+        used = _torch_export(model, example, path, opset, bounds, exporter)
+    try:
+        return for_tensorrt(onnx.load(str(path)), opset), used
+    except EdgekdError:
+        if used != "dynamo":
+            raise
+    with torch.no_grad():
+        used = _torch_export(model, example, path, opset, bounds, "torchscript")
+    return for_tensorrt(onnx.load(str(path)), opset), used
 
 
 def _metadata_value(value: Any) -> str:
@@ -273,9 +300,6 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: st
     calibration, whose runtime graph is the same (BN folded, the same fused convolutions)."""
     if exporter not in ("auto", "torchscript"):
         raise ValueError(f"exporter {exporter!r}: use 'auto' or 'torchscript'")
-    import onnx
-    import torch
-
     from edgekd.search.blocks import deployed
 
     path = Path(path)
@@ -290,9 +314,7 @@ def export_onnx(model: "torch.nn.Module", input_shape: tuple[int, ...], path: st
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with torch.no_grad():
-            exporter = _torch_export(deployed(model), example, tmp, opset, bounds, exporter)
-        proto = onnx.load(str(tmp))
+        proto, exporter = _export_for_tensorrt(deployed(model), example, tmp, opset, bounds, exporter)
         set_metadata(proto, {
             **(metadata or {}),
             meta.VERSION: __version__,
