@@ -1,4 +1,4 @@
-"""``python -m deploy build | bench | profile | check`` — the torch-free deploy kit's CLI.
+"""``python -m deploy build | bench | profile | check | opcheck`` — the torch-free deploy kit's CLI.
 
 Runs with only numpy plus onnxruntime (ORT backend) or TensorRT 8.5-11.x and the system CUDA
 runtime (TRT backend; cuda-python only where no libcudart is found): no torch, no edgekd, no
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_build(sub)
     _add_timing(sub)
     _add_check(sub)
+    _add_opcheck(sub)
     return parser
 
 
@@ -134,6 +135,20 @@ def _add_check(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     c.add_argument("--out", help="write the check result as JSON here")
 
 
+def _add_opcheck(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    o = sub.add_parser("opcheck", help="will TensorRT's ONNX parser take this model? (no GPU needed)",
+                       description="Compare the model's opset, operators and input forms with "
+                                   "the ONNX parser of each TensorRT version (operator tables "
+                                   "from onnx-tensorrt's docs/operators.md, in "
+                                   "deploy/trt_onnx_ops.json). Exit status 2 when a version "
+                                   "cannot parse it.",
+                       epilog="Example: python -m deploy opcheck model.onnx --tensorrt 8.5")
+    o.add_argument("model", help="the ONNX model")
+    o.add_argument("--tensorrt", action="append", metavar="VERSION",
+                   help="a TensorRT version, e.g. 8.5 or 10.3 (repeatable; default: the installed "
+                        "TensorRT, else every version with a table)")
+
+
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     COMMANDS[args.command](args)
@@ -201,12 +216,29 @@ def _build(args: argparse.Namespace) -> None:
     print(f"wrote {engine} (+ {engine.name}.json)")
 
 
+def _opcheck(args: argparse.Namespace) -> None:
+    from deploy import opcheck
+
+    versions = args.tensorrt or opcheck.installed_or_all()
+    failing = []
+    for version in versions:
+        problems = opcheck.check_model(args.model, version)
+        print(f"TensorRT {version}: {'parses' if not problems else f'{len(problems)} problem(s)'}")
+        for problem in problems:
+            print(f"  {problem.line()}")
+        failing += [version] if problems else []
+    if failing:
+        raise DeployError(f"'{Path(args.model).name}' will not build on TensorRT "
+                          f"{', '.join(failing)}: see the lines above")
+
+
 #: errno values of a write the disk or folder does not take (one line, not a traceback)
 _FILE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG,
                 errno.ENOTDIR, errno.EISDIR}
 
 #: subcommand -> what it does with the parsed arguments
-COMMANDS = {"bench": _bench, "profile": _profile, "check": _check, "build": _build}
+COMMANDS = {"bench": _bench, "profile": _profile, "check": _check, "build": _build,
+            "opcheck": _opcheck}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,10 @@ TensorRT 8.5 through 11.x. deploy.trtapi picks the version path; the differences
    are renamed only once both exist. The GPU is asked for (CUDA checked) *before* the
    build, so a CUDA problem stops the build instead of leaving an engine without its sidecar.
 
+Before anything is parsed, :func:`deploy.opcheck.require_parsable` compares the model's opset,
+operators and input forms with this TensorRT's ONNX parser (its operator table from
+onnx-tensorrt), so a model it cannot parse is one line saying what to re-export.
+
 INT8 is explicit quantization (see deploy.quantize): a network without Q/DQ layers is first
 quantized with ``--calib`` images. DLA: static shapes only; on TensorRT <= 10 the DLA runs INT8
 only from calibration scales (implicit quantization), never Q/DQ, so ``--dla --int8`` is refused
@@ -44,6 +48,7 @@ from deploy.cuda import Cuda
 from deploy.errors import DeployError
 from deploy.files import sha256_bytes, sha256_file, write_files_atomic
 from deploy.onnxmeta import read_onnx_header
+from deploy.opcheck import require_parsable
 from deploy.runners import _collecting_logger, sidecar_path
 from deploy.trtapi import api_path, import_tensorrt, strongly_typed
 
@@ -90,7 +95,8 @@ def _parse(trt: Any, path: str, builder: Any, logger: Any, onnx_path: Path) -> t
         raise DeployError(f"TensorRT's ONNX parser rejects '{onnx_path.name}': "
                           f"{'; '.join(problems[:3]) or 'no details'}"
                           f"{f' (+{len(problems) - 3} more)' if len(problems) > 3 else ''}: "
-                          "re-export with 'edgekd export' (opset 18)")
+                          "check it with 'python -m deploy opcheck' and re-export it with "
+                          "'edgekd export' (opset 17, which TensorRT 8.5 to 11 parse)")
     return network, parser
 
 
@@ -226,6 +232,9 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
     trt = import_tensorrt()
     path = api_path(trt.__version__)
     onnx_path, header = fp16_source(path, onnx_path, header, options)
+    # the host-side parser check first: an opset or operator this TensorRT cannot parse (or
+    # would misread, like 8.x and an opset-18 ReduceMean) is one line naming the fix
+    require_parsable(onnx_path, trt.__version__)
     check_precision(trt.__version__, path, options, dict(header.metadata))
     # CUDA first: a CUDA problem must stop us before an engine exists without its sidecar
     gpu = (cuda or Cuda()).device_name()
@@ -235,6 +244,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None,
     source, metadata = onnx_path, dict(header.metadata)
     if options.int8 and not _has_qdq(trt, network):
         source = _quantize_for_int8(onnx_path, options)
+        require_parsable(source, trt.__version__)
         metadata = dict(read_onnx_header(source).metadata)
         network, parser = _parse(trt, path, builder, logger, source)
     config, shapes = _builder_config(trt, path, builder, network, options, metadata)
