@@ -24,11 +24,16 @@ as the package ``edgekd.device_profiles``)::
     backend = "ort"                 # ort (ONNX Runtime) | trt (TensorRT)
     precision = "fp16"              # fp32 | fp16 | int8
     workspace_mb = 1024             # TensorRT builder workspace
+    tensorrt = "10.3"               # optional: the device's TensorRT (JetPack 5.1: 8.5, 6.0: 8.6,
+                                    # 6.1/6.2: 10.3, 7.2: 10.16, 7.2.2+: 11.4.1; x86 pip: 11.5)
 
     [search]                        # optional section
     channel_multiple = 8            # student widths are rounded to multiples of this
 
-Every key is required (except the optional ``[search]`` section, whose
+``runtime.tensorrt`` names the TensorRT the device runs: the bundle's ONNX models are checked
+against that version's ONNX parser (``deploy/opcheck.py``) and the search skips families it
+cannot build; without it a TensorRT bundle is checked against every version with a table.
+Every other key is required (except the optional ``[search]`` section, whose
 ``channel_multiple`` defaults to 8 for ``gpu`` / ``jetson`` profiles, where tensor cores
 and vectorised kernels want channel counts in multiples of 8, and to 2 for ``cpu``) and
 unknown keys are errors, so a typo never silently falls back to a
@@ -116,6 +121,8 @@ class Runtime:
     backend: str = _choice(BACKENDS)
     precision: str = _choice(PRECISIONS)
     workspace_mb: int = _positive("MB")
+    #: the device's TensorRT version ("8.5", "10.3", "11.4.1"); "" when the profile does not say
+    tensorrt: str = field(default="", metadata={"optional": True, "version": True})
 
 
 @dataclass(frozen=True)
@@ -190,6 +197,8 @@ def _check_value(value: Any, f: dataclasses.Field, key: str, where: str) -> Any:
         if choices and value not in choices:
             raise EdgekdError(f"{where}: key '{key}' is {value!r}: use one of "
                               f"{', '.join(repr(c) for c in choices)}")
+        if f.metadata.get("version") and value:
+            _check_tensorrt(value, key, where)
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise EdgekdError(f"{where}: key '{key}' must be a number, {got}: "
@@ -227,12 +236,28 @@ def _check_keys(table: Any, allowed: list[str], section: str, where: str,
                           f"(see 'edgekd profiles show {DEFAULT_PROFILE}' for a complete profile)")
 
 
+def _check_tensorrt(value: str, key: str, where: str) -> None:
+    """A TensorRT version the parser check has an operator table for."""
+    from deploy.errors import DeployError
+    from deploy.opcheck import supported_versions, table_version
+
+    if not re.fullmatch(r"\d+\.\d+(\.\d+)*", value):
+        raise EdgekdError(f"{where}: key '{key}' is {value!r}: write a version such as \"8.5\" "
+                          "or \"10.3\" (what 'dpkg -l | grep nvinfer' or pip reports)")
+    try:
+        table_version(value)
+    except DeployError:
+        raise EdgekdError(f"{where}: key '{key}' is {value!r}: the ONNX parser check knows "
+                          f"TensorRT {', '.join(supported_versions())} (and later minor versions)") from None
+
+
 def _build(cls: type, table: Any, section: str, where: str) -> Any:
     """Validate a TOML table against the dataclass ``cls`` and build it."""
     fields = dataclasses.fields(cls)
-    _check_keys(table, [f.name for f in fields], section, where)
+    optional = tuple(f.name for f in fields if f.metadata.get("optional"))
+    _check_keys(table, [f.name for f in fields], section, where, optional)
     return cls(**{f.name: _check_value(table[f.name], f, f"{section}.{f.name}", where)
-                  for f in fields})
+                  for f in fields if f.name in table})
 
 
 def _profile_from_mapping(data: dict[str, Any], origin: str, where: str) -> DeviceProfile:

@@ -93,6 +93,10 @@ class Family:
     ``variants(config)``: the extra spec fields to enumerate (dicts of StudentSpec keyword
     arguments); ``check(spec)``: a message when the spec's options do not fit the family;
     ``head(spec)``: the classifier after the global pool, for families that bring their own.
+    ``onnx_ops(variant)``: the ONNX operators a student of that variant exports as (edgekd's
+    export: BatchNorm folded, opset 17), so the search can skip a family the profile's TensorRT
+    cannot parse (None: not declared; such a family is searched everywhere and only the
+    bundle's parser check sees its operators).
     """
 
     name: str
@@ -107,6 +111,7 @@ class Family:
     devices: tuple[str, ...] = ()
     #: the module after the global pool (None: the linear head, with the optional bottleneck)
     head: Callable[["StudentSpec"], "nn.Module"] | None = None
+    onnx_ops: Callable[[dict[str, Any]], frozenset[str]] | None = None
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -171,6 +176,25 @@ def stem_and_stages(spec: "StudentSpec", kind: str, convs: int,
     return plan
 
 
+#: what every student's head exports as: global average pool, flatten (Reshape or Flatten),
+#: the optional bias-free bottleneck (MatMul) and the classifier (Gemm)
+HEAD_OPS = frozenset({"GlobalAveragePool", "Reshape", "Flatten", "MatMul", "Gemm"})
+#: an activation's ONNX operators: ReLU6 exports as Clip(0, 6), hard-swish as x * clip(x + 3) * 1/6
+ACT_OPS = {"relu": ("Relu",), "relu6": ("Clip",), "hswish": ("Add", "Clip", "Mul")}
+
+
+def _ops(*ops: str) -> Callable[[dict[str, Any]], frozenset[str]]:
+    """``onnx_ops`` of a family: ``ops``, the head's, and the variant's activation (the stem's
+    ReLU included)."""
+    return lambda variant: HEAD_OPS | {"Relu", *ACT_OPS[variant.get("act", "relu")], *ops}
+
+
+def _mbconv_ops(variant: dict[str, Any]) -> frozenset[str]:
+    """Squeeze-excitation adds a pool, a gate (Sigmoid, its inner ReLU) and the scaling Mul."""
+    se = {"GlobalAveragePool", "Relu", "Sigmoid", "Mul"} if variant.get("se") else set()
+    return _ops("Conv", "Add", *se)(variant)
+
+
 def _make_builtin(block: Block) -> "nn.Module":
     from edgekd.search import blocks
 
@@ -208,12 +232,13 @@ def _relu_only(spec: "StudentSpec") -> str | None:
 register_family(Family(
     name="plain", plan=_plain_plan, make=_make_builtin,
     blocks_for_depth=lambda depth, _variant: depth, check=_relu_only, default=True,
-    devices=("gpu",), help="conv-BN-ReLU blocks (FitNets' students)"))
+    devices=("gpu",), help="conv-BN-ReLU blocks (FitNets' students)", onnx_ops=_ops("Conv")))
 register_family(Family(
     name="residual", plan=lambda spec: stem_and_stages(spec, "basic", 2), make=_make_builtin,
     blocks_for_depth=lambda depth, _variant: (depth - 1) // 2 if depth % 2 else None,
     check=_relu_only, default=True, devices=("gpu",),
-    help="stem + basic blocks (two convs and a shortcut, He et al. 2016)"))
+    help="stem + basic blocks (two convs and a shortcut, He et al. 2016)",
+    onnx_ops=_ops("Conv", "Add")))
 
 
 # ---------------------------------------------------------------------------- dwsep, mbconv
@@ -248,7 +273,8 @@ register_family(Family(
     name="dwsep", plan=_dwsep_plan, make=_make_mobile,
     blocks_for_depth=lambda depth, _variant: (depth - 1) // 2 if depth % 2 else None,
     variants=lambda config: ({"act": act} for act in config.acts), check=_dwsep_check,
-    devices=("cpu",), help="stem + depthwise-separable blocks (depthwise kxk + pointwise 1x1, MobileNet)"))
+    devices=("cpu",), help="stem + depthwise-separable blocks (depthwise kxk + pointwise 1x1, MobileNet)",
+    onnx_ops=_ops("Conv")))
 register_family(Family(
     name="mbconv", plan=_mbconv_plan, make=_make_mobile,
     blocks_for_depth=lambda depth, variant: (
@@ -257,7 +283,7 @@ register_family(Family(
     variants=lambda config: ({"expansion": e, "se": se, "act": act} for e in config.expansions
                              for se in config.se for act in config.acts),
     devices=("cpu",), help="stem + inverted residual blocks (expand 1x1, depthwise kxk, optional SE, project "
-         "1x1; MobileNetV2)"))
+         "1x1; MobileNetV2)", onnx_ops=_mbconv_ops))
 
 
 # ---------------------------------------------------------------------------- repvgg
@@ -274,7 +300,8 @@ register_family(Family(
     blocks_for_depth=lambda depth, _variant: depth - 1 if depth > 1 else None,
     check=_relu_only, devices=("gpu",),
     help="stem + RepVGG blocks (kxk, 1x1 and identity branches in training, one fused kxk conv "
-         "deployed; Ding et al. 2021)"))
+         "deployed; Ding et al. 2021)",
+    onnx_ops=_ops("Conv")))  # exported fused: one kxk conv (with bias) and a ReLU per block
 
 
 # ---------------------------------------------------------------------------- reference

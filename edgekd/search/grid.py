@@ -117,15 +117,17 @@ def _scaled_layouts(blocks: int, shape: tuple[int, int, int], config: SpaceConfi
                        tuple(Stage(w, d, s) for w, d, s in zip(widths, split, strides)))
 
 
-def enumerate_grid(shape: tuple[int, int, int], classes: int, config: SpaceConfig) -> list[StudentSpec]:
+def enumerate_grid(shape: tuple[int, int, int], classes: int, config: SpaceConfig, *,
+                   keep: Callable[[str, dict], bool] | None = None) -> list[StudentSpec]:
     """Every student of ``config``'s grid for inputs of ``shape`` (see the module docstring);
-    ``config.families`` empty: the registry's default families."""
+    ``config.families`` empty: the registry's default families; ``keep(family, variant)``
+    False drops that family variant."""
     scaled = config.scaled(shape)
     layouts = _scaled_layouts if scaled else _small_layouts
     specs: dict[str, StudentSpec] = {}
     for name in config.families or default_families():
         family = get_family(name)
-        variants = [dict(v) for v in family.variants(config)]
+        variants = [dict(v) for v in family.variants(config) if keep is None or keep(name, dict(v))]
         for depth in range(config.min_depth, config.depth_limit(min(shape[1:])) + 1):
             for variant in variants:
                 blocks = family.blocks_for_depth(depth, variant)

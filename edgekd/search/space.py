@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import loads_json
@@ -417,9 +417,12 @@ def round_width(width: float, multiple: int) -> int:
 
 
 def enumerate_specs(input_shape: Iterable[int], classes: int,
-                    config: SpaceConfig | None = None) -> list[StudentSpec]:
+                    config: SpaceConfig | None = None, *,
+                    keep: Callable[[str, dict[str, Any]], bool] | None = None) -> list[StudentSpec]:
     """Every student of the grid described by ``config``, in a deterministic order
-    (:func:`edgekd.search.grid.enumerate_grid`).
+    (:func:`edgekd.search.grid.enumerate_grid`). ``keep(family, variant)``, when given, drops
+    the family variants it returns False for (the search passes the profile's TensorRT parser
+    filter).
 
     With the defaults and a 28x28 or 32x32 input this yields about ten thousand specs
     (depth 3..19) in well under a second, and a few thousand per family at 224 px;
@@ -427,4 +430,5 @@ def enumerate_specs(input_shape: Iterable[int], classes: int,
     """
     from edgekd.search.grid import enumerate_grid
 
-    return enumerate_grid(tuple(int(v) for v in input_shape), classes, config or SpaceConfig())
+    return enumerate_grid(tuple(int(v) for v in input_shape), classes, config or SpaceConfig(),
+                          keep=keep)

@@ -32,6 +32,7 @@ import numpy as np
 from deploy import onnxmeta
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from edgekd.ship.parser_check import require_parsable
 from edgekd.ship.bundle_readme import ReadmeInputs, render_readme
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,7 +61,8 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
 
 
 def copy_deploy_kit(destination: Path) -> Path:
-    """Copy the deploy package's .py files (and nothing else) to ``destination/deploy``."""
+    """Copy the deploy package's .py files and its data (the parser's operator tables, .json)
+    to ``destination/deploy``, and nothing else."""
     import deploy
 
     source = Path(deploy.__file__).resolve().parent
@@ -70,7 +72,7 @@ def copy_deploy_kit(destination: Path) -> Path:
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    for file in sorted(source.glob("*.py")):
+    for file in sorted([*source.glob("*.py"), *source.glob("*.json")]):
         shutil.copy2(file, target / file.name)
     return target
 
@@ -131,13 +133,16 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: DevicePr
     if isinstance(norm, dict):
         norm = Normalization.from_dict(norm)
     metadata = read_metadata(onnx_path)
+    teacher = Path(teacher_onnx) if teacher_onnx is not None and Path(teacher_onnx).is_file() else None
+    # the device's ONNX parser must take every model: checked before anything is written
+    require_parsable([onnx_path, *([teacher] if teacher else [])], profile)
     out.mkdir(parents=True, exist_ok=True)
     batch = bundle_batch(onnxmeta.batch_of(metadata), profile.budget.batch)
 
     model_bytes = onnx_path.read_bytes()
     atomic_write_bytes(out / "model.onnx", model_bytes)
-    if teacher_onnx is not None and Path(teacher_onnx).is_file():
-        atomic_write_bytes(out / "teacher.onnx", Path(teacher_onnx).read_bytes())
+    if teacher is not None:
+        atomic_write_bytes(out / "teacher.onnx", teacher.read_bytes())
     copy_deploy_kit(out)
     atomic_write_text(out / "profile.toml", profile_toml(profile, "edgekd export --bundle"))
 
@@ -148,6 +153,7 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: DevicePr
     if fallback:  # the README and the commands build FP16; the Q/DQ files stay for comparison
         profile = dataclasses.replace(profile, runtime=dataclasses.replace(profile.runtime, precision="fp16"))
     int8 = profile.runtime.precision == "int8"
+    parsed = require_parsable(sorted(out.glob("*.onnx")), profile)
     model_sha = sha256_file(out / "model.onnx")
     info = ReadmeInputs(batch=batch, model_sha=model_sha, has_teacher=(out / "teacher.onnx").exists(),
                         input_shape=tuple(dataset.input_shape),
@@ -162,6 +168,9 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: DevicePr
         "format": "edgekd.bundle/1", "profile": profile.name, "batch": batch,
         "model_sha256": model_sha, "model_id": metadata.get(onnxmeta.ID), "host_checks": checks,
         "precision": profile.runtime.precision, "fallback": fallback or None,
+        # checked on the host against onnx-tensorrt's operator tables (deploy/trt_onnx_ops.json),
+        # not built: {model: the TensorRT versions whose ONNX parser takes it}
+        "tensorrt_parser_check": parsed,
         "normalization": {"mean": norm_pair[0], "std": norm_pair[1]},
         "files": {str(p.relative_to(out)): sha256_file(p) for p in files},
     })
