@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from importlib import resources
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 from deploy.errors import DeployError
 from deploy.onnxgraph import Graph, read_graph
 
-TABLE_FILE = Path(__file__).with_name("trt_onnx_ops.json")
+TABLE_FILE = "trt_onnx_ops.json"  # package data of deploy (read through importlib.resources)
 REEXPORT = ("re-export it with a current edgekd, e.g. 'edgekd export RUN --out DIR --bundle' "
             "(opset 17 with GlobalAveragePool, which TensorRT 8.5 to 11 parse)")
 
@@ -52,10 +53,10 @@ class Problem:
 def table() -> dict[str, Any]:
     """The per-version operator tables (``trt_onnx_ops.json``)."""
     try:
-        data = json.loads(TABLE_FILE.read_text())
+        data = json.loads(resources.files("deploy").joinpath(TABLE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise DeployError(f"the parser table '{TABLE_FILE}' cannot be read ({error}): copy the "
-                          "deploy kit again (it ships with the .py files)") from None
+        raise DeployError(f"the parser table deploy/{TABLE_FILE} cannot be read ({error}): copy "
+                          "the deploy kit again (the .json ships with the .py files)") from None
     return data["versions"]
 
 

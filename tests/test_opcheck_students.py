@@ -78,7 +78,7 @@ def test_fp16_int8_copies_and_the_teacher_parse(exported, tmp_path: Path) -> Non
 
     _spec, student = exported["mbconv"]
     rng = np.random.default_rng(0)
-    calib = rng.integers(0, 256, size=(16, 32, 32, 3), dtype=np.uint8)
+    calib = rng.integers(0, 256, size=(16, 3, 32, 32), dtype=np.uint8)
     copies = [convert_fp16(student, tmp_path / "s.fp16.onnx"),
               quantize_int8(student, tmp_path / "s.int8.onnx", calib, ([0.5] * 3, [0.25] * 3))]
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(copies[1])
@@ -141,4 +141,5 @@ def test_a_bundle_refuses_a_model_the_profile_cannot_parse(tmp_path: Path) -> No
                          calib_samples=16)
     manifest = __import__("json").loads((bundle / "manifest.json").read_text())
     assert manifest["tensorrt_parser_check"]["model.onnx"] == ["10.3"]
+    assert manifest["onnx_opset"] == 18
     assert (bundle / "deploy" / "trt_onnx_ops.json").is_file()  # the device's build checks too

@@ -171,6 +171,7 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: DevicePr
         # checked on the host against onnx-tensorrt's operator tables (deploy/trt_onnx_ops.json),
         # not built: {model: the TensorRT versions whose ONNX parser takes it}
         "tensorrt_parser_check": parsed,
+        "onnx_opset": onnxmeta.read_onnx_header(out / "model.onnx").opsets.get(""),
         "normalization": {"mean": norm_pair[0], "std": norm_pair[1]},
         "files": {str(p.relative_to(out)): sha256_file(p) for p in files},
     })
