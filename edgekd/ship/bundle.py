@@ -162,9 +162,7 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: DevicePr
                         run_dir=Path(run_dir) if run_dir else None, int8=int8,
                         checks=tuple(_check_line(c) for c in checks), fallback=fallback)
     atomic_write_text(out / "README.md", render_readme(profile, info))
-    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"
-                   and "__pycache__" not in p.parts)
-    atomic_write_json(out / "manifest.json", {
+    _write_manifest(out, {
         "format": "edgekd.bundle/1", "profile": profile.name, "batch": batch,
         "model_sha256": model_sha, "model_id": metadata.get(onnxmeta.ID), "host_checks": checks,
         "precision": profile.runtime.precision, "fallback": fallback or None,
@@ -173,9 +171,16 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: DevicePr
         "tensorrt_parser_check": parsed,
         "onnx_opset": onnxmeta.read_onnx_header(out / "model.onnx").opsets.get(""),
         "normalization": {"mean": norm_pair[0], "std": norm_pair[1]},
-        "files": {str(p.relative_to(out)): sha256_file(p) for p in files},
     })
     return out
+
+
+def _write_manifest(out: Path, document: dict) -> None:
+    """``manifest.json``: ``document`` plus every other file of the bundle with its sha256."""
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"
+                   and "__pycache__" not in p.parts)
+    atomic_write_json(out / "manifest.json", {
+        **document, "files": {str(p.relative_to(out)): sha256_file(p) for p in files}})
 
 
 def _write_data(out: Path, onnx_path: Path, dataset: "ImageDataset", norm: "Normalization",
