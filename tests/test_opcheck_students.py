@@ -28,11 +28,12 @@ SHAPE = (3, 32, 32)
 
 
 def richest_spec(family: str) -> StudentSpec:
-    """A small two-stage student of ``family`` in the variant with the most operators (ReLU6
-    as Clip, squeeze-excitation, expansion), so the check sees everything the family exports."""
+    """A small two-stage student of ``family`` in the variant with the most operators
+    (hard-swish as Add/Clip/Mul, squeeze-excitation, expansion), so the check sees everything
+    the family exports."""
     config = SpaceConfig(families=(family,), min_depth=3, max_depth=7, max_stages=2,
                          base_widths=(8,), growths=(2.0,), expansions=(2,), se=(True,),
-                         acts=("relu6",))
+                         acts=("hswish",))
     specs = enumerate_specs(SHAPE, 10, config)
     assert specs, f"family {family!r} enumerates no small student"
     return max(specs, key=lambda s: (len(s.stages), s.depth, s.id))
@@ -55,7 +56,7 @@ def _ops(path: Path) -> set[str]:
 
 
 def test_every_family_exports_a_model_every_tensorrt_parses(exported) -> None:
-    assert {"plain", "residual", "dwsep", "mbconv"} <= set(exported)
+    assert {"plain", "residual", "dwsep", "mbconv", "repvgg"} <= set(exported)
     for family, (_spec, path) in exported.items():
         assert {o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")} == {17}
         assert "ReduceMean" not in _ops(path) and "GlobalAveragePool" in _ops(path), family
