@@ -27,7 +27,7 @@ TARGETS = ("8.5", "8.6", "10.3", "11.4.1", "11.5")
 SHAPE = (3, 32, 32)
 
 
-def richest_spec(family: str) -> StudentSpec:
+def richest_spec(family: str) -> StudentSpec | None:
     """A small two-stage student of ``family`` in the variant with the most operators
     (hard-swish as Add/Clip/Mul, squeeze-excitation, expansion), so the check sees everything
     the family exports."""
@@ -35,17 +35,19 @@ def richest_spec(family: str) -> StudentSpec:
                          base_widths=(8,), growths=(2.0,), expansions=(2,), se=(True,),
                          acts=("hswish",))
     specs = enumerate_specs(SHAPE, 10, config)
-    assert specs, f"family {family!r} enumerates no small student"
-    return max(specs, key=lambda s: (len(s.stages), s.depth, s.id))
+    return max(specs, key=lambda s: (len(s.stages), s.depth, s.id)) if specs else None
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> dict[str, tuple[StudentSpec, Path]]:
-    """One dynamo export (the bundle's path) per registered family."""
+    """One dynamo export (the bundle's path) per registered family the search enumerates (the
+    torchvision reference students are never enumerated; their bundles get the same check)."""
     folder = tmp_path_factory.mktemp("families")
     out = {}
     for family in family_names():
         spec = richest_spec(family)
+        if spec is None:
+            continue
         torch.manual_seed(0)
         out[family] = spec, export_onnx(build(spec), spec.input, folder / f"{family}.onnx")
     return out
