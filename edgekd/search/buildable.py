@@ -8,8 +8,9 @@ profile's TensorRT (``runtime.tensorrt``; ``deploy/trt_onnx_ops.json``, from onn
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
+from edgekd.core.errors import EdgekdError
 from edgekd.search.families import get_family
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,6 +38,16 @@ class ParserFilter:
         """One line per skipped family variant (empty when none was)."""
         return "; ".join(f"{label} skipped: TensorRT {self.tensorrt}'s ONNX parser has no "
                          f"{', '.join(ops)}" for label, ops in self.skipped.items())
+
+
+def report_skipped(parser: ParserFilter | None, say: Callable[[str], None], enumerated: int) -> None:
+    """Say which family variants ``parser`` left out; refuse when that left nothing to search."""
+    if parser is None or not parser.skipped:
+        return
+    say(parser.describe())
+    if not enumerated:
+        raise EdgekdError(f"no student left to search: {parser.describe()}: search other "
+                          "families (--family) or target a newer TensorRT")
 
 
 def parser_filter(profile: "DeviceProfile") -> ParserFilter | None:

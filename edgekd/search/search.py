@@ -32,7 +32,7 @@ from edgekd.core.fileio import write_jsonl
 from edgekd.core.runfolder import SEARCH, write_doc
 from edgekd.search.latency import Calibration, LatencyEstimate, predict_latency
 from edgekd.search.families import default_families
-from edgekd.search.buildable import ParserFilter, parser_filter
+from edgekd.search.buildable import ParserFilter, parser_filter, report_skipped
 from edgekd.search.config import SearchConfig
 from edgekd.search.space import SpaceConfig, StudentSpec, enumerate_specs
 from edgekd.core.units import format_count
@@ -262,9 +262,8 @@ def search_candidates(profile: "DeviceProfile", input_shape: Sequence[int], clas
     calib, calib_source = _resolve_calibration(calibration, profile, out)
     timings: dict[str, float] = {}
     estimate = _Estimator(profile, calib)
-    parser = parser_filter(profile)
     candidates, within_macs = _enumerate_and_cost(shape, classes, space, estimate, cost_cache,
-                                                  timings, say, parser)
+                                                  timings, say, parser_filter(profile))
 
     feasible = [c for c in within_macs if c.latency.ms <= budget.latency_ms]
     measured, measured_shortlist = 0, []
@@ -325,20 +324,14 @@ def _check_request(profile: "DeviceProfile", input_shape: Sequence[int], measure
 
 
 def _enumerate_and_cost(shape: tuple[int, ...], classes: int, space: SpaceConfig,
-                        estimate: "_Estimator", cost_cache: str | Path | None,
-                        timings: dict[str, float], say: Callable[[str], None],
-                        parser: "ParserFilter | None" = None) -> tuple[list[Candidate], list[Candidate]]:
-    """Every student of ``space`` as a Candidate (family variants the profile's TensorRT cannot
-    parse left out, see :mod:`edgekd.search.buildable`), and those within the MAC budget with
-    their latency estimated (:func:`_cost`); the two phases' seconds go into ``timings``."""
+                        estimate: "_Estimator", cost_cache: str | Path | None, timings: dict[str, float],
+                        say: Callable[[str], None], parser: "ParserFilter | None" = None
+                        ) -> tuple[list[Candidate], list[Candidate]]:
+    """Every student of ``space`` its TensorRT parses (``parser``) as a Candidate, those within budget costed."""
     tick = time.perf_counter()
     specs = enumerate_specs(shape, classes, space, keep=parser.keep if parser else None)
     timings["enumerate"] = time.perf_counter() - tick
-    if parser is not None and parser.skipped:
-        say(parser.describe())
-        if not specs:
-            raise EdgekdError(f"no student left to search: {parser.describe()}: search other "
-                              "families (--family) or target a newer TensorRT")
+    report_skipped(parser, say, len(specs))
     say(f"enumerated {len(specs)} students in {timings['enumerate']:.1f} s")
     tick = time.perf_counter()
     candidates, within_macs = _cost(specs, estimate, estimate.profile.budget.macs, cost_cache)
