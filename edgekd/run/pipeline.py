@@ -250,7 +250,6 @@ def _compress(config: CompressConfig, started: float) -> Summary:
     check_effort(config, plan_rungs(config.candidates, config.halving()))
     out = run_folder(config)
     preflight.check_out(out)
-    say(config.progress, run_folder_line(config, out))
     if config.calibration:
         from edgekd.inputs.profiles import load_profile
 
@@ -268,10 +267,15 @@ def _compress(config: CompressConfig, started: float) -> Summary:
         from edgekd.inputs.data import with_validation
         inputs.dataset = dataset = with_validation(dataset, load_dataset(config.val_data), config.val_data)
     rows, shortlist, counts = search_stage(config, inputs)  # refuses an infeasible budget
-    references = (reference_rows(config, inputs, functools.partial(say, config.progress))
+    held: list[str] = []  # said once every check has passed (a refusal is one line)
+    references = (reference_rows(config, inputs, held.append)
                   if config.trains_references() and config.strategy == "halving" else [])
     preflight.check_hint_taps(inputs.teacher, [StudentSpec.from_dict(r["spec"]) for r in shortlist + references],
                               tuple(dataset.input_shape), run_methods(config))
+    # once every check has passed: a refused command prints its one error line and nothing else
+    say(config.progress, run_folder_line(config, out))
+    for line in held:
+        say(config.progress, line)
     run, resumed = open_run(out, run_identity(config, inputs), resume=config.resume,
                             command=config.command if config.command is not None else sys.argv)
     say(config.progress, schedule_line)  # once every check has passed, before the first trial
