@@ -159,8 +159,12 @@ def test_summary_report_and_bundle(run) -> None:
     for s in students.values():
         assert s["latency"]["host"]["label"] == "measured"
         assert s["latency"]["target"]["label"] == "measured"  # host-cpu: the target is the host
-        assert s["speedup"]["host"] == pytest.approx(
-            summary["teacher"]["latency"]["host"]["ms"] / s["latency"]["host"]["ms"], rel=0.01)
+        spread = s["speedup_spread"]["host"]
+        if spread:  # timed together in rounds: the median of the per-round ratios, within their range
+            assert spread["low"] <= s["speedup"]["host"] == spread["median"] <= spread["high"]
+        else:
+            assert s["speedup"]["host"] == pytest.approx(
+                summary["teacher"]["latency"]["host"]["ms"] / s["latency"]["host"]["ms"], rel=0.01)
     # the default hint method is the ablation's fitnet arm (issue 12)
     assert {a["method"] for a in summary["ablation"]} == {DEFAULT_METHOD, "kd", "scratch"}
     assert any(s["pareto"] for s in students.values())
@@ -274,7 +278,9 @@ def test_default_method_is_fitnet_and_the_fitnet_arm_of_the_ablation() -> None:
     assert ablation_methods(CompressConfig(method="kd", baselines=True)) == ("scratch", "fitnet")
     assert ablation_methods(CompressConfig(method="dkd", baselines=True)) == ("scratch", "kd", "fitnet")
     result = CliRunner().invoke(cli, ["compress", "--help"])
-    assert "[default: fitnet]" in result.output and "60.5" in " ".join(result.output.split())
+    words = " ".join(result.output.split())
+    # the why and its figures live in docs/methods.md (`edgekd methods`), not in --help
+    assert "[default: fitnet]" in words and "edgekd methods" in words and "60.5" not in words
 
 
 def test_compress_hint_options_reach_every_trial_and_the_identity() -> None:
