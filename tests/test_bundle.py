@@ -27,7 +27,7 @@ DEPLOY = REPO / "deploy"
 FORBIDDEN = {"torch", "torchvision", "edgekd"}
 ALLOWED = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "tensorrt", "cuda", "deploy"}
 #: onnx only where ONNX Runtime's quantizer needs it (it is the quantizer's own dependency)
-ALLOWED_IN = {"quantize.py": {"onnx"}}
+ALLOWED_IN = {"quantize.py": {"onnx"}, "files.py": {"tomli"}}  # tomli: TOML on Python 3.10, for edgekd
 
 BLOCK_TORCH = '''
 import importlib.abc, sys

@@ -272,12 +272,12 @@ def _compress(config: CompressConfig, started: float) -> Summary:
                   if config.trains_references() and config.strategy == "halving" else [])
     preflight.check_hint_taps(inputs.teacher, [StudentSpec.from_dict(r["spec"]) for r in shortlist + references],
                               tuple(dataset.input_shape), run_methods(config))
+    run, resumed = open_run(out, run_identity(config, inputs), resume=config.resume,
+                            command=config.command if config.command is not None else sys.argv)
     # once every check has passed: a refused command prints its one error line and nothing else
     say(config.progress, run_folder_line(config, out))
     for line in held:
         say(config.progress, line)
-    run, resumed = open_run(out, run_identity(config, inputs), resume=config.resume,
-                            command=config.command if config.command is not None else sys.argv)
     say(config.progress, schedule_line)  # once every check has passed, before the first trial
     if parity_line:
         say(config.progress, parity_line)

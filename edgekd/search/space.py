@@ -216,7 +216,8 @@ class StudentSpec:
         try:
             d = loads_json(s)
         except ValueError as error:
-            raise EdgekdError(f"student spec: {error}: fix the spec file") from None
+            detail = str(error).removeprefix("invalid JSON: ")
+            raise EdgekdError(f"student spec: not valid JSON ({detail}): fix the spec file") from None
         return cls.from_dict(d)
 
     # ------------------------------------------------------------------ derived
