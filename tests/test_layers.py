@@ -6,7 +6,7 @@ Layer order (a package may import only itself and the packages to its left):
 
 ``deploy/`` is independent: it imports neither torch nor edgekd. Imports inside functions and
 under ``TYPE_CHECKING`` count too. The known exceptions are listed below, each marked with a
-``# layering: TODO issue 10`` comment at the import; the test fails when a new one appears and
+``# layering: known exception`` comment at the import; the test fails when a new one appears and
 when a listed one is gone (so that the list only shrinks).
 """
 
@@ -117,7 +117,7 @@ def test_known_exceptions_are_marked_in_the_code() -> None:
         file = REPO / (importer.replace(".", "/") + ".py")
         lines = [line for line in file.read_text().splitlines()
                  if f"from {imported} import" in line or line.strip().startswith(f"import {imported}")]
-        assert lines and all("# layering: TODO issue 10" in line for line in lines), (importer, imported, lines)
+        assert lines and all("# layering: known exception" in line for line in lines), (importer, imported, lines)
 
 
 def test_deploy_imports_neither_torch_nor_edgekd() -> None:

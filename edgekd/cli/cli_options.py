@@ -36,13 +36,11 @@ ARCH_OPTION_HELP = (
     "pkg.module:fn. Once, or once per --teacher.")
 TRUST_CODE_HELP = "Allow code that comes with the teacher (entry points, pickles): trusted files only."
 DATA_OPTION_HELP = (
-    "mnist-subset [default], a .npz (x_train, y_train, x_test, y_test), an image folder "
-    "DIR/train/CLASS/*, or torchvision:NAME:ROOT.")
+    "mnist-subset [default], a .npz, an image folder DIR/train/CLASS/* or torchvision:NAME:ROOT.")
 #: ``--augment`` of train and compress: edgekd.distill.augment.AUGMENTS, repeated here so that
 #: the CLI does not import torch to build its options (tests/test_augment.py checks they agree).
 AUGMENTS = ("auto", "none", "shift", "crop-flip")
-AUGMENT_HELP = ("auto (crop + flip for RGB, small shifts for grey images), none, shift or "
-                "crop-flip; the teacher sees the same images.")
+AUGMENT_HELP = "auto, none, shift or crop-flip; the teacher sees the same images."
 IMAGE_SIZE_HELP = "Resize image-folder data to this size: N or HxW (default: the first image's size)."
 
 
@@ -85,11 +83,8 @@ def single_teacher_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 #: ``--val-data`` of ``train`` and ``compress``
-VAL_DATA_HELP = ("Validation images the teacher never saw, in any --data form (every image of it, train and "
-                 "test splits): trials train on all of --data's training images and select on these. "
-                 "Without it a share of the training images is held out, which a teacher trained on them "
-                 "has seen: compress then measures the teacher on both and says when that favours "
-                 "distillation.")
+VAL_DATA_HELP = ("Images the teacher never saw (any --data form): train on all of --data, "
+                 "select on these.")
 
 
 def data_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -103,10 +98,9 @@ def data_option(func: Callable[..., Any]) -> Callable[..., Any]:
 def normalize_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--normalize`` (dataset | imagenet | none | MEAN,STD; checked when the data is loaded,
     which knows the channel count)."""
-    from deploy.onnxmeta import NORMALIZE_HELP
-
     return click.option("--normalize", default=default, show_default=True,
-                        metavar="dataset|imagenet|none|MEAN,STD", help=NORMALIZE_HELP)
+                        metavar="MODE", help="Pixels as the teacher saw them: dataset, imagenet, none (0..1) or "
+                                                      "MEAN,STD (README).")
 
 
 def resolve_data(data: str | None, image_size: tuple[int, int] | None = None,
@@ -239,14 +233,14 @@ def hint_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="single: one hint at the teacher's middle; multi: one per teacher stage; "
                           "joint: single, its loss kept during KD."),
         click.option("--hint-beta", type=click.FloatRange(min=0), default=default["hint_beta"].default,
-                     show_default=True, metavar="X", help="Hint loss weight during KD (joint)."),
+                     show_default=True, metavar="X", help="Hint weight in KD (joint)."),
         click.option("--hint-lr", type=click.FloatRange(min=0, min_open=True), default=default["hint_lr"].default,
-                     show_default=True, metavar="LR", help="Hint-stage learning rate (Adam)."),
+                     show_default=True, metavar="LR", help="Hint-stage Adam lr."),
         click.option("--hint-patience", type=click.IntRange(min=0), default=default["hint_patience"].default,
                      show_default=True, metavar="N",
                      help="End the hint stage after N epochs without R^2 gain; 0: never."),
         click.option("--hint-min-delta", type=click.FloatRange(min=0), default=default["hint_min_delta"].default,
-                     show_default=True, metavar="X", help="R^2 gain counted by --hint-patience."),
+                     show_default=True, metavar="X", help="R^2 gain that counts."),
         click.option("--hint-min-r2", type=click.FloatRange(-1, 1), default=default["hint_min_r2"].default,
                      show_default=True, metavar="X",
                      help="Stop (and undo) a hint stage whose R^2 after its first epoch is below X (-1: off)."),

@@ -39,7 +39,7 @@ def _default(name: str) -> Any:
 @click.option("--family", "families", default=None, metavar="LIST", help=FAMILY_HELP,
               callback=lambda _ctx, _param, value: None if value is None else parse_families(value))
 @click.option("--candidates", "-n", type=int, default=_default("candidates"), show_default=True, metavar="N",
-              help="Students shortlisted for training.")
+              help="Students shortlisted.")
 @click.option("--epochs", "-e", type=int, default=None, metavar="N",
               help="Epochs of the final training [from the data size].")
 @click.option("--min-epochs", type=int, default=None, metavar="N",
@@ -51,7 +51,7 @@ def _default(name: str) -> Any:
               help="Keep the best 1/eta per rung.")
 @click.option("--rungs", type=int, default=None, metavar="N", help="Number of rungs [until the finalists].")
 @click.option("--finalists", type=int, default=_default("finalists"), show_default=True, metavar="N",
-              help="Students trained fully at the end.")
+              help="Students trained fully.")
 @method_option(compress=True, default=_default("method"),
                help_prefix="Method of the final rung: ")
 @method_opt_option
@@ -68,49 +68,47 @@ def _default(name: str) -> Any:
               help="Method option label_smoothing of the hard-label term [0].")
 @click.option("--ema", "ema", type=click.FloatRange(0, 1, max_open=True), default=_default("ema"),
               show_default=True, metavar="DECAY",
-              help="Weights' EMA decay (e.g. 0.999); 0: off.")
+              help="EMA decay; 0: off.")
 @click.option("--parity-samples", type=click.IntRange(min=1), default=_default("parity_samples"),
-              show_default=True, metavar="N", help="Images of the ONNX parity check [256, or all if fewer].")
+              show_default=True, metavar="N", help="ONNX parity images [256, or all].")
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Kernel calibration of the profile (edgekd calibrate).")
+              help="Kernel calibration file.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=_default("device"),
-              show_default=True, help="Where trials train; export and latency stay on this CPU.")
+              show_default=True, help="Where trials train.")
 @click.option("--baselines", is_flag=True, default=_default("baselines"),
-              help="Also train the winner's architecture with scratch and kd; keep the best by "
-                   "validation. Also trains the reference students (--reference).")
+              help="Also train the winner's architecture with scratch and kd, and --reference; keep "
+                   "the best by validation.")
 @click.option("--reference", is_flag=True, default=False,
-              help="Also train the torchvision models a user would reach for (mobilenet_v3_small/large, "
-                   "shufflenet_v2 x0.5/x1.0, mnasnet0_5, regnet_x_400mf, resnet18; stride-1 stem and no "
-                   "max-pool under 64 px) that fit the budget, like the finalists; the report says whether "
-                   "one beat the search.")
+              help="Also train the torchvision models that fit the budget (mobilenet_v3, shufflenet_v2, "
+                   "mnasnet, regnet, resnet18) like the finalists.")
 @click.option("--reference-models", callback=lambda _c, _p, v: tuple(v.split(",")) if v else None,
               default=None, metavar="NAMES",
-              help="Only these reference models (comma list; implies --reference) [all within the budget].")
+              help="Only these (implies --reference).")
 @click.option("--strategy", type=click.Choice(["halving", "supernet"]), default=_default("strategy"),
               show_default=True, metavar="NAME",
-              help="halving: train candidates one by one; supernet: one weight-sharing supernet.")
+              help="halving (one by one) or supernet (one shared net).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default=_default("executor"),
               show_default=True, help="Where trials run.")
 @click.option("--ray-address", default=None, metavar="ADDR", help="Join this Ray cluster [a local one].")
 @click.option("--ray-cpus", type=int, default=None, metavar="N", help="CPUs of the local Ray instance [all].")
 @click.option("--gpus-per-trial", type=float, default=_default("gpus_per_trial"), show_default=True,
-              metavar="N", help="GPUs each Ray trial asks for.")
+              metavar="N", help="GPUs per Ray trial.")
 @click.option("--threads-per-trial", type=click.IntRange(min=1), default=None, metavar="N",
               help="torch threads (= Ray CPUs) per trial [1 on CPU, torch's default on CUDA].")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="Run folder [runs/default, or runs/PROFILE-DATA-TEACHER; a rerun numbers it].")
 @click.option("--resume", is_flag=True, default=_default("resume"),
-              help="Continue the run in --out [the latest default].")
+              help="Continue the run in --out [latest].")
 @click.option("--seed", type=int, default=_default("seed"), show_default=True, metavar="N")
 @click.option("--max-train-samples", type=int, default=None, metavar="N",
               help="Train on at most this many images.")
 @click.option("--batch-size", type=int, default=None, metavar="N", help="Training batch size [trainer's].")
 @click.option("--measure-iters", type=int, default=_default("measure_iters"), show_default=True, metavar="N",
-              help="Timed runs per model, at least.")
+              help="Timed runs per model.")
 @click.option("--no-bundle", is_flag=True, default=not _default("bundle"), help="Skip the device bundle.")
 @click.option("--int8-tolerance", type=click.FloatRange(min=0), default=_default("int8_tolerance"),
               show_default=True, metavar="PTS",
-              help="INT8 profile: top-1 points INT8 may lose to FP32 before the bundle uses FP16.")
+              help="INT8 top-1 loss (points) before FP16 is bundled.")
 @click.option("--no-progress", is_flag=True, default=not _default("progress"),
               help="Print nothing while it runs.")
 @click.option("--yes", is_flag=True, default=_default("yes"),
@@ -121,14 +119,7 @@ def compress(max_macs: str | None, no_depth_groups: bool, no_bundle: bool, no_pr
     """Search, train, export, measure and report in one command.
 
     With no options: the shipped MNIST subset, its built-in teacher and the host-cpu
-    profile, into runs/default (a rerun into runs/default2, ...).
-
-    \b
-    Examples:
-        edgekd compress
-        edgekd compress --profile jetson-orin-nano-8gb --teacher teacher.pt --arch resnet18 \\
-            --data data.npz --latency-ms 0.5 --out runs/orin
-        edgekd compress --resume --out runs/orin      # after a crash or Ctrl-C
+    profile, into runs/default (a rerun into runs/default2, ...; --resume continues one).
     """
     from edgekd.core.stack import check_stack
 

@@ -93,7 +93,7 @@ def search_options(command: Any) -> Any:
               help="Method option label_smoothing, of the hard-label term [0].")
 @click.option("--ema", "ema", type=click.FloatRange(0, 1, max_open=True), default=_default("ema"),
               show_default=True, metavar="DECAY",
-              help="Weights' EMA decay (e.g. 0.999); 0: off.")
+              help="EMA decay; 0: off.")
 @click.option("--device", metavar="DEVICE", default=_default("device"), show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--out", "-o", "out_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
               default=Path("runs/train"), show_default=True,

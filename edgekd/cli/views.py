@@ -1,6 +1,6 @@
 """What the CLI shows of the data stage functions return: the search's shortlist table and a
 host Measurement (``edgekd search``, ``edgekd measure``). The stages return data; turning it
-into text is presentation, so it lives here (issue 10.6)."""
+into text is presentation, so it lives here."""
 
 from __future__ import annotations
 

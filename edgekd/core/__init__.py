@@ -9,6 +9,6 @@ layout, shared by ship, report and run).
 
 May import: the standard library, third-party packages, other ``edgekd.core`` modules and
 ``deploy`` (units: the one shape parser).
-Known exception (``# layering: TODO issue 10``): ``checkpoint.load_student`` rebuilds the
+Known exception (``# layering: known exception``): ``checkpoint.load_student`` rebuilds the
 student through ``edgekd.search.space``.
 """

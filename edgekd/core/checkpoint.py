@@ -112,7 +112,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_student(path: str | Path) -> tuple[Any, StudentCheckpoint]:
     """Rebuild the student from its spec and load its weights (eval mode, CPU)."""
-    from edgekd.search.space import StudentSpec, build  # layering: TODO issue 10 (core -> search)
+    from edgekd.search.space import StudentSpec, build  # layering: known exception (core -> search)
 
     path = Path(path)
     data = read_checkpoint(path)

@@ -186,7 +186,7 @@ def finished_result(out_dir: Path, config: TrainConfig, inputs: dict[str, Any] |
         return None  # damaged: the checkpoint tells where training stands
     check_identity(TrainConfig.from_dict(stored.get("config", {})).identity(), config, path)
     check_inputs(stored.get("inputs"), inputs, path)
-    # fitnet's hint epochs come on top of config.epochs (issue 12)
+    # fitnet's hint epochs come on top of config.epochs
     if int(stored.get("epochs_done", 0)) - int(stored.get("hint_epochs_done") or 0) < config.epochs:
         return None
     result = TrainResult.from_dict(stored)

@@ -37,7 +37,7 @@ def default_lr(optimizer: str) -> float:
 @dataclass
 class TrainConfig:
     """How to train one student. ``epochs`` counts the epochs trained on labels/logits;
-    fitnet's hint stage (at most ``hint_epochs``) comes on top (issue 12). Every training
+    fitnet's hint stage (at most ``hint_epochs``) comes on top. Every training
     default lives here once: ``edgekd train`` reads its option defaults from these fields."""
 
     method: str = "fitnet"

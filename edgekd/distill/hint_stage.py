@@ -1,11 +1,11 @@
-"""FitNets hint-stage measurements (issue 12): the regressor's R^2 and the plateau rule.
+"""FitNets hint-stage measurements: the regressor's R^2 and the plateau rule.
 
 The hint stage (:mod:`edgekd.distill.trainer`, the ``hint`` stage of ``fitnet``/``fitnet-*``):
 
 - **Loss scale**: per channel (:class:`edgekd.distill.objectives.HintLoss`,
   ``reduction="channel"``: ``1/2 ||u - r(v)||^2`` over the channels of each position, averaged
   over positions). A per-element mean divides the gradient by ``C*H*W`` and left the
-  regressor under-fit (R^2 ~ 0.3 on MNIST, issue 12); the paper's sum grows with the map size.
+  regressor under-fit (R^2 ~ 0.3 on MNIST); the paper's sum grows with the map size.
 - **Optimiser**: its own Adam (``hint_lr``, default 5e-3, no weight decay) on the student and
   the regressor, with its own cosine from ``hint_lr`` to 0 over the hint budget
   (``hint_epochs``). Adam is invariant to the loss scale, so one learning rate fits any hint

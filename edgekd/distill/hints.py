@@ -26,7 +26,7 @@ shape ``(C_h, N_h, N_h)``:
 - student map smaller (``N_g < N_h``, in any side): the teacher's hint is average-pooled
   down to ``N_g`` (:meth:`HintRegressor.target`) and a 1x1 convolution maps ``C_g -> C_h``.
   The student map is never upsampled: that asked the student for spatial detail it cannot
-  represent at its resolution (issue 12);
+  represent at its resolution;
 - vectors (``(D_g,) -> (D_h,)``): a linear layer; a feature map guiding a vector hint is
   global-average-pooled first. A vector guiding a feature map is refused.
 """

@@ -160,7 +160,7 @@ def hint_loss(teacher_hint: torch.Tensor, regressed_guided: torch.Tensor,
       stage uses: each position's term is the paper's loss of a ``C``-vector, and the scale
       does not depend on the map size (``"sum"`` grows with ``H*W``) while it does not shrink
       by ``C`` (``"mean"`` divided the gradient by ``C*H*W``, which left the regressor under-fit
-      at R^2 ~ 0.3 with the KD learning rate, issue 12);
+      at R^2 ~ 0.3 with the KD learning rate);
     - ``"mean"``: divided by ``D`` (per element).
 
     A vector hint ``(B, D)`` has ``H = W = 1``: ``"channel"`` equals ``"sum"``.

@@ -112,7 +112,7 @@ class MimicLoss:
 
 class HintLoss:
     """FitNets stage 1: ``1/2 ||u_h - r(v_g)||^2`` summed over channels, averaged over
-    positions and the batch (``reduction="channel"``, issue 12). A per-element mean divides the
+    positions and the batch (``reduction="channel"``). A per-element mean divides the
     gradient by ``C*H*W`` and left the regressor under-fit (R^2 ~ 0.3); the paper's full sum
     grows with the map size. The stage trains with its own Adam (``hint_lr``), which is
     invariant to the loss scale, so one learning rate fits any hint layer's size."""

@@ -1,4 +1,4 @@
-"""Resolution-aware pairing of teacher hint layers with student guided layers (issue 12).
+"""Resolution-aware pairing of teacher hint layers with student guided layers.
 
 FitNets (Romero et al. 2015) regress the student's guided layer onto the teacher's hint
 layer. Choosing the two independently (the middle of each network) can pair a 28x28 teacher

@@ -42,7 +42,7 @@ def warmup_steps(warmup_epochs: float, span_epochs: int, steps_per_epoch: int) -
 def stage_spans(config: TrainConfig, hint_end: int | None = None) -> dict[str, tuple[Stage, int, int]]:
     """stage name -> (stage, first epoch, number of epochs) of the config's method, in order;
     the last stage takes the epochs left. Hint stages (``kind="hint"``) come ON TOP of
-    ``config.epochs`` (issue 12): the horizon is ``epochs`` + their epochs; ``hint_end`` is
+    ``config.epochs``: the horizon is ``epochs`` + their epochs; ``hint_end`` is
     the hint epochs actually trained once the plateau rule or the budget ended that stage."""
     stages = get_method(config.method).stages
     spans: dict[str, tuple[Stage, int, int]] = {}

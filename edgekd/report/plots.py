@@ -2,7 +2,7 @@
 
 Keeping what is drawn (series with their method, colour, marker and legend label) apart from
 how it is drawn lets a test check the plots' content, e.g. that a method has ONE colour and
-marker in every plot of a report (issue 17), without reading pixels.
+marker in every plot of a report, without reading pixels.
 
 * ``accuracy_vs_latency``: test accuracy against the target latency (log axis); the Pareto
   front (red steps), the winner (red ring), the teacher (black star), the latency budget.

@@ -27,18 +27,12 @@ COMPRESS_CONFIG_FORMAT = "edgekd.compress-config/1"
 #: in about 0.1 ms through ONNX Runtime, and students predicted under 0.1 ms measure about as
 #: fast, so the default asks for a speed-up that shows in the measured numbers.
 EMBEDDED_LATENCY_MS = 0.05
-#: Its schedule is the data-size default of every run (30 epochs of the 10k-image subset, shifts,
-#: 8 cached teacher views): with one thread per trial (TRIAL_THREADS_CPU) it costs about 4
-#: CPU-minutes, where two threads per trial on a loaded 2-core machine had projected over an hour.
-#: ... and this search space: students may also start with a stride-2 stem (issue 13's option),
-#: which halves the side of every feature map. On 28x28 digits such a student is 3-8x faster than
-#: the built-in teacher when measured on a 2-core host (0.018-0.029 ms against 0.157 ms at a
-#: 0.05 ms budget), where stride-1 stems of the same budget measured 0.030-0.042 ms (3.8-5.2x,
-#: and 2.1x in a run under heavier load): ONNX Runtime's per-call cost dominates at these sizes.
+#: Its search space also offers stride-2 stems, which halve the side of every feature map: on
+#: 28x28 digits ONNX Runtime's per-call cost dominates, and only such students run clearly faster
+#: than the built-in teacher (measured: benchmarks/results/default_run.md).
 EMBEDDED_STEM_STRIDES = (1, 2)
-#: The method of ``compress`` when --method is not given (change it here only): the one that held
-#: up at every schedule of issue 12's CIFAR-10 studies (benchmarks/results/distill_cifar.md and
-#: cifar_compress.md). Decoupled KD wins only on long schedules and collapses on short ones.
+#: The method of ``compress`` when --method is not given (change it here only); why, with the
+#: measured comparisons: docs/methods.md.
 DEFAULT_METHOD = "fitnet"
 #: The hint options of ``train``/``compress`` that a compress run hands to every trial (TrainConfig
 #: fields; only values other than TrainConfig's defaults are passed and enter the run's identity).
@@ -289,17 +283,12 @@ class CompressConfig:
 
 
 #: Training images seen per full trial by default: ``epochs = clamp(round(SAMPLES / n), 4, 60)``
-#: (30 epochs of a 10k-image set, the embedded default's: about 4 CPU-minutes on one core; 6 of a
-#: 50k set, 5 of MNIST's 60k). It was 150k until the default run's seeds 0-2 at 15 and 30 epochs
-#: (benchmarks/results/default_run.md): 30 lifted the worst seed from 0.55 to 0.05 points below the
-#: teacher. CIFAR-sized data with crop + flip converges further with more, hence the larger budget
-#: on a GPU below.
+#: (30 epochs of a 10k-image set, 6 of 50k): what the embedded default needs to come within
+#: half a point of its teacher, at about 4 CPU-minutes (docs/recipe.md).
 DEFAULT_SAMPLES_PER_TRIAL = 300_000
-#: The same on CUDA: 30 epochs of a 50k-image set (CIFAR-10), 60 (the cap) up to 25k images.
-#: (The CIFAR-10 compress on CPU, benchmarks/results/cifar_compress.md, gained 10.7 points from 8 to 40 epochs.)
-#: The issue-12 GPU preview on the 10k CIFAR-10 subset still gained from 30 to 35 KD epochs
-#: (benchmarks/results/distill_cifar.md), and a GPU trial of a CIFAR-sized student takes seconds
-#: per epoch, so the CPU budget would leave most of the accuracy on the table.
+#: The same on CUDA: 30 epochs of a 50k-image set (CIFAR-10), 60 (the cap) up to 25k images. A GPU
+#: epoch of a CIFAR-sized student takes seconds, and CIFAR-sized data keeps gaining past the CPU
+#: budget's epochs (docs/recipe.md).
 DEFAULT_SAMPLES_PER_TRIAL_CUDA = 1_500_000
 #: ``--teacher-views`` when not given: on CPU the teacher's outputs on 8 augmented views per
 #: image are computed once per run (cached) instead of a teacher pass per batch; on CUDA the
@@ -307,11 +296,9 @@ DEFAULT_SAMPLES_PER_TRIAL_CUDA = 1_500_000
 DEFAULT_TEACHER_VIEWS_CPU = 8
 #: ``--threads-per-trial`` when not given, on CPU: one torch thread per trial. A trial's student
 #: is tiny (a few MMACs per image), so a step is a few hundred small kernels, each an OpenMP
-#: parallel region whose barrier waits for the slowest thread; when the cores are shared
-#: (another job, or the OS) one of two threads is regularly descheduled and every barrier
-#: waits out its time slice. Measured on the 2-core machine under load 9-11: an epoch of the
-#: embedded default's students took 89-115 s with 2 threads and 7-12 s with 1 (10x); this was
-#: why the data-size schedule had trained 2 of 8 trials after 10 minutes (issue 11).
+#: parallel region whose barrier waits for the slowest thread; when the cores are shared one of
+#: two threads is regularly descheduled and every barrier waits out its time slice (an epoch
+#: was up to 10x slower with 2 threads on a busy 2-core machine).
 TRIAL_THREADS_CPU = 1
 
 

@@ -119,7 +119,7 @@ def plan_rungs(n_candidates: int, config: HalvingConfig) -> list[Rung]:
             continue
         rungs.append(Rung(len(rungs), keep, epochs))
     if config.fresh_final:
-        # no selection rung: train every candidate fully and pick the best (issue 17)
+        # no selection rung: train every candidate fully and pick the best
         keep = finalists if rungs else n_candidates
         rungs.append(Rung(len(rungs), keep, config.max_epochs, fresh=True))
     return rungs

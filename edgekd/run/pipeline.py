@@ -168,7 +168,7 @@ def run_methods(config: CompressConfig) -> set[str]:
 
 def ablation_methods(config: CompressConfig) -> tuple[str, ...]:
     """The ``--baselines`` arms besides the search's own method: :data:`ABLATION_METHODS`, where a
-    hint method (fitnet, the default, or fitnet-dkd) stands in for the fitnet arm (issue 12)."""
+    hint method (fitnet, the default, or fitnet-dkd) stands in for the fitnet arm."""
     return tuple(m for m in ABLATION_METHODS
                  if m != config.method and not (m == "fitnet" and has_hints(config.method)))
 
@@ -329,19 +329,13 @@ def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resume
 
 def _supernet_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resumed: bool,
                      rows: list[dict], counts: dict, started: float) -> Summary:
-    """The supernet strategy (edgekd.run.supernet_stage) in place of halving; the sub-networks
-    it evaluated join candidates.jsonl so that the report finds their costs."""
+    """The supernet strategy (edgekd.run.supernet_stage) in place of halving."""
     from edgekd.distill.config import TrainConfig
-    from edgekd.run.supernet_stage import supernet_stage
+    from edgekd.run.supernet_stage import supernet_run
 
-    mark = time.monotonic()
     train = TrainConfig(**train_config(config, "kd", config.epochs or 1))
-    found = supernet_stage(config, inputs, run, rows, train, functools.partial(say, config.progress))
-    known = {row["id"] for row in rows}
-    write_jsonl(run.candidates, rows + [c for c in found.candidates if c["id"] not in known])
-    timing = {"training_s": round(time.monotonic() - mark, 2)}
-    record = {**counts, "shortlist": [], "rungs": [], "survivors": [], "finalists": [found.winner_trial],
-              "winner_method": "kd", "baselines": None, "supernet": found.record}
+    found, record, timing = supernet_run(config, inputs, run, rows, counts, train,
+                                         functools.partial(say, config.progress))
     return _ship(config, inputs, run, found.trials, found.winner_trial, record, timing, resumed,
                  started, [])
 

@@ -1,4 +1,4 @@
-"""Repair a run folder on resume from what is still sound (issue 16).
+"""Repair a run folder on resume from what is still sound.
 
 A kill, a full disk or an edit can damage any file of a run. Before the scheduler runs,
 :func:`reset_damaged_trials` checks every trial folder: a checkpoint that cannot be read (or is

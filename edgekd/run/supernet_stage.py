@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from edgekd.run.config import CompressConfig
     from edgekd.run.setup import Inputs
 
-__all__ = ["FINETUNE_LR_FRACTION", "SupernetOutcome", "supernet_stage"]
+__all__ = ["FINETUNE_LR_FRACTION", "SupernetOutcome", "supernet_run", "supernet_stage"]
 
 #: Fine-tuning an inherited sub-network starts at this fraction of the default learning rate:
 #: its weights are already trained, a full-size first step would throw much of that away
@@ -65,6 +65,22 @@ def _anchor(rows: list[dict], families: tuple[str, ...]) -> dict:
 
 def _finetune_epochs(config: "CompressConfig") -> int:
     return max(1, int(config.epochs or 1) // 5)
+
+
+def supernet_run(config: "CompressConfig", inputs: "Inputs", run: "RunDir", rows: list[dict],
+                 counts: dict, train: "TrainConfig", note: Callable[[str], None]
+                 ) -> tuple[SupernetOutcome, dict, dict[str, float]]:
+    """:func:`supernet_stage`, then what outcome.json records of it (and its training time); the
+    sub-networks it evaluated join candidates.jsonl so that the report finds their costs."""
+    import time
+
+    mark = time.monotonic()
+    found = supernet_stage(config, inputs, run, rows, train, note)
+    known = {row["id"] for row in rows}
+    write_jsonl(run.candidates, rows + [c for c in found.candidates if c["id"] not in known])
+    record = {**counts, "shortlist": [], "rungs": [], "survivors": [], "finalists": [found.winner_trial],
+              "winner_method": "kd", "baselines": None, "supernet": found.record}
+    return found, record, {"training_s": round(time.monotonic() - mark, 2)}
 
 
 def supernet_stage(config: "CompressConfig", inputs: "Inputs", run: "RunDir", rows: list[dict],

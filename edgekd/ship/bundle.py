@@ -120,7 +120,7 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: DevicePr
     and return ``out_dir``. ``profile`` is a DeviceProfile or a profile name/path;
     ``normalization`` defaults to the data set's."""
     from edgekd.inputs.data import Normalization
-    from edgekd.ship.export import read_metadata  # layering: TODO issue 10 (export <-> bundle cycle)
+    from edgekd.ship.export import read_metadata  # layering: known exception (export <-> bundle cycle)
     from edgekd.inputs.profiles import load_profile, profile_toml
 
     onnx_path = Path(onnx_path)
@@ -190,7 +190,7 @@ def _write_data(out: Path, onnx_path: Path, dataset: "ImageDataset", norm: "Norm
     model's FP32 ONNX logits) with the normalisation; returns (calibration images, normalised
     validation inputs, labels, logits, (mean, std))."""
     from deploy.check import prepare_inputs
-    from edgekd.ship.export import onnx_logits  # layering: TODO issue 10 (export <-> bundle cycle)
+    from edgekd.ship.export import onnx_logits  # layering: known exception (export <-> bundle cycle)
 
     stats = {"mean": np.asarray(norm.mean, np.float32), "std": np.asarray(norm.std, np.float32)}
     calib = dataset.x_train[:calib_samples]
@@ -212,7 +212,7 @@ def _precision_copies(out: Path, profile: "DeviceProfile", calib: np.ndarray,
     checked against the FP32 ONNX on the validation images; returns the checks and, when the
     INT8 model loses more than ``int8_tolerance`` points, the one-line reason the bundle builds
     FP16 instead (its FP16 copies are then made too)."""
-    from edgekd.ship.export import onnx_logits  # layering: TODO issue 10 (export <-> bundle cycle)
+    from edgekd.ship.export import onnx_logits  # layering: known exception (export <-> bundle cycle)
 
     checks: list[dict] = []
     fallback = ""
