@@ -55,7 +55,7 @@ TORCHVISION_PREFIX = "torchvision:"
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 MAX_CHANNELS = 4  # an axis of at most this size is taken as the channel axis
 MAX_CLASSES = 100_000  # labels imply this many classes at most (ImageNet-21k has 21,841)
-_STATS_CHUNK = 4096  # images per chunk when computing mean/std (bounded memory)
+_STATS_CHUNK_PIXELS = 4096 * 28 * 28  # pixels per chunk when computing mean/std (bounded memory at any size)
 _MIN_STD = 1e-6  # a constant channel gets std 1 instead of a division by ~0
 DATA_HELP = ("'mnist-subset' (default), a .npz with x_train/y_train/x_test/y_test, "
              "an image folder DIR/train/<class>/ + DIR/test/<class>/, or 'torchvision:NAME:ROOT'")
@@ -100,8 +100,9 @@ class Normalization:
         channels = x_uint8.shape[1]
         total = np.zeros(channels, dtype=np.float64)
         total_sq = np.zeros(channels, dtype=np.float64)
-        for start in range(0, len(x_uint8), _STATS_CHUNK):
-            chunk = x_uint8[start:start + _STATS_CHUNK].astype(np.float64) / 255.0
+        step = max(1, _STATS_CHUNK_PIXELS // max(1, x_uint8.shape[2] * x_uint8.shape[3]))
+        for start in range(0, len(x_uint8), step):
+            chunk = x_uint8[start:start + step].astype(np.float64) / 255.0
             total += chunk.sum(axis=(0, 2, 3))
             total_sq += np.square(chunk).sum(axis=(0, 2, 3))
         count = x_uint8.shape[0] * x_uint8.shape[2] * x_uint8.shape[3]
@@ -166,7 +167,7 @@ class ImageDataset:
 def _update_digest(digest: "hashlib._Hash", array: np.ndarray) -> None:
     array = np.ascontiguousarray(array)
     digest.update(f"{array.dtype.str}{array.shape}".encode("ascii"))
-    digest.update(array.tobytes())
+    digest.update(memoryview(array).cast("B"))  # the bytes in place: no copy of a GB-sized set
 
 
 def array_fingerprint(x: np.ndarray, *extra: Any) -> str:
