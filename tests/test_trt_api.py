@@ -272,10 +272,11 @@ class FakeCuda:
 
 @pytest.fixture
 def onnx_file(tmp_path: Path) -> Path:
-    """A minimal ONNX header (what deploy.onnxmeta reads); the fake parser never opens it."""
+    """A minimal ONNX model: IR 9, an empty graph, opset 17 (what deploy.onnxmeta and the parser
+    check read); the fake parser never opens it."""
     def field(number: int, payload: bytes) -> bytes:
         return bytes([number << 3 | 2, len(payload)]) + payload
-    data = bytes([1 << 3 | 0, 9]) + field(7, b"\x00") + field(8, field(2, b"") + bytes([2 << 3, 18]))
+    data = bytes([1 << 3 | 0, 9]) + field(7, b"") + field(8, field(2, b"") + bytes([2 << 3, 17]))
     path = tmp_path / "model.onnx"
     path.write_bytes(data)
     return path
