@@ -81,7 +81,8 @@ def _json_or_error(text: str, path: Path) -> Any:
     try:
         return loads_json(text)
     except ValueError as error:
-        raise EdgekdError(f"student spec '{path}': {error}: fix the file") from None
+        detail = str(error).removeprefix("invalid JSON: ")
+        raise EdgekdError(f"student spec '{path}' is not valid JSON ({detail}): fix the file") from None
 
 
 def run_train(*, spec: StudentSpec, teachers: list[tuple[nn.Module, str]], dataset: ImageDataset,
