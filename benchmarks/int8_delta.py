@@ -118,6 +118,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--families", default="plain,residual,dwsep,mbconv")
     parser.add_argument("--tag", default="")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in the results .json and train only the missing ones")
     args = parser.parse_args()
     import torch
 
@@ -130,14 +132,26 @@ def main() -> None:
     started, load_start = time.monotonic(), os.getloadavg()
     rows: list[dict] = []
     tag = f"-{args.tag}" if args.tag else ""
+    earlier_s, command = 0.0, " ".join(["python", "benchmarks/int8_delta.py", *sys.argv[1:]])
+    previous = RESULTS / f"int8_delta{tag}.json"
+    if args.resume and previous.is_file():
+        import json
+        before = json.loads(previous.read_text())
+        rows, earlier_s = before["runs"], before["wall_clock_s"]
+        command = before["command"] + " (then again with --resume for the missing runs)"
+        load_start = tuple(before["machine"]["load_average_start"])
+    done = {(r["family"], r["seed"]) for r in rows}
+    result: dict | None = None
     data_name = ("../shared/data/" + Path(args.data).name) if "shared/data" in args.data else args.data
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             for family in args.families.split(","):
+                if (family, seed) in done:
+                    continue
                 rows.append(one_run(specs[family], data, args.epochs, seed, Path(tmp) / f"{family}-{seed}"))
                 print(rows[-1], flush=True)
                 # written after every run: a run cut short by its time budget keeps what it measured
-                result = {"command": " ".join(["python", "benchmarks/int8_delta.py", *sys.argv[1:]]),
+                result = {"command": command,
                           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "data": data_name,
                           "train_images": len(data.y_train), "test_images": len(data.y_test),
                           "epochs": args.epochs, "seeds": sorted({r["seed"] for r in rows}),
@@ -147,11 +161,11 @@ def main() -> None:
                                       "torch": torch.__version__, "threads": 1,
                                       "load_average_start": [round(v, 2) for v in load_start],
                                       "load_average_end": [round(v, 2) for v in os.getloadavg()]},
-                          "wall_clock_s": round(time.monotonic() - started, 1), "runs": rows,
+                          "wall_clock_s": round(earlier_s + time.monotonic() - started, 1), "runs": rows,
                           "summary": summarise(rows)}
                 atomic_write_json(RESULTS / f"int8_delta{tag}.json", result)
                 atomic_write_text(RESULTS / f"int8_delta{tag}.md", markdown(result, result["summary"]))
-    print(markdown(result, result["summary"]))
+    print(markdown(result, result["summary"]) if result else "every run is already in the results: nothing to train")
 
 
 if __name__ == "__main__":
