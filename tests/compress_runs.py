@@ -61,8 +61,10 @@ def compress_args(data: Path, teacher: Path, out: Path, *extra: str) -> list[str
 
 
 def cli_env(base: Path) -> dict[str, str]:
-    """The environment of a compress subprocess: its own cache folder, 2 threads at most."""
+    """The environment of a compress subprocess: its own cache folder, 2 threads at most, and
+    this checkout first on the import path (the code under test, not whichever edgekd is installed)."""
     env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     env["EDGEKD_CACHE_DIR"] = str(base / "cache")
     env.setdefault("OMP_NUM_THREADS", "2")
     return env
