@@ -93,7 +93,8 @@ def _run(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]
     return round(cpu, 1), round(time.monotonic() - started, 1)
 
 
-def _command(key: str, argv: list[str], env: dict[str, str], work: Path, out: Path | None) -> dict:
+def _command(key: str, argv: list[str], env: dict[str, str], work: Path, out: Path | None,
+             own_cache: bool = True) -> dict:
     """Run one command once: its cost is kept in ``work/key.cost.json``; a folder ``out`` left
     without that file (a cut-short command) is removed and the command runs again whole."""
     cost_file = work / f"{key}.cost.json"
@@ -101,10 +102,24 @@ def _command(key: str, argv: list[str], env: dict[str, str], work: Path, out: Pa
         return json.loads(cost_file.read_text())
     if out is not None and out.exists():
         shutil.rmtree(out)
-    cpu, wall = _run(argv, env, work)
+    cpu, wall = _run(argv, _own_cache(env, work, key) if own_cache else env, work)
     record = {"cpu_s": cpu, "wall_s": wall}
     cost_file.write_text(json.dumps(record))
     return record
+
+
+def _own_cache(env: dict[str, str], work: Path, key: str) -> dict[str, str]:
+    """``env`` with a cache folder of the command's own, holding the shared cache's built-in
+    teacher and nothing else: a command pays for its own teacher passes and cost tables (the
+    supernet's fine-tuning and halving's trials would otherwise share one seed's cached
+    teacher views, and the second command would get them free)."""
+    shared, own = Path(env["EDGEKD_CACHE_DIR"]), work / "caches" / key
+    if own.exists():
+        shutil.rmtree(own)
+    own.mkdir(parents=True)
+    if (shared / "teachers").is_dir():
+        shutil.copytree(shared / "teachers", own / "teachers", copy_function=os.link)
+    return {**env, "EDGEKD_CACHE_DIR": str(own)}
 
 
 def _summary(run: Path) -> dict:
@@ -179,6 +194,11 @@ def _mean_std(values: list[float], unit: str = "") -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}{unit}"
 
 
+def _cell_wall(cell: dict) -> float:
+    """Wall seconds of the cell's commands (a resumed cell's earlier commands included)."""
+    return cell["supernet"]["wall_s"] + cell["halving"]["wall_s"] + sum(a["wall_s"] for a in cell["front_vs_alone"])
+
+
 def _gaps(cell: dict) -> list[float]:
     return [100 * (a["inherited_test_acc"] - a["alone_test_acc"]) for a in cell["front_vs_alone"]]
 
@@ -221,7 +241,7 @@ def _set_section(name: str, mine: list[dict], setup: dict) -> list[str]:
                      f"{100 * h['winner_test_acc']:.2f}% ({h['winner_macs'] / 1e6:.2f}M) | {inherited} | {s['front']} | "
                      f"{s['evaluated']} | {c['supernet_cost_x']}x | {c['supernet_ship_x']}x | {c['halving_cost_x']}x | "
                      f"{c['halving_ship_x']}x | {c['standalone_cpu_s']:.0f} | " + ", ".join(f"{g:+.2f}" for g in _gaps(c))
-                     + f" | {c['wall_s'] / 60:.1f} min |")
+                     + f" | {_cell_wall(c) / 60:.1f} min |")
     lines += ["", f"Mean ± std over {len(mine)} seed(s): supernet winner "
               f"{_mean_std([100 * c['supernet']['winner_test_acc'] for c in mine], '%')}, halving winner "
               f"{_mean_std([100 * c['halving']['winner_test_acc'] for c in mine], '%')}; supernet cost "
@@ -342,7 +362,8 @@ def main() -> None:
     done = {(c["set"], c["seed"]) for c in doc["cells"]}
     for name in sets:
         data = _subset(args.data_dir, name, per_set[name]["max_train"], args.work)
-        doc["teachers"][name] = _command(f"{name}-teacher", ["-c", _TEACHER, str(data)], env, args.work, None)
+        doc["teachers"][name] = _command(f"{name}-teacher", ["-c", _TEACHER, str(data)], env, args.work, None,
+                                         own_cache=False)
         for seed in (int(s) for s in args.seeds.split(",")):
             if (name, seed) in done:
                 continue
