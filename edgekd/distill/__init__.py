@@ -10,13 +10,17 @@ teacher through that trainer (and loads teachers with it); commands holds the he
 
 May import: ``edgekd.core``, ``edgekd.inputs``, ``edgekd.search``. Not ship, report, run or cli.
 
-The trainer's names below are imported on first use, so that reading the method registry
-(``edgekd.distill.methods``, which the CLI does at start-up) does not import torch.
+Importing the package registers the built-in methods (``method_catalog``, torch-free), so the
+registry in ``methods`` is full whichever module of the package is imported first; the registry
+itself imports no method. The trainer's names below are imported on first use, so that reading
+the method registry (which the CLI does at start-up) does not import torch.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from edgekd.distill import method_catalog as _method_catalog  # noqa: F401  (registers the built-in methods)
 
 __all__ = ["METHODS", "TrainConfig", "TrainResult", "train_student"]
 

@@ -1,5 +1,5 @@
-"""The built-in training methods and the options each declares (registered on import by
-:mod:`edgekd.distill.methods`). Every default cites where it comes from; docs/methods.md has
+"""The built-in training methods and the options each declares, registered in
+:mod:`edgekd.distill.methods` when the package ``edgekd.distill`` is imported. Every default cites where it comes from; docs/methods.md has
 the full table and the formulas.
 
 - ``T`` of kd/fitnet/ban: 4, Hinton et al. 2015 used T in 2..20; 4 is the common CIFAR value
@@ -78,7 +78,7 @@ def _check_ban(config: TrainConfig) -> tuple[str, str] | None:
 
 
 def _train_ban(*args: object, **kwargs: object) -> TrainResult:
-    from edgekd.distill.ban import train_ban
+    from edgekd.distill.ban import train_ban  # the driver runs the trainer: torch, on first use
 
     return train_ban(*args, **kwargs)
 

@@ -28,9 +28,11 @@ pass of each network). A loss that is an ``nn.Module`` trains its own parameters
 and keeps them in the checkpoint. Adding a feature method is therefore one registry entry and its
 loss (``at``, attention transfer, is built that way: :mod:`edgekd.distill.feature_objectives`).
 
-This module imports no torch (the CLI reads it at start-up): built-in loss objects live in
-:mod:`edgekd.distill.objectives` and are imported when a stage first builds one; the built-in
-methods are registered by :mod:`edgekd.distill.method_catalog`.
+This module imports no torch (the CLI reads it at start-up) and no method: built-in loss objects
+live in :mod:`edgekd.distill.objectives` and are imported when a stage first builds one; the
+built-in methods are registered by :mod:`edgekd.distill.method_catalog`, which the package
+``edgekd.distill`` imports first (as timm's ``models`` package imports its model files), so the
+registry is full whichever module of the package is imported.
 
 Example, a method at test time or in a plugin module::
 
@@ -290,7 +292,3 @@ def methods_help(*, compress: bool = False) -> str:
     return "; ".join(f"{m.name}: {m.help} [{m.options_text(defaults=not compress)}]"
                      for m in METHODS.values() if m.compress or not compress) + "."
 
-
-# ----------------------------------------------------------------------------- built-ins
-# The built-in methods (registered on import; kept apart so this module stays the interface).
-from edgekd.distill import method_catalog as _catalog  # noqa: E402,F401  (registers the built-ins)
