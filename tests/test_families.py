@@ -106,7 +106,8 @@ def _main_path_convs(model: nn.Module) -> int:
 def test_mobile_family_builds_taps_hints_and_round_trips(spec: StudentSpec) -> None:
     from torchvision.models.feature_extraction import create_feature_extractor
 
-    from edgekd.distill.hints import FeatureTap, list_layers, pair_layers
+    from edgekd.distill.hints import FeatureTap, list_layers
+    from edgekd.distill.pairing import pair_layers
 
     model = build(spec).eval()
     assert _main_path_convs(model) == spec.depth and len(model.features) == spec.blocks

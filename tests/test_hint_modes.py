@@ -9,7 +9,8 @@ import torch.nn as nn
 
 from edgekd.distill import losses
 from edgekd.distill.hint_stage import HintSet, MultiTap
-from edgekd.distill.hints import FeatureTap, hint_pairs
+from edgekd.distill.hints import FeatureTap
+from edgekd.distill.pairing import hint_pairs
 from edgekd.search.space import Stage, StudentSpec, build
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 from edgekd.distill import losses
-from edgekd.distill.hints import (FeatureTap, auto_layer, hint_pairs, list_layers, make_regressor,
-                                  pair_layers)
+from edgekd.distill.hints import FeatureTap, list_layers, make_regressor
+from edgekd.distill.pairing import auto_layer, hint_pairs, pair_layers
 from edgekd.core.errors import EdgekdError
 from edgekd.search.space import Stage, StudentSpec, build
 

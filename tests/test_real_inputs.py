@@ -173,7 +173,7 @@ def _hint_step(arch: str, side: int) -> None:
     import torchvision
 
     from edgekd.distill.hint_stage import HintSet
-    from edgekd.distill.hints import hint_pairs
+    from edgekd.distill.pairing import hint_pairs
     from edgekd.search.reference import reference_spec
     from edgekd.search.space import Stage, StudentSpec, build
 

@@ -149,7 +149,7 @@ def test_every_family_exports_ops_tensorrt_parses(spec: StudentSpec, tmp_path) -
 
 
 def test_hint_pairing_matches_resolutions_through_a_pool_stem() -> None:
-    from edgekd.distill.hints import hint_pairs
+    from edgekd.distill.pairing import hint_pairs
 
     teacher = build(StudentSpec("residual", (3, 96, 96), 10, (Stage(32, 2, 1), Stage(64, 2, 2), Stage(128, 2, 2)),
                                 stem_stride=2, stem="pool")).eval()

@@ -207,7 +207,8 @@ def test_builtin_cnn_size() -> None:
     model = BuiltinCNN((1, 28, 28), 10)
     params = sum(p.numel() for p in model.parameters())
     assert 300_000 <= params <= 400_000
-    from edgekd.distill.hints import auto_layer, list_layers
+    from edgekd.distill.hints import list_layers
+    from edgekd.distill.pairing import auto_layer
 
     assert auto_layer(list_layers(model.eval(), (1, 28, 28))) == "features.1.2"
 

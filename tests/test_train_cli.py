@@ -97,7 +97,7 @@ def test_train_errors_are_one_line(tmp_path) -> None:
 
 @pytest.mark.parametrize("mode, stages", [("single", "one"), ("joint", "one"), ("multi", "all")])
 def test_layers_marks_exactly_the_pairs_training_uses(teacher_file, tmp_path, mode, stages) -> None:
-    from edgekd.distill.hints import hint_pairs
+    from edgekd.distill.pairing import hint_pairs
     from edgekd.inputs.teachers import BuiltinCNN
     from edgekd.search.space import build
 

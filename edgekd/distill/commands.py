@@ -118,10 +118,11 @@ def list_model_layers(model_arg: str, *, search: Path | None, arch: str | None, 
     """Layers of a student (a ``.json`` spec, or a 12-hex-digit candidate id looked up by
     :func:`candidate_files`) or else a teacher (any ``--teacher`` source, checked on ``data``),
     with the (hint, guided) pair(s) that fitnet training pairs for ``hint_mode``
-    (:func:`edgekd.distill.hints.hint_pairs`) marked: a student is paired with ``teacher``
+    (:func:`edgekd.distill.pairing.hint_pairs`) marked: a student is paired with ``teacher``
     (default: the built-in one), a teacher with ``student`` (none given: nothing is marked)."""
     from edgekd.distill.builtin_teacher import load_teacher
-    from edgekd.distill.hints import hint_pairs, list_layers
+    from edgekd.distill.hints import list_layers
+    from edgekd.distill.pairing import hint_pairs
     from edgekd.inputs.data import load_dataset
     from edgekd.search.space import build
 

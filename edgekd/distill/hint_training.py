@@ -13,7 +13,8 @@ import torch.nn as nn
 
 from edgekd.core.progress import say
 from edgekd.distill.hint_stage import HintSet, hint_record, plateaued
-from edgekd.distill.hints import HintPair, hint_pairs
+from edgekd.distill.hints import HintPair
+from edgekd.distill.pairing import hint_pairs
 from edgekd.distill.methods import Batch, StudentOut, TeacherOut, get_method
 from edgekd.distill.schedule import stage_spans
 

@@ -1,4 +1,4 @@
-"""FitNets hints: tapping intermediate layers, pairing hint/guided layers, regressors.
+"""FitNets hints: the nodes of a model and tapping them, the hint/guided pair, regressors.
 
 Romero et al. 2015 ("FitNets: Hints for Thin Deep Nets") train the student up to a *guided*
 layer so that a small regressor ``r`` maps its output ``v_g`` onto the teacher's *hint*
@@ -9,12 +9,8 @@ one named node and computes only the part of the graph that node needs. Models t
 cannot trace (data-dependent control flow) fall back to a forward hook on a *module* name;
 the hook stops the forward pass once the output is captured.
 
-Automatic choice: :mod:`edgekd.distill.pairing` pairs the end of a teacher stage with the
-student node of the same spatial size at a similar relative depth (the stage end nearest the
-middle of the teacher for a single pair; one pair per stage with ``stages="all"``).
-:func:`auto_layer` (the middle activation) is the fallback when one side has no feature maps.
-``edgekd layers`` marks the pairs :func:`hint_pairs` makes; ``--hint-layer`` and
-``--guided-layer`` override either side.
+Which nodes are paired (:class:`HintPair`) is :mod:`edgekd.distill.pairing`'s rule: the end of a
+teacher stage with the student node of the same spatial size at a similar relative depth.
 
 Regressor (:func:`make_regressor`), from the guided shape ``(C_g, N_g, N_g)`` to the hint
 shape ``(C_h, N_h, N_h)``:
@@ -43,8 +39,7 @@ import torch.nn.functional as F
 
 from edgekd.core.errors import EdgekdError
 
-__all__ = ["LayerInfo", "HintPair", "FeatureTap", "list_layers", "auto_layer", "pair_layers",
-           "hint_pairs", "HintRegressor", "make_regressor"]
+__all__ = ["LayerInfo", "HintPair", "FeatureTap", "list_layers", "HintRegressor", "make_regressor"]
 
 _ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
@@ -168,98 +163,6 @@ def _list_layers_by_hooks(model: nn.Module, x: torch.Tensor) -> list[LayerInfo]:
         for handle in handles:
             handle.remove()
     return list(seen.values())
-
-
-def auto_layer(layers: list[LayerInfo]) -> str:
-    """The middle activation node (index ``(n-1)//2``), else the middle 4-D node."""
-    candidates = [l for l in layers if l.activation and l.shape is not None and len(l.shape) == 3]
-    if not candidates:
-        candidates = [l for l in layers if l.shape is not None and len(l.shape) == 3]
-    if not candidates:
-        candidates = [l for l in layers if l.shape is not None]
-    if not candidates:
-        raise EdgekdError("cannot choose a hint layer automatically: the model has no tensor "
-                          "outputs to tap; pass --hint-layer/--guided-layer (see 'edgekd layers')")
-    return candidates[(len(candidates) - 1) // 2].name
-
-
-def _resolve(model: nn.Module, layers: list[LayerInfo], name: str, role: str) -> LayerInfo:
-    """The node called ``name``; a block name (e.g. ``features.3``) resolves to the last
-    node inside that block, as torchvision's feature extraction does."""
-    for layer in layers:
-        if layer.name == name:
-            return layer
-    inside = [l for l in layers if l.name.startswith(name + ".")]
-    if inside:
-        return LayerInfo(name, type(model.get_submodule(name)).__name__, inside[-1].shape,
-                         inside[-1].activation)
-    close = [l.name for l in layers if name in l.name][:5]
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise EdgekdError(f"{role} layer '{name}' is not a node of the model{hint}: "
-                      "list the valid names with 'edgekd layers'")
-
-
-def pair_layers(teacher: nn.Module, student: nn.Module, input_shape: tuple[int, ...], *,
-                hint_layer: str | None = None, guided_layer: str | None = None) -> HintPair:
-    """The single (hint, guided) pair: explicit names win, else the resolution-aware rule of
-    :mod:`edgekd.distill.pairing` (a spec's middle block is not the automatic choice: it may sit
-    at another resolution than the teacher's hint)."""
-    return hint_pairs(teacher, student, input_shape, hint_layer=hint_layer,
-                      guided_layer=guided_layer)[0]
-
-
-def hint_pairs(teacher: nn.Module, student: nn.Module, input_shape: tuple[int, ...], *,
-               hint_layer: str | None = None, guided_layer: str | None = None,
-               stages: str = "one") -> list[HintPair]:
-    """(hint, guided) pairs: one (``stages="one"``) or one per teacher stage (``"all"``).
-
-    An explicit ``hint_layer`` and/or ``guided_layer`` gives exactly one pair; a missing side
-    is chosen by the same rule among the nodes compatible with the given one.
-    """
-    from edgekd.distill import pairing
-
-    if stages not in ("one", "all"):
-        raise EdgekdError(f"unknown hint stages {stages!r}: use one or all")
-    t_layers = list_layers(teacher, input_shape)
-    s_layers = list_layers(student, input_shape)
-    for layers, who in ((t_layers, "teacher"), (s_layers, "student")):
-        if not layers:
-            raise EdgekdError(f"the {who} has no tappable layers (TorchScript and torch.export models "
-                              "hide them): use --method kd or mimic, or give the model as a state_dict "
-                              "with --arch to train with hints")
-    if hint_layer is None and guided_layer is None and stages == "all":
-        chosen = pairing.stage_pairs(t_layers, s_layers)
-        if not chosen:
-            chosen = [_auto_pair(t_layers, s_layers)]
-    elif hint_layer is None and guided_layer is None:
-        chosen = [_auto_pair(t_layers, s_layers)]
-    else:
-        hint = _resolve(teacher, t_layers, hint_layer, "hint") if hint_layer else None
-        guided = _resolve(student, s_layers, guided_layer, "guided") if guided_layer else None
-        if hint is None:
-            pick = pairing.best_pair(t_layers, [guided])
-            hint = pick[0] if pick else _resolve(teacher, t_layers, auto_layer(t_layers), "hint")
-        if guided is None:
-            pick = pairing.best_pair([hint], s_layers)
-            guided = pick[1] if pick else _resolve(student, s_layers, auto_layer(s_layers), "guided")
-        chosen = [(hint, guided)]
-    for hint, guided in chosen:
-        for layer, role in ((hint, "hint"), (guided, "guided")):
-            if layer.shape is None or len(layer.shape) not in (1, 3):
-                raise EdgekdError(f"{role} layer '{layer.name}' outputs {layer.shape}, not a feature map "
-                                  "or a vector: choose another with --hint-layer/--guided-layer")
-    return [HintPair(h.name, g.name, tuple(h.shape), tuple(g.shape)) for h, g in chosen]
-
-
-def _auto_pair(t_layers: list[LayerInfo], s_layers: list[LayerInfo]) -> tuple[LayerInfo, LayerInfo]:
-    from edgekd.distill import pairing
-
-    pick = pairing.best_pair(t_layers, s_layers)
-    if pick is not None:
-        return pick
-    # no feature maps on one side: the middle node of each (vectors are regressed linearly)
-    t_name, s_name = auto_layer(t_layers), auto_layer(s_layers)
-    return (next(l for l in t_layers if l.name == t_name), next(l for l in s_layers if l.name == s_name))
 
 
 class FeatureTap(nn.Module):

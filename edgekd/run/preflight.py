@@ -9,7 +9,7 @@ corrected rerun then collides with. ``compress`` calls these checks, in this ord
 2. **calibration**: a ``--calibration`` file loads and is an edgekd calibration.
 3. **hint taps**: for every method the run trains with a hint stage (any method of the
    registry with one: fitnet, fitnet-dkd, fitnet-lskd, ...; or fitnet as a ``--baselines`` arm) the teacher has a tappable hint layer and every shortlisted
-   student pairs with it (:func:`edgekd.distill.hints.pair_layers`). A TorchScript teacher
+   student pairs with it (:func:`edgekd.distill.pairing.pair_layers`). A TorchScript teacher
    hides its layers: it is refused here, not after the search.
 4. **parity sample**: the data has at least ``parity_samples`` images for the ONNX parity
    check (test images first, topped up from the training split); ``--parity-samples N``
@@ -93,7 +93,8 @@ def check_hint_taps(teacher: nn.Module, specs: Iterable[StudentSpec], input_shap
     needed = hint_methods(methods)
     if not needed:
         return
-    from edgekd.distill.hints import list_layers, pair_layers
+    from edgekd.distill.hints import list_layers
+    from edgekd.distill.pairing import pair_layers
     from edgekd.search.space import build
 
     if not list_layers(teacher, input_shape):
