@@ -3,7 +3,8 @@
 Owns: errors (``EdgekdError``, the one-line user error), fileio (atomic writes, JSON/JSONL,
 hashes), units (count/shape parsing and formatting), fmt (number formatting for output), progress
 (the plain progress lines any stage may print), cache (the user cache root),
-checkpoint (the self-describing student checkpoint file) and runfolder (every path and JSON
+checkpoint (the self-describing student checkpoint file; ``load_weights`` with an error that
+says what differs) and runfolder (every path and JSON
 document of a run folder, named, versioned and checked on read: the one owner of the run's
 layout, shared by ship, report and run).
 

@@ -1,4 +1,5 @@
-"""Self-describing student checkpoints.
+"""Self-describing student checkpoints, and weights loaded into a model with an error that says
+what differs (:func:`load_weights`, for students and teachers alike).
 
 A checkpoint is one ``torch.save``'d dict that holds everything needed to rebuild and use the
 student without the run that produced it::
@@ -22,6 +23,7 @@ from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_torch_save
 
 if TYPE_CHECKING:
+    import torch
     import torch.nn as nn
 
 
@@ -132,3 +134,26 @@ def load_student(path: str | Path) -> tuple[Any, StudentCheckpoint]:
                              normalization=data["normalization"], method=data["method"],
                              metrics=dict(data["metrics"]), extra=dict(data.get("extra") or {}))
     return model, info
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, what: str, arch: str) -> None:
+    """``model.load_state_dict(state, strict=True)`` with an error that says what differs."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} is {_shape(state[k])} in the file but {_shape(expected[k])} in {arch}"
+              for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s) ({', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s) ({', '.join(unexpected[:3])})")
+        parts += shapes[:3]
+        raise EdgekdError(f"{what} does not match --arch {arch}: {'; '.join(parts)}; pass the "
+                          "architecture (and class count) the weights were trained with")
+    model.load_state_dict(state, strict=True)
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "x".join(str(v) for v in t.shape) or "scalar"

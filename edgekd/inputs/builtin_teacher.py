@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from edgekd.core.cache import cache_root
+from edgekd.core.checkpoint import load_weights
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_torch_save, sha256_json
 from edgekd.core.progress import say
@@ -142,8 +143,6 @@ def save_builtin_teacher(path: Path, model: BuiltinCNN, dataset: "ImageDataset",
 
 def model_from_payload(payload: dict, path: Path) -> BuiltinCNN:
     """Rebuild :class:`BuiltinCNN` from its cache-file payload."""
-    from edgekd.inputs.teachers import load_weights
-
     if payload.get("format") != BUILTIN_FORMAT:
         raise EdgekdError(f"'{path}' is not a built-in teacher file: delete it to retrain")
     model = BuiltinCNN(**payload["arch"])

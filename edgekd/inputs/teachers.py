@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 from torch import nn
 
+from edgekd.core.checkpoint import load_weights
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import sha256_file
 from edgekd.inputs.builtin_teacher import (BUILTIN, BUILTIN_ARCH, BUILTIN_FORMAT, BuiltinCNN,  # noqa: F401
@@ -203,29 +204,6 @@ def unwrap_state_dict(payload: dict, path: Path | str) -> dict[str, torch.Tensor
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
-
-
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, what: str, arch: str) -> None:
-    """``model.load_state_dict(state, strict=True)`` with an error that says what differs."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} is {_shape(state[k])} in the file but {_shape(expected[k])} in {arch}"
-              for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s) ({', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s) ({', '.join(unexpected[:3])})")
-        parts += shapes[:3]
-        raise EdgekdError(f"{what} does not match --arch {arch}: {'; '.join(parts)}; pass the "
-                          "architecture (and class count) the weights were trained with")
-    model.load_state_dict(state, strict=True)
-
-
-def _shape(t: torch.Tensor) -> str:
-    return "x".join(str(v) for v in t.shape) or "scalar"
 
 
 def build_arch(arch: str, *, num_classes: int | None, input_shape: Sequence[int] | None = None,
