@@ -155,8 +155,7 @@ def measure_stage(config: CompressConfig, inputs: Inputs, run: RunDir, names: li
 
 
 def bundle_stage(inputs: Inputs, run: RunDir, winner_trial: str, int8_tolerance: float) -> Path:
-    from edgekd.ship.bundle import BundleConfig
-    from edgekd.ship.export import make_bundle
+    from edgekd.ship.bundle import BundleConfig, make_bundle
 
     return make_bundle(run.export_onnx(winner_trial), run.bundle, profile=inputs.profile,
                        dataset=inputs.dataset, teacher_onnx=run.export_onnx("teacher"),

@@ -11,6 +11,6 @@ read what a device measured, and fit the kernel table of :mod:`edgekd.search.ker
 
 May import: ``edgekd.core``, ``edgekd.inputs``, ``edgekd.search``, ``edgekd.distill`` and
 ``deploy`` (whose ``deploy.onnxmeta`` owns the ``edgekd.*`` ONNX metadata keys). Not report,
-run or cli. export_target reads a run folder through ``edgekd.core.runfolder``. Note: export and bundle import
-each other (``export.make_bundle`` forwards to bundle, bundle reads export's metadata).
+run or cli. export_target reads a run folder through ``edgekd.core.runfolder``. Inside the package the
+bundle sits on top of export, fp16 and int8 (none of them imports it).
 """

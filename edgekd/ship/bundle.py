@@ -32,6 +32,7 @@ import numpy as np
 from deploy import onnxmeta
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from edgekd.ship.export import onnx_logits, read_metadata
 from edgekd.ship.parser_check import require_parsable
 from edgekd.ship.bundle_readme import ReadmeInputs, render_readme
 
@@ -120,7 +121,6 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: DevicePr
     and return ``out_dir``. ``profile`` is a DeviceProfile or a profile name/path;
     ``normalization`` defaults to the data set's."""
     from edgekd.inputs.data import Normalization
-    from edgekd.ship.export import read_metadata  # layering: known exception (export <-> bundle cycle)
     from edgekd.inputs.profiles import load_profile, profile_toml
 
     onnx_path = Path(onnx_path)
@@ -190,7 +190,6 @@ def _write_data(out: Path, onnx_path: Path, dataset: "ImageDataset", norm: "Norm
     model's FP32 ONNX logits) with the normalisation; returns (calibration images, normalised
     validation inputs, labels, logits, (mean, std))."""
     from deploy.check import prepare_inputs
-    from edgekd.ship.export import onnx_logits  # layering: known exception (export <-> bundle cycle)
 
     stats = {"mean": np.asarray(norm.mean, np.float32), "std": np.asarray(norm.std, np.float32)}
     calib = dataset.x_train[:calib_samples]
@@ -212,8 +211,6 @@ def _precision_copies(out: Path, profile: "DeviceProfile", calib: np.ndarray,
     checked against the FP32 ONNX on the validation images; returns the checks and, when the
     INT8 model loses more than ``int8_tolerance`` points, the one-line reason the bundle builds
     FP16 instead (its FP16 copies are then made too)."""
-    from edgekd.ship.export import onnx_logits  # layering: known exception (export <-> bundle cycle)
-
     checks: list[dict] = []
     fallback = ""
     precision = profile.runtime.precision

@@ -382,10 +382,3 @@ def student_metadata(*, spec: StudentSpec | None = None, classes: list[str] | No
     }
 
 
-def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: DeviceProfile,
-                dataset: ImageDataset, normalization: Normalization | None = None, **options: Any) -> Path:
-    """The device bundle (see :mod:`edgekd.ship.bundle`)."""
-    from edgekd.ship.bundle import make_bundle as _make_bundle  # layering: known exception (export <-> bundle cycle)
-
-    return _make_bundle(onnx_path, out_dir, profile=profile, dataset=dataset,
-                        normalization=normalization, **options)

@@ -212,12 +212,11 @@ def _bundle(onnx_path: Path, folder: Path, device: "DeviceProfile", dataset: "Im
             int8_tolerance: float | None = None) -> Path:
     """The device bundle of ``onnx_path`` (with the run's teacher export as the speed baseline
     when there is one; a note when a run has none)."""
-    from edgekd.ship.export import make_bundle
+    from edgekd.ship.bundle import BundleConfig, make_bundle
 
     teacher = RunDir(run).export_onnx("teacher") if run else None
     if run is not None and not (teacher and teacher.is_file()):
         notes.append("the run has no export/teacher.onnx, so the bundle has no teacher baseline")
-    from edgekd.ship.bundle import BundleConfig
 
     config = BundleConfig() if int8_tolerance is None else BundleConfig(int8_tolerance=int8_tolerance)
     made = make_bundle(onnx_path, folder, profile=device, dataset=dataset, normalization=norm,
