@@ -121,7 +121,7 @@ def test_cli_ema_reaches_train_and_every_compress_trial(tmp_path, monkeypatch):
     from edgekd.cli.cli import cli
     from edgekd.core.checkpoint import read_checkpoint
     from edgekd.core.fileio import read_json
-    from edgekd.run.pipeline import CompressConfig, train_config
+    from edgekd.run.config import CompressConfig, train_config
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "spec.json").write_text(json.dumps(SPEC.to_dict()))

@@ -18,7 +18,7 @@ from edgekd.ship.bundle import BundleConfig
 
 __all__ = ["COMPRESS_CONFIG_FORMAT", "CompressConfig", "DEFAULT_METHOD",
            "DEFAULT_SAMPLES_PER_TRIAL", "DEFAULT_SAMPLES_PER_TRIAL_CUDA", "DEFAULT_TEACHER_VIEWS_CPU", "EMBEDDED_LATENCY_MS", "EMBEDDED_STEM_STRIDES",
-           "HINT_FIELDS", "TRIAL_THREADS_CPU", "check_effort", "default_epochs", "has_hints"]
+           "HINT_FIELDS", "TRIAL_THREADS_CPU", "check_effort", "default_epochs", "has_hints", "train_config"]
 
 COMPRESS_CONFIG_FORMAT = "edgekd.compress-config/1"
 
@@ -353,3 +353,17 @@ def check_effort(config: CompressConfig, rungs: list[Rung]) -> None:
                       "if you mean it")
 
 
+def train_config(config: CompressConfig, method: str, epochs: int) -> dict[str, Any]:
+    """The TrainConfig fields of one trial of ``config`` trained with ``method`` for ``epochs``
+    (:class:`~edgekd.distill.config.TrainConfig`'s defaults for the fields left out)."""
+    values: dict[str, Any] = {"method": method, "epochs": epochs, "seed": config.seed,
+                              "max_train_samples": config.max_train_samples,
+                              "hint_epochs": config.hint_epochs, "augment": config.augment,
+                              "teacher_views": config.teacher_views, "device": config.device}
+    values.update(config.trial_options(method))
+    if config.batch_size is not None:
+        values["batch_size"] = config.batch_size
+    if config.ema:
+        values["ema"] = config.ema
+    values.update(config.hint_settings())
+    return values

@@ -35,7 +35,7 @@ from edgekd.run.progress import counting_the_finish, finish_seconds, say
 from edgekd.run.references import reference_entries, reference_rows, reference_stage
 from edgekd.run.rundir import RunDir, open_run, run_folder, run_folder_line
 from edgekd.run.config import (EMBEDDED_LATENCY_MS, EMBEDDED_STEM_STRIDES, CompressConfig, check_effort,
-                               default_epochs, has_hints)
+                               default_epochs, has_hints, train_config)
 from edgekd.run.selection import best_arm, measure_teacher_bias
 from edgekd.run.setup import Inputs, load_inputs, run_identity, train_images
 from edgekd.run.ship_stages import bundle_stage, export_stage, int8_stage, measure_stage, on_cpu, teacher_stage
@@ -107,21 +107,6 @@ def run_configs(config: CompressConfig, inputs: Inputs) -> dict[str, Any]:
     final = TrainConfig(**train_config(config, config.method, config.epochs or 1))
     return {"compress": config.to_dict(), "search": search_config(config, inputs).to_dict(),
             "train": {"format": TRAIN_CONFIG_FORMAT, **final.to_dict()}}
-
-
-def train_config(config: CompressConfig, method: str, epochs: int) -> dict[str, Any]:
-    """The TrainConfig fields of one trial (edgekd.distill.TrainConfig defaults elsewhere)."""
-    values: dict[str, Any] = {"method": method, "epochs": epochs, "seed": config.seed,
-                              "max_train_samples": config.max_train_samples,
-                              "hint_epochs": config.hint_epochs, "augment": config.augment,
-                              "teacher_views": config.teacher_views, "device": config.device}
-    values.update(config.trial_options(method))
-    if config.batch_size is not None:
-        values["batch_size"] = config.batch_size
-    if config.ema:
-        values["ema"] = config.ema
-    values.update(config.hint_settings())
-    return values
 
 
 def halving_stage(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[dict],

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from edgekd.run.config import CompressConfig, train_config
 from edgekd.run.halving import Executor, TrialJob
 
 if TYPE_CHECKING:
-    from edgekd.run.config import CompressConfig
     from edgekd.run.rundir import RunDir
     from edgekd.run.setup import Inputs
 
@@ -51,7 +51,6 @@ def reference_stage(config: "CompressConfig", run: "RunDir", rows: list[dict], e
     """Train every reference row with the finalists' method and schedule (a finished trial is
     kept); returns model -> trial id."""
     from edgekd.run.executors import trial_payload
-    from edgekd.run.pipeline import train_config
 
     trials, jobs = {}, []
     for row in rows:
