@@ -28,16 +28,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import html
-import statistics
 from pathlib import Path
 from typing import Any, Iterable
 
 from edgekd.core import fmt
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from edgekd.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from edgekd.core.runfolder import (CANDIDATE, FINISHED_RESULT, MEASUREMENT, METRIC, OUTCOME,
                                    TEACHER, RunDir, read_doc, read_records, safe_id)
 from edgekd.report.int8_rows import int8_entry
+from edgekd.report.measured import model_latency, model_size_mb
 from edgekd.report.merge import merge_measurements
 from edgekd.report.search_section import search_section
 from edgekd.report.plots import CAPTIONS, PLOTS, plots, target_ms
@@ -73,52 +73,6 @@ def _measurement(path: Path, fix: str) -> dict:
         raise EdgekdError(f"{path} is not a deploy-kit Measurement JSON (needs sha256 and "
                           f"latency_ms.median): {fix}") from None
     return record
-
-
-def _latency_from(measurement: dict) -> dict[str, Any]:
-    forced = measurement.get("forced")  # merged with --force although it does not match the profile
-    return {"ms": float(measurement["latency_ms"]["median"]),
-            "label": "measured, forced" if forced else "measured", **({"forced": forced} if forced else {}),
-            "device": measurement.get("device", "?"), "backend": measurement.get("backend", "?"),
-            "precision": measurement.get("precision", "fp32"),
-            "batch": int(measurement.get("batch", 1)), **_rounds(measurement)}
-
-
-def _rounds(measurement: dict) -> dict[str, Any]:
-    """The per-round medians of an interleaved measurement and the session that timed the
-    models together (nothing for a single-model or a device measurement without them)."""
-    rounds, session = measurement.get("round_ms"), (measurement.get("protocol") or {}).get("session")
-    if not isinstance(rounds, list) or not rounds or not isinstance(session, str):
-        return {}
-    try:
-        values = [float(v) for v in rounds]
-        median = float(measurement["latency_ms"]["median"])
-    except (TypeError, ValueError, KeyError):
-        return {}
-    # the rounds come from the same samples as the median: a file whose rounds disagree with
-    # its latency was edited by hand (e.g. a host file relabelled as a device's) and is taken
-    # without them
-    if min(values) <= 0 or not 0.5 <= statistics.median(values) / median <= 2.0:
-        return {}
-    return {"rounds": values, "session": session}
-
-
-def _model_latency(onnx: Path | None, measured: dict[str, dict[str, dict]],
-                   predicted: dict | None, target_is_host: bool) -> dict[str, dict | None]:
-    sha = sha256_file(onnx) if onnx is not None and onnx.exists() else None
-    host = _latency_from(measured["host"][sha]) if sha in measured["host"] else None
-    if sha in measured["target"]:
-        target = _latency_from(measured["target"][sha])
-        if target_is_host:  # the target is a CPU like this one: the merged figure is the host's
-            host = dict(target)
-    elif target_is_host and host is not None:
-        target = dict(host)
-    elif predicted:
-        target = {"ms": float(predicted["ms"]), "label": predicted.get("label", "predicted"),
-                  "device": predicted.get("device", "model"), "batch": int(predicted.get("batch", 1))}
-    else:
-        target = None
-    return {"host": host, "target": target}
 
 
 def _curve(trial: Path) -> list[dict]:
@@ -179,8 +133,8 @@ def _teacher(run: RunDir, measured: dict[str, dict[str, dict]], target_is_host: 
     teacher_info = run.read(TEACHER, run.teacher_json)
     teacher_onnx = run.export_onnx("teacher")
     teacher = {key: teacher_info.get(key) for key in ("macs", "params", "test_acc", "source")}
-    teacher.update(size_mb=_size_mb(teacher_onnx, teacher_info.get("params")),
-                   latency=_model_latency(teacher_onnx, measured, teacher_info.get("predicted_latency"),
+    teacher.update(size_mb=model_size_mb(teacher_onnx, teacher_info.get("params")),
+                   latency=model_latency(teacher_onnx, measured, teacher_info.get("predicted_latency"),
                                           target_is_host))
     return teacher
 
@@ -196,7 +150,7 @@ def _student(run: RunDir, entry: Any, candidates: dict[str, dict], measured: dic
     result = run.read(FINISHED_RESULT, run.trial_file(trial_id, "result.json"))
     candidate = candidates.get(cid, {})
     onnx = run.export_onnx(trial_id)
-    latency = _model_latency(onnx, measured, candidate.get("latency"), target_is_host)
+    latency = model_latency(onnx, measured, candidate.get("latency"), target_is_host)
     return {
         # "id" is unique per student (the trial); "candidate" is the architecture, shared
         # by a search trial, its fresh final training and its baselines
@@ -205,7 +159,7 @@ def _student(run: RunDir, entry: Any, candidates: dict[str, dict], measured: dic
         "method": entry["method"], "rung": entry.get("rung"),
         "depth": candidate.get("depth"), "macs": candidate.get("macs"),
         "params": candidate.get("params"), "spec": candidate.get("spec"),
-        "size_mb": _size_mb(onnx, candidate.get("params")),
+        "size_mb": model_size_mb(onnx, candidate.get("params")),
         "epochs": int(result.get("epochs_done", 0)),
         "hint_epochs": int(result.get("hint_epochs_done", 0) or 0),
         "val_acc": float(result["val_acc"]), "test_acc": float(result["test_acc"]),
@@ -224,16 +178,6 @@ def _ablation(search: dict, students: list[dict]) -> list[dict] | None:
     return [{"method": method, "trial": trial, "test_acc": by_trial[trial]["test_acc"],
              "val_acc": by_trial[trial]["val_acc"], "epochs": by_trial[trial]["epochs"]}
             for method, trial in search["baselines"].items() if trial in by_trial]
-
-
-def _size_mb(onnx: Path, params: int | None) -> float | None:
-    if onnx.exists():
-        size = onnx.stat().st_size
-        data = onnx.with_name(onnx.name + ".data")
-        if data.exists():
-            size += data.stat().st_size
-        return round(size / 1e6, 3)
-    return None if params is None else round(params * 4 / 1e6, 3)
 
 
 def pareto_front(points: Iterable[tuple[str, float | None, float]]) -> list[str]:

@@ -12,7 +12,6 @@ import statistics
 from typing import Any
 
 from edgekd.core import fmt
-from edgekd.report.int8_rows import int8_row
 
 
 def _speed(latency: dict[str, dict | None], teacher: dict[str, dict | None]) -> dict[str, Any]:
@@ -120,6 +119,19 @@ def table_rows(summary: dict) -> list[list[str]]:
             rows.append(int8_row(s))
     width = len(table_header(summary))
     return [row[:width] for row in rows]
+
+
+def int8_row(s: dict) -> list[str]:
+    """The INT8 row under its FP32 student's row (accuracy from ONNX Runtime on the host)."""
+    q = s["int8"]
+    delta = q.get("delta_points", round(100 * (q["accuracy"] - q["fp32_onnx_accuracy"]), 2))
+    acc = (f"{fmt.percent(q['accuracy'])} (fp32 ONNX {fmt.percent(q['fp32_onnx_accuracy'])}, "
+           f"{delta:+.2f} points, {q['samples']} images)")
+    return [f"{s['trial']} int8", family_of(s), s["method"], str(s["depth"] or "-"), fmt.count(s["macs"]),
+            fmt.count(s["params"]), fmt.size_mb(q["size_mb"]), str(s["epochs"]), "-", acc, "",
+            _latency(q["latency"]["host"]), fmt.rate(q["fps"]["host"]),
+            fmt.speedup(q["speedup"]["host"]), _latency(q["latency"]["target"]),
+            fmt.rate(q["fps"]["target"]), fmt.speedup(q["speedup"]["target"])]
 
 
 def headline(summary: dict) -> str:
