@@ -3,8 +3,9 @@
 ``python -m deploy``'s ``--backend`` choices, the backend guessed from a file's suffix, the
 per-layer profile, the timing note of a Measurement, and (in edgekd) the device bundle's
 commands and the profile keys are all read from :data:`BACKENDS`, so a new runtime is one
-:func:`register_backend` call plus its runner. Standard library only at import: each entry
-imports its runtime (onnxruntime, tensorrt) when first used.
+:func:`register_backend` call plus its runner. Standard library only at import: each built-in entry
+imports its runner (numpy and its runtime: onnxruntime, tensorrt) when first used, so a device
+with one runtime never imports the other. :func:`open_runner` opens a model with its backend.
 
 A runner is any object with the contract of :mod:`deploy.runners` (``input_name``,
 ``input_shape``, ``output_names``, ``metadata``, ``path``, ``random_feed``, ``prepare``,
@@ -23,7 +24,7 @@ from typing import Any, Callable
 from deploy.errors import DeployError
 
 __all__ = ["Backend", "BACKENDS", "register_backend", "unregister_backend", "get_backend",
-           "backend_names", "backend_for_path", "DEFAULT_BACKEND"]
+           "backend_names", "backend_for_path", "backend_for", "open_runner", "DEFAULT_BACKEND"]
 
 #: opens a model file: ``open(path, *, provider, threads, batch, spinning) -> runner`` (an
 #: opener ignores the options that do not apply to its runtime)
@@ -88,6 +89,26 @@ def backend_for_path(path: str | Path) -> Backend:
     return BACKENDS[DEFAULT_BACKEND]
 
 
+def backend_for(path: str | Path, backend: str | None = None) -> str:
+    """``backend`` if given (checked against the table), else the backend that
+    claims the file's suffix ("trt" for .engine/.plan/.trt) and "ort" otherwise."""
+    if backend:
+        return get_backend(backend).name
+    return backend_for_path(path).name
+
+
+def open_runner(path: str | Path, backend: str | None = None, *, provider: str = "cpu",
+                threads: int = 0, batch: int | None = None,
+                spinning: bool = True) -> Any:
+    """Open ``path`` with the runner of ``backend`` (guessed from the suffix when None): an object
+    with the runner contract of :mod:`deploy.runners`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeployError(f"model file '{path}' not found: check the path")
+    return get_backend(backend_for(path, backend)).open(path, provider=provider, threads=threads, batch=batch,
+                                                        spinning=spinning)
+
+
 # --------------------------------------------------------------------------- built-ins
 def _open_ort(path: Path, *, provider: str = "cpu", threads: int = 0, batch: int | None = None,
               spinning: bool = True) -> Any:
@@ -107,15 +128,15 @@ def _open_trt(path: Path, *, provider: str = "cpu", threads: int = 0, batch: int
 
 
 def _profile_ort(*args: Any) -> Any:
-    from deploy.profile import _profile_ort as run
+    from deploy.layer_times import profile_ort
 
-    return run(*args)
+    return profile_ort(*args)
 
 
 def _profile_trt(model: Path, batch: int, warmup: int, iters: int, provider: str, threads: int) -> Any:
-    from deploy.profile import _profile_trt as run
+    from deploy.layer_times import profile_trt
 
-    return run(model, batch, warmup, iters)
+    return profile_trt(model, batch, warmup, iters)
 
 
 def _build_trt(source: str, out: str | None, precision: str, workspace_mb: int) -> str:

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from deploy import onnxmeta
-from deploy.backends import get_backend
+from deploy.backends import get_backend, open_runner
 from deploy.files import sha256_file
 from deploy.fmt import ms, rate
-from deploy.runners import open_runner
 from deploy.timing import summarize, time_callable, time_for
 
 from deploy import MEASUREMENT_FORMAT

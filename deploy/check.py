@@ -27,7 +27,8 @@ import numpy as np
 from deploy.bench import model_fields
 from deploy.errors import DeployError
 from deploy.fmt import percent
-from deploy.runners import OrtRunner, open_runner, run_batched
+from deploy.backends import open_runner
+from deploy.runners import OrtRunner, run_batched
 
 X_KEYS = ("x", "x_test", "images")
 Y_KEYS = ("y", "y_test", "labels")

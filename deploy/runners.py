@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from deploy import onnxmeta
-from deploy.backends import backend_for_path, get_backend
 from deploy.cuda import Cuda
 from deploy.errors import DeployError
 from deploy.onnxmeta import OnnxHeader, read_onnx_header
@@ -33,8 +32,7 @@ from deploy.system import board_name, cpu_name, versions
 from deploy.trt_runner import TrtRunner, _collecting_logger, read_sidecar  # noqa: F401 - re-exported
 from deploy.trtapi import import_tensorrt
 
-__all__ = ["OrtRunner", "TrtRunner", "open_runner", "run_batched", "read_sidecar", "sidecar_path",
-           "backend_for", "import_tensorrt", "Cuda"]
+__all__ = ["OrtRunner", "TrtRunner", "run_batched", "read_sidecar", "sidecar_path", "import_tensorrt", "Cuda"]
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")  # the trt entry of deploy.backends
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -79,25 +77,6 @@ def _ort_session(path: Path, provider: str, threads: int, profile_prefix: str | 
                           f"{', '.join(session.get_providers())}): check the CUDA/cuDNN "
                           "install, or use --provider cpu")
     return session, ort.__version__
-
-
-def backend_for(path: str | Path, backend: str | None = None) -> str:
-    """``backend`` if given (checked against :mod:`deploy.backends`), else the backend that
-    claims the file's suffix ("trt" for .engine/.plan/.trt) and "ort" otherwise."""
-    if backend:
-        return get_backend(backend).name
-    return backend_for_path(path).name
-
-
-def open_runner(path: str | Path, backend: str | None = None, *, provider: str = "cpu",
-                threads: int = 0, batch: int | None = None,
-                spinning: bool = True) -> "OrtRunner | TrtRunner":
-    """Open ``path`` with the runner of ``backend`` (guessed from the suffix when None)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DeployError(f"model file '{path}' not found: check the path")
-    return get_backend(backend_for(path, backend)).open(path, provider=provider, threads=threads, batch=batch,
-                                                        spinning=spinning)
 
 
 def run_batched(runner: "OrtRunner | TrtRunner", x: np.ndarray, batch_size: int = 256) -> np.ndarray:
