@@ -14,7 +14,8 @@ from edgekd.cli.cli import cli
 from edgekd.search.cost import spec_cost
 from edgekd.core.errors import EdgekdError
 from edgekd.search.families import Block, Family, get_family, register_family, stem_and_stages, unregister_family
-from edgekd.search.space import SpaceConfig, Stage, StudentSpec, build, enumerate_specs
+from edgekd.search.grid import enumerate_specs
+from edgekd.search.space import SpaceConfig, Stage, StudentSpec, build
 
 
 class Doubler(nn.Module):

@@ -55,7 +55,7 @@ def test_pairing_picks_equal_resolutions_resnet18_at_224() -> None:
 
 @pytest.mark.parametrize("family", ["plain", "residual"])
 def test_pairing_picks_equal_resolutions_on_search_space_students(family: str) -> None:
-    from edgekd.search.space import enumerate_specs
+    from edgekd.search.grid import enumerate_specs
 
     teacher = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
                             nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),

@@ -19,7 +19,8 @@ from deploy import opcheck  # noqa: E402
 from edgekd.core.errors import EdgekdError  # noqa: E402
 from edgekd.inputs.profiles import load_profile  # noqa: E402
 from edgekd.search.families import family_names, get_family, register_family, unregister_family  # noqa: E402
-from edgekd.search.space import SpaceConfig, StudentSpec, build, enumerate_specs  # noqa: E402
+from edgekd.search.grid import enumerate_specs  # noqa: E402
+from edgekd.search.space import SpaceConfig, StudentSpec, build  # noqa: E402
 from edgekd.ship.export import export_onnx  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

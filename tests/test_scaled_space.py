@@ -20,7 +20,8 @@ from edgekd.inputs.profiles import load_profile
 from edgekd.search.blocks import deployed
 from edgekd.search.cost import module_cost, spec_cost
 from edgekd.search.search import search_candidates
-from edgekd.search.space import SpaceConfig, Stage, StudentSpec, build, enumerate_specs
+from edgekd.search.grid import enumerate_specs
+from edgekd.search.space import SpaceConfig, Stage, StudentSpec, build
 
 #: ONNX ops the TensorRT 8.5 ONNX parser reads (onnx-tensorrt's operator table) that these
 #: students use; a family exporting anything else would not build on JetPack 5.

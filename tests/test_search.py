@@ -16,7 +16,8 @@ from edgekd.core.errors import EdgekdError
 from edgekd.search.latency import Calibration, LatencyEstimate, feature_names, predict_latency
 from edgekd.inputs.profiles import load_profile
 from edgekd.search.search import Candidate, pareto_front, pareto_mask, search_candidates, select_shortlist
-from edgekd.search.space import SpaceConfig, Stage, StudentSpec, build, enumerate_specs
+from edgekd.search.grid import enumerate_specs
+from edgekd.search.space import SpaceConfig, Stage, StudentSpec, build
 from edgekd.ship.measure import measured_latency
 
 SMALL = SpaceConfig(min_depth=3, max_depth=7, base_widths=(4, 8), growths=(2.0,))

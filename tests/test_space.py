@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from edgekd.core.errors import EdgekdError
-from edgekd.search.space import SpaceConfig, Stage, StudentSpec, build, enumerate_specs
+from edgekd.search.grid import enumerate_specs
+from edgekd.search.space import SpaceConfig, Stage, StudentSpec, build
 
 PLAIN = StudentSpec("plain", (1, 28, 28), 10, (Stage(8, 2, 1), Stage(16, 3, 2), Stage(32, 2, 2)))
 RESIDUAL = StudentSpec("residual", (3, 32, 32), 100, (Stage(16, 2, 1), Stage(32, 2, 2)),

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass
 class ParserFilter:
-    """``keep(family, variant)`` for :func:`edgekd.search.space.enumerate_specs`; what it
+    """``keep(family, variant)`` for :func:`edgekd.search.grid.enumerate_specs`; what it
     dropped, with the operators the parser lacks, is kept in ``skipped``."""
 
     tensorrt: str

@@ -10,7 +10,7 @@ spec options must pass. Everything else is generic and works for any registered 
 * **cost hooks**: a block's ``key`` is the signature :mod:`edgekd.search.cost` caches its MACs and
   layer table under; a module that costs time but is not a conv, linear or pool declares a
   ``cost_kind`` attribute (see :mod:`edgekd.search.blocks`);
-* **enumeration**: :func:`edgekd.search.space.enumerate_specs` walks depths, stage splits, widths,
+* **enumeration**: :func:`edgekd.search.grid.enumerate_specs` walks depths, stage splits, widths,
   kernels, stem strides and bottlenecks, and asks the family how many blocks a depth has and
   which option variants (expansion, squeeze-excitation, activation) to try.
 
@@ -302,7 +302,3 @@ register_family(Family(
     help="stem + RepVGG blocks (kxk, 1x1 and identity branches in training, one fused kxk conv "
          "deployed; Ding et al. 2021)",
     onnx_ops=_ops("Conv")))  # exported fused: one kxk conv (with bias) and a ReLU per block
-
-
-# ---------------------------------------------------------------------------- reference
-import edgekd.search.reference  # noqa: E402,F401 - registers the torchvision reference students

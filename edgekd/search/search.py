@@ -1,14 +1,13 @@
 """Budgeted student search: enumerate the space, cost every candidate, keep those that fit
 the device budget, find the Pareto front and shortlist students for training.
 
-* **Budget.** A candidate is feasible when ``MACs <= max_macs`` (per sample) and its latency
-  at the profile's budget batch is ``<= latency_ms``. Both default to the profile's budget.
-  The latency is *calibrated* when a calibration is given (or found as
-  ``OUT/calibration-PROFILE.json``, or the profile's kernel table written by ``edgekd
-  calibrate`` is in its default place, :mod:`edgekd.search.kernel_model`), else *predicted* (roofline); with ``measure=True`` (host
+* **Budget.** A candidate is feasible when ``MACs <= max_macs`` (per sample) and its latency at the
+  profile's budget batch is ``<= latency_ms``. Both default to the profile's budget. The latency is
+  *calibrated* when a calibration is given (or found as ``OUT/calibration-PROFILE.json``, or the
+  profile's kernel table written by ``edgekd calibrate`` is in its default place,
+  :mod:`edgekd.search.kernel_model`), else *predicted* (roofline); with ``measure=True`` (host
   profile only) the shortlisted candidates are *measured* on this host and a candidate whose
-  measured latency breaks the budget is replaced by the next one. Every latency carries its
-  label.
+  measured latency breaks the budget is replaced by the next one. Every latency carries its label.
 * **Pareto front** over (latency, parameters, depth): lower latency, and for the same cost more
   parameters and more depth (FitNets: at a fixed multiply budget the deeper, more capable
   student wins once hints make it trainable). A candidate is on the front when no other
@@ -34,7 +33,8 @@ from edgekd.search.latency import Calibration, LatencyEstimate, predict_latency
 from edgekd.search.families import default_families
 from edgekd.search.buildable import ParserFilter, parser_filter, report_skipped
 from edgekd.search.config import SearchConfig
-from edgekd.search.space import SpaceConfig, StudentSpec, enumerate_specs
+from edgekd.search.grid import enumerate_specs
+from edgekd.search.space import SpaceConfig, StudentSpec
 from edgekd.core.units import format_count
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -1,5 +1,6 @@
 """The student search space: :class:`StudentSpec` (a JSON-round-tripping dataclass),
-:func:`build` (spec -> ``nn.Module``) and :func:`enumerate_specs`.
+:class:`SpaceConfig` (the grid) and :func:`build` (spec -> ``nn.Module``); walking the grid is
+:func:`edgekd.search.grid.enumerate_specs`.
 
 Students are thin and deep (FitNets, Romero et al. 2015: at a fixed multiply budget,
 deeper and thinner students win once hint training makes them trainable, so depth is the
@@ -33,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import loads_json
@@ -332,7 +333,7 @@ def build(spec: StudentSpec) -> "nn.Module":
 # ---------------------------------------------------------------------------- enumeration
 @dataclass(frozen=True)
 class SpaceConfig:
-    """The grid :func:`enumerate_specs` walks (:mod:`edgekd.search.grid` walks it).
+    """The grid :func:`edgekd.search.grid.enumerate_specs` walks.
 
     Depth runs over ``min_depth..max_depth`` conv layers (None: ``depth_limits``, the first
     below ``scaled_from`` px, the second from it on). ``families`` empty: the default ones
@@ -417,19 +418,3 @@ def round_width(width: float, multiple: int) -> int:
     return max(multiple, multiple * round(width / multiple))
 
 
-def enumerate_specs(input_shape: Iterable[int], classes: int,
-                    config: SpaceConfig | None = None, *,
-                    keep: Callable[[str, dict[str, Any]], bool] | None = None) -> list[StudentSpec]:
-    """Every student of the grid described by ``config``, in a deterministic order
-    (:func:`edgekd.search.grid.enumerate_grid`). ``keep(family, variant)``, when given, drops
-    the family variants it returns False for (the search passes the profile's TensorRT parser
-    filter).
-
-    With the defaults and a 28x28 or 32x32 input this yields about ten thousand specs
-    (depth 3..19) in well under a second, and a few thousand per family at 224 px;
-    :mod:`edgekd.search.search` filters them by budget.
-    """
-    from edgekd.search.grid import enumerate_grid
-
-    return enumerate_grid(tuple(int(v) for v in input_shape), classes, config or SpaceConfig(),
-                          keep=keep)

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_json, atomic_write_text, read_json, sha256_file
 from edgekd.search.kernel_model import KernelTable, fit_kernel_table
-from edgekd.search.space import SpaceConfig, StudentSpec, enumerate_specs
+from edgekd.search.grid import enumerate_specs
+from edgekd.search.space import SpaceConfig, StudentSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekd.inputs.profiles import DeviceProfile
