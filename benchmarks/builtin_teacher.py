@@ -7,7 +7,7 @@
    ``../shared/data/mnist.npz`` exists), parameters and MACs.
 2. Load it again from the cache: wall time.
 3. Teacher logits on the 10,000 training images: computed vs read from the on-disk cache
-   (``edgekd.inputs.data.teacher_logits``), median of repeats, ratio measured in the same run.
+   (``edgekd.inputs.logits.teacher_logits``), median of repeats, ratio measured in the same run.
 
 Usage:
     python benchmarks/builtin_teacher.py        # about 2 minutes on 2 CPU cores
@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekd.inputs.data import load_dataset, make_dataset, teacher_logits
+from edgekd.inputs.data import make_dataset
+from edgekd.inputs.loaders import load_dataset
+from edgekd.inputs.logits import teacher_logits
 from edgekd.core.fileio import atomic_write_json, atomic_write_text
 from edgekd.distill.builtin_teacher import (TeacherRecipe, builtin_teacher, builtin_teacher_path,
                                             model_accuracy as accuracy)

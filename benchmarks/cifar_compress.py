@@ -46,7 +46,7 @@ AIM_POINTS = 2.0
 def teacher_record(args: argparse.Namespace) -> dict[str, Any]:
     """The teacher checkpoint and its recorded recipe/accuracy/MACs (cifar_teacher.py)."""
     if args.teacher:
-        from edgekd.inputs.data import load_dataset
+        from edgekd.inputs.loaders import load_dataset
         from edgekd.inputs.teachers import load_teacher
         from edgekd.search.cost import module_cost
 

@@ -49,7 +49,8 @@ CPU_STAGES: dict[str, tuple[tuple[int, int, int], ...]] = {"mnist": ((16, 1, 1),
 def load_data(name: str, data_dir: Path, quick: bool = False) -> Any:
     """The data set ``name`` (cifar10 | mnist) from ``data_dir``; ``quick`` cuts it to 3,000
     training and 1,000 test images (a smoke test, not a result)."""
-    from edgekd.inputs.data import load_dataset, make_dataset
+    from edgekd.inputs.data import make_dataset
+    from edgekd.inputs.loaders import load_dataset
 
     path = Path(data_dir) / f"{name}.npz"
     if not path.is_file():

@@ -35,7 +35,7 @@ def main() -> None:
 
     from edgekd.core.fileio import atomic_write_json, atomic_write_text
     from edgekd.distill import TrainConfig, train_student
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
     from edgekd.search.space import Stage, StudentSpec
 
     torch.set_num_threads(1)

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekd.inputs.data import load_dataset, to_tensor
+from edgekd.inputs.data import to_tensor
+from edgekd.inputs.loaders import load_dataset
 from edgekd.ship.export import export_onnx
 from edgekd.core.fileio import atomic_write_json, atomic_write_text
 from edgekd.ship.measure import measure_onnx

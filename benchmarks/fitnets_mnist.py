@@ -347,7 +347,7 @@ def main() -> None:
 
     # --- epoch timing (early: it is short and wants the cache warm) -------------------------
     if rec.get("timing") is None:
-        from edgekd.inputs.data import teacher_logits
+        from edgekd.inputs.logits import teacher_logits
 
         teacher_logits(teacher, ds.x_train, ds.normalization, cache_dir=work / "cache", teacher_fp=fps[0])
         rec.put("timing", epoch_timing(main_spec, teacher, ds, base, work, fps, repeats=1 if args.quick else 3))

@@ -124,7 +124,7 @@ def main() -> None:
     import torch
 
     from edgekd.core.fileio import atomic_write_json, atomic_write_text
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
 
     torch.set_num_threads(1)
     data = load_dataset(args.data)

@@ -128,7 +128,8 @@ def reference_loop(model: Any, x: Any, y: Any, pad_value: Any, epochs: int, seed
 
 
 def load_set(name: str, data_dir: Path) -> tuple[Any, dict[str, Any]]:
-    from edgekd.inputs.data import load_dataset, to_tensor
+    from edgekd.inputs.data import to_tensor
+    from edgekd.inputs.loaders import load_dataset
 
     ds = load_dataset(str(data_dir / f"{name}.npz"))
     norm = ds.normalization

@@ -62,7 +62,7 @@ def main() -> None:
         args.data, args.candidates, args.epochs, args.max_train_samples = None, 3, 3, 1000
         args.teacher_samples = 2000
 
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
     from edgekd.run.executors import LocalExecutor, TrialContext, train_trial, trial_payload
     from edgekd.run.halving import HalvingConfig, SuccessiveHalving, TrialJob, epochs_spent
     from edgekd.inputs.profiles import load_profile

@@ -36,7 +36,7 @@ import torch
 
 from edgekd.core.fileio import atomic_write_json, atomic_write_text
 from edgekd.distill.builtin_teacher import TeacherRecipe, model_accuracy, train_builtin_teacher
-from edgekd.inputs.data import load_dataset
+from edgekd.inputs.loaders import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared/data/mnist.npz"

@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from edgekd.core.fileio import atomic_write_json, atomic_write_text, read_jsonl
 from edgekd.distill import TrainConfig, train_student
 from edgekd.distill import augment as aug_module
-from edgekd.inputs.data import load_dataset, split_train_val, to_tensor
+from edgekd.inputs.data import split_train_val, to_tensor
+from edgekd.inputs.loaders import load_dataset
 from edgekd.distill.builtin_teacher import builtin_teacher
 from edgekd.search.space import Stage, StudentSpec, build
 

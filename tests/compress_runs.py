@@ -41,7 +41,7 @@ def tiny_inputs(base: Path) -> tuple[Path, Path]:
     data_path, teacher_path = base / "tiny.npz", base / "teacher.pt"
     if data_path.exists() and teacher_path.exists():
         return data_path, teacher_path
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
     from edgekd.distill.builtin_teacher import TeacherRecipe, builtin_teacher, builtin_teacher_path
 
     full = load_dataset(None)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from edgekd.inputs.data import ImageDataset, load_dataset, to_tensor
+from edgekd.inputs.data import ImageDataset, to_tensor
+from edgekd.inputs.loaders import load_dataset
 from edgekd.search.space import Stage, StudentSpec, build
 
 SMALL_SPEC = StudentSpec(family="plain", input=(1, 28, 28), classes=10,

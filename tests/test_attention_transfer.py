@@ -33,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def teacher_file(tmp_path_factory):
     """TEACHER trained on labels for 2 epochs; its edgekd checkpoint is a valid --teacher."""
     from edgekd.distill import train_student
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one_thread is function-scoped: it is not active in a module fixture
@@ -145,7 +145,7 @@ class ProjectedAT(nn.Module):
 def test_a_feature_loss_with_parameters_trains_them_and_keeps_them(teacher_file, tmp_path) -> None:
     from edgekd.core.checkpoint import load_student
     from edgekd.distill import train_student
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
 
     register_method(Method("toy-proj", "toy projected features", compress=False,
                            stages=(Stage("proj", ProjectedAT, teacher=True),)))
@@ -210,7 +210,7 @@ def test_fitnets_two_stages_are_expressible_in_the_tap_interface(teacher_file, t
     from edgekd.distill import train_student
     from edgekd.distill.method_catalog import KD_OPTIONS
     from edgekd.distill.methods import lazy_loss
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
 
     register_method(Method("toy-fitnet", "hint stage then KD, through taps", compress=False, options=KD_OPTIONS,
                            stages=(Stage("hint", TappedHint, teacher=True, epochs=lambda config: 1),

@@ -21,7 +21,8 @@ from deploy import onnxmeta
 from deploy.errors import DeployError
 from edgekd.core.checkpoint import read_checkpoint
 from edgekd.cli.cli import cli
-from edgekd.inputs.data import load_dataset, make_dataset
+from edgekd.inputs.data import make_dataset
+from edgekd.inputs.loaders import load_dataset
 from edgekd.distill import TrainConfig, train_student
 from edgekd.core.errors import EdgekdError
 from edgekd.ship.export import export_onnx

@@ -19,7 +19,8 @@ from click.testing import CliRunner  # noqa: E402
 
 from edgekd.core.checkpoint import save_student  # noqa: E402
 from edgekd.cli.cli import cli  # noqa: E402
-from edgekd.inputs.data import load_dataset, to_tensor  # noqa: E402
+from edgekd.inputs.data import to_tensor  # noqa: E402
+from edgekd.inputs.loaders import load_dataset  # noqa: E402
 from small_student import SMALL_SPEC, trained_small_student  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

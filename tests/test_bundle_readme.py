@@ -28,7 +28,7 @@ from deploy.errors import DeployError  # noqa: E402
 from deploy.onnxmeta import read_onnx_header  # noqa: E402
 from edgekd.cli.cli import cli  # noqa: E402
 from edgekd.core.errors import EdgekdError  # noqa: E402
-from edgekd.inputs.data import load_dataset  # noqa: E402
+from edgekd.inputs.loaders import load_dataset  # noqa: E402
 from small_student import trained_small_student  # noqa: E402
 from edgekd.ship.bundle import make_bundle  # noqa: E402
 from edgekd.ship.export import export_onnx, onnx_logits  # noqa: E402

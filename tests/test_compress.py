@@ -131,7 +131,7 @@ def test_trials_follow_the_halving_plan(run) -> None:
 
 def test_onnx_exports_pass_parity_and_are_measured(run) -> None:
     from edgekd.core.checkpoint import load_student
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
     from edgekd.ship.export import check_parity, parity_inputs, read_metadata
 
     search = read_json(run / "outcome.json")

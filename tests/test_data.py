@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from edgekd.inputs.data import (ImageDataset, Normalization, load_dataset, load_transfer_set,
-                         shipped_subset_path, split_train_val, teacher_logits, to_tensor)
+from edgekd.inputs.data import ImageDataset, Normalization, split_train_val, to_tensor
+from edgekd.inputs.loaders import load_dataset, load_transfer_set, shipped_subset_path
+from edgekd.inputs.logits import teacher_logits
 from edgekd.core.errors import EdgekdError
 
 

@@ -16,7 +16,7 @@ from torch import nn  # noqa: E402
 
 from edgekd.core.checkpoint import save_student  # noqa: E402
 from edgekd.core.runfolder import RunDir  # noqa: E402
-from edgekd.inputs.data import load_dataset  # noqa: E402
+from edgekd.inputs.loaders import load_dataset  # noqa: E402
 from edgekd.inputs.profiles import load_profile  # noqa: E402
 from edgekd.run.setup import Inputs  # noqa: E402
 from edgekd.run.ship_stages import export_stage, int8_stage, on_cpu, teacher_stage  # noqa: E402

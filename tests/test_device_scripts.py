@@ -27,7 +27,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from edgekd.inputs.data import load_dataset  # noqa: E402
+from edgekd.inputs.loaders import load_dataset  # noqa: E402
 from edgekd.inputs.profiles import load_profile  # noqa: E402
 from edgekd.ship.bundle import make_bundle  # noqa: E402
 from edgekd.ship.export import export_onnx  # noqa: E402

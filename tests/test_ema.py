@@ -11,7 +11,8 @@ from edgekd.core.errors import EdgekdError
 from edgekd.distill import TrainConfig, train_student
 from edgekd.distill import trainer as trainer_module
 from edgekd.distill.ema import WeightEMA
-from edgekd.inputs.data import load_dataset, make_dataset
+from edgekd.inputs.data import make_dataset
+from edgekd.inputs.loaders import load_dataset
 from edgekd.search.space import Stage, StudentSpec
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from edgekd.inputs.data import load_dataset  # noqa: E402
+from edgekd.inputs.loaders import load_dataset  # noqa: E402
 from edgekd.core.errors import EdgekdError  # noqa: E402
 from edgekd.ship.export import (MIN_PARITY_SAMPLES, check_parity, export_onnx, onnx_logits,  # noqa: E402
                            parity_inputs, read_metadata, torch_logits)

@@ -87,7 +87,7 @@ def test_student_validation_uses_a_fused_copy_with_the_students_accuracy(monkeyp
     from edgekd.distill import trainer as trainer_module
     from edgekd.distill.evaluate import accuracy, predict_logits
     from edgekd.distill.trainset import prepare_data
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
     from edgekd.search.space import Stage, StudentSpec
 
     dataset = load_dataset(None)

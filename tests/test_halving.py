@@ -257,7 +257,7 @@ def test_default_epochs_follow_the_data_size_and_the_device() -> None:
 def test_embedded_search_shortlists_stride_2_stems_and_a_given_config_does_not() -> None:
     """search_stage searches the config's stem strides: the embedded default's budget is then
     met by students that halve the image in their first conv (much faster to run on the host)."""
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
     from edgekd.inputs.profiles import load_profile
     from edgekd.run.pipeline import EMBEDDED_LATENCY_MS, CompressConfig, Inputs, search_stage
     from edgekd.search.space import StudentSpec

@@ -128,7 +128,8 @@ def test_joint_loss_adds_beta_times_the_hint_loss_by_hand() -> None:
 # ----------------------------------------------------------------------------- in the trainer
 @pytest.fixture(scope="module")
 def mnist():
-    from edgekd.inputs.data import load_dataset, make_dataset
+    from edgekd.inputs.data import make_dataset
+    from edgekd.inputs.loaders import load_dataset
 
     full = load_dataset(None)
     return make_dataset(name="mnist-800", source="test", x_train=full.x_train[:800], y_train=full.y_train[:800],

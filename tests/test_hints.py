@@ -148,7 +148,8 @@ def test_tap_shares_the_student_parameters() -> None:
 
 
 def test_hint_stage_lowers_the_hint_loss_on_mnist() -> None:
-    from edgekd.inputs.data import load_dataset, to_tensor
+    from edgekd.inputs.data import to_tensor
+    from edgekd.inputs.loaders import load_dataset
 
     ds = load_dataset(None)
     x = to_tensor(ds.x_train[:256], ds.normalization)

@@ -184,7 +184,7 @@ def test_single_class_data_names_the_class_count_not_the_learning_rate(tmp_path)
     import torch
 
     from edgekd.distill.losses import dkd_terms
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
 
     with pytest.raises(EdgekdError, match="at least 2 classes, but the data has 1"):
         dkd_terms(torch.zeros(4, 1), torch.zeros(4, 1), torch.zeros(4, dtype=torch.long), 4.0)
@@ -383,7 +383,7 @@ def test_export_finds_the_recorded_data_and_leaves_a_read_only_run_alone(run_cop
 def test_the_parity_check_adapts_to_a_small_data_set_and_says_so(tmp_path) -> None:
     import numpy as np
 
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
     from edgekd.run.preflight import check_parity_sample
 
     full = load_dataset(None)

@@ -236,7 +236,7 @@ def test_ban_generations_of_a_module_start_from_their_own_seeds(tmp_path, monkey
     """Each generation of an nn.Module student is re-initialised under seed + g - 1 (before, all
     generations started from the same deep copy)."""
     from edgekd.distill import ban, train_student
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
     from edgekd.inputs.teachers import BuiltinCNN
 
     seen: list[dict[str, torch.Tensor]] = []

@@ -63,7 +63,7 @@ def toy_method():
 def teacher_file(tmp_path_factory) -> Path:
     """A small student trained on labels; its edgekd checkpoint is a valid --teacher."""
     from edgekd.distill import TrainConfig, train_student
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
 
     folder = tmp_path_factory.mktemp("toy-teacher")
     threads = torch.get_num_threads()
@@ -105,7 +105,7 @@ def test_a_toy_method_trains_through_edgekd_train(toy_method, teacher_file, tmp_
 
 def test_methods_without_a_teacher_are_refused_and_unknown_names_listed(toy_method, tmp_path) -> None:
     from edgekd.distill import TrainConfig, train_student
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
 
     with pytest.raises(EdgekdError, match="method 'toy-soft' needs a teacher"):
         train_student(SPEC, [], load_dataset(None), TrainConfig(method="toy-soft"), tmp_path,

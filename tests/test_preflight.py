@@ -27,7 +27,7 @@ def inputs(tmp_path_factory):
 
 
 def _builtin(teacher_path):
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
     from edgekd.inputs.teachers import load_teacher
 
     return load_teacher(str(teacher_path), dataset=load_dataset(None)).eval()

@@ -261,7 +261,8 @@ def test_small_inputs_get_a_stride_one_stem_and_no_max_pool() -> None:
 def test_splits_are_uint8_and_normalised_per_access() -> None:
     from edgekd.distill.config import TrainConfig
     from edgekd.distill.trainset import NormalizedImages, prepare_data
-    from edgekd.inputs.data import load_dataset, to_tensor
+    from edgekd.inputs.data import to_tensor
+    from edgekd.inputs.loaders import load_dataset
 
     ds = load_dataset(None)
     data = prepare_data(ds, TrainConfig(method="scratch", epochs=1))

@@ -273,7 +273,7 @@ def test_predict_takes_a_run_folder_and_uses_its_winner(run_copy, tmp_path) -> N
 
     folder = tmp_path / "images"
     folder.mkdir()
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
 
     image = load_dataset(None).x_test[0].reshape(28, 28)
     Image.fromarray(image).save(folder / "digit.png")

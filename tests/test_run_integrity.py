@@ -205,7 +205,8 @@ def test_directory_is_fsynced_after_each_atomic_replace(tmp_path, monkeypatch) -
 def test_a_kill_between_metrics_line_and_checkpoint_loses_no_curve_point(tmp_path, monkeypatch,
                                                                         one_thread) -> None:
     import edgekd.distill.checkpointing as trainer  # saves the checkpoint
-    from edgekd.inputs.data import load_dataset, make_dataset
+    from edgekd.inputs.data import make_dataset
+    from edgekd.inputs.loaders import load_dataset
     from edgekd.distill import TrainConfig, train_student
     from edgekd.search.space import Stage, StudentSpec
 

@@ -14,7 +14,8 @@ from edgekd.cli.cli import cli
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import read_jsonl
 from edgekd.distill import TrainConfig, train_student
-from edgekd.inputs.data import load_dataset, make_dataset, split_train_val, with_validation
+from edgekd.inputs.data import make_dataset, split_train_val, with_validation
+from edgekd.inputs.loaders import load_dataset
 from edgekd.run.selection import bias_line, choose_arm, teacher_bias, teacher_clearly_stronger
 from edgekd.search.space import Stage, StudentSpec, build
 

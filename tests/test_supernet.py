@@ -77,7 +77,8 @@ def test_batchnorm_is_re_estimated_from_the_calibration_images() -> None:
 
 
 def _mnist(n_train: int = 1200, n_val: int = 300) -> TrainData:
-    from edgekd.inputs.data import load_dataset, to_tensor
+    from edgekd.inputs.data import to_tensor
+    from edgekd.inputs.loaders import load_dataset
 
     data = load_dataset(None)
     norm = data.normalization

@@ -18,7 +18,8 @@ from torch import nn
 
 from edgekd.inputs import teachers as teachers_module
 from edgekd.cli.cli_options import data_option, pair_arches, resolve_teachers, teacher_options
-from edgekd.inputs.data import ImageDataset, load_dataset, make_dataset, to_tensor
+from edgekd.inputs.data import ImageDataset, make_dataset, to_tensor
+from edgekd.inputs.loaders import load_dataset
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import sha256_file
 from edgekd.distill import builtin_teacher as builtin_module

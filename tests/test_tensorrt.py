@@ -45,7 +45,7 @@ from deploy.trtapi import api_path  # noqa: E402
 STRONGLY_TYPED = api_path(tensorrt.__version__) == "11.x"  # no --fp16 builder flag there
 torch = pytest.importorskip("torch")
 
-from edgekd.inputs.data import load_dataset  # noqa: E402
+from edgekd.inputs.loaders import load_dataset  # noqa: E402
 from edgekd.ship.export import export_onnx, parity_inputs, student_metadata  # noqa: E402
 from edgekd.search.space import Stage, StudentSpec, build  # noqa: E402
 

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from edgekd.core.checkpoint import load_student
 from edgekd.cli.cli import cli
-from edgekd.inputs.data import load_dataset, to_tensor
+from edgekd.inputs.data import to_tensor
+from edgekd.inputs.loaders import load_dataset
 from edgekd.core.fileio import read_json, read_jsonl
 from edgekd.search.space import Stage, StudentSpec
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from edgekd.core.checkpoint import load_student
-from edgekd.inputs.data import load_dataset
+from edgekd.inputs.loaders import load_dataset
 from edgekd.distill import TrainConfig, TrainResult, train_student
 from edgekd.distill import trainer as trainer_module
 from edgekd.core.errors import EdgekdError

@@ -106,7 +106,8 @@ def normalize_option(default: str) -> Callable[[Callable[..., Any]], Callable[..
 def resolve_data(data: str | None, image_size: tuple[int, int] | None = None,
                  normalize: str | None = None) -> "ImageDataset":
     """The data set named by ``--data`` / ``--image-size``, fed as ``--normalize`` says."""
-    from edgekd.inputs.data import apply_normalize, load_dataset
+    from edgekd.inputs.data import apply_normalize
+    from edgekd.inputs.loaders import load_dataset
 
     return apply_normalize(load_dataset(data, image_size=image_size), normalize)
 

@@ -86,7 +86,7 @@ def builtin_teacher(dataset: "ImageDataset | None" = None, *, cache_dir: Path | 
     recipe (tests use a tiny budget) and are part of the cache key.
     """
     from edgekd.core import fmt
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
 
     dataset = dataset if dataset is not None else load_dataset()
     recipe = builtin_recipe(epochs, max_train_samples)

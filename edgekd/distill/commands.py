@@ -123,7 +123,7 @@ def list_model_layers(model_arg: str, *, search: Path | None, arch: str | None, 
     from edgekd.distill.builtin_teacher import load_teacher
     from edgekd.distill.hints import list_layers
     from edgekd.distill.pairing import hint_pairs
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
     from edgekd.search.space import build
 
     stages = "all" if hint_mode == "multi" else "one"

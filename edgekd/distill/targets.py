@@ -3,7 +3,7 @@
 Teacher ensembles: several teachers are combined with ``ensemble="logits"`` (mean logits)
 or ``"probs"`` (mean tempered probabilities), :func:`~edgekd.distill.losses.combine_teacher_logits`.
 With augmentation off, each teacher's logits on the training images are computed once and
-cached on disk by :func:`edgekd.inputs.data.teacher_logits` (key: teacher fingerprint + data
+cached on disk by :func:`edgekd.inputs.logits.teacher_logits` (key: teacher fingerprint + data
 fingerprint), so a KD epoch does no teacher forward pass; a different teacher gets a
 different file.
 
@@ -68,7 +68,7 @@ def cached_teacher_targets(teachers: list[nn.Module], fps: list[str], dataset: I
     Each teacher's logits are computed on *all* training images (so every seed, split and
     rung of a run shares one cache file per teacher) and then indexed.
     """
-    from edgekd.inputs.data import teacher_logits
+    from edgekd.inputs.logits import teacher_logits
 
     cache_dir = logit_cache_dir(config)
     per_teacher = [torch.from_numpy(teacher_logits(t, dataset.x_train, dataset.normalization,

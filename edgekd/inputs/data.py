@@ -1,66 +1,36 @@
-"""Data sets, transfer sets and the teacher-output cache.
-
-Every data set becomes an :class:`ImageDataset`: uint8 images laid out ``(N, C, H, W)``,
-int64 labels in ``0..classes-1``, the class names, and the :class:`Normalization` computed
-on the train split (per-channel mean and standard deviation of ``x / 255``). The
-normalisation travels with the student checkpoint and the ONNX metadata, so export and the
-on-device kit feed the model exactly what it was trained on:
+"""The data set every loader returns, :class:`ImageDataset`: uint8 images laid out
+``(N, C, H, W)``, int64 labels in ``0..classes-1``, the class names, and the
+:class:`Normalization` computed on the train split (per-channel mean and standard deviation of
+``x / 255``). The normalisation travels with the student checkpoint and the ONNX metadata, so
+export and the on-device kit feed the model exactly what it was trained on:
 ``x_float = (x_uint8 / 255 - mean[c]) / std[c]``.
 
-Accepted data specs (:func:`load_dataset`):
-
-- ``None`` or ``"mnist-subset"``: the MNIST subset shipped inside the package
-  (``edgekd/assets/mnist_subset.npz``): the first 10,000 training images of MNIST (the
-  shuffled-with-seed-0 train split of the archive built from the MIT-licensed PNG copy
-  ``rasbt/mnist-pngs``) and 2,000 test images sampled at random (seed 0) from the 10,000
-  MNIST test images; 28x28 grayscale, classes ``'0'..'9'``. See ``edgekd/assets/README.md``.
-- a ``.npz`` file with ``x_train``, ``y_train``, ``x_test``, ``y_test`` and optionally
-  ``classes``. Images may be uint8 (0..255) or float (0..1 or 0..255), laid out
-  ``(N, H, W)`` (grayscale), ``(N, H, W, C)`` or ``(N, C, H, W)``.
-- an image folder ``DIR/train/<class>/*.png|jpg|...`` and ``DIR/test/<class>/*`` (or
-  ``DIR/val/<class>/*``), read with Pillow and resized to one size (``image_size``, or the
-  first training image's size).
-- ``"torchvision:NAME:ROOT"``, e.g. ``torchvision:CIFAR10:~/data``: a torchvision data set
-  that is already on disk. edgekd never downloads at run time.
-
-A transfer set (:func:`load_transfer_set`) is unlabeled images that the teacher labels with
-its logits (Ba & Caruana 2014, "Do Deep Nets Really Need to be Deep?"): an ``.npz`` with key
-``x`` (or ``x_train``) or a folder of images; labels, if any, are ignored.
-
-:func:`teacher_logits` (:mod:`edgekd.inputs.logits`) computes a teacher's logits on uint8
-images once and caches them on disk as ``{cache_dir}/{teacher_fp[:16]}-{data_fp[:16]}.npy``.
-Image folders and torchvision sets are read by :mod:`edgekd.inputs.images`.
+Also here: the checks that turn any arrays into one (:func:`make_dataset`), fingerprints, the
+train/validation split, ``--val-data`` and ``--normalize``, and images as tensors. Loading a data
+set from a ``--data`` spec is :mod:`edgekd.inputs.loaders`; image folders and torchvision sets
+are read by :mod:`edgekd.inputs.images`; a teacher's logits on them are cached by
+:mod:`edgekd.inputs.logits`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from edgekd.core.errors import EdgekdError
-from edgekd.inputs.logits import teacher_logits  # noqa: F401 - re-exported (it lived here)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-SHIPPED_SUBSET = "mnist-subset"
-TORCHVISION_PREFIX = "torchvision:"
-NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 MAX_CHANNELS = 4  # an axis of at most this size is taken as the channel axis
 MAX_CLASSES = 100_000  # labels imply this many classes at most (ImageNet-21k has 21,841)
 _STATS_CHUNK_PIXELS = 4096 * 28 * 28  # pixels per chunk when computing mean/std (bounded memory at any size)
 _MIN_STD = 1e-6  # a constant channel gets std 1 instead of a division by ~0
-DATA_HELP = ("'mnist-subset' (default), a .npz with x_train/y_train/x_test/y_test, "
-             "an image folder DIR/train/<class>/ + DIR/test/<class>/, or 'torchvision:NAME:ROOT'")
-
-
 # --------------------------------------------------------------------------- normalisation
 @dataclass(frozen=True)
 class Normalization:
@@ -180,66 +150,6 @@ def array_fingerprint(x: np.ndarray, *extra: Any) -> str:
 
 
 # --------------------------------------------------------------------------- loading
-def load_dataset(spec: str | None = None, *, image_size: int | Sequence[int] | None = None
-                 ) -> ImageDataset:
-    """Load a data set from a spec (see the module docstring) and compute its normalisation.
-
-    ``image_size`` (an int or ``(H, W)``) applies to image folders only.
-    """
-    if spec is None or spec == SHIPPED_SUBSET:
-        return _load_npz(shipped_subset_path(), name=SHIPPED_SUBSET, source=SHIPPED_SUBSET)
-    from edgekd.inputs.images import load_image_folder, load_torchvision
-
-    if spec.startswith(TORCHVISION_PREFIX):
-        return load_torchvision(spec)
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise EdgekdError(f"data '{spec}': no such file or directory; pass {DATA_HELP}")
-    if path.is_dir():
-        return load_image_folder(path, image_size=image_size)
-    if path.suffix.lower() == ".npz" or zipfile.is_zipfile(path):
-        return _load_npz(path, name=path.stem, source=str(path))
-    raise EdgekdError(f"data '{spec}': unsupported file type '{path.suffix}'; pass {DATA_HELP}")
-
-
-def shipped_subset_path() -> Path:
-    """Path of the MNIST subset shipped in ``edgekd/assets``."""
-    from importlib.resources import files
-
-    return Path(str(files("edgekd.assets").joinpath("mnist_subset.npz")))
-
-
-def _open_npz(path: Path) -> Any:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        raise EdgekdError(f"data '{path}': cannot read it as a .npz archive ({error}); "
-                          "write it with numpy.savez or numpy.savez_compressed") from None
-
-
-def _npz_array(archive: Any, key: str, path: Path) -> np.ndarray:
-    if key not in archive.files:
-        raise EdgekdError(f"data '{path}': the .npz has no array '{key}' (it has "
-                          f"{', '.join(archive.files) or 'none'}); save x_train, y_train, x_test, "
-                          "y_test (and optionally classes)")
-    try:
-        return archive[key]
-    except ValueError as error:  # object arrays need pickle, which we refuse
-        raise EdgekdError(f"data '{path}': array '{key}' cannot be read without pickle ({error}); "
-                          "store numbers and strings as plain numpy arrays, not Python objects") from None
-
-
-def _load_npz(path: Path, *, name: str, source: str) -> ImageDataset:
-    with _open_npz(path) as archive:
-        arrays = {key: _npz_array(archive, key, path) for key in NPZ_KEYS}
-        classes = ([str(c) for c in _npz_array(archive, "classes", path).tolist()]
-                   if "classes" in archive.files else None)
-    where = f"data '{path}'"
-    return make_dataset(name=name, source=source, classes=classes, where=where,
-                        x_train=arrays["x_train"], y_train=arrays["y_train"],
-                        x_test=arrays["x_test"], y_test=arrays["y_test"])
-
-
 def make_dataset(*, name: str, source: str, x_train: np.ndarray, y_train: np.ndarray,
                  x_test: np.ndarray, y_test: np.ndarray, classes: Sequence[str] | None = None,
                  where: str | None = None) -> ImageDataset:
@@ -261,8 +171,8 @@ def make_dataset(*, name: str, source: str, x_train: np.ndarray, y_train: np.nda
         if n_x == 0:
             raise EdgekdError(f"{where}: the {split} split is empty; give at least one image")
     if xs["x_train"].shape[1:] != xs["x_test"].shape[1:]:
-        raise EdgekdError(f"{where}: train images are {_shape_text(xs['x_train'].shape[1:])} but "
-                          f"test images are {_shape_text(xs['x_test'].shape[1:])}; "
+        raise EdgekdError(f"{where}: train images are {shape_text(xs['x_train'].shape[1:])} but "
+                          f"test images are {shape_text(xs['x_test'].shape[1:])}; "
                           "use one image size and channel count for both splits")
     top = int(max(ys["y_train"].max(), ys["y_test"].max()))
     if classes is None and top >= MAX_CLASSES:
@@ -282,7 +192,8 @@ def make_dataset(*, name: str, source: str, x_train: np.ndarray, y_train: np.nda
                         normalization=Normalization.from_images(xs["x_train"]), source=source)
 
 
-def _shape_text(shape: Sequence[int]) -> str:
+def shape_text(shape: Sequence[int]) -> str:
+    """``(3, 32, 32)`` -> ``3x32x32``."""
     return "x".join(str(int(v)) for v in shape)
 
 
@@ -344,8 +255,8 @@ def with_validation(dataset: ImageDataset, val: ImageDataset, spec: str) -> Imag
     (its train and test splits), which must have ``dataset``'s image shape and classes. The
     normalisation stays ``dataset``'s (computed on its training images)."""
     if val.input_shape != dataset.input_shape:
-        raise EdgekdError(f"--val-data {spec}: images are {_shape_text(val.input_shape)} but the training "
-                          f"images are {_shape_text(dataset.input_shape)}: give validation images of the "
+        raise EdgekdError(f"--val-data {spec}: images are {shape_text(val.input_shape)} but the training "
+                          f"images are {shape_text(dataset.input_shape)}: give validation images of the "
                           "same size and channels")
     if list(val.classes) != list(dataset.classes):
         raise EdgekdError(f"--val-data {spec}: classes {', '.join(val.classes)} differ from the data's "
@@ -416,38 +327,3 @@ def to_tensor(x_uint8: np.ndarray, norm: Normalization) -> "torch.Tensor":
 
 
 # --------------------------------------------------------------------------- transfer sets
-def load_transfer_set(path: str | Path, *, input_shape: Sequence[int] | None = None) -> np.ndarray:
-    """Unlabeled transfer images as uint8 ``(N, C, H, W)`` (Ba & Caruana 2014).
-
-    ``path`` is an ``.npz`` with key ``x`` (or ``x_train``), or a folder searched recursively
-    for images (class subfolders and labels are ignored). With ``input_shape`` ``(C, H, W)``
-    folder images are read at that size and channel count, and an npz must match it.
-    """
-    from edgekd.inputs.images import IMAGE_SUFFIXES, list_images, read_images
-
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise EdgekdError(f"transfer set '{path}': no such file or directory; pass a .npz with "
-                          "array 'x' or a folder of images")
-    if path.is_dir():
-        files = list_images(path)
-        if not files:
-            raise EdgekdError(f"transfer set '{path}': the folder has no images "
-                              f"({', '.join(IMAGE_SUFFIXES)}); add images or pass a .npz")
-        shape = tuple(input_shape) if input_shape is not None else None
-        x = read_images(files, size_hw=tuple(shape[1:]) if shape else None,  # type: ignore[arg-type]
-                        channels=shape[0] if shape else None)
-    else:
-        with _open_npz(path) as archive:
-            key = next((k for k in ("x", "x_train") if k in archive.files), None)
-            if key is None:
-                raise EdgekdError(f"transfer set '{path}': the .npz has no array 'x' or 'x_train' "
-                                  f"(it has {', '.join(archive.files) or 'none'}); save the images as 'x'")
-            x = as_uint8_nchw(_npz_array(archive, key, path), f"transfer set '{path}': {key}")
-    if len(x) == 0:
-        raise EdgekdError(f"transfer set '{path}' is empty: give at least one image")
-    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
-        raise EdgekdError(f"transfer set '{path}' has images {_shape_text(x.shape[1:])} but the data "
-                          f"is {_shape_text(input_shape)}; give transfer images of the data's size "
-                          "and channel count")
-    return x

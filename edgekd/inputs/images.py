@@ -1,5 +1,5 @@
 """Image folders and torchvision data sets as :class:`~edgekd.inputs.data.ImageDataset`, and
-image files read with Pillow (see :mod:`edgekd.inputs.data` for the accepted layouts)."""
+image files read with Pillow (see :mod:`edgekd.inputs.loaders` for the accepted layouts)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgekd.core.errors import EdgekdError
-from edgekd.inputs.data import TORCHVISION_PREFIX, ImageDataset, as_uint8_nchw, make_dataset
+from edgekd.inputs.data import ImageDataset, as_uint8_nchw, make_dataset
 
-__all__ = ["IMAGE_SUFFIXES", "list_images", "read_images", "load_image_folder", "load_torchvision"]
+__all__ = ["IMAGE_SUFFIXES", "TORCHVISION_PREFIX", "list_images", "read_images", "load_image_folder",
+           "load_torchvision"]
 
+#: a ``--data`` spec ``torchvision:NAME:ROOT`` names a torchvision data set already on disk
+TORCHVISION_PREFIX = "torchvision:"
 TORCHVISION_EXAMPLES = ("MNIST", "FashionMNIST", "KMNIST", "CIFAR10", "CIFAR100", "SVHN")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}

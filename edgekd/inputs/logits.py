@@ -1,5 +1,5 @@
 """A teacher's logits on uint8 images, computed once and cached on disk (the teacher-output
-cache of :mod:`edgekd.inputs.data`)."""
+cache)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgekd.core.fileio import atomic_write_bytes
+from edgekd.inputs.data import array_fingerprint, eval_batch, to_tensor
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -29,8 +30,6 @@ def teacher_logits(teacher: "torch.nn.Module", x_uint8: np.ndarray, norm: "Norma
     (a file of the wrong shape or a corrupt one is recomputed). ``cache_dir=None`` disables
     the cache. The teacher runs in eval mode under ``torch.inference_mode`` on its own device.
     """
-    from edgekd.inputs.data import array_fingerprint  # data re-exports this module's function
-
     cache_file = None
     if cache_dir is not None:
         data_fp = array_fingerprint(x_uint8, norm.to_dict())
@@ -66,8 +65,6 @@ def _read_cached_logits(path: Path, n: int) -> np.ndarray | None:
 def _compute_logits(teacher: "torch.nn.Module", x_uint8: np.ndarray, norm: "Normalization",
                     batch_size: int) -> np.ndarray:
     import torch
-
-    from edgekd.inputs.data import eval_batch, to_tensor
 
     batch_size = eval_batch(x_uint8.shape[1:], batch_size)
     param = next(iter(teacher.parameters()), None)

@@ -211,7 +211,8 @@ def compress(config: CompressConfig) -> Summary:
 
 def _compress(config: CompressConfig, started: float) -> Summary:
     from edgekd.distill.config import TrainConfig
-    from edgekd.inputs.data import apply_normalize, load_dataset
+    from edgekd.inputs.data import apply_normalize
+    from edgekd.inputs.loaders import load_dataset
     from edgekd.run import preflight
     from edgekd.search.space import StudentSpec
 

@@ -39,7 +39,8 @@ def train_images(dataset: ImageDataset, config: CompressConfig) -> int:
 def load_inputs(config: CompressConfig, dataset: ImageDataset | None = None) -> Inputs:
     """Profile (with budget overrides), data (unless given) and teacher, checked against
     each other."""
-    from edgekd.inputs.data import apply_normalize, load_dataset
+    from edgekd.inputs.data import apply_normalize
+    from edgekd.inputs.loaders import load_dataset
     from edgekd.inputs.profiles import load_profile
     from edgekd.distill.builtin_teacher import load_teacher
     from edgekd.inputs.teachers import check_teacher, model_fingerprint

@@ -39,7 +39,7 @@ class ExportResult:
 
 
 def _dataset(data: str | None, input_shape: tuple[int, ...], fingerprint: str | None = None) -> ImageDataset:
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
 
     dataset = load_dataset(data)
     if tuple(dataset.input_shape) != tuple(input_shape):

@@ -92,14 +92,14 @@ def measure_onnx(onnx_path: str | Path, *, batch: int = 1, backend: str = "ort",
 
 def data_accuracy(onnx_path: str | Path, data: str) -> dict[str, Any]:
     """Top-1 accuracy of ``onnx_path`` on the test split of ``data`` (an .npz, an image folder,
-    'mnist-subset': see :func:`edgekd.inputs.data.load_dataset`; folders are resized to the
+    'mnist-subset': see :func:`edgekd.inputs.loaders.load_dataset`; folders are resized to the
     model's input size): ``accuracy = mean(argmax(logits) == y)`` over the split, computed by
     ``deploy check``'s code. A model whose input shape or class count differs from the data's
     is an EdgekdError (nothing is measured)."""
     from deploy.check import Data, check_runner
     from deploy.errors import DeployError
     from deploy.runners import OrtRunner
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
 
     onnx_path = Path(onnx_path)
     if onnx_path.suffix != ".onnx" or not onnx_path.is_file():
