@@ -4,7 +4,8 @@ FitNets hint taps and regressors, and the one trainer for every registered metho
 torch). The trainer's parts: config (TrainConfig, TrainResult; torch-free), schedule (stage
 spans, learning rate), trainset (the split as tensors), targets (cached teacher logits and
 views), checkpointing (save, resume, result.json), evaluate (device, logits, accuracy),
-trainer (the loop) and ban (born-again generations). builtin_teacher trains the built-in
+trainer (the loop) and ban (born-again generations: a driver above the trainer, run once per
+generation). builtin_teacher trains the built-in
 teacher through that trainer (and loads teachers with it); commands holds the helpers of
 ``edgekd train`` and ``edgekd layers``.
 
