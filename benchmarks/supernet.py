@@ -54,7 +54,8 @@ FRONT_AIM, COST_AIM, GAP_AIM = 8, 3.0, 1.0
 
 #: trains (or reads from the cache) the built-in teacher exactly as compress and train load it
 _TEACHER = ("import sys\n"
-            "from edgekd.inputs.data import apply_normalize, load_dataset\n"
+            "from edgekd.inputs.data import apply_normalize\n"
+            "from edgekd.inputs.loaders import load_dataset\n"
             "from edgekd.distill.builtin_teacher import load_teacher\n"
             "ds = apply_normalize(load_dataset(sys.argv[1]), 'dataset')\n"
             "load_teacher(None, num_classes=ds.num_classes, dataset=ds)\n")

@@ -284,7 +284,7 @@ def test_default_method_is_fitnet_and_the_fitnet_arm_of_the_ablation() -> None:
 
 
 def test_compress_hint_options_reach_every_trial_and_the_identity() -> None:
-    from edgekd.run.pipeline import train_config
+    from edgekd.run.config import train_config
 
     plain = CompressConfig(hint_mode="single", hint_beta=1.0, hint_lr=5e-3)  # TrainConfig's defaults
     assert plain.hint_settings() == {} and "hint_mode" not in plain.identity_config()
