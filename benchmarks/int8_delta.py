@@ -138,7 +138,8 @@ def main() -> None:
         import json
         before = json.loads(previous.read_text())
         rows, earlier_s = before["runs"], before["wall_clock_s"]
-        command = before["command"] + " (then again with --resume for the missing runs)"
+        command = before["command"].split("`")[0]
+        command = f"{command}`, then `{command} --resume"  # markdown() wraps it in backticks
         load_start = tuple(before["machine"]["load_average_start"])
     done = {(r["family"], r["seed"]) for r in rows}
     result: dict | None = None
