@@ -204,8 +204,9 @@ def markdown(result: dict[str, Any]) -> str:
     from edgekd.core import fmt
 
     lines = [f"# Real inputs: edgekd vs torchvision reference students ({result['tag']})", "",
-             f"Date {result['date']}; machine: {result['machine']}; wall-clock {result['wall_clock_s']:.0f} s "
-             f"(teachers included; one CPU thread, machine shared: {result['load']}).", "",
+             f"Date {result['date']}; machine: {result['machine']}; wall-clock of the last invocation "
+             f"{result['wall_clock_s']:.0f} s (seeds and teachers found in the work folder are reused: each set "
+             f"lists its seeds' and teacher's own times; one CPU thread, machine shared: {result['load']}).", "",
              result["budget_note"], ""]
     for name, res in result["sets"].items():
         t = res["teacher"]
