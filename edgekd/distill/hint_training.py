@@ -16,6 +16,7 @@ from edgekd.distill.hint_stage import HintSet, hint_record, plateaued
 from edgekd.distill.hints import HintPair
 from edgekd.distill.pairing import hint_pairs
 from edgekd.distill.methods import Batch, StudentOut, TeacherOut, get_method
+from edgekd.distill.objectives import JointHintLoss
 from edgekd.distill.schedule import stage_spans
 
 if TYPE_CHECKING:
@@ -68,8 +69,6 @@ class HintTraining:
         torch.manual_seed(cfg.seed + 1)
         self.hints = HintSet(self.teachers[0], self.model, self.pairs, with_logits=self.joint).to(self.device)
         if self.joint:
-            from edgekd.distill.objectives import JointHintLoss
-
             for stage, _, _ in self.stages.values():
                 if stage.kind == "logits" and stage.teacher:
                     self.losses[stage.name] = JointHintLoss(cfg, self.losses[stage.name])

@@ -26,11 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from edgekd.core.errors import EdgekdError
 from edgekd.search.families import Block, Family, register_family
+from edgekd.search.space import StudentSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
-
-    from edgekd.search.space import StudentSpec
 
 #: name -> (torchvision builder, keyword arguments): the models a user would reach for
 REFERENCE_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -171,9 +170,7 @@ def reference_stages(name: str, input_shape: tuple[int, int, int]) -> list[dict[
     return stages
 
 
-def reference_spec(name: str, input_shape: tuple[int, int, int], classes: int) -> "StudentSpec":
-    from edgekd.search.space import StudentSpec
-
+def reference_spec(name: str, input_shape: tuple[int, int, int], classes: int) -> StudentSpec:
     return StudentSpec.from_dict({"family": "reference", "model": _check_name(name),
                                   "input": list(input_shape), "classes": classes,
                                   "stages": reference_stages(name, tuple(input_shape))})
