@@ -328,7 +328,7 @@ def test_hostile_run_trees_are_refused_and_the_run_stays_resumable(run_copy, tmp
 
 def test_report_measurements_take_the_lock_and_any_name_but_no_bad_latency(run_copy,
                                                                            tmp_path) -> None:
-    from edgekd.core.runguard import acquire
+    from edgekd.core.runfolder import acquire
 
     run = run_copy
     host = json.loads(sorted((run / "measurements").glob("host-*.json"))[0].read_text())

@@ -30,6 +30,7 @@ def report(run_dir: Path, measurements: tuple[Path, ...], force: bool) -> None:
         edgekd report runs/orin --measurements orin-bench/*.json
     """
     from edgekd.core.errors import EdgekdError
+    from edgekd.core.runfolder import RunDir
     from edgekd.report.merge import merge_lines
     from edgekd.report.report import build_summary, headline, write_report
     from edgekd.report.tables import changes
@@ -45,4 +46,4 @@ def report(run_dir: Path, measurements: tuple[Path, ...], force: bool) -> None:
     for line in changes(before, summary) if before is not None else ():
         click.echo(line)
     click.echo(headline(summary))
-    click.echo(f"report: {run_dir / 'report' / 'report.html'} (and report.md, summary.json)")
+    click.echo(f"report: {RunDir(run_dir).report_html} (and report.md, summary.json)")

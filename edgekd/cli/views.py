@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from edgekd.core.runfolder import CANDIDATES_JSONL, SEARCH_JSON
 from edgekd.core import fmt
 from edgekd.core.units import format_count
 from edgekd.ship.measure import LATENCY_KEYS
@@ -33,7 +34,7 @@ def format_search(result: "SearchResult") -> str:
              f"shortlist of {len(result.shortlist)}:",
              "", line(header), line(tuple("-" * w for w in widths)), *map(line, rows)]
     if result.out_dir is not None:
-        lines += ["", f"wrote {result.out_dir / 'candidates.jsonl'} and {result.out_dir / 'search.json'}"]
+        lines += ["", f"wrote {result.out_dir / CANDIDATES_JSONL} and {result.out_dir / SEARCH_JSON}"]
     return "\n".join(lines)
 
 

@@ -19,9 +19,9 @@ runs/NAME/
   .lock                                       held by the process working on the run
 ```
 
-Until this module, ``search.json`` named two documents: the summary ``edgekd search --out``
-writes, and the halving outcome of a run. A run's outcome is ``outcome.json`` now; a run made
-before reads its ``search.json`` (:meth:`RunDir.outcome_path`).
+Every file and folder name above is a constant here (``RESULT_JSON``, ``TRIALS_DIR``, ...); no
+other module spells one (``tests/test_run_file_names.py``). A run made before ``outcome.json``
+holds its outcome in ``search.json`` (:meth:`RunDir.outcome_path`).
 
 Reading goes through :func:`read_doc` / :func:`read_records`, which check the document's shape
 (:data:`DOCUMENTS`): a corrupt, truncated or foreign file gives one line that names the file and
@@ -41,9 +41,44 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
 from edgekd.core.errors import EdgekdError
-from edgekd.core.runguard import RunLock, acquire, check_tree
+from edgekd.core.runguard import RunLock, acquire_file, check_tree
 from edgekd.core.fileio import (append_jsonl, atomic_write_bytes, atomic_write_json, iter_jsonl_lines,
                                 loads_json, read_text_bounded, write_jsonl)
+
+# ---------------------------------------------------------------------------- names
+RUN_JSON = "run.json"
+CANDIDATES_JSONL = "candidates.jsonl"
+OUTCOME_JSON = "outcome.json"
+#: what ``edgekd search --out DIR`` writes beside its candidates.jsonl (and an old run's outcome)
+SEARCH_JSON = "search.json"
+HALVING_JSONL = "halving.jsonl"
+TEACHER_JSON = "teacher.json"
+LOCK_FILE = ".lock"
+TRIALS_DIR = "trials"
+EXPORT_DIR = "export"
+MEASUREMENTS_DIR = "measurements"
+REPORT_DIR = "report"
+BUNDLE_DIR = "bundle"
+SUPERNET_DIR = "supernet"
+#: a trial folder (``trials/ID``, or ``edgekd train --out``)
+SPEC_JSON = "spec.json"
+CHECKPOINT_PT = "checkpoint.pt"
+RESULT_JSON = "result.json"
+METRICS_JSONL = "metrics.jsonl"
+#: the report folder
+SUMMARY_JSON = "summary.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+#: the supernet folder (and its checkpoint, CHECKPOINT_PT)
+SUBNETS_JSONL = "subnets.jsonl"
+#: the bundle's file list with hashes (edgekd.bundle/1)
+MANIFEST_JSON = "manifest.json"
+#: The folders of a run (each trial's folder is below TRIALS_DIR) and its files that must not be
+#: folders: what :meth:`RunDir.check_tree` checks.
+RUN_FOLDERS = (TRIALS_DIR, EXPORT_DIR, MEASUREMENTS_DIR, REPORT_DIR, BUNDLE_DIR)
+RUN_FILES = (RUN_JSON, CANDIDATES_JSONL, OUTCOME_JSON, HALVING_JSONL, TEACHER_JSON)
+#: The files of a trial folder (and the ones that travel between driver and Ray worker).
+TRIAL_FILES = (SPEC_JSON, METRICS_JSONL, CHECKPOINT_PT, RESULT_JSON)
 
 #: What a trial or model id read from a run file may look like: one plain file-name part
 #: (no separator, no ``..``), so a path built from it stays inside the run.
@@ -86,34 +121,34 @@ def _winner_problem(outcome: dict[str, Any]) -> str | None:
     return None if winner in trials else f"names a winner {_short(winner)!r} that is none of its trials"
 
 
-RUN = Document("run.json", "edgekd.run/1", {"identity": dict},
+RUN = Document(RUN_JSON, "edgekd.run/1", {"identity": dict},
                "restore it from a backup or start a new run with another --out")
-OUTCOME = Document("outcome.json", "edgekd.outcome/1",
+OUTCOME = Document(OUTCOME_JSON, "edgekd.outcome/1",
                    {"trials": list, "winner": str, "rungs": list, "survivors": list},
                    "rebuild it with 'edgekd compress --out RUN --resume'", _winner_problem)
-TEACHER = Document("teacher.json", "edgekd.teacher/1",
+TEACHER = Document(TEACHER_JSON, "edgekd.teacher/1",
                    {"fingerprint": str, "macs": int, "params": int, "test_acc": _NUMBER,
                     "predicted_latency": dict},
                    "resume the run, which rebuilds it ('edgekd compress --out RUN --resume')")
-RESULT = Document("result.json", None, {"epochs_done": int, "val_acc": (int, float, type(None))},
+RESULT = Document(RESULT_JSON, None, {"epochs_done": int, "val_acc": (int, float, type(None))},
                   "resume the run, which rebuilds it ('edgekd compress --out RUN --resume')")
 #: A result.json the report can show (the trainer always writes test_acc).
-FINISHED_RESULT = Document("result.json", None, {**RESULT.required, "test_acc": _NUMBER}, RESULT.fix)
+FINISHED_RESULT = Document(RESULT_JSON, None, {**RESULT.required, "test_acc": _NUMBER}, RESULT.fix)
 EXPORT = Document("export marker", "edgekd.export/1", {"source_sha256": str, "onnx_sha256": str},
                   "resume the run, which exports again ('edgekd compress --out RUN --resume')")
 MEASUREMENT = Document("measurement", "edgekd.measurement/1", {"sha256": str, "latency_ms": dict},
                        "remove it, or measure again and pass the file 'python -m deploy bench' "
                        "wrote with 'edgekd report RUN --measurements FILE'")
-SUMMARY = Document("summary.json", "edgekd.summary/1", {},
+SUMMARY = Document(SUMMARY_JSON, "edgekd.summary/1", {},
                    "rebuild it with 'edgekd report RUN'")
-SPEC = Document("spec.json", None, {})
+SPEC = Document(SPEC_JSON, None, {})
 #: Not a run file: what ``edgekd search --out DIR`` writes beside its candidates.jsonl.
-SEARCH = Document("search.json", "edgekd.search/1", {})
-CANDIDATE = Document("candidates.jsonl line", None, {"id": str, "spec": dict})
-RUNG = Document("halving.jsonl line", None,
+SEARCH = Document(SEARCH_JSON, "edgekd.search/1", {})
+CANDIDATE = Document(f"{CANDIDATES_JSONL} line", None, {"id": str, "spec": dict})
+RUNG = Document(f"{HALVING_JSONL} line", None,
                 {"rung": int, "trial": str, "epochs": int, "result": dict})
-METRIC = Document("metrics.jsonl line", None, {"epoch": int})
-SUBNET = Document("subnets.jsonl line", None, {"id": str, "spec": dict, "val_acc": _NUMBER})
+METRIC = Document(f"{METRICS_JSONL} line", None, {"epoch": int})
+SUBNET = Document(f"{SUBNETS_JSONL} line", None, {"id": str, "spec": dict, "val_acc": _NUMBER})
 #: Every JSON document of a run, by the name it is known by.
 DOCUMENTS = {doc.name: doc for doc in (RUN, OUTCOME, TEACHER, FINISHED_RESULT, EXPORT, MEASUREMENT,
                                        SUMMARY, SPEC, CANDIDATE, RUNG, METRIC, SUBNET, SEARCH)}
@@ -191,6 +226,11 @@ def safe_id(value: Any, source: str | Path) -> str:
     return text
 
 
+def acquire(root: str | Path) -> RunLock:
+    """Take the lock of the run at ``root`` (its LOCK_FILE, :func:`edgekd.core.runguard.acquire_file`)."""
+    return acquire_file(Path(root) / LOCK_FILE)
+
+
 def _short(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -208,46 +248,46 @@ class RunDir:
     # ------------------------------------------------------------------ paths
     @property
     def run_json(self) -> Path:
-        return self.root / "run.json"
+        return self.root / RUN_JSON
 
     @property
     def candidates(self) -> Path:
-        return self.root / "candidates.jsonl"
+        return self.root / CANDIDATES_JSONL
 
     @property
     def outcome(self) -> Path:
-        return self.root / "outcome.json"
+        return self.root / OUTCOME_JSON
 
     def outcome_path(self) -> Path:
         """outcome.json, or a run's ``search.json`` from before the rename."""
-        legacy = self.root / "search.json"
+        legacy = self.root / SEARCH_JSON
         return legacy if not self.outcome.exists() and legacy.exists() else self.outcome
 
     @property
     def halving_log(self) -> Path:
-        return self.root / "halving.jsonl"
+        return self.root / HALVING_JSONL
 
     @property
     def teacher_json(self) -> Path:
-        return self.root / "teacher.json"
+        return self.root / TEACHER_JSON
 
     @property
     def lock(self) -> Path:
-        return self.root / ".lock"
+        return self.root / LOCK_FILE
 
     @property
     def supernet_checkpoint(self) -> Path:
         """supernet/checkpoint.pt: the weight-sharing supernet of ``--strategy supernet``."""
-        return self.root / "supernet" / "checkpoint.pt"
+        return self.root / SUPERNET_DIR / CHECKPOINT_PT
 
     @property
     def subnets(self) -> Path:
         """supernet/subnets.jsonl: every sub-network evaluated with inherited weights."""
-        return self.root / "supernet" / "subnets.jsonl"
+        return self.root / SUPERNET_DIR / SUBNETS_JSONL
 
     @property
     def trials(self) -> Path:
-        return self.root / "trials"
+        return self.root / TRIALS_DIR
 
     def trial(self, trial_id: str) -> Path:
         return self.trials / safe_id(trial_id, self.root)
@@ -260,7 +300,7 @@ class RunDir:
 
     @property
     def export(self) -> Path:
-        return self.root / "export"
+        return self.root / EXPORT_DIR
 
     def export_onnx(self, name: str) -> Path:
         return self.export / f"{safe_id(name, self.root)}.onnx"
@@ -270,7 +310,7 @@ class RunDir:
 
     @property
     def measurements(self) -> Path:
-        return self.root / "measurements"
+        return self.root / MEASUREMENTS_DIR
 
     def host_measurement(self, name: str) -> Path:
         return self.measurements / f"host-{safe_id(name, self.root)}.json"
@@ -285,15 +325,23 @@ class RunDir:
 
     @property
     def bundle(self) -> Path:
-        return self.root / "bundle"
+        return self.root / BUNDLE_DIR
 
     @property
     def report(self) -> Path:
-        return self.root / "report"
+        return self.root / REPORT_DIR
 
     @property
     def summary(self) -> Path:
-        return self.report / "summary.json"
+        return self.report / SUMMARY_JSON
+
+    @property
+    def report_md(self) -> Path:
+        return self.report / REPORT_MD
+
+    @property
+    def report_html(self) -> Path:
+        return self.report / REPORT_HTML
 
     def inside(self, path: str | Path, source: str | Path) -> Path:
         """``path`` (relative to the run, or absolute) resolved; refused (one line naming
@@ -309,7 +357,7 @@ class RunDir:
 
     # ------------------------------------------------------------------ the lock
     def hold(self, lock: RunLock) -> None:
-        """Keep the run's lock (:func:`edgekd.core.runguard.acquire`) until :meth:`release`."""
+        """Keep the run's lock (:func:`acquire`) until :meth:`release`."""
         self._lock = lock
 
     def release(self) -> None:
@@ -325,10 +373,15 @@ class RunDir:
         other than compress writes into the run (``edgekd report``)."""
         self.hold(acquire(self.root))
         try:
-            check_tree(self.root)
+            self.check_tree()
             yield self
         finally:
             self.release()
+
+    def check_tree(self) -> None:
+        """Refuse a link out of the run, or a file where it has a folder, in one line
+        (:func:`edgekd.core.runguard.check_tree`)."""
+        check_tree(self.root, RUN_FOLDERS, RUN_FILES, parents=(TRIALS_DIR,))
 
     # ------------------------------------------------------------------ documents
     def manifest(self) -> dict:
@@ -354,7 +407,7 @@ class RunDir:
         for record in self._rung_records():
             if record["rung"] == rung and record["trial"] == trial_id and record["epochs"] == epochs:
                 return record["result"]
-        result = read_doc_or_none(RESULT, self.trial_file(folder or trial_id, "result.json"))
+        result = read_doc_or_none(RESULT, self.trial_file(folder or trial_id, RESULT_JSON))
         if result is not None and result["epochs_done"] == epochs:
             self.record_rung(rung, trial_id, epochs, result, folder=folder)
             return result
@@ -388,9 +441,6 @@ class RunDir:
     def write_trial_files(self, trial_id: str, files: dict[str, bytes]) -> None:
         """Write files a remote worker sent back; result.json last, so its presence means
         the rest is complete."""
-        for name in sorted(files, key=lambda n: n == "result.json"):
+        for name in sorted(files, key=lambda n: n == RESULT_JSON):
             atomic_write_bytes(self.trial_file(trial_id, name), files[name])
 
-
-#: The files of a trial folder (and the ones that travel between driver and Ray worker).
-TRIAL_FILES = ("spec.json", "metrics.jsonl", "checkpoint.pt", "result.json")

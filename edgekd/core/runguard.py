@@ -22,22 +22,18 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from edgekd.core.errors import EdgekdError
 
-#: The folders of a run (and of each trial below ``trials``).
-RUN_FOLDERS = ("trials", "export", "measurements", "report", "bundle")
-#: The files of a run that must not be folders.
-RUN_FILES = ("run.json", "candidates.jsonl", "outcome.json", "halving.jsonl", "teacher.json")
-LOCK_NAME = ".lock"
 _ATTEMPTS = 5
 
 
 @dataclass
 class RunLock:
-    """A held run lock: the open lock file and the folder it guards."""
+    """A held run lock: the lock file's path and its open descriptor."""
 
-    root: Path
+    path: Path
     fd: int
 
     def release(self) -> None:
@@ -45,9 +41,8 @@ class RunLock:
         if self.fd < 0:
             return
         try:
-            path = self.root / LOCK_NAME
-            if _same_file(path, self.fd):
-                path.unlink()
+            if _same_file(self.path, self.fd):
+                self.path.unlink()
         except OSError:
             pass  # a read-only folder keeps its lock file; the lock itself ends with close
         finally:
@@ -64,7 +59,7 @@ def _same_file(path: Path, fd: int) -> bool:
     return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
-def _open_lock_file(path: Path, root: Path) -> int:
+def _open_lock_file(path: Path) -> int:
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags, 0o666)
@@ -82,15 +77,16 @@ def _open_lock_file(path: Path, root: Path) -> int:
     return fd
 
 
-def acquire(root: str | Path) -> RunLock:
-    """Take the lock of the run at ``root`` (see the module docstring); EdgekdError naming the
-    holder's pid when another process has it."""
+def acquire_file(path: str | Path) -> RunLock:
+    """Take the lock file ``path`` of the run folder it is in (see the module docstring;
+    :meth:`edgekd.core.runfolder.RunDir.lock` names it); EdgekdError naming the holder's pid
+    when another process has it."""
     import fcntl
 
-    root = Path(root)
-    path = root / LOCK_NAME
+    path = Path(path)
+    root = path.parent
     for _ in range(_ATTEMPTS):
-        fd = _open_lock_file(path, root)
+        fd = _open_lock_file(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -102,25 +98,28 @@ def acquire(root: str | Path) -> RunLock:
         if _same_file(path, fd):  # else the holder removed it on release: open the new one
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
-            return RunLock(root, fd)
+            return RunLock(path, fd)
         os.close(fd)
     raise EdgekdError(f"{path} keeps being replaced by other processes: run the command again "
                       "when they are done")
 
 
-def check_tree(root: str | Path) -> None:
+def check_tree(root: str | Path, folders: Iterable[str], files: Iterable[str],
+               parents: Iterable[str] = ()) -> None:
     """Refuse (one line) a run whose tree would lead a write outside it or into a file where a
-    folder belongs: a symbolic link anywhere under ``root`` that resolves outside it, a run
-    folder (:data:`RUN_FOLDERS`, ``trials/ID``) that is not a folder, a run file that is one."""
+    folder belongs: a symbolic link anywhere under ``root`` that resolves outside it, one of its
+    ``folders`` (or an entry of a ``parents`` folder, ``trials/ID``) that is not a folder, one of
+    its ``files`` that is one. :meth:`edgekd.core.runfolder.RunDir.check_tree` names them."""
     root = Path(root)
     real = root.resolve()
-    for name in RUN_FOLDERS:
+    for name in folders:
         _expect(root / name, folder=True, root=root)
-    for name in RUN_FILES:
+    for name in files:
         _expect(root / name, folder=False, root=root)
-    if (root / "trials").is_dir():
-        for trial in (root / "trials").iterdir():
-            _expect(trial, folder=True, root=root)
+    for parent in parents:
+        if (root / parent).is_dir():
+            for entry in (root / parent).iterdir():
+                _expect(entry, folder=True, root=root)
     for folder, dirs, files in os.walk(root):  # never follows a link
         for name in dirs + files:
             path = Path(folder) / name

@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from edgekd.core.checkpoint import read_checkpoint
 from edgekd.core.fileio import append_jsonl, atomic_torch_save, atomic_write_json, sha256_file
+from edgekd.core.runfolder import CHECKPOINT_PT, METRICS_JSONL, RESULT_JSON
 from edgekd.core.progress import say
 from edgekd.distill.config import TrainConfig, TrainResult
 from edgekd.distill.evaluate import accuracy, predict_logits
@@ -77,7 +78,7 @@ def train_ban(student: StudentSpec | nn.Module, teachers: list[nn.Module], datas
     last = read_checkpoint(gens[-1]["checkpoint"])
     result = TrainResult(
         method="ban", val_acc=gens[-1]["val_acc"], test_acc=gens[-1]["test_acc"],
-        epochs_done=gens[-1]["epochs_done"], checkpoint=out_dir / "checkpoint.pt",
+        epochs_done=gens[-1]["epochs_done"], checkpoint=out_dir / CHECKPOINT_PT,
         seconds=round(seconds, 3), train_samples=len(data.y_train), config=config.to_dict(),
         generations=gens, ensemble_val_acc=ensemble_acc(data.x_val, data.y_val),
         ensemble_test_acc=ensemble_acc(data.x_test, data.y_test), model=models[-1])
@@ -86,9 +87,9 @@ def train_ban(student: StudentSpec | nn.Module, teachers: list[nn.Module], datas
                        "ensemble_test_acc": result.ensemble_test_acc,
                        "ensemble_val_acc": result.ensemble_val_acc}
     last["extra"] = {}  # the generations' folders keep their own training state
-    atomic_torch_save(out_dir / "checkpoint.pt", last)
-    atomic_write_json(out_dir / "result.json", result.to_dict())
-    append_jsonl(out_dir / "metrics.jsonl", {"stage": "ban", "generations": gens,
+    atomic_torch_save(out_dir / CHECKPOINT_PT, last)
+    atomic_write_json(out_dir / RESULT_JSON, result.to_dict())
+    append_jsonl(out_dir / METRICS_JSONL, {"stage": "ban", "generations": gens,
                                              "ensemble_test_acc": result.ensemble_test_acc,
                                              "seconds": round(time.monotonic() - started, 3)})
     return result

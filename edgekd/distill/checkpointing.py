@@ -21,7 +21,8 @@ import torch.nn as nn
 
 from edgekd.core.checkpoint import make_checkpoint, read_checkpoint
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import atomic_torch_save, atomic_write_json, read_json, read_jsonl, write_jsonl
+from edgekd.core.fileio import atomic_torch_save, atomic_write_json, read_jsonl, write_jsonl
+from edgekd.core.runfolder import CHECKPOINT_PT, METRICS_JSONL, RESULT, RESULT_JSON, read_doc_or_none
 from edgekd.distill.config import TrainConfig, TrainResult, identity_of
 from edgekd.distill.taps import load_loss_states, loss_states
 from edgekd.distill.ema import WeightEMA
@@ -90,15 +91,15 @@ class Checkpoints:
                     if self.ema is not None else None),
         }
         metrics = {"val_acc": self.best_val, "best_epoch": self.best_epoch, "epochs_done": epoch}
-        atomic_torch_save(self.out_dir / "checkpoint.pt", self._describe(metrics, {"train_state": train_state}))
+        atomic_torch_save(self.out_dir / CHECKPOINT_PT, self._describe(metrics, {"train_state": train_state}))
 
     def _restore(self) -> dict[str, Any]:
         fresh = {"epoch": 0, "seconds": 0.0, "best_val": float("nan"), "best_epoch": None,
                  "best_state": None, "optimizer": None, "opt_stage": None}
-        path = self.out_dir / "checkpoint.pt"
+        path = self.out_dir / CHECKPOINT_PT
         if not path.exists():
-            if (self.out_dir / "metrics.jsonl").exists():
-                write_jsonl(self.out_dir / "metrics.jsonl", [])
+            if (self.out_dir / METRICS_JSONL).exists():
+                write_jsonl(self.out_dir / METRICS_JSONL, [])
             return fresh
         data = read_checkpoint(path)
         state = (data.get("extra") or {}).get("train_state")
@@ -121,8 +122,8 @@ class Checkpoints:
         if epoch < self.total_epochs and self._stage(epoch) == state["opt_stage"]:
             optimizer = self._optimizer(state["opt_stage"])
             optimizer.load_state_dict(state["optimizer"])
-        kept = [r for r in read_jsonl(self.out_dir / "metrics.jsonl") if int(r.get("epoch", 0)) <= epoch]
-        write_jsonl(self.out_dir / "metrics.jsonl", kept)
+        kept = [r for r in read_jsonl(self.out_dir / METRICS_JSONL) if int(r.get("epoch", 0)) <= epoch]
+        write_jsonl(self.out_dir / METRICS_JSONL, kept)
         return {"epoch": epoch, "seconds": float(state["seconds"]), "best_val": state["best_val"],
                 "best_epoch": state["best_epoch"], "best_state": state["best_state"],
                 "optimizer": optimizer, "opt_stage": state["opt_stage"]}
@@ -135,7 +136,7 @@ class Checkpoints:
         val = None if self.best_val is None or math.isnan(self.best_val) else float(self.best_val)
         result = TrainResult(
             method=self.method, val_acc=val, test_acc=test_acc, epochs_done=epoch,
-            checkpoint=self.out_dir / "checkpoint.pt", seconds=round(seconds, 3),
+            checkpoint=self.out_dir / CHECKPOINT_PT, seconds=round(seconds, 3),
             best_epoch=self.best_epoch, train_samples=len(self.data.y_train),
             config=self.config.to_dict(), **self._hint_result(),
             model=self.model, inputs=self.inputs)
@@ -144,7 +145,7 @@ class Checkpoints:
         data["metrics"] = {**data["metrics"], "val_acc": val, "test_acc": test_acc,
                            "epochs_done": epoch, "best_epoch": self.best_epoch}
         atomic_torch_save(result.checkpoint, data)
-        atomic_write_json(self.out_dir / "result.json", result.to_dict())
+        atomic_write_json(self.out_dir / RESULT_JSON, result.to_dict())
         return result
 
 
@@ -175,14 +176,11 @@ def check_inputs(stored: dict[str, Any] | None, current: dict[str, Any] | None, 
 
 
 def finished_result(out_dir: Path, config: TrainConfig, inputs: dict[str, Any] | None = None) -> TrainResult | None:
-    path = out_dir / "result.json"
-    if not path.exists() or not (out_dir / "checkpoint.pt").exists():
+    path = out_dir / RESULT_JSON
+    if not path.exists() or not (out_dir / CHECKPOINT_PT).exists():
         return None
-    try:
-        stored = read_json(path)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(stored, dict) or not isinstance(stored.get("epochs_done"), int):
+    stored = read_doc_or_none(RESULT, path)
+    if stored is None:
         return None  # damaged: the checkpoint tells where training stands
     check_identity(TrainConfig.from_dict(stored.get("config", {})).identity(), config, path)
     check_inputs(stored.get("inputs"), inputs, path)
@@ -190,7 +188,7 @@ def finished_result(out_dir: Path, config: TrainConfig, inputs: dict[str, Any] |
     if int(stored.get("epochs_done", 0)) - int(stored.get("hint_epochs_done") or 0) < config.epochs:
         return None
     result = TrainResult.from_dict(stored)
-    result.checkpoint = out_dir / "checkpoint.pt"  # the folder may have moved (Ray workers)
+    result.checkpoint = out_dir / CHECKPOINT_PT  # the folder may have moved (Ray workers)
     return result
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import iter_jsonl, loads_json
+from edgekd.core.runfolder import CANDIDATES_JSONL, SPEC_JSON
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from edgekd.inputs.data import ImageDataset
     from edgekd.search.space import StudentSpec
 
-DEFAULT_CANDIDATES = Path("candidates.jsonl")
+DEFAULT_CANDIDATES = Path(CANDIDATES_JSONL)
 
 
 def resolve_student_spec(student: str, search: Path | None = None) -> StudentSpec:
@@ -66,7 +67,7 @@ def candidate_files(search: Path | None = None) -> list[Path]:
     ``edgekd search``, which writes runs/search-PROFILE/, is found with no option)."""
     if search is not None:
         path = Path(search).expanduser()
-        found = path / "candidates.jsonl" if path.is_dir() else path
+        found = path / CANDIDATES_JSONL if path.is_dir() else path
         if not found.is_file():
             raise EdgekdError(f"--search {path}: no candidates.jsonl there: pass the folder "
                               "'edgekd search' or 'edgekd compress' wrote (e.g. "
@@ -93,7 +94,7 @@ def run_train(*, spec: StudentSpec, teachers: list[tuple[nn.Module, str]], datas
     from edgekd.core.fileio import atomic_write_json
 
     out_dir = Path(out_dir)
-    atomic_write_json(out_dir / "spec.json", spec.to_dict())
+    atomic_write_json(out_dir / SPEC_JSON, spec.to_dict())
     uses = get_method(config.method).uses_teacher
     models = [m for m, _ in teachers] if uses else []
     fps = [fp for _, fp in teachers] if uses else []

@@ -74,6 +74,7 @@ import torch.nn as nn
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import append_jsonl
+from edgekd.core.runfolder import METRICS_JSONL
 from edgekd.core.fmt import epoch_line
 from edgekd.core.progress import StepBar, say
 from edgekd.distill import augment, losses
@@ -260,7 +261,7 @@ class _Trainer(Checkpoints, HintTraining):
             record["cpu_seconds"] = round(time.process_time() - cpu0, 4)  # steadier on a shared machine
             # the curve point first: a kill between the two leaves a line past the checkpoint,
             # which _restore drops (and that epoch trains again); the other order lost it
-            append_jsonl(self.out_dir / "metrics.jsonl", record)
+            append_jsonl(self.out_dir / METRICS_JSONL, record)
             self._save(epoch, seconds, optimizer, opt_stage)
             # one plain line per epoch: pipes and CI logs see progress too
             say(self.progress, epoch_line(record, self.total_epochs))

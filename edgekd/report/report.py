@@ -33,9 +33,10 @@ from typing import Any, Iterable
 
 from edgekd.core import fmt
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from edgekd.core.runfolder import (CANDIDATE, FINISHED_RESULT, MEASUREMENT, METRIC, OUTCOME,
-                                   TEACHER, RunDir, read_doc, read_records, safe_id)
+from edgekd.core.fileio import atomic_write_bytes, atomic_write_text
+from edgekd.core.runfolder import (CANDIDATE, FINISHED_RESULT, MEASUREMENT, METRIC, METRICS_JSONL, OUTCOME,
+                                   RESULT_JSON, SUMMARY, TEACHER, RunDir, read_doc, read_records, safe_id,
+                                   write_doc)
 from edgekd.report.int8_rows import int8_entry
 from edgekd.report.measured import model_latency, model_size_mb
 from edgekd.report.merge import merge_measurements
@@ -45,7 +46,7 @@ from edgekd.report.tables import (TABLE_NOTES, _speed, budget_text, headline,  #
                                   selection, selection_text, table_header, table_rows)
 from edgekd.report.references import reference_blocks
 
-SUMMARY_FORMAT = "edgekd.summary/1"
+SUMMARY_FORMAT = SUMMARY.format
 #: Keys whose values depend on the clock or the machine's load (the Pareto front too: it
 #: is taken over measured latencies); :func:`deterministic_view` drops them so two runs with
 #: the same seed on CPU compare equal.
@@ -77,7 +78,7 @@ def _measurement(path: Path, fix: str) -> dict:
 
 def _curve(trial: Path) -> list[dict]:
     rows = []
-    for record in read_records(METRIC, trial / "metrics.jsonl")[0]:
+    for record in read_records(METRIC, trial / METRICS_JSONL)[0]:
         if isinstance(record.get("val_acc"), (int, float)):
             rows.append({"epoch": int(record["epoch"]), "val_acc": float(record["val_acc"]),
                          "stage": record.get("stage", "train")})
@@ -147,7 +148,7 @@ def _student(run: RunDir, entry: Any, candidates: dict[str, dict], measured: dic
         raise EdgekdError(f"{search_path} has a bad trial entry ({str(entry)[:40]}): rebuild "
                           f"it with 'edgekd compress --out {run.root} --resume'")
     trial_id, cid = safe_id(entry.get("trial"), search_path), entry["candidate"]
-    result = run.read(FINISHED_RESULT, run.trial_file(trial_id, "result.json"))
+    result = run.read(FINISHED_RESULT, run.trial_file(trial_id, RESULT_JSON))
     candidate = candidates.get(cid, {})
     onnx = run.export_onnx(trial_id)
     latency = model_latency(onnx, measured, candidate.get("latency"), target_is_host)
@@ -331,8 +332,8 @@ def _write_report(run: RunDir, measurements: Iterable[str | Path], force: bool,
     for name, data in images.items():
         atomic_write_bytes(run.report / f"{name}.png", data)
     text = markdown(summary)
-    atomic_write_json(run.report / "summary.json", summary)
-    atomic_write_text(run.report / "report.md", text)
-    atomic_write_text(run.report / "report.html", to_html(summary, images))
+    write_doc(SUMMARY, run.summary, summary)
+    atomic_write_text(run.report_md, text)
+    atomic_write_text(run.report_html, to_html(summary, images))
     return summary
 

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import atomic_write_json, read_json
+from edgekd.core.fileio import atomic_write_json
 from edgekd.run.halving import TrialJob, TrialPayload
-from edgekd.core.runfolder import TRIAL_FILES, RunDir
+from edgekd.core.runfolder import RESULT, RESULT_JSON, SPEC_JSON, TRIAL_FILES, RunDir, read_doc
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -68,7 +68,7 @@ def train_trial(payload: TrialPayload, context: TrialContext, out_dir: Path, *,
 
     started = time.monotonic()
     out_dir = Path(out_dir)
-    atomic_write_json(out_dir / "spec.json", payload.spec)
+    atomic_write_json(out_dir / SPEC_JSON, payload.spec)
     previous = torch.get_num_threads()
     if context.threads:
         torch.set_num_threads(context.threads)
@@ -78,7 +78,7 @@ def train_trial(payload: TrialPayload, context: TrialContext, out_dir: Path, *,
                       teacher_fps=context.teacher_fps, progress=progress)
     finally:
         torch.set_num_threads(previous)
-    result = {k: v for k, v in read_json(out_dir / "result.json").items() if k not in _LOCAL_FIELDS}
+    result = {k: v for k, v in read_doc(RESULT, out_dir / RESULT_JSON).items() if k not in _LOCAL_FIELDS}
     result["job_seconds"] = round(time.monotonic() - started, 3)
     return result
 
@@ -158,7 +158,7 @@ class RayExecutor:
         for job in jobs:
             folder = self.folder.trial(job.folder)
             files = {n: (folder / n).read_bytes() for n in TRIAL_FILES if (folder / n).exists()}
-            files.pop("result.json", None)  # the worker writes a fresh one
+            files.pop(RESULT_JSON, None)  # the worker writes a fresh one
             ref = task.remote(job.payload, self._context_ref, files)
             pending[ref] = job
         try:

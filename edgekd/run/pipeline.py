@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_json, write_jsonl
-from edgekd.core.runfolder import OUTCOME, write_doc
+from edgekd.core.runfolder import OUTCOME, RESULT, RESULT_JSON, write_doc
 from edgekd.distill.config import TRAIN_CONFIG_FORMAT
 from edgekd.distill.methods import method_names
 from edgekd.run.halving import (Executor, HalvingEvent, HalvingResult, Rung, SuccessiveHalving, TrialJob,
@@ -360,7 +360,7 @@ def _ship(config: CompressConfig, inputs: Inputs, run: RunDir, trials: list[dict
     if config.bundle:
         note("writing the device bundle")
     bundle = bundle_stage(inputs, run, winner_trial, config.int8_tolerance) if config.bundle else None
-    return Summary(run.root, run.report / "report.md", run.report / "report.html", summary,
+    return Summary(run.root, run.report_md, run.report_html, summary,
                    headline(summary), bundle, resumed, time.monotonic() - started, trained)
 
 
@@ -384,14 +384,13 @@ def _arms(config: CompressConfig, run: RunDir, winner: dict, winner_trial: str, 
     """The winner's other arms: every ablation arm with ``--baselines``; else the scratch arm when
     the method learns from the teacher and the teacher is not clearly stronger than the student
     (:func:`edgekd.run.selection.teacher_clearly_stronger`); else none."""
-    from edgekd.core.fileio import read_json
     from edgekd.distill.methods import get_method
     from edgekd.run.selection import teacher_clearly_stronger
     if config.baselines:
         return baseline_stage(config, run, winner, winner_trial, executor)
     if not get_method(config.method).uses_teacher:
         return None
-    student_val = read_json(run.trial(winner_trial) / "result.json").get("val_acc")
+    student_val = run.read(RESULT, run.trial_file(winner_trial, RESULT_JSON))["val_acc"]
     if teacher_clearly_stronger(bias, student_val):
         return None
     say(config.progress, f"the teacher ({100 * bias['test']:.2f}% test) is not clearly stronger than the student "

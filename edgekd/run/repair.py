@@ -22,7 +22,8 @@ from pathlib import Path
 from edgekd.core.checkpoint import read_checkpoint
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_json
-from edgekd.core.runfolder import FINISHED_RESULT, RunDir, read_doc_or_none
+from edgekd.core.runfolder import (CHECKPOINT_PT, FINISHED_RESULT, METRICS_JSONL, RESULT_JSON, RunDir,
+                                   read_doc_or_none)
 
 #: Fields of result.json that a halving line does not keep (see edgekd.run.executors._LOCAL_FIELDS).
 _LINE_ONLY = ("job_seconds",)
@@ -50,13 +51,13 @@ def reset_damaged_trials(run: RunDir) -> list[str]:
     recorded = {record_folder(r) for r in run.rung_records()}
     reset = []
     for folder in sorted(p for p in run.trials.iterdir() if p.is_dir()):
-        checkpoint = folder / "checkpoint.pt"
+        checkpoint = folder / CHECKPOINT_PT
         if checkpoint.exists():
             if _checkpoint_sound(checkpoint):
                 continue
-        elif folder.name not in recorded and not (folder / "result.json").exists():
+        elif folder.name not in recorded and not (folder / RESULT_JSON).exists():
             continue  # never trained past its first epoch: nothing is lost
-        for name in ("checkpoint.pt", "result.json", "metrics.jsonl"):
+        for name in (CHECKPOINT_PT, RESULT_JSON, METRICS_JSONL):
             (folder / name).unlink(missing_ok=True)
         reset.append(folder.name)
     if reset:
@@ -72,11 +73,11 @@ def restore_results(run: RunDir, folders: list[str]) -> list[str]:
         last[record_folder(record)] = record
     restored = []
     for folder in folders:
-        path = run.trial_file(folder, "result.json")
+        path = run.trial_file(folder, RESULT_JSON)
         if read_doc_or_none(FINISHED_RESULT, path) is not None or folder not in last:
             continue
         result = {k: v for k, v in last[folder]["result"].items() if k not in _LINE_ONLY}
-        result["checkpoint"] = str(run.trial_file(folder, "checkpoint.pt"))
+        result["checkpoint"] = str(run.trial_file(folder, CHECKPOINT_PT))
         result.setdefault("seconds", float(last[folder]["result"].get("job_seconds", 0.0)))
         atomic_write_json(path, result)
         restored.append(folder)

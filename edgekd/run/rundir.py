@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from deploy import system
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import TEMP_GLOB, remove_temp_files
-from edgekd.core.runfolder import RUN, RunDir, safe_id, write_doc
-from edgekd.core.runguard import RunLock, acquire, check_tree
+from edgekd.core.runfolder import LOCK_FILE, RUN, RunDir, acquire, safe_id, write_doc
+from edgekd.core.runguard import RunLock
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekd.run.config import CompressConfig
@@ -92,7 +92,7 @@ def default_out(profile: str | None, data: str | None, teacher: str | None) -> P
 
 
 def lock_run(run: RunDir) -> RunLock:
-    """Take the run's exclusive lock (:func:`edgekd.core.runguard.acquire`: ``.lock``,
+    """Take the run's exclusive lock (:func:`edgekd.core.runfolder.acquire`: ``.lock``,
     ``fcntl.flock``, never through a symbolic link), held until ``run.release()`` or the end
     of the process. A folder another process holds is refused in one line naming its pid."""
     return acquire(run.root)
@@ -100,7 +100,7 @@ def lock_run(run: RunDir) -> RunLock:
 
 def _holds_files(root: Path) -> bool:
     """Whether ``root`` holds anything but the lock and temp files of an interrupted start."""
-    return any(p.name != ".lock" and not p.match(TEMP_GLOB) for p in root.iterdir())
+    return any(p.name != LOCK_FILE and not p.match(TEMP_GLOB) for p in root.iterdir())
 
 
 def open_run(root: str | Path, run_identity: dict, *, resume: bool,
@@ -123,7 +123,7 @@ def open_run(root: str | Path, run_identity: dict, *, resume: bool,
                           "folder on a writable disk") from None
     run.hold(lock_run(run))
     try:
-        check_tree(run.root)
+        run.check_tree()
         remove_temp_files(run.root)
         resumed = _reopen(run, run_identity, resume=resume) if _holds_files(run.root) else False
         if not resumed:

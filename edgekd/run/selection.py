@@ -125,9 +125,9 @@ def best_arm(run: RunDir, trials: dict[str, str], bias: dict[str, Any] | None = 
              ) -> tuple[str, str, dict[str, float]]:
     """(method, trial, scores) of the arm :func:`choose_arm` picks among the trials of one
     architecture (method -> trial, the search's method first) from their result.json."""
-    from edgekd.core.fileio import read_json
+    from edgekd.core.runfolder import RESULT, RESULT_JSON
     from edgekd.distill.methods import get_method
 
-    vals = {m: read_json(run.trial(t) / "result.json").get("val_acc") for m, t in trials.items()}
+    vals = {m: run.read(RESULT, run.trial_file(t, RESULT_JSON))["val_acc"] for m, t in trials.items()}
     method, scores = choose_arm(vals, {m: get_method(m).uses_teacher for m in trials}, bias)
     return method, trials[method], scores

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from edgekd.core.fileio import sha256_file
-from edgekd.core.runfolder import EXPORT, MEASUREMENT, TEACHER, read_doc_or_none, write_doc
+from edgekd.core.runfolder import CHECKPOINT_PT, EXPORT, MEASUREMENT, TEACHER, read_doc_or_none, write_doc
 from edgekd.run.config import CompressConfig
 from edgekd.run.rundir import RunDir
 from edgekd.run.setup import Inputs
@@ -87,7 +87,7 @@ def export_stage(inputs: Inputs, run: RunDir, trial_ids: list[str],
 
     paths = []
     for number, trial_id in enumerate(trial_ids, 1):
-        checkpoint = run.trial_file(trial_id, "checkpoint.pt")
+        checkpoint = run.trial_file(trial_id, CHECKPOINT_PT)
         model, info = load_student(checkpoint)
         model = on_cpu(model)
         metadata = _metadata(inputs, trial_id, spec=info.spec, method=info.method,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_json, read_jsonl, write_jsonl
+from edgekd.core.runfolder import CHECKPOINT_PT, RESULT_JSON, SPEC_JSON
 
 if TYPE_CHECKING:
     from edgekd.core.runfolder import RunDir
@@ -183,7 +184,7 @@ def _save_inherited(net, record: dict, data, inputs: "Inputs", run: "RunDir",
 
     folder = f"{record['id']}-inherited"
     entry = {"trial": folder, "candidate": record["id"], "method": "supernet", "role": "inherited"}
-    if run.trial_file(folder, "result.json").exists():
+    if run.trial_file(folder, RESULT_JSON).exists():
         return entry
     spec = StudentSpec.from_dict(record["spec"])
     model, val_acc = evaluate_subnet(net, spec, data, supernet_config)
@@ -191,11 +192,11 @@ def _save_inherited(net, record: dict, data, inputs: "Inputs", run: "RunDir",
     test_acc = accuracy(predict_logits(model, data.x_test), data.y_test)
     dataset = inputs.dataset
     metrics = {"val_acc": val_acc, "test_acc": test_acc, "epochs_done": supernet_config.epochs}
-    atomic_write_json(run.trial_file(folder, "spec.json"), record["spec"])
-    save_student(run.trial_file(folder, "checkpoint.pt"), model, spec=spec,
+    atomic_write_json(run.trial_file(folder, SPEC_JSON), record["spec"])
+    save_student(run.trial_file(folder, CHECKPOINT_PT), model, spec=spec,
                  classes=list(dataset.classes), input_shape=tuple(dataset.input_shape),
                  normalization=dataset.normalization, method="supernet", metrics=metrics)
-    atomic_write_json(run.trial_file(folder, "result.json"),
+    atomic_write_json(run.trial_file(folder, RESULT_JSON),
                       {"method": "supernet", "inherited": True, **metrics})
     return entry
 
@@ -210,14 +211,14 @@ def _finetune(best: dict, net, inputs: "Inputs", run: "RunDir", config: "Compres
 
     folder = f"{best['id']}-tuned"
     epochs = _finetune_epochs(config)
-    start = read_checkpoint(run.trial_file(f"{best['id']}-inherited", "checkpoint.pt"))["state_dict"] \
-        if run.trial_file(f"{best['id']}-inherited", "checkpoint.pt").exists() \
+    start = read_checkpoint(run.trial_file(f"{best['id']}-inherited", CHECKPOINT_PT))["state_dict"] \
+        if run.trial_file(f"{best['id']}-inherited", CHECKPOINT_PT).exists() \
         else net.extract(StudentSpec.from_dict(best["spec"])).state_dict()
     tune = dataclasses.replace(train, epochs=epochs, warmup_epochs=0.0,
                                lr=(train.lr or default_lr(train.optimizer)) * FINETUNE_LR_FRACTION)
     note(f"supernet: fine-tuning {best['describe']} (best by validation, "
          f"{best['val_acc']:.2%} inherited) for {epochs} epoch(s) with KD")
-    atomic_write_json(run.trial_file(folder, "spec.json"), best["spec"])
+    atomic_write_json(run.trial_file(folder, SPEC_JSON), best["spec"])
     train_student(StudentSpec.from_dict(best["spec"]), [inputs.teacher], inputs.dataset,
                   tune,
                   run.trial(folder), teacher_fps=[inputs.teacher_fp], progress=False,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from edgekd.search.cost import block_cost_cache, spec_cost, spec_totals
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import write_jsonl
-from edgekd.core.runfolder import SEARCH, write_doc
+from edgekd.core.runfolder import CANDIDATES_JSONL, SEARCH, SEARCH_JSON, write_doc
 from edgekd.search.latency import Calibration, LatencyEstimate, predict_latency
 from edgekd.search.families import default_families
 from edgekd.search.buildable import ParserFilter, parser_filter, report_skipped
@@ -306,8 +306,8 @@ def cost_specs(profile: "DeviceProfile", specs: Iterable[StudentSpec], *, calibr
 
 def _write(out: Path, result: SearchResult, detail: dict[str, Any]) -> None:
     """``candidates.jsonl`` (the feasible candidates) and ``search.json`` (the summary)."""
-    write_jsonl(out / "candidates.jsonl", (c.to_record() for c in result.feasible))
-    write_doc(SEARCH, out / "search.json", {**result.summary(), **detail})
+    write_jsonl(out / CANDIDATES_JSONL, (c.to_record() for c in result.feasible))
+    write_doc(SEARCH, out / SEARCH_JSON, {**result.summary(), **detail})
 
 
 def _check_request(profile: "DeviceProfile", input_shape: Sequence[int], measure: bool

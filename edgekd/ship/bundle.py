@@ -32,6 +32,7 @@ import numpy as np
 from deploy import onnxmeta
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
+from edgekd.core.runfolder import MANIFEST_JSON
 from edgekd.ship.export import onnx_logits, read_metadata
 from edgekd.ship.parser_check import require_parsable
 from edgekd.ship.bundle_readme import ReadmeInputs, render_readme
@@ -177,9 +178,9 @@ def make_bundle(onnx_path: str | Path, out_dir: str | Path, *, profile: DevicePr
 
 def _write_manifest(out: Path, document: dict) -> None:
     """``manifest.json``: ``document`` plus every other file of the bundle with its sha256."""
-    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST_JSON
                    and "__pycache__" not in p.parts)
-    atomic_write_json(out / "manifest.json", {
+    atomic_write_json(out / MANIFEST_JSON, {
         **document, "files": {str(p.relative_to(out)): sha256_file(p) for p in files}})
 
 

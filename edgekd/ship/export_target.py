@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from deploy import onnxmeta as meta
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_bytes, read_json
-from edgekd.core.runfolder import SUMMARY, RunDir, safe_id
+from edgekd.core.runfolder import BUNDLE_DIR, MANIFEST_JSON, SUMMARY, RunDir, safe_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from edgekd.inputs.data import ImageDataset, Normalization
@@ -177,7 +177,7 @@ def export_target(target: str | Path, out: str | Path, *, bundle: bool = False,
     parity = meta.json_value(metadata, meta.PARITY)
     parity = parity if isinstance(parity, dict) else None
     int8_record = _int8(onnx_path, dataset, norm, run, trial) if int8 else None
-    bundle_dir = (_bundle(onnx_path, out / "bundle", device, dataset, norm, run, notes, int8_tolerance)
+    bundle_dir = (_bundle(onnx_path, out / BUNDLE_DIR, device, dataset, norm, run, notes, int8_tolerance)
                   if bundle else None)
     return ExportResult(onnx=onnx_path, model_id=model_id, source="run" if run else "checkpoint",
                         parity=parity, bundle=bundle_dir, int8=int8_record, notes=notes)
@@ -221,7 +221,7 @@ def _bundle(onnx_path: Path, folder: Path, device: "DeviceProfile", dataset: "Im
     config = BundleConfig() if int8_tolerance is None else BundleConfig(int8_tolerance=int8_tolerance)
     made = make_bundle(onnx_path, folder, profile=device, dataset=dataset, normalization=norm,
                        teacher_onnx=teacher, run_dir=run, config=config)
-    fallback = read_json(made / "manifest.json").get("fallback")
+    fallback = read_json(made / MANIFEST_JSON).get("fallback")
     if fallback:
         notes.append(fallback)
     return made
