@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from edgekd.core.errors import EdgekdError
-from edgekd.search.families import family_names, get_family
+from edgekd.search.families import default_families, family_names, get_family
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -251,8 +251,8 @@ def hint_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-FAMILY_HELP = ("Student families, comma-separated [plain,residual below 64 px; then GPU: "
-               "plain,residual,repvgg, CPU: dwsep,mbconv].")
+FAMILY_HELP = (f"Student families, comma-separated [{','.join(default_families())} below 64 px; then GPU: "
+               f"{','.join(default_families('gpu'))}, CPU: {','.join(default_families('cpu'))}].")
 
 
 def parse_families(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from edgekd.cli.base import default_of, verbose_option
 from edgekd.cli.cli_options import FAMILY_HELP, parse_families
 from edgekd.core.errors import EdgekdError
 from edgekd.search.config import SearchConfig
+from edgekd.search.families import calibrated_families
 from edgekd.search.space import SpaceConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,7 +122,7 @@ def search(profile_name: str, input_text: str, classes: int, max_macs: str | Non
               help="Input shape CxHxW of the calibration students.")
 @click.option("--classes", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--students", default=60, show_default=True, type=click.IntRange(min=4),
-              help="How many students to measure (all four families, MACs 0.3M-60M).")
+              help=f"How many students to measure ({', '.join(calibrated_families())}; MACs 0.3M-60M).")
 @click.option("--batch", "batches", default="1,32", show_default=True,
               help="Batch sizes to measure, comma-separated.")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgekd.distill.methods import Method, MethodOption, Stage, lazy_loss, register_method
+from edgekd.distill.methods import Method, MethodOption, PlotStyle, Stage, lazy_loss, register_method
 
 if TYPE_CHECKING:
     from edgekd.distill.config import TrainConfig, TrainResult
@@ -93,13 +93,19 @@ def _hint_stage() -> Stage:
 
 register_method(Method(
     "scratch", "labels only (cross-entropy)", uses_teacher=False, options=(LABEL_SMOOTHING,),
-    stages=(Stage("scratch", lazy_loss(_OBJECTIVES, "CrossEntropyLoss")),)))
+    stages=(Stage("scratch", lazy_loss(_OBJECTIVES, "CrossEntropyLoss")),), baseline=True,
+    plot=PlotStyle("tab:green", "^", ("#14521a", "#8fd98f"))))
 register_method(Method(
     "kd", "Hinton KD (a*CE + (1-a)*T^2*KL)", options=KD_OPTIONS,
-    stages=(Stage("kd", lazy_loss(_OBJECTIVES, "KDLoss"), teacher=True),)))
+    stages=(Stage("kd", lazy_loss(_OBJECTIVES, "KDLoss"), teacher=True),), baseline=True,
+    plot=PlotStyle("tab:orange", "s", ("#8a4200", "#ffc27f"))))
+#: A short selection rung spent mostly on a hint stage ranks deep students at about chance:
+#: the hint methods' selection rungs train plain KD.
+_HINT_RUNGS = "kd"
 register_method(Method(
     "fitnet", "hint stage then KD (FitNets)", validate=_check_fitnet, options=FITNET_OPTIONS,
-    stages=(_hint_stage(), Stage("kd", lazy_loss(_OBJECTIVES, "KDLoss", anneal=True), teacher=True))))
+    stages=(_hint_stage(), Stage("kd", lazy_loss(_OBJECTIVES, "KDLoss", anneal=True), teacher=True)),
+    baseline=True, rung_method=_HINT_RUNGS, plot=PlotStyle("tab:blue", "o", ("#0b3d66", "#74b6e6"))))
 register_method(Method(
     "dkd", "decoupled KD (Zhao et al. 2022)", options=DKD_OPTIONS,
     stages=(Stage("dkd", lazy_loss(_OBJECTIVES, "DKDLoss"), teacher=True),)))
@@ -109,14 +115,16 @@ register_method(Method(
 for _second, _options in (("dkd", DKD_OPTIONS), ("lskd", LSKD_OPTIONS)):  # hint stage, then a logit method
     register_method(Method(
         f"fitnet-{_second}", f"hint stage then {_second.upper()}", validate=_check_fitnet, options=_options,
-        stages=(_hint_stage(), Stage(_second, lazy_loss(_OBJECTIVES, f"{_second.upper()}Loss"), teacher=True))))
+        stages=(_hint_stage(), Stage(_second, lazy_loss(_OBJECTIVES, f"{_second.upper()}Loss"), teacher=True)),
+        rung_method=_HINT_RUNGS))
 register_method(Method(
     "mimic", "logit L2 (Ba & Caruana)", validate=_check_mimic,
-    stages=(Stage("mimic", lazy_loss(_OBJECTIVES, "MimicLoss"), teacher=True),)))
+    stages=(Stage("mimic", lazy_loss(_OBJECTIVES, "MimicLoss"), teacher=True),),
+    plot=PlotStyle("tab:purple", "D", ("#4b2a6b", "#c7a8e0"))))
 register_method(Method(
     "at", "attention transfer (Zagoruyko & Komodakis 2017)",
     options=AT_OPTIONS,
     stages=(Stage("at", lazy_loss("edgekd.distill.feature_objectives", "ATLoss"), teacher=True),)))
 register_method(Method(
     "ban", "born-again generations (each trained with kd)", compress=False, validate=_check_ban,
-    train=_train_ban, options=KD_OPTIONS))
+    train=_train_ban, options=KD_OPTIONS, plot=PlotStyle("tab:brown", "v", ("#4a2a22", "#c9a093"))))

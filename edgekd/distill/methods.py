@@ -178,6 +178,23 @@ class MethodOption:
         return None if ok else f"{self.name}={value:g} is outside {self.span()}"
 
 @dataclass(frozen=True)
+class PlotStyle:
+    """How the report draws a method's students, the same in every plot: a matplotlib colour
+    and marker; ``shades`` are the colours of a second, third ... trial of the method in one
+    plot (darker and lighter tones of ``color``), so every line has its own colour and still
+    reads as its method's. Red and black are taken (the Pareto front, the winner, the teacher)."""
+
+    color: str
+    marker: str
+    shades: tuple[str, ...] = ()
+
+    def shade(self, n: int) -> str:
+        """The colour of the method's ``n``-th line (0: the method's own colour)."""
+        tones = (self.color, *self.shades)
+        return tones[n % len(tones)]
+
+
+@dataclass(frozen=True)
 class Stage:
     """One stage of a method.
 
@@ -201,7 +218,13 @@ class Method:
     shown by the CLI, whether ``edgekd compress`` can search with it (``compress``), whether
     it reads teachers at all (``uses_teacher``: scratch does not), an optional
     ``validate(config)`` that returns ``(what is wrong, what to do)`` or None, and the
-    ``options`` its losses read (:class:`MethodOption`; any other is refused)."""
+    ``options`` its losses read (:class:`MethodOption`; any other is refused).
+
+    What ``compress`` and the report ask of it: ``baseline``, whether it is an arm of the
+    ``--baselines`` ablation (the winner's architecture trained with each baseline method, in
+    registration order; a hint method stands in for the baseline hint arm); ``rung_method``,
+    the method the short selection rungs train instead of this one (None: this one); ``plot``,
+    its colour and marker in the report's plots (None: a spare style chosen from its name)."""
 
     name: str
     help: str
@@ -211,6 +234,9 @@ class Method:
     uses_teacher: bool = True
     validate: Callable[[TrainConfig], tuple[str, str] | None] | None = None
     options: tuple[MethodOption, ...] = ()
+    baseline: bool = False
+    rung_method: str | None = None
+    plot: PlotStyle | None = None
 
     def option(self, name: str) -> MethodOption | None:
         """The declared option ``name`` (None: the method does not use it)."""

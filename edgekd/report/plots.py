@@ -18,7 +18,9 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Mapping
+
+from edgekd.distill.methods import METHODS, PlotStyle
 
 PLOTS = ("accuracy_vs_latency", "accuracy_vs_macs", "training_curves")
 
@@ -41,39 +43,34 @@ CAPTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class Style:
-    """The colour and marker of one training method, the same in every plot; ``shades`` are
-    the colours of a second, third ... trial of the method in one plot (darker and lighter
-    tones of ``color``), so every line has its own colour and still reads as its method's."""
+class _MethodStyles(Mapping[str, PlotStyle]):
+    """Method name -> its colour and marker, for every registered method that declares one
+    (:attr:`edgekd.distill.methods.Method.plot`; red and black are left out of them: they mark
+    the Pareto front, the winner and the teacher). Read live, so a method registered at run
+    time brings its own style."""
 
-    color: str
-    marker: str
-    shades: tuple[str, ...] = ()
+    def __getitem__(self, name: str) -> PlotStyle:
+        method = METHODS.get(name)
+        if method is None or method.plot is None:
+            raise KeyError(name)
+        return method.plot
 
-    def shade(self, n: int) -> str:
-        """The colour of the method's ``n``-th line (0: the method's own colour)."""
-        tones = (self.color, *self.shades)
-        return tones[n % len(tones)]
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, method in METHODS.items() if method.plot is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
-#: One colour and marker per training method (matplotlib's tab10 names); red and black are
-#: left out: they mark the Pareto front, the winner and the teacher.
-METHOD_STYLES = {
-    "fitnet": Style("tab:blue", "o", ("#0b3d66", "#74b6e6")),
-    "kd": Style("tab:orange", "s", ("#8a4200", "#ffc27f")),
-    "scratch": Style("tab:green", "^", ("#14521a", "#8fd98f")),
-    "mimic": Style("tab:purple", "D", ("#4b2a6b", "#c7a8e0")),
-    "ban": Style("tab:brown", "v", ("#4a2a22", "#c9a093")),
-}
-_SPARE_STYLES = (Style("tab:pink", "P"), Style("tab:olive", "X"), Style("tab:cyan", "h"),
-                 Style("tab:gray", "p"))
+METHOD_STYLES = _MethodStyles()
+_SPARE_STYLES = (PlotStyle("tab:pink", "P"), PlotStyle("tab:olive", "X"), PlotStyle("tab:cyan", "h"),
+                 PlotStyle("tab:gray", "p"))
 _LINESTYLES = ("-", "--", ":", "-.")
 
 
-def method_style(method: str) -> Style:
-    """The style of ``method``; a method not in :data:`METHOD_STYLES` gets a spare style chosen
-    from its name, so it is the same in every plot and every report."""
+def method_style(method: str) -> PlotStyle:
+    """The style of ``method``; a method that declares none (or is not registered) gets a spare
+    style chosen from its name, so it is the same in every plot and every report."""
     if method in METHOD_STYLES:
         return METHOD_STYLES[method]
     return _SPARE_STYLES[sum(method.encode()) % len(_SPARE_STYLES)]

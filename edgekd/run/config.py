@@ -236,11 +236,13 @@ class CompressConfig:
                                   f"{'above' if strict else 'of at least'} {low:g}")
 
     def selection_method(self) -> str:
-        """What the selection rungs train: ``rung_method``, else kd for fitnet (a short rung
-        spent mostly on the hint stage ranks deep students at ~chance), else ``method``."""
+        """What the selection rungs train: ``rung_method``, else what the method's registry
+        entry names for them (:attr:`~edgekd.distill.methods.Method.rung_method`: kd for the
+        FitNets methods), else ``method``."""
         if self.rung_method is not None:
             return self.rung_method
-        return "kd" if has_hints(self.method) else self.method
+        declared = METHODS.get(self.method)
+        return (declared.rung_method if declared is not None else None) or self.method
 
     def resolved(self, n_train: int) -> "CompressConfig":
         """This config with ``epochs`` and ``min_epochs`` filled in from the data size."""

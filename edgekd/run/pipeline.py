@@ -48,8 +48,6 @@ __all__ = ["EMBEDDED_LATENCY_MS", "EMBEDDED_STEM_STRIDES", "CompressConfig", "In
            "Summary", "compress", "default_epochs", "run_folder", "search_stage"]
 
 
-#: The ablation block: the winner's architecture trained with each of these methods.
-ABLATION_METHODS = ("scratch", "kd", "fitnet")
 BASELINE_RUNG = -1  # rung index under which baseline trials are recorded in halving.jsonl
 
 
@@ -152,10 +150,13 @@ def run_methods(config: CompressConfig) -> set[str]:
 
 
 def ablation_methods(config: CompressConfig) -> tuple[str, ...]:
-    """The ``--baselines`` arms besides the search's own method: :data:`ABLATION_METHODS`, where a
-    hint method (fitnet, the default, or fitnet-dkd) stands in for the fitnet arm."""
-    return tuple(m for m in ABLATION_METHODS
-                 if m != config.method and not (m == "fitnet" and has_hints(config.method)))
+    """The ``--baselines`` arms besides the search's own method: every registered baseline
+    method (:attr:`~edgekd.distill.methods.Method.baseline`), where a hint method (fitnet, the
+    default, or fitnet-dkd) stands in for the baseline hint arm."""
+    from edgekd.distill.methods import METHODS
+
+    return tuple(m.name for m in METHODS.values() if m.baseline and m.name != config.method
+                 and not (m.has_hint_stage and has_hints(config.method)))
 
 
 def rung_method(config: CompressConfig, rung: Rung) -> str:
@@ -319,7 +320,7 @@ def _supernet_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resume
     from edgekd.distill.config import TrainConfig
     from edgekd.run.supernet_stage import supernet_run
 
-    train = TrainConfig(**train_config(config, "kd", config.epochs or 1))
+    train = TrainConfig(**train_config(config, config.selection_method(), config.epochs or 1))
     found, record, timing = supernet_run(config, inputs, run, rows, counts, train,
                                          functools.partial(say, config.progress))
     return _ship(config, inputs, run, found.trials, found.winner_trial, record, timing, resumed,
@@ -383,8 +384,9 @@ def _arms(config: CompressConfig, run: RunDir, winner: dict, winner_trial: str, 
           bias: dict[str, Any]) -> dict[str, str] | None:
     """The winner's other arms: every ablation arm with ``--baselines``; else the scratch arm when
     the method learns from the teacher and the teacher is not clearly stronger than the student
-    (:func:`edgekd.run.selection.teacher_clearly_stronger`); else none."""
-    from edgekd.distill.methods import get_method
+    (:func:`edgekd.run.selection.teacher_clearly_stronger`; the scratch arm: the baseline
+    methods that learn from labels alone); else none."""
+    from edgekd.distill.methods import METHODS, get_method
     from edgekd.run.selection import teacher_clearly_stronger
     if config.baselines:
         return baseline_stage(config, run, winner, winner_trial, executor)
@@ -395,7 +397,8 @@ def _arms(config: CompressConfig, run: RunDir, winner: dict, winner_trial: str, 
         return None
     say(config.progress, f"the teacher ({100 * bias['test']:.2f}% test) is not clearly stronger than the student "
                          f"({100 * float(student_val or 0):.2f}% validation): training its scratch arm too")
-    return baseline_stage(config, run, winner, winner_trial, executor, ("scratch",))
+    scratch = tuple(m.name for m in METHODS.values() if m.baseline and not m.uses_teacher)
+    return baseline_stage(config, run, winner, winner_trial, executor, scratch)
 
 
 def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[dict], references: list[dict],

@@ -7,7 +7,8 @@ teacher instead of one training per candidate, then its front of sub-networks.
       -> sub-networks within the budget (costed like the search's candidates) evaluated with
          inherited weights, BatchNorm re-estimated; ranked by validation accuracy
       -> the accuracy/latency front saved as trial folders (role ``inherited``)
-      -> the best by validation fine-tuned with the normal trainer (KD, role ``final``)
+      -> the best by validation fine-tuned with the normal trainer and the method of the
+         selection rungs (``CompressConfig.selection_method``: KD by default; role ``final``)
 
 Files: ``supernet/checkpoint.pt``, ``supernet/subnets.jsonl``, ``trials/ID-inherited/`` and
 ``trials/ID-tuned/``; every step skips what its files already hold, so ``--resume`` continues.
@@ -80,7 +81,7 @@ def supernet_run(config: "CompressConfig", inputs: "Inputs", run: "RunDir", rows
     known = {row["id"] for row in rows}
     write_jsonl(run.candidates, rows + [c for c in found.candidates if c["id"] not in known])
     record = {**counts, "shortlist": [], "rungs": [], "survivors": [], "finalists": [found.winner_trial],
-              "winner_method": "kd", "baselines": None, "supernet": found.record}
+              "winner_method": train.method, "baselines": None, "supernet": found.record}
     return found, record, {"training_s": round(time.monotonic() - mark, 2)}
 
 
@@ -127,7 +128,7 @@ def supernet_stage(config: "CompressConfig", inputs: "Inputs", run: "RunDir", ro
         winner = _finetune(best, net, inputs, run, config, train, note)
     finally:
         inputs.teacher.to("cpu")
-    trials.append({"trial": winner, "candidate": best["id"], "method": "kd", "role": "final"})
+    trials.append({"trial": winner, "candidate": best["id"], "method": train.method, "role": "final"})
     record = {"strategy": "supernet", "anchor": anchor.to_dict(), "space": space.to_dict(),
               "space_size": space.size, "epochs": supernet_config.epochs,
               "evaluated": len(records), "front": [r["id"] for r in front],
@@ -217,7 +218,7 @@ def _finetune(best: dict, net, inputs: "Inputs", run: "RunDir", config: "Compres
     tune = dataclasses.replace(train, epochs=epochs, warmup_epochs=0.0,
                                lr=(train.lr or default_lr(train.optimizer)) * FINETUNE_LR_FRACTION)
     note(f"supernet: fine-tuning {best['describe']} (best by validation, "
-         f"{best['val_acc']:.2%} inherited) for {epochs} epoch(s) with KD")
+         f"{best['val_acc']:.2%} inherited) for {epochs} epoch(s) with {train.method}")
     atomic_write_json(run.trial_file(folder, SPEC_JSON), best["spec"])
     train_student(StudentSpec.from_dict(best["spec"]), [inputs.teacher], inputs.dataset,
                   tune,

@@ -96,7 +96,10 @@ class Family:
     ``onnx_ops(variant)``: the ONNX operators a student of that variant exports as (edgekd's
     export: BatchNorm folded, opset 17), so the search can skip a family the profile's TensorRT
     cannot parse (None: not declared; such a family is searched everywhere and only the
-    bundle's parser check sees its operators).
+    bundle's parser check sees its operators). ``calibrated``: ``edgekd calibrate``'s student
+    set spans it (a family whose deployed blocks are another's kernels, RepVGG's fused convs,
+    needs no students of its own). ``spec_keys``: the StudentSpec keys only this family reads
+    (the reference family's ``model``); a spec of another family that sets one is refused.
     """
 
     name: str
@@ -112,6 +115,8 @@ class Family:
     #: the module after the global pool (None: the linear head, with the optional bottleneck)
     head: Callable[["StudentSpec"], "nn.Module"] | None = None
     onnx_ops: Callable[[dict[str, Any]], frozenset[str]] | None = None
+    calibrated: bool = False
+    spec_keys: tuple[str, ...] = ()
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -143,6 +148,16 @@ def default_families(device: str | None = None) -> tuple[str, ...]:
     if device is None:
         return tuple(name for name, f in _FAMILIES.items() if f.default)
     return tuple(name for name, f in _FAMILIES.items() if device in f.devices)
+
+
+def calibrated_families() -> tuple[str, ...]:
+    """The families ``edgekd calibrate`` measures students of (:attr:`Family.calibrated`)."""
+    return tuple(name for name, f in _FAMILIES.items() if f.calibrated)
+
+
+def families_reading(key: str) -> tuple[str, ...]:
+    """The families that read the StudentSpec key ``key`` (:attr:`Family.spec_keys`)."""
+    return tuple(name for name, f in _FAMILIES.items() if key in f.spec_keys)
 
 
 def get_family(name: str) -> Family:
@@ -232,13 +247,14 @@ def _relu_only(spec: "StudentSpec") -> str | None:
 register_family(Family(
     name="plain", plan=_plain_plan, make=_make_builtin,
     blocks_for_depth=lambda depth, _variant: depth, check=_relu_only, default=True,
-    devices=("gpu",), help="conv-BN-ReLU blocks (FitNets' students)", onnx_ops=_ops("Conv")))
+    devices=("gpu",), help="conv-BN-ReLU blocks (FitNets' students)", onnx_ops=_ops("Conv"),
+    calibrated=True))
 register_family(Family(
     name="residual", plan=lambda spec: stem_and_stages(spec, "basic", 2), make=_make_builtin,
     blocks_for_depth=lambda depth, _variant: (depth - 1) // 2 if depth % 2 else None,
     check=_relu_only, default=True, devices=("gpu",),
     help="stem + basic blocks (two convs and a shortcut, He et al. 2016)",
-    onnx_ops=_ops("Conv", "Add")))
+    onnx_ops=_ops("Conv", "Add"), calibrated=True))
 
 
 # ---------------------------------------------------------------------------- dwsep, mbconv
@@ -274,7 +290,7 @@ register_family(Family(
     blocks_for_depth=lambda depth, _variant: (depth - 1) // 2 if depth % 2 else None,
     variants=lambda config: ({"act": act} for act in config.acts), check=_dwsep_check,
     devices=("cpu",), help="stem + depthwise-separable blocks (depthwise kxk + pointwise 1x1, MobileNet)",
-    onnx_ops=_ops("Conv")))
+    onnx_ops=_ops("Conv"), calibrated=True))
 register_family(Family(
     name="mbconv", plan=_mbconv_plan, make=_make_mobile,
     blocks_for_depth=lambda depth, variant: (
@@ -283,7 +299,7 @@ register_family(Family(
     variants=lambda config: ({"expansion": e, "se": se, "act": act} for e in config.expansions
                              for se in config.se for act in config.acts),
     devices=("cpu",), help="stem + inverted residual blocks (expand 1x1, depthwise kxk, optional SE, project "
-         "1x1; MobileNetV2)", onnx_ops=_mbconv_ops))
+         "1x1; MobileNetV2)", onnx_ops=_mbconv_ops, calibrated=True))
 
 
 # ---------------------------------------------------------------------------- repvgg

@@ -227,5 +227,5 @@ def _check(spec: "StudentSpec") -> str | None:
 
 register_family(Family(
     name="reference", plan=_plan, make=_make, blocks_for_depth=lambda _depth, _variant: None,
-    check=_check, head=reference_head,
+    check=_check, head=reference_head, spec_keys=("model",),
     help="torchvision's small models as students (never enumerated; compress --reference)"))

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import loads_json
-from edgekd.search.families import Block, family_names, get_family
+from edgekd.search.families import Block, families_reading, family_names, get_family
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -149,9 +149,10 @@ class StudentSpec:
         if self.act not in ACTIVATIONS:
             raise EdgekdError(f"student spec: act must be one of {', '.join(ACTIVATIONS)}, got "
                               f"{self.act!r}: fix the spec")
-        if self.model is not None and self.family != "reference":
-            raise EdgekdError(f"student spec: model {self.model!r} is for family 'reference' only: "
-                              "drop it or use family 'reference'")
+        if self.model is not None and "model" not in get_family(self.family).spec_keys:
+            takers = " or ".join(f"'{name}'" for name in families_reading("model"))
+            raise EdgekdError(f"student spec: model {self.model!r} is for family {takers} only: "
+                              f"drop it or use family {takers}")
         problem = get_family(self.family).check(self)
         if problem:
             raise EdgekdError(f"student spec: {problem}: fix the spec")
@@ -181,12 +182,13 @@ class StudentSpec:
             raise EdgekdError(f"student spec: expected a JSON object, got {type(d).__name__}: "
                               "fix the spec")
         data = dict(d)
-        # the spec format's documented example carries a redundant "residual" flag; accept it when consistent.
-        if "residual" in data:
-            flag = data.pop("residual")
-            if bool(flag) != (data.get("family") == "residual"):
-                raise EdgekdError(f"student spec: 'residual': {flag} contradicts family "
-                                  f"{data.get('family')!r}: drop the 'residual' key")
+        # a true/false key named after a family ("residual": true, in the spec format's documented
+        # example) is redundant: accepted when it agrees with "family"
+        for name in sorted(set(data) & set(family_names())):
+            flag = data.pop(name)
+            if bool(flag) != (data.get("family") == name):
+                raise EdgekdError(f"student spec: '{name}': {flag} contradicts family "
+                                  f"{data.get('family')!r}: drop the '{name}' key")
         unknown = sorted(set(data) - SPEC_KEYS)
         if unknown:
             raise EdgekdError(f"student spec: unknown key(s) {', '.join(unknown)}: "

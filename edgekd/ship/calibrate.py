@@ -1,6 +1,7 @@
 """``edgekd calibrate``: measure a set of students once per device and fit its kernel table.
 
-On the host (``--profile host-cpu``): a stratified set of students from all four families
+On the host (``--profile host-cpu``): a stratified set of students from every calibrated family
+(``Family.calibrated``)
 (MACs spread on a log scale) is exported to ONNX, timed with the deploy kit under the
 measurement protocol (every model for at least ``min_seconds``, fixed intra-op threads,
 spinning off, rounds interleaved across the models: ``python -m deploy bench A B ...
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_json, atomic_write_text, read_json, sha256_file
+from edgekd.search.families import calibrated_families
 from edgekd.search.kernel_model import KernelTable, fit_kernel_table
 from edgekd.search.grid import enumerate_specs
 from edgekd.search.space import SpaceConfig, StudentSpec
@@ -32,17 +34,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgekd.inputs.profiles import DeviceProfile
 
 INDEX_FORMAT = "edgekd.calibration-set/1"
-FAMILIES = ("plain", "residual", "dwsep", "mbconv")
 
 
 def calibration_students(input_shape: Sequence[int], classes: int, n: int, *, seed: int = 0,
                          min_macs: float = 3e5, max_macs: float = 6e7,
-                         families: Sequence[str] = FAMILIES) -> list[StudentSpec]:
+                         families: Sequence[str] | None = None) -> list[StudentSpec]:
     """``n`` students stratified over family and log10(MACs) in [min_macs, max_macs], from a
-    grid with kernels 3 and 5, stem strides 1 and 2 and widths in multiples of 8."""
+    grid with kernels 3 and 5, stem strides 1 and 2 and widths in multiples of 8; ``families``
+    default: the calibrated ones (:func:`edgekd.search.families.calibrated_families`)."""
     from edgekd.search.cost import spec_totals
 
-    config = SpaceConfig(families=tuple(families), max_depth=13, kernels=(3, 5),
+    families = calibrated_families() if families is None else tuple(families)
+    config = SpaceConfig(families=families, max_depth=13, kernels=(3, 5),
                          stem_strides=(1, 2), width_multiple=8, base_widths=(8, 16, 24, 32, 48),
                          growths=(1.0, 2.0), se=(False, True))
     rng = random.Random(seed)
