@@ -111,7 +111,7 @@ def measure(specs: list[StudentSpec], work: Path, threads: int, min_seconds: flo
     chunk is started after ``deadline`` (``time.time()``)."""
     import torch
 
-    from deploy.bench import bench_interleaved
+    from edgekd_deploy.bench import bench_interleaved
 
     torch.set_num_threads(threads)
     rows_path = work / name

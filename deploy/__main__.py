@@ -12,9 +12,9 @@ import errno
 import sys
 from pathlib import Path
 
-from deploy.backends import BACKENDS, backend_names
-from deploy.errors import DeployError
-from deploy.units import parse_shape
+from .backends import BACKENDS, backend_names
+from .errors import DeployError
+from .units import parse_shape
 
 INT8_ROUTE = (
     "INT8 uses explicit quantization (Q/DQ): with --calib, the ONNX model is first quantized "
@@ -156,8 +156,8 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from deploy.bench import bench, default_out, format_line
-    from deploy.files import write_json
+    from .bench import bench, default_out, format_line
+    from .files import write_json
 
     if len(args.model) == 1 and args.min_seconds is None:
         measurement = bench(args.model[0], backend=args.backend, batch=args.batch,
@@ -167,7 +167,7 @@ def _bench(args: argparse.Namespace) -> None:
         print(format_line(measurement))
         print(f"wrote {out}")
         return
-    from deploy.bench import bench_interleaved
+    from .bench import bench_interleaved
 
     results = bench_interleaved(
         args.model, backend=args.backend, batch=args.batch, warmup=args.warmup,
@@ -182,8 +182,8 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _profile(args: argparse.Namespace) -> None:
-    from deploy.files import write_json
-    from deploy.profile import format_table, profile
+    from .files import write_json
+    from .profile import format_table, profile
 
     result = profile(args.model, backend=args.backend, batch=args.batch, warmup=args.warmup,
                      iters=args.iters, provider=args.provider, threads=args.threads)
@@ -194,8 +194,8 @@ def _profile(args: argparse.Namespace) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from deploy.check import check, format_check
-    from deploy.files import write_json
+    from .check import check, format_check
+    from .files import write_json
 
     result = check(args.model, args.data, backend=args.backend, provider=args.provider,
                    batch=args.batch, reference=args.reference)
@@ -206,7 +206,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _build(args: argparse.Namespace) -> None:
-    from deploy.build import BuildOptions, build_engine
+    from .build import BuildOptions, build_engine
 
     options = BuildOptions(fp16=args.fp16, int8=args.int8, calib=args.calib,
                            workspace_mb=args.workspace_mb, timing_cache=args.timing_cache,
@@ -217,7 +217,7 @@ def _build(args: argparse.Namespace) -> None:
 
 
 def _opcheck(args: argparse.Namespace) -> None:
-    from deploy import opcheck
+    from . import opcheck
 
     versions = args.tensorrt or opcheck.installed_or_all()
     failing = []

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from deploy.errors import DeployError
+from .errors import DeployError
 
 __all__ = ["Backend", "BACKENDS", "register_backend", "unregister_backend", "get_backend",
            "backend_names", "backend_for_path", "backend_for", "open_runner", "DEFAULT_BACKEND"]
@@ -112,14 +112,14 @@ def open_runner(path: str | Path, backend: str | None = None, *, provider: str =
 # --------------------------------------------------------------------------- built-ins
 def _open_ort(path: Path, *, provider: str = "cpu", threads: int = 0, batch: int | None = None,
               spinning: bool = True) -> Any:
-    from deploy.runners import OrtRunner
+    from .runners import OrtRunner
 
     return OrtRunner(path, provider=provider, threads=threads, spinning=spinning)
 
 
 def _open_trt(path: Path, *, provider: str = "cpu", threads: int = 0, batch: int | None = None,
               spinning: bool = True) -> Any:
-    from deploy.runners import TrtRunner
+    from .runners import TrtRunner
 
     if path.suffix.lower() == ".onnx":
         raise DeployError(f"'{path}' is an ONNX model and --backend trt needs an engine: "
@@ -128,13 +128,13 @@ def _open_trt(path: Path, *, provider: str = "cpu", threads: int = 0, batch: int
 
 
 def _profile_ort(*args: Any) -> Any:
-    from deploy.layer_times import profile_ort
+    from .layer_times import profile_ort
 
     return profile_ort(*args)
 
 
 def _profile_trt(model: Path, batch: int, warmup: int, iters: int, provider: str, threads: int) -> Any:
-    from deploy.layer_times import profile_trt
+    from .layer_times import profile_trt
 
     return profile_trt(model, batch, warmup, iters)
 

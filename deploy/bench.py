@@ -15,13 +15,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from deploy import onnxmeta
-from deploy.backends import get_backend, open_runner
-from deploy.files import sha256_file
-from deploy.fmt import ms, rate
-from deploy.timing import summarize, time_callable, time_for
+from . import onnxmeta
+from .backends import get_backend, open_runner
+from .files import sha256_file
+from .fmt import ms, rate
+from .timing import summarize, time_callable, time_for
 
-from deploy import MEASUREMENT_FORMAT
+from . import MEASUREMENT_FORMAT
 
 
 def model_fields(runner: Any) -> dict[str, Any]:

@@ -43,14 +43,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy import onnxmeta
-from deploy.cuda import Cuda
-from deploy.errors import DeployError
-from deploy.files import sha256_bytes, sha256_file, write_files_atomic
-from deploy.onnxmeta import read_onnx_header
-from deploy.opcheck import require_parsable
-from deploy.runners import _collecting_logger, sidecar_path
-from deploy.trtapi import api_path, import_tensorrt, strongly_typed
+from . import onnxmeta
+from .cuda import Cuda
+from .errors import DeployError
+from .files import sha256_bytes, sha256_file, write_files_atomic
+from .onnxmeta import read_onnx_header
+from .opcheck import require_parsable
+from .runners import _collecting_logger, sidecar_path
+from .trtapi import api_path, import_tensorrt, strongly_typed
 
 ENGINE_FORMAT = "edgekd.engine/1"
 
@@ -276,7 +276,7 @@ def _quantize_for_int8(onnx_path: Path, options: BuildOptions) -> Path:
     if not options.calib:
         raise DeployError(f"'{onnx_path.name}' has no Q/DQ nodes, so INT8 needs calibration "
                           "images: add --calib calib.npz (or build model.int8.onnx)")
-    from deploy.quantize import quantize_qdq
+    from .quantize import quantize_qdq
 
     source = quantize_qdq(onnx_path, options.calib, onnx_path.with_suffix(".int8.onnx"))
     print(f"quantized to {source} (explicit Q/DQ)", file=sys.stderr)

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from deploy.bench import model_fields
-from deploy.errors import DeployError
-from deploy.fmt import percent
-from deploy.backends import open_runner
-from deploy.runners import OrtRunner, run_batched
+from .bench import model_fields
+from .errors import DeployError
+from .fmt import percent
+from .backends import open_runner
+from .runners import OrtRunner, run_batched
 
 X_KEYS = ("x", "x_test", "images")
 Y_KEYS = ("y", "y_test", "labels")
@@ -110,7 +110,7 @@ def prepare_inputs(x: np.ndarray, sample_shape: tuple[int, ...],
 
 def normalization_of(runner: Any) -> tuple[list[float], list[float]] | None:
     """The model's ``edgekd.normalization`` (checked: see deploy.onnxmeta.normalization_of)."""
-    from deploy import onnxmeta
+    from . import onnxmeta
 
     return onnxmeta.normalization_of(runner.metadata, f"model '{getattr(runner, 'path', 'model')}'")
 

@@ -28,8 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deploy.cuda_platforms import fix_hint
-from deploy.errors import DeployError
+from .cuda_platforms import fix_hint
+from .errors import DeployError
 
 LIBCUDART_NAMES = ("libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0")
 LIBCUDART_DIRS = ("/usr/local/cuda/lib64", "/usr/local/cuda/targets/aarch64-linux/lib",
@@ -292,7 +292,7 @@ class CudaPythonCudart:
 
 def import_cuda_python() -> CudaPythonCudart | None:
     """cuda-python's runtime module, or None when cuda-python is not installed."""
-    from deploy.system import package_version
+    from .system import package_version
 
     try:
         from cuda.bindings import runtime as rt

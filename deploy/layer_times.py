@@ -18,10 +18,10 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from deploy.files import read_json
-from deploy.runners import OrtRunner, TrtRunner
-from deploy.timing import time_callable
-from deploy.trtapi import import_tensorrt
+from .files import read_json
+from .runners import OrtRunner, TrtRunner
+from .timing import time_callable
+from .trtapi import import_tensorrt
 
 __all__ = ["parse_ort_trace", "profile_ort", "profile_trt"]
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.errors import DeployError
-from deploy.onnxmeta import _LENGTH, OnnxHeader, _fields, parse_onnx_header
+from .errors import DeployError
+from .onnxmeta import _LENGTH, OnnxHeader, _fields, parse_onnx_header
 
 _DATA_FIELDS = (4, 5, 7, 9, 10, 11)  # every field a tensor's values can be stored in
 

@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.errors import DeployError
-from deploy.files import loads_json
+from .errors import DeployError
+from .files import loads_json
 
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
 

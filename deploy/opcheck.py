@@ -26,8 +26,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from deploy.errors import DeployError
-from deploy.onnxgraph import Graph, read_graph
+from .errors import DeployError
+from .onnxgraph import Graph, read_graph
 
 TABLE_FILE = "trt_onnx_ops.json"  # package data of deploy (read through importlib.resources)
 REEXPORT = ("re-export it with a current edgekd, e.g. 'edgekd export RUN --out DIR --bundle' "
@@ -53,7 +53,7 @@ class Problem:
 def table() -> dict[str, Any]:
     """The per-version operator tables (``trt_onnx_ops.json``)."""
     try:
-        data = json.loads(resources.files("deploy").joinpath(TABLE_FILE).read_text(encoding="utf-8"))
+        data = json.loads(resources.files(__package__).joinpath(TABLE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise DeployError(f"the parser table deploy/{TABLE_FILE} cannot be read ({error}): copy "
                           "the deploy kit again (the .json ships with the .py files)") from None

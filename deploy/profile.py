@@ -21,11 +21,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deploy import PROFILE_FORMAT
-from deploy.backends import backend_for, get_backend
-from deploy.bench import run_record
-from deploy.errors import DeployError
-from deploy.timing import summarize
+from . import PROFILE_FORMAT
+from .backends import backend_for, get_backend
+from .bench import run_record
+from .errors import DeployError
+from .timing import summarize
 
 def profile(model: str | Path, *, backend: str | None = None, batch: int = 1, warmup: int = 5,
             iters: int = 20, provider: str = "cpu", threads: int = 0) -> dict[str, Any]:

@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from deploy import onnxmeta
-from deploy.files import sha256_file
-from deploy.check import load_data, normalization_of, prepare_inputs
-from deploy.errors import DeployError
-from deploy.runners import OrtRunner
+from . import onnxmeta
+from .files import sha256_file
+from .check import load_data, normalization_of, prepare_inputs
+from .errors import DeployError
+from .runners import OrtRunner
 
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul", "Add"]
 DEFAULT_SAMPLES = 512

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from deploy.errors import DeployError
+from .errors import DeployError
 
 __all__ = ["_Runner", "sidecar_path"]
 

@@ -23,14 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from deploy import onnxmeta
-from deploy.cuda import Cuda
-from deploy.errors import DeployError
-from deploy.onnxmeta import OnnxHeader, read_onnx_header
-from deploy.runner_base import _Runner, sidecar_path  # noqa: F401 - sidecar_path re-exported
-from deploy.system import board_name, cpu_name, versions
-from deploy.trt_runner import TrtRunner, _collecting_logger, read_sidecar  # noqa: F401 - re-exported
-from deploy.trtapi import import_tensorrt
+from . import onnxmeta
+from .cuda import Cuda
+from .errors import DeployError
+from .onnxmeta import OnnxHeader, read_onnx_header
+from .runner_base import _Runner, sidecar_path  # noqa: F401 - sidecar_path re-exported
+from .system import board_name, cpu_name, versions
+from .trt_runner import TrtRunner, _collecting_logger, read_sidecar  # noqa: F401 - re-exported
+from .trtapi import import_tensorrt
 
 __all__ = ["OrtRunner", "TrtRunner", "run_batched", "read_sidecar", "sidecar_path", "import_tensorrt", "Cuda"]
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from deploy.cuda import Cuda
-from deploy.errors import DeployError
-from deploy.files import loads_json, read_json, sha256_bytes
-from deploy.runner_base import _Runner, sidecar_path
-from deploy.system import board_name, package_version, versions
-from deploy.trtapi import import_tensorrt
+from .cuda import Cuda
+from .errors import DeployError
+from .files import loads_json, read_json, sha256_bytes
+from .runner_base import _Runner, sidecar_path
+from .system import board_name, package_version, versions
+from .trtapi import import_tensorrt
 
 __all__ = ["TrtRunner", "read_sidecar"]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy.errors import DeployError
+from .errors import DeployError
 
 SUPPORTED = "8.5, 8.6, 10.x or 11.x"
 

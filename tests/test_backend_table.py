@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deploy import __main__ as deploy_cli
-from deploy.backends import (BACKENDS, Backend, backend_for_path, get_backend, register_backend,
+from edgekd_deploy import __main__ as deploy_cli
+from edgekd_deploy.backends import (BACKENDS, Backend, backend_for_path, get_backend, register_backend,
                              unregister_backend)
-from deploy.errors import DeployError
-from deploy.files import sha256_file
-from deploy.runners import _Runner
+from edgekd_deploy.errors import DeployError
+from edgekd_deploy.files import sha256_file
+from edgekd_deploy.runners import _Runner
 
 
 class ToyRunner(_Runner):

@@ -17,8 +17,8 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from deploy import onnxmeta
-from deploy.errors import DeployError
+from edgekd_deploy import onnxmeta
+from edgekd_deploy.errors import DeployError
 from edgekd.core.checkpoint import read_checkpoint
 from edgekd.cli.cli import cli
 from edgekd.inputs.data import make_dataset

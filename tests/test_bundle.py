@@ -221,8 +221,8 @@ def test_int8_qdq_from_the_bundle_calibration_keeps_accuracy(bundle: Path, tmp_p
     Runtime: Q/DQ nodes present, accuracy within 3 points of fp32, >= 90% top-1 agreement."""
     import onnx
 
-    from deploy.check import check
-    from deploy.quantize import quantize_qdq
+    from edgekd_deploy.check import check
+    from edgekd_deploy.quantize import quantize_qdq
 
     qdq = quantize_qdq(bundle / "model.onnx", bundle / "calib.npz", tmp_path / "model.int8.onnx")
     ops = {node.op_type for node in onnx.load(str(qdq)).graph.node}
@@ -241,9 +241,9 @@ def test_int8_qdq_sits_on_inputs_and_the_host_computes_it_as_written(bundle: Pat
     import onnx
     import onnxruntime as ort
 
-    from deploy.check import load_data, normalization_of, prepare_inputs
-    from deploy.quantize import quantize_qdq
-    from deploy.runners import OrtRunner
+    from edgekd_deploy.check import load_data, normalization_of, prepare_inputs
+    from edgekd_deploy.quantize import quantize_qdq
+    from edgekd_deploy.runners import OrtRunner
 
     qdq = quantize_qdq(bundle / "model.onnx", bundle / "calib.npz", tmp_path / "model.int8.onnx")
     graph = onnx.load(str(qdq)).graph
@@ -268,7 +268,7 @@ def test_int8_profile_bundle_ships_qdq_models(bundle: Path, tmp_path: Path) -> N
     sha256 of the fp32 export (so device figures map back), and the README builds them."""
     import dataclasses
 
-    from deploy.onnxmeta import read_onnx_header
+    from edgekd_deploy.onnxmeta import read_onnx_header
     from edgekd.ship.bundle import make_bundle
     from edgekd.core.fileio import sha256_file
     from edgekd.inputs.profiles import load_profile

@@ -21,11 +21,11 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 from click.testing import CliRunner  # noqa: E402
 
-from deploy.__main__ import build_parser  # noqa: E402
-from deploy.check import prepare_inputs  # noqa: E402
-from deploy.build import BuildOptions, check_precision  # noqa: E402
-from deploy.errors import DeployError  # noqa: E402
-from deploy.onnxmeta import read_onnx_header  # noqa: E402
+from edgekd_deploy.__main__ import build_parser  # noqa: E402
+from edgekd_deploy.check import prepare_inputs  # noqa: E402
+from edgekd_deploy.build import BuildOptions, check_precision  # noqa: E402
+from edgekd_deploy.errors import DeployError  # noqa: E402
+from edgekd_deploy.onnxmeta import read_onnx_header  # noqa: E402
 from edgekd.cli.cli import cli  # noqa: E402
 from edgekd.core.errors import EdgekdError  # noqa: E402
 from edgekd.inputs.loaders import load_dataset  # noqa: E402

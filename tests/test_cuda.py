@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deploy.cuda import Cuda, import_cuda_python, load_ctypes_cudart
+from edgekd_deploy.cuda import Cuda, import_cuda_python, load_ctypes_cudart
 
 
 def _bindings():

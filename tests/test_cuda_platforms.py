@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.cuda import cuda_error_line
-from deploy.cuda_platforms import (DESKTOP12, DESKTOP13, JETPACK5, JETPACK60, JETPACK61, JETPACK7,
+from edgekd_deploy.cuda import cuda_error_line
+from edgekd_deploy.cuda_platforms import (DESKTOP12, DESKTOP13, JETPACK5, JETPACK60, JETPACK61, JETPACK7,
                                    fix_hint, jetson_platform, platform_for)
 
 #: the first line of /etc/nv_tegra_release on each JetPack

@@ -75,7 +75,7 @@ def test_measure_onnx_runs_the_kit_in_a_subprocess(tmp_path: Path, student_onnx:
 
 
 def test_ort_runner_infer_contract(student_onnx: Path) -> None:
-    from deploy.runners import OrtRunner
+    from edgekd_deploy.runners import OrtRunner
 
     runner = OrtRunner(student_onnx)
     x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
@@ -126,7 +126,7 @@ def test_profile_writes_per_layer_json(tmp_path: Path, student_onnx: Path) -> No
 
 
 def test_summarize_matches_numpy() -> None:
-    from deploy.timing import summarize, time_callable
+    from edgekd_deploy.timing import summarize, time_callable
 
     samples = [3.0, 1.0, 2.0, 10.0, 2.5]
     latency, throughput = summarize(samples, batch=4)
@@ -141,8 +141,8 @@ def test_summarize_matches_numpy() -> None:
 def test_onnx_header_reader_without_onnx(student_onnx: Path, tmp_path: Path) -> None:
     import onnx
 
-    from deploy.errors import DeployError
-    from deploy.onnxmeta import read_onnx_header
+    from edgekd_deploy.errors import DeployError
+    from edgekd_deploy.onnxmeta import read_onnx_header
 
     header = read_onnx_header(student_onnx)
     proto = onnx.load(str(student_onnx))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.files import write_bytes_atomic, write_json
+from edgekd_deploy.files import write_bytes_atomic, write_json
 from edgekd.core.fileio import atomic_torch_save, atomic_write_bytes, atomic_write_json, write_jsonl
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import deploy.fmt as kit
+import edgekd_deploy.fmt as kit
 from edgekd.core import fmt
 
 VALUES = [0.0, 0.5, 0.971, 0.97200001, 0.39899998903274536, 1.0, 0.0321, 0.0325, 9.9996,

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from deploy import files as kit_files
-from deploy import onnxmeta
+from edgekd_deploy import files as kit_files
+from edgekd_deploy import onnxmeta
 from edgekd.cli.cli import cli
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import JsonFileError, read_json, read_jsonl

@@ -148,7 +148,7 @@ def test_calibrate_export_then_from_device_measurements(tmp_path) -> None:
     commands = (folder / "commands.sh").read_text()
     assert "deploy build" in commands and "--fp16" in commands and "--min-seconds 0.5" in commands
     index = json.loads((folder / "index.json").read_text())["models"]
-    from deploy.onnxmeta import EXPORTER, read_onnx_header
+    from edgekd_deploy.onnxmeta import EXPORTER, read_onnx_header
 
     # the fast exporter for throw-away calibration students (same runtime kernels)
     assert read_onnx_header(folder / next(iter(index.values()))["file"]).metadata[EXPORTER] == "torchscript"
@@ -188,7 +188,7 @@ def test_calibrate_export_then_from_device_measurements(tmp_path) -> None:
 def test_interleaved_bench_protocol(tmp_path) -> None:
     import torch
 
-    from deploy.bench import bench_interleaved
+    from edgekd_deploy.bench import bench_interleaved
     from edgekd.ship.export import export_onnx
     from edgekd.search.space import build
 

@@ -18,9 +18,9 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from deploy import opcheck  # noqa: E402
-from deploy.errors import DeployError  # noqa: E402
-from deploy.onnxgraph import read_graph  # noqa: E402
+from edgekd_deploy import opcheck  # noqa: E402
+from edgekd_deploy.errors import DeployError  # noqa: E402
+from edgekd_deploy.onnxgraph import read_graph  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = ("8.5", "8.6", "10.3", "11.4.1")

@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from deploy import opcheck  # noqa: E402
+from edgekd_deploy import opcheck  # noqa: E402
 from edgekd.core.errors import EdgekdError  # noqa: E402
 from edgekd.inputs.profiles import load_profile  # noqa: E402
 from edgekd.search.families import family_names, get_family, register_family, unregister_family  # noqa: E402

@@ -33,7 +33,7 @@ def colour_images(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]
 def fitted_resnet18(x_nhwc: np.ndarray, y: np.ndarray) -> torch.nn.Module:
     """resnet18 (weights=None) with ``fc`` fitted by least squares on ImageNet-normalised images."""
     import torchvision
-    from deploy.onnxmeta import IMAGENET_MEAN, IMAGENET_STD
+    from edgekd_deploy.onnxmeta import IMAGENET_MEAN, IMAGENET_STD
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=2).eval()
@@ -64,8 +64,8 @@ def colour224(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_normalize_names_and_lists() -> None:
-    from deploy.errors import DeployError
-    from deploy.onnxmeta import parse_normalize
+    from edgekd_deploy.errors import DeployError
+    from edgekd_deploy.onnxmeta import parse_normalize
 
     assert parse_normalize("dataset", 3) is None
     assert parse_normalize("none", 1) == ([0.0], [1.0])
@@ -101,7 +101,7 @@ def test_compress_224_torchvision_teacher_with_reference(colour224: tuple[Path, 
     assert ref["exported"] and ref["latency"]["host"]["ms"] > 0
     report = (out / "report" / "report.md").read_text()
     assert "Reference students" in report and "mobilenet_v3_small_x0_5" in report
-    from deploy.onnxmeta import read_onnx_header
+    from edgekd_deploy.onnxmeta import read_onnx_header
 
     meta = read_onnx_header(out / "export" / f"{ref['trial']}.onnx").metadata
     assert json.loads(meta["edgekd.normalization"]) == {"mean": [0.485, 0.456, 0.406],

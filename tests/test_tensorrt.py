@@ -27,8 +27,8 @@ except ImportError:
 
 
 def _gpu_problem() -> str | None:
-    from deploy.cuda import Cuda
-    from deploy.errors import DeployError
+    from edgekd_deploy.cuda import Cuda
+    from edgekd_deploy.errors import DeployError
 
     try:
         Cuda()
@@ -40,7 +40,7 @@ def _gpu_problem() -> str | None:
 if _gpu_problem():
     pytest.skip(f"no usable CUDA GPU: {_gpu_problem()}", allow_module_level=True)
 
-from deploy.trtapi import api_path  # noqa: E402
+from edgekd_deploy.trtapi import api_path  # noqa: E402
 
 STRONGLY_TYPED = api_path(tensorrt.__version__) == "11.x"  # no --fp16 builder flag there
 torch = pytest.importorskip("torch")
@@ -93,7 +93,7 @@ def test_build_fp32_bench_and_check(onnx_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     m = json.loads((onnx_dir / "m.json").read_text())
     assert m["backend"] == "trt" and m["batch"] == 4 and m["latency_ms"]["median"] > 0
-    from deploy.files import sha256_file
+    from edgekd_deploy.files import sha256_file
 
     assert m["sha256"] == sha256_file(onnx_dir / "static.onnx")  # maps back to the export
     proc = deploy("check", "static.engine", "--data", "val.npz", "--reference", "static.onnx",

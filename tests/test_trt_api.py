@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deploy.errors import DeployError
-from deploy.trtapi import (CUDA_PYTHON_USES, LIBCUDART_USES, SERVES, USES, api_path)
+from edgekd_deploy.errors import DeployError
+from edgekd_deploy.trtapi import (CUDA_PYTHON_USES, LIBCUDART_USES, SERVES, USES, api_path)
 from fake_tensorrt import LISTINGS, Strict, enum
 
 REPO = Path(__file__).resolve().parents[1]
@@ -289,7 +289,7 @@ def use_fake(monkeypatch, fake: Fake) -> None:
 # --------------------------------------------------------------------------- the builder per path
 @pytest.mark.parametrize("path,version", VERSIONS)
 def test_build_fp32_per_path(monkeypatch, tmp_path: Path, onnx_file: Path, path, version) -> None:
-    from deploy.build import BuildOptions, build_engine
+    from edgekd_deploy.build import BuildOptions, build_engine
 
     fake = Fake(version)
     use_fake(monkeypatch, fake)
@@ -305,12 +305,12 @@ def test_build_fp32_per_path(monkeypatch, tmp_path: Path, onnx_file: Path, path,
     info = json.loads((tmp_path / "model.engine.json").read_text())
     assert info["tensorrt"] == version and info["tensorrt_path"] == path
     assert info["precision"] == "fp32" and info["gpu"] == "Fake GPU"
-    from deploy.files import sha256_bytes
+    from edgekd_deploy.files import sha256_bytes
 
     assert info["engine_sha256"] == sha256_bytes(engine.read_bytes())
     assert (tmp_path / "t.cache").read_bytes() == b"CACHE"
     assert not list(tmp_path.glob(".*.tmp"))
-    from deploy.files import _umask
+    from edgekd_deploy.files import _umask
 
     for written in (engine, tmp_path / "model.engine.json", tmp_path / "t.cache"):
         assert written.stat().st_mode & 0o777 == 0o666 & ~_umask()
@@ -318,7 +318,7 @@ def test_build_fp32_per_path(monkeypatch, tmp_path: Path, onnx_file: Path, path,
 
 @pytest.mark.parametrize("path,version", VERSIONS)
 def test_fp16_and_int8_flags_per_path(monkeypatch, tmp_path: Path, onnx_file: Path, path, version) -> None:
-    from deploy.build import BuildOptions, build_engine
+    from edgekd_deploy.build import BuildOptions, build_engine
 
     fake = Fake(version)
     use_fake(monkeypatch, fake)
@@ -342,7 +342,7 @@ def test_fp16_and_int8_flags_per_path(monkeypatch, tmp_path: Path, onnx_file: Pa
 
 @pytest.mark.parametrize("path,version", VERSIONS)
 def test_dla_rules_per_path(monkeypatch, tmp_path: Path, onnx_file: Path, path, version) -> None:
-    from deploy.build import BuildOptions, build_engine
+    from edgekd_deploy.build import BuildOptions, build_engine
 
     fake = Fake(version, qdq=True)
     use_fake(monkeypatch, fake)
@@ -369,7 +369,7 @@ def test_dla_rules_per_path(monkeypatch, tmp_path: Path, onnx_file: Path, path, 
 
 @pytest.mark.parametrize("path,version", VERSIONS)
 def test_cuda_is_checked_before_the_build(monkeypatch, tmp_path: Path, onnx_file: Path, path, version) -> None:
-    from deploy.build import build_engine
+    from edgekd_deploy.build import build_engine
 
     fake = Fake(version)
     use_fake(monkeypatch, fake)
@@ -382,7 +382,7 @@ def test_cuda_is_checked_before_the_build(monkeypatch, tmp_path: Path, onnx_file
 @pytest.mark.parametrize("path,version", VERSIONS)
 def test_parser_errors_and_bad_timing_cache_per_path(monkeypatch, tmp_path: Path, onnx_file: Path,
                                                      path, version) -> None:
-    from deploy.build import BuildOptions, build_engine
+    from edgekd_deploy.build import BuildOptions, build_engine
 
     use_fake(monkeypatch, Fake(version, parse_ok=False))
     with pytest.raises(DeployError, match="rejects 'model.onnx': Unsupported op") as error:
@@ -400,7 +400,7 @@ def test_parser_errors_and_bad_timing_cache_per_path(monkeypatch, tmp_path: Path
 
 # --------------------------------------------------------------------------- the runner per path
 def write_engine(tmp_path: Path, version: str, **info) -> Path:
-    from deploy.files import sha256_bytes
+    from edgekd_deploy.files import sha256_bytes
 
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"PLAN")
@@ -411,7 +411,7 @@ def write_engine(tmp_path: Path, version: str, **info) -> Path:
 
 @pytest.mark.parametrize("path,version", VERSIONS)
 def test_runner_dla_core_close_and_static_batch(monkeypatch, tmp_path: Path, path, version) -> None:
-    from deploy.runners import TrtRunner
+    from edgekd_deploy.runners import TrtRunner
 
     fake = Fake(version)
     use_fake(monkeypatch, fake)
@@ -435,8 +435,9 @@ def test_runner_dla_core_close_and_static_batch(monkeypatch, tmp_path: Path, pat
 
 @pytest.mark.parametrize("path,version", VERSIONS)
 def test_profile_per_path(monkeypatch, tmp_path: Path, path, version) -> None:
-    import deploy.trt_runner
-    from deploy.profile import profile
+    import edgekd_deploy as deploy
+    import edgekd_deploy.trt_runner  # noqa: F401 (deploy.trt_runner below)
+    from edgekd_deploy.profile import profile
 
     use_fake(monkeypatch, Fake(version))
     cuda = FakeCuda()
@@ -447,7 +448,7 @@ def test_profile_per_path(monkeypatch, tmp_path: Path, path, version) -> None:
 
 
 def test_runner_refuses_a_sidecar_of_another_engine(monkeypatch, tmp_path: Path) -> None:
-    from deploy.runners import TrtRunner
+    from edgekd_deploy.runners import TrtRunner
 
     use_fake(monkeypatch, Fake("10.3.0"))
     engine = write_engine(tmp_path, "10.3.0")
@@ -458,7 +459,7 @@ def test_runner_refuses_a_sidecar_of_another_engine(monkeypatch, tmp_path: Path)
 
 # --------------------------------------------------------------------------- CUDA without a GPU
 def test_cuda_error_lines_name_library_driver_and_fix() -> None:
-    from deploy.cuda import cuda_error_line
+    from edgekd_deploy.cuda import cuda_error_line
 
     line = cuda_error_line("libcudart.so.13", "cudaGetDeviceCount", 35, "cudaErrorInsufficientDriver",
                            runtime="13.0", driver="12.6")
@@ -470,7 +471,7 @@ def test_cuda_error_lines_name_library_driver_and_fix() -> None:
 
 
 def test_cuda_python_dlopen_failure_is_one_line() -> None:
-    from deploy.cuda import Cuda, CudaPythonCudart
+    from edgekd_deploy.cuda import Cuda, CudaPythonCudart
 
     def broken():
         raise RuntimeError("Failed to dlopen libcuda.so.1")
@@ -484,7 +485,7 @@ def test_cuda_python_dlopen_failure_is_one_line() -> None:
 
 
 def _loadable_libcudart() -> str | None:
-    from deploy.cuda import libcudart_candidates
+    from edgekd_deploy.cuda import libcudart_candidates
 
     for name in libcudart_candidates():
         try:
@@ -498,7 +499,7 @@ def _loadable_libcudart() -> str | None:
 def test_real_libcudart_without_a_gpu_is_one_line(monkeypatch) -> None:
     """Where a libcudart exists but no GPU/driver does (CI, this machine), Cuda() names the
     library and says what is missing, in one line."""
-    from deploy.cuda import Cuda, load_ctypes_cudart
+    from edgekd_deploy.cuda import Cuda, load_ctypes_cudart
 
     name = _loadable_libcudart()
     if name is None:
@@ -516,7 +517,7 @@ def test_real_libcudart_without_a_gpu_is_one_line(monkeypatch) -> None:
 
 
 def test_no_cuda_runtime_at_all_is_one_line(monkeypatch) -> None:
-    from deploy.cuda import Cuda
+    from edgekd_deploy.cuda import Cuda
 
     monkeypatch.setenv("DEPLOY_CUDART", "/nonexistent/libcudart.so.12")
     for module in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"):
@@ -532,9 +533,9 @@ def test_fp16_flag_on_tensorrt_11_takes_the_fp16_twin_of_the_same_model(tmp_path
     very model.onnx (its edgekd.source_sha256), refuses a twin of another model, and leaves 8.x/10.x
     (which have the FP16 flag) on model.onnx."""
     onnx = pytest.importorskip("onnx")
-    from deploy.build import BuildOptions, fp16_source
-    from deploy.files import sha256_file
-    from deploy.onnxmeta import read_onnx_header
+    from edgekd_deploy.build import BuildOptions, fp16_source
+    from edgekd_deploy.files import sha256_file
+    from edgekd_deploy.onnxmeta import read_onnx_header
 
     def write(path: Path, **meta: str) -> Path:
         graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["input"], ["logits"])], "g",

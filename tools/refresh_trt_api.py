@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "tests" / "data" / "trt_api"
 sys.path.insert(0, str(REPO))
 
-from deploy.trtapi import CUDA_PYTHON_USES, LIBCUDART_USES, USES  # noqa: E402
+from edgekd_deploy.trtapi import CUDA_PYTHON_USES, LIBCUDART_USES, USES  # noqa: E402
 
 PLATFORMS = ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_24_x86_64",
              "manylinux_2_28_x86_64")

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from deploy.files import (DocumentError, ensure_folder, loads_json, loads_toml,  # the kit's: one each
+from edgekd_deploy.files import (DocumentError, ensure_folder, loads_json, loads_toml,  # the kit's: one each
                           public_mode, read_text_bounded)
 from edgekd.core.errors import EdgekdError
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy.fmt import MISSING, ms, percent, rate, significant  # the one implementation
+from edgekd_deploy.fmt import MISSING, ms, percent, rate, significant  # the one implementation
 from edgekd.core.units import format_count
 
 __all__ = ["MISSING", "percent", "ms", "significant", "rate", "fps", "speedup", "size_mb", "count",

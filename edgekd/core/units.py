@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from deploy import units as deploy_units
+from edgekd_deploy import units as deploy_units
 from edgekd.core.errors import EdgekdError
 
 #: Decimal multipliers, largest first (the order :func:`format_count` tries them in).

@@ -299,8 +299,8 @@ def apply_normalize(dataset: ImageDataset, normalize: str | None) -> ImageDatase
     dataset | imagenet | none | MEAN,STD), so the teacher is fed as it was trained, and the
     students, the teacher-logit cache, the checkpoints and the ONNX metadata all follow it.
     ``None`` or ``dataset`` keeps the train split's statistics. Returns the same object."""
-    from deploy.errors import DeployError
-    from deploy.onnxmeta import parse_normalize
+    from edgekd_deploy.errors import DeployError
+    from edgekd_deploy.onnxmeta import parse_normalize
 
     if normalize is None:
         return dataset

@@ -52,7 +52,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deploy import backends as deploy_backends
+from edgekd_deploy import backends as deploy_backends
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import loads_json, loads_toml
 
@@ -238,8 +238,8 @@ def _check_keys(table: Any, allowed: list[str], section: str, where: str,
 
 def _check_tensorrt(value: str, key: str, where: str) -> None:
     """A TensorRT version the parser check has an operator table for."""
-    from deploy.errors import DeployError
-    from deploy.opcheck import supported_versions, table_version
+    from edgekd_deploy.errors import DeployError
+    from edgekd_deploy.opcheck import supported_versions, table_version
 
     if not re.fullmatch(r"\d+\.\d+(\.\d+)*", value):
         raise EdgekdError(f"{where}: key '{key}' is {value!r}: write a version such as \"8.5\" "

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deploy import system
+from edgekd_deploy import system
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import TEMP_GLOB, remove_temp_files
 from edgekd.core.runfolder import LOCK_FILE, RUN, RunDir, acquire, safe_id, write_doc

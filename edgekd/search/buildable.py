@@ -55,6 +55,6 @@ def parser_filter(profile: "DeviceProfile") -> ParserFilter | None:
     version = profile.runtime.tensorrt
     if profile.runtime.backend != "trt" or not version:
         return None
-    from deploy.opcheck import supported_operators
+    from edgekd_deploy.opcheck import supported_operators
 
     return ParserFilter(version, supported_operators(version))

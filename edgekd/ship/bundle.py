@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from deploy import onnxmeta
+from edgekd_deploy import onnxmeta
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file
 from edgekd.core.runfolder import MANIFEST_JSON
@@ -63,11 +63,12 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
 
 
 def copy_deploy_kit(destination: Path) -> Path:
-    """Copy the deploy package's .py files and its data (the parser's operator tables, .json)
-    to ``destination/deploy``, and nothing else."""
-    import deploy
+    """Copy the deploy kit's .py files and its data (the parser's operator tables, .json) to
+    ``destination/deploy``, and nothing else: installed as ``edgekd_deploy``, it is ``deploy``
+    in a bundle (its imports are relative, so it runs as ``python -m deploy`` there)."""
+    import edgekd_deploy
 
-    source = Path(deploy.__file__).resolve().parent
+    source = Path(edgekd_deploy.__file__).resolve().parent
     target = destination / "deploy"
     if target.resolve() == source:
         raise EdgekdError(f"bundle folder '{destination}' is where the deploy kit lives: pick another --out")
@@ -190,7 +191,7 @@ def _write_data(out: Path, onnx_path: Path, dataset: "ImageDataset", norm: "Norm
     """``calib.npz`` (uint8 training images) and ``val.npz`` (test images, labels and the
     model's FP32 ONNX logits) with the normalisation; returns (calibration images, normalised
     validation inputs, labels, logits, (mean, std))."""
-    from deploy.check import prepare_inputs
+    from edgekd_deploy.check import prepare_inputs
 
     stats = {"mean": np.asarray(norm.mean, np.float32), "std": np.asarray(norm.std, np.float32)}
     calib = dataset.x_train[:calib_samples]

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deploy.backends import get_backend
-from deploy.cuda_platforms import JETPACK5, JETPACK60, JETPACK61, JETPACK7, CudaPlatform
+from edgekd_deploy.backends import get_backend
+from edgekd_deploy.cuda_platforms import JETPACK5, JETPACK60, JETPACK61, JETPACK7, CudaPlatform
 
 if TYPE_CHECKING:
     from edgekd.inputs.profiles import DeviceProfile

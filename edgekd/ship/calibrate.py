@@ -152,7 +152,7 @@ def layer_profiles_from(path: Path) -> list[tuple[StudentSpec, dict]]:
     """``(spec, layer profile)`` for a ``python -m deploy profile`` JSON file, or for every one
     in a folder. The spec comes from the folder's ``index.json`` (by sha256) when there is
     one, else from the ``edgekd.spec`` metadata of the ONNX file the profile names, beside it."""
-    from deploy.onnxmeta import SPEC, read_onnx_header
+    from edgekd_deploy.onnxmeta import SPEC, read_onnx_header
     from edgekd.search.latency import LAYER_PROFILE_FORMAT
 
     folder = path if path.is_dir() else path.parent
@@ -223,7 +223,7 @@ def write_commands(folder: Path, entries: dict[str, dict], batches: Sequence[int
     TensorRT 11 (no FP16 builder flag there)."""
     files = sorted(e["file"] for e in entries.values())
     lines = ["#!/bin/sh", "# run from this folder on the device, with the deploy kit on PYTHONPATH", "set -e"]
-    from deploy.backends import get_backend
+    from edgekd_deploy.backends import get_backend
 
     backend = get_backend(profile.runtime.backend)
     models = files

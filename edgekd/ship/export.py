@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from deploy import onnxmeta as meta  # the edgekd.* metadata keys (one list, the kit's)
+from edgekd_deploy import onnxmeta as meta  # the edgekd.* metadata keys (one list, the kit's)
 from edgekd import __version__
 from edgekd.core import fmt
 from edgekd.core.errors import EdgekdError, disk_error
@@ -105,8 +105,8 @@ def torch_logits(model: "torch.nn.Module", x_float32: np.ndarray,
 def onnx_logits(onnx_path: str | Path, x_float32: np.ndarray, *, threads: int = 0) -> np.ndarray:
     """ONNX Runtime (CPU) outputs of ``onnx_path`` through the deploy kit's runner, in chunks
     of the model's batch (a static-batch model gets its last chunk padded)."""
-    from deploy.errors import DeployError
-    from deploy.runners import OrtRunner, run_batched
+    from edgekd_deploy.errors import DeployError
+    from edgekd_deploy.runners import OrtRunner, run_batched
 
     try:
         runner = OrtRunner(onnx_path, provider="cpu", threads=threads)
@@ -252,8 +252,8 @@ def set_metadata(model_proto: "onnx.ModelProto", metadata: dict[str, Any]) -> No
 
 def read_metadata(onnx_path: str | Path) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX file (read without loading the graph)."""
-    from deploy.errors import DeployError
-    from deploy.onnxmeta import read_onnx_header
+    from edgekd_deploy.errors import DeployError
+    from edgekd_deploy.onnxmeta import read_onnx_header
 
     try:
         return dict(read_onnx_header(onnx_path).metadata)

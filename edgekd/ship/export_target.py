@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deploy import onnxmeta as meta
+from edgekd_deploy import onnxmeta as meta
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_bytes, read_json
 from edgekd.core.runfolder import BUNDLE_DIR, MANIFEST_JSON, SUMMARY, RunDir, safe_id

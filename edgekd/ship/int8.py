@@ -31,8 +31,8 @@ VAL_SAMPLES = 1000
 def quantize_int8(onnx_path: Path, out_path: Path, calib: np.ndarray,
                   norm_pair: tuple[list[float], list[float]]) -> Path:
     """The deploy kit's Q/DQ quantizer, its failures as one-line EdgekdErrors."""
-    from deploy.errors import DeployError
-    from deploy.quantize import quantize_qdq
+    from edgekd_deploy.errors import DeployError
+    from edgekd_deploy.quantize import quantize_qdq
 
     try:
         return quantize_qdq(onnx_path, calib, out_path, normalization=norm_pair)
@@ -48,7 +48,7 @@ def export_int8(onnx_path: Path, dataset: ImageDataset, norm: Normalization, *, 
                 val_samples: int = VAL_SAMPLES) -> dict[str, Any]:
     """Write ``ID.int8.onnx`` beside ``onnx_path`` (``ID.onnx``) and its sidecar ``ID.int8.json``;
     returns the sidecar's content (``check``: the PrecisionCheck of INT8 vs FP32)."""
-    from deploy.check import prepare_inputs
+    from edgekd_deploy.check import prepare_inputs
     from edgekd.ship.export import onnx_logits
     from edgekd.ship.fp16 import compare_precision
 

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deploy import onnxmeta
+from edgekd_deploy import onnxmeta
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import read_json
 
@@ -36,18 +36,22 @@ if TYPE_CHECKING:  # pragma: no cover
 LATENCY_KEYS = ("mean", "median", "p90", "p99", "min", "std")
 
 
+#: The name the deploy kit is installed under (``deploy`` is its name in a bundle only).
+KIT_PACKAGE = "edgekd_deploy"
+
+
 def _deploy_root() -> Path:
-    """The folder that contains the ``deploy`` package (found without importing it)."""
-    spec = importlib.util.find_spec("deploy")
+    """The folder that contains the deploy kit's package (found without importing it)."""
+    spec = importlib.util.find_spec(KIT_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise EdgekdError("the deploy kit is not installed: reinstall edgekd (pip install -e .)")
     return Path(next(iter(spec.submodule_search_locations))).parent
 
 
 #: ``python -I -c`` program: put the kit's folder (argv[1]) first on sys.path, then run
-#: ``deploy`` as ``python -m deploy`` would, with the remaining arguments.
+#: the kit as ``python -m deploy`` would, with the remaining arguments.
 _LAUNCH = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
-           "runpy.run_module('deploy', run_name='__main__', alter_sys=True)")
+           f"runpy.run_module('{KIT_PACKAGE}', run_name='__main__', alter_sys=True)")
 
 
 def deploy_command(args: list[str]) -> tuple[list[str], Path]:
@@ -96,9 +100,9 @@ def data_accuracy(onnx_path: str | Path, data: str) -> dict[str, Any]:
     model's input size): ``accuracy = mean(argmax(logits) == y)`` over the split, computed by
     ``deploy check``'s code. A model whose input shape or class count differs from the data's
     is an EdgekdError (nothing is measured)."""
-    from deploy.check import Data, check_runner
-    from deploy.errors import DeployError
-    from deploy.runners import OrtRunner
+    from edgekd_deploy.check import Data, check_runner
+    from edgekd_deploy.errors import DeployError
+    from edgekd_deploy.runners import OrtRunner
     from edgekd.inputs.loaders import load_dataset
 
     onnx_path = Path(onnx_path)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def tensorrt_versions(profile: "DeviceProfile") -> list[str]:
     """The TensorRT versions a bundle for ``profile`` is checked against ([] for ONNX Runtime)."""
-    from deploy.opcheck import supported_versions
+    from edgekd_deploy.opcheck import supported_versions
 
     if profile.runtime.backend != "trt":
         return []
@@ -31,8 +31,8 @@ def require_parsable(models: Iterable[Path], profile: "DeviceProfile") -> dict[s
     """Raise :class:`EdgekdError` (the model, the operator, the version and the fix) unless the
     ONNX parser of each of the profile's TensorRT versions takes every model in ``models``;
     returns ``{model file name: versions checked}`` for the manifest."""
-    from deploy.errors import DeployError
-    from deploy.opcheck import check_model
+    from edgekd_deploy.errors import DeployError
+    from edgekd_deploy.opcheck import check_model
 
     versions = tensorrt_versions(profile)
     checked: dict[str, list[str]] = {}

@@ -114,10 +114,10 @@ def predict(model: str | Path, inputs: list[str | Path], *, top_k: int = 5,
     ``normalize`` (imagenet | none | MEAN,STD, :func:`deploy.onnxmeta.parse_normalize`) replaces
     the model's ``edgekd.normalization``, e.g. for an ONNX model that edgekd did not export;
     None or ``dataset`` keeps the model's."""
-    from deploy.check import normalization_of, prepare_inputs
-    from deploy.onnxmeta import parse_normalize
-    from deploy.errors import DeployError
-    from deploy.runners import OrtRunner, run_batched
+    from edgekd_deploy.check import normalization_of, prepare_inputs
+    from edgekd_deploy.onnxmeta import parse_normalize
+    from edgekd_deploy.errors import DeployError
+    from edgekd_deploy.runners import OrtRunner, run_batched
 
     model = run_model(Path(model))
     if model.suffix != ".onnx" or not model.is_file():
