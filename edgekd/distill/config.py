@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from edgekd.core.configdoc import config_fields
 from edgekd.core.errors import EdgekdError
 from edgekd.distill.methods import METHODS, OPTION_FIELDS, Method
 
@@ -193,17 +194,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         """The inverse of :meth:`to_dict` (a ``format`` tag, when there, must be ours)."""
-        data = dict(data)
-        if data.pop("format", TRAIN_CONFIG_FORMAT) != TRAIN_CONFIG_FORMAT:
-            raise EdgekdError(f"training config: not a {TRAIN_CONFIG_FORMAT} document: write it "
-                              "with this edgekd version")
-        known = {f.name for f in fields(cls)}
-        _from_legacy(data)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise EdgekdError(f"training config: unknown field(s) {', '.join(unknown)}: "
-                              f"use only {', '.join(sorted(known))}")
-        return cls(**data)
+        return cls(**config_fields(cls, data, tag=TRAIN_CONFIG_FORMAT, what="training config",
+                                   upgrade=_from_legacy))
 
     def identity(self) -> dict[str, Any]:
         """The fields that define what is trained (all but epochs/device/cache settings); the

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekd.core.configdoc import config_fields
 from edgekd.core.errors import EdgekdError
 from edgekd.distill.config import TrainConfig
 from edgekd.distill.methods import METHODS
@@ -135,21 +136,10 @@ class CompressConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CompressConfig:
         """The inverse of :meth:`to_dict`; a foreign format or an unknown field is one line."""
-        data = dict(data)
-        if data.pop("format", None) != COMPRESS_CONFIG_FORMAT:
-            raise EdgekdError(f"compress config: not a {COMPRESS_CONFIG_FORMAT} document: write it "
-                              "with this edgekd version")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise EdgekdError(f"compress config: unknown field(s) {', '.join(unknown)}: "
-                              f"use only {', '.join(sorted(known))}")
-        if data.get("out") is not None:
-            data["out"] = Path(data["out"])
-        for key in ("stem_strides", "families", "reference_models"):
-            if isinstance(data.get(key), list):
-                data[key] = tuple(data[key])
-        return cls(**data)
+        found = config_fields(cls, data, tag=COMPRESS_CONFIG_FORMAT, what="compress config")
+        if found.get("out") is not None:
+            found["out"] = Path(found["out"])
+        return cls(**found)
 
     def identity_config(self) -> dict[str, Any]:
         """The settings that change the results (not: executor, output, measuring, progress)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgekd.core.configdoc import config_fields
 from edgekd.core.errors import EdgekdError
 from edgekd.search.space import SpaceConfig
 
@@ -44,13 +45,6 @@ class SearchConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
         """The inverse of :meth:`to_dict`; a foreign format or unknown field is one error line."""
-        data = dict(data)
-        if data.pop("format", SEARCH_CONFIG_FORMAT) != SEARCH_CONFIG_FORMAT:
-            raise EdgekdError(f"search config: format is not {SEARCH_CONFIG_FORMAT}: "
-                              "write it with this edgekd version")
-        space = SpaceConfig(**{k: tuple(v) if isinstance(v, list) else v
-                               for k, v in data.pop("space", {}).items()})
-        try:
-            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}, space=space)
-        except TypeError as error:
-            raise EdgekdError(f"search config: {error}: use the fields of SearchConfig") from None
+        found = config_fields(cls, data, tag=SEARCH_CONFIG_FORMAT, what="search config")
+        space = config_fields(SpaceConfig, found.pop("space", {}), tag=None, what="search config's space")
+        return cls(**found, space=SpaceConfig(**space))
