@@ -45,9 +45,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import atomic_write_json, read_json
+from edgekd.core.fileio import atomic_write_json
 from edgekd.search.kernels import CHANNEL_BLOCKS, Kernel, kernels_of
-from edgekd.search.latency import BYTES_PER_ELEMENT, LatencyEstimate, layers_of, nnls_relative
+from edgekd.search.latency import (BYTES_PER_ELEMENT, Calibration, LatencyEstimate, layers_of, nnls_relative,
+                                   read_model_file)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -155,14 +156,14 @@ class KernelTable:
 
     @classmethod
     def load(cls, path: str | Path) -> "KernelTable":
-        try:
-            data = read_json(path)
-        except FileNotFoundError:
-            raise EdgekdError(f"kernel table {path} not found: run 'edgekd calibrate' to make one") from None
-        except (OSError, ValueError) as error:
-            raise EdgekdError(f"kernel table {path} is not valid JSON ({getattr(error, 'reason', error)}): run "
-                              "'edgekd calibrate' again") from None
-        if not isinstance(data, dict) or data.get("format") not in READABLE_FORMATS:
+        """The kernel table at ``path`` (:func:`~edgekd.search.latency.read_model_file`, then
+        :meth:`from_document`)."""
+        return cls.from_document(read_model_file(path, "kernel table", "run 'edgekd calibrate' again"), path)
+
+    @classmethod
+    def from_document(cls, data: dict[str, Any], path: str | Path) -> "KernelTable":
+        """The kernel table in ``data``, read from ``path``; one error line when it is not one."""
+        if data.get("format") not in READABLE_FORMATS:
             raise EdgekdError(f"{path} is not an edgekd kernel table (format {TABLE_FORMAT}): "
                               "run 'edgekd calibrate' again")
         try:
@@ -186,6 +187,15 @@ class KernelTable:
             raise EdgekdError(f"kernel table {path} holds negative or non-finite times: run "
                               "'edgekd calibrate' again")
         return table
+
+
+def load_latency_model(path: str | Path) -> "KernelTable | Calibration":
+    """The latency model in the file at ``path``, a kernel table or a per-kind calibration, by
+    its ``format`` tag: the one loader of latency-model files (read once)."""
+    data = read_model_file(path, "latency model", "pass a file 'edgekd calibrate' wrote")
+    if data.get("format") in READABLE_FORMATS:
+        return KernelTable.from_document(data, path)
+    return Calibration.from_document(data, path)
 
 
 def find_table(profile: "DeviceProfile", path: str | Path | None = None) -> KernelTable | None:

@@ -192,15 +192,14 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":
-        try:
-            data = read_json(path)
-        except FileNotFoundError:
-            raise EdgekdError(f"calibration file {path} not found: check the path, or run "
-                              "benchmarks/latency_predictor.py / `edgekd search --measure` to make one") from None
-        except (OSError, ValueError) as error:
-            raise EdgekdError(f"calibration file {path} is not valid JSON ({getattr(error, 'reason', error)}): "
-                              "recreate it") from None
-        if not isinstance(data, dict) or data.pop("format", None) != CALIBRATION_FORMAT:
+        """The calibration file at ``path`` (:func:`read_model_file`, then :meth:`from_document`)."""
+        return cls.from_document(read_model_file(path, "calibration file", _CALIBRATION_FIX), path)
+
+    @classmethod
+    def from_document(cls, data: dict[str, Any], path: str | Path) -> "Calibration":
+        """The calibration in ``data``, read from ``path``; one error line when it is not one."""
+        data = dict(data)
+        if data.pop("format", None) != CALIBRATION_FORMAT:
             raise EdgekdError(f"calibration file {path} is not an edgekd calibration "
                               f"(format {CALIBRATION_FORMAT}): recreate it")
         try:
@@ -216,6 +215,25 @@ class Calibration:
             raise EdgekdError(f"calibration file {path} has coefficients that are negative, not "
                               f"numbers or not finite ({', '.join(bad[:3])}): recreate it")
         return calibration
+
+
+_CALIBRATION_FIX = "recreate it (edgekd search --measure, benchmarks/latency_predictor.py)"
+
+
+def read_model_file(path: str | Path, what: str, fix: str) -> dict[str, Any]:
+    """The JSON object of a latency-model file (a per-kind :class:`Calibration` or a kernel
+    table, :class:`edgekd.search.kernel_model.KernelTable`): one error line naming the file as
+    ``what`` and the ``fix`` when it is missing, unreadable or not an object."""
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise EdgekdError(f"{what} {path} not found: check the path, or {fix}") from None
+    except (OSError, ValueError) as error:
+        raise EdgekdError(f"{what} {path} is not valid JSON ({getattr(error, 'reason', error)}): "
+                          f"{fix}") from None
+    if not isinstance(data, dict):
+        raise EdgekdError(f"{what} {path} holds {type(data).__name__}, not an object: {fix}")
+    return data
 
 
 def _non_negative(value: Any) -> bool:

@@ -187,7 +187,7 @@ def _resolve_calibration(calibration: "Calibration | KernelTable | str | Path | 
     """The calibrated model to use: the one given (a Calibration or a kernel table, object or
     file), else OUT/calibration-PROFILE.json if present, else the profile's kernel table in
     its default place (``edgekd calibrate`` writes it there); None: predict (roofline)."""
-    from edgekd.search.kernel_model import READABLE_FORMATS, KernelTable, find_table
+    from edgekd.search.kernel_model import KernelTable, find_table, load_latency_model
 
     found: Calibration | KernelTable | None = None
     source: str | None = None
@@ -195,8 +195,7 @@ def _resolve_calibration(calibration: "Calibration | KernelTable | str | Path | 
         found, source = calibration, calibration.source or "given"
     elif calibration is not None:
         source = str(calibration)
-        found = (KernelTable.load(calibration) if _json_format(calibration) in READABLE_FORMATS
-                 else Calibration.load(calibration))
+        found = load_latency_model(calibration)
     elif out_dir is not None and (out_dir / f"calibration-{profile.name}.json").is_file():
         source = str(out_dir / f"calibration-{profile.name}.json")
         found = Calibration.load(source)
@@ -210,17 +209,6 @@ def _resolve_calibration(calibration: "Calibration | KernelTable | str | Path | 
                           f"({found.precision}), not '{profile.name}' ({profile.runtime.precision}): "
                           "pass a calibration made on this device, or none")
     return found, source
-
-
-def _json_format(path: str | Path) -> str | None:
-    """The ``format`` field of a JSON file (None when unreadable: the loader then explains)."""
-    from edgekd.core.fileio import read_json
-
-    try:
-        data = read_json(path)
-    except (OSError, ValueError):
-        return None
-    return data.get("format") if isinstance(data, dict) else None
 
 
 def _infeasible_message(smallest: Candidate, fastest: Candidate | None, max_macs: int,
