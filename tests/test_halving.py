@@ -132,7 +132,7 @@ def test_no_room_to_select_trains_every_candidate(tmp_path) -> None:
     """``compress --candidates 3 --epochs 2`` with fitnet: the first rung already needs 2
     epochs, so nothing can be selected before the last rung. Every shortlisted candidate must
     be trained to --epochs (the plan used to be one rung of ONE trial: two were dropped)."""
-    from edgekd.run.pipeline import CompressConfig
+    from edgekd.run.config import CompressConfig
 
     config = CompressConfig(candidates=3, epochs=2, method="fitnet", rung_method="fitnet",
                             finalists=1).halving()
@@ -228,7 +228,7 @@ def test_embedded_default_gets_the_data_size_schedule_and_stride_2_stems() -> No
     with augmentation like any other run (30 epochs of the 10k subset, shifts, 8 cached views,
     one thread per CPU trial), and its search also tries stride-2 stems; a given input keeps
     stride-1 stems only. Explicit settings always win."""
-    from edgekd.run.pipeline import EMBEDDED_STEM_STRIDES, CompressConfig, default_epochs
+    from edgekd.run.config import EMBEDDED_STEM_STRIDES, CompressConfig, default_epochs
 
     demo = CompressConfig(device="cpu").resolved(10_000)
     assert (demo.epochs, demo.augment, demo.teacher_views, demo.threads_per_trial) == (30, "auto", 8, 1)
@@ -244,7 +244,7 @@ def test_embedded_default_gets_the_data_size_schedule_and_stride_2_stems() -> No
 def test_default_epochs_follow_the_data_size_and_the_device() -> None:
     """About 300k training images per trial on CPU and 1.5M on a GPU, clamped to 4..60 epochs:
     a 50k-image set gets 6 epochs on CPU and 30 on CUDA; an explicit --epochs wins on both."""
-    from edgekd.run.pipeline import CompressConfig
+    from edgekd.run.config import CompressConfig
 
     assert CompressConfig(data="c.npz", device="cpu").resolved(50_000).epochs == 6
     assert CompressConfig(data="c.npz", device="cpu").resolved(200_000).epochs == 4
@@ -259,7 +259,9 @@ def test_embedded_search_shortlists_stride_2_stems_and_a_given_config_does_not()
     met by students that halve the image in their first conv (much faster to run on the host)."""
     from edgekd.inputs.loaders import load_dataset
     from edgekd.inputs.profiles import load_profile
-    from edgekd.run.pipeline import EMBEDDED_LATENCY_MS, CompressConfig, Inputs, search_stage
+    from edgekd.run.config import EMBEDDED_LATENCY_MS, CompressConfig
+    from edgekd.run.pipeline import search_stage
+    from edgekd.run.setup import Inputs
     from edgekd.search.space import StudentSpec
 
     dataset = load_dataset(None)

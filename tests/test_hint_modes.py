@@ -96,7 +96,7 @@ def test_multitap_falls_back_to_hooks_for_untraceable_models() -> None:
 def test_joint_loss_adds_beta_times_the_hint_loss_by_hand() -> None:
     from edgekd.distill.methods import Batch, StudentOut, TeacherOut
     from edgekd.distill.objectives import JointHintLoss, KDLoss
-    from edgekd.distill.trainer import TrainConfig
+    from edgekd.distill.config import TrainConfig
 
     config = TrainConfig(method="fitnet", temperature=2.0, alpha=0.25, hint_beta=0.5)
     zs = torch.tensor([[1.0, 0.0, -1.0]])

@@ -216,7 +216,9 @@ def test_interleaved_bench_protocol(tmp_path) -> None:
 def test_compress_search_on_jetson_is_calibrated_with_a_device_table_else_predicted() -> None:
     from types import SimpleNamespace
 
-    from edgekd.run.pipeline import CompressConfig, Inputs, search_stage
+    from edgekd.run.config import CompressConfig
+    from edgekd.run.pipeline import search_stage
+    from edgekd.run.setup import Inputs
 
     jetson = load_profile("jetson-orin-nano-8gb")
     inputs = Inputs(profile=jetson, dataset=SimpleNamespace(input_shape=(1, 28, 28), num_classes=10),

@@ -113,7 +113,7 @@ def test_calibration_errors(host, tmp_path) -> None:
 def test_calibration_from_layer_profiles_recovers_per_kind_coefficients(host) -> None:
     """Synthetic `deploy profile` JSONs (per-op times made from known coefficients, plus a
     layout reorder and a per-inference overhead) give back those coefficients."""
-    from edgekd.search.latency import fit_calibration_from_layer_profiles
+    from layer_profile_fit import fit_calibration_from_layer_profiles
 
     rng = random.Random(1)
     truth = {"conv": (3.0, 1.5, 0.004), "linear": (1.2, 2.0, 0.003), "pool": (0.0, 1.1, 0.002),

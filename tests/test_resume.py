@@ -79,7 +79,8 @@ def test_sigkill_mid_training_then_resume(tmp_path_factory) -> None:
 def test_rerun_without_out_numbers_a_new_folder(tmp_path, monkeypatch) -> None:
     """Rerunning the README's first command used to fail ("already holds this run"); like
     Ultralytics it now writes runs/default2, and --resume continues the latest (issue 15.2)."""
-    from edgekd.run.pipeline import CompressConfig, run_folder
+    from edgekd.run.config import CompressConfig
+    from edgekd.run.rundir import run_folder
     from edgekd.run.rundir import open_run
 
     monkeypatch.chdir(tmp_path)
@@ -138,7 +139,8 @@ def test_resume_with_baselines_trains_only_the_missing_arms(tmp_path_factory) ->
 def test_a_rerun_says_which_folder_and_how_to_continue_the_previous(tmp_path, monkeypatch) -> None:
     """A second 'edgekd compress' writes runs/default2: its first line says so, why, and how to
     continue runs/default instead."""
-    from edgekd.run.pipeline import CompressConfig, run_folder
+    from edgekd.run.config import CompressConfig
+    from edgekd.run.rundir import run_folder
     from edgekd.run.rundir import run_folder_line
     from edgekd.run.rundir import open_run
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from edgekd.distill.commands import LayerListing
-    from edgekd.distill.trainer import TrainResult
+    from edgekd.distill.config import TrainResult
 
 
 def format_result(result: TrainResult) -> str:

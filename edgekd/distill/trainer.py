@@ -1,4 +1,5 @@
-"""One trainer for every method: scratch, kd, fitnet, mimic, at and ban.
+"""One trainer for every method: scratch, kd, fitnet, dkd, lskd, fitnet-dkd, fitnet-lskd, mimic,
+at and ban.
 
 Methods (registered in :mod:`edgekd.distill.methods`, formulas in :mod:`edgekd.distill.losses`):
 
@@ -29,6 +30,13 @@ Methods (registered in :mod:`edgekd.distill.methods`, formulas in :mod:`edgekd.d
   stage's loss gains ``hint_beta * L_hint``; ``hint_mode="multi"`` pairs one hint per teacher
   stage (:mod:`edgekd.distill.hint_stage`, :mod:`edgekd.distill.hint_training`). ``scratch``, ``kd`` and ``fitnet`` with the same ``epochs`` get the same
   number of KD passes; fitnet's hint epochs are extra (compare at equal wall-clock as well).
+- ``dkd`` (Zhao et al. 2022, decoupled KD): ``ce*CE + w*T^2*(alpha*TCKD + beta*NCKD)``, the KD
+  term split into its target-class and non-target-class parts and weighted apart, ``w`` warming
+  up linearly (:class:`edgekd.distill.objectives.DKDLoss`).
+- ``lskd`` (Sun et al. 2024, logit standardisation): ``ce*CE + kd*T^2*KL(softmax(Z(z_t)/T) ||
+  softmax(Z(z_s)/T))`` with ``Z`` the z-score of a logit vector, so the student matches the
+  teacher's logit shape rather than its scale (:class:`~edgekd.distill.objectives.LSKDLoss`).
+- ``fitnet-dkd``, ``fitnet-lskd``: fitnet's hint stage, then dkd or lskd in place of kd.
 - ``mimic`` (Ba & Caruana 2014): ``1/2 ||z_s - z_t||^2`` on logits, no labels.
 - ``at`` (Zagoruyko & Komodakis 2017) and any method whose loss declares ``taps()``: the trainer
   passes the tapped features (:mod:`edgekd.distill.taps`) and knows nothing else about it.
@@ -79,12 +87,12 @@ from edgekd.core.fmt import epoch_line
 from edgekd.core.progress import StepBar, say
 from edgekd.distill import augment, losses
 from edgekd.distill.checkpointing import Checkpoints, finished_result, load_trained, training_inputs
-from edgekd.distill.config import OPTIMIZERS, TrainConfig, TrainResult, default_lr
+from edgekd.distill.config import TrainConfig, TrainResult
 from edgekd.distill.ema import WeightEMA
 from edgekd.distill.evaluate import accuracy, autocast, predict_logits, resolve_device
 from edgekd.distill.fast_infer import fast_copy, logit_teachers
 from edgekd.distill.hint_training import HintTraining
-from edgekd.distill.methods import METHODS, Batch, Loss, StudentOut, TeacherOut, get_method
+from edgekd.distill.methods import Batch, Loss, StudentOut, TeacherOut, get_method
 from edgekd.distill.schedule import horizon, lr_factor, make_optimizer, stage_spans, warmup_steps
 from edgekd.distill.taps import StageTaps, loss_parameters, tapped_stages
 from edgekd.distill.targets import (cached_teacher_targets, check_teacher_finite, teacher_fingerprints,
@@ -95,10 +103,7 @@ if TYPE_CHECKING:
     from edgekd.inputs.data import ImageDataset
     from edgekd.search.space import StudentSpec
 
-# TrainConfig, TrainResult, default_lr, predict_logits, accuracy, lr_factor and warmup_steps
-# live in config, evaluate and schedule; they stay importable from here.
-__all__ = ["METHODS", "OPTIMIZERS", "TrainConfig", "TrainResult", "train_student", "predict_logits",
-           "accuracy", "default_lr", "lr_factor", "warmup_steps"]
+__all__ = ["train_student"]
 
 
 def _check_finite(loss: torch.Tensor, stage: str, epoch: int, batch: int, lr: float) -> None:
@@ -414,7 +419,6 @@ class _Trainer(Checkpoints, HintTraining):
         model = fast_copy(self._scored(), self.device, self.data.x_val[:8])  # BN folded on CPU: ~2x cheaper
         return accuracy(predict_logits(model, self.data.x_val, device=self.device), self.data.y_val)
 
-    # -- checkpoints ---------------------------------------------------------------------
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -34,18 +34,14 @@ from edgekd.core.progress import set_notes
 from edgekd.run.progress import counting_the_finish, finish_seconds, say
 from edgekd.run.references import reference_entries, reference_rows, reference_stage
 from edgekd.run.rundir import RunDir, open_run, run_folder, run_folder_line
-from edgekd.run.config import (EMBEDDED_LATENCY_MS, EMBEDDED_STEM_STRIDES, CompressConfig, check_effort,
-                               default_epochs, has_hints, train_config)
+from edgekd.run.config import CompressConfig, check_effort, has_hints, train_config
 from edgekd.run.selection import best_arm, measure_teacher_bias
 from edgekd.run.setup import Inputs, load_inputs, run_identity, train_images
 from edgekd.run.ship_stages import bundle_stage, export_stage, int8_stage, measure_stage, on_cpu, teacher_stage
 from edgekd.search.config import SearchConfig
 from edgekd.search.space import SpaceConfig
 
-# CompressConfig and its defaults live in run.config, Inputs in run.setup; they stay importable
-# from here
-__all__ = ["EMBEDDED_LATENCY_MS", "EMBEDDED_STEM_STRIDES", "CompressConfig", "Inputs",
-           "Summary", "compress", "default_epochs", "run_folder", "search_stage"]
+__all__ = ["Summary", "compress", "search_stage"]
 
 
 BASELINE_RUNG = -1  # rung index under which baseline trials are recorded in halving.jsonl
