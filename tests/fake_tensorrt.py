@@ -92,6 +92,53 @@ def enum(owner: str, listing: dict) -> Strict:
     return Strict(owner, listing, [], **{m: EnumValue(owner, m, i) for i, m in enumerate(members)})
 
 
+def fake_module(version: str, listing: dict) -> types.SimpleNamespace:
+    """The part of a fake ``tensorrt`` module every fake shares: ``__version__``, the listing's
+    enums, ``ILogger`` and ``IProfiler`` to subclass, ``nptype``. A fake adds ``Builder``,
+    ``OnnxParser`` and ``Runtime``."""
+    module = types.SimpleNamespace(__version__=version)
+    for owner in listing["members"]:
+        if "." not in owner and owner[:1].isupper() and owner not in ("ILogger", "IProfiler"):
+            setattr(module, owner, enum(owner, listing))
+
+    class ILogger:
+        Severity = enum("ILogger.Severity", listing)
+
+        def __init__(self) -> None:
+            pass
+
+    class IProfiler:
+        def __init__(self) -> None:
+            pass
+
+    module.ILogger, module.IProfiler = ILogger, IProfiler
+    module.nptype = lambda dtype: np.float32
+    return module
+
+
+def fake_engine(listing: dict, log: list, modes: Any, input_name: str, *, set_input_shape: Any,
+                context_shape: Any, engine_shape: Any, profile_shapes: list) -> Strict:
+    """A deserialized engine of one input (``input_name``) and one output (``logits``): its
+    execution context reports one layer time to an attached profiler; the shapes come from the
+    caller (``context_shape``/``engine_shape``: tensor name -> shape)."""
+    def execute(handle: int) -> bool:
+        profiler = context._impl.get("profiler")
+        if profiler is not None:
+            profiler.report_layer_time("conv1", 0.25)
+        return True
+
+    context = Strict("IExecutionContext", listing, log, set_input_shape=set_input_shape,
+                     get_tensor_shape=context_shape, execute_async_v3=execute)
+    layers = json.dumps({"Layers": [{"Name": "conv1", "LayerType": "CaskConvolution"}]})
+    inspector = Strict("EngineInspector", listing, log, get_engine_information=lambda fmt: layers)
+    return Strict("ICudaEngine", listing, log, num_io_tensors=2, create_engine_inspector=lambda: inspector,
+                  get_tensor_name=lambda i: [input_name, "logits"][i],
+                  get_tensor_mode=lambda n: modes.INPUT if n == input_name else modes.OUTPUT,
+                  get_tensor_shape=engine_shape, get_tensor_dtype=lambda n: "FLOAT",
+                  get_tensor_profile_shape=lambda n, i: profile_shapes,
+                  create_execution_context=lambda: context)
+
+
 
 def read_onnx(path: str | Path) -> dict[str, Any]:
     """What a parser learns from an ONNX file: input name and shape (-1 for a symbolic dim),
@@ -124,23 +171,7 @@ class OnnxTensorRT:
     def __init__(self, version: str) -> None:
         self.version = listing_for(version)
         L = self.listing = LISTINGS[self.version]
-        self.module = types.SimpleNamespace(__version__=self.version)
-        for owner in L["members"]:
-            if "." not in owner and owner[:1].isupper() and owner not in ("ILogger", "IProfiler"):
-                setattr(self.module, owner, enum(owner, L))
-
-        class ILogger:
-            Severity = enum("ILogger.Severity", L)
-
-            def __init__(self) -> None:
-                pass
-
-        class IProfiler:
-            def __init__(self) -> None:
-                pass
-
-        self.module.ILogger, self.module.IProfiler = ILogger, IProfiler
-        self.module.nptype = lambda dtype: np.float32
+        self.module = fake_module(self.version, L)
         self.module.Builder = self._builder
         self.module.OnnxParser = self._parser
         self.module.Runtime = lambda logger: Strict("Runtime", L, [], deserialize_cuda_engine=self._engine)
@@ -214,23 +245,9 @@ class OnnxTensorRT:
         def tensor_shape(tensor: str) -> tuple:
             return (current["batch"], *shape[1:]) if tensor == name else (current["batch"], plan["classes"])
 
-        def execute(handle: int) -> bool:
-            profiler = context._impl.get("profiler")
-            if profiler is not None:
-                profiler.report_layer_time("conv1", 0.25)
-            return True
-
-        context = Strict("IExecutionContext", L, [], set_input_shape=set_input_shape,
-                         get_tensor_shape=tensor_shape, execute_async_v3=execute)
-        layers = json.dumps({"Layers": [{"Name": "conv1", "LayerType": "CaskConvolution"}]})
-        inspector = Strict("EngineInspector", L, [], get_engine_information=lambda fmt: layers)
-        return Strict("ICudaEngine", L, [], num_io_tensors=2, create_engine_inspector=lambda: inspector,
-                      get_tensor_name=lambda i: [name, "logits"][i],
-                      get_tensor_mode=lambda n: modes.INPUT if n == name else modes.OUTPUT,
-                      get_tensor_shape=lambda n: shape if n == name else (shape[0], plan["classes"]),
-                      get_tensor_dtype=lambda n: "FLOAT",
-                      get_tensor_profile_shape=lambda n, i: [tuple(low), tuple(_opt), tuple(high)],
-                      create_execution_context=lambda: context)
+        return fake_engine(L, [], modes, name, set_input_shape=set_input_shape, context_shape=tensor_shape,
+                           engine_shape=lambda n: shape if n == name else (shape[0], plan["classes"]),
+                           profile_shapes=[tuple(low), tuple(_opt), tuple(high)])
 
 
 # --------------------------------------------------------------------------- trtexec

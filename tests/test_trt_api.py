@@ -21,12 +21,11 @@ import sys
 import types
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from edgekd_deploy.errors import DeployError
 from edgekd_deploy.trtapi import (CUDA_PYTHON_USES, LIBCUDART_USES, SERVES, USES, api_path)
-from fake_tensorrt import LISTINGS, Strict, enum
+from fake_tensorrt import LISTINGS, Strict, fake_engine, fake_module
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "trt_api"
@@ -153,24 +152,8 @@ class Fake:
         L = LISTINGS[version]
         self.listing, self.log = L, []
         log = self.log
-        self.module = types.SimpleNamespace(__version__=version)
+        self.module = fake_module(version, L)
         names = set(L["module"])
-        for owner in L["members"]:
-            if "." not in owner and owner[:1].isupper() and owner not in ("ILogger", "IProfiler"):
-                setattr(self.module, owner, enum(owner, L))
-
-        class ILogger:
-            Severity = enum("ILogger.Severity", L)
-
-            def __init__(self) -> None:
-                pass
-
-        class IProfiler:
-            def __init__(self) -> None:
-                pass
-
-        self.module.ILogger, self.module.IProfiler = ILogger, IProfiler
-        self.module.nptype = lambda dtype: np.float32
         layer_type = self.module.LayerType.QUANTIZE if qdq else self.module.LayerType.CONVOLUTION
 
         def network(flags):
@@ -200,25 +183,10 @@ class Fake:
             get_error=parser_error)
 
         def engine_for(data):
-            modes = self.module.TensorIOMode
             shapes = {"input": input_shape, "logits": (input_shape[0], 10)}
-            def execute(handle):
-                profiler = context._impl.get("profiler")
-                if profiler is not None:
-                    profiler.report_layer_time("conv1", 0.25)
-                return True
-
-            context = Strict("IExecutionContext", L, log, set_input_shape=lambda n, s: True,
-                             get_tensor_shape=lambda n: shapes[n], execute_async_v3=execute)
-            layers = json.dumps({"Layers": [{"Name": "conv1", "LayerType": "CaskConvolution"}]})
-            inspector = Strict("EngineInspector", L, log, get_engine_information=lambda fmt: layers)
-            return Strict("ICudaEngine", L, log, num_io_tensors=2, create_engine_inspector=lambda: inspector,
-                          get_tensor_name=lambda i: ["input", "logits"][i],
-                          get_tensor_mode=lambda n: modes.INPUT if n == "input" else modes.OUTPUT,
-                          get_tensor_shape=lambda n: shapes[n],
-                          get_tensor_dtype=lambda n: "FLOAT",
-                          get_tensor_profile_shape=lambda n, i: [(1, 1, 28, 28)] * 3,
-                          create_execution_context=lambda: context)
+            return fake_engine(L, log, self.module.TensorIOMode, "input", set_input_shape=lambda n, s: True,
+                               context_shape=lambda n: shapes[n], engine_shape=lambda n: shapes[n],
+                               profile_shapes=[(1, 1, 28, 28)] * 3)
 
         self.module.Runtime = lambda logger: Strict("Runtime", L, log, deserialize_cuda_engine=engine_for)
         for name in vars(self.module):
