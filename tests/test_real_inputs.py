@@ -244,6 +244,25 @@ def test_every_reference_student_is_its_torchvision_model() -> None:
             _faithful(name, side)
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v3_small_x0_5", "mnasnet0_5"])
+def test_reference_batchnorm_statistics_follow_recent_batches(name: str) -> None:
+    """torchvision builds these with BatchNorm momentum 0.01 and 3e-4 (ImageNet-length training):
+    after 30 train-mode passes their running mean would still sit near its initial 0. A reference
+    student's must describe the recent batches, or eval mode judges weights it no longer has."""
+    from edgekd.search.reference import torchvision_model
+
+    model = torchvision_model(name, 10, small=True).train()
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    norm = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 32, 32) * 4 + 2  # far from zero mean
+    with torch.no_grad():
+        batch_mean = conv(x).mean(dim=(0, 2, 3))
+        for _ in range(30):
+            model(x)
+    assert torch.allclose(norm.running_mean, batch_mean, rtol=0.1, atol=0.05 * float(batch_mean.abs().max()))
+
+
 def test_small_inputs_get_a_stride_one_stem_and_no_max_pool() -> None:
     from edgekd.search.reference import reference_spec
     from edgekd.search.space import StudentSpec
