@@ -116,7 +116,8 @@ def test_trials_follow_the_halving_plan(run) -> None:
     # with --baselines the winner is the best by validation among the finalist's methods
     val = {m: read_json(run / "trials" / t / "result.json")["val_acc"] for m, t in search["baselines"].items()}
     assert search["baselines"][DEFAULT_METHOD] == final and set(search["baselines"]) == {DEFAULT_METHOD, "kd", "scratch"}
-    assert search["winner"] == search["baselines"][search["winner_method"]]
+    assert search["selected"] == search["baselines"][search["winner_method"]]
+    assert search["winner"] == search["final_retrain"]["trial"] == search["selected"] + "-all"  # what ships
     # ... with the arms that learn from the teacher handicapped by its validation-over-test gap
     # when it has seen the validation images (edgekd.run.selection)
     bias = search["teacher_bias"]
@@ -167,6 +168,7 @@ def test_summary_report_and_bundle(run) -> None:
                 summary["teacher"]["latency"]["host"]["ms"] / s["latency"]["host"]["ms"], rel=0.01)
     # the default hint method is the ablation's fitnet arm (issue 12)
     assert {a["method"] for a in summary["ablation"]} == {DEFAULT_METHOD, "kd", "scratch"}
+    assert [a["trial"] for a in summary["ablation"] if a.get("retrained")] == [summary["winner"]]
     assert any(s["pareto"] for s in students.values())
 
     text = (run / "report" / "report.md").read_text()

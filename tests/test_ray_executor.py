@@ -24,7 +24,8 @@ def test_ray_executor_matches_local(tmp_path_factory) -> None:
     assert remote["shortlist"] == local["shortlist"]
     # the reference also trains --baselines, whose best-by-validation method may win there:
     # compare the search's own finalist
-    assert remote["winner"] == remote["finalists"][0] == local["finalists"][0]
+    assert remote["selected"] == remote["finalists"][0] == local["finalists"][0]
+    assert remote["winner"] == remote["selected"] + "-all"  # retrained on train + validation, then shipped
     assert remote["survivors"] == local["survivors"]
     for trial in remote["shortlist"]:
         folder = out / "trials" / trial
@@ -33,7 +34,7 @@ def test_ray_executor_matches_local(tmp_path_factory) -> None:
         # the driver-written metrics hold every epoch, including the ones of earlier rungs
         epochs = [r["epoch"] for r in read_jsonl(folder / "metrics.jsonl")]
         assert epochs == list(range(1, read_json(folder / "result.json")["epochs_done"] + 1))
-    assert summary_of(out)["winner"] == local["finalists"][0]
+    assert summary_of(out)["winner"] == local["finalists"][0] + "-all"
 
 
 def test_unreachable_ray_address_is_one_line(tmp_path) -> None:

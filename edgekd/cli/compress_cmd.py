@@ -78,9 +78,10 @@ def _default(name: str) -> Any:
 @click.option("--baselines", is_flag=True, default=_default("baselines"),
               help="Also train the winner's architecture with scratch and kd, and --reference; keep "
                    "the best by validation.")
+@click.option("--no-final-retrain", is_flag=True, default=not _default("final_retrain"),
+              help="Ship the chosen arm, not its train+val retrain.")
 @click.option("--reference", is_flag=True, default=False,
-              help="Also train the torchvision models that fit the budget (mobilenet_v3, shufflenet_v2, "
-                   "mnasnet, regnet, resnet18) like the finalists.")
+              help="Also train the torchvision models within the budget (resnet18, mobilenet_v3, ...).")
 @click.option("--reference-models", callback=lambda _c, _p, v: tuple(v.split(",")) if v else None,
               default=None, metavar="NAMES",
               help="Only these (implies --reference).")
@@ -115,7 +116,7 @@ def _default(name: str) -> Any:
               help="Run even a plan so large it looks like a typo.")
 @verbose_option
 def compress(max_macs: str | None, no_depth_groups: bool, no_bundle: bool, no_progress: bool,
-             **fields: Any) -> None:
+             no_final_retrain: bool, **fields: Any) -> None:
     """Search, train, export, measure and report in one command.
 
     With no options: the shipped MNIST subset, its built-in teacher and the host-cpu
@@ -133,6 +134,7 @@ def compress(max_macs: str | None, no_depth_groups: bool, no_bundle: bool, no_pr
     config = CompressConfig(
         **fields, max_macs=parse_count(max_macs) if max_macs is not None else None,
         depth_groups=not no_depth_groups, bundle=not no_bundle, progress=not no_progress,
+        final_retrain=not no_final_retrain,
         command=["edgekd", *sys.argv[1:]],
         options=recorded_options(click.get_current_context().params))
     result = run_compress(config)

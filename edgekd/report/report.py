@@ -118,12 +118,13 @@ def build_summary(run_root: str | Path) -> dict[str, Any]:
                    ("rungs", "survivors", "finalists", "epochs_spent", "epochs_full", "winner",
                     "winner_method", "rung_depths", "candidates_enumerated", "candidates_in_budget",
                     "shortlist", "target_is_host", "supernet", "references",
-                    "teacher_bias", "arm_scores")},
+                    "teacher_bias", "arm_scores", "selected")},
         "teacher": teacher,
         "students": students,
         "winner": search["winner"],
         "selection": chosen,
         "ablation": _ablation(search, students),
+        "final_retrain": final_retrain(search.get("final_retrain")),
         "measurement_files": [p.name for p in run.measurement_files()],
         "timing": search.get("timing", {}),
     })
@@ -163,7 +164,9 @@ def _student(run: RunDir, entry: Any, candidates: dict[str, dict], measured: dic
         "size_mb": model_size_mb(onnx, candidate.get("params")),
         "epochs": int(result.get("epochs_done", 0)),
         "hint_epochs": int(result.get("hint_epochs_done", 0) or 0),
-        "val_acc": float(result["val_acc"]), "test_acc": float(result["test_acc"]),
+        # no validation accuracy: a student retrained on the validation images too
+        "val_acc": None if result["val_acc"] is None else float(result["val_acc"]),
+        "test_acc": float(result["test_acc"]),
         "latency": latency, **_speed(latency, teacher_latency),
         "curve": _curve(run.trial(trial_id)),
         "exported": onnx.exists(),
@@ -176,9 +179,26 @@ def _ablation(search: dict, students: list[dict]) -> list[dict] | None:
     if not search.get("baselines"):
         return None
     by_trial = {s["trial"]: s for s in students}
-    return [{"method": method, "trial": trial, "test_acc": by_trial[trial]["test_acc"],
+    rows = [{"method": method, "trial": trial, "test_acc": by_trial[trial]["test_acc"],
              "val_acc": by_trial[trial]["val_acc"], "epochs": by_trial[trial]["epochs"]}
             for method, trial in search["baselines"].items() if trial in by_trial]
+    retrained = (search.get("final_retrain") or {}).get("trial")
+    if retrained in by_trial:  # the chosen arm retrained on train + validation: the shipped one
+        s = by_trial[retrained]
+        rows.append({"method": s["method"], "trial": retrained, "test_acc": s["test_acc"], "val_acc": None,
+                     "epochs": s["epochs"], "retrained": True})
+    return rows
+
+
+def final_retrain(record: dict | None) -> dict | None:
+    """outcome.json's ``final_retrain`` (edgekd.run.final_retrain) with the report's one line on
+    it; None when the shipped student is the selected arm as trained."""
+    if not record:
+        return None
+    line = (f"The shipped student was retrained on train + validation images ({record['images']:,} images) "
+            f"after selection; its test accuracy is {fmt.percent(record['test_acc'])} (the selected arm "
+            f"{record['from']}, trained on {record['arm_images']:,} images: {fmt.percent(record['arm_test_acc'])}).")
+    return {**record, "line": line}
 
 
 def pareto_front(points: Iterable[tuple[str, float | None, float]]) -> list[str]:
@@ -223,6 +243,7 @@ def document(summary: dict) -> list[tuple]:
               f"{teacher.get('name') or teacher.get('source')} "
               f"({str(teacher.get('fingerprint'))[:12]}), seed {run['seed']}."),
         ("pre", headline(summary)),
+        *([("p", summary["final_retrain"]["line"])] if summary.get("final_retrain") else []),
         ("p", selection_text(summary)),
         ("h2", "Students"), ("p", TABLE_NOTES),
         ("table", table_header(summary), table_rows(summary)),
@@ -232,14 +253,16 @@ def document(summary: dict) -> list[tuple]:
     if summary.get("ablation"):
         blocks += [("h2", "Ablation (the winner's architecture, other training methods)")]
         if search.get("winner_method"):
+            selected = search.get("selected") or summary["winner"]
+            shipped = "" if selected == summary["winner"] else f"; retrained on train + validation as {summary['winner']}"
             blocks.append(("p", f"Winner by validation accuracy among these: {search['winner_method']} "
-                                f"({summary['winner']}, the exported and bundled student)."))
+                                f"({selected}{shipped}, the exported and bundled student)."))
         if (bias := search.get("teacher_bias") or {}).get("biased"):  # edgekd.run.selection
             blocks.append(("p", f"The teacher scores {fmt.percent(bias['val'])} on validation, {fmt.percent(bias['test'])} "
                                 f"on test: it has seen the validation images, so arms that learn from it were scored "
                                 f"by validation minus that {100 * bias['gap']:.2f}-point gap (--val-data avoids it)."))
         blocks += [("table", ("method", "trial", "epochs", "val acc", "test acc"),
-                    [[a["method"], a["trial"], str(a["epochs"]), fmt.percent(a["val_acc"]),
+                    [[a["method"] + (", retrained on train + val" if a.get("retrained") else ""), a["trial"], str(a["epochs"]), fmt.percent(a["val_acc"]),
                       fmt.percent(a["test_acc"])] for a in summary["ablation"]])]
     blocks += reference_blocks(summary)
     blocks.append(("h2", "Plots"))

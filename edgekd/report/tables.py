@@ -142,7 +142,8 @@ def headline(summary: dict) -> str:
              f"host {_latency(teacher['latency']['host'], ' ms')}",
              f"student {winner['trial']} ({winner['method']}, depth {winner['depth']}): "
              f"acc {fmt.percent(winner['test_acc'])}{fmt.gap_points(teacher['test_acc'], winner['test_acc'])}, "
-             f"val acc {fmt.percent(winner.get('val_acc'))}, "
+             + (f"val acc {fmt.percent(winner['val_acc'])}, " if winner.get("val_acc") is not None
+                else "retrained on train + validation images, ") +
              f"{fmt.count(winner['macs'])} MACs, host {_latency(winner['latency']['host'], ' ms')}"]
     line = f"speed-up on this host: {speedup_text(winner, 'host')}"
     target = winner["latency"]["target"]

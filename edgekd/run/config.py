@@ -97,6 +97,9 @@ class CompressConfig:
     parity_samples: int | None = None
     calibration: str | None = None
     baselines: bool = False
+    #: after selection, train the chosen arm again on the training plus the validation images and
+    #: ship that model (edgekd.run.final_retrain; why it is on by default: docs/recipe.md)
+    final_retrain: bool = True
     #: how candidates are trained: ``halving`` (each on its own, successive halving) or
     #: ``supernet`` (one weight-sharing supernet, its front, the best fine-tuned)
     strategy: str = "halving"

@@ -4,6 +4,7 @@
       -> search (every student within the budget; shortlist the first ``candidates``)
       -> successive halving (edgekd.run.halving; local or Ray executor, edgekd.run.executors)
       -> final training of the finalists (the last rung) [+ baselines: scratch / kd / fitnet]
+      -> the chosen arm retrained on train + validation images (edgekd.run.final_retrain)
       -> export every trained student and the teacher to ONNX, parity-checked
       -> latency: measured on this host (deploy kit); on the target profile measured later
          (``edgekd report --measurements``) or predicted/calibrated by the cost model
@@ -34,6 +35,7 @@ from edgekd.core.progress import set_notes
 from edgekd.run.progress import counting_the_finish, finish_seconds, say
 from edgekd.run.references import reference_entries, reference_rows, reference_stage
 from edgekd.run.rundir import RunDir, open_run, run_folder, run_folder_line
+from edgekd.run.final_retrain import retrain_entry, retrain_stage
 from edgekd.run.config import CompressConfig, check_effort, has_hints, train_config
 from edgekd.run.selection import best_arm, measure_teacher_bias
 from edgekd.run.setup import Inputs, load_inputs, run_identity, train_images
@@ -112,7 +114,7 @@ def halving_stage(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist
     def make_job(trial_id: str, rung: Rung) -> TrialJob:
         return TrialJob(trial_id, rung.index, rung.epochs, trial_payload(
             specs[trial_id], train_config(config, rung_method(config, rung), rung.epochs)),
-            folder=trial_folder(trial_id, rung))
+            folder=rung.folder(trial_id))
 
     groups = None
     if config.depth_groups:
@@ -121,7 +123,6 @@ def halving_stage(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist
         groups = depth_groups({tid: spec_depth(spec) for tid, spec in specs.items()})
     scheduler = SuccessiveHalving(config.halving(), make_job, run, on_event, groups=groups)
     return scheduler.run([row["id"] for row in shortlist], executor)
-
 
 
 def store_plan(run: RunDir, rungs: list[Rung], options: dict[str, Any] | None = None,
@@ -165,11 +166,6 @@ def spec_depth(spec: dict) -> int:
     from edgekd.search.space import StudentSpec
 
     return StudentSpec.from_dict(spec).depth
-
-
-def trial_folder(candidate_id: str, rung: Rung) -> str:
-    """trials/ID for continued rungs; trials/ID-final for the fresh final training."""
-    return rung.folder(candidate_id)
 
 
 def baseline_stage(config: CompressConfig, run: RunDir, winner: dict, winner_trial: str,
@@ -285,7 +281,9 @@ def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resume
     outcome, winner, winner_trial, winner_method, baselines, reference_trials, selection = _train_and_choose(
         config, inputs, run, shortlist, references)
     timing["training_s"] = round(time.monotonic() - mark, 2)
-    trials = _trial_entries(config, outcome, winner, winner_trial, baselines) + reference_entries(config, references)
+    trials = _trial_entries(config, outcome, winner, baselines) + reference_entries(config, references)
+    if selection["final_retrain"]:  # the chosen arm retrained on train + validation ships (run.final_retrain)
+        trials.append(retrain_entry(selection["final_retrain"]))
     specs = {row["id"]: row["spec"] for row in shortlist}
     rung_depths = [sorted(spec_depth(specs[tid]) for tid in alive) for alive in outcome.survivors]
     say(config.progress, "depths per rung: " + " | ".join(
@@ -297,17 +295,18 @@ def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resume
         "shortlist": [row["id"] for row in shortlist],
         "rungs": [dataclasses.asdict(r) for r in rungs],
         "survivors": outcome.survivors,
-        "finalists": [trial_folder(tid, rungs[-1]) for tid in outcome.finalists],
+        "finalists": [rungs[-1].folder(tid) for tid in outcome.finalists],
         "winner_method": winner_method,
         "rung_depths": rung_depths,
         "epochs_spent": epochs_spent(rungs),
         "epochs_full": len(shortlist) * config.epochs,
         "baselines": baselines,
         "references": reference_trials,
+        "selected": winner_trial,
         **selection,
     }
-    return _ship(config, inputs, run, trials, winner_trial, record, timing,
-                 resumed, started, outcome.trained)
+    shipped = selection["final_retrain"]["trial"] if selection["final_retrain"] else winner_trial
+    return _ship(config, inputs, run, trials, shipped, record, timing, resumed, started, outcome.trained)
 
 
 def _supernet_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resumed: bool,
@@ -337,7 +336,7 @@ def _ship(config: CompressConfig, inputs: Inputs, run: RunDir, trials: list[dict
     teacher_stage(inputs, run)
     export_stage(inputs, run, [t["trial"] for t in trials], note)
     if inputs.profile.runtime.backend == "trt":  # INT8 is an option there: its delta per finalist
-        int8_stage(inputs, run, [t["trial"] for t in trials if t["role"] == "final"], note)
+        int8_stage(inputs, run, [t["trial"] for t in trials if t["role"] in ("final", "retrained")], note)
     timing["export_s"] = round(time.monotonic() - mark, 2)
     mark = time.monotonic()
     note(f"measuring {len(trials) + 1} models on this host (ONNX Runtime, batch "
@@ -364,16 +363,13 @@ def _ship(config: CompressConfig, inputs: Inputs, run: RunDir, trials: list[dict
 def _train_and_choose(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[dict],
                       references: list[dict]) -> tuple[Any, dict, str, str, dict[str, str] | None,
                                                        dict[str, str] | None, dict[str, Any]]:
-    """:func:`_train`, then the arm (edgekd.run.selection): (outcome, winner row, winner trial, its method,
-    arms, reference trials, outcome.json's ``teacher_bias`` and ``arm_scores``)."""
+    """:func:`_train`: (outcome, winner row, the chosen arm's trial, its method, arms, reference
+    trials, outcome.json's ``teacher_bias``, ``arm_scores`` and ``final_retrain``)."""
     bias = measure_teacher_bias(inputs.teacher, inputs.dataset, config.seed, config.progress)
-    outcome, winner, baselines, reference_trials = _train(config, inputs, run, shortlist, references, bias)
-    winner_trial = trial_folder(winner["id"], outcome.rungs[-1])
-    winner_method, scores = config.method, None
-    if baselines:  # among the winner's architecture's arms (edgekd.run.selection)
-        winner_method, winner_trial, scores = best_arm(run, baselines, bias)
+    outcome, winner, baselines, reference_trials, chosen = _train(config, inputs, run, shortlist, references, bias)
+    (winner_method, winner_trial, scores), retrain = chosen
     return (outcome, winner, winner_trial, winner_method, baselines, reference_trials,
-            {"teacher_bias": bias, "arm_scores": scores})
+            {"teacher_bias": bias, "arm_scores": scores, "final_retrain": retrain})
 
 
 def _arms(config: CompressConfig, run: RunDir, winner: dict, winner_trial: str, executor: Executor,
@@ -398,9 +394,10 @@ def _arms(config: CompressConfig, run: RunDir, winner: dict, winner_trial: str, 
 
 
 def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[dict], references: list[dict],
-           bias: dict[str, Any]) -> tuple[Any, dict, dict[str, str] | None, dict[str, str] | None]:
-    """Successive halving, then the other arms (:func:`_arms`) and the reference students:
-    (halving outcome, winner row, arms, reference model -> trial)."""
+           bias: dict[str, Any]) -> tuple[Any, dict, dict[str, str] | None, dict[str, str] | None, tuple]:
+    """Successive halving, the other arms (:func:`_arms`), the reference students, the arm
+    (edgekd.run.selection) and its retraining on every labelled image (edgekd.run.final_retrain):
+    (halving outcome, winner row, arms, reference model -> trial, ((method, trial, scores), retrain))."""
     from edgekd.run.executors import TrialContext, make_executor
     from edgekd.run.progress import SearchProgress
 
@@ -413,24 +410,27 @@ def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[
             outcome = halving_stage(config, inputs, run, shortlist, executor,
                                     counting_the_finish(progress.update, finish_seconds(config)))
         winner = {row["id"]: row for row in shortlist}[outcome.finalists[0]]
-        winner_trial = trial_folder(winner["id"], outcome.rungs[-1])
+        winner_trial = outcome.rungs[-1].folder(winner["id"])
         baselines = _arms(config, run, winner, winner_trial, executor, bias)
         reference_trials = (reference_stage(config, run, references, executor)
                             if config.trains_references() else None)
+        arm = best_arm(run, baselines, bias) if baselines else (config.method, winner_trial, None)
+        retrain = (retrain_stage(run, inputs.dataset, arm[1], winner["id"], executor, functools.partial(
+            say, config.progress)) if config.final_retrain else None)
     finally:
         executor.close()
         on_cpu(inputs.teacher)  # trials may have moved it to the GPU; the stages after training run on CPU
-    return outcome, winner, baselines, reference_trials
+    return outcome, winner, baselines, reference_trials, (arm, retrain)
 
 
-def _trial_entries(config: CompressConfig, outcome: HalvingResult, winner: dict, winner_trial: str,
+def _trial_entries(config: CompressConfig, outcome: HalvingResult, winner: dict,
                    baselines: dict[str, str] | None) -> list[dict]:
     """outcome.json's ``trials``: every trained trial folder, in the order the rungs trained
     them, then the baselines."""
     seen: dict[str, dict] = {}  # trial folder -> entry
     for rung, alive in zip(outcome.rungs, outcome.survivors):
         for tid in alive:
-            folder = trial_folder(tid, rung)
+            folder = rung.folder(tid)  # trials/ID, or ID-final for the fresh final rung
             seen[folder] = {"trial": folder, "candidate": tid, "method": rung_method(config, rung),
                             "rung": rung.index, "role": "final" if rung.fresh else "search"}
     trials = list(seen.values())
