@@ -198,8 +198,17 @@ def selection_text(summary: dict) -> str:
                  f"least as accurate on the test split (test {fmt.percent(other['test_acc'])} "
                  f"at {fmt.ms(target_ms(other))} ms against {fmt.percent(me['test_acc'])} at "
                  f"{fmt.ms(target_ms(me))} ms) but scored lower on validation "
-                 f"({fmt.percent(other.get('val_acc'))} against {fmt.percent(me.get('val_acc'))}).")
+                 f"({fmt.percent(other.get('val_acc'))} against {fmt.percent(_selection_val(summary))}).")
     return text
+
+
+def _selection_val(summary: dict) -> float | None:
+    """The winner's validation accuracy; for a winner retrained on the validation images too,
+    that of the arm it was selected as."""
+    by_trial = {s["trial"]: s for s in summary["students"]}
+    found = by_trial[summary["winner"]].get("val_acc")
+    selected = by_trial.get(summary["search"].get("selected") or "")
+    return found if found is not None or selected is None else selected.get("val_acc")
 
 
 def _shown(summary: dict) -> dict[str, tuple[str, str, str]]:
