@@ -9,6 +9,7 @@ capped at 1,000 training images, a 10% validation split of 200), so the retraini
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -81,6 +82,8 @@ def test_the_shipped_student_is_the_arm_retrained_on_train_and_validation(tmp_pa
     # the report: the headline's accuracy is the retrained model's, one line says so, the arm table has both
     summary = summary_of(run)
     assert summary["winner"] == record["trial"] and summary["final_retrain"]["images"] == 1200
+    json.loads((run / "report" / "summary.json").read_text(), parse_constant=pytest.fail)  # no NaN
+    assert next(s for s in summary["students"] if s["trial"] == record["trial"])["curve"] == []
     text = (run / "report" / "report.md").read_text()
     assert summary["final_retrain"]["line"] in text
     assert "The shipped student was retrained on train + validation images (1,200 images) after selection" in text

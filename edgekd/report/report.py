@@ -79,7 +79,8 @@ def _measurement(path: Path, fix: str) -> dict:
 def _curve(trial: Path) -> list[dict]:
     rows = []
     for record in read_records(METRIC, trial / METRICS_JSONL)[0]:
-        if isinstance(record.get("val_acc"), (int, float)):
+        # a student trained without a validation split (retrained on it) logs nan: no curve point
+        if isinstance(record.get("val_acc"), (int, float)) and record["val_acc"] == record["val_acc"]:
             rows.append({"epoch": int(record["epoch"]), "val_acc": float(record["val_acc"]),
                          "stage": record.get("stage", "train")})
     return rows
