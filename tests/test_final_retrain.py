@@ -50,7 +50,7 @@ def _model_logits(checkpoint, x: np.ndarray) -> np.ndarray:
 
 
 def test_the_shipped_student_is_the_arm_retrained_on_train_and_validation(tmp_path_factory) -> None:
-    from edgekd.inputs.data import load_dataset
+    from edgekd.inputs.loaders import load_dataset
     from edgekd.ship.export import parity_inputs
 
     run = reference_run(tmp_path_factory)
@@ -161,7 +161,8 @@ def test_a_kill_during_the_retraining_resumes_it(run_copy, tmp_path_factory) -> 
 
 def test_retrain_config_adds_the_validation_split_and_never_a_given_one() -> None:
     from edgekd.distill.config import TrainConfig
-    from edgekd.inputs.data import load_dataset, with_validation
+    from edgekd.inputs.data import with_validation
+    from edgekd.inputs.loaders import load_dataset
 
     dataset = load_dataset(None)
     n = len(dataset.y_train)

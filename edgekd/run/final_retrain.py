@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, Callable
 
-from edgekd.core.fileio import read_json
+from edgekd.core.runfolder import FINISHED_RESULT, RESULT_JSON, SPEC, SPEC_JSON
 from edgekd.run.halving import TrialJob, TrialPayload
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def retrain_stage(run: RunDir, dataset: ImageDataset, arm_trial: str, candidate:
     outcome.json's ``final_retrain`` record, None when there is nothing to add."""
     from edgekd.distill.config import TrainConfig
 
-    arm = read_json(run.trial(arm_trial) / "result.json")
+    arm = run.read(FINISHED_RESULT, run.trial_file(arm_trial, RESULT_JSON))
     planned = retrain_config(dataset, TrainConfig.from_dict(arm["config"]))
     if planned is None:
         return None
@@ -78,7 +78,7 @@ def retrain_stage(run: RunDir, dataset: ImageDataset, arm_trial: str, candidate:
     if result is None:
         note(f"retraining the chosen arm {arm_trial} ({config.method}, {config.epochs} epochs) on its "
              f"training images + the {n_val} validation images ({images} images) into trials/{folder}")
-        spec = read_json(run.trial(arm_trial) / "spec.json")
+        spec = run.read(SPEC, run.trial_file(arm_trial, SPEC_JSON))
         found: dict[str, Any] = {}
 
         def done(job: TrialJob, value: dict) -> None:
