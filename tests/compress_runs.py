@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +76,24 @@ def cli_env(base: Path) -> dict[str, str]:
 def run_cli(args: list[str], base: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edgekd", *args], cwd=base, env=cli_env(base),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], poll_s: float = 0.05,
+              timeout: float = 240) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` holds (a crash at that point of the run); fails
+    when the process finished before it could be killed."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ready():
+                break
+            time.sleep(poll_s)
+        assert proc.poll() is None, "compress finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def shared_base(factory) -> Path:

@@ -10,18 +10,15 @@ capped at 1,000 training images, a 10% validation split of 200), so the retraini
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from compress_runs import cli_env, compress_args, reference_run, run_cli, shared_base, summary_of, tiny_inputs
+from compress_runs import cli_env, compress_args, kill_when, reference_run, run_cli, shared_base, summary_of, tiny_inputs
 from edgekd.core.fileio import read_json, read_jsonl, sha256_file, write_jsonl
 from edgekd.run.final_retrain import RETRAIN_RUNG, RETRAIN_SUFFIX, retrain_config
 
@@ -131,18 +128,7 @@ def test_a_kill_during_the_retraining_resumes_it(run_copy, tmp_path_factory) -> 
     metrics = run_copy / "trials" / folder / "metrics.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "edgekd", *args], cwd=base, env=cli_env(base),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if metrics.exists() and read_jsonl(metrics):
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "compress finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_when(proc, lambda: metrics.exists() and bool(read_jsonl(metrics)), poll_s=0.02)
     assert not (run_copy / "trials" / folder / "result.json").exists()
     done = len(read_jsonl(metrics))
     resumed = run_cli(args, base)

@@ -9,15 +9,13 @@ and test accuracy, the winner, the ablation) must be identical.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from compress_runs import cli_env, compress_args, reference_run, run_cli, shared_base, summary_of, tiny_inputs
+from compress_runs import cli_env, compress_args, kill_when, reference_run, run_cli, shared_base, summary_of, tiny_inputs
 from edgekd.core.fileio import read_json, read_jsonl
 from edgekd.report.report import deterministic_view
 
@@ -47,20 +45,12 @@ def test_sigkill_mid_training_then_resume(tmp_path_factory) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "edgekd", *args], cwd=base, env=cli_env(base),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # wait until one trial has finished and another one is training (has written an epoch)
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            records = read_jsonl(out / "halving.jsonl")
-            started = [p.parent.name for p in (out / "trials").glob("*/metrics.jsonl")]
-            if records and set(started) - {r["trial"] for r in records}:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "compress finished before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    def a_trial_is_running() -> bool:
+        records = read_jsonl(out / "halving.jsonl")
+        started = [p.parent.name for p in (out / "trials").glob("*/metrics.jsonl")]
+        return bool(records and set(started) - {r["trial"] for r in records})
+
+    kill_when(proc, a_trial_is_running)
     assert proc.returncode == -signal.SIGKILL
     finished = {(r["rung"], r["trial"]) for r in read_jsonl(out / "halving.jsonl")}
     assert finished and not (out / "report").exists()
