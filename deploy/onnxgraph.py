@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DeployError
-from .onnxmeta import _LENGTH, OnnxHeader, _fields, parse_onnx_header
+from .onnxmeta import _LENGTH, OnnxHeader, _fields, parse_onnx_file, parse_onnx_header
 
 _DATA_FIELDS = (4, 5, 7, 9, 10, 11)  # every field a tensor's values can be stored in
 
@@ -130,11 +129,4 @@ def parse_graph(data: bytes) -> Graph:
 
 def read_graph(path: str | Path) -> Graph:
     """The graph of the ONNX file at ``path``; DeployError for a missing or non-ONNX file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DeployError(f"model file '{path}' not found: check the path")
-    try:
-        return parse_graph(path.read_bytes())
-    except (ValueError, IndexError, UnicodeDecodeError) as error:
-        raise DeployError(f"'{path}' is not an ONNX model ({error}): pass a .onnx file "
-                          "exported by 'edgekd export'") from None
+    return parse_onnx_file(path, parse_graph, "a .onnx file exported by 'edgekd export'")

@@ -12,11 +12,15 @@ wire type 0 is a varint, 1 is 8 bytes, 2 is a varint length + bytes, 5 is 4 byte
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import DeployError
 from .files import loads_json
+
+T = TypeVar("T")
 
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
 
@@ -205,13 +209,19 @@ def parse_onnx_header(data: bytes) -> OnnxHeader:
     return OnnxHeader(ir_version, producer, opsets, metadata)
 
 
-def read_onnx_header(path: str | Path) -> OnnxHeader:
-    """The header of the ONNX file at ``path``; DeployError for a missing or non-ONNX file."""
+def parse_onnx_file(path: str | Path, parse: Callable[[bytes], T], expected: str) -> T:
+    """``parse`` applied to the bytes of the ONNX file at ``path``; DeployError for a missing or
+    non-ONNX file, naming ``expected`` (what the command takes) as the fix."""
     path = Path(path)
     if not path.is_file():
         raise DeployError(f"model file '{path}' not found: check the path")
     try:
-        return parse_onnx_header(path.read_bytes())
+        return parse(path.read_bytes())
     except (ValueError, IndexError, UnicodeDecodeError) as error:
-        raise DeployError(f"'{path}' is not an ONNX model ({error}): pass a .onnx file "
-                          "exported by 'edgekd export' or a TensorRT .engine") from None
+        raise DeployError(f"'{path}' is not an ONNX model ({error}): pass {expected}") from None
+
+
+def read_onnx_header(path: str | Path) -> OnnxHeader:
+    """The header of the ONNX file at ``path``; DeployError for a missing or non-ONNX file."""
+    return parse_onnx_file(path, parse_onnx_header,
+                           "a .onnx file exported by 'edgekd export' or a TensorRT .engine")
