@@ -119,9 +119,12 @@ def _step_loss(net: Supernet, specs: list[StudentSpec], x: torch.Tensor, y: torc
 
 
 def train_supernet(net: Supernet, teacher: nn.Module, data: TrainData, config: SupernetConfig,
-                   checkpoint: Path, on_epoch: Callable[[int, dict], None] | None = None) -> SupernetState:
+                   checkpoint: Path, on_epoch: Callable[[int, dict], None] | None = None,
+                   until: int | None = None) -> SupernetState:
     """Train ``net`` for ``config.epochs`` epochs (resuming from ``checkpoint`` if it is there),
-    saving weights, optimiser and state after every epoch."""
+    saving weights, optimiser and state after every epoch. ``until`` stops after that epoch
+    (a chunk of the schedule: the learning rate, the order and the sub-networks of an epoch
+    depend on its index only, so chunks give the numbers of one uninterrupted training)."""
     config.validate()
     device = next(net.parameters()).device
     optimizer = _optimizer(net, config)
@@ -133,7 +136,8 @@ def train_supernet(net: Supernet, teacher: nn.Module, data: TrainData, config: S
     steps_per_epoch = max(1, math.ceil(n / config.batch_size))
     total, warmup = config.epochs * steps_per_epoch, min(steps_per_epoch, max(1, config.epochs * steps_per_epoch // 20))
     teacher.eval()
-    for epoch in range(state.epochs_done, config.epochs):
+    last = config.epochs if until is None else min(until, config.epochs)
+    for epoch in range(state.epochs_done, last):
         net.train()
         gen = epoch_generator(config.seed, epoch)
         rng = random.Random(config.seed * 7919 + epoch)

@@ -75,7 +75,8 @@ def train_trial(payload: TrialPayload, context: TrialContext, out_dir: Path, *,
     try:
         train_student(StudentSpec.from_dict(payload.spec), list(context.teachers),
                       context.dataset, payload.config, out_dir,
-                      teacher_fps=context.teacher_fps, progress=progress)
+                      teacher_fps=context.teacher_fps, progress=progress,
+                      init_state=payload.init_state)
     finally:
         torch.set_num_threads(previous)
     result = {k: v for k, v in read_doc(RESULT, out_dir / RESULT_JSON).items() if k not in _LOCAL_FIELDS}
@@ -165,18 +166,30 @@ class RayExecutor:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 job = pending.pop(ready[0])
-                try:
-                    out = ray.get(ready[0])
-                except ray.exceptions.RayTaskError as error:
-                    cause = getattr(error, "cause", None)
-                    if isinstance(cause, EdgekdError):
-                        raise cause from None
-                    raise
+                out = self._get(ready[0])
                 self.folder.write_trial_files(job.folder, out["files"])
                 on_done(job, out["result"])
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(context, *args)`` as one Ray task with a trial's resources and retries
+        (for work that is not a trial, such as a chunk of supernet training); its result."""
+        task = self.ray.remote(function).options(num_cpus=self.cpus_per_trial,
+                                                 num_gpus=self.gpus_per_trial,
+                                                 max_retries=self.max_retries)
+        return self._get(task.remote(self._context_ref, *args))
+
+    def _get(self, ref: Any) -> Any:
+        """A finished task's result; a worker's EdgekdError is raised here as itself."""
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as error:
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, EdgekdError):
+                raise cause from None
+            raise
 
     def close(self) -> None:
         if self._started_here:

@@ -196,6 +196,9 @@ class TrialPayload:
 
     spec: dict[str, Any]
     config: TrainConfig
+    #: starting weights (a state_dict of the spec's student) instead of a fresh initialisation;
+    #: a checkpoint in the trial folder still wins, so a resumed trial continues from it
+    init_state: dict[str, Any] | None = None
 
 
 @dataclass

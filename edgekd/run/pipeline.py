@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import atomic_write_json, write_jsonl
@@ -42,6 +42,9 @@ from edgekd.run.setup import Inputs, load_inputs, run_identity, train_images
 from edgekd.run.ship_stages import bundle_stage, export_stage, int8_stage, measure_stage, on_cpu, teacher_stage
 from edgekd.search.config import SearchConfig
 from edgekd.search.space import SpaceConfig
+
+if TYPE_CHECKING:
+    from edgekd.run.executors import LocalExecutor, RayExecutor
 
 __all__ = ["Summary", "compress", "search_stage"]
 
@@ -215,9 +218,6 @@ def _compress(config: CompressConfig, started: float) -> Summary:
             raise EdgekdError(f"unknown method {name!r} for {flag}: use one of "
                               f"{', '.join(method_names(compress=True))}")
     config.check_method_options()
-    if config.strategy == "supernet" and config.executor != "local":
-        raise EdgekdError("--strategy supernet trains one network in this process: drop "
-                          "--executor ray (or use --strategy halving)")
     dataset = apply_normalize(load_dataset(config.data), config.normalize)
     explicit = config.epochs is not None
     config = config.resolved(train_images(dataset, config))
@@ -311,13 +311,18 @@ def _compress_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resume
 
 def _supernet_locked(config: CompressConfig, inputs: Inputs, run: RunDir, resumed: bool,
                      rows: list[dict], counts: dict, started: float) -> Summary:
-    """The supernet strategy (edgekd.run.supernet_stage) in place of halving."""
+    """The supernet strategy (edgekd.run.supernet_stage) in place of halving, on the run's
+    executor."""
     from edgekd.distill.config import TrainConfig
     from edgekd.run.supernet_stage import supernet_run
 
     train = TrainConfig(**train_config(config, config.selection_method(), config.epochs or 1))
-    found, record, timing = supernet_run(config, inputs, run, rows, counts, train,
-                                         functools.partial(say, config.progress))
+    executor = _executor(config, inputs, run)
+    try:
+        found, record, timing = supernet_run(config, inputs, run, rows, counts, train, executor,
+                                             functools.partial(say, config.progress))
+    finally:
+        executor.close()
     return _ship(config, inputs, run, found.trials, found.winner_trial, record, timing, resumed,
                  started, [])
 
@@ -398,13 +403,9 @@ def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[
     """Successive halving, the other arms (:func:`_arms`), the reference students, the arm
     (edgekd.run.selection) and its retraining on every labelled image (edgekd.run.final_retrain):
     (halving outcome, winner row, arms, reference model -> trial, ((method, trial, scores), retrain))."""
-    from edgekd.run.executors import TrialContext, make_executor
     from edgekd.run.progress import SearchProgress
 
-    context = TrialContext([inputs.teacher], inputs.dataset, [inputs.teacher_fp],
-                           threads=config.threads_per_trial)
-    executor = make_executor(config.executor, run, context, address=config.ray_address,
-                             num_cpus=config.ray_cpus, gpus_per_trial=config.gpus_per_trial)
+    executor = _executor(config, inputs, run)
     try:
         with SearchProgress(enabled=config.progress) as progress:
             outcome = halving_stage(config, inputs, run, shortlist, executor,
@@ -421,6 +422,16 @@ def _train(config: CompressConfig, inputs: Inputs, run: RunDir, shortlist: list[
         executor.close()
         on_cpu(inputs.teacher)  # trials may have moved it to the GPU; the stages after training run on CPU
     return outcome, winner, baselines, reference_trials, (arm, retrain)
+
+
+def _executor(config: CompressConfig, inputs: Inputs, run: RunDir) -> LocalExecutor | RayExecutor:
+    """The run's executor (``--executor``) over its teacher and data."""
+    from edgekd.run.executors import TrialContext, make_executor
+
+    context = TrialContext([inputs.teacher], inputs.dataset, [inputs.teacher_fp],
+                           threads=config.threads_per_trial)
+    return make_executor(config.executor, run, context, address=config.ray_address,
+                         num_cpus=config.ray_cpus, gpus_per_trial=config.gpus_per_trial)
 
 
 def _trial_entries(config: CompressConfig, outcome: HalvingResult, winner: dict,

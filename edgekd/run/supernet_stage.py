@@ -8,7 +8,11 @@ teacher instead of one training per candidate, then its front of sub-networks.
          inherited weights, BatchNorm re-estimated; ranked by validation accuracy
       -> the accuracy/latency front saved as trial folders (role ``inherited``)
       -> the best by validation fine-tuned with the normal trainer and the method of the
-         selection rungs (``CompressConfig.selection_method``: KD by default; role ``final``)
+         selection rungs (``CompressConfig.selection_method``: KD by default; role ``final``),
+         as a trial of the run's executor
+
+On the local executor the supernet trains in this process; on Ray one task per epoch
+(edgekd.run.supernet_remote). Either way the sub-networks are evaluated here.
 
 Files: ``supernet/checkpoint.pt``, ``supernet/subnets.jsonl``, ``trials/ID-inherited/`` and
 ``trials/ID-tuned/``; every step skips what its files already hold, so ``--resume`` continues.
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     from edgekd.core.runfolder import RunDir
     from edgekd.distill.config import TrainConfig
     from edgekd.run.config import CompressConfig
+    from edgekd.run.executors import LocalExecutor, RayExecutor
     from edgekd.run.setup import Inputs
 
 __all__ = ["FINETUNE_LR_FRACTION", "SupernetOutcome", "supernet_run", "supernet_stage"]
@@ -38,6 +43,8 @@ __all__ = ["FINETUNE_LR_FRACTION", "SupernetOutcome", "supernet_run", "supernet_
 FINETUNE_LR_FRACTION = 0.2
 #: The most front students kept as trial folders (exported, measured and reported).
 FRONT_SIZE = 12
+#: The rung label of the fine-tune job (it is not recorded in halving.jsonl).
+FINETUNE_RUNG = -3
 
 
 @dataclass
@@ -70,14 +77,14 @@ def _finetune_epochs(config: "CompressConfig") -> int:
 
 
 def supernet_run(config: "CompressConfig", inputs: "Inputs", run: "RunDir", rows: list[dict],
-                 counts: dict, train: "TrainConfig", note: Callable[[str], None]
-                 ) -> tuple[SupernetOutcome, dict, dict[str, float]]:
+                 counts: dict, train: "TrainConfig", executor: "LocalExecutor | RayExecutor",
+                 note: Callable[[str], None]) -> tuple[SupernetOutcome, dict, dict[str, float]]:
     """:func:`supernet_stage`, then what outcome.json records of it (and its training time); the
     sub-networks it evaluated join candidates.jsonl so that the report finds their costs."""
     import time
 
     mark = time.monotonic()
-    found = supernet_stage(config, inputs, run, rows, train, note)
+    found = supernet_stage(config, inputs, run, rows, train, executor, note)
     known = {row["id"] for row in rows}
     write_jsonl(run.candidates, rows + [c for c in found.candidates if c["id"] not in known])
     record = {**counts, "shortlist": [], "rungs": [], "survivors": [], "finalists": [found.winner_trial],
@@ -86,10 +93,12 @@ def supernet_run(config: "CompressConfig", inputs: "Inputs", run: "RunDir", rows
 
 
 def supernet_stage(config: "CompressConfig", inputs: "Inputs", run: "RunDir", rows: list[dict],
-                   train: "TrainConfig", note: Callable[[str], None]) -> SupernetOutcome:
+                   train: "TrainConfig", executor: "LocalExecutor | RayExecutor", note: Callable[[str], None]
+                   ) -> SupernetOutcome:
     """Train (or resume) the supernet, evaluate its sub-networks, save the front and fine-tune
     the best; see the module docstring. ``rows`` are the run's students within the budget,
-    ``train`` the run's training configuration (its schedule becomes the supernet's)."""
+    ``train`` the run's training configuration (its schedule becomes the supernet's), the
+    executor ``local`` or ``ray``."""
     import torch
 
     from edgekd.distill.config import default_lr
@@ -118,14 +127,20 @@ def supernet_stage(config: "CompressConfig", inputs: "Inputs", run: "RunDir", ro
     net = Supernet(space).to(device)
     teacher = inputs.teacher.to(device)
     try:
-        train_supernet(net, teacher, data, supernet_config, run.supernet_checkpoint,
-                       on_epoch=lambda epoch, rec: note(f"supernet epoch {epoch}/{supernet_config.epochs}: "
-                                                        f"loss {rec['loss']:.4f}"))
+        def on_epoch(epoch: int, rec: dict) -> None:
+            note(f"supernet epoch {epoch}/{supernet_config.epochs}: loss {rec['loss']:.4f}")
+
+        if executor.name == "ray":
+            from edgekd.run.supernet_remote import train_supernet_on_ray
+
+            train_supernet_on_ray(executor, net, supernet_config, train, run.supernet_checkpoint, on_epoch)
+        else:
+            train_supernet(net, teacher, data, supernet_config, run.supernet_checkpoint, on_epoch=on_epoch)
         records = _evaluated(net, data, supernet_config, inputs, run, note)
         front = _front(records)
         trials = [_save_inherited(net, record, data, inputs, run, supernet_config) for record in front]
         best = max(records, key=lambda r: (r["val_acc"], -r["macs"]))
-        winner = _finetune(best, net, inputs, run, config, train, note)
+        winner = _finetune(best, net, run, config, train, executor, note)
     finally:
         inputs.teacher.to("cpu")
     trials.append({"trial": winner, "candidate": best["id"], "method": train.method, "role": "final"})
@@ -202,12 +217,13 @@ def _save_inherited(net, record: dict, data, inputs: "Inputs", run: "RunDir",
     return entry
 
 
-def _finetune(best: dict, net, inputs: "Inputs", run: "RunDir", config: "CompressConfig",
-              train, note: Callable[[str], None]) -> str:
-    """Fine-tune the chosen sub-network from its inherited weights with KD; its trial folder."""
+def _finetune(best: dict, net, run: "RunDir", config: "CompressConfig", train,
+              executor: "LocalExecutor | RayExecutor", note: Callable[[str], None]) -> str:
+    """Fine-tune the chosen sub-network from its inherited weights with KD, a job of the run's
+    executor; its trial folder."""
     from edgekd.core.checkpoint import read_checkpoint
-    from edgekd.distill import train_student
     from edgekd.distill.config import default_lr
+    from edgekd.run.halving import TrialJob, TrialPayload
     from edgekd.search.space import StudentSpec
 
     folder = f"{best['id']}-tuned"
@@ -219,11 +235,8 @@ def _finetune(best: dict, net, inputs: "Inputs", run: "RunDir", config: "Compres
                                lr=(train.lr or default_lr(train.optimizer)) * FINETUNE_LR_FRACTION)
     note(f"supernet: fine-tuning {best['describe']} (best by validation, "
          f"{best['val_acc']:.2%} inherited) for {epochs} epoch(s) with {train.method}")
-    atomic_write_json(run.trial_file(folder, SPEC_JSON), best["spec"])
-    train_student(StudentSpec.from_dict(best["spec"]), [inputs.teacher], inputs.dataset,
-                  tune,
-                  run.trial(folder), teacher_fps=[inputs.teacher_fp], progress=False,
-                  init_state=start)
+    job = TrialJob(best["id"], FINETUNE_RUNG, epochs, TrialPayload(best["spec"], tune, start), folder)
+    executor.run([job], lambda job, result: None)  # the trial folder holds its result
     return folder
 
 
