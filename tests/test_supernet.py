@@ -14,7 +14,8 @@ import torch
 from edgekd.core.errors import EdgekdError
 from edgekd.distill.supernet import Supernet, elastic_space
 from edgekd.distill.supernet_training import (SupernetConfig, evaluate_subnet, load_supernet,
-                                              recalibrate_batchnorm, search_subnets, train_supernet)
+                                              new_supernet, recalibrate_batchnorm, search_subnets,
+                                              train_supernet)
 from edgekd.distill.trainset import TrainData
 from edgekd.search.space import Stage, StudentSpec
 
@@ -121,6 +122,29 @@ def test_training_resumes_after_a_kill_to_the_same_weights(tmp_path: Path, one_t
     assert state.epochs_done == 2 and [r["epoch"] for r in state.history] == [1, 2]
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5), name
+
+
+def test_training_in_chunks_of_one_epoch_gives_the_uninterrupted_weights(tmp_path: Path, one_thread) -> None:
+    """``until`` stops after that epoch (a Ray task trains one chunk); continuing chunk by chunk
+    from the checkpoint, each in a fresh supernet drawn from the seed (as a fresh worker process
+    does), gives the weights and losses of one uninterrupted training."""
+    data = _mnist(256, 64)
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+    config = SupernetConfig(epochs=3, batch_size=64, seed=5)
+    torch.manual_seed(0)
+    whole = new_supernet(_mnist_space(), config.seed)
+    after = torch.rand(1)
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(1), after)  # the global random state is left alone
+    full = train_supernet(whole, teacher, data, config, tmp_path / "whole.pt")
+    for until in (1, 2, 2, 3):  # a chunk already done trains nothing
+        torch.manual_seed(until)  # another process's random state
+        chunked = new_supernet(_mnist_space(), config.seed)
+        state = train_supernet(chunked, teacher, data, config, tmp_path / "chunks.pt", until=until)
+        assert state.epochs_done == until
+    assert state.history == full.history
+    for (name, a), b in zip(whole.state_dict().items(), chunked.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_a_checkpoint_of_another_space_is_refused(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ from edgekd.distill.supernet import ElasticSpace, Supernet
 from edgekd.distill.trainset import TrainData, epoch_generator
 from edgekd.search.space import StudentSpec
 
-__all__ = ["SUPERNET_FORMAT", "SupernetConfig", "evaluate_subnet", "load_supernet",
+__all__ = ["SUPERNET_FORMAT", "SupernetConfig", "evaluate_subnet", "load_supernet", "new_supernet",
            "recalibrate_batchnorm", "search_subnets", "train_supernet"]
 
 SUPERNET_FORMAT = "edgekd.supernet/1"
@@ -75,6 +75,15 @@ class SupernetState:
 
     epochs_done: int = 0
     history: list[dict] = field(default_factory=list)
+
+
+def new_supernet(space: ElasticSpace, seed: int) -> Supernet:
+    """A supernet of ``space`` whose initial weights are drawn from ``seed`` alone (the global
+    random state is left as it was): every process, a local run's or a Ray worker's, starts
+    from the same weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Supernet(space)
 
 
 def _learning_rate(config: SupernetConfig, step: int, total: int, warmup: int) -> float:

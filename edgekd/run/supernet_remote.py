@@ -3,9 +3,9 @@ one epoch per Ray task.
 
 * Each epoch is one task (:meth:`~edgekd.run.executors.RayExecutor.call`: a trial's CPUs and
   GPUs, ``max_retries``). It gets the run's teacher and data (the executor's shared context),
-  the supernet's space, its configurations and the checkpoint bytes to continue from; the
-  first one gets the driver's initial weights instead, so a Ray run starts from the weights a
-  local run starts from. The worker trains the epoch with
+  the supernet's space, its configurations and the checkpoint bytes to continue from (none
+  for the first: the worker draws the initial weights from the seed, as a local run does).
+  The worker trains the epoch with
   :func:`~edgekd.distill.supernet_training.train_supernet` (``until``) in a temporary folder
   and returns the new checkpoint as bytes: workers need no shared filesystem.
 * The driver writes ``supernet/checkpoint.pt`` atomically after every epoch and prints the
@@ -44,16 +44,12 @@ def train_supernet_on_ray(executor: "RayExecutor", net: "Supernet", config: "Sup
     from edgekd.distill.supernet_training import load_supernet
 
     config.validate()
-    initial = None
-    if checkpoint.exists():
-        done = load_supernet(net, checkpoint).epochs_done  # a foreign or corrupt file: one line here
-    else:
-        done, initial = 0, {name: value.detach().cpu() for name, value in net.state_dict().items()}
+    # a foreign or corrupt file is one line here, before any task
+    done = load_supernet(net, checkpoint).epochs_done if checkpoint.exists() else 0
     space = net.space.to_dict()
     for until in range(done + 1, config.epochs + 1):
         start = checkpoint.read_bytes() if checkpoint.exists() else None
-        out = executor.call(_train_epochs, space, config, train, start,
-                            initial if start is None else None, until)
+        out = executor.call(_train_epochs, space, config, train, start, until)
         atomic_write_bytes(checkpoint, out["checkpoint"])
         for record in out["history"][until - 1:]:
             on_epoch(record["epoch"], record)
@@ -62,15 +58,14 @@ def train_supernet_on_ray(executor: "RayExecutor", net: "Supernet", config: "Sup
 
 
 def _train_epochs(context: "TrialContext", space: dict, config: "SupernetConfig",
-                  train: "TrainConfig", start: bytes | None, initial: dict[str, Any] | None,
-                  until: int) -> dict[str, Any]:
-    """The Ray task: train a supernet of ``space`` from ``start`` (checkpoint bytes) or
-    ``initial`` (weights) to epoch ``until``; the new checkpoint as bytes and its history."""
+                  train: "TrainConfig", start: bytes | None, until: int) -> dict[str, Any]:
+    """The Ray task: train a supernet of ``space`` from ``start`` (checkpoint bytes; None: the
+    seed's initial weights) to epoch ``until``; the new checkpoint as bytes and its history."""
     import torch
 
     from edgekd.distill.evaluate import resolve_device
-    from edgekd.distill.supernet import ElasticSpace, Supernet
-    from edgekd.distill.supernet_training import train_supernet
+    from edgekd.distill.supernet import ElasticSpace
+    from edgekd.distill.supernet_training import new_supernet, train_supernet
     from edgekd.distill.trainset import prepare_data
 
     previous = torch.get_num_threads()
@@ -78,10 +73,7 @@ def _train_epochs(context: "TrialContext", space: dict, config: "SupernetConfig"
         torch.set_num_threads(context.threads)
     try:
         device = resolve_device(train.device)
-        net = Supernet(ElasticSpace.from_dict(space))
-        if initial is not None:
-            net.load_state_dict(initial)
-        net.to(device)
+        net = new_supernet(ElasticSpace.from_dict(space), config.seed).to(device)
         teacher = context.teachers[0].to(device)
         data = prepare_data(context.dataset, train)
         with tempfile.TemporaryDirectory(prefix="edgekd-supernet-") as tmp:

@@ -103,8 +103,8 @@ def supernet_stage(config: "CompressConfig", inputs: "Inputs", run: "RunDir", ro
 
     from edgekd.distill.config import default_lr
     from edgekd.distill.evaluate import resolve_device
-    from edgekd.distill.supernet import Supernet, elastic_space
-    from edgekd.distill.supernet_training import SupernetConfig, train_supernet
+    from edgekd.distill.supernet import elastic_space
+    from edgekd.distill.supernet_training import SupernetConfig, new_supernet, train_supernet
     from edgekd.distill.trainset import prepare_data
     from edgekd.search.space import StudentSpec
 
@@ -124,7 +124,7 @@ def supernet_stage(config: "CompressConfig", inputs: "Inputs", run: "RunDir", ro
          f"{supernet_config.epochs} epochs (largest, smallest and "
          f"{supernet_config.random_subnets} random sub-networks per step, KD from the teacher)")
     data = prepare_data(inputs.dataset, train)
-    net = Supernet(space).to(device)
+    net = new_supernet(space, supernet_config.seed).to(device)
     teacher = inputs.teacher.to(device)
     try:
         def on_epoch(epoch: int, rec: dict) -> None:
