@@ -338,8 +338,9 @@ def _markdown_full(r: dict[str, Any]) -> str:
              f"Depths per rung: {r['rung_depths']}; winning method (by validation): {r['winner_method']}.", ""]
     if r.get("ablation"):
         lines += ["| method | trial | epochs | val acc | test acc |", "|---|---|---|---|---|"]
-        lines += [f"| {a['method']} | {a['trial']} | {a['epochs']} | {100 * a['val_acc']:.2f}% | "
-                  f"{100 * a['test_acc']:.2f}% |" for a in r["ablation"]]
+        pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731  (a retrained arm has no validation)
+        lines += [f"| {a['method']}{', retrained on train + val' if a.get('retrained') else ''} | {a['trial']} | "
+                  f"{a['epochs']} | {pct(a['val_acc'])} | {pct(a['test_acc'])} |" for a in r["ablation"]]
     return "\n".join(lines) + "\n"
 
 
