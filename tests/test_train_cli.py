@@ -106,7 +106,7 @@ def test_layers_marks_exactly_the_pairs_training_uses(teacher_file, tmp_path, mo
     spec_file.write_text(SPEC.to_json())
     teacher = BuiltinCNN()
     teacher.load_state_dict(torch.load(teacher_file, weights_only=True))
-    # what the trainer pairs (edgekd.distill.hint_training._setup_hints calls hint_pairs this way)
+    # what the trainer pairs (edgekd.distill.hint_training.HintTraining.setup calls hint_pairs this way)
     pairs = hint_pairs(teacher.eval(), build(SPEC), (1, 28, 28), stages=stages)
     arch = ["--arch", "edgekd:builtin-cnn", "--hint-mode", mode]
     student_view = CliRunner().invoke(cli, ["layers", str(spec_file), "--teacher", str(teacher_file), *arch])

@@ -3,8 +3,8 @@ torch-free), the loss objects (objectives) and formulas (losses: KD, hints, logi
 FitNets hint taps and regressors, and the one trainer for every registered method (imports
 torch). The trainer's parts: config (TrainConfig, TrainResult; torch-free), schedule (stage
 spans, learning rate), trainset (the split as tensors), targets (cached teacher logits and
-views), checkpointing (save, resume, result.json), evaluate (device, logits, accuracy),
-trainer (the loop) and ban (born-again generations: a driver above the trainer, run once per
+views), checkpointing (save, resume, result.json), hint_training (the FitNets part), evaluate
+(device, logits, accuracy), trainer (the loop, holding its checkpoint and FitNets parts) and ban (born-again generations: a driver above the trainer, run once per
 generation). builtin_teacher trains the built-in
 teacher through that trainer (and loads teachers with it); commands holds the helpers of
 ``edgekd train`` and ``edgekd layers``.

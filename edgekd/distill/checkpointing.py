@@ -10,8 +10,8 @@ and that epoch trains again).
 from __future__ import annotations
 
 import copy
-import math
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,15 +26,16 @@ from edgekd.core.runfolder import CHECKPOINT_PT, METRICS_JSONL, RESULT, RESULT_J
 from edgekd.distill.config import TrainConfig, TrainResult, identity_of
 from edgekd.distill.taps import load_loss_states, loss_states
 from edgekd.distill.ema import WeightEMA
-from edgekd.distill.evaluate import accuracy, predict_logits
 from edgekd.distill.methods import get_method
 from edgekd.distill.targets import teacher_fingerprints
 
 if TYPE_CHECKING:
+    from edgekd.distill.hint_training import HintTraining
+    from edgekd.distill.methods import Loss
     from edgekd.inputs.data import ImageDataset
     from edgekd.search.space import StudentSpec
 
-__all__ = ["Checkpoints", "finished_result", "load_trained", "training_inputs"]
+__all__ = ["Best", "Checkpoints", "Resumed", "finished_result", "load_trained", "training_inputs"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -58,95 +59,114 @@ def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+@dataclass
+class Best:
+    """The student selected so far: the weights with the best validation accuracy (ties, and
+    nan without a validation split, go to the later epoch)."""
+
+    val: float = float("nan")
+    epoch: int | None = None
+    state: dict[str, torch.Tensor] | None = None
+
+    def offer(self, val: float, epoch: int, model: nn.Module) -> None:
+        """Keep ``model``'s weights as of ``epoch`` (1-based) unless ``val`` is below the best."""
+        if self.state is None or not val < self.val:
+            self.val, self.epoch = val, epoch
+            self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+@dataclass
+class Resumed:
+    """Where a training folder stands when a trainer starts on it (a fresh one: epoch 0)."""
+
+    epoch: int = 0
+    seconds: float = 0.0
+    best: Best = field(default_factory=Best)
+    ema: WeightEMA | None = None
+    opt_stage: str | None = None
+    opt_state: dict[str, Any] | None = None
+
+
 class Checkpoints:
-    """The trainer's checkpoint side (a mixin of :class:`edgekd.distill.trainer._Trainer`,
-    whose attributes it reads): save after every epoch, restore on the next call, finish."""
+    """The files of one training folder (``out_dir``): ``checkpoint.pt`` after every epoch,
+    ``metrics.jsonl`` trimmed to it on resume, ``result.json`` at the end. It holds the folder and
+    what the student is trained from and described by (configuration, input fingerprints, spec,
+    the data's classes and normalisation); the trainer hands it the objects to save or restore."""
 
-    def _scored(self) -> nn.Module:
-        """The weights that are validated, selected and kept: the EMA shadow with --ema."""
-        return self.ema.shadow if self.ema is not None else self.model
+    def __init__(self, out_dir: Path, config: TrainConfig, inputs: dict[str, Any] | None,
+                 spec: StudentSpec | None, dataset: ImageDataset) -> None:
+        self.out_dir, self.config, self.inputs, self.spec, self.dataset = out_dir, config, inputs, spec, dataset
+        self.path = out_dir / CHECKPOINT_PT
 
-    def _selected_state(self) -> dict[str, torch.Tensor]:
-        if self.best_state is not None:
-            return self.best_state
-        return {k: v.detach().cpu() for k, v in self._scored().state_dict().items()}
-
-    def _describe(self, metrics: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    def _describe(self, weights: dict[str, torch.Tensor], metrics: dict[str, Any],
+                  extra: dict[str, Any]) -> dict[str, Any]:
         ds = self.dataset
-        return make_checkpoint(self._selected_state(), spec=self.spec, classes=list(ds.classes),
+        return make_checkpoint(weights, spec=self.spec, classes=list(ds.classes),
                                input_shape=tuple(ds.input_shape), normalization=ds.normalization,
-                               method=self.method, metrics=metrics, extra=extra)
+                               method=self.config.method, metrics=metrics, extra=extra)
 
-    def _save(self, epoch: int, seconds: float, optimizer: torch.optim.Optimizer, opt_stage: str) -> None:
+    def save(self, epoch: int, seconds: float, *, model: nn.Module, hints: HintTraining,
+             losses: dict[str, Loss], optimizer: torch.optim.Optimizer, opt_stage: str,
+             scaler: torch.amp.GradScaler | None, best: Best, ema: WeightEMA | None) -> None:
+        """``checkpoint.pt`` after ``epoch`` epochs: the selected weights (``best``, else the
+        scored ones: the EMA shadow with --ema) and everything a later call resumes from."""
         train_state = {
             "epoch": epoch, "seconds": seconds, "identity": self.config.identity(),
             "inputs": self.inputs,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            **self._hint_state(), "loss_states": loss_states(self.losses),
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            **hints.state(), "loss_states": loss_states(losses),
             "optimizer": optimizer.state_dict(), "opt_stage": opt_stage,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "best_val": self.best_val, "best_epoch": self.best_epoch, "best_state": self.best_state,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "best_val": best.val, "best_epoch": best.epoch, "best_state": best.state,
             "rng": rng_state(),
-            "ema": ({"state": self.ema.state_dict(), "updates": self.ema.updates}
-                    if self.ema is not None else None),
+            "ema": ({"state": ema.state_dict(), "updates": ema.updates} if ema is not None else None),
         }
-        metrics = {"val_acc": self.best_val, "best_epoch": self.best_epoch, "epochs_done": epoch}
-        atomic_torch_save(self.out_dir / CHECKPOINT_PT, self._describe(metrics, {"train_state": train_state}))
+        scored = ema.shadow if ema is not None else model
+        selected = best.state if best.state is not None else {
+            k: v.detach().cpu() for k, v in scored.state_dict().items()}
+        metrics = {"val_acc": best.val, "best_epoch": best.epoch, "epochs_done": epoch}
+        atomic_torch_save(self.path, self._describe(selected, metrics, {"train_state": train_state}))
 
-    def _restore(self) -> dict[str, Any]:
-        fresh = {"epoch": 0, "seconds": 0.0, "best_val": float("nan"), "best_epoch": None,
-                 "best_state": None, "optimizer": None, "opt_stage": None}
-        path = self.out_dir / CHECKPOINT_PT
-        if not path.exists():
-            if (self.out_dir / METRICS_JSONL).exists():
-                write_jsonl(self.out_dir / METRICS_JSONL, [])
-            return fresh
-        data = read_checkpoint(path)
-        state = (data.get("extra") or {}).get("train_state")
+    def restore(self, *, model: nn.Module, hints: HintTraining, losses: dict[str, Loss],
+                scaler: torch.amp.GradScaler | None) -> Resumed:
+        """Load the last checkpoint into ``model``, ``hints``, ``losses`` and ``scaler`` (and the
+        RNG states) after checking it was trained with this configuration and these inputs; drop
+        metrics lines past it. The optimizer's state comes back in :class:`Resumed` for the
+        trainer, which knows whether its stage is still current."""
+        metrics_path = self.out_dir / METRICS_JSONL
+        if not self.path.exists():
+            if metrics_path.exists():
+                write_jsonl(metrics_path, [])
+            return Resumed()
+        state = (read_checkpoint(self.path).get("extra") or {}).get("train_state")
         if state is None:
-            raise EdgekdError(f"'{path}' holds no training state (it is an exported student): "
+            raise EdgekdError(f"'{self.path}' holds no training state (it is an exported student): "
                               "use another --out to train")
-        check_identity(state["identity"], self.config, path)
-        check_inputs(state.get("inputs"), self.inputs, path)
-        self.model.load_state_dict(state["model"])
-        self._restore_hints(state)
-        load_loss_states(self.losses, state.get("loss_states"))
+        check_identity(state["identity"], self.config, self.path)
+        check_inputs(state.get("inputs"), self.inputs, self.path)
+        model.load_state_dict(state["model"])
+        hints.restore(state)
+        load_loss_states(losses, state.get("loss_states"))
+        ema = None
         if state.get("ema") is not None:  # --ema: the shadow continues where it was
-            self.ema = WeightEMA(self.model, self.config.ema)
-            self.ema.load_state_dict(state["ema"]["state"], int(state["ema"]["updates"]))
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+            ema = WeightEMA(model, self.config.ema)
+            ema.load_state_dict(state["ema"]["state"], int(state["ema"]["updates"]))
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         epoch = int(state["epoch"])
-        optimizer = None
-        if epoch < self.total_epochs and self._stage(epoch) == state["opt_stage"]:
-            optimizer = self._optimizer(state["opt_stage"])
-            optimizer.load_state_dict(state["optimizer"])
-        kept = [r for r in read_jsonl(self.out_dir / METRICS_JSONL) if int(r.get("epoch", 0)) <= epoch]
-        write_jsonl(self.out_dir / METRICS_JSONL, kept)
-        return {"epoch": epoch, "seconds": float(state["seconds"]), "best_val": state["best_val"],
-                "best_epoch": state["best_epoch"], "best_state": state["best_state"],
-                "optimizer": optimizer, "opt_stage": state["opt_stage"]}
+        write_jsonl(metrics_path, [r for r in read_jsonl(metrics_path) if int(r.get("epoch", 0)) <= epoch])
+        return Resumed(epoch, float(state["seconds"]), Best(state["best_val"], state["best_epoch"], state["best_state"]),
+                       ema, state["opt_stage"], state["optimizer"])
 
-    def _finish(self, epoch: int, seconds: float) -> TrainResult:
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-        test_logits = predict_logits(self.model, self.data.x_test, device=self.device)
-        test_acc = accuracy(test_logits, self.data.y_test)
-        val = None if self.best_val is None or math.isnan(self.best_val) else float(self.best_val)
-        result = TrainResult(
-            method=self.method, val_acc=val, test_acc=test_acc, epochs_done=epoch,
-            checkpoint=self.out_dir / CHECKPOINT_PT, seconds=round(seconds, 3),
-            best_epoch=self.best_epoch, train_samples=len(self.data.y_train),
-            config=self.config.to_dict(), **self._hint_result(),
-            model=self.model, inputs=self.inputs)
-        # the checkpoint's metrics now carry the final numbers too (same weights, same state)
-        data = read_checkpoint(result.checkpoint)
-        data["metrics"] = {**data["metrics"], "val_acc": val, "test_acc": test_acc,
-                           "epochs_done": epoch, "best_epoch": self.best_epoch}
-        atomic_torch_save(result.checkpoint, data)
+    def finish(self, result: TrainResult) -> None:
+        """The checkpoint's metrics gain the final numbers (same weights, same state), and
+        ``result.json`` is written."""
+        data = read_checkpoint(self.path)
+        data["metrics"] = {**data["metrics"], "val_acc": result.val_acc, "test_acc": result.test_acc,
+                           "epochs_done": result.epochs_done, "best_epoch": result.best_epoch}
+        atomic_torch_save(self.path, data)
         atomic_write_json(self.out_dir / RESULT_JSON, result.to_dict())
-        return result
 
 
 def check_identity(stored: dict[str, Any], config: TrainConfig, where: Path) -> None:

@@ -15,6 +15,49 @@ the full table and the formulas.
   9, base temperature ``T`` 2.
 - AT (Zagoruyko & Komodakis, ICLR 2017, and their code): ``at.beta`` 1000, ``at.p`` 2.
 - ``label_smoothing`` 0 (off) for every method with a hard-label term (Szegedy et al. 2016).
+
+What each built-in method trains (formulas in :mod:`edgekd.distill.losses`; the trainer,
+:mod:`edgekd.distill.trainer`, runs every one of them):
+
+- ``scratch``: cross-entropy on the labels (plain back-prop).
+- ``kd`` (Hinton et al. 2015): ``a*CE + (1-a)*T^2*KL(p_t^T || p_s^T)``.
+- ``fitnet`` (Romero et al. 2015), two stages. Stage 1 (``"hint"``,
+  :mod:`edgekd.distill.hint_stage`): the student up to its guided layer plus a regressor
+  (:mod:`edgekd.distill.pairing`: equal resolutions) are trained on ``1/2 ||u_h - r(v_g)||^2``
+  summed over channels, averaged over positions (``reduction="channel"``), with their own Adam
+  (``hint_lr``) and cosine, for at most ``hint_epochs`` epochs **in addition to** the
+  ``epochs`` of stage 2, stopping early when the regressor's R^2 plateaus (``hint_patience``,
+  ``hint_min_delta``); R^2 is logged per hint epoch (metrics.jsonl) and in result.json
+  (``hint_r2``, ``hint_epochs_done``). The teacher runs up to its hint layer on every batch of
+  stage 1 (hint maps are too large to cache). Stage 2 (``"kd"``) trains the whole student
+  for ``epochs`` epochs with KD whose soft term is weighted by ``lambda``, annealed
+  *linearly per step* from ``fitnet.lambda_start`` (4) to ``fitnet.lambda_end`` (1) over stage 2, with the
+  weights renormalised so the loss scale (hence the effective learning rate) stays that of ``kd``::
+
+      L = (a*CE + (1-a)*lambda(t)*T^2*KL) / (a + (1-a)*lambda(t))
+
+  This is the paper's schedule (FitNets weight their soft cross-entropy by a lambda that
+  starts at 4 and decays linearly to 1, so soft targets dominate early and the labels
+  matter more and more). The renormalisation is ours: without it the soft gradient is 4x
+  larger at the start of stage 2, a 4x jump of the effective learning rate right after
+  the hint stage. At lambda = 1 the loss is exactly ``kd``'s, so
+  ``fitnet`` vs ``kd`` isolates the hints and the annealing. The regressor is thrown away
+  after stage 1, except with ``hint_mode="joint"``: then it trains until the end and the KD
+  stage's loss gains ``hint_beta * L_hint``; ``hint_mode="multi"`` pairs one hint per teacher
+  stage (:mod:`edgekd.distill.hint_stage`, :mod:`edgekd.distill.hint_training`). ``scratch``, ``kd`` and ``fitnet`` with the same ``epochs`` get the same
+  number of KD passes; fitnet's hint epochs are extra (compare at equal wall-clock as well).
+- ``dkd`` (Zhao et al. 2022, decoupled KD): ``ce*CE + w*T^2*(alpha*TCKD + beta*NCKD)``, the KD
+  term split into its target-class and non-target-class parts and weighted apart, ``w`` warming
+  up linearly (:class:`edgekd.distill.objectives.DKDLoss`).
+- ``lskd`` (Sun et al. 2024, logit standardisation): ``ce*CE + kd*T^2*KL(softmax(Z(z_t)/T) ||
+  softmax(Z(z_s)/T))`` with ``Z`` the z-score of a logit vector, so the student matches the
+  teacher's logit shape rather than its scale (:class:`~edgekd.distill.objectives.LSKDLoss`).
+- ``fitnet-dkd``, ``fitnet-lskd``: fitnet's hint stage, then dkd or lskd in place of kd.
+- ``mimic`` (Ba & Caruana 2014): ``1/2 ||z_s - z_t||^2`` on logits, no labels.
+- ``at`` (Zagoruyko & Komodakis 2017) and any method whose loss declares ``taps()``: the trainer
+  passes the tapped features (:mod:`edgekd.distill.taps`) and knows nothing else about it.
+- ``ban`` (Furlanello et al. 2018, born-again networks): generations of the same student,
+  each distilled from the one before (:mod:`edgekd.distill.ban`).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import torch.nn as nn
 from edgekd.distill.config import TrainConfig
 from edgekd.distill.methods import Stage, get_method
 
-__all__ = ["horizon", "lr_factor", "make_optimizer", "stage_spans", "warmup_steps"]
+__all__ = ["horizon", "lr_factor", "make_optimizer", "stage_at", "stage_bounds", "stage_spans", "warmup_steps"]
 
 
 def _cosine(step: int, total: int) -> float:
@@ -68,6 +68,23 @@ def horizon(spans: dict[str, tuple[Stage, int, int]]) -> int:
     """The total number of epochs of a run (hint epochs included)."""
     _, first, span = list(spans.values())[-1]
     return first + span
+
+
+def stage_at(spans: dict[str, tuple[Stage, int, int]], epoch: int) -> str:
+    """The name of the stage that trains epoch ``epoch`` (0-based); past the horizon, the last."""
+    for name, (_, first, span) in spans.items():
+        if epoch < first + span:
+            return name
+    return list(spans)[-1]
+
+
+def stage_bounds(spans: dict[str, tuple[Stage, int, int]], name: str, config: TrainConfig) -> tuple[int, int]:
+    """(first epoch, number of epochs) of stage ``name`` under the current horizon (a hint
+    stage's cosine spans its whole budget even when the plateau rule stops it early)."""
+    spec, first, span = spans[name]
+    if spec.kind == "hint":
+        return first, spec.epochs(config)
+    return first, span
 
 
 def make_optimizer(params: list[nn.Parameter], config: TrainConfig, *, hint: bool) -> torch.optim.Optimizer:

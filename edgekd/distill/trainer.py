@@ -1,47 +1,12 @@
-"""One trainer for every method: scratch, kd, fitnet, dkd, lskd, fitnet-dkd, fitnet-lskd, mimic,
-at and ban.
+"""One trainer for every registered method (scratch, kd, fitnet, dkd, lskd, fitnet-dkd,
+fitnet-lskd, mimic, at; ban runs it once per generation).
 
-Methods (registered in :mod:`edgekd.distill.methods`, formulas in :mod:`edgekd.distill.losses`):
-
-- ``scratch``: cross-entropy on the labels (plain back-prop).
-- ``kd`` (Hinton et al. 2015): ``a*CE + (1-a)*T^2*KL(p_t^T || p_s^T)``.
-- ``fitnet`` (Romero et al. 2015), two stages. Stage 1 (``"hint"``,
-  :mod:`edgekd.distill.hint_stage`): the student up to its guided layer plus a regressor
-  (:mod:`edgekd.distill.pairing`: equal resolutions) are trained on ``1/2 ||u_h - r(v_g)||^2``
-  summed over channels, averaged over positions (``reduction="channel"``), with their own Adam
-  (``hint_lr``) and cosine, for at most ``hint_epochs`` epochs **in addition to** the
-  ``epochs`` of stage 2, stopping early when the regressor's R^2 plateaus (``hint_patience``,
-  ``hint_min_delta``); R^2 is logged per hint epoch (metrics.jsonl) and in result.json
-  (``hint_r2``, ``hint_epochs_done``). The teacher runs up to its hint layer on every batch of
-  stage 1 (hint maps are too large to cache). Stage 2 (``"kd"``) trains the whole student
-  for ``epochs`` epochs with KD whose soft term is weighted by ``lambda``, annealed
-  *linearly per step* from ``fitnet.lambda_start`` (4) to ``fitnet.lambda_end`` (1) over stage 2, with the
-  weights renormalised so the loss scale (hence the effective learning rate) stays that of ``kd``::
-
-      L = (a*CE + (1-a)*lambda(t)*T^2*KL) / (a + (1-a)*lambda(t))
-
-  This is the paper's schedule (FitNets weight their soft cross-entropy by a lambda that
-  starts at 4 and decays linearly to 1, so soft targets dominate early and the labels
-  matter more and more). The renormalisation is ours: without it the soft gradient is 4x
-  larger at the start of stage 2, a 4x jump of the effective learning rate right after
-  the hint stage. At lambda = 1 the loss is exactly ``kd``'s, so
-  ``fitnet`` vs ``kd`` isolates the hints and the annealing. The regressor is thrown away
-  after stage 1, except with ``hint_mode="joint"``: then it trains until the end and the KD
-  stage's loss gains ``hint_beta * L_hint``; ``hint_mode="multi"`` pairs one hint per teacher
-  stage (:mod:`edgekd.distill.hint_stage`, :mod:`edgekd.distill.hint_training`). ``scratch``, ``kd`` and ``fitnet`` with the same ``epochs`` get the same
-  number of KD passes; fitnet's hint epochs are extra (compare at equal wall-clock as well).
-- ``dkd`` (Zhao et al. 2022, decoupled KD): ``ce*CE + w*T^2*(alpha*TCKD + beta*NCKD)``, the KD
-  term split into its target-class and non-target-class parts and weighted apart, ``w`` warming
-  up linearly (:class:`edgekd.distill.objectives.DKDLoss`).
-- ``lskd`` (Sun et al. 2024, logit standardisation): ``ce*CE + kd*T^2*KL(softmax(Z(z_t)/T) ||
-  softmax(Z(z_s)/T))`` with ``Z`` the z-score of a logit vector, so the student matches the
-  teacher's logit shape rather than its scale (:class:`~edgekd.distill.objectives.LSKDLoss`).
-- ``fitnet-dkd``, ``fitnet-lskd``: fitnet's hint stage, then dkd or lskd in place of kd.
-- ``mimic`` (Ba & Caruana 2014): ``1/2 ||z_s - z_t||^2`` on logits, no labels.
-- ``at`` (Zagoruyko & Komodakis 2017) and any method whose loss declares ``taps()``: the trainer
-  passes the tapped features (:mod:`edgekd.distill.taps`) and knows nothing else about it.
-- ``ban`` (Furlanello et al. 2018, born-again networks): generations of the same student,
-  each distilled from the one before (:mod:`edgekd.distill.ban`).
+What each built-in method trains, with its formula: :mod:`edgekd.distill.method_catalog`
+(registered in :mod:`edgekd.distill.methods`, formulas in :mod:`edgekd.distill.losses`). A
+method is a sequence of stages; the trainer runs them in order, a ``hint`` stage through its
+FitNets part (:mod:`edgekd.distill.hint_training`), and passes tapped features
+(:mod:`edgekd.distill.taps`) to any loss that declares ``taps()``. ``ban`` trains whole
+students itself (:mod:`edgekd.distill.ban`).
 
 Teacher ensembles, the on-disk cache of the teachers' logits and augmentation with cached
 teacher views (``teacher_views = K``): :mod:`edgekd.distill.targets`.
@@ -73,6 +38,7 @@ On CUDA: AMP (float16 autocast + GradScaler) and channels_last.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -82,18 +48,19 @@ import torch.nn as nn
 
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import append_jsonl
-from edgekd.core.runfolder import METRICS_JSONL
+from edgekd.core.runfolder import CHECKPOINT_PT, METRICS_JSONL
 from edgekd.core.fmt import epoch_line
 from edgekd.core.progress import StepBar, say
 from edgekd.distill import augment, losses
-from edgekd.distill.checkpointing import Checkpoints, finished_result, load_trained, training_inputs
+from edgekd.distill.checkpointing import Best, Checkpoints, finished_result, load_trained, training_inputs
 from edgekd.distill.config import TrainConfig, TrainResult
 from edgekd.distill.ema import WeightEMA
 from edgekd.distill.evaluate import accuracy, autocast, predict_logits, resolve_device
 from edgekd.distill.fast_infer import fast_copy, logit_teachers
 from edgekd.distill.hint_training import HintTraining
 from edgekd.distill.methods import Batch, Loss, StudentOut, TeacherOut, get_method
-from edgekd.distill.schedule import horizon, lr_factor, make_optimizer, stage_spans, warmup_steps
+from edgekd.distill.schedule import (horizon, lr_factor, make_optimizer, stage_at, stage_bounds, stage_spans,
+                                     warmup_steps)
 from edgekd.distill.taps import StageTaps, loss_parameters, tapped_stages
 from edgekd.distill.targets import (cached_teacher_targets, check_teacher_finite, teacher_fingerprints,
                                     teacher_views)
@@ -126,8 +93,10 @@ def _check_first_bad(first_bad: torch.Tensor, loss: torch.Tensor, stage: str, ep
 
 
 # ----------------------------------------------------------------------------- the trainer
-class _Trainer(Checkpoints, HintTraining):
-    """Trains one student (any method but ban) into ``out_dir``; see the module docstring."""
+class _Trainer:
+    """Trains one student (any method but ban) into ``out_dir``; see the module docstring. It
+    holds its parts: ``checkpoints`` (the folder's files: save, resume, finish) and ``hints``
+    (the FitNets part), each with its own state, and hands them what they work on."""
 
     def __init__(self, student: StudentSpec | nn.Module, teachers: list[nn.Module], dataset: ImageDataset,
                  config: TrainConfig,
@@ -157,17 +126,19 @@ class _Trainer(Checkpoints, HintTraining):
             raise EdgekdError(f"student must be a StudentSpec or an nn.Module, got {type(student).__name__}: "
                               "pass a spec JSON or a model")
         self._check_dataset()
+        self.checkpoints = Checkpoints(self.out_dir, config, inputs, self.spec, dataset)
         self.model.to(self.device)
         if self.cuda:
             self.model.to(memory_format=torch.channels_last)
         for teacher in self.teachers:
             teacher.eval().to(self.device)
-        self._init_hints()
+        self.hints = HintTraining(config, self.model, self.device, progress)
         for loss in self.losses.values():  # a loss with parameters of its own (edgekd.distill.taps)
             if isinstance(loss, nn.Module):
                 loss.to(self.device)
         self.taps: dict[str, StageTaps] = {}  # stages whose loss declares feature taps
         self.ema: WeightEMA | None = None  # --ema: made at the first step after the hint stage
+        self.best = Best()
 
     def start_from(self, state: dict[str, torch.Tensor]) -> None:
         """Start from ``state`` instead of fresh weights (a checkpoint in the folder still wins)."""
@@ -186,27 +157,25 @@ class _Trainer(Checkpoints, HintTraining):
                                   f"classes but the data has {list(shape)} and {classes}: use a spec made "
                                   "for this data")
 
-    def _stage(self, epoch: int) -> str:
-        """The name of the stage that trains epoch ``epoch`` (0-based)."""
-        for name, (_, first, span) in self.stages.items():
-            if epoch < first + span:
-                return name
-        return list(self.stages)[-1]  # past the horizon: the last stage
-
-    def _stage_bounds(self, stage: str) -> tuple[int, int]:
-        """(first epoch, number of epochs) of a stage under the current horizon (a hint
-        stage's cosine spans its whole budget even when the plateau rule stops it early)."""
-        spec, first, span = self.stages[stage]
-        if spec.kind == "hint":
-            return first, spec.epochs(self.config)
-        return first, span
-
     @property
     def total_epochs(self) -> int:
         return horizon(self.stages)
 
+    def _is_hint(self, stage: str) -> bool:
+        return self.stages[stage][0].kind == "hint"
+
+    def _replan(self) -> None:
+        """Stage spans once the hint stage has ended (the KD stage starts right after it)."""
+        if self.hints.end is not None:
+            self.stages = stage_spans(self.config, self.hints.end)
+
+    def _scored(self) -> nn.Module:
+        """The weights that are validated, selected and kept: the EMA shadow with --ema."""
+        return self.ema.shadow if self.ema is not None else self.model
+
     def _optimizer(self, stage: str) -> torch.optim.Optimizer:
-        params = list(self.model.parameters()) + self._hint_params(stage) + loss_parameters(self.losses[stage])
+        params = (list(self.model.parameters()) + self.hints.params(self.stages[stage][0])
+                  + loss_parameters(self.losses[stage]))
         return make_optimizer(params, self.config, hint=self._is_hint(stage))
 
     # -- the loop ----------------------------------------------------------------------
@@ -234,43 +203,56 @@ class _Trainer(Checkpoints, HintTraining):
             self.views = teacher_views(self.logit_teachers, self._teacher_fps(), self.dataset, self.data, self.augment,
                                        cfg, self.device, cfg.teacher_views)
         if get_method(self.method).has_hint_stage:
-            self._setup_hints()
+            self.hints.setup(self.teachers[0], tuple(self.dataset.input_shape), self.losses,
+                             [spec for spec, _, _ in self.stages.values()])
         self.taps = tapped_stages(self.losses, self.teachers[0] if self.teachers else None, self.model,
                                   tuple(self.dataset.input_shape))
         self.scaler = torch.amp.GradScaler("cuda") if self.cuda else None
 
-        state = self._restore()
-        epoch, seconds = state["epoch"], state["seconds"]
-        self.best_val, self.best_epoch = state["best_val"], state["best_epoch"]
-        self.best_state = state["best_state"]
-        optimizer, opt_stage = state["optimizer"], state["opt_stage"]
+        epoch, seconds, optimizer, opt_stage = self._resume()
         seconds += time.monotonic() - started  # setup time of this call
         while epoch < self.total_epochs:
             t0, cpu0 = time.monotonic(), time.process_time()
-            stage = self._stage(epoch)
+            stage = stage_at(self.stages, epoch)
             if optimizer is None or opt_stage != stage:
                 optimizer, opt_stage = self._optimizer(stage), stage
             record = self._train_epoch(epoch, stage, optimizer)
             if self._is_hint(stage):
-                self._end_hint_stage(epoch, stage, record)
+                first, budget = stage_bounds(self.stages, stage, self.config)
+                if self.hints.end_stage(epoch + 1 - first, budget, record):
+                    self._replan()
             else:
                 record["val_acc"] = self._evaluate_val()
-                # ties (and no validation set: nan) go to the later epoch
-                if self.best_state is None or not record["val_acc"] < self.best_val:
-                    self.best_val, self.best_epoch = record["val_acc"], epoch + 1
-                    self.best_state = {k: v.detach().cpu().clone() for k, v in self._scored().state_dict().items()}
+                self.best.offer(record["val_acc"], epoch + 1, self._scored())
             epoch += 1
             elapsed = time.monotonic() - t0
             seconds += elapsed
             record["seconds"] = round(elapsed, 4)
             record["cpu_seconds"] = round(time.process_time() - cpu0, 4)  # steadier on a shared machine
             # the curve point first: a kill between the two leaves a line past the checkpoint,
-            # which _restore drops (and that epoch trains again); the other order lost it
+            # which Checkpoints.restore drops (and that epoch trains again); the other order lost it
             append_jsonl(self.out_dir / METRICS_JSONL, record)
-            self._save(epoch, seconds, optimizer, opt_stage)
+            self.checkpoints.save(epoch, seconds, model=self.model, hints=self.hints, losses=self.losses,
+                                  optimizer=optimizer, opt_stage=opt_stage, scaler=self.scaler,
+                                  best=self.best, ema=self.ema)
             # one plain line per epoch: pipes and CI logs see progress too
             say(self.progress, epoch_line(record, self.total_epochs))
         return self._finish(epoch, seconds)
+
+    def _resume(self) -> tuple[int, float, torch.optim.Optimizer | None, str | None]:
+        """``(epoch, seconds, optimizer, its stage)`` to continue from: the folder's checkpoint
+        restored into this trainer's parts, or a fresh start. The optimizer comes back only while
+        its stage is still the current one."""
+        resumed = self.checkpoints.restore(model=self.model, hints=self.hints, losses=self.losses,
+                                           scaler=self.scaler)
+        self._replan()
+        self.best, self.ema = resumed.best, resumed.ema
+        optimizer = None
+        if (resumed.opt_state is not None and resumed.epoch < self.total_epochs
+                and stage_at(self.stages, resumed.epoch) == resumed.opt_stage):
+            optimizer = self._optimizer(resumed.opt_stage)
+            optimizer.load_state_dict(resumed.opt_state)
+        return resumed.epoch, resumed.seconds, optimizer, resumed.opt_stage
 
     def _batches(self, epoch: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
         """(batch index, images, labels, teacher targets or None) of epoch ``epoch``. Images are
@@ -312,14 +294,14 @@ class _Trainer(Checkpoints, HintTraining):
         spec = self.stages[stage][0]
         batch = Batch(x, y, progress)
         if spec.kind == "hint":
-            loss, parts = self._hint_stage_loss(stage, x, batch)
+            loss, parts = self.hints.stage_loss(self.losses[stage], x, batch)
             return loss, parts, None
         hint_r = hint_u = features = teacher_features = None
         if stage in self.taps:  # one student pass: the logits and the loss's features
             logits, features = self.taps[stage].student_pass(x)
             teacher_features = self.taps[stage].teacher_features(x)
-        elif self.joint and spec.teacher:  # one student pass: the logits and r(v) (hint_training)
-            logits, hint_r, hint_u = self._joint_forward(x)
+        elif self.hints.joint and spec.teacher:  # one student pass: the logits and r(v) (hint_training)
+            logits, hint_r, hint_u = self.hints.joint_forward(x)
         else:
             logits = self.model(x).float()
         if spec.teacher and t is None:
@@ -334,7 +316,7 @@ class _Trainer(Checkpoints, HintTraining):
         stage's warm-up and cosine (:func:`lr_factor`); the hint stage has its own Adam lr and a
         plain cosine to 0 (edgekd.distill.hint_stage)."""
         cfg = self.config
-        first, span = self._stage_bounds(stage)
+        first, span = stage_bounds(self.stages, stage, self.config)
         total_steps = span * self.steps
         hint = self._is_hint(stage)
         warmup = 0 if hint else warmup_steps(cfg.warmup_epochs, span, self.steps)
@@ -366,7 +348,7 @@ class _Trainer(Checkpoints, HintTraining):
     def _train_epoch(self, epoch: int, stage: str, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         lr_at, base_lr, step0, total_steps = self._lr_at(epoch, stage)
         self.model.train()
-        self._train_regressors(stage)
+        self.hints.train_mode(self.stages[stage][0])
         sums: dict[str, Any] = {}
         seen, lr = 0, base_lr
         total = self.total_epochs
@@ -409,8 +391,8 @@ class _Trainer(Checkpoints, HintTraining):
                                   "loss_parts": {k: float(v) / max(seen, 1) for k, v in sums.items()}}
         if not self._is_hint(stage):
             record["train_acc"] = int(correct) / max(seen, 1)
-        if self._measures_r2(stage):
-            record.update(self._hint_r2())
+        if self.hints.measures_r2(self.stages[stage][0]):
+            record.update(self.hints.r2(self.data))
         return record
 
     def _evaluate_val(self) -> float:
@@ -419,6 +401,19 @@ class _Trainer(Checkpoints, HintTraining):
         model = fast_copy(self._scored(), self.device, self.data.x_val[:8])  # BN folded on CPU: ~2x cheaper
         return accuracy(predict_logits(model, self.data.x_val, device=self.device), self.data.y_val)
 
+    def _finish(self, epoch: int, seconds: float) -> TrainResult:
+        """The selected weights' test accuracy, measured once, and the folder's result."""
+        if self.best.state is not None:
+            self.model.load_state_dict(self.best.state)
+        test_acc = accuracy(predict_logits(self.model, self.data.x_test, device=self.device), self.data.y_test)
+        val = None if self.best.val is None or math.isnan(self.best.val) else float(self.best.val)
+        result = TrainResult(
+            method=self.method, val_acc=val, test_acc=test_acc, epochs_done=epoch,
+            checkpoint=self.out_dir / CHECKPOINT_PT, seconds=round(seconds, 3),
+            best_epoch=self.best.epoch, train_samples=len(self.data.y_train),
+            config=self.config.to_dict(), **self.hints.result(), model=self.model, inputs=self.inputs)
+        self.checkpoints.finish(result)
+        return result
 
 
 # ----------------------------------------------------------------------------- entry point
