@@ -166,10 +166,3 @@ def installed_or_all() -> list[str]:
     except ImportError:
         return supported_versions()
     return [str(tensorrt.__version__)]
-
-
-def parsable_on(path: str | Path) -> dict[str, list[str]]:
-    """For every version with a table: the problems' lines ([] where the model parses)."""
-    graph = read_graph(path)
-    return {version: [p.line() for p in check_graph(graph, version)]
-            for version in supported_versions()}

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -120,3 +121,24 @@ def reference_run(factory) -> Path:
 
 def summary_of(run: Path) -> dict:
     return read_json(run / "report" / "summary.json")
+
+
+#: Keys whose values depend on the clock or the machine's load (the Pareto front too: it
+#: is taken over measured latencies); :func:`deterministic_view` drops them so two runs with
+#: the same seed on CPU compare equal.
+VOLATILE_KEYS = frozenset({"latency", "fps", "speedup", "speedup_spread", "pareto", "timing", "seconds",
+                           "job_seconds", "created", "measurement_files"})
+
+
+def deterministic_view(summary: dict) -> Any:
+    """The summary without clock- and load-dependent values (latency, FPS, speed-up, the
+    Pareto flags, seconds, timestamps): what two runs with the same seed on CPU must agree on."""
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in VOLATILE_KEYS}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+    view = strip(summary)
+    view["run"].pop("command", None)
+    return view

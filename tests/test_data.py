@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -14,7 +15,9 @@ from PIL import Image
 from torch import nn
 
 from edgekd.inputs.data import ImageDataset, Normalization, split_train_val, to_tensor
-from edgekd.inputs.loaders import load_dataset, load_transfer_set, shipped_subset_path
+from edgekd.inputs.data import as_uint8_nchw, shape_text
+from edgekd.inputs.images import IMAGE_SUFFIXES, list_images, read_images
+from edgekd.inputs.loaders import load_dataset, shipped_subset_path
 from edgekd.inputs.logits import teacher_logits
 from edgekd.core.errors import EdgekdError
 
@@ -252,6 +255,42 @@ def test_fingerprint_sees_one_pixel(subset: ImageDataset) -> None:
 
 
 # --------------------------------------------------------------------------- transfer sets
+def load_transfer_set(path: str | Path, *, input_shape: Sequence[int] | None = None) -> np.ndarray:
+    """Unlabeled transfer images as uint8 ``(N, C, H, W)`` (Ba & Caruana 2014), read with the
+    package's image and array helpers (edgekd has no transfer-set option; this checks those helpers).
+
+    ``path`` is an ``.npz`` with key ``x`` (or ``x_train``), or a folder searched recursively
+    for images (class subfolders and labels are ignored). With ``input_shape`` ``(C, H, W)``
+    folder images are read at that size and channel count, and an npz must match it.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise EdgekdError(f"transfer set '{path}': no such file or directory; pass a .npz with "
+                          "array 'x' or a folder of images")
+    if path.is_dir():
+        files = list_images(path)
+        if not files:
+            raise EdgekdError(f"transfer set '{path}': the folder has no images "
+                              f"({', '.join(IMAGE_SUFFIXES)}); add images or pass a .npz")
+        shape = tuple(input_shape) if input_shape is not None else None
+        x = read_images(files, size_hw=tuple(shape[1:]) if shape else None,  # type: ignore[arg-type]
+                        channels=shape[0] if shape else None)
+    else:
+        with np.load(path, allow_pickle=False) as archive:
+            key = next((k for k in ("x", "x_train") if k in archive.files), None)
+            if key is None:
+                raise EdgekdError(f"transfer set '{path}': the .npz has no array 'x' or 'x_train' "
+                                  f"(it has {', '.join(archive.files) or 'none'}); save the images as 'x'")
+            x = as_uint8_nchw(archive[key], f"transfer set '{path}': {key}")
+    if len(x) == 0:
+        raise EdgekdError(f"transfer set '{path}' is empty: give at least one image")
+    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
+        raise EdgekdError(f"transfer set '{path}' has images {shape_text(x.shape[1:])} but the data "
+                          f"is {shape_text(input_shape)}; give transfer images of the data's size "
+                          "and channel count")
+    return x
+
+
 def test_transfer_set_from_npz_and_folder(tmp_path: Path, raw: dict) -> None:
     x = raw["x_test"][:30]
     np.savez(tmp_path / "a.npz", x=x)

@@ -11,11 +11,11 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from compress_runs import reference_run, shared_base, summary_of
+from compress_runs import deterministic_view, reference_run, shared_base, summary_of
 from edgekd.cli.cli import cli
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import read_json
-from edgekd.report.report import build_summary, deterministic_view, pareto_front
+from edgekd.report.report import build_summary, pareto_front
 
 
 def test_pareto_front() -> None:

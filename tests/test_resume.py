@@ -1,7 +1,7 @@
 """kill -9 in the middle of training, then ``--resume``: no finished trial is trained again and
 the summary equals the uninterrupted reference run's (same seed, CPU).
 
-The comparison uses :func:`edgekd.report.report.deterministic_view`, which leaves out what depends on
+The comparison uses :func:`compress_runs.deterministic_view`, which leaves out what depends on
 the clock or the machine's load: latencies, FPS, speed-ups, seconds, timestamps and the
 folder name. Everything else (candidates, halving survivors, every trial's epochs, validation
 and test accuracy, the winner, the ablation) must be identical.
@@ -15,9 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from compress_runs import cli_env, compress_args, kill_when, reference_run, run_cli, shared_base, summary_of, tiny_inputs
+from compress_runs import (cli_env, compress_args, deterministic_view, kill_when, reference_run, run_cli, shared_base,
+                           summary_of, tiny_inputs)
 from edgekd.core.fileio import read_json, read_jsonl
-from edgekd.report.report import deterministic_view
 
 
 def _comparable(summary: dict) -> dict:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from compress_runs import compress_args, reference_run, run_cli, shared_base, summary_of, tiny_inputs
+from compress_runs import (compress_args, deterministic_view, reference_run, run_cli, shared_base, summary_of,
+                           tiny_inputs)
 from edgekd.core.errors import EdgekdError
 from edgekd.core.fileio import append_jsonl, read_jsonl
-from edgekd.report.report import deterministic_view
 from edgekd.run.rundir import open_run
 
 MODES = ("truncate", "empty", "list", "delete")

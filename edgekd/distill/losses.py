@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from edgekd.core.errors import EdgekdError
 
-__all__ = ["cross_entropy", "kd_soft_loss", "kd_terms", "kd_loss", "dkd_terms", "dkd_loss",
+__all__ = ["cross_entropy", "kd_soft_loss", "kd_terms", "kd_loss", "dkd_terms",
            "standardize_logits", "lskd_soft_loss", "hint_loss", "logit_mimic_loss", "combine_teacher_logits",
            "attention_map", "attention_transfer_loss"]
 
@@ -78,7 +78,8 @@ def dkd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels
       classes only: ``p_hat_i = softmax_{i != t}(z_i/T)``, ``NCKD = KL(p_hat^T || p_hat^S)``.
 
     Classical KD is ``KL(p^T||p^S) = TCKD + (1 - p_t^T) * NCKD`` (the paper's eq. 5), which
-    ties NCKD's weight to the teacher's confidence; DKD frees it (:func:`dkd_loss`).
+    ties NCKD's weight to the teacher's confidence; DKD frees it
+    (:class:`edgekd.distill.objectives.DKDLoss`).
     Returns ``(T^2 * TCKD, T^2 * NCKD)``.
     """
     if student_logits.shape[1] < 2:  # no non-target class: TCKD and NCKD are undefined (nan)
@@ -107,19 +108,6 @@ def dkd_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels
     per_class = torch.where(keep, lt.exp() * (lt - ls), torch.zeros_like(lt))
     nckd = per_class.sum(dim=1).mean()
     return tckd * (t * t), nckd * (t * t)
-
-
-def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-             temperature: float, alpha: float, beta: float, warmup: float = 1.0) -> torch.Tensor:
-    """Decoupled KD (Zhao et al. 2022): ``CE(y, p_s) + w * T^2 * (alpha*TCKD + beta*NCKD)``.
-
-    ``alpha``, ``beta``: the paper's weights (its CIFAR-100 setting: ``alpha=1, beta=8, T=4``);
-    ``w`` (``warmup``, in [0, 1]) is the paper's linear warm-up factor of the distillation
-    term (``min(epoch / 20, 1)`` over its 240 epochs; the trainer scales it to the run).
-    TCKD and NCKD are defined in :func:`dkd_terms`.
-    """
-    tckd, nckd = dkd_terms(student_logits, teacher_logits, labels, temperature)
-    return cross_entropy(student_logits, labels) + float(warmup) * (alpha * tckd + beta * nckd)
 
 
 def standardize_logits(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:

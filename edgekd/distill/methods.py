@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 
 __all__ = ["StudentOut", "TeacherOut", "Batch", "LossOut", "Loss", "Stage", "Method", "METHODS",
            "MethodOption", "TapPair", "OPTION_FIELDS", "register_method", "unregister_method", "get_method",
-           "method_names", "methods_help", "lazy_loss"]
+           "method_names", "lazy_loss"]
 
 #: Method options kept in a TrainConfig field of their own (the others: ``TrainConfig.method_options``).
 OPTION_FIELDS = {"T": "temperature", "alpha": "alpha", "label_smoothing": "label_smoothing"}
@@ -310,11 +310,3 @@ def get_method(name: str) -> Method:
 def method_names(*, compress: bool = False) -> list[str]:
     """Registered names (only those ``edgekd compress`` can search with when ``compress``)."""
     return [m.name for m in METHODS.values() if m.compress or not compress]
-
-
-def methods_help(*, compress: bool = False) -> str:
-    """``name: help [options]; ...`` for a click option's help text (``edgekd compress``: the
-    option names only, its help is kept short; ``edgekd train`` and docs/methods.md give the defaults)."""
-    return "; ".join(f"{m.name}: {m.help} [{m.options_text(defaults=not compress)}]"
-                     for m in METHODS.values() if m.compress or not compress) + "."
-

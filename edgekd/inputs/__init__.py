@@ -1,7 +1,7 @@
 """Inputs: what a run starts from.
 
 Owns: profiles (DeviceProfile: load and validate device TOML files), data (the data set type,
-ImageDataset, and its checks), loaders (data sets from a ``--data`` spec, transfer sets; images:
+ImageDataset, and its checks), loaders (data sets from a ``--data`` spec; images:
 image folders and torchvision sets), logits (the teacher-output cache), teachers
 (load a teacher in any supported format, fingerprints) and builtin_teacher (the built-in CNN,
 its training recipe and its cache file; it is trained by the distill stage, inputs only loads).

@@ -325,5 +325,3 @@ def to_tensor(x_uint8: np.ndarray, norm: Normalization) -> "torch.Tensor":
     std = torch.tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1)
     return x.sub_(mean).div_(std)
 
-
-# --------------------------------------------------------------------------- transfer sets

@@ -1,6 +1,5 @@
-"""Data sets from a ``--data`` spec (:func:`load_dataset`) and transfer sets
-(:func:`load_transfer_set`), checked into an :class:`~edgekd.inputs.data.ImageDataset` or uint8
-images.
+"""Data sets from a ``--data`` spec (:func:`load_dataset`), checked into an
+:class:`~edgekd.inputs.data.ImageDataset`.
 
 Accepted data specs (:func:`load_dataset`):
 
@@ -17,10 +16,6 @@ Accepted data specs (:func:`load_dataset`):
   first training image's size).
 - ``"torchvision:NAME:ROOT"``, e.g. ``torchvision:CIFAR10:~/data``: a torchvision data set
   that is already on disk. edgekd never downloads at run time.
-
-A transfer set (:func:`load_transfer_set`) is unlabeled images that the teacher labels with
-its logits (Ba & Caruana 2014, "Do Deep Nets Really Need to be Deep?"): an ``.npz`` with key
-``x`` (or ``x_train``) or a folder of images; labels, if any, are ignored.
 """
 
 from __future__ import annotations
@@ -32,11 +27,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgekd.core.errors import EdgekdError
-from edgekd.inputs.data import ImageDataset, as_uint8_nchw, make_dataset, shape_text
-from edgekd.inputs.images import (IMAGE_SUFFIXES, TORCHVISION_PREFIX, list_images, load_image_folder,
-                                  load_torchvision, read_images)
+from edgekd.inputs.data import ImageDataset, make_dataset
+from edgekd.inputs.images import TORCHVISION_PREFIX, load_image_folder, load_torchvision
 
-__all__ = ["SHIPPED_SUBSET", "DATA_HELP", "load_dataset", "shipped_subset_path", "load_transfer_set"]
+__all__ = ["SHIPPED_SUBSET", "DATA_HELP", "load_dataset", "shipped_subset_path"]
 
 SHIPPED_SUBSET = "mnist-subset"
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -100,38 +94,3 @@ def _load_npz(path: Path, *, name: str, source: str) -> ImageDataset:
     return make_dataset(name=name, source=source, classes=classes, where=where,
                         x_train=arrays["x_train"], y_train=arrays["y_train"],
                         x_test=arrays["x_test"], y_test=arrays["y_test"])
-
-
-def load_transfer_set(path: str | Path, *, input_shape: Sequence[int] | None = None) -> np.ndarray:
-    """Unlabeled transfer images as uint8 ``(N, C, H, W)`` (Ba & Caruana 2014).
-
-    ``path`` is an ``.npz`` with key ``x`` (or ``x_train``), or a folder searched recursively
-    for images (class subfolders and labels are ignored). With ``input_shape`` ``(C, H, W)``
-    folder images are read at that size and channel count, and an npz must match it.
-    """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise EdgekdError(f"transfer set '{path}': no such file or directory; pass a .npz with "
-                          "array 'x' or a folder of images")
-    if path.is_dir():
-        files = list_images(path)
-        if not files:
-            raise EdgekdError(f"transfer set '{path}': the folder has no images "
-                              f"({', '.join(IMAGE_SUFFIXES)}); add images or pass a .npz")
-        shape = tuple(input_shape) if input_shape is not None else None
-        x = read_images(files, size_hw=tuple(shape[1:]) if shape else None,  # type: ignore[arg-type]
-                        channels=shape[0] if shape else None)
-    else:
-        with _open_npz(path) as archive:
-            key = next((k for k in ("x", "x_train") if k in archive.files), None)
-            if key is None:
-                raise EdgekdError(f"transfer set '{path}': the .npz has no array 'x' or 'x_train' "
-                                  f"(it has {', '.join(archive.files) or 'none'}); save the images as 'x'")
-            x = as_uint8_nchw(_npz_array(archive, key, path), f"transfer set '{path}': {key}")
-    if len(x) == 0:
-        raise EdgekdError(f"transfer set '{path}' is empty: give at least one image")
-    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
-        raise EdgekdError(f"transfer set '{path}' has images {shape_text(x.shape[1:])} but the data "
-                          f"is {shape_text(input_shape)}; give transfer images of the data's size "
-                          "and channel count")
-    return x

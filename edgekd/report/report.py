@@ -47,11 +47,6 @@ from edgekd.report.tables import (TABLE_NOTES, _speed, budget_text, headline,  #
 from edgekd.report.references import reference_blocks
 
 SUMMARY_FORMAT = SUMMARY.format
-#: Keys whose values depend on the clock or the machine's load (the Pareto front too: it
-#: is taken over measured latencies); :func:`deterministic_view` drops them so two runs with
-#: the same seed on CPU compare equal.
-VOLATILE_KEYS = frozenset({"latency", "fps", "speedup", "speedup_spread", "pareto", "timing", "seconds",
-                           "job_seconds", "created", "measurement_files"})
 
 
 # ============================================================================ summary
@@ -212,20 +207,6 @@ def pareto_front(points: Iterable[tuple[str, float | None, float]]) -> list[str]
     valid = [(name, ms, acc) for name, ms, acc in points if ms is not None]
     keep = pareto_mask([(ms, acc) for _, ms, acc in valid], ("min", "max"))
     return [name for (name, _, _), kept in zip(valid, keep) if kept]
-
-
-def deterministic_view(summary: dict) -> Any:
-    """The summary without clock- and load-dependent values (latency, FPS, speed-up, the
-    Pareto flags, seconds, timestamps): what two runs with the same seed on CPU must agree on."""
-    def strip(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in VOLATILE_KEYS}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-    view = strip(summary)
-    view["run"].pop("command", None)
-    return view
 
 
 # ============================================================================ the document

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from edgekd.core.errors import EdgekdError
-from edgekd.core.fileio import atomic_write_json, read_jsonl, write_jsonl
+from edgekd.core.fileio import atomic_write_json, write_jsonl
 from edgekd.core.runfolder import CHECKPOINT_PT, RESULT_JSON, SPEC_JSON
 
 if TYPE_CHECKING:
@@ -238,8 +238,3 @@ def _finetune(best: dict, net, run: "RunDir", config: "CompressConfig", train,
     job = TrialJob(best["id"], FINETUNE_RUNG, epochs, TrialPayload(best["spec"], tune, start), folder)
     executor.run([job], lambda job, result: None)  # the trial folder holds its result
     return folder
-
-
-def subnet_rows(records_path) -> list[dict]:
-    """The candidates.jsonl rows of the evaluated sub-networks (for the report's table)."""
-    return [r["candidate"] for r in read_jsonl(records_path)]

@@ -178,12 +178,6 @@ class Calibration:
     def predict(self, model: "StudentSpec | ModelCost | Sequence[Layer]", batch: int) -> LatencyEstimate:
         return LatencyEstimate(ms=self.predict_ms(model, batch), label="calibrated", batch=batch)
 
-    def efficiencies(self, batch: int | str = "all") -> dict[str, float]:
-        """Compute efficiency per kind (1 / a_k; inf when the fit found no compute cost)."""
-        coef = self.fits.get(str(batch)) or self.fits["all"]
-        return {k: (1.0 / coef[f"{k}.compute"] if coef.get(f"{k}.compute") else float("inf"))
-                for k in KINDS}
-
     def to_dict(self) -> dict[str, Any]:
         return {"format": CALIBRATION_FORMAT, **dataclasses.asdict(self)}
 

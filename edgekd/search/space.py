@@ -250,13 +250,8 @@ class StudentSpec:
     @property
     def guided_index(self) -> int:
         """Index of the first block whose output has seen at least half of the conv layers."""
-        half = self.depth / 2
-        seen = 0
-        for i, block in enumerate(self.block_plan()):
-            seen += block.convs
-            if seen >= half:
-                return i
-        return self.blocks - 1  # pragma: no cover - the last block has seen every conv
+        return next((i for i in range(self.blocks) if self.convs_through(i) >= self.depth / 2),
+                    self.blocks - 1)  # the last block has seen every conv
 
     @property
     def guided_layer(self) -> str:
