@@ -29,16 +29,13 @@ def report(run_dir: Path, measurements: tuple[Path, ...], force: bool) -> None:
         edgekd report runs/default
         edgekd report runs/orin --measurements orin-bench/*.json
     """
-    from edgekd.core.errors import EdgekdError
     from edgekd.core.runfolder import RunDir
     from edgekd.report.merge import merge_lines
-    from edgekd.report.report import build_summary, headline, write_report
+    from edgekd.report.report import headline, shown_summary, write_report
     from edgekd.report.tables import changes
 
-    try:
-        before = build_summary(run_dir) if measurements else None
-    except EdgekdError:
-        before = None  # write_report says what is wrong with the run folder
+    # what the report showed before this rebuild (write_report says what is wrong with the folder)
+    before = shown_summary(run_dir) if measurements else None
     merged: list = []
     summary = write_report(run_dir, measurements, force=force, merged=merged)
     for line in merge_lines(merged, bool(summary["search"].get("target_is_host"))):

@@ -71,9 +71,10 @@ def _measurement(path: Path, fix: str) -> dict:
     return record
 
 
-def _curve(trial: Path) -> list[dict]:
+def _curve(run: RunDir, trial_id: str) -> list[dict]:
+    """A trial's validation curve from its metrics.jsonl."""
     rows = []
-    for record in read_records(METRIC, trial / METRICS_JSONL)[0]:
+    for record in read_records(METRIC, run.trial_file(trial_id, METRICS_JSONL))[0]:
         # a student trained without a validation split (retrained on it) logs nan: no curve point
         if isinstance(record.get("val_acc"), (int, float)) and record["val_acc"] == record["val_acc"]:
             rows.append({"epoch": int(record["epoch"]), "val_acc": float(record["val_acc"]),
@@ -164,7 +165,7 @@ def _student(run: RunDir, entry: Any, candidates: dict[str, dict], measured: dic
         "val_acc": None if result["val_acc"] is None else float(result["val_acc"]),
         "test_acc": float(result["test_acc"]),
         "latency": latency, **_speed(latency, teacher_latency),
-        "curve": _curve(run.trial(trial_id)),
+        "curve": _curve(run, trial_id),
         "exported": onnx.exists(),
         "int8": int8_entry(onnx, measured, target_is_host, teacher_latency),
     }
@@ -308,6 +309,16 @@ def to_html(summary: dict, images: dict[str, bytes]) -> str:
 
 
 # ============================================================================ entry points
+def shown_summary(run_root: str | Path) -> dict | None:
+    """The summary the run's report shows now (report/summary.json, as the last report wrote
+    it), or None when there is none or it is not a sound summary."""
+    run = RunDir(Path(run_root))
+    try:
+        return run.read(SUMMARY, run.summary) if run.summary.is_file() else None
+    except EdgekdError:
+        return None
+
+
 def write_report(run_root: str | Path, measurements: Iterable[str | Path] = (), *,
                  force: bool = False, merged: list | None = None, lock: bool = True) -> dict:
     """Rebuild summary.json, report.md, report.html and the PNGs of a run from its files, after
