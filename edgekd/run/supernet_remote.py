@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from edgekd.core.fileio import atomic_write_bytes
+from edgekd.core.runfolder import CHECKPOINT_PT
 
 if TYPE_CHECKING:
     from edgekd.distill.config import TrainConfig
@@ -77,7 +78,7 @@ def _train_epochs(context: "TrialContext", space: dict, config: "SupernetConfig"
         teacher = context.teachers[0].to(device)
         data = prepare_data(context.dataset, train)
         with tempfile.TemporaryDirectory(prefix="edgekd-supernet-") as tmp:
-            path = Path(tmp) / "checkpoint.pt"
+            path = Path(tmp) / CHECKPOINT_PT
             if start is not None:
                 path.write_bytes(start)
             state = train_supernet(net, teacher, data, config, path, until=until)
