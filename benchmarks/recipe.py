@@ -265,7 +265,7 @@ def main() -> None:
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     meta = {"command": "python benchmarks/recipe.py " + " ".join(sys.argv[1:]).replace(str(args.data_dir), "../shared/data"),
             "updated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread, 2-core host shared by ~9 agents",
+            "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread, 2-core host shared with other jobs (load in the results text)",
             "student": f"plain, stem stride {cfg['stem']}, stages {cfg['student']}, "
                        f"{spec_totals(student)[0] / 1e6:.2f}M MACs"}
     if teacher_info:
