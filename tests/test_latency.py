@@ -10,7 +10,7 @@ import random
 import pytest
 
 import edgekd.search.latency as cost
-from edgekd.search.cost import KINDS, Layer, ModelCost, spec_cost
+from edgekd.search.cost import KINDS, Layer, spec_cost
 from edgekd.core.errors import EdgekdError
 from edgekd.search.latency import Calibration, feature_names, fit_calibration, predict_latency
 from edgekd.inputs.profiles import load_profile

@@ -284,7 +284,7 @@ class StudentSpec:
     def describe(self) -> str:
         """Short human text, e.g. ``plain d6 16x3/s1-32x3/s2``."""
         stages = "-".join(f"{s.width}x{s.depth}/s{s.stride}" for s in self.stages)
-        extra = f" s2stem" if self.stem_stride == 2 else ""
+        extra = " s2stem" if self.stem_stride == 2 else ""
         extra += " poolstem" if self.stem == "pool" else ""
         extra += f" e{self.expansion}" if self.expansion != 1 else ""
         extra += " se" if self.se else ""
