@@ -69,6 +69,7 @@ CELLS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "ek-kd-batch": ("ek", "kd", {**NEW, "teacher_views": 0}),
     "ek-kd-views8-old": ("ek", "kd", {**OLD, "teacher_views": 8}),
     "ek-fitnet-batch": ("ek", "fitnet", {**NEW, "teacher_views": 0, "hint_epochs": 1}),
+    "ek-fitnet-views8": ("ek", "fitnet", {**NEW, "teacher_views": 8, "hint_epochs": 1}),  # compress on CPU
 }
 
 
@@ -204,7 +205,8 @@ def _ms(values: list[float], scale: float = 100.0) -> str:
     return f"{mean:.2f} ± {std:.2f} (n={len(values)})"
 
 
-def write_tables(name: str, rows: list[dict[str, Any]], teacher_info: dict[str, Any], meta: dict[str, Any]) -> None:
+def write_tables(name: str, rows: list[dict[str, Any]], teacher_info: dict[str, Any], meta: dict[str, Any],
+                 tag: str = "") -> None:
     cells: dict[str, list[dict[str, Any]]] = {}
     seen: set[tuple[str, int, int]] = set()
     for row in rows:
@@ -218,7 +220,8 @@ def write_tables(name: str, rows: list[dict[str, Any]], teacher_info: dict[str, 
                      "method": CELLS[rs[0]["cell"]][1]} for key, rs in cells.items()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     doc = {**meta, "teacher": teacher_info, "summary": summary, "runs": rows}
-    (RESULTS / f"recipe-{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    stem = f"recipe-{name}-{tag}" if tag else f"recipe-{name}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
     teacher_line = "Teacher: not trained yet (no KD cell run)." if not teacher_info else (
              f"Teacher: residual {teacher_info['macs'] / 1e6:.1f}M MACs, {teacher_info['epochs']} epochs of the "
              f"reference loop on every training image: test {100 * teacher_info['test']:.2f}% "
@@ -231,7 +234,7 @@ def write_tables(name: str, rows: list[dict[str, Any]], teacher_info: dict[str, 
     for key, s in summary.items():
         lines.append(f"| {key} | {s['trainer']} | {s['method']} | {json.dumps(s['overrides'])} | {s['test']} "
                      f"| {s['test_balanced']} | {s['cpu_s']} |")
-    (RESULTS / f"recipe-{name}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -243,6 +246,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--teacher-epochs", type=int, default=None)
     parser.add_argument("--work", type=Path, default=Path("/tmp/edgekd-recipe"))
+    parser.add_argument("--tag", default="", help="results go to recipe-DATA-TAG.{md,json} (a second teacher's table)")
     parser.add_argument("--time-limit", type=float, default=None, help="seconds; stop before a new run after it")
     args = parser.parse_args()
     import torch
@@ -276,7 +280,7 @@ def main() -> None:
                 continue
             if args.time_limit and time.monotonic() - began > args.time_limit:
                 print("time limit reached", flush=True)
-                write_tables(args.data, rows, teacher_info, meta)
+                write_tables(args.data, rows, teacher_info, meta, args.tag)
                 return
             if teacher is None and CELLS[cell][1] != "scratch":
                 teacher, teacher_info = get_teacher(args.data, ds, t, args.work)
@@ -287,8 +291,8 @@ def main() -> None:
             with log.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             rows = [json.loads(line) for line in log.read_text().splitlines()]  # other jobs' runs too
-            write_tables(args.data, rows, teacher_info, meta)
-    write_tables(args.data, rows, teacher_info, meta)
+            write_tables(args.data, rows, teacher_info, meta, args.tag)
+    write_tables(args.data, rows, teacher_info, meta, args.tag)
 
 
 if __name__ == "__main__":
