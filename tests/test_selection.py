@@ -1,6 +1,7 @@
 """Honest selection on real MNIST images: --val-data, the warning when the teacher has seen the
-validation images (and none when it has not), the arm rule that bias cannot tip, and the hint
-stage that stops when it does not learn."""
+validation images (and none when it has not), selection on a half of the test images it never
+saw (the other half reported), the arm rule that bias cannot tip, and the hint stage that stops
+when it does not learn."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from edgekd.core.fileio import read_jsonl
 from edgekd.distill import TrainConfig, train_student
 from edgekd.inputs.data import make_dataset, split_train_val, with_validation
 from edgekd.inputs.loaders import load_dataset
-from edgekd.run.selection import bias_line, choose_arm, teacher_bias, teacher_clearly_stronger
+from edgekd.run.selection import bias_line, carve_selection_split, choose_arm, teacher_bias, teacher_clearly_stronger
 from edgekd.search.space import Stage, StudentSpec, build
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -78,6 +79,86 @@ def test_the_arm_rule_handicaps_distilled_arms_by_the_teachers_gap() -> None:
     assert choose_arm({"kd": 0.90, "scratch": 0.90}, uses, None)[0] == "kd"  # ties: the first listed
     assert choose_arm({"kd": None, "scratch": 0.5}, uses, None)[0] == "scratch"
     assert teacher_clearly_stronger({"test": 0.90}, 0.85) and not teacher_clearly_stronger({"test": 0.90}, 0.89)
+    # a carved split is one the teacher never saw: no handicap
+    carved = {**biased, "carved": {"selection": 500, "report": 500, "seed": 0}}
+    assert choose_arm({"kd": 0.92, "scratch": 0.90}, uses, carved) == ("kd", {"kd": 0.92, "scratch": 0.90})
+
+
+def _rows(x: np.ndarray) -> list[bytes]:
+    return sorted(image.tobytes() for image in x)
+
+
+def test_a_biased_split_gives_way_to_a_seeded_half_of_the_test_images(small, full) -> None:
+    bias = {"biased": True, "gap": 0.05}
+    carved = carve_selection_split(small, bias, seed=3)
+    assert bias["carved"] == {"selection": 500, "report": 500, "seed": 3}
+    assert carved.x_train is small.x_train and len(carved.y_val) == len(carved.y_test) == 500
+    # two disjoint halves that together are the test images, labels with their images
+    assert _rows(np.concatenate([carved.x_val, carved.x_test])) == _rows(small.x_test)
+    assert not set(_rows(carved.x_val)) & set(_rows(carved.x_test))
+    lookup = {image.tobytes(): label for image, label in zip(small.x_test, small.y_test)}
+    assert all(lookup[image.tobytes()] == label for image, label in zip(carved.x_val, carved.y_val))
+    # the seed fixes the halves (a resumed run meets the same data); another seed draws others
+    assert carve_selection_split(small, {"biased": True}, 3).fingerprint() == carved.fingerprint()
+    assert carve_selection_split(small, {"biased": True}, 4).fingerprint() != carved.fingerprint()
+    # nothing to carve: an unbiased split, given validation images, a test set too small to halve
+    assert carve_selection_split(small, {"biased": False}, 3) is small
+    given = with_validation(small, small, "same")
+    assert carve_selection_split(given, {"biased": True}, 3) is given
+    few = make_dataset(name="few", source="test", x_train=small.x_train, y_train=small.y_train,
+                       x_test=small.x_test[:150], y_test=small.y_test[:150], classes=small.classes)
+    unchanged = {"biased": True}
+    assert carve_selection_split(few, unchanged, 3) is few and "carved" not in unchanged
+    line = bias_line({"biased": True, "val": 0.99, "test": 0.9, "gap": 0.09, "carved": bias["carved"]})
+    assert "selected on 500 of the test images" in line and "the other 500" in line and "\n" not in line
+
+
+def test_compress_selects_on_test_images_the_teacher_never_saw_and_reports_on_the_others(full, tmp_path) -> None:
+    """A teacher that memorised its 400 training images: compress warns once, selects every
+    student on a seeded half of the 400 test images, trains on every training image, and
+    measures every reported figure (students and teacher) on the other half."""
+    from compress_runs import TINY, cli_env
+
+    from edgekd.core.checkpoint import load_student
+    from edgekd.core.fileio import read_json
+    from edgekd.distill.builtin_teacher import TeacherRecipe, builtin_teacher, builtin_teacher_path
+    from edgekd.distill.evaluate import accuracy, predict_logits
+    from edgekd.inputs.data import to_tensor
+
+    np.savez(tmp_path / "d.npz", x_train=full.x_train[:400], y_train=full.y_train[:400],
+             x_test=full.x_test[:400], y_test=full.y_test[:400], classes=np.array(full.classes))
+    data = load_dataset(str(tmp_path / "d.npz"))
+    teacher = builtin_teacher(data, cache_dir=tmp_path / "cache", epochs=15, progress=False)
+    bias = teacher_bias(teacher, data, TrainConfig.val_fraction, 0)
+    assert bias["biased"], bias  # the premise: it fits its training images, the validation split among them
+    teacher_path = builtin_teacher_path(data, TeacherRecipe(epochs=15), cache_dir=tmp_path / "cache")
+    out = tmp_path / "run"
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "edgekd", "compress", "--data", str(tmp_path / "d.npz"),
+                           "--teacher", str(teacher_path), "--out", str(out), *TINY, "--baselines"],
+                          cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if "has seen the validation images" in line]
+    assert len(warnings) == 1 and "selected on 200 of the test images" in warnings[0]
+    outcome = read_json(out / "outcome.json")
+    assert outcome["teacher_bias"]["carved"] == {"selection": 200, "report": 200, "seed": 0}
+    assert outcome["final_retrain"] is None  # the trials trained on every training image already
+    carved = carve_selection_split(data, {"biased": True}, 0)
+    x_sel, x_rep = to_tensor(carved.x_val, data.normalization), to_tensor(carved.x_test, data.normalization)
+    for method, trial in outcome["baselines"].items():
+        result = read_json(out / "trials" / trial / "result.json")
+        assert result["train_samples"] == 400  # no share of the training images held out
+        model, _ = load_student(out / "trials" / trial / "checkpoint.pt")
+        assert result["val_acc"] == pytest.approx(accuracy(predict_logits(model, x_sel), torch.as_tensor(carved.y_val)))
+        assert result["test_acc"] == pytest.approx(accuracy(predict_logits(model, x_rep), torch.as_tensor(carved.y_test)))
+    assert outcome["arm_scores"] == pytest.approx({m: read_json(out / "trials" / t / "result.json")["val_acc"]
+                                                    for m, t in outcome["baselines"].items()})  # no handicap
+    on_report = accuracy(predict_logits(teacher, x_rep), torch.as_tensor(carved.y_test))
+    assert read_json(out / "teacher.json")["test_acc"] == pytest.approx(on_report)
+    text = (out / "report" / "report.md").read_text()
+    assert "selected on 200 of the test images" in text and "is on the other 200" in text
 
 
 def test_val_data_trains_on_every_training_image_and_selects_on_it(small, full, tmp_path) -> None:

@@ -227,6 +227,7 @@ def document(summary: dict) -> list[tuple]:
               f"({str(teacher.get('fingerprint'))[:12]}), seed {run['seed']}."),
         ("pre", headline(summary)),
         *([("p", summary["final_retrain"]["line"])] if summary.get("final_retrain") else []),
+        *([("p", carved_text(search["teacher_bias"]))] if (search.get("teacher_bias") or {}).get("carved") else []),
         ("p", selection_text(summary)),
         ("h2", "Students"), ("p", TABLE_NOTES),
         ("table", table_header(summary), table_rows(summary)),
@@ -240,7 +241,7 @@ def document(summary: dict) -> list[tuple]:
             shipped = "" if selected == summary["winner"] else f"; retrained on train + validation as {summary['winner']}"
             blocks.append(("p", f"Winner by validation accuracy among these: {search['winner_method']} "
                                 f"({selected}{shipped}, the exported and bundled student)."))
-        if (bias := search.get("teacher_bias") or {}).get("biased"):  # edgekd.run.selection
+        if (bias := search.get("teacher_bias") or {}).get("biased") and not bias.get("carved"):  # run.selection
             blocks.append(("p", f"The teacher scores {fmt.percent(bias['val'])} on validation, {fmt.percent(bias['test'])} "
                                 f"on test: it has seen the validation images, so arms that learn from it were scored "
                                 f"by validation minus that {100 * bias['gap']:.2f}-point gap (--val-data avoids it)."))
@@ -251,6 +252,17 @@ def document(summary: dict) -> list[tuple]:
     blocks.append(("h2", "Plots"))
     blocks += [("figure", name, CAPTIONS[name]) for name in PLOTS]
     return blocks
+
+
+def carved_text(bias: dict) -> str:
+    """Where selection and the test figures come from when the test images were halved
+    (edgekd.run.selection.carve_selection_split)."""
+    carved = bias["carved"]
+    return (f"The teacher scores {fmt.percent(bias['val'])} on the validation images held out of its training "
+            f"images and {fmt.percent(bias['test'])} on the test images: it has seen the former. So every "
+            f"student was selected on {carved['selection']} of the test images (a seeded half the teacher never "
+            f"saw) and trained on every training image; every test figure in this report is on the other "
+            f"{carved['report']}.")
 
 
 def markdown(summary: dict) -> str:

@@ -15,11 +15,22 @@ difference of two proportions and half a point::
     gap = acc_val - acc_test,   se = sqrt(p_v (1 - p_v) / n_v + p_t (1 - p_t) / n_t)
     biased = gap > max(2 se, 0.005)
 
-:func:`choose_arm` then scores each arm by its validation accuracy minus, for an arm that
+When the split is biased and no ``--val-data`` was given, :func:`carve_selection_split`
+takes a seeded half of the test images, which the teacher never saw, as the validation images
+of the whole run (every selection: rungs, arms, the supernet's sub-networks) and keeps the other
+half as the test images every reported figure is measured on. The trials then train on every
+training image. Selection never sees the images the report's accuracy comes from::
+
+    selection = test[perm[:n // 2]],   report = test[perm[n // 2:]],   perm = permutation(n, seed)
+
+A test set too small to halve (fewer than ``2 * MIN_CARVED`` images) keeps the biased split,
+and :func:`choose_arm` then scores each arm by its validation accuracy minus, for an arm that
 learns from the teacher, the teacher's whole measured gap: a distilled arm wins only when it
 beats scratch by more than the bias could explain (a student cannot inherit more of the
-teacher's fit to the split than the teacher has). With ``--val-data`` (images the teacher
-never saw) the gap is noise and the arms are compared as they are.
+teacher's fit to the split than the teacher has). The handicap is an upper bound: a teacher that
+fits its training images (gap of 10-20 points) would leave scratch chosen whatever distillation
+gains, which is why carving comes first. With ``--val-data`` (images the teacher never saw) or a
+carved split the arms are compared as they are.
 
 :func:`teacher_clearly_stronger` decides whether the scratch arm must be trained at all: when
 the teacher is not at least :data:`STRONGER_MARGIN` above what the student reached on
@@ -37,14 +48,16 @@ if TYPE_CHECKING:
     from edgekd.inputs.data import ImageDataset
     from edgekd.run.rundir import RunDir
 
-__all__ = ["MIN_GAP", "STRONGER_MARGIN", "best_arm", "bias_line", "choose_arm", "measure_teacher_bias",
-           "teacher_bias", "teacher_clearly_stronger"]
+__all__ = ["MIN_CARVED", "MIN_GAP", "STRONGER_MARGIN", "best_arm", "bias_line", "carve_selection_split",
+           "choose_arm", "measure_teacher_bias", "teacher_bias", "teacher_clearly_stronger"]
 
 #: The smallest validation-over-test gap of the teacher that counts as bias (a fraction).
 MIN_GAP = 0.005
 #: The teacher is "clearly stronger" than a student when its accuracy on images it never saw
 #: (the test split) is at least this much above the student's validation accuracy.
 STRONGER_MARGIN = 0.02
+#: The fewest images each half needs for the test images to be halved into selection and report.
+MIN_CARVED = 100
 
 
 def teacher_bias(teacher: nn.Module, dataset: ImageDataset, val_fraction: float, seed: int) -> dict[str, Any]:
@@ -77,22 +90,47 @@ def teacher_bias(teacher: nn.Module, dataset: ImageDataset, val_fraction: float,
 
 
 def bias_line(bias: dict[str, Any]) -> str | None:
-    """The one-line warning for a biased split (None when it is not)."""
+    """The one-line warning for a biased split (None when it is not), saying what selection
+    does about it (a carved split, or the handicap)."""
     if not bias.get("biased"):
         return None
-    return (f"warning: the teacher scores {100 * bias['val']:.2f}% on the validation images and "
+    seen = (f"warning: the teacher scores {100 * bias['val']:.2f}% on the validation images and "
             f"{100 * bias['test']:.2f}% on the test images: it has seen the validation images, so choosing "
-            f"between distilled and scratch arms by validation favours distillation; arms that learn from "
-            f"the teacher are handicapped by its {100 * bias['gap']:.2f}-point gap (give --val-data with "
-            "images the teacher never saw to select without it)")
+            "students by them favours distillation; ")
+    if carved := bias.get("carved"):
+        return seen + (f"students are selected on {carved['selection']} of the test images instead (a seeded "
+                       f"half it never saw) and every test figure is measured on the other {carved['report']} "
+                       "(give --val-data with images the teacher never saw to keep the test set whole)")
+    return seen + (f"arms that learn from the teacher are handicapped by its {100 * bias['gap']:.2f}-point gap "
+                   "(give --val-data with images the teacher never saw to select without it)")
+
+
+def carve_selection_split(dataset: ImageDataset, bias: dict[str, Any], seed: int) -> ImageDataset:
+    """``dataset`` with a seeded half of its test images as the validation images and the other
+    half as its test images (module docstring) when ``bias`` is biased, no validation images
+    were given and each half gets at least :data:`MIN_CARVED` images; else ``dataset``.
+    Records the halves' sizes in ``bias["carved"]``."""
+    import dataclasses
+
+    import numpy as np
+
+    n = len(dataset.y_test)
+    given = dataset.x_val is not None and dataset.y_val is not None
+    if not bias.get("biased") or given or n < 2 * MIN_CARVED:
+        return dataset
+    order = np.random.default_rng(seed).permutation(n)
+    selection, report = np.sort(order[:n // 2]), np.sort(order[n // 2:])
+    bias["carved"] = {"selection": len(selection), "report": len(report), "seed": seed}
+    return dataclasses.replace(dataset, x_val=dataset.x_test[selection], y_val=dataset.y_test[selection],
+                               x_test=dataset.x_test[report], y_test=dataset.y_test[report])
 
 
 def choose_arm(val_accs: dict[str, float | None], uses_teacher: dict[str, bool],
                bias: dict[str, Any] | None) -> tuple[str, dict[str, float]]:
     """``(method, scores)``: the arm with the best score, ``val - gap`` for an arm that uses the
-    teacher when the split is biased, ``val`` otherwise; ties go to the first listed; an arm
-    without a validation accuracy scores -inf."""
-    handicap = bias["gap"] if bias and bias.get("biased") else 0.0
+    teacher when the split is biased and was not carved, ``val`` otherwise; ties go to the first
+    listed; an arm without a validation accuracy scores -inf."""
+    handicap = bias["gap"] if bias and bias.get("biased") and not bias.get("carved") else 0.0
     scores = {m: (float("-inf") if v is None or v != v else float(v) - (handicap if uses_teacher[m] else 0.0))
               for m, v in val_accs.items()}
     best = max(scores, key=lambda m: (scores[m], -list(scores).index(m)))
@@ -108,17 +146,12 @@ def teacher_clearly_stronger(bias: dict[str, Any], student_val: float | None) ->
     return bias["test"] - float(student_val) >= STRONGER_MARGIN
 
 
-def measure_teacher_bias(teacher: nn.Module, dataset: ImageDataset, seed: int, progress: bool) -> dict[str, Any]:
+def measure_teacher_bias(teacher: nn.Module, dataset: ImageDataset, seed: int) -> dict[str, Any]:
     """:func:`teacher_bias` on the split a compress trial validates on (TrainConfig's
-    ``val_fraction``, the run's ``seed``), printing :func:`bias_line` when it is biased."""
-    from edgekd.core.progress import say
+    ``val_fraction``, the run's ``seed``)."""
     from edgekd.distill.config import TrainConfig
 
-    bias = teacher_bias(teacher, dataset, TrainConfig.val_fraction, seed)
-    line = bias_line(bias)
-    if line:
-        say(progress, line)
-    return bias
+    return teacher_bias(teacher, dataset, TrainConfig.val_fraction, seed)
 
 
 def best_arm(run: RunDir, trials: dict[str, str], bias: dict[str, Any] | None = None

@@ -5,7 +5,7 @@ identity that run.json keeps (edgekd.run.rundir)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgekd.core.errors import EdgekdError
 from edgekd.distill.methods import method_names
@@ -28,6 +28,8 @@ class Inputs:
     teacher: nn.Module
     teacher_fp: str
     parity_samples: int = 256
+    #: the teacher on the validation and test splits (edgekd.run.selection.teacher_bias)
+    teacher_bias: dict[str, Any] | None = None
 
 
 def train_images(dataset: ImageDataset, config: CompressConfig) -> int:
