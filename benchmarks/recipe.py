@@ -237,6 +237,18 @@ def write_tables(name: str, rows: list[dict[str, Any]], teacher_info: dict[str, 
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
+def save_teacher(args: argparse.Namespace, ds: Any, t: dict[str, Any]) -> None:
+    """The set's teacher as a self-describing edgekd checkpoint (spec, classes, normalisation)."""
+    from edgekd.core.checkpoint import save_student
+    from edgekd.search.space import StudentSpec
+
+    teacher, info = get_teacher(args.data, ds, t, args.work)
+    save_student(args.save_teacher, teacher, spec=StudentSpec.from_dict(info["spec"]), classes=list(ds.classes),
+                 input_shape=ds.input_shape, normalization=ds.normalization, method="scratch",
+                 metrics={"test_acc": info["test"]}, extra={"recipe": f"benchmarks/recipe.py, {info['epochs']} epochs"})
+    print(f"{args.save_teacher}: test {100 * info['test']:.2f}%, {info['macs'] / 1e6:.1f}M MACs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", choices=sorted(SETS), required=True)
@@ -247,6 +259,9 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=None)
     parser.add_argument("--work", type=Path, default=Path("/tmp/edgekd-recipe"))
     parser.add_argument("--tag", default="", help="results go to recipe-DATA-TAG.{md,json} (a second teacher's table)")
+    parser.add_argument("--save-teacher", type=Path, default=None,
+                        help="write the set's teacher (trained if need be) as an edgekd checkpoint here and stop "
+                             "(for cifar_compress.py --teacher)")
     parser.add_argument("--time-limit", type=float, default=None, help="seconds; stop before a new run after it")
     args = parser.parse_args()
     import torch
@@ -262,6 +277,9 @@ def main() -> None:
     teacher, teacher_info = None, {}
     if (args.work / f"{args.data}-teacher.json").is_file():  # for the table; trained at the first KD cell
         teacher, teacher_info = get_teacher(args.data, ds, t, args.work)
+    if args.save_teacher:
+        save_teacher(args, ds, t)
+        return
     cfg = SETS[args.data]
     epochs = args.epochs or cfg["epochs"]
     student = spec_of(cfg["student"], ds.input_shape, ds.num_classes, "plain", cfg["stem"])
