@@ -224,6 +224,8 @@ def collect(out: Path, teacher: dict[str, Any], cmd: list[str], compress_s: floa
         "ablation": summary.get("ablation"),
         "rung_depths": summary["search"].get("rung_depths"),
         "winner_method": summary["search"].get("winner_method"),
+        "teacher_bias": summary["search"].get("teacher_bias"),  # where selection happened (run.selection)
+        "arm_scores": summary["search"].get("arm_scores"),
         "config": summary["run"]["config"],
         "compress_wall_clock_s": round(compress_s, 1), "total_wall_clock_s": round(total_s, 1),
     }
@@ -336,6 +338,12 @@ def _markdown_full(r: dict[str, Any]) -> str:
              f"test acc {100 * w['test_acc']:.2f}%, measured host speed-up {w['speedup_host']:.2f}x. "
              f"Gap to the teacher: **{r['gap_points']:.2f} points** (aim <= {r['aim_points']}: {met}).", "",
              f"Depths per rung: {r['rung_depths']}; winning method (by validation): {r['winner_method']}.", ""]
+    if (carved := (r.get("teacher_bias") or {}).get("carved")):
+        bias = r["teacher_bias"]
+        lines += [f"The teacher scored {100 * bias['val']:.2f}% on the validation split held out of its training "
+                  f"images and {100 * bias['test']:.2f}% on the test images, so compress selected on "
+                  f"{carved['selection']} test images (a seeded half) and every test figure here is on the other "
+                  f"{carved['report']}.", ""]
     if r.get("ablation"):
         lines += ["| method | trial | epochs | val acc | test acc |", "|---|---|---|---|---|"]
         pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731  (a retrained arm has no validation)
