@@ -67,6 +67,7 @@ CELLS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "ek-new-noaug": ("ek", "scratch", {**NEW, "augment": "none"}),
     "ek-kd-views8": ("ek", "kd", {**NEW, "teacher_views": 8}),
     "ek-kd-batch": ("ek", "kd", {**NEW, "teacher_views": 0}),
+    "ek-kd-batch-warm30": ("ek", "kd", {**NEW, "teacher_views": 0, "warmup_epochs": 3.0}),  # one-cycle's warm-up
     "ek-kd-views8-old": ("ek", "kd", {**OLD, "teacher_views": 8}),
     "ek-fitnet-batch": ("ek", "fitnet", {**NEW, "teacher_views": 0, "hint_epochs": 1}),
     "ek-fitnet-views8": ("ek", "fitnet", {**NEW, "teacher_views": 8, "hint_epochs": 1}),  # compress on CPU
