@@ -261,7 +261,7 @@ def carved_text(bias: dict) -> str:
     return (f"The teacher scores {fmt.percent(bias['val'])} on the validation images held out of its training "
             f"images and {fmt.percent(bias['test'])} on the test images: it has seen the former. So every "
             f"student was selected on {carved['selection']} of the test images (a seeded half the teacher never "
-            f"saw) and trained on every training image; every test figure in this report is on the other "
+            f"saw), with no training image held out for validation; every test figure in this report is on the other "
             f"{carved['report']}.")
 
 
