@@ -117,7 +117,7 @@ def test_compress_selects_on_test_images_the_teacher_never_saw_and_reports_on_th
     """A teacher that memorised its 400 training images: compress warns once, selects every
     student on a seeded half of the 400 test images, trains on every training image, and
     measures every reported figure (students and teacher) on the other half."""
-    from compress_runs import TINY, cli_env
+    from compress_runs import TINY, run_cli
 
     from edgekd.core.checkpoint import load_student
     from edgekd.core.fileio import read_json
@@ -133,12 +133,8 @@ def test_compress_selects_on_test_images_the_teacher_never_saw_and_reports_on_th
     assert bias["biased"], bias  # the premise: it fits its training images, the validation split among them
     teacher_path = builtin_teacher_path(data, TeacherRecipe(epochs=15), cache_dir=tmp_path / "cache")
     out = tmp_path / "run"
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, "-m", "edgekd", "compress", "--data", str(tmp_path / "d.npz"),
-                           "--teacher", str(teacher_path), "--out", str(out), *TINY, "--baselines"],
-                          cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True, timeout=600)
+    proc = run_cli(["compress", "--data", str(tmp_path / "d.npz"), "--teacher", str(teacher_path),
+                    "--out", str(out), *TINY, "--baselines"], tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if "has seen the validation images" in line]
     assert len(warnings) == 1 and "selected on 200 of the test images" in warnings[0]

@@ -37,7 +37,7 @@ from edgekd.run.references import reference_entries, reference_rows, reference_s
 from edgekd.run.rundir import RunDir, open_run, run_folder, run_folder_line
 from edgekd.run.final_retrain import retrain_entry, retrain_stage
 from edgekd.run.config import CompressConfig, check_effort, has_hints, train_config
-from edgekd.run.selection import best_arm, bias_line, carve_selection_split, measure_teacher_bias
+from edgekd.run.selection import best_arm, select_on_unseen_images
 from edgekd.run.setup import Inputs, load_inputs, run_identity, train_images
 from edgekd.run.ship_stages import bundle_stage, export_stage, int8_stage, measure_stage, on_cpu, teacher_stage
 from edgekd.search.config import SearchConfig
@@ -245,14 +245,13 @@ def _compress(config: CompressConfig, started: float) -> Summary:
     if config.val_data:  # after the teacher: a built-in teacher is trained on the training images only
         from edgekd.inputs.data import with_validation
         inputs.dataset = dataset = with_validation(dataset, load_dataset(config.val_data), config.val_data)
-    inputs.teacher_bias = bias = measure_teacher_bias(inputs.teacher, dataset, config.seed)
-    inputs.dataset = dataset = carve_selection_split(dataset, bias, config.seed)  # when the split is biased
     rows, shortlist, counts = search_stage(config, inputs)  # refuses an infeasible budget
-    held: list[str] = [line] if (line := bias_line(bias)) else []  # said once every check has passed
+    held: list[str] = []  # said once every check has passed (a refusal is one line)
     references = (reference_rows(config, inputs, held.append)
                   if config.trains_references() and config.strategy == "halving" else [])
     preflight.check_hint_taps(inputs.teacher, [StudentSpec.from_dict(r["spec"]) for r in shortlist + references],
                               tuple(dataset.input_shape), run_methods(config))
+    held += select_on_unseen_images(inputs, config.seed)  # after the checks, before the run's identity
     run, resumed = open_run(out, run_identity(config, inputs), resume=config.resume,
                             command=config.command if config.command is not None else sys.argv)
     # once every check has passed: a refused command prints its one error line and nothing else
@@ -372,7 +371,7 @@ def _train_and_choose(config: CompressConfig, inputs: Inputs, run: RunDir, short
                                                        dict[str, str] | None, dict[str, Any]]:
     """:func:`_train`: (outcome, winner row, the chosen arm's trial, its method, arms, reference
     trials, outcome.json's ``teacher_bias``, ``arm_scores`` and ``final_retrain``)."""
-    bias = inputs.teacher_bias or measure_teacher_bias(inputs.teacher, inputs.dataset, config.seed)
+    bias = inputs.teacher_bias  # measured by _compress before the run's identity
     outcome, winner, baselines, reference_trials, chosen = _train(config, inputs, run, shortlist, references, bias)
     (winner_method, winner_trial, scores), retrain = chosen
     return (outcome, winner, winner_trial, winner_method, baselines, reference_trials,

@@ -47,9 +47,11 @@ if TYPE_CHECKING:
 
     from edgekd.inputs.data import ImageDataset
     from edgekd.run.rundir import RunDir
+    from edgekd.run.setup import Inputs
 
 __all__ = ["MIN_CARVED", "MIN_GAP", "STRONGER_MARGIN", "best_arm", "bias_line", "carve_selection_split",
-           "choose_arm", "measure_teacher_bias", "teacher_bias", "teacher_clearly_stronger"]
+           "choose_arm", "measure_teacher_bias", "select_on_unseen_images", "teacher_bias",
+           "teacher_clearly_stronger"]
 
 #: The smallest validation-over-test gap of the teacher that counts as bias (a fraction).
 MIN_GAP = 0.005
@@ -152,6 +154,17 @@ def measure_teacher_bias(teacher: nn.Module, dataset: ImageDataset, seed: int) -
     from edgekd.distill.config import TrainConfig
 
     return teacher_bias(teacher, dataset, TrainConfig.val_fraction, seed)
+
+
+def select_on_unseen_images(inputs: Inputs, seed: int) -> list[str]:
+    """Measure the teacher's bias (:func:`measure_teacher_bias`) into ``inputs.teacher_bias`` and,
+    when it is biased, make the carved split (:func:`carve_selection_split`) the run's data;
+    returns the warning line (:func:`bias_line`), if any. compress calls it after its checks, so
+    a refused command costs no teacher pass, and before the run's identity, which the carve changes."""
+    inputs.teacher_bias = bias = measure_teacher_bias(inputs.teacher, inputs.dataset, seed)
+    inputs.dataset = carve_selection_split(inputs.dataset, bias, seed)
+    line = bias_line(bias)
+    return [line] if line else []
 
 
 def best_arm(run: RunDir, trials: dict[str, str], bias: dict[str, Any] | None = None
